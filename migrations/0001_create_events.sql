@@ -1,0 +1,88 @@
+-- The append-only event store.
+--
+-- position is the global order. It is derived from the appending transaction's
+-- id: position = (xid << 16) + index within the transaction. Readers of the
+-- global order read only positions below (xmin << 16), where xmin is the
+-- oldest transaction still in flight (pg_snapshot_xmin). Every transaction
+-- below xmin has committed or rolled back, and every future append gets an
+-- xid >= xmin, hence a larger position: a reader never skips an event that
+-- commits late, and a rolled-back transaction holds nobody up once it ends.
+-- Positions are sparse (not 1, 2, 3...) but strictly increasing in read order.
+CREATE TABLE events (
+  position        bigint      PRIMARY KEY,
+  event_id        uuid        NOT NULL,
+  stream_id       text        NOT NULL,
+  stream_revision bigint      NOT NULL,
+  type            text        NOT NULL,
+  data            jsonb       NOT NULL,
+  metadata        jsonb       NOT NULL,
+  schema_version  integer     NOT NULL DEFAULT 1,
+  recorded_at     timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT events_event_id_key UNIQUE (event_id),
+  CONSTRAINT events_stream_revision_key UNIQUE (stream_id, stream_revision)
+);
+
+CREATE FUNCTION events_are_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'events are append-only (% refused)', TG_OP USING ERRCODE = 'insufficient_privilege';
+END $$;
+
+CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
+  FOR EACH ROW EXECUTE FUNCTION events_are_immutable();
+
+-- One round trip per append: idempotency check, expected-revision check and
+-- insert. Returns status 'ok' | 'duplicate' | 'conflict' | 'id_conflict'.
+-- A concurrent append to the same stream surfaces as a unique violation on
+-- events_stream_revision_key (or events_event_id_key for a concurrent
+-- duplicate); the adapter then calls again and gets the definitive answer.
+CREATE FUNCTION es_append(p_stream text, p_expected_kind text, p_expected bigint, p_events jsonb)
+RETURNS TABLE (status text, revision bigint, last_position bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  n           int := jsonb_array_length(p_events);
+  found_count int;
+  found_rev   bigint;
+  found_pos   bigint;
+  found_other int;
+  current_rev bigint;
+  base        bigint;
+  first_pos   bigint;
+BEGIN
+  SELECT count(*), max(e.stream_revision), max(e.position), count(*) FILTER (WHERE e.stream_id <> p_stream)
+    INTO found_count, found_rev, found_pos, found_other
+    FROM events e
+   WHERE e.event_id IN (SELECT (x->>'id')::uuid FROM jsonb_array_elements(p_events) x);
+  IF found_count = n AND found_other = 0 THEN
+    RETURN QUERY SELECT 'duplicate'::text, found_rev, found_pos;
+    RETURN;
+  ELSIF found_count > 0 THEN
+    RETURN QUERY SELECT 'id_conflict'::text, found_rev, found_pos;
+    RETURN;
+  END IF;
+
+  -- "any" writers to one stream queue up instead of failing on each other's revisions.
+  IF p_expected_kind = 'any' THEN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_stream, 0));
+  END IF;
+  SELECT coalesce(max(e.stream_revision), -1) INTO current_rev FROM events e WHERE e.stream_id = p_stream;
+  IF (p_expected_kind = 'no_stream' AND current_rev <> -1)
+     OR (p_expected_kind = 'stream_exists' AND current_rev = -1)
+     OR (p_expected_kind = 'exact' AND current_rev <> p_expected) THEN
+    RETURN QUERY SELECT 'conflict'::text, current_rev, NULL::bigint;
+    RETURN;
+  END IF;
+
+  base := (pg_current_xact_id()::text::bigint) << 16;
+  SELECT coalesce(max(e.position) + 1, base) INTO first_pos
+    FROM events e WHERE e.position >= base AND e.position < base + 65536;
+  IF first_pos + n > base + 65536 THEN
+    RAISE EXCEPTION 'more than 65536 events in one transaction' USING ERRCODE = 'program_limit_exceeded';
+  END IF;
+
+  INSERT INTO events (position, event_id, stream_id, stream_revision, type, data, metadata, schema_version)
+  SELECT first_pos + x.i - 1, (x.e->>'id')::uuid, p_stream, current_rev + x.i, x.e->>'type',
+         x.e->'data', x.e->'metadata', coalesce((x.e->>'v')::int, 1)
+    FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, i);
+
+  RETURN QUERY SELECT 'ok'::text, current_rev + n, first_pos + n - 1;
+END $$;

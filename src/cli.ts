@@ -1,0 +1,72 @@
+import { writeFileSync } from 'node:fs';
+import { Pool } from 'pg';
+import { loadConfig } from './config';
+import { resolveServices } from './platform/infrastructure';
+import { createLogger } from './platform/logger';
+import { migrate } from './platform/migrations';
+import { runProjectionCommand } from './platform/projections/projection-cli';
+
+/**
+ * `npm run cli -- <command>`:
+ *   migrate                         apply pending migrations
+ *   projections:rebuild <name>      rebuild one read model from the events, with a progress bar
+ *   projections:list                names, checkpoints, status
+ *   services:run --env-file F       start the local PostgreSQL and Redis, write their URLs to F, run until SIGTERM (tests)
+ */
+async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  const config = loadConfig();
+  const log = createLogger(config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL, 'cli');
+  switch (command) {
+    case 'migrate': {
+      const { databaseUrl, local } = await resolveServices(config, log);
+      const pool = new Pool({ connectionString: databaseUrl });
+      try {
+        const r = await migrate(pool);
+        console.log(r.applied.length ? `applied: ${r.applied.join(', ')}` : `up to date (version ${r.current})`);
+      } finally {
+        await pool.end();
+        for (const s of local) await s.stop();
+      }
+      return 0;
+    }
+    case 'projections:rebuild':
+    case 'projections:list': {
+      return runProjectionCommand(command, args, config, log);
+    }
+    case 'services:run': {
+      const envFile = flag(args, '--env-file');
+      const pgPort = flag(args, '--pg-port');
+      const redisPort = flag(args, '--redis-port');
+      const cfg = loadConfig({ ...process.env, DATABASE_URL: process.env.TEST_DATABASE_URL, REDIS_URL: process.env.TEST_REDIS_URL,
+        ...(pgPort ? { EMBEDDED_PG_PORT: pgPort } : {}), ...(redisPort ? { EMBEDDED_REDIS_PORT: redisPort } : {}) });
+      const services = await resolveServices(cfg, createLogger('info', 'test-services'));
+      const lines = [`TEST_DATABASE_URL=${services.databaseUrl}`, `TEST_REDIS_URL=${services.redisUrl}`];
+      if (envFile) writeFileSync(envFile, lines.join('\n') + '\n');
+      else console.log(lines.join('\n'));
+      await new Promise<void>((res) => {
+        process.once('SIGTERM', res);
+        process.once('SIGINT', res);
+      });
+      for (const s of services.local.reverse()) await s.stop();
+      return 0;
+    }
+    case undefined:
+    default:
+      console.error('usage: npm run cli -- <migrate | projections:list | projections:rebuild <name> | services:run --env-file F>');
+      return 2;
+  }
+}
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(1);
+  },
+);

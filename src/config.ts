@@ -1,0 +1,54 @@
+import { z } from 'zod';
+
+/**
+ * All configuration comes from environment variables, parsed once at start-up.
+ * A bad value stops the process with a message naming the variable.
+ */
+const url = (protocols: string[]) =>
+  z
+    .string()
+    .url()
+    .refine((v) => protocols.some((p) => v.startsWith(`${p}:`)), {
+      message: `must start with ${protocols.map((p) => `${p}://`).join(' or ')}`,
+    });
+
+const port = z.coerce.number().int().min(1).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+
+export const configSchema = z.object({
+  PORT: port.default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  DATA_DIR: z.string().min(1).default('.data'),
+  DATABASE_URL: url(['postgres', 'postgresql']).optional(),
+  REDIS_URL: url(['redis', 'rediss']).optional(),
+  EMBEDDED_PG_PORT: port.default(54329),
+  EMBEDDED_REDIS_PORT: port.default(63799),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PG_POOL_SIZE: positiveInt.default(20),
+  /** Optimistic-concurrency retries of a command before it is reported as 409. */
+  COMMAND_RETRIES: z.coerce.number().int().min(0).max(50).default(5),
+  /** Events a projection applies per transaction. */
+  PROJECTION_BATCH_SIZE: positiveInt.max(65536).default(500),
+  /** Failed attempts on one event before its projection is parked. */
+  PROJECTION_MAX_ATTEMPTS: positiveInt.default(3),
+  /** Upper bound for a query waiting on `minPosition` (read-your-writes). */
+  READ_WAIT_TIMEOUT_MS: positiveInt.max(60000).default(5000),
+  /** Set to "false" to run an instance that serves HTTP but never projects (e.g. a read replica). */
+  RUN_PROJECTIONS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  SHUTDOWN_TIMEOUT_MS: positiveInt.default(10000),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Empty strings count as unset, so `DATABASE_URL=` in a .env file means "embedded".
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = configSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  return parsed.data;
+}

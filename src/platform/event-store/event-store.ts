@@ -1,0 +1,131 @@
+import { DomainError } from '../../../domain/shared/errors';
+
+/**
+ * The event store port. Two adapters implement it (PostgreSQL, the default,
+ * and EventStoreDB/KurrentDB); both must pass test/integration/event-store.contract.ts.
+ */
+
+/** What the writer expects the stream's current revision to be. Revisions start at 0. */
+export type ExpectedRevision = 'no_stream' | 'any' | 'stream_exists' | bigint | number;
+
+export interface EventMetadata {
+  /** Ties together everything one request, MQTT message or job caused. */
+  readonly correlationId: string;
+  /** The id of the command or event that caused this one. */
+  readonly causationId: string;
+  /** Who acted: `user:<id>`, `device:<id>`, `system:<component>`. */
+  readonly actor: string;
+  readonly [key: string]: unknown;
+}
+
+export interface EventToAppend {
+  /** Unique; derive it from an idempotency key to make the append idempotent. */
+  readonly id: string;
+  readonly type: string;
+  readonly data: Record<string, unknown>;
+  readonly metadata: EventMetadata;
+  /** Version of `data`'s shape; old versions are upcast on read. Default 1. */
+  readonly schemaVersion?: number;
+}
+
+export interface RecordedEvent {
+  readonly id: string;
+  readonly streamId: string;
+  readonly revision: number;
+  /** Global position: strictly increasing in the order readers of `$all` see events. */
+  readonly position: number;
+  readonly type: string;
+  readonly data: Record<string, unknown>;
+  readonly metadata: EventMetadata;
+  /** The schema version after upcasting (the stored version is in metadata.storedSchemaVersion when it differs). */
+  readonly schemaVersion: number;
+  readonly recordedAt: Date;
+}
+
+export interface AppendResult {
+  /** Revision of the stream's last event after the append. */
+  readonly nextRevision: number;
+  /** Global position of the last event appended. */
+  readonly position: number;
+  /** True when every event was already stored: nothing new was written. */
+  readonly duplicate: boolean;
+}
+
+export interface Subscription {
+  /** Stops delivery; resolves when the handler is no longer running. */
+  stop(): Promise<void>;
+  /** Resolves when the subscription has failed (handler threw); never resolves on a clean stop. */
+  readonly failed: Promise<unknown>;
+}
+
+export interface SubscribeOptions {
+  /** Deliver events after this position (exclusive). 0 = from the beginning. */
+  readonly fromPosition: number;
+  /** Max events per handler call. */
+  readonly batchSize?: number;
+  /** Only these event types (the position still advances past others). */
+  readonly eventTypes?: readonly string[];
+}
+
+export interface EventStore {
+  append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult>;
+  /** Events of one stream from `fromRevision` (inclusive), in revision order. */
+  readStream(streamId: string, fromRevision?: number, limit?: number): Promise<RecordedEvent[]>;
+  /** Up to `limit` events after `fromPosition` (exclusive), in global order; never skips a late commit. */
+  readAll(fromPosition: number, limit: number, eventTypes?: readonly string[]): Promise<RecordedEvent[]>;
+  /** Catches up from `fromPosition`, then follows new events. The handler is awaited before the next batch. */
+  subscribe(options: SubscribeOptions, handler: (events: RecordedEvent[]) => Promise<void>): Subscription;
+  /** The position of the newest event any reader may see now (0 when empty). */
+  headPosition(): Promise<number>;
+  /** The original result of an append whose first event had this id, if it was stored. */
+  findAppend(streamId: string, firstEventId: string): Promise<AppendResult | undefined>;
+  close(): Promise<void>;
+}
+
+/** The stream's revision did not match what the writer expected. */
+export class ConcurrencyError extends DomainError {
+  constructor(
+    readonly streamId: string,
+    readonly expected: ExpectedRevision,
+    readonly actual: number | 'no_stream',
+  ) {
+    super('conflict', 'PLATFORM.CONCURRENCY_CONFLICT',
+      `stream ${streamId}: expected revision ${String(expected)}, found ${String(actual)}`,
+      [], { streamId, expected: String(expected), actual: String(actual) });
+    this.name = 'ConcurrencyError';
+  }
+}
+
+/** Some but not all of an append's event ids were stored before: the idempotency key was reused for a different command. */
+export class IdempotencyConflictError extends DomainError {
+  constructor(readonly streamId: string) {
+    super('conflict', 'PLATFORM.IDEMPOTENCY_KEY_REUSED',
+      `stream ${streamId}: the idempotency key was already used for a different command`);
+    this.name = 'IdempotencyConflictError';
+  }
+}
+
+/** Upcasting: turns data stored under an old schema version into the current shape, on read. */
+export interface Upcaster {
+  readonly type: string;
+  readonly fromVersion: number;
+  upcast(data: Record<string, unknown>): Record<string, unknown>;
+}
+
+export class UpcasterRegistry {
+  private readonly byKey = new Map<string, Upcaster>();
+  register(...upcasters: Upcaster[]): this {
+    for (const u of upcasters) this.byKey.set(`${u.type}@${u.fromVersion}`, u);
+    return this;
+  }
+  /** Applies upcasters one version at a time until none matches. */
+  apply(type: string, version: number, data: Record<string, unknown>): { data: Record<string, unknown>; version: number } {
+    let v = version;
+    let d = data;
+    for (let u = this.byKey.get(`${type}@${v}`); u; u = this.byKey.get(`${type}@${v}`)) {
+      d = u.upcast(d);
+      v += 1;
+    }
+    return { data: d, version: v };
+  }
+}

@@ -1,0 +1,337 @@
+import { Client, type Pool, type PoolClient } from 'pg';
+import {
+  ConcurrencyError, IdempotencyConflictError, UpcasterRegistry,
+  type AppendResult, type EventStore, type EventToAppend, type ExpectedRevision, type EventMetadata,
+  type RecordedEvent, type SubscribeOptions, type Subscription,
+} from './event-store';
+
+/**
+ * The PostgreSQL adapter (the default event store). See
+ * migrations/0001_create_events.sql for why positions come from transaction ids.
+ */
+
+const CHANNEL = 'es_events';
+const MAX_APPEND_ATTEMPTS = 10;
+
+interface EventRow {
+  position: string;
+  event_id: string;
+  stream_id: string;
+  stream_revision: string;
+  type: string;
+  data: Record<string, unknown>;
+  metadata: EventMetadata;
+  schema_version: number;
+  recorded_at: Date;
+}
+
+const EVENT_COLUMNS = 'position, event_id, stream_id, stream_revision, type, data, metadata, schema_version, recorded_at';
+// Everything below the oldest in-flight transaction's first possible position is final.
+const HORIZON = `(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)`;
+
+export interface PostgresEventStoreOptions {
+  /** Connection string for the dedicated LISTEN connection (defaults to the pool's). */
+  readonly listenConnectionString?: string;
+  readonly upcasters?: UpcasterRegistry;
+  /** Called after every append that stored events (metrics). */
+  readonly onAppended?: (count: number) => void;
+  readonly log?: (msg: string, err?: unknown) => void;
+}
+
+export interface ReadBatch {
+  readonly events: RecordedEvent[];
+  /** Cursor after this batch: every event up to here was delivered or filtered out. */
+  readonly position: number;
+  /** True when committed events exist beyond the horizon (an older transaction is still in flight). */
+  readonly blocked: boolean;
+}
+
+export class PostgresEventStore implements EventStore {
+  private readonly upcasters: UpcasterRegistry;
+  private listener: Client | undefined;
+  private listenerStarting: Promise<void> | undefined;
+  private generation = 0;
+  private readonly wakers = new Set<() => void>();
+  private notifyInFlight = false;
+  private notifyAgain = false;
+  private closed = false;
+  private readonly subscriptions = new Set<Subscription>();
+
+  constructor(private readonly pool: Pool, private readonly options: PostgresEventStoreOptions = {}) {
+    this.upcasters = options.upcasters ?? new UpcasterRegistry();
+  }
+
+  async append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult> {
+    if (events.length === 0) throw new Error('append needs at least one event');
+    const [kind, revision] = expectedToSql(expected);
+    const payload = JSON.stringify(events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: e.schemaVersion ?? 1 })));
+    for (let attempt = 1; ; attempt++) {
+      let row: { status: string; revision: string; last_position: string | null } | undefined;
+      try {
+        const res = await this.pool.query<{ status: string; revision: string; last_position: string | null }>(
+          'SELECT status, revision, last_position FROM es_append($1, $2, $3, $4::jsonb)',
+          [streamId, kind, revision, payload],
+        );
+        row = res.rows[0];
+      } catch (e) {
+        // A concurrent append won the race for this revision (or these ids):
+        // ask again, and the function answers conflict, duplicate or appends after it.
+        if (isUniqueViolation(e) && attempt < MAX_APPEND_ATTEMPTS) continue;
+        throw e;
+      }
+      if (!row) throw new Error('es_append returned no row');
+      switch (row.status) {
+        case 'ok':
+          this.announce();
+          this.options.onAppended?.(events.length);
+          return { nextRevision: Number(row.revision), position: Number(row.last_position), duplicate: false };
+        case 'duplicate':
+          return { nextRevision: Number(row.revision), position: Number(row.last_position), duplicate: true };
+        case 'conflict':
+          throw new ConcurrencyError(streamId, expected, Number(row.revision) === -1 ? 'no_stream' : Number(row.revision));
+        case 'id_conflict':
+          throw new IdempotencyConflictError(streamId);
+        default:
+          throw new Error(`es_append: unexpected status ${row.status}`);
+      }
+    }
+  }
+
+  async readStream(streamId: string, fromRevision = 0, limit = 100_000): Promise<RecordedEvent[]> {
+    const res = await this.pool.query<EventRow>(
+      `SELECT ${EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_revision >= $2 ORDER BY stream_revision LIMIT $3`,
+      [streamId, fromRevision, limit],
+    );
+    return res.rows.map((r) => this.toRecorded(r));
+  }
+
+  async readAll(fromPosition: number, limit: number, eventTypes?: readonly string[]): Promise<RecordedEvent[]> {
+    return (await this.readBatch(fromPosition, limit, eventTypes)).events;
+  }
+
+  /**
+   * One gap-safe read of the global order. Only positions below the horizon
+   * are read; with a type filter the cursor still advances past events of
+   * other types (to the newest final event scanned), never past the horizon.
+   */
+  async readBatch(fromPosition: number, limit: number, eventTypes?: readonly string[], client?: PoolClient): Promise<ReadBatch> {
+    const q = client ?? this.pool;
+    const filtered = eventTypes !== undefined;
+    const res = await q.query<EventRow & { horizon: string }>(
+      `WITH h AS (SELECT ${HORIZON} AS horizon)
+       SELECT e.*, h.horizon FROM h LEFT JOIN LATERAL (
+         SELECT ${EVENT_COLUMNS} FROM events
+          WHERE position > $1 AND position < h.horizon ${filtered ? 'AND type = ANY($3)' : ''}
+          ORDER BY position LIMIT $2) e ON true`,
+      filtered ? [fromPosition, limit, eventTypes] : [fromPosition, limit],
+    );
+    const horizon = res.rows[0]?.horizon ?? '0';
+    const rows = res.rows.filter((r) => r.position !== null);
+    const events = rows.map((r) => this.toRecorded(r));
+    const last = events.at(-1);
+    let position = last ? last.position : fromPosition;
+    if (rows.length < limit) {
+      if (filtered) {
+        // Nothing more of these types below the horizon: skip to the newest final event of any type.
+        const max = await q.query<{ max: string | null }>(
+          'SELECT max(position) AS max FROM events WHERE position > $1 AND position < $2', [fromPosition, horizon]);
+        if (max.rows[0]?.max) position = Math.max(position, Number(max.rows[0].max));
+      }
+      const beyond = await q.query('SELECT 1 FROM events WHERE position >= $1 LIMIT 1', [horizon]);
+      return { events, position, blocked: (beyond.rowCount ?? 0) > 0 };
+    }
+    return { events, position, blocked: false };
+  }
+
+  async headPosition(): Promise<number> {
+    const res = await this.pool.query<{ max: string | null }>(
+      `SELECT max(position) AS max FROM events WHERE position < ${HORIZON}`);
+    return Number(res.rows[0]?.max ?? 0);
+  }
+
+  async findAppend(streamId: string, firstEventId: string): Promise<AppendResult | undefined> {
+    const first = await this.pool.query<{ position: string; stream_id: string }>(
+      'SELECT position, stream_id FROM events WHERE event_id = $1', [firstEventId]);
+    const row = first.rows[0];
+    if (!row) return undefined;
+    if (row.stream_id !== streamId) throw new IdempotencyConflictError(streamId);
+    // An append is one transaction, so its events share the transaction's position block.
+    const res = await this.pool.query<{ rev: string; pos: string }>(
+      `SELECT max(stream_revision) AS rev, max(position) AS pos FROM events
+        WHERE stream_id = $1 AND position >= $2 AND position < (($2::bigint >> 16) + 1) << 16`,
+      [streamId, row.position]);
+    const r = res.rows[0];
+    if (!r) return undefined;
+    return { nextRevision: Number(r.rev), position: Number(r.pos), duplicate: true };
+  }
+
+  subscribe(options: SubscribeOptions, handler: (events: RecordedEvent[]) => Promise<void>): Subscription {
+    return this.subscribeBatches(options, (batch) => (batch.events.length > 0 ? handler(batch.events) : Promise.resolve()));
+  }
+
+  /**
+   * Like subscribe, but the handler also sees batches whose events were all
+   * filtered out, so it can move a checkpoint (batch.position) past them.
+   */
+  subscribeBatches(options: SubscribeOptions, handler: (batch: ReadBatch) => Promise<void>): Subscription {
+    const batchSize = options.batchSize ?? 500;
+    let position = options.fromPosition;
+    let stopped = false;
+    let wake: (() => void) | undefined;
+    let reportFailure: (e: unknown) => void = () => undefined;
+    const failed = new Promise<unknown>((res) => { reportFailure = res; });
+    const sleep = (ms: number) => new Promise<void>((res) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakers.delete(done);
+        wake = undefined;
+        res();
+      };
+      const timer = setTimeout(done, ms);
+      wake = done;
+      this.wakers.add(done);
+    });
+
+    const loop = async () => {
+      await this.ensureListener().catch((e: unknown) => this.options.log?.('event store: LISTEN failed, polling instead', e));
+      let backoff = 5;
+      let errors = 0;
+      while (!stopped) {
+        const seen = this.generation;
+        let batch: ReadBatch;
+        try {
+          batch = await this.readBatch(position, batchSize, options.eventTypes);
+          errors = 0;
+        } catch (e) {
+          if (stopped) break;
+          errors++;
+          this.options.log?.('event store: subscription read failed, retrying', e);
+          await sleep(Math.min(5000, 100 * 2 ** Math.min(errors, 6)));
+          continue;
+        }
+        if (batch.position !== position) {
+          try {
+            await handler(batch);
+          } catch (e) {
+            stopped = true;
+            reportFailure(e);
+            return;
+          }
+          position = batch.position;
+          backoff = 5;
+        }
+        if (stopped) break;
+        if (batch.events.length >= batchSize) continue;
+        if (batch.blocked) {
+          // Committed events wait behind an older transaction still in flight: look again soon.
+          await sleep(backoff);
+          backoff = Math.min(backoff * 2, 200);
+        } else if (this.generation === seen) {
+          // Caught up: wait for NOTIFY (or a local append); the timeout covers a lost notification.
+          await sleep(this.listener ? 2000 : 250);
+        }
+      }
+    };
+    const running = loop().catch((e: unknown) => { stopped = true; reportFailure(e); });
+    const sub: Subscription = {
+      failed,
+      stop: async () => {
+        stopped = true;
+        wake?.();
+        await running;
+        this.subscriptions.delete(sub);
+      },
+    };
+    this.subscriptions.add(sub);
+    return sub;
+  }
+
+  /** Wakes every waiting subscriber (this process) and, coalesced, every other process via NOTIFY. */
+  private announce(): void {
+    this.wakeAll();
+    if (this.notifyInFlight) {
+      this.notifyAgain = true;
+      return;
+    }
+    this.notifyInFlight = true;
+    this.pool
+      .query(`SELECT pg_notify('${CHANNEL}', '')`)
+      .catch((e: unknown) => this.options.log?.('event store: NOTIFY failed', e))
+      .finally(() => {
+        this.notifyInFlight = false;
+        if (this.notifyAgain && !this.closed) {
+          this.notifyAgain = false;
+          this.announce();
+        }
+      });
+  }
+
+  private wakeAll(): void {
+    this.generation++;
+    for (const w of [...this.wakers]) w();
+  }
+
+  private ensureListener(): Promise<void> {
+    if (this.listener || this.closed) return Promise.resolve();
+    this.listenerStarting ??= (async () => {
+      const conn = this.options.listenConnectionString ?? connectionStringOf(this.pool);
+      const client = new Client(conn ? { connectionString: conn } : {});
+      client.on('notification', () => this.wakeAll());
+      client.on('error', (e) => {
+        this.options.log?.('event store: LISTEN connection lost', e);
+        if (this.listener === client) this.listener = undefined;
+        this.listenerStarting = undefined;
+        client.end().catch(() => undefined);
+        this.wakeAll();
+        if (!this.closed) setTimeout(() => { void this.ensureListener().catch(() => undefined); }, 1000);
+      });
+      await client.connect();
+      await client.query(`LISTEN ${CHANNEL}`);
+      this.listener = client;
+    })().catch((e: unknown) => {
+      this.listenerStarting = undefined;
+      throw e;
+    });
+    return this.listenerStarting;
+  }
+
+  private toRecorded(r: EventRow): RecordedEvent {
+    const { data, version } = this.upcasters.apply(r.type, r.schema_version, r.data);
+    const metadata = version === r.schema_version ? r.metadata : { ...r.metadata, storedSchemaVersion: r.schema_version };
+    return {
+      id: r.event_id,
+      streamId: r.stream_id,
+      revision: Number(r.stream_revision),
+      position: Number(r.position),
+      type: r.type,
+      data,
+      metadata,
+      schemaVersion: version,
+      recordedAt: r.recorded_at,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.subscriptions].map((s) => s.stop()));
+    const l = this.listener;
+    this.listener = undefined;
+    this.wakeAll();
+    if (l) await l.end().catch(() => undefined);
+  }
+}
+
+function expectedToSql(expected: ExpectedRevision): [string, number | null] {
+  if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return [expected, null];
+  const n = Number(expected);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`invalid expected revision ${String(expected)}`);
+  return ['exact', n];
+}
+
+function isUniqueViolation(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as { code?: string }).code === '23505';
+}
+
+function connectionStringOf(pool: Pool): string | undefined {
+  return (pool as unknown as { options?: { connectionString?: string } }).options?.connectionString;
+}

@@ -1,0 +1,50 @@
+import { SingleBar, Presets } from 'cli-progress';
+import { Pool } from 'pg';
+import type { Config } from '../../config';
+import { allProjections } from '../../read-models';
+import { PostgresEventStore } from '../event-store/postgres-event-store';
+import { resolveServices } from '../infrastructure';
+import type { Logger } from '../logger';
+import { migrate } from '../migrations';
+import { ProjectionEngine } from './projection-engine';
+
+/** `projections:list` and `projections:rebuild <name>` for the CLI; runs in-process against the configured database. */
+export async function runProjectionCommand(command: string, args: string[], config: Config, log: Logger): Promise<number> {
+  const { databaseUrl, local } = await resolveServices(config, log);
+  const pool = new Pool({ connectionString: databaseUrl, max: 4 });
+  const store = new PostgresEventStore(pool, { listenConnectionString: databaseUrl });
+  const engine = new ProjectionEngine(pool, store, allProjections, {
+    connectionString: databaseUrl, batchSize: config.PROJECTION_BATCH_SIZE, maxAttempts: config.PROJECTION_MAX_ATTEMPTS,
+    log: (level, msg, extra) => log[level](extra ?? {}, msg),
+  });
+  try {
+    await migrate(pool);
+    await engine.register();
+    if (command === 'projections:list') {
+      for (const i of await engine.status()) {
+        console.log(`${i.name.padEnd(24)} ${i.status.padEnd(8)} checkpoint=${i.checkpoint} lag=${i.lagEvents} events`);
+      }
+      return 0;
+    }
+    const name = args[0];
+    if (!name) {
+      console.error(`usage: npm run cli -- projections:rebuild <name>   (one of: ${engine.projections.map((p) => p.name).join(', ')})`);
+      return 2;
+    }
+    engine.get(name);
+    const bar = new SingleBar({ format: `${name} [{bar}] {percentage}% | {value}/{total} events | {duration}s` }, Presets.shades_classic);
+    let started = false;
+    const result = await engine.rebuild(name, 'system:cli', ({ processed, total }) => {
+      if (!started) { bar.start(total, processed); started = true; }
+      bar.setTotal(total);
+      bar.update(processed);
+    });
+    bar.stop();
+    console.log(`rebuilt ${name}: ${result.events} events, checkpoint ${result.position}`);
+    return 0;
+  } finally {
+    await store.close();
+    await pool.end();
+    for (const s of local) await s.stop();
+  }
+}

@@ -1,0 +1,190 @@
+import { randomUUID } from 'node:crypto';
+import { ConcurrencyError, IdempotencyConflictError, type EventStore, type RecordedEvent } from '../../src/platform/event-store/event-store';
+import { eventually, testEvent } from '../support/events';
+
+/**
+ * The contract every event store adapter must pass. Each test uses its own
+ * stream ids, so the suite can share one store.
+ */
+export function eventStoreContract(adapter: string, getStore: () => EventStore): void {
+  describe(`event store contract: ${adapter}`, () => {
+    const stream = (label: string) => `contract-${label}-${randomUUID()}`;
+
+    describe('append with expected revision', () => {
+      it('creates a stream with no_stream and returns revision and position', async () => {
+        const s = stream('create');
+        const r = await getStore().append(s, [testEvent('test.A'), testEvent('test.B')], 'no_stream');
+        expect(r.nextRevision).toBe(1);
+        expect(r.position).toBeGreaterThan(0);
+        expect(r.duplicate).toBe(false);
+        const read = await getStore().readStream(s);
+        expect(read.map((e) => [e.type, e.revision])).toEqual([['test.A', 0], ['test.B', 1]]);
+        expect(read[1]?.position).toBe(r.position);
+      });
+
+      it('rejects no_stream when the stream exists', async () => {
+        const s = stream('exists');
+        await getStore().append(s, [testEvent('test.A')], 'no_stream');
+        await expect(getStore().append(s, [testEvent('test.A')], 'no_stream')).rejects.toBeInstanceOf(ConcurrencyError);
+      });
+
+      it('appends at the exact expected revision and rejects a stale one, storing nothing', async () => {
+        const s = stream('exact');
+        await getStore().append(s, [testEvent('test.A')], 'no_stream');
+        const ok = await getStore().append(s, [testEvent('test.B')], 0);
+        expect(ok.nextRevision).toBe(1);
+        const err = await getStore().append(s, [testEvent('test.C')], 0).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(ConcurrencyError);
+        expect((err as ConcurrencyError).actual).toBe(1);
+        expect((await getStore().readStream(s)).map((e) => e.type)).toEqual(['test.A', 'test.B']);
+      });
+
+      it('rejects an exact revision on a stream that does not exist', async () => {
+        const err = await getStore().append(stream('missing'), [testEvent('test.A')], 3).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(ConcurrencyError);
+        expect((err as ConcurrencyError).actual).toBe('no_stream');
+      });
+
+      it('stream_exists needs the stream; any takes whatever is there', async () => {
+        const s = stream('any');
+        await expect(getStore().append(s, [testEvent('test.A')], 'stream_exists')).rejects.toBeInstanceOf(ConcurrencyError);
+        expect((await getStore().append(s, [testEvent('test.A')], 'any')).nextRevision).toBe(0);
+        expect((await getStore().append(s, [testEvent('test.B')], 'any')).nextRevision).toBe(1);
+        expect((await getStore().append(s, [testEvent('test.C')], 'stream_exists')).nextRevision).toBe(2);
+      });
+
+      it('lets exactly one of many concurrent writers at the same revision win', async () => {
+        const s = stream('race');
+        await getStore().append(s, [testEvent('test.A')], 'no_stream');
+        const results = await Promise.allSettled(
+          Array.from({ length: 10 }, (_, i) => getStore().append(s, [testEvent('test.B', { i })], 0)));
+        expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+        const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+        expect(rejected).toHaveLength(9);
+        for (const r of rejected) expect(r.reason).toBeInstanceOf(ConcurrencyError);
+        expect(await getStore().readStream(s)).toHaveLength(2);
+      });
+
+      it('serialises concurrent "any" appends without losing one', async () => {
+        const s = stream('any-race');
+        await Promise.all(Array.from({ length: 20 }, (_, i) => getStore().append(s, [testEvent('test.N', { i })], 'any')));
+        const events = await getStore().readStream(s);
+        expect(events.map((e) => e.revision)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+        expect(new Set(events.map((e) => e.data.i)).size).toBe(20);
+      });
+    });
+
+    describe('idempotent appends', () => {
+      it('re-sending the same events returns the original result and stores nothing new', async () => {
+        const s = stream('idem');
+        const events = [testEvent('test.A', { n: 1 }), testEvent('test.B', { n: 2 })];
+        const first = await getStore().append(s, events, 'no_stream');
+        const again = await getStore().append(s, events, 'no_stream');
+        expect(again).toEqual({ ...first, duplicate: true });
+        const later = await getStore().append(s, events, 5);
+        expect(later.position).toBe(first.position);
+        expect(await getStore().readStream(s)).toHaveLength(2);
+      });
+
+      it('stores concurrent duplicates once', async () => {
+        const s = stream('idem-race');
+        const events = [testEvent('test.A')];
+        const results = await Promise.all(Array.from({ length: 8 }, () => getStore().append(s, events, 'any')));
+        expect(new Set(results.map((r) => r.position)).size).toBe(1);
+        expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
+        expect(await getStore().readStream(s)).toHaveLength(1);
+      });
+
+      it('refuses an append that reuses some of an earlier append\'s ids with new ones', async () => {
+        const s = stream('idem-mixed');
+        const a = testEvent('test.A');
+        await getStore().append(s, [a], 'no_stream');
+        await expect(getStore().append(s, [a, testEvent('test.B')], 'any')).rejects.toBeInstanceOf(IdempotencyConflictError);
+        expect(await getStore().readStream(s)).toHaveLength(1);
+      });
+
+      it('finds the original result of an append by its first event id', async () => {
+        const s = stream('find');
+        await getStore().append(s, [testEvent('test.0')], 'no_stream');
+        const events = [testEvent('test.A'), testEvent('test.B'), testEvent('test.C')];
+        const r = await getStore().append(s, events, 0);
+        expect(await getStore().findAppend(s, events[0]!.id)).toEqual({ ...r, duplicate: true });
+        expect(await getStore().findAppend(s, randomUUID())).toBeUndefined();
+      });
+    });
+
+    describe('reading', () => {
+      it('keeps data and metadata as written', async () => {
+        const s = stream('meta');
+        const e = { id: randomUUID(), type: 'test.Meta', data: { nested: { a: [1, 2, 3] }, text: 'é✓' },
+          metadata: { correlationId: 'corr-1', causationId: 'cause-1', actor: 'user:42' }, schemaVersion: 1 };
+        await getStore().append(s, [e], 'no_stream');
+        const [read] = await getStore().readStream(s);
+        expect(read).toMatchObject({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, streamId: s, revision: 0, schemaVersion: 1 });
+        expect(read?.recordedAt).toBeInstanceOf(Date);
+      });
+
+      it('reads a stream from a revision', async () => {
+        const s = stream('from');
+        await getStore().append(s, [1, 2, 3, 4].map((n) => testEvent('test.N', { n })), 'no_stream');
+        expect((await getStore().readStream(s, 2)).map((e) => e.data.n)).toEqual([3, 4]);
+      });
+
+      it('readAll returns events after a position, in increasing position order, in batches', async () => {
+        const start = await getStore().headPosition();
+        const s1 = stream('all-1');
+        const s2 = stream('all-2');
+        const written: number[] = [];
+        for (let i = 0; i < 5; i++) {
+          written.push((await getStore().append(i % 2 ? s1 : s2, [testEvent('test.All', { i })], 'any')).position);
+        }
+        const seen: RecordedEvent[] = [];
+        let from = start;
+        for (;;) {
+          const all = await getStore().readAll(from, 2);
+          if (all.length === 0) break;
+          for (const e of all) expect(e.position).toBeGreaterThan(from);
+          seen.push(...all.filter((e) => e.streamId === s1 || e.streamId === s2));
+          from = all.at(-1)!.position;
+        }
+        expect(seen.map((e) => e.position)).toEqual(written);
+        expect(seen.map((e) => e.data.i)).toEqual([0, 1, 2, 3, 4]);
+      });
+
+      it('readAll filters by event type', async () => {
+        const start = await getStore().headPosition();
+        const s = stream('types');
+        const t = `test.Typed${randomUUID().slice(0, 8)}`;
+        await getStore().append(s, [testEvent(t, { n: 1 }), testEvent('test.Other'), testEvent(t, { n: 2 })], 'no_stream');
+        expect((await getStore().readAll(start, 100, [t])).map((e) => e.data.n)).toEqual([1, 2]);
+      });
+
+      it('subscribe catches up, then follows new appends in order', async () => {
+        const start = await getStore().headPosition();
+        const s = stream('sub');
+        await getStore().append(s, [testEvent('test.S', { n: 0 }), testEvent('test.S', { n: 1 })], 'no_stream');
+        const seen: number[] = [];
+        const sub = getStore().subscribe({ fromPosition: start, batchSize: 3 }, (events) => {
+          for (const e of events) if (e.streamId === s) seen.push(e.data.n as number);
+          return Promise.resolve();
+        });
+        try {
+          await eventually(() => seen.length === 2, 'catch-up');
+          for (let n = 2; n < 10; n++) await getStore().append(s, [testEvent('test.S', { n })], n - 1);
+          await eventually(() => seen.length === 10, 'live events');
+          expect(seen).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        } finally {
+          await sub.stop();
+        }
+      });
+
+      it('a failing subscriber handler ends its subscription with the error', async () => {
+        const start = await getStore().headPosition();
+        await getStore().append(stream('fail'), [testEvent('test.F')], 'no_stream');
+        const sub = getStore().subscribe({ fromPosition: start }, () => Promise.reject(new Error('handler broke')));
+        await expect(sub.failed).resolves.toThrow('handler broke');
+        await sub.stop();
+      });
+    });
+  });
+}

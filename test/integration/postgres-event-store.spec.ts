@@ -1,0 +1,41 @@
+import { UpcasterRegistry } from '../../src/platform/event-store/event-store';
+import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
+import { createTestDatabase, type TestDatabase } from '../support/services';
+import { testEvent } from '../support/events';
+import { eventStoreContract } from './event-store.contract';
+
+let db: TestDatabase;
+let store: PostgresEventStore;
+const upcasters = new UpcasterRegistry().register(
+  { type: 'test.Renamed', fromVersion: 1, upcast: (d) => ({ fullName: d.name }) },
+  { type: 'test.Renamed', fromVersion: 2, upcast: (d) => ({ ...d, upcastTwice: true }) },
+);
+
+beforeAll(async () => {
+  db = await createTestDatabase('es');
+  store = new PostgresEventStore(db.pool, { listenConnectionString: db.url, upcasters });
+});
+afterAll(async () => {
+  await store.close();
+  await db.drop();
+});
+
+eventStoreContract('postgres', () => store);
+
+describe('postgres event store specifics', () => {
+  it('upcasts old schema versions on read without rewriting the stored row', async () => {
+    await store.append('upcast-1', [{ ...testEvent('test.Renamed', { name: 'Ada' }), schemaVersion: 1 }], 'no_stream');
+    const [e] = await store.readStream('upcast-1');
+    expect(e?.data).toEqual({ fullName: 'Ada', upcastTwice: true });
+    expect(e?.schemaVersion).toBe(3);
+    expect(e?.metadata.storedSchemaVersion).toBe(1);
+    const raw = await db.pool.query('SELECT data, schema_version FROM events WHERE stream_id = $1', ['upcast-1']);
+    expect(raw.rows[0]).toEqual({ data: { name: 'Ada' }, schema_version: 1 });
+  });
+
+  it('refuses to update or delete a stored event', async () => {
+    await store.append('immutable-1', [testEvent('test.A')], 'no_stream');
+    await expect(db.pool.query(`UPDATE events SET type = 'x' WHERE stream_id = 'immutable-1'`)).rejects.toThrow(/append-only/);
+    await expect(db.pool.query(`DELETE FROM events WHERE stream_id = 'immutable-1'`)).rejects.toThrow(/append-only/);
+  });
+});
