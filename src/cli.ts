@@ -11,7 +11,7 @@ import { runProjectionCommand } from './platform/projections/projection-cli';
  *   migrate                         apply pending migrations
  *   projections:rebuild <name>      rebuild one read model from the events, with a progress bar
  *   projections:list                names, checkpoints, status
- *   services:run --env-file F       start the local PostgreSQL and Redis, write their URLs to F, run until SIGTERM (tests)
+ *   services:run --write-env F       start the local PostgreSQL and Redis, write their URLs to F, run until SIGTERM (tests)
  */
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
@@ -35,7 +35,7 @@ async function main(argv: string[]): Promise<number> {
       return runProjectionCommand(command, args, config, log);
     }
     case 'services:run': {
-      const envFile = flag(args, '--env-file');
+      const envFile = flag(args, '--write-env');
       const pgPort = flag(args, '--pg-port');
       const redisPort = flag(args, '--redis-port');
       const cfg = loadConfig({ ...process.env, DATABASE_URL: process.env.TEST_DATABASE_URL, REDIS_URL: process.env.TEST_REDIS_URL,
@@ -53,7 +53,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case undefined:
     default:
-      console.error('usage: npm run cli -- <migrate | projections:list | projections:rebuild <name> | services:run --env-file F>');
+      console.error('usage: npm run cli -- <migrate | projections:list | projections:rebuild <name> | services:run --write-env F>');
       return 2;
   }
 }

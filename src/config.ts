@@ -16,7 +16,8 @@ const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
 
 export const configSchema = z.object({
-  PORT: port.default(3000),
+  /** HTTP port; 0 picks a free one. */
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('0.0.0.0'),
   DATA_DIR: z.string().min(1).default('.data'),
   DATABASE_URL: url(['postgres', 'postgresql']).optional(),
@@ -36,6 +37,12 @@ export const configSchema = z.object({
   /** Set to "false" to run an instance that serves HTTP but never projects (e.g. a read replica). */
   RUN_PROJECTIONS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   SHUTDOWN_TIMEOUT_MS: positiveInt.default(10000),
+  /** Bearer token for /admin routes until the identity context's roles replace it; generated into DATA_DIR/secrets when unset. */
+  ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  /** Prefix of BullMQ keys in Redis (lets several deployments or tests share one Redis). */
+  QUEUE_PREFIX: z.string().regex(/^[\w:-]{1,64}$/, 'letters, digits, _ : - only').default('platform'),
+  /** Largest accepted HTTP body. */
+  BODY_LIMIT_BYTES: positiveInt.default(1_048_576),
 });
 
 export type Config = z.infer<typeof configSchema>;

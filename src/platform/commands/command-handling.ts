@@ -1,0 +1,59 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { fold, type Command, type Decider, type Event } from '../../../domain/shared/event';
+import { ConcurrencyError, type EventStore } from '../event-store/event-store';
+import type { CommandContext, CommandResult } from './command-context';
+
+/**
+ * The write side in one function: load the stream, fold it with `evolve`,
+ * `decide`, append at the expected revision. A concurrency conflict reloads
+ * and decides again, a bounded number of times, then surfaces as 409.
+ *
+ * With an idempotency key, event ids derive from (actor, key, stream, index):
+ * a retried command finds its original append and returns its result.
+ */
+export async function handleCommand<C extends Command, E extends Event, S>(
+  store: EventStore,
+  decider: Decider<C, E, S>,
+  streamId: string,
+  command: C,
+  ctx: CommandContext,
+  retries: number,
+): Promise<CommandResult & { events: readonly E[] }> {
+  const key = ctx.idempotencyKey;
+  if (key) {
+    const original = await store.findAppend(streamId, eventId(ctx.actor, key, streamId, 0));
+    if (original) return { position: original.position, revision: original.nextRevision, duplicate: true, events: [] };
+  }
+  for (let attempt = 0; ; attempt++) {
+    const history = await store.readStream(streamId);
+    const state = fold(decider, history as unknown as E[]);
+    const events = decider.decide(command, state);
+    const current = history.length ? history[history.length - 1]!.revision : -1;
+    if (events.length === 0) return { position: 0, revision: current, duplicate: false, events };
+    try {
+      const result = await store.append(
+        streamId,
+        events.map((e, i) => ({
+          id: key ? eventId(ctx.actor, key, streamId, i) : randomUUID(),
+          type: e.type,
+          data: e.data,
+          metadata: { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, command: command.type },
+        })),
+        current === -1 ? 'no_stream' : current,
+      );
+      return { position: result.position, revision: result.nextRevision, duplicate: result.duplicate, events };
+    } catch (e) {
+      if (e instanceof ConcurrencyError && attempt < retries) continue;
+      throw e;
+    }
+  }
+}
+
+/** A deterministic UUID (version 8 layout) for the i-th event of a keyed command. */
+export function eventId(actor: string, key: string, streamId: string, index: number): string {
+  const h = createHash('sha256').update(`${actor}\n${key}\n${streamId}\n${index}`).digest();
+  h[6] = (h[6]! & 0x0f) | 0x80;
+  h[8] = (h[8]! & 0x3f) | 0x80;
+  const hex = h.subarray(0, 16).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}

@@ -1,0 +1,87 @@
+import { ArgumentsHost, Catch, HttpException, type ExceptionFilter } from '@nestjs/common';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { DomainError, type ErrorKind } from '../../../domain/shared/errors';
+
+/**
+ * Every error leaves as RFC 9457 problem details (application/problem+json)
+ * with a stable `code`; validation errors list the failing fields.
+ */
+const STATUS: Record<ErrorKind, number> = {
+  validation: 400,
+  unauthenticated: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  rate_limited: 429,
+  unavailable: 503,
+};
+
+const TITLE: Record<number, string> = {
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
+  409: 'Conflict', 413: 'Content Too Large', 415: 'Unsupported Media Type', 429: 'Too Many Requests',
+  500: 'Internal Server Error', 503: 'Service Unavailable',
+};
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: string;
+  instance?: string;
+  correlationId?: string;
+  errors?: readonly { field: string; rule: string }[];
+  [extra: string]: unknown;
+}
+
+export function toProblem(error: unknown): Problem {
+  if (error instanceof DomainError) {
+    const status = STATUS[error.kind];
+    return {
+      type: `urn:problem:${error.code}`,
+      title: TITLE[status] ?? 'Error',
+      status,
+      detail: error.message,
+      code: error.code,
+      ...(error.fields.length ? { errors: error.fields } : {}),
+      ...error.extra,
+    };
+  }
+  if (error instanceof HttpException) {
+    const status = error.getStatus();
+    const code = status === 404 ? 'PLATFORM.ROUTE_NOT_FOUND' : `HTTP.${status}`;
+    return { type: `urn:problem:${code}`, title: TITLE[status] ?? 'Error', status, detail: error.message, code };
+  }
+  // Errors Fastify raises before a handler runs: malformed JSON, body too large, wrong content type.
+  const fst = error as { statusCode?: number; code?: string; message?: string };
+  if (typeof fst.statusCode === 'number' && fst.statusCode >= 400 && fst.statusCode < 500) {
+    const code = (error as Error).name === 'SyntaxError' || fst.code === 'FST_ERR_CTP_INVALID_JSON' || fst.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
+      ? 'PLATFORM.MALFORMED_JSON' : `HTTP.${fst.code ?? fst.statusCode}`;
+    const fields = code === 'PLATFORM.MALFORMED_JSON' ? [{ field: '(body)', rule: 'must be valid JSON' }] : undefined;
+    return { type: `urn:problem:${code}`, title: TITLE[fst.statusCode] ?? 'Error', status: fst.statusCode,
+      detail: fst.message ?? 'bad request', code, ...(fields ? { errors: fields } : {}) };
+  }
+  return { type: 'urn:problem:PLATFORM.INTERNAL', title: TITLE[500]!, status: 500, detail: 'internal error; see the server log for this correlation id', code: 'PLATFORM.INTERNAL' };
+}
+
+export function sendProblem(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
+  const problem = toProblem(error);
+  problem.instance = request.url;
+  problem.correlationId = request.id;
+  if (problem.status >= 500) request.log.error({ err: error }, 'request failed');
+  else request.log.info({ code: problem.code, status: problem.status }, 'request rejected');
+  if (problem.status === 401) void reply.header('WWW-Authenticate', 'Bearer');
+  if (problem.status === 429 || problem.status === 503) {
+    const retry = (error as { extra?: { retryAfterSeconds?: number } }).extra?.retryAfterSeconds;
+    void reply.header('Retry-After', String(retry ?? 1));
+  }
+  void reply.status(problem.status).header('Content-Type', 'application/problem+json').send(problem);
+}
+
+@Catch()
+export class ProblemDetailsFilter implements ExceptionFilter {
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const http = host.switchToHttp();
+    sendProblem(http.getRequest<FastifyRequest>(), http.getResponse<FastifyReply>(), exception);
+  }
+}

@@ -1,0 +1,105 @@
+import { Queue, Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import { notFound } from '../../../domain/shared/errors';
+import type { ProjectionEngine } from '../projections/projection-engine';
+
+/**
+ * Projection rebuilds as BullMQ jobs: `POST /admin/projections/:name/rebuild`
+ * enqueues one, any instance's worker runs it, `GET /admin/jobs/:id` shows
+ * progress. A job left active by a killed worker is picked up again when its
+ * lock expires; the rebuild itself starts from zero in a fresh shadow schema.
+ */
+export const REBUILD_QUEUE = 'projection-rebuild';
+
+export interface RebuildJobData {
+  projection: string;
+  requestedBy: string;
+  correlationId: string;
+}
+
+export interface JobView {
+  id: string;
+  name: string;
+  state: string;
+  progress: unknown;
+  data: unknown;
+  result: unknown;
+  failedReason: string | null;
+  attempts: number;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export class RebuildJobs {
+  private readonly queue: Queue<RebuildJobData>;
+  private worker: Worker<RebuildJobData> | undefined;
+  private readonly connections: Redis[] = [];
+
+  constructor(private readonly redisUrl: string, private readonly prefix: string, private readonly engine: ProjectionEngine) {
+    this.queue = new Queue<RebuildJobData>(REBUILD_QUEUE, { connection: this.connection(), prefix });
+  }
+
+  private connection(): Redis {
+    const r = new Redis(this.redisUrl, { maxRetriesPerRequest: null });
+    r.on('error', () => undefined);
+    this.connections.push(r);
+    return r;
+  }
+
+  startWorker(): void {
+    this.worker = new Worker<RebuildJobData>(
+      REBUILD_QUEUE,
+      async (job: Job<RebuildJobData>) => {
+        let last = -1;
+        return this.engine.rebuild(job.data.projection, job.data.requestedBy, async ({ processed, total }) => {
+          const percent = total === 0 ? 100 : Math.floor((processed / total) * 100);
+          if (percent !== last) {
+            last = percent;
+            await job.updateProgress({ processed, total, percent });
+          }
+        });
+      },
+      { connection: this.connection(), prefix: this.prefix, concurrency: 1, lockDuration: 60_000 },
+    );
+    this.worker.on('error', () => undefined);
+  }
+
+  async enqueue(projection: string, requestedBy: string, correlationId: string): Promise<string> {
+    this.engine.get(projection);
+    const job = await this.queue.add('rebuild', { projection, requestedBy, correlationId }, {
+      attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 7 * 24 * 3600 }, removeOnFail: { age: 30 * 24 * 3600 },
+    });
+    if (!job.id) throw new Error('BullMQ returned a job without id');
+    return job.id;
+  }
+
+  async get(id: string): Promise<JobView> {
+    const job = await this.queue.getJob(id);
+    if (!job) throw notFound('PLATFORM.JOB_NOT_FOUND', `no job ${id}`);
+    const iso = (t: number | undefined) => (t ? new Date(t).toISOString() : null);
+    return {
+      id,
+      name: job.name,
+      state: await job.getState(),
+      progress: job.progress,
+      data: job.data,
+      result: job.returnvalue ?? null,
+      failedReason: job.failedReason ?? null,
+      attempts: job.attemptsMade,
+      createdAt: new Date(job.timestamp).toISOString(),
+      startedAt: iso(job.processedOn),
+      finishedAt: iso(job.finishedOn),
+    };
+  }
+
+  async ping(): Promise<void> {
+    await (await this.queue.client).ping();
+  }
+
+  async close(): Promise<void> {
+    await this.worker?.close();
+    await this.queue.close();
+    for (const c of this.connections) c.disconnect();
+  }
+}

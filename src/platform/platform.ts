@@ -1,0 +1,45 @@
+import type { Redis } from 'ioredis';
+import type { Pool } from 'pg';
+import type { Config } from '../config';
+import { DomainError } from '../../domain/shared/errors';
+import type { PostgresEventStore } from './event-store/postgres-event-store';
+import type { RebuildJobs } from './jobs/rebuild-jobs';
+import type { Logger } from './logger';
+import type { Metrics } from './observability/metrics';
+import type { ProjectionEngine } from './projections/projection-engine';
+
+/**
+ * The running platform's parts, created once in src/app.ts and injected
+ * where needed. A plain object rather than a dozen DI tokens: one place to
+ * see what the application holds.
+ */
+export class Platform {
+  /** False once shutdown has begun: health answers 503 so load balancers stop sending work. */
+  accepting = true;
+
+  constructor(
+    readonly config: Config,
+    readonly log: Logger,
+    readonly pool: Pool,
+    readonly redis: Redis,
+    readonly store: PostgresEventStore,
+    readonly projections: ProjectionEngine,
+    readonly jobs: RebuildJobs,
+    readonly metrics: Metrics,
+    readonly adminToken: string,
+  ) {}
+
+  /**
+   * Read-your-writes: when the client passes a position (query `minPosition`
+   * or header `X-Min-Position`), wait, bounded, until the projection has
+   * reached it; past the bound answer 503 with Retry-After.
+   */
+  async readAfter(projection: string, minPosition: number | undefined): Promise<void> {
+    if (minPosition === undefined || minPosition <= 0) return;
+    const reached = await this.projections.waitFor(projection, minPosition, this.config.READ_WAIT_TIMEOUT_MS);
+    if (!reached) {
+      throw new DomainError('unavailable', 'PLATFORM.READ_MODEL_BEHIND',
+        `read model ${projection} has not reached position ${minPosition} yet`, [], { retryAfterSeconds: 1, projection, minPosition });
+    }
+  }
+}
