@@ -102,6 +102,8 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   });
   fastify.addHook('onSend', async (request, reply) => {
     void reply.header('X-Correlation-Id', request.id);
+    // While shutting down, answer in-flight requests and close their keep-alive connections.
+    if (!platform.accepting) void reply.header('Connection', 'close');
   });
   fastify.addHook('onResponse', async (request, reply) => {
     metrics.httpDuration.observe(

@@ -1,0 +1,62 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createTestDatabase, testRedisUrl, type TestDatabase } from '../support/services';
+import { eventually } from '../support/events';
+
+/** The real entry point (dist/src/main.js) as an operator runs it: start-up checks and SIGTERM. */
+const MAIN = join(__dirname, '../../dist/src/main.js');
+
+function run(env: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  let out = '';
+  const child = spawn(process.execPath, [MAIN], { env: { ...process.env, LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  return { child, output: () => out, exited };
+}
+
+describe('main process', () => {
+  it('a bad configuration value stops start-up with a message naming the variable', async () => {
+    const p = run({ PORT: 'eighty', DATABASE_URL: 'mysql://nope', LOG_LEVEL: 'info' });
+    expect(await p.exited).toBe(2);
+    expect(p.output()).toContain('PORT');
+    expect(p.output()).toContain('DATABASE_URL');
+    expect(p.output()).toMatch(/must start with postgres/);
+  });
+
+  describe('running against external PostgreSQL and Redis', () => {
+    let db: TestDatabase;
+    beforeAll(async () => { db = await createTestDatabase('main'); });
+    afterAll(async () => { await db.drop(); });
+
+    it('serves health, then on SIGTERM stops taking work and exits 0', async () => {
+      const port = 20000 + Math.floor(Math.random() * 20000);
+      const p = run({
+        DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), PORT: String(port), HOST: '127.0.0.1',
+        DATA_DIR: mkdtempSync(join(tmpdir(), 'main-')), QUEUE_PREFIX: `main-${db.name}`,
+      });
+      try {
+        await eventually(async () => {
+          try {
+            return (await fetch(`http://127.0.0.1:${port}/health`)).status === 200;
+          } catch {
+            return false;
+          }
+        }, 'health to answer 200');
+        const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { status: string };
+        expect(health.status).toBe('ok');
+        p.child.kill('SIGTERM');
+        expect(await p.exited).toBe(0);
+        expect(p.output()).toContain('shutting down');
+        await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
+        // It left no connection behind in the database.
+        const left = await db.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, [db.name]);
+        expect(left.rows[0].n).toBe(0);
+      } finally {
+        if (p.child.exitCode === null) p.child.kill('SIGKILL');
+      }
+    });
+  });
+});
