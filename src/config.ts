@@ -43,6 +43,29 @@ export const configSchema = z.object({
   QUEUE_PREFIX: z.string().regex(/^[\w:-]{1,64}$/, 'letters, digits, _ : - only').default('platform'),
   /** Largest accepted HTTP body. */
   BODY_LIMIT_BYTES: positiveInt.default(1_048_576),
+  // Identity: tokens, passwords, login limits.
+  JWT_ALG: z.enum(['ES256', 'HS256']).default('ES256'),
+  /** Required (>= 32 bytes) when JWT_ALG=HS256; a shorter secret stops start-up. */
+  JWT_HS256_SECRET: z.string().min(32, 'must be at least 32 bytes').optional(),
+  JWT_ISSUER: z.string().min(1).default('ops-platform'),
+  JWT_AUDIENCE: z.string().min(1).default('ops-platform-api'),
+  JWT_DEVICE_AUDIENCE: z.string().min(1).default('ops-platform-devices'),
+  ACCESS_TOKEN_TTL_S: positiveInt.max(86_400).default(900),
+  DEVICE_TOKEN_TTL_S: positiveInt.max(86_400).default(600),
+  REFRESH_TOKEN_TTL_S: positiveInt.default(30 * 86_400),
+  /** The first admin: created (or granted admin) at start-up when both are set. */
+  ADMIN_EMAIL: z.string().email().optional(),
+  ADMIN_PASSWORD: z.string().min(12).max(128).optional(),
+  /** Failed logins allowed per account / per client address in LOGIN_WINDOW_S before 429. */
+  LOGIN_MAX_PER_ACCOUNT: positiveInt.default(10),
+  LOGIN_MAX_PER_ADDRESS: positiveInt.default(50),
+  LOGIN_WINDOW_S: positiveInt.default(900),
+  /** Password hashes computed at once; more wait, so a login storm cannot starve other requests. */
+  ARGON2_CONCURRENCY: positiveInt.max(64).default(2),
+}).superRefine((c, ctx) => {
+  if (c.JWT_ALG === 'HS256' && !c.JWT_HS256_SECRET) {
+    ctx.addIssue({ code: 'custom', path: ['JWT_HS256_SECRET'], message: 'is required when JWT_ALG=HS256 (at least 32 bytes)' });
+  }
 });
 
 export type Config = z.infer<typeof configSchema>;
