@@ -8,6 +8,8 @@
 -- xid >= xmin, hence a larger position: a reader never skips an event that
 -- commits late, and a rolled-back transaction holds nobody up once it ends.
 -- Positions are sparse (not 1, 2, 3...) but strictly increasing in read order.
+-- Within a stream, position order is revision order: es_append refuses to
+-- append to a stream that already holds events of a newer transaction (see there).
 CREATE TABLE events (
   position        bigint      PRIMARY KEY,
   event_id        uuid        NOT NULL,
@@ -45,6 +47,7 @@ DECLARE
   found_pos   bigint;
   found_other int;
   current_rev bigint;
+  last_pos    bigint;
   base        bigint;
   first_pos   bigint;
 BEGIN
@@ -64,7 +67,9 @@ BEGIN
   IF p_expected_kind = 'any' THEN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_stream, 0));
   END IF;
-  SELECT coalesce(max(e.stream_revision), -1) INTO current_rev FROM events e WHERE e.stream_id = p_stream;
+  SELECT e.stream_revision, e.position INTO current_rev, last_pos
+    FROM events e WHERE e.stream_id = p_stream ORDER BY e.stream_revision DESC LIMIT 1;
+  current_rev := coalesce(current_rev, -1);
   IF (p_expected_kind = 'no_stream' AND current_rev <> -1)
      OR (p_expected_kind = 'stream_exists' AND current_rev = -1)
      OR (p_expected_kind = 'exact' AND current_rev <> p_expected) THEN
@@ -73,6 +78,16 @@ BEGIN
   END IF;
 
   base := (pg_current_xact_id()::text::bigint) << 16;
+  -- Only possible when the caller's transaction took its id before a newer
+  -- transaction appended to this stream and committed (an append inside a
+  -- longer transaction): our positions would sort before that newer append's,
+  -- so readers of the global order would see this stream's revisions out of
+  -- order. Refuse; the caller retries in a new transaction. (An autocommit
+  -- append takes its id only after reading the stream, so it never gets here.)
+  IF last_pos >= base + 65536 THEN
+    RAISE EXCEPTION 'stream % holds events of a newer transaction; retry the append in a new transaction', p_stream
+      USING ERRCODE = 'serialization_failure';
+  END IF;
   SELECT coalesce(max(e.position) + 1, base) INTO first_pos
     FROM events e WHERE e.position >= base AND e.position < base + 65536;
   IF first_pos + n > base + 65536 THEN

@@ -1,4 +1,4 @@
-import { UpcasterRegistry } from '../../src/platform/event-store/event-store';
+import { ConcurrencyError, UpcasterRegistry } from '../../src/platform/event-store/event-store';
 import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
 import { createTestDatabase, type TestDatabase } from '../support/services';
 import { testEvent } from '../support/events';
@@ -31,6 +31,29 @@ describe('postgres event store specifics', () => {
     expect(e?.metadata.storedSchemaVersion).toBe(1);
     const raw = await db.pool.query('SELECT data, schema_version FROM events WHERE stream_id = $1', ['upcast-1']);
     expect(raw.rows[0]).toEqual({ data: { name: 'Ada' }, schema_version: 1 });
+  });
+
+  it('appendMulti writes several streams in one transaction, all or nothing', async () => {
+    const a = testEvent('test.Reserved');
+    const b = testEvent('test.Created');
+    const [ra, rb] = await store.appendMulti([
+      { streamId: 'multi-a', events: [a], expected: 'no_stream' },
+      { streamId: 'multi-b', events: [b], expected: 'no_stream' },
+    ]);
+    expect(ra?.position).toBeLessThan(rb!.position);
+    // A conflict on any stream rolls back the others.
+    await expect(store.appendMulti([
+      { streamId: 'multi-c', events: [testEvent('test.Created')], expected: 'no_stream' },
+      { streamId: 'multi-a', events: [testEvent('test.Reserved')], expected: 'no_stream' },
+    ])).rejects.toBeInstanceOf(ConcurrencyError);
+    expect(await store.readStream('multi-c')).toHaveLength(0);
+    // Re-sent as a whole, it returns the original results and stores nothing.
+    const again = await store.appendMulti([
+      { streamId: 'multi-a', events: [a], expected: 'no_stream' },
+      { streamId: 'multi-b', events: [b], expected: 'no_stream' },
+    ]);
+    expect(again.map((r) => r.position)).toEqual([ra!.position, rb!.position]);
+    expect(again.every((r) => r.duplicate)).toBe(true);
   });
 
   it('refuses to update or delete a stored event', async () => {

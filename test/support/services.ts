@@ -47,6 +47,8 @@ export async function createTestDatabase(prefix = 't', options: { migrate?: bool
     url,
     pool,
     drop: async () => {
+      // pool.end() resolves before every socket has closed; DROP ... WITH (FORCE) may cut one.
+      pool.on('error', () => undefined);
       await pool.end();
       const a = new Client({ connectionString: withDatabase(testDatabaseUrl(), 'postgres') });
       await a.connect();

@@ -62,38 +62,83 @@ export class PostgresEventStore implements EventStore {
   }
 
   async append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult> {
+    const result = await this.retrying(() => this.appendOn(this.pool, streamId, events, expected));
+    if (!result.duplicate) this.appended(events.length);
+    return result;
+  }
+
+  /**
+   * Appends to several streams in one transaction: all or nothing. Each
+   * write has its own expected revision (e.g. a uniqueness reservation with
+   * 'no_stream' next to the entity's first events). PostgreSQL adapter only.
+   * When every write is a re-sent duplicate, returns their original results.
+   */
+  async appendMulti(writes: readonly { streamId: string; events: readonly EventToAppend[]; expected: ExpectedRevision }[]): Promise<AppendResult[]> {
+    const results = await this.retrying(async () => {
+      const client = await this.pool.connect();
+      try {
+        await client.query('BEGIN');
+        const out: AppendResult[] = [];
+        for (const w of writes) out.push(await this.appendOn(client, w.streamId, w.events, w.expected));
+        const dupes = out.filter((r) => r.duplicate).length;
+        if (dupes > 0 && dupes < out.length) throw new IdempotencyConflictError(writes[out.findIndex((r) => r.duplicate)]!.streamId);
+        await client.query(dupes ? 'ROLLBACK' : 'COMMIT');
+        return out;
+      } catch (e) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw e;
+      } finally {
+        client.release();
+      }
+    });
+    if (!results.some((r) => r.duplicate)) this.appended(writes.reduce((n, w) => n + w.events.length, 0));
+    return results;
+  }
+
+  private appended(count: number): void {
+    this.announce();
+    this.options.onAppended?.(count);
+  }
+
+  /**
+   * A concurrent append won the race for a revision (or these ids): ask again,
+   * and es_append answers conflict, duplicate or appends after it. A
+   * serialization failure (raised when the transaction's id is older than the
+   * stream's last append) is retried the same way, in a new transaction.
+   */
+  private async retrying<T>(attempt: () => Promise<T>): Promise<T> {
+    for (let n = 1; ; n++) {
+      try {
+        return await attempt();
+      } catch (e) {
+        if ((isUniqueViolation(e) || isSerializationFailure(e)) && n < MAX_APPEND_ATTEMPTS) continue;
+        throw e;
+      }
+    }
+  }
+
+  /** One es_append call on a pool or a transaction's client; interprets its answer. */
+  private async appendOn(q: Pool | PoolClient, streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult> {
     if (events.length === 0) throw new Error('append needs at least one event');
     const [kind, revision] = expectedToSql(expected);
     const payload = JSON.stringify(events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: e.schemaVersion ?? 1 })));
-    for (let attempt = 1; ; attempt++) {
-      let row: { status: string; revision: string; last_position: string | null } | undefined;
-      try {
-        const res = await this.pool.query<{ status: string; revision: string; last_position: string | null }>(
-          'SELECT status, revision, last_position FROM es_append($1, $2, $3, $4::jsonb)',
-          [streamId, kind, revision, payload],
-        );
-        row = res.rows[0];
-      } catch (e) {
-        // A concurrent append won the race for this revision (or these ids):
-        // ask again, and the function answers conflict, duplicate or appends after it.
-        if (isUniqueViolation(e) && attempt < MAX_APPEND_ATTEMPTS) continue;
-        throw e;
-      }
-      if (!row) throw new Error('es_append returned no row');
-      switch (row.status) {
-        case 'ok':
-          this.announce();
-          this.options.onAppended?.(events.length);
-          return { nextRevision: Number(row.revision), position: Number(row.last_position), duplicate: false };
-        case 'duplicate':
-          return { nextRevision: Number(row.revision), position: Number(row.last_position), duplicate: true };
-        case 'conflict':
-          throw new ConcurrencyError(streamId, expected, Number(row.revision) === -1 ? 'no_stream' : Number(row.revision));
-        case 'id_conflict':
-          throw new IdempotencyConflictError(streamId);
-        default:
-          throw new Error(`es_append: unexpected status ${row.status}`);
-      }
+    const res = await q.query<{ status: string; revision: string; last_position: string | null }>(
+      'SELECT status, revision, last_position FROM es_append($1, $2, $3, $4::jsonb)',
+      [streamId, kind, revision, payload],
+    );
+    const row = res.rows[0];
+    if (!row) throw new Error('es_append returned no row');
+    switch (row.status) {
+      case 'ok':
+        return { nextRevision: Number(row.revision), position: Number(row.last_position), duplicate: false };
+      case 'duplicate':
+        return { nextRevision: Number(row.revision), position: Number(row.last_position), duplicate: true };
+      case 'conflict':
+        throw new ConcurrencyError(streamId, expected, Number(row.revision) === -1 ? 'no_stream' : Number(row.revision));
+      case 'id_conflict':
+        throw new IdempotencyConflictError(streamId);
+      default:
+        throw new Error(`es_append: unexpected status ${row.status}`);
     }
   }
 
@@ -330,6 +375,10 @@ function expectedToSql(expected: ExpectedRevision): [string, number | null] {
 
 function isUniqueViolation(e: unknown): boolean {
   return typeof e === 'object' && e !== null && (e as { code?: string }).code === '23505';
+}
+
+function isSerializationFailure(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as { code?: string }).code === '40001';
 }
 
 function connectionStringOf(pool: Pool): string | undefined {
