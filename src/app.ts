@@ -7,13 +7,11 @@ import secureJson from 'secure-json-parse';
 import type { Projection } from '../projections/projection';
 import { validationError } from '../domain/shared/errors';
 import type { Config } from './config';
-import { AdminGuard } from './platform/auth/admin-guard';
 import { CommandRegistry } from './platform/commands/command-registry';
 import { PostgresEventStore } from './platform/event-store/postgres-event-store';
 import { ProblemDetailsFilter } from './platform/http/problem-details';
 import { connectInfrastructure, type Infrastructure } from './platform/infrastructure';
 import { RebuildJobs } from './platform/jobs/rebuild-jobs';
-import { generatedSecret } from './platform/local/secrets';
 import type { Logger } from './platform/logger';
 import { Metrics } from './platform/observability/metrics';
 import { Platform } from './platform/platform';
@@ -45,8 +43,8 @@ class PlatformModule {
       module: PlatformModule,
       imports: [CqrsModule.forRoot()],
       controllers: [HealthController, AdminController, CommandsController],
-      providers: [{ provide: Platform, useValue: platform }, CommandRegistry, AdminGuard],
-      exports: [Platform, CommandRegistry, AdminGuard, CqrsModule],
+      providers: [{ provide: Platform, useValue: platform }, CommandRegistry],
+      exports: [Platform, CommandRegistry, CqrsModule],
     };
   }
 }
@@ -74,8 +72,7 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   });
   const stale = await engine.register();
   const jobs = new RebuildJobs(infra.redisUrl, config.QUEUE_PREFIX, engine);
-  const adminToken = config.ADMIN_TOKEN ?? generatedSecret(config.DATA_DIR, 'admin-token', 32);
-  const platform = new Platform(config, log, infra.pool, infra.redis, store, engine, jobs, metrics, adminToken);
+  const platform = new Platform(config, log, infra.pool, infra.redis, infra.redisUrl, store, engine, jobs, metrics);
 
   @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ...(options.modules ?? [])] })
   class AppModule {}

@@ -5,12 +5,15 @@ import { resolveServices } from './platform/infrastructure';
 import { createLogger } from './platform/logger';
 import { migrate } from './platform/migrations';
 import { runProjectionCommand } from './platform/projections/projection-cli';
+import { PostgresEventStore } from './platform/event-store/postgres-event-store';
+import { grantAdmin } from './identity/grant-admin';
 
 /**
  * `npm run cli -- <command>`:
  *   migrate                         apply pending migrations
  *   projections:rebuild <name>      rebuild one read model from the events, with a progress bar
  *   projections:list                names, checkpoints, status
+ *   users:grant-admin <email>       give an existing account the admin role
  *   services:run --write-env F       start the local PostgreSQL and Redis, write their URLs to F, run until SIGTERM (tests)
  */
 async function main(argv: string[]): Promise<number> {
@@ -34,6 +37,24 @@ async function main(argv: string[]): Promise<number> {
     case 'projections:list': {
       return runProjectionCommand(command, args, config, log);
     }
+    case 'users:grant-admin': {
+      const email = args[0];
+      if (!email) {
+        console.error('usage: npm run cli -- users:grant-admin <email>');
+        return 2;
+      }
+      const { databaseUrl, local } = await resolveServices(config, log);
+      const pool = new Pool({ connectionString: databaseUrl, max: 2 });
+      try {
+        await migrate(pool);
+        const userId = await grantAdmin(new PostgresEventStore(pool), email, config.COMMAND_RETRIES);
+        console.log(`user ${userId} (${email}) has the admin role; it applies to tokens issued from now on (log in again)`);
+      } finally {
+        await pool.end();
+        for (const s of local) await s.stop();
+      }
+      return 0;
+    }
     case 'services:run': {
       const envFile = flag(args, '--write-env');
       const pgPort = flag(args, '--pg-port');
@@ -53,7 +74,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case undefined:
     default:
-      console.error('usage: npm run cli -- <migrate | projections:list | projections:rebuild <name> | services:run --write-env F>');
+      console.error('usage: npm run cli -- <migrate | projections:list | projections:rebuild <name> | users:grant-admin <email> | services:run --write-env F>');
       return 2;
   }
 }

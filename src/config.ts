@@ -37,8 +37,6 @@ export const configSchema = z.object({
   /** Set to "false" to run an instance that serves HTTP but never projects (e.g. a read replica). */
   RUN_PROJECTIONS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   SHUTDOWN_TIMEOUT_MS: positiveInt.default(10000),
-  /** Bearer token for /admin routes until the identity context's roles replace it; generated into DATA_DIR/secrets when unset. */
-  ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   /** Prefix of BullMQ keys in Redis (lets several deployments or tests share one Redis). */
   QUEUE_PREFIX: z.string().regex(/^[\w:-]{1,64}$/, 'letters, digits, _ : - only').default('platform'),
   /** Largest accepted HTTP body. */

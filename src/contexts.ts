@@ -1,4 +1,5 @@
 import type { Type } from '@nestjs/common';
+import { IdentityModule } from './identity/identity.module';
 
 /** The bounded contexts the application runs: each a NestJS module under src/<context>/. */
-export const contextModules: readonly Type[] = [];
+export const contextModules: readonly Type[] = [IdentityModule];

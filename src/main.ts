@@ -2,7 +2,6 @@ import 'reflect-metadata';
 import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
 import { createLogger } from './platform/logger';
-import { secretPath } from './platform/local/secrets';
 
 async function main(): Promise<void> {
   let config;
@@ -17,8 +16,7 @@ async function main(): Promise<void> {
   }
   const log = createLogger(config.LOG_LEVEL);
   const running = await createApp(config, log);
-  log.info({ url: running.url, adminToken: config.ADMIN_TOKEN ? 'from ADMIN_TOKEN' : secretPath(config.DATA_DIR, 'admin-token') },
-    'platform up: GET /health, GET /metrics, /admin (Bearer admin token)');
+  log.info({ url: running.url }, 'platform up: GET /health, GET /metrics; sign up at POST /auth/signup');
 
   let stopping = false;
   const stop = (signal: string) => {

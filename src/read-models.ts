@@ -1,4 +1,6 @@
+import { devicesProjection } from '../projections/devices.projection';
 import type { Projection } from '../projections/projection';
+import { usersProjection } from '../projections/users.projection';
 
 /** Every projection the application runs. Each bounded context adds its read models here. */
-export const allProjections: readonly Projection[] = [];
+export const allProjections: readonly Projection[] = [usersProjection, devicesProjection];

@@ -1,8 +1,9 @@
-import { Body, Controller, Get, HttpCode, Param, Post, Req, Res, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError } from '../../domain/shared/errors';
-import { AdminGuard, AdminOnly } from './auth/admin-guard';
+import { Public, Roles, type AuthenticatedRequest } from '../identity/auth-guard';
+import { IdentityServices } from '../identity/identity.services';
 import { CommandRegistry } from './commands/command-registry';
 import { actorOf, commandContext } from './http/request';
 import { parseInput } from './http/validation';
@@ -20,6 +21,7 @@ async function timed(check: () => Promise<Record<string, unknown> | void>): Prom
   }
 }
 
+@Public()
 @Controller()
 export class HealthController {
   constructor(private readonly platform: Platform) {}
@@ -69,8 +71,7 @@ export class HealthController {
 }
 
 @Controller('admin')
-@UseGuards(AdminGuard)
-@AdminOnly()
+@Roles('admin')
 export class AdminController {
   constructor(private readonly platform: Platform) {}
 
@@ -111,9 +112,10 @@ export class AdminController {
 }
 
 /** `POST /commands/:name`: every registered command, its body validated against that command's schema. */
+@Public()
 @Controller('commands')
 export class CommandsController {
-  constructor(private readonly registry: CommandRegistry, private readonly bus: CommandBus, private readonly admin: AdminGuard) {}
+  constructor(private readonly registry: CommandRegistry, private readonly bus: CommandBus, private readonly identity: IdentityServices) {}
 
   @Get()
   list() {
@@ -123,12 +125,14 @@ export class CommandsController {
   @Post(':name')
   async send(@Param('name') name: string, @Body() body: unknown, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply) {
     const def = this.registry.get(name);
-    if (def.access === 'admin') this.admin.verify(req);
-    if (def.access === 'authenticated' && actorOf(req) === 'anonymous') {
-      throw new DomainError('unauthenticated', 'AUTH.MISSING_TOKEN', `command ${name} needs an authenticated caller`);
+    // The route is public; each command says who may send it.
+    const caller = def.access === 'public' ? undefined : await this.identity.authenticate(req.headers.authorization, 'user');
+    if (caller) (req as AuthenticatedRequest).actor = `${caller.kind}:${caller.id}`;
+    if (def.access === 'admin' && !caller?.roles.includes('admin')) {
+      throw new DomainError('forbidden', 'AUTH.FORBIDDEN', `command ${name} needs the admin role`);
     }
     const input = parseInput(def.schema, body ?? {});
-    const result = await this.bus.execute(def.create(input, commandContext(req)));
+    const result = await this.bus.execute(def.create(input, commandContext(req), caller));
     void reply.status(result.duplicate ? 200 : 201);
     return result;
   }

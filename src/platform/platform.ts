@@ -22,11 +22,11 @@ export class Platform {
     readonly log: Logger,
     readonly pool: Pool,
     readonly redis: Redis,
+    readonly redisUrl: string,
     readonly store: PostgresEventStore,
     readonly projections: ProjectionEngine,
     readonly jobs: RebuildJobs,
     readonly metrics: Metrics,
-    readonly adminToken: string,
   ) {}
 
   /**

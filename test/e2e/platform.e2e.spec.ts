@@ -5,11 +5,13 @@ import { NotesModule, notesProjection } from './fixtures/notes';
 
 /** The application shell over HTTP, as a client sees it, with a fixture bounded context (notes). */
 let app: TestApp;
-const admin = () => ({ authorization: `Bearer ${app.adminToken}` });
+let adminHeader: { authorization: string };
+const admin = () => adminHeader;
 const newId = () => randomUUID().slice(0, 8);
 
 beforeAll(async () => {
   app = await startTestApp({ modules: [NotesModule], projections: [notesProjection], env: { READ_WAIT_TIMEOUT_MS: '1000' } });
+  adminHeader = await app.adminAuth();
 });
 afterAll(async () => {
   await app.stop();
@@ -80,7 +82,7 @@ describe('commands', () => {
   it('rejects unknown commands, malformed JSON and bad read positions with problem details', async () => {
     const unknown = await app.http('POST', '/commands/DropDatabase', {});
     expect(unknown).toMatchObject({ status: 404, body: { code: 'PLATFORM.UNKNOWN_COMMAND' } });
-    expect((await app.http('GET', '/commands')).body.commands).toEqual(['CreateNote', 'RenameNote']);
+    expect((await app.http('GET', '/commands')).body.commands).toEqual(expect.arrayContaining(['CreateNote', 'RenameNote', 'RegisterUser']));
     const malformed = await app.http('POST', '/commands/CreateNote', '{"noteId": ');
     expect(malformed).toMatchObject({ status: 400, body: { code: 'PLATFORM.MALFORMED_JSON' } });
     const badPos = await app.http('GET', '/notes/x?minPosition=-4');
@@ -116,12 +118,16 @@ describe('commands', () => {
 });
 
 describe('admin', () => {
-  it('needs the admin token: 401 with WWW-Authenticate otherwise', async () => {
+  it('needs an admin: 401 with WWW-Authenticate without a valid token, 403 for a plain user', async () => {
     const none = await app.http('GET', '/admin/projections');
     expect(none.status).toBe(401);
     expect(none.headers.get('www-authenticate')).toBe('Bearer');
     const wrong = await app.http('GET', '/admin/projections', undefined, { authorization: 'Bearer nope' });
     expect(wrong).toMatchObject({ status: 401, body: { code: 'AUTH.INVALID_TOKEN' } });
+    const email = `plain-${newId()}@example.test`;
+    await app.http('POST', '/auth/signup', { email, password: 'a long enough passphrase 7', name: 'Plain' });
+    const user = await app.login(email, 'a long enough passphrase 7');
+    expect((await app.http('GET', '/admin/projections', undefined, { authorization: user.authorization })).status).toBe(403);
   });
 
   it('lists projections with checkpoint, lag and status', async () => {
@@ -143,12 +149,12 @@ describe('admin', () => {
       job = (await app.http('GET', `/admin/jobs/${started.body.jobId}`, undefined, admin())).body;
       return job.state === 'completed' || job.state === 'failed';
     }, 'rebuild job to finish');
-    expect(job).toMatchObject({ state: 'completed', progress: { percent: 100 }, data: { projection: 'notes', requestedBy: 'admin:token' } });
+    expect(job).toMatchObject({ state: 'completed', progress: { percent: 100 }, data: { projection: 'notes', requestedBy: expect.stringMatching(/^user:/) } });
     expect(job.result.events).toBeGreaterThanOrEqual(before.length);
     const after = (await app.db.pool.query('SELECT * FROM notes ORDER BY note_id')).rows;
     expect(after).toEqual(before);
     const detail = await app.http('GET', '/admin/projections/notes', undefined, admin());
-    expect(detail.body.operatorLog[0]).toMatchObject({ action: 'rebuilt', actor: 'admin:token' });
+    expect(detail.body.operatorLog[0]).toMatchObject({ action: 'rebuilt', actor: expect.stringMatching(/^user:/) });
   });
 
   it('answers 404 for an unknown projection or job', async () => {

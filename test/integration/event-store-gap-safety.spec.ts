@@ -57,7 +57,7 @@ function release(c: PoolClient): void {
 /** Calls es_append inside the client's open transaction, with the JSON the adapter sends; returns the events' positions. */
 async function appendInTransaction(c: PoolClient, streamId: string, events: readonly EventToAppend[]): Promise<number[]> {
   const payload = JSON.stringify(events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: 1 })));
-  const res = await c.query(`SELECT * FROM es_append($1, 'any', NULL, $2::jsonb)`, [streamId, payload]);
+  const res = await c.query(`SELECT * FROM es_append($1, 'any', NULL, $2::jsonb, false)`, [streamId, payload]);
   expect(res.rows[0]).toMatchObject({ status: 'ok' });
   const last = Number(res.rows[0].last_position);
   return events.map((_, i) => last - (events.length - 1 - i));
@@ -221,7 +221,7 @@ describe('postgres event store: gap safety', () => {
       const t2 = await store.append(s, [first], 'no_stream');
       // T1's positions would sort before revision 0's: revision 1 would reach readers before revision 0.
       const payload = JSON.stringify([{ id: randomUUID(), type: 'gap.Rev1', data: {}, metadata: first.metadata, v: 1 }]);
-      const refused = await t1.query(`SELECT * FROM es_append($1, 'any', NULL, $2::jsonb)`, [s, payload]).catch((e: unknown) => e);
+      const refused = await t1.query(`SELECT * FROM es_append($1, 'any', NULL, $2::jsonb, false)`, [s, payload]).catch((e: unknown) => e);
       expect(refused).toMatchObject({ code: '40001' });
       await t1.query('ROLLBACK');
 

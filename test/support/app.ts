@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,18 +8,28 @@ import { loadConfig } from '../../src/config';
 import { createLogger } from '../../src/platform/logger';
 import { createTestDatabase, testRedisUrl, type TestDatabase } from './services';
 
+export interface HttpResult {
+  status: number;
+  headers: Headers;
+  body: any;
+}
+
 export interface TestApp extends RunningApp {
   readonly db: TestDatabase;
-  readonly adminToken: string;
+  readonly admin: { email: string; password: string };
   /** fetch against the app, JSON in and out. */
-  http(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; headers: Headers; body: any }>;
+  http(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<HttpResult>;
+  /** Logs in and returns `{ authorization: 'Bearer …' }` plus the session. */
+  login(email: string, password: string): Promise<{ authorization: string; accessToken: string; refreshToken: string }>;
+  /** The bootstrap admin's auth header (ADMIN_EMAIL / ADMIN_PASSWORD). */
+  adminAuth(): Promise<{ authorization: string }>;
   stop(): Promise<void>;
 }
 
-/** The real application (Fastify, PostgreSQL, Redis, BullMQ) on a random port, with its own database and queue prefix. */
+/** The real application (Fastify, PostgreSQL, Redis, BullMQ) on a random port, with its own database, queue prefix and data dir. */
 export async function startTestApp(options: { modules?: Type[]; projections?: Projection[]; env?: Record<string, string> } = {}): Promise<TestApp> {
   const db = await createTestDatabase('app');
-  const adminToken = randomBytes(24).toString('hex');
+  const admin = { email: `admin-${db.name}@example.test`, password: 'correct horse battery staple 42' };
   const config = loadConfig({
     DATABASE_URL: db.url,
     REDIS_URL: testRedisUrl(),
@@ -28,7 +37,8 @@ export async function startTestApp(options: { modules?: Type[]; projections?: Pr
     HOST: '127.0.0.1',
     DATA_DIR: mkdtempSync(join(tmpdir(), 'platform-test-')),
     QUEUE_PREFIX: `test-${db.name}`,
-    ADMIN_TOKEN: adminToken,
+    ADMIN_EMAIL: admin.email,
+    ADMIN_PASSWORD: admin.password,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     ...options.env,
   });
@@ -36,20 +46,32 @@ export async function startTestApp(options: { modules?: Type[]; projections?: Pr
     ...(options.modules ? { modules: options.modules } : {}),
     ...(options.projections ? { projections: options.projections } : {}),
   });
+  const http: TestApp['http'] = async (method, path, body, headers = {}) => {
+    const res = await fetch(running.url + path, {
+      method,
+      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+    });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON (e.g. /metrics) */ }
+    return { status: res.status, headers: res.headers, body: parsed };
+  };
+  const login: TestApp['login'] = async (email, password) => {
+    const r = await http('POST', '/auth/login', { email, password });
+    if (r.status !== 200) throw new Error(`login of ${email} failed: ${r.status} ${JSON.stringify(r.body)}`);
+    return { authorization: `Bearer ${r.body.accessToken}`, accessToken: r.body.accessToken, refreshToken: r.body.refreshToken };
+  };
+  let adminHeader: { authorization: string } | undefined;
   return {
     ...running,
     db,
-    adminToken,
-    async http(method, path, body, headers = {}) {
-      const res = await fetch(running.url + path, {
-        method,
-        headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-        ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-      });
-      const text = await res.text();
-      let parsed: unknown = text;
-      try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON (e.g. /metrics) */ }
-      return { status: res.status, headers: res.headers, body: parsed };
+    admin,
+    http,
+    login,
+    async adminAuth() {
+      adminHeader ??= { authorization: (await login(admin.email, admin.password)).authorization };
+      return adminHeader;
     },
     async stop() {
       await running.close();

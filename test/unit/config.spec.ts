@@ -15,14 +15,14 @@ describe('configuration', () => {
   it('names every bad variable and its rule', () => {
     let err: unknown;
     try {
-      loadConfig({ PORT: '70000', REDIS_URL: 'http://x', ADMIN_TOKEN: 'short', RUN_PROJECTIONS: 'yes' });
+      loadConfig({ PORT: '70000', REDIS_URL: 'http://x', JWT_HS256_SECRET: 'short', RUN_PROJECTIONS: 'yes' });
     } catch (e) {
       err = e;
     }
     expect(err).toBeInstanceOf(ConfigError);
     const msg = (err as Error).message;
-    for (const v of ['PORT', 'REDIS_URL', 'ADMIN_TOKEN', 'RUN_PROJECTIONS']) expect(msg).toContain(v);
+    for (const v of ['PORT', 'REDIS_URL', 'JWT_HS256_SECRET', 'RUN_PROJECTIONS']) expect(msg).toContain(v);
     expect(msg).toContain('must start with redis://');
-    expect(msg).toContain('at least 32 characters');
+    expect(msg).toContain('at least 32 bytes');
   });
 });

@@ -4,6 +4,13 @@ import type { ZodType } from 'zod';
 import { DomainError } from '../../../domain/shared/errors';
 import type { CommandContext, CommandResult } from './command-context';
 
+/** The authenticated caller of a command sent through the generic route. */
+export interface Caller {
+  readonly kind: 'user' | 'device';
+  readonly id: string;
+  readonly roles: readonly string[];
+}
+
 /**
  * The commands reachable through `POST /commands/:name`. Each bounded context
  * registers its commands at start-up: a name, the body schema (the same one
@@ -14,7 +21,7 @@ export interface CommandDefinition<Input = unknown> {
   readonly schema: ZodType<Input>;
   /** Who may send it through the generic route. */
   readonly access: 'public' | 'authenticated' | 'admin';
-  create(input: Input, ctx: CommandContext): BusCommand<CommandResult>;
+  create(input: Input, ctx: CommandContext, caller?: Caller): BusCommand<CommandResult>;
 }
 
 @Injectable()

@@ -12,6 +12,7 @@ import {
 
 const CHANNEL = 'es_events';
 const MAX_APPEND_ATTEMPTS = 10;
+const NOTIFY_INTERVAL_MS = 5;
 
 interface EventRow {
   position: string;
@@ -52,8 +53,7 @@ export class PostgresEventStore implements EventStore {
   private listenerStarting: Promise<void> | undefined;
   private generation = 0;
   private readonly wakers = new Set<() => void>();
-  private notifyInFlight = false;
-  private notifyAgain = false;
+  private notifyTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly subscriptions = new Set<Subscription>();
 
@@ -62,7 +62,7 @@ export class PostgresEventStore implements EventStore {
   }
 
   async append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult> {
-    const result = await this.retrying(() => this.appendOn(this.pool, streamId, events, expected));
+    const result = await this.retrying((again) => this.appendOn(this.pool, streamId, events, expected, again));
     if (!result.duplicate) this.appended(events.length);
     return result;
   }
@@ -74,12 +74,12 @@ export class PostgresEventStore implements EventStore {
    * When every write is a re-sent duplicate, returns their original results.
    */
   async appendMulti(writes: readonly { streamId: string; events: readonly EventToAppend[]; expected: ExpectedRevision }[]): Promise<AppendResult[]> {
-    const results = await this.retrying(async () => {
+    const results = await this.retrying(async (again) => {
       const client = await this.pool.connect();
       try {
         await client.query('BEGIN');
         const out: AppendResult[] = [];
-        for (const w of writes) out.push(await this.appendOn(client, w.streamId, w.events, w.expected));
+        for (const w of writes) out.push(await this.appendOn(client, w.streamId, w.events, w.expected, again));
         const dupes = out.filter((r) => r.duplicate).length;
         if (dupes > 0 && dupes < out.length) throw new IdempotencyConflictError(writes[out.findIndex((r) => r.duplicate)]!.streamId);
         await client.query(dupes ? 'ROLLBACK' : 'COMMIT');
@@ -106,10 +106,10 @@ export class PostgresEventStore implements EventStore {
    * serialization failure (raised when the transaction's id is older than the
    * stream's last append) is retried the same way, in a new transaction.
    */
-  private async retrying<T>(attempt: () => Promise<T>): Promise<T> {
+  private async retrying<T>(attempt: (again: boolean) => Promise<T>): Promise<T> {
     for (let n = 1; ; n++) {
       try {
-        return await attempt();
+        return await attempt(n > 1);
       } catch (e) {
         if ((isUniqueViolation(e) || isSerializationFailure(e)) && n < MAX_APPEND_ATTEMPTS) continue;
         throw e;
@@ -117,14 +117,17 @@ export class PostgresEventStore implements EventStore {
     }
   }
 
-  /** One es_append call on a pool or a transaction's client; interprets its answer. */
-  private async appendOn(q: Pool | PoolClient, streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult> {
+  /**
+   * One es_append call on a pool or a transaction's client; interprets its answer.
+   * `checkIds`: look for already-stored event ids before inserting (a retry after a unique violation).
+   */
+  private async appendOn(q: Pool | PoolClient, streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision, checkIds: boolean): Promise<AppendResult> {
     if (events.length === 0) throw new Error('append needs at least one event');
     const [kind, revision] = expectedToSql(expected);
     const payload = JSON.stringify(events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: e.schemaVersion ?? 1 })));
     const res = await q.query<{ status: string; revision: string; last_position: string | null }>(
-      'SELECT status, revision, last_position FROM es_append($1, $2, $3, $4::jsonb)',
-      [streamId, kind, revision, payload],
+      'SELECT status, revision, last_position FROM es_append($1, $2, $3, $4::jsonb, $5)',
+      [streamId, kind, revision, payload, checkIds],
     );
     const row = res.rows[0];
     if (!row) throw new Error('es_append returned no row');
@@ -291,24 +294,19 @@ export class PostgresEventStore implements EventStore {
     return sub;
   }
 
-  /** Wakes every waiting subscriber (this process) and, coalesced, every other process via NOTIFY. */
+  /**
+   * Wakes every waiting subscriber of this process at once and, at most every
+   * NOTIFY_INTERVAL_MS, every other process via NOTIFY. The NOTIFY is its own
+   * statement after the commit: inside the append's transaction PostgreSQL
+   * would serialise the commits of all notifying writers.
+   */
   private announce(): void {
     this.wakeAll();
-    if (this.notifyInFlight) {
-      this.notifyAgain = true;
-      return;
-    }
-    this.notifyInFlight = true;
-    this.pool
-      .query(`SELECT pg_notify('${CHANNEL}', '')`)
-      .catch((e: unknown) => this.options.log?.('event store: NOTIFY failed', e))
-      .finally(() => {
-        this.notifyInFlight = false;
-        if (this.notifyAgain && !this.closed) {
-          this.notifyAgain = false;
-          this.announce();
-        }
-      });
+    if (this.notifyTimer || this.closed) return;
+    this.notifyTimer = setTimeout(() => {
+      this.notifyTimer = undefined;
+      this.pool.query(`SELECT pg_notify('${CHANNEL}', '')`).catch((e: unknown) => this.options.log?.('event store: NOTIFY failed', e));
+    }, NOTIFY_INTERVAL_MS);
   }
 
   private wakeAll(): void {
@@ -358,6 +356,7 @@ export class PostgresEventStore implements EventStore {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.notifyTimer) clearTimeout(this.notifyTimer);
     await Promise.all([...this.subscriptions].map((s) => s.stop()));
     const l = this.listener;
     this.listener = undefined;

@@ -19,6 +19,8 @@ import {
 
 const RUNNER_LOCK = 724_002;
 const REBUILD_LOCK = 724_003;
+/** How often a parked runner looks whether an operator (in another process) resolved it. */
+const PARKED_POLL_MS = 500;
 
 export interface EngineOptions {
   readonly connectionString: string;
@@ -173,7 +175,7 @@ export class ProjectionEngine {
 
   private async resolveParked(name: string, actor: string, action: 'retry' | 'skip'): Promise<CheckpointRow> {
     this.get(name);
-    return inTransaction(this.pool, async (c) => {
+    const updated = await inTransaction(this.pool, async (c) => {
       const row = await readCheckpoint(c, name, true);
       if (row?.status !== 'parked') {
         throw new DomainError('conflict', 'PLATFORM.PROJECTION_NOT_PARKED', `projection ${name} is not parked`);
@@ -183,11 +185,13 @@ export class ProjectionEngine {
            parked_event_type = NULL, parked_error = NULL, parked_attempts = NULL, updated_at = now() WHERE name = $1`,
         [name, action === 'skip' ? row.parked_position : row.position]);
       await logOperatorAction(c, { projection: name, action, position: row.parked_position, eventId: row.parked_event_id, error: row.parked_error, actor });
-      this.runners.get(name)?.wake();
-      const updated = await readCheckpoint(c, name);
-      if (!updated) throw new Error('checkpoint vanished');
-      return updated;
+      const after = await readCheckpoint(c, name);
+      if (!after) throw new Error('checkpoint vanished');
+      return after;
     });
+    // Only once committed: a runner woken earlier would still read 'parked' and sleep on.
+    this.runners.get(name)?.wake();
+    return updated;
   }
 
   async operatorLog(name: string, limit = 100): Promise<Record<string, unknown>[]> {
@@ -204,14 +208,26 @@ export class ProjectionEngine {
   async rebuild(name: string, actor: string, onProgress: (p: RebuildProgress) => void | Promise<void> = () => undefined): Promise<{ position: number; events: number }> {
     const p = this.get(name);
     await registerProjection(this.pool, p);
-    const lock = new Client({ connectionString: this.options.connectionString });
-    await lock.connect();
+    const lock = new Client({ connectionString: this.options.connectionString, application_name: `projection-rebuild:${name}` });
+    // Without a listener, losing this idle connection would be an uncaught 'error' event and crash the process.
+    lock.on('error', (e) => this.options.log('warn', `projection ${name}: rebuild lock connection lost`, { err: errorText(e) }));
     try {
+      await lock.connect();
       const got = await lock.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [REBUILD_LOCK, name]);
       if (!got.rows[0]?.ok) throw new DomainError('conflict', 'PLATFORM.REBUILD_RUNNING', `a rebuild of ${name} is already running`);
+      const lockPid = (await lock.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      // Fencing: if the lock connection died, another rebuild may have started into the same
+      // shadow schema; every write into it (and the swap) first checks the lock is still ours.
+      const stillOurs = async (c: PoolClient) => {
+        const held = await c.query(
+          `SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = $1 AND classid = $2 AND objid = hashtext($3)::oid
+              AND objsubid = 2 AND granted`, [lockPid, REBUILD_LOCK, name]);
+        if (held.rowCount === 0) throw new Error(`rebuild of ${name}: lost the rebuild lock, giving up`);
+      };
       const shadow = quoteIdent(shadowSchema(name));
-      await this.pool.query(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`);
       await inTransaction(this.pool, async (c) => {
+        await stillOurs(c);
+        await c.query(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`);
         await c.query(`CREATE SCHEMA ${shadow}`);
         await c.query(`SET LOCAL search_path TO ${shadow}`);
         for (const ddl of p.setup) await c.query(ddl);
@@ -226,6 +242,7 @@ export class ProjectionEngine {
         const batch = await this.store.readBatch(cursor, batchSize, p.eventTypes);
         if (batch.position === cursor) break;
         await inTransaction(this.pool, async (c) => {
+          await stillOurs(c);
           await c.query(`SET LOCAL search_path TO ${shadow}, ${LIVE_SCHEMA}`);
           await p.apply(batch.events, c);
         });
@@ -237,6 +254,7 @@ export class ProjectionEngine {
       // The swap: wait for the live runner's batch, catch up the last events, exchange the tables.
       const final = await inTransaction(this.pool, async (c) => {
         await readCheckpoint(c, name, true);
+        await stillOurs(c);
         for (;;) {
           const batch: ReadBatch = await this.store.readBatch(cursor, batchSize, p.eventTypes, c);
           if (batch.position === cursor) break;
@@ -281,6 +299,9 @@ class ProjectionRunner {
   private loop: Promise<void> | undefined;
   private wakeNow: (() => void) | undefined;
   private lockLost: ((e: unknown) => void) | undefined;
+  /** Resolves once stop() is called: ends a follow() whichever way it started. */
+  private readonly stopping: Promise<Error>;
+  private signalStop: (e: Error) => void = () => undefined;
 
   constructor(
     private readonly p: Projection,
@@ -288,7 +309,9 @@ class ProjectionRunner {
     private readonly store: PostgresEventStore,
     private readonly options: EngineOptions,
     private readonly onCommitted: (position: number) => void,
-  ) {}
+  ) {
+    this.stopping = new Promise((res) => { this.signalStop = res; });
+  }
 
   get active(): boolean {
     return this.lock !== undefined;
@@ -304,17 +327,18 @@ class ProjectionRunner {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.signalStop(new Error('stopping'));
     this.wake();
-    this.lockLost?.(new Error('stopping'));
     await this.loop;
     await this.releaseLock();
   }
 
   private sleep(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
     return new Promise((res) => {
       const done = () => {
         clearTimeout(t);
-        this.wakeNow = undefined;
+        if (this.wakeNow === done) this.wakeNow = undefined;
         res();
       };
       const t = setTimeout(done, ms);
@@ -330,10 +354,12 @@ class ProjectionRunner {
           await this.sleep(this.options.standbyRetryMs ?? 1000);
           continue;
         }
+        if (this.stopped) break;
         const row = await readCheckpoint(this.pool, this.p.name);
         if (!row) throw new Error(`projection ${this.p.name} has no checkpoint row`);
         if (row.status === 'parked') {
-          await this.sleep(1000);
+          // Waits for an operator (woken at once when the retry/skip/rebuild happens in this process).
+          await this.sleep(PARKED_POLL_MS);
           continue;
         }
         this.position = row.position;
@@ -356,8 +382,10 @@ class ProjectionRunner {
       { fromPosition: this.position, batchSize: this.options.batchSize, eventTypes: this.p.eventTypes },
       (batch) => this.applyBatch(batch),
     );
-    const outcome = await Promise.race([sub.failed, lockLost]);
+    // stop() may have been called while the lock was being taken: `stopping` is already settled then.
+    const outcome = await Promise.race([sub.failed, lockLost, this.stopping]);
     await sub.stop();
+    this.lockLost = undefined;
     if (outcome instanceof Resync || outcome instanceof Parked || this.stopped) return;
     throw outcome;
   }
@@ -367,7 +395,9 @@ class ProjectionRunner {
       await this.commit(batch.events, batch.position);
       return;
     } catch (e) {
-      if (e instanceof Resync || this.stopped) throw e;
+      // Resync, stop and infrastructure failures (connection lost, deadlock...) are
+      // not the events' fault: the runner restarts instead of parking an innocent event.
+      if (e instanceof Resync || this.stopped || isTransient(e)) throw e;
       this.options.log('warn', `projection ${this.p.name}: batch failed, applying its events one by one`, { err: errorText(e) });
     }
     for (const event of batch.events) {
@@ -376,7 +406,7 @@ class ProjectionRunner {
           await this.commit([event], event.position);
           break;
         } catch (e) {
-          if (e instanceof Resync || this.stopped) throw e;
+          if (e instanceof Resync || this.stopped || isTransient(e)) throw e;
           if (attempt >= this.options.maxAttempts) {
             await this.park(event, e, attempt);
             throw new Parked();
@@ -422,14 +452,24 @@ class ProjectionRunner {
     client.on('error', (e) => {
       this.options.log('warn', `projection ${this.p.name}: lock connection lost`, { err: errorText(e) });
       if (this.lock === client) this.lock = undefined;
+      client.end().catch(() => undefined);
       this.lockLost?.(e);
     });
-    await client.connect();
-    const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [RUNNER_LOCK, this.p.name]);
-    if (res.rows[0]?.ok) {
-      this.lock = client;
-      this.options.log('info', `projection ${this.p.name}: runner active in this process`);
-      return true;
+    try {
+      await client.connect();
+      const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [RUNNER_LOCK, this.p.name]);
+      if (res.rows[0]?.ok) {
+        if (this.stopped) {
+          await client.end().catch(() => undefined);
+          return false;
+        }
+        this.lock = client;
+        this.options.log('info', `projection ${this.p.name}: runner active in this process`);
+        return true;
+      }
+    } catch (e) {
+      await client.end().catch(() => undefined);
+      throw e;
     }
     await client.end().catch(() => undefined);
     return false;
@@ -444,17 +484,32 @@ class ProjectionRunner {
 
 export async function inTransaction<T>(pool: Pool, fn: (c: PoolClient) => Promise<T>): Promise<T> {
   const c = await pool.connect();
+  let broken: Error | undefined;
   try {
     await c.query('BEGIN');
     const out = await fn(c);
     await c.query('COMMIT');
     return out;
   } catch (e) {
-    await c.query('ROLLBACK').catch(() => undefined);
+    // A connection that cannot even roll back is not given back to the pool.
+    await c.query('ROLLBACK').catch((re: unknown) => { broken = re instanceof Error ? re : new Error(String(re)); });
     throw e;
   } finally {
-    c.release();
+    c.release(broken);
   }
+}
+
+/** Failures of the database connection or of concurrency control: worth a retry, never a reason to park an event. */
+function isTransient(e: unknown): boolean {
+  if (!(e instanceof Error)) return false;
+  const code = (e as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    // 08 connection exception, 40001 serialization failure, 40P01 deadlock, 53 insufficient resources,
+    // 57P01-57P03 server shutting down / not accepting connections.
+    if (/^(08|53|57P0[123]$|40001$|40P01$)/.test(code)) return true;
+    if (/^E(CONNREFUSED|CONNRESET|PIPE|TIMEDOUT|HOSTUNREACH|NETUNREACH|AI_AGAIN)$/.test(code)) return true;
+  }
+  return /Connection terminated|Client has encountered a connection error|timeout exceeded when trying to connect|not queryable/i.test(e.message);
 }
 
 function errorText(e: unknown): string {

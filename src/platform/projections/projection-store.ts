@@ -22,10 +22,25 @@ export const LIVE_SCHEMA = 'public';
 export const shadowSchema = (name: string) => `rebuild_${name.replace(/[^a-z0-9_]/gi, '_').toLowerCase()}`;
 export const quoteIdent = (s: string) => `"${s.replace(/"/g, '""')}"`;
 
+/**
+ * Advisory lock class serialising the first registration of a projection.
+ * Must differ from the engine's runner (724002) and rebuild (724003) classes:
+ * a transaction-level lock in the runner's class would wait for as long as
+ * any process runs the projection (both kinds share one lock space).
+ */
+export const REGISTER_LOCK = 724_004;
+
 export async function readCheckpoint(db: Pool | PoolClient, name: string, forUpdate = false): Promise<CheckpointRow | undefined> {
   const res = await db.query<CheckpointRow>(
     `SELECT * FROM projection_checkpoints WHERE name = $1${forUpdate ? ' FOR UPDATE' : ''}`, [name]);
-  return res.rows[0];
+  const row = res.rows[0];
+  if (!row) return undefined;
+  // bigint columns arrive as strings unless the process installed the int8 parser; the engine compares positions as numbers.
+  return {
+    ...row,
+    position: Number(row.position),
+    parked_position: row.parked_position === null ? null : Number(row.parked_position),
+  };
 }
 
 /** Creates the live tables and the checkpoint row of a projection seen for the first time. */
@@ -33,7 +48,7 @@ export async function registerProjection(pool: Pool, p: Projection): Promise<Che
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock(724002, hashtext($1))', [p.name]);
+    await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [REGISTER_LOCK, p.name]);
     let row = await readCheckpoint(client, p.name);
     if (!row) {
       await client.query(`SET LOCAL search_path TO ${LIVE_SCHEMA}`);

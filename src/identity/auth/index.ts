@@ -1,0 +1,8 @@
+/** Identity's security machinery: plain classes, wired into NestJS elsewhere. */
+export * from './signing-keys';
+export * from './tokens';
+export * from './revocation';
+export * from './refresh-tokens';
+export * from './passwords';
+export * from './login-limiter';
+export { authRedisOptions, DEFAULT_REDIS_TIMEOUT_MS } from './redis-call';

@@ -1,0 +1,151 @@
+import { randomBytes } from 'node:crypto';
+import * as argon2 from 'argon2';
+import type { Config } from '../../config';
+import { DomainError } from '../../../domain/shared/errors';
+
+/**
+ * Password hashing with argon2id.
+ *
+ * Parameters: the OWASP Password Storage Cheat Sheet's first argon2id
+ * configuration, m = 19456 KiB (19 MiB), t = 2, p = 1 (32-byte hash, 16-byte
+ * salt). Weaker settings are refused; stronger ones may be passed, and hashes
+ * made with other settings report `needsRehash` (re-hash on the next login).
+ *
+ * At most `concurrency` (ARGON2_CONCURRENCY) hashes run at once; further
+ * callers queue (up to `maxQueue`, then 503), so a login storm takes memory
+ * and CPU from nothing else. `verifyAgainstDummy` does the same work as
+ * `verify` against a hash nobody can match, so a login for an unknown account
+ * costs the same time as one with a wrong password.
+ */
+export const OWASP_ARGON2ID = { memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const;
+
+export interface PasswordHasherOptions {
+  readonly concurrency: number;
+  readonly memoryCost?: number | undefined;
+  readonly timeCost?: number | undefined;
+  readonly parallelism?: number | undefined;
+  /** Callers allowed to wait for a slot; more get 503 AUTH.BUSY. Default 1000. */
+  readonly maxQueue?: number | undefined;
+}
+
+/** A counting semaphore: `acquire` takes a slot synchronously when one is free. */
+class Semaphore {
+  private active = 0;
+  private readonly queue: (() => void)[] = [];
+
+  constructor(private readonly slots: number, private readonly maxQueue: number) {}
+
+  get running(): number {
+    return this.active;
+  }
+
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.active < this.slots) {
+      this.active++;
+    } else {
+      if (this.queue.length >= this.maxQueue) {
+        throw new DomainError('unavailable', 'AUTH.BUSY', 'too many logins at once; try again shortly', [], { retryAfterSeconds: 1 });
+      }
+      // The releasing caller hands its slot over: `active` stays the same.
+      await new Promise<void>((resolve) => this.queue.push(resolve));
+    }
+    try {
+      return await work();
+    } finally {
+      const next = this.queue.shift();
+      if (next) next();
+      else this.active--;
+    }
+  }
+}
+
+export class PasswordHasher {
+  private readonly params: { memoryCost: number; timeCost: number; parallelism: number };
+  private readonly semaphore: Semaphore;
+  private dummy: Promise<string> | undefined;
+
+  constructor(options: PasswordHasherOptions) {
+    this.params = {
+      memoryCost: options.memoryCost ?? OWASP_ARGON2ID.memoryCost,
+      timeCost: options.timeCost ?? OWASP_ARGON2ID.timeCost,
+      parallelism: options.parallelism ?? OWASP_ARGON2ID.parallelism,
+    };
+    const { memoryCost, timeCost, parallelism } = this.params;
+    if (!Number.isInteger(memoryCost) || !Number.isInteger(timeCost) || !Number.isInteger(parallelism) || parallelism < 1) {
+      throw new Error('argon2 parameters must be positive integers');
+    }
+    if (memoryCost < OWASP_ARGON2ID.memoryCost || timeCost < OWASP_ARGON2ID.timeCost) {
+      throw new Error(`argon2id parameters below OWASP's (m=${OWASP_ARGON2ID.memoryCost} KiB, t=${OWASP_ARGON2ID.timeCost}) are refused`);
+    }
+    if (!Number.isInteger(options.concurrency) || options.concurrency < 1) throw new Error('concurrency must be a positive integer');
+    this.semaphore = new Semaphore(options.concurrency, options.maxQueue ?? 1000);
+  }
+
+  static fromConfig(config: Pick<Config, 'ARGON2_CONCURRENCY'>): PasswordHasher {
+    return new PasswordHasher({ concurrency: config.ARGON2_CONCURRENCY });
+  }
+
+  /** The parameters new hashes are made with. */
+  get parameters(): { readonly memoryCost: number; readonly timeCost: number; readonly parallelism: number } {
+    return { ...this.params };
+  }
+
+  /** Hashes running now / callers waiting for a slot. */
+  get running(): number {
+    return this.semaphore.running;
+  }
+
+  get waiting(): number {
+    return this.semaphore.waiting;
+  }
+
+  /** Computes the dummy hash now (call at start-up, so the first unknown-account login is not slower). */
+  async init(): Promise<void> {
+    await this.dummyHash();
+  }
+
+  async hash(plain: string): Promise<string> {
+    if (typeof plain !== 'string') throw new TypeError('password must be a string');
+    return this.semaphore.run(() => argon2.hash(plain, { type: argon2.argon2id, ...this.params }));
+  }
+
+  /** True when `plain` matches `hash`. A malformed stored hash is an error, not a mismatch. */
+  async verify(hash: string, plain: string): Promise<boolean> {
+    if (typeof plain !== 'string') return false;
+    if (typeof hash !== 'string' || !hash.startsWith('$argon2')) throw new Error('stored password hash is not an argon2 hash');
+    return this.semaphore.run(() => argon2.verify(hash, plain));
+  }
+
+  /** True when the hash was made with other parameters (or another argon2 variant / another scheme). */
+  needsRehash(hash: string): boolean {
+    if (typeof hash !== 'string' || !hash.startsWith('$argon2id$')) return true;
+    try {
+      return argon2.needsRehash(hash, { ...this.params, version: 0x13 });
+    } catch {
+      return true;
+    }
+  }
+
+  /** The same work as `verify` for an account that does not exist; always false. */
+  async verifyAgainstDummy(plain: string): Promise<false> {
+    const dummy = await this.dummyHash();
+    await this.verify(dummy, typeof plain === 'string' ? plain : '');
+    return false;
+  }
+
+  private dummyHash(): Promise<string> {
+    if (!this.dummy) {
+      // A random password nobody knows; only its cost matters.
+      const attempt = this.hash(randomBytes(32).toString('base64url'));
+      this.dummy = attempt;
+      attempt.catch(() => {
+        if (this.dummy === attempt) this.dummy = undefined;
+      });
+    }
+    return this.dummy;
+  }
+}

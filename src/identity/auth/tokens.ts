@@ -1,0 +1,181 @@
+import { randomUUID } from 'node:crypto';
+import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import type { Config } from '../../config';
+import { DomainError } from '../../../domain/shared/errors';
+import type { SigningKeys } from './signing-keys';
+
+/**
+ * Access tokens (RFC 9068 style JWTs, `typ: at+jwt`).
+ *
+ * A user token has aud = JWT_AUDIENCE and `kind: "user"`; a device token has
+ * aud = JWT_DEVICE_AUDIENCE and `kind: "device"`; neither verifies where the
+ * other is expected. Verification trusts nothing the token says about how to
+ * verify it: the key comes from our own key set by `kid`, the algorithm is
+ * the one pinned to that key, and the protected header may carry only `alg`,
+ * `kid` and `typ` (so `crit`, `jwk`, `jku`, `x5u`, `x5c`, `b64` ... are refused).
+ */
+export type TokenKind = 'user' | 'device';
+
+export interface AccessTokenClaims {
+  readonly sub: string;
+  readonly roles: readonly string[];
+  readonly jti: string;
+  readonly exp: number;
+  readonly iat: number;
+  /** Issue time in milliseconds (claim `iat_ms`): lets a revocation separate tokens issued within the same second. */
+  readonly iatMs?: number;
+  readonly kind: TokenKind;
+  /** The session (refresh-token family) a user token was issued for, when given at issue. */
+  readonly sid?: string;
+}
+
+export interface IssuedAccessToken {
+  readonly token: string;
+  readonly jti: string;
+  /** Seconds from issue to expiry. */
+  readonly expiresIn: number;
+  /** Expiry, seconds since the epoch. */
+  readonly exp: number;
+}
+
+export interface TokenServiceOptions {
+  readonly issuer: string;
+  readonly userAudience: string;
+  readonly deviceAudience: string;
+  readonly accessTokenTtlS: number;
+  readonly deviceTokenTtlS: number;
+  /** Accepted clock skew in seconds (0..5); default 5. */
+  readonly clockToleranceS?: number | undefined;
+  /** Milliseconds since the epoch; tests pass a skewed clock. */
+  readonly now?: (() => number) | undefined;
+}
+
+export const ACCESS_TOKEN_TYP = 'at+jwt';
+const MAX_TOKEN_LENGTH = 8192;
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+const ALLOWED_HEADER = new Set(['alg', 'kid', 'typ']);
+const REQUIRED_CLAIMS = ['iss', 'aud', 'sub', 'jti', 'exp', 'iat'];
+
+const invalid = () => new DomainError('unauthenticated', 'AUTH.INVALID_TOKEN', 'the access token is not valid');
+const expired = () => new DomainError('unauthenticated', 'AUTH.TOKEN_EXPIRED', 'the access token has expired');
+
+const isStringArray = (v: unknown): v is string[] => Array.isArray(v) && v.every((r) => typeof r === 'string');
+
+function parseHeader(segment: string): Record<string, unknown> | undefined {
+  try {
+    const header: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+    if (!header || typeof header !== 'object' || Array.isArray(header)) return undefined;
+    return header as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+export class TokenService {
+  private readonly toleranceS: number;
+  private readonly now: () => number;
+
+  constructor(private readonly keys: SigningKeys, private readonly options: TokenServiceOptions) {
+    this.toleranceS = options.clockToleranceS ?? 5;
+    if (!(this.toleranceS >= 0 && this.toleranceS <= 5)) throw new Error('clockToleranceS must be between 0 and 5 seconds');
+    if (options.userAudience === options.deviceAudience) throw new Error('user and device audiences must differ');
+    this.now = options.now ?? Date.now;
+  }
+
+  static fromConfig(
+    config: Pick<Config, 'JWT_ISSUER' | 'JWT_AUDIENCE' | 'JWT_DEVICE_AUDIENCE' | 'ACCESS_TOKEN_TTL_S' | 'DEVICE_TOKEN_TTL_S'>,
+    keys: SigningKeys,
+  ): TokenService {
+    return new TokenService(keys, {
+      issuer: config.JWT_ISSUER,
+      userAudience: config.JWT_AUDIENCE,
+      deviceAudience: config.JWT_DEVICE_AUDIENCE,
+      accessTokenTtlS: config.ACCESS_TOKEN_TTL_S,
+      deviceTokenTtlS: config.DEVICE_TOKEN_TTL_S,
+    });
+  }
+
+  /** The longest life of any token this service issues, plus clock tolerance (seconds). */
+  get maxTokenLifeS(): number {
+    return Math.max(this.options.accessTokenTtlS, this.options.deviceTokenTtlS) + this.toleranceS;
+  }
+
+  audience(kind: TokenKind): string {
+    return kind === 'user' ? this.options.userAudience : this.options.deviceAudience;
+  }
+
+  ttl(kind: TokenKind): number {
+    return kind === 'user' ? this.options.accessTokenTtlS : this.options.deviceTokenTtlS;
+  }
+
+  async issueAccessToken(input: { sub: string; roles?: readonly string[] | undefined; kind: TokenKind; sid?: string | undefined }): Promise<IssuedAccessToken> {
+    const { sub, kind, sid } = input;
+    const roles = [...(input.roles ?? [])];
+    if (typeof sub !== 'string' || !sub) throw new Error('sub must be a non-empty string');
+    if (kind !== 'user' && kind !== 'device') throw new Error('kind must be user or device');
+    if (!isStringArray(roles)) throw new Error('roles must be strings');
+    if (sid !== undefined && (typeof sid !== 'string' || !sid)) throw new Error('sid must be a non-empty string');
+    const key = this.keys.signingKey();
+    const nowMs = Math.floor(this.now());
+    const iat = Math.floor(nowMs / 1000);
+    const expiresIn = this.ttl(kind);
+    const exp = iat + expiresIn;
+    const jti = randomUUID();
+    const token = await new SignJWT(sid === undefined ? { kind, roles, iat_ms: nowMs } : { kind, roles, sid, iat_ms: nowMs })
+      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYP })
+      .setIssuer(this.options.issuer)
+      .setAudience(this.audience(kind))
+      .setSubject(sub)
+      .setJti(jti)
+      .setIssuedAt(iat)
+      .setExpirationTime(exp)
+      .sign(key.key);
+    return { token, jti, expiresIn, exp };
+  }
+
+  /**
+   * The claims of a valid access token of the expected kind; otherwise throws
+   * DomainError unauthenticated AUTH.TOKEN_EXPIRED (a genuine token past its
+   * `exp`) or AUTH.INVALID_TOKEN (everything else). Revocation is checked
+   * separately (RevocationList).
+   */
+  async verify(token: string, expected: TokenKind): Promise<AccessTokenClaims> {
+    if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw invalid();
+    if (expected !== 'user' && expected !== 'device') throw invalid();
+    const header = parseHeader(token.slice(0, token.indexOf('.')));
+    if (!header) throw invalid();
+    // Only the parameters we set ourselves; an embedded key, key URL, certificate or crit is refused.
+    if (Object.keys(header).some((name) => !ALLOWED_HEADER.has(name))) throw invalid();
+    const { alg, kid, typ } = header;
+    if (typeof kid !== 'string' || typeof alg !== 'string' || typ !== ACCESS_TOKEN_TYP) throw invalid();
+    const key = this.keys.verificationKey(kid);
+    // The algorithm is the key's, never the token's choice (no alg "none", no HS/ES confusion).
+    if (!key || alg !== key.alg) throw invalid();
+    const audience = this.audience(expected);
+    let payload: Record<string, unknown>;
+    try {
+      ({ payload } = await jwtVerify(token, key.key, {
+        algorithms: [key.alg],
+        issuer: this.options.issuer,
+        audience,
+        typ: ACCESS_TOKEN_TYP,
+        requiredClaims: REQUIRED_CLAIMS,
+        clockTolerance: this.toleranceS,
+        // Also rejects an `iat` in the future and tokens living longer than we issue them.
+        maxTokenAge: this.ttl(expected),
+        currentDate: new Date(this.now()),
+      }));
+    } catch (e) {
+      if (e instanceof joseErrors.JWTExpired) throw expired();
+      throw invalid();
+    }
+    const { sub, jti, exp, iat, aud, kind, roles, sid, iat_ms: iatMs } = payload;
+    if (kind !== expected || aud !== audience) throw invalid();
+    if (typeof sub !== 'string' || !sub || typeof jti !== 'string' || !jti) throw invalid();
+    if (typeof exp !== 'number' || typeof iat !== 'number' || !Number.isInteger(exp) || !Number.isInteger(iat)) throw invalid();
+    if (!isStringArray(roles)) throw invalid();
+    if (sid !== undefined && (typeof sid !== 'string' || !sid)) throw invalid();
+    if (iatMs !== undefined && (typeof iatMs !== 'number' || !Number.isInteger(iatMs) || Math.floor(iatMs / 1000) !== iat)) throw invalid();
+    return { sub, roles, jti, exp, iat, kind: expected, ...(sid === undefined ? {} : { sid }), ...(iatMs === undefined ? {} : { iatMs }) };
+  }
+}
