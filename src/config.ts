@@ -45,6 +45,11 @@ export const configSchema = z.object({
   JWT_ALG: z.enum(['ES256', 'HS256']).default('ES256'),
   /** Required (>= 32 bytes) when JWT_ALG=HS256; a shorter secret stops start-up. */
   JWT_HS256_SECRET: z.string().min(32, 'must be at least 32 bytes').optional(),
+  /**
+   * ES256 signing keys from configuration (the JSON of DATA_DIR/secrets/jwt-keys.json), so that
+   * several instances sign and verify with the same keys. Unset: generated into DATA_DIR at first start.
+   */
+  JWT_KEYS: z.string().min(1).optional(),
   JWT_ISSUER: z.string().min(1).default('ops-platform'),
   JWT_AUDIENCE: z.string().min(1).default('ops-platform-api'),
   JWT_DEVICE_AUDIENCE: z.string().min(1).default('ops-platform-devices'),

@@ -47,7 +47,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
 
   constructor(private readonly platform: Platform) {
     const c = platform.config;
-    this.keys = SigningKeys.fromConfig(c);
+    this.keys = SigningKeys.fromConfig(c, { configuredKeys: c.JWT_KEYS });
     this.tokens = new TokenService(this.keys, {
       issuer: c.JWT_ISSUER, userAudience: c.JWT_AUDIENCE, deviceAudience: c.JWT_DEVICE_AUDIENCE,
       accessTokenTtlS: c.ACCESS_TOKEN_TTL_S, deviceTokenTtlS: c.DEVICE_TOKEN_TTL_S,
