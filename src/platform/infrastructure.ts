@@ -39,7 +39,9 @@ export async function resolveServices(config: Config, log: Logger): Promise<{ da
 export async function connectInfrastructure(config: Config, log: Logger): Promise<Infrastructure> {
   const { databaseUrl, redisUrl, local } = await resolveServices(config, log);
   const pool = new Pool({ connectionString: databaseUrl, max: config.PG_POOL_SIZE, application_name: 'platform' });
-  pool.on('error', (e) => log.warn({ err: e }, 'idle PostgreSQL connection failed'));
+  let closing = false;
+  // pool.end() resolves before every socket is closed: errors from connections being closed are expected then.
+  pool.on('error', (e) => { if (!closing) log.warn({ err: e.message }, 'idle PostgreSQL connection failed'); });
   const { applied } = await migrate(pool);
   if (applied.length) log.info({ applied }, 'migrations applied');
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
@@ -50,6 +52,7 @@ export async function connectInfrastructure(config: Config, log: Logger): Promis
     pool,
     redis,
     close: async () => {
+      closing = true;
       redis.disconnect();
       await pool.end();
       for (const s of local.reverse()) await s.stop();

