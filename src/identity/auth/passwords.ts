@@ -137,7 +137,8 @@ export class PasswordHasher {
     return false;
   }
 
-  private dummyHash(): Promise<string> {
+  /** The hash unknown accounts are verified against: made with the current parameters, so it costs what a real one costs. */
+  dummyHash(): Promise<string> {
     if (!this.dummy) {
       // A random password nobody knows; only its cost matters.
       const attempt = this.hash(randomBytes(32).toString('base64url'));
