@@ -1,6 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
-import { performance } from 'node:perf_hooks';
 import * as argon2 from 'argon2';
 import { Redis, type RedisOptions } from 'ioredis';
 import { LoginLimiter, normaliseAddress } from '../../src/identity/auth/login-limiter';
