@@ -229,7 +229,8 @@ export class ProjectionEngine {
         await stillOurs(c);
         await c.query(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`);
         await c.query(`CREATE SCHEMA ${shadow}`);
-        await c.query(`SET LOCAL search_path TO ${shadow}`);
+        // New objects go to the shadow schema (the first one); functions and types in public still resolve, as they do live.
+        await c.query(`SET LOCAL search_path TO ${shadow}, ${LIVE_SCHEMA}`);
         for (const ddl of p.setup) await c.query(ddl);
       });
       const totalRes = await this.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE type = ANY($1)', [p.eventTypes]);
