@@ -25,8 +25,8 @@ esac
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
-log "building"
-npx tsc -p bench/tsconfig.json
+log "installing what is missing and building"
+bash scripts/setup.sh
 
 export DATA_DIR="${BENCH_DATA_DIR:-.data/bench}"
 env_file="$(mktemp)"
