@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
 /**
@@ -63,8 +64,12 @@ export const configSchema = z.object({
   LOGIN_MAX_PER_ACCOUNT: positiveInt.default(10),
   LOGIN_MAX_PER_ADDRESS: positiveInt.default(50),
   LOGIN_WINDOW_S: positiveInt.default(900),
-  /** Password hashes computed at once; more wait, so a login storm cannot starve other requests. */
-  ARGON2_CONCURRENCY: positiveInt.max(64).default(2),
+  /**
+   * Password hashes computed at once; more wait, so a login storm cannot starve other requests.
+   * Default: one core less than the machine has (at least 1), and below libuv's thread pool
+   * (4 threads unless UV_THREADPOOL_SIZE says more), which JWT signing and verifying share.
+   */
+  ARGON2_CONCURRENCY: positiveInt.max(64).default(Math.max(1, Math.min(availableParallelism() - 1, Number(process.env.UV_THREADPOOL_SIZE ?? 4) - 1))),
 }).superRefine((c, ctx) => {
   if (c.JWT_ALG === 'HS256' && !c.JWT_HS256_SECRET) {
     ctx.addIssue({ code: 'custom', path: ['JWT_HS256_SECRET'], message: 'is required when JWT_ALG=HS256 (at least 32 bytes)' });
