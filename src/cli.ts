@@ -7,6 +7,7 @@ import { migrate } from './platform/migrations';
 import { runProjectionCommand } from './platform/projections/projection-cli';
 import { PostgresEventStore } from './platform/event-store/postgres-event-store';
 import { grantAdmin } from './identity/grant-admin';
+import { rotateSigningKeys } from './identity/auth/signing-keys';
 
 /**
  * `npm run cli -- <command>`:
@@ -14,6 +15,7 @@ import { grantAdmin } from './identity/grant-admin';
  *   projections:rebuild <name>      rebuild one read model from the events, with a progress bar
  *   projections:list                names, checkpoints, status
  *   users:grant-admin <email>       give an existing account the admin role
+ *   keys:rotate                     add a new JWT signing key in DATA_DIR, drop keys past their life; prints the new kid
  *   services:run --write-env F       start the local PostgreSQL and Redis, write their URLs to F, run until SIGTERM (tests)
  */
 async function main(argv: string[]): Promise<number> {
@@ -55,6 +57,14 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0;
     }
+    case 'keys:rotate': {
+      const r = rotateSigningKeys(config);
+      console.log(r.kid);
+      console.error(`${r.file}: new signing key ${r.kid}; verifying keys: ${r.kids.join(', ')}`
+        + `${r.pruned.length ? `; pruned (all their tokens have expired): ${r.pruned.join(', ')}` : ''}.`
+        + ' Running instances verify and publish it now and sign with it within a minute.');
+      return 0;
+    }
     case 'services:run': {
       const envFile = flag(args, '--write-env');
       const pgPort = flag(args, '--pg-port');
@@ -74,7 +84,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case undefined:
     default:
-      console.error('usage: npm run cli -- <migrate | projections:list | projections:rebuild <name> | users:grant-admin <email> | services:run --write-env F>');
+      console.error('usage: npm run cli -- <migrate | projections:list | projections:rebuild <name> | users:grant-admin <email> | keys:rotate | services:run --write-env F>');
       return 2;
   }
 }

@@ -15,7 +15,7 @@ import { eventId, handleCommand } from '../platform/commands/command-handling';
 import { ConcurrencyError } from '../platform/event-store/event-store';
 import { Platform } from '../platform/platform';
 import {
-  LoginLimiter, PasswordHasher, RefreshTokenStore, RevocationList, SigningKeys, TokenService, authRedisOptions, normaliseAccount,
+  DEFAULT_KEY_RELOAD_INTERVAL_MS, LoginLimiter, PasswordHasher, RefreshTokenStore, RevocationList, SigningKeys, TokenService, authRedisOptions, normaliseAccount,
   type AccessTokenClaims,
 } from './auth';
 import type { Principal } from './auth-guard';
@@ -47,7 +47,12 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
 
   constructor(private readonly platform: Platform) {
     const c = platform.config;
-    this.keys = SigningKeys.fromConfig(c, { configuredKeys: c.JWT_KEYS });
+    // Re-reads the key file now and then, so this instance signs with a key rotated by another process.
+    this.keys = SigningKeys.fromConfig(c, {
+      configuredKeys: c.JWT_KEYS,
+      reloadIntervalMs: DEFAULT_KEY_RELOAD_INTERVAL_MS,
+      onReloadError: (e) => platform.log.warn({ err: e }, 'could not re-read the JWT key file; the keys in memory stay in use'),
+    });
     this.tokens = new TokenService(this.keys, {
       issuer: c.JWT_ISSUER, userAudience: c.JWT_AUDIENCE, deviceAudience: c.JWT_DEVICE_AUDIENCE,
       accessTokenTtlS: c.ACCESS_TOKEN_TTL_S, deviceTokenTtlS: c.DEVICE_TOKEN_TTL_S,
@@ -75,6 +80,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   }
 
   onApplicationShutdown(): void {
+    this.keys.close();
     this.redis.disconnect();
   }
 

@@ -11,13 +11,22 @@ import { Platform } from './platform';
 
 type ComponentHealth = { status: 'ok' | 'degraded' | 'down'; [detail: string]: unknown };
 
+const CHECK_TIMEOUT_MS = 1000;
+
+/** Runs one health check, bounded: a server that does not answer is "down", not a hung /health. */
 async function timed(check: () => Promise<Record<string, unknown> | void>): Promise<ComponentHealth> {
   const t = process.hrtime.bigint();
+  let timer: NodeJS.Timeout | undefined;
   try {
-    const extra = (await check()) ?? {};
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS);
+    });
+    const extra = (await Promise.race([check(), timeout])) ?? {};
     return { status: 'ok', latencyMs: Number(process.hrtime.bigint() - t) / 1e6, ...extra };
   } catch (e) {
     return { status: 'down', error: e instanceof Error ? e.message : String(e) };
+  } finally {
+    clearTimeout(timer);
   }
 }
 

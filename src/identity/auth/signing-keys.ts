@@ -1,5 +1,5 @@
 import { createHash, createPrivateKey, createPublicKey, createSecretKey, generateKeyPairSync, randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type BigIntStats } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Config } from '../../config';
 import { secretPath } from '../../platform/local/secrets';
@@ -14,6 +14,21 @@ import { secretPath } from '../../platform/local/secrets';
  * `prune()` drops keys that stopped signing more than the longest token life
  * ago, so tokens they signed have all expired. `jwks()` serves only the
  * public halves.
+ *
+ * Rotation in a running deployment (`npm run cli -- keys:rotate`, i.e.
+ * `rotateSigningKeys`): another process writes the key file; running
+ * processes pick the change up without a restart:
+ *   - verification: a token whose `kid` we do not know makes
+ *     `findVerificationKey` look at the file (one stat) and re-read it when it
+ *     changed, at most once per `unknownKidReloadIntervalMs` (default 5 s);
+ *   - signing: with `reloadIntervalMs` (the app: every 60 s) a timer (unref'd,
+ *     stopped by `close()`) re-reads a changed file, so every instance starts
+ *     signing with the new key within that interval;
+ *   - the JWKS: `jwks()` re-reads a changed file first, so it publishes a new
+ *     key as soon as it is on disk.
+ * Since other instances may sign with the previous key for up to their reload
+ * interval after a rotation, `prune()` keeps a retired key that much longer
+ * (`retiredKeySigningLagS`; `fromConfig` sets it to the app's interval).
  *
  * HS256 (JWT_ALG=HS256): one shared secret (>= 32 bytes) with kid "hs256";
  * the JWKS is empty because nothing in it may be published.
@@ -62,7 +77,26 @@ export interface SigningKeysOptions {
   readonly clockToleranceS?: number | undefined;
   /** Milliseconds since the epoch; tests pass a fixed clock. */
   readonly now?: (() => number) | undefined;
+  /**
+   * Key file only: re-read the file every this many milliseconds when it changed (unref'd timer,
+   * stopped by `close()`), so this process signs with a key rotated by another one. Default: no timer.
+   */
+  readonly reloadIntervalMs?: number | undefined;
+  /** Key file only: at most one re-read per this many milliseconds for tokens with an unknown kid; default 5000. */
+  readonly unknownKidReloadIntervalMs?: number | undefined;
+  /**
+   * Seconds other processes may go on signing with a key after it was retired (their reload
+   * interval); `prune()` keeps retired keys that much longer. Default 0 (`fromConfig`: the app's interval).
+   */
+  readonly retiredKeySigningLagS?: number | undefined;
+  /** A background re-read failed (the keys in memory stay in use). */
+  readonly onReloadError?: ((error: unknown) => void) | undefined;
 }
+
+/** How often the app re-reads a changed key file (signing switches to a rotated key within this). */
+export const DEFAULT_KEY_RELOAD_INTERVAL_MS = 60_000;
+/** Tokens with an unknown kid re-read a changed key file at most this often. */
+export const DEFAULT_UNKNOWN_KID_RELOAD_INTERVAL_MS = 5_000;
 
 interface StoredKey {
   readonly kid: string;
@@ -87,6 +121,14 @@ export const KEY_FILE_NAME = 'jwt-keys.json';
 export const HS256_KID = 'hs256';
 
 const b64u = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * What identifies one version of the key file: every write renames a new file into place
+ * (new inode, new mtime). Not ctime: the chmod every process does at start changes it.
+ */
+function fileVersion(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+}
 
 /** RFC 7638 JWK thumbprint of a P-256 public key (SHA-256, base64url). */
 export function jwkThumbprint(jwk: { crv: string; x: string; y: string }): string {
@@ -174,17 +216,29 @@ export class SigningKeys {
   private readonly toleranceS: number;
   private readonly now: () => number;
   private readonly readOnly: boolean;
+  private readonly unknownKidReloadIntervalMs: number;
+  private readonly signingLagS: number;
+  private readonly onReloadError: (error: unknown) => void;
   /** Oldest first; the last one signs. */
   private keys: LoadedKey[] = [];
   private byKid = new Map<string, VerificationKey>();
   private hsKey: SigningKey | undefined;
+  /** The version of the key file the keys in memory were read from. */
+  private loadedVersion: string | undefined;
+  private lastUnknownKidReloadMs = Number.NEGATIVE_INFINITY;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(options: SigningKeysOptions) {
     this.alg = options.alg;
     this.maxTokenLifeS = options.maxTokenLifeS;
     this.toleranceS = options.clockToleranceS ?? 5;
     this.now = options.now ?? Date.now;
+    this.unknownKidReloadIntervalMs = options.unknownKidReloadIntervalMs ?? DEFAULT_UNKNOWN_KID_RELOAD_INTERVAL_MS;
+    this.signingLagS = options.retiredKeySigningLagS ?? 0;
+    this.onReloadError = options.onReloadError ?? (() => undefined);
     if (!Number.isFinite(this.maxTokenLifeS) || this.maxTokenLifeS <= 0) throw new Error('maxTokenLifeS must be positive');
+    if (!(this.unknownKidReloadIntervalMs >= 0)) throw new Error('unknownKidReloadIntervalMs must not be negative');
+    if (!(this.signingLagS >= 0)) throw new Error('retiredKeySigningLagS must not be negative');
     if (options.alg === 'HS256') {
       const secret = options.hs256Secret;
       if (!secret || Buffer.byteLength(secret, 'utf8') < 32) throw new Error('JWT_HS256_SECRET must be at least 32 bytes with JWT_ALG=HS256');
@@ -205,12 +259,30 @@ export class SigningKeys {
     this.readOnly = false;
     this.createFileIfMissing();
     this.reload();
+    const every = options.reloadIntervalMs;
+    if (every !== undefined) {
+      if (!Number.isInteger(every) || every <= 0) throw new Error('reloadIntervalMs must be a positive integer');
+      this.timer = setInterval(() => {
+        try {
+          this.reloadIfChanged();
+        } catch (e) {
+          this.onReloadError(e);
+        }
+      }, every);
+      this.timer.unref();
+    }
   }
 
   /** From the platform configuration: JWT_ALG, JWT_HS256_SECRET, DATA_DIR, token lifetimes. */
   static fromConfig(
     config: Pick<Config, 'JWT_ALG' | 'JWT_HS256_SECRET' | 'DATA_DIR' | 'ACCESS_TOKEN_TTL_S' | 'DEVICE_TOKEN_TTL_S'>,
-    extra: { configuredKeys?: string | undefined; now?: (() => number) | undefined } = {},
+    extra: {
+      configuredKeys?: string | undefined;
+      now?: (() => number) | undefined;
+      /** Re-read a changed key file this often (the app: DEFAULT_KEY_RELOAD_INTERVAL_MS); default: no timer. */
+      reloadIntervalMs?: number | undefined;
+      onReloadError?: ((error: unknown) => void) | undefined;
+    } = {},
   ): SigningKeys {
     return new SigningKeys({
       alg: config.JWT_ALG,
@@ -219,6 +291,10 @@ export class SigningKeys {
       configuredKeys: extra.configuredKeys,
       maxTokenLifeS: Math.max(config.ACCESS_TOKEN_TTL_S, config.DEVICE_TOKEN_TTL_S),
       now: extra.now,
+      reloadIntervalMs: extra.reloadIntervalMs,
+      onReloadError: extra.onReloadError,
+      // Whoever prunes (the CLI) must allow for running instances that still sign with the retired key.
+      retiredKeySigningLagS: Math.ceil(Math.max(extra.reloadIntervalMs ?? 0, DEFAULT_KEY_RELOAD_INTERVAL_MS) / 1000),
     });
   }
 
@@ -235,13 +311,45 @@ export class SigningKeys {
     return this.byKid.get(kid);
   }
 
+  /**
+   * Like `verificationKey`, but an unknown kid may be a key another process has just
+   * added: then the key file is looked at (one stat) and re-read if it changed, at most
+   * once per `unknownKidReloadIntervalMs`, and the lookup is retried. A failed re-read
+   * keeps the keys in memory. Still only ever a key from our own key file.
+   */
+  findVerificationKey(kid: string): VerificationKey | undefined {
+    const known = this.byKid.get(kid);
+    if (known || !this.file || typeof kid !== 'string' || !kid || kid.length > 128) return known;
+    try {
+      // Unchanged file: nothing to re-read (and nothing spent on the throttle).
+      if (fileVersion(statSync(this.file, { bigint: true })) === this.loadedVersion) return undefined;
+      const nowMs = this.now();
+      if (nowMs - this.lastUnknownKidReloadMs < this.unknownKidReloadIntervalMs) return undefined;
+      this.lastUnknownKidReloadMs = nowMs;
+      this.reload();
+    } catch (e) {
+      this.onReloadError(e);
+      return undefined;
+    }
+    return this.byKid.get(kid);
+  }
+
   /** The kids that verify, oldest first. */
   kids(): string[] {
     return [...this.byKid.keys()];
   }
 
-  /** The public verification keys (RFC 7517 JWK Set). Never contains `d`; empty with HS256. */
+  /**
+   * The public verification keys (RFC 7517 JWK Set). Never contains `d`; empty with HS256.
+   * With a key file, a version of it written by another process (a rotation) is read first,
+   * so a new key is published as soon as it exists.
+   */
   jwks(): { keys: PublicJwk[] } {
+    try {
+      this.reloadIfChanged();
+    } catch (e) {
+      this.onReloadError(e);
+    }
     return { keys: this.keys.map((k) => ({ ...k.publicJwk })) };
   }
 
@@ -261,14 +369,15 @@ export class SigningKeys {
 
   /**
    * Drops keys that stopped signing more than max token life (+ clock
-   * tolerance) before `nowMs`: every token they signed has expired. The
-   * signing key always stays. Returns the removed kids.
+   * tolerance, + `retiredKeySigningLagS` for instances that had not reloaded
+   * yet) before `nowMs`: every token they signed has expired. The signing key
+   * always stays. Returns the removed kids.
    */
   prune(nowMs: number = this.now()): string[] {
     if (this.alg === 'HS256') return [];
     this.assertWritable('prune');
     this.reload();
-    const keepAfterMs = (this.maxTokenLifeS + this.toleranceS) * 1000;
+    const keepAfterMs = (this.maxTokenLifeS + this.toleranceS + this.signingLagS) * 1000;
     const removed: string[] = [];
     const kept = this.keys.filter((k, i) => {
       const successor = this.keys[i + 1];
@@ -288,8 +397,32 @@ export class SigningKeys {
   /** Re-reads the key file (e.g. after another process rotated). */
   reload(): void {
     if (!this.file) return;
-    const text = readFileSync(this.file, 'utf8');
+    // Version and text from the same open file: a rename in between cannot pair new text with an old version.
+    const fd = openSync(this.file, 'r');
+    let text: string;
+    let version: string;
+    try {
+      version = fileVersion(fstatSync(fd, { bigint: true }));
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
     this.install(parseKeyFile(text, this.file), this.file);
+    this.loadedVersion = version;
+  }
+
+  /** Re-reads the key file if another process has written it since we read it. True when it did. */
+  reloadIfChanged(): boolean {
+    if (!this.file) return false;
+    if (fileVersion(statSync(this.file, { bigint: true })) === this.loadedVersion) return false;
+    this.reload();
+    return true;
+  }
+
+  /** Stops the reload timer. The keys stay usable. */
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
   }
 
   private install(stored: StoredKey[], source: string): void {
@@ -329,5 +462,36 @@ export class SigningKeys {
       throw e;
     }
     chmodSync(file, 0o600);
+  }
+}
+
+export interface RotationResult {
+  /** The new signing key. */
+  readonly kid: string;
+  /** Keys dropped because every token they signed has expired. */
+  readonly pruned: readonly string[];
+  /** The keys that verify now, oldest first. */
+  readonly kids: readonly string[];
+  /** The key file written. */
+  readonly file: string;
+}
+
+/**
+ * `npm run cli -- keys:rotate`: adds a new signing key to DATA_DIR/secrets/jwt-keys.json and
+ * drops keys past their life. Running instances verify its tokens at once (unknown kid),
+ * publish it in the JWKS at once, and sign with it within DEFAULT_KEY_RELOAD_INTERVAL_MS.
+ * Refuses with JWT_ALG=HS256 or JWT_KEYS (keys from configuration are changed there).
+ */
+export function rotateSigningKeys(
+  config: Pick<Config, 'JWT_ALG' | 'JWT_HS256_SECRET' | 'JWT_KEYS' | 'DATA_DIR' | 'ACCESS_TOKEN_TTL_S' | 'DEVICE_TOKEN_TTL_S'>,
+  extra: { now?: (() => number) | undefined } = {},
+): RotationResult {
+  const keys = SigningKeys.fromConfig(config, { configuredKeys: config.JWT_KEYS, now: extra.now });
+  try {
+    const kid = keys.rotate();
+    const pruned = keys.prune();
+    return { kid, pruned, kids: keys.kids(), file: keys.file! };
+  } finally {
+    keys.close();
   }
 }

@@ -10,7 +10,7 @@ import type { SigningKeys } from './signing-keys';
  * A user token has aud = JWT_AUDIENCE and `kind: "user"`; a device token has
  * aud = JWT_DEVICE_AUDIENCE and `kind: "device"`; neither verifies where the
  * other is expected. Verification trusts nothing the token says about how to
- * verify it: the key comes from our own key set by `kid`, the algorithm is
+ * verify it: the key comes from our own key set (or key file) by `kid`, the algorithm is
  * the one pinned to that key, and the protected header may carry only `alg`,
  * `kid` and `typ` (so `crit`, `jwk`, `jku`, `x5u`, `x5c`, `b64` ... are refused).
  */
@@ -148,7 +148,9 @@ export class TokenService {
     if (Object.keys(header).some((name) => !ALLOWED_HEADER.has(name))) throw invalid();
     const { alg, kid, typ } = header;
     if (typeof kid !== 'string' || typeof alg !== 'string' || typ !== ACCESS_TOKEN_TYP) throw invalid();
-    const key = this.keys.verificationKey(kid);
+    // An unknown kid may be a key another process has just rotated in: the key file is
+    // re-read (when it changed, at most once per few seconds) before the token is refused.
+    const key = this.keys.findVerificationKey(kid);
     // The algorithm is the key's, never the token's choice (no alg "none", no HS/ES confusion).
     if (!key || alg !== key.alg) throw invalid();
     const audience = this.audience(expected);

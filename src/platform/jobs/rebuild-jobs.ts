@@ -38,6 +38,8 @@ export class RebuildJobs {
 
   constructor(private readonly redisUrl: string, private readonly prefix: string, private readonly engine: ProjectionEngine) {
     this.queue = new Queue<RebuildJobData>(REBUILD_QUEUE, { connection: this.connection(), prefix });
+    // Connection errors surface in /health (jobs: down); without a listener BullMQ prints each one.
+    this.queue.on('error', () => undefined);
   }
 
   private connection(): Redis {
