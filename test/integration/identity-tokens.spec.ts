@@ -333,6 +333,17 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       expect(payload.sub).toBe('user-1');
     });
 
+    it('remembers a verified token only while it is valid: not past exp, not as the other kind', async () => {
+      let now = NOW * 1000;
+      const svc = serviceFor(keys, () => now);
+      const issued = await svc.issueAccessToken({ sub: 'user-1', kind: 'user' });
+      await expect(svc.verify(issued.token, 'user')).resolves.toMatchObject({ jti: issued.jti });
+      await expect(svc.verify(issued.token, 'user')).resolves.toMatchObject({ jti: issued.jti });
+      await expectRejected(svc.verify(issued.token, 'device'));
+      now = (issued.exp + 10) * 1000;
+      await expectRejected(svc.verify(issued.token, 'user'), 'AUTH.TOKEN_EXPIRED');
+    });
+
     it('keeps verifying tokens of a rotated key until it is pruned; a pruned key verifies nothing', async () => {
       const dataDir = join(root, 'rotation');
       let now = NOW * 1000;

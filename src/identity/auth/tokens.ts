@@ -52,6 +52,8 @@ export interface TokenServiceOptions {
 
 export const ACCESS_TOKEN_TYP = 'at+jwt';
 const MAX_TOKEN_LENGTH = 8192;
+const VERIFIED_CACHE_S = 60;
+const VERIFIED_CACHE_MAX = 10_000;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const ALLOWED_HEADER = new Set(['alg', 'kid', 'typ']);
 const REQUIRED_CLAIMS = ['iss', 'aud', 'sub', 'jti', 'exp', 'iat'];
@@ -72,6 +74,7 @@ function parseHeader(segment: string): Record<string, unknown> | undefined {
 }
 
 export class TokenService {
+  private readonly verified = new Map<string, { claims: AccessTokenClaims; kid: string; kind: TokenKind; untilMs: number }>();
   private readonly toleranceS: number;
   private readonly now: () => number;
 
@@ -140,6 +143,23 @@ export class TokenService {
    * separately (RevocationList).
    */
   async verify(token: string, expected: TokenKind): Promise<AccessTokenClaims> {
+    // A client reuses one access token for minutes: remember tokens that passed full verification
+    // (ES256 verify is most of auth's cost per request) until they expire, at most VERIFIED_CACHE_S,
+    // and only while their key is still in our set. Revocation is checked on every request elsewhere.
+    const nowMs = this.now();
+    const hit = typeof token === 'string' ? this.verified.get(token) : undefined;
+    if (hit && hit.kind === expected && hit.untilMs > nowMs && this.keys.verificationKey(hit.kid)) return hit.claims;
+    if (hit) this.verified.delete(token);
+    const { claims, kid } = await this.verifyFully(token, expected);
+    if (this.verified.size >= VERIFIED_CACHE_MAX) {
+      const oldest = this.verified.keys().next();
+      if (!oldest.done) this.verified.delete(oldest.value);
+    }
+    this.verified.set(token, { claims, kid, kind: expected, untilMs: Math.min(claims.exp * 1000, nowMs + VERIFIED_CACHE_S * 1000) });
+    return claims;
+  }
+
+  private async verifyFully(token: string, expected: TokenKind): Promise<{ claims: AccessTokenClaims; kid: string }> {
     if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw invalid();
     if (expected !== 'user' && expected !== 'device') throw invalid();
     const header = parseHeader(token.slice(0, token.indexOf('.')));
@@ -178,6 +198,6 @@ export class TokenService {
     if (!isStringArray(roles)) throw invalid();
     if (sid !== undefined && (typeof sid !== 'string' || !sid)) throw invalid();
     if (iatMs !== undefined && (typeof iatMs !== 'number' || !Number.isInteger(iatMs) || Math.floor(iatMs / 1000) !== iat)) throw invalid();
-    return { sub, roles, jti, exp, iat, kind: expected, ...(sid === undefined ? {} : { sid }), ...(iatMs === undefined ? {} : { iatMs }) };
+    return { kid, claims: { sub, roles, jti, exp, iat, kind: expected, ...(sid === undefined ? {} : { sid }), ...(iatMs === undefined ? {} : { iatMs }) } };
   }
 }
