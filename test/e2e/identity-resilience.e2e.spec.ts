@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as argon2 from 'argon2';
@@ -11,6 +11,7 @@ import { userStreamId } from '../../domain/identity/user.events';
 import { IdentityServices } from '../../src/identity/identity.services';
 import { OWASP_ARGON2ID } from '../../src/identity/auth/passwords';
 import type { RecordedEvent } from '../../src/platform/event-store/event-store';
+import { portOpen } from '../../src/platform/local/local-services';
 import { startTestApp, type TestApp } from '../support/app';
 
 /**
@@ -123,17 +124,6 @@ function freePort(): Promise<number> {
       const port = typeof addr === 'object' && addr ? addr.port : 0;
       srv.close(() => resolvePort(port));
     });
-  });
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      res(true);
-    });
-    s.once('error', () => res(false));
   });
 }
 

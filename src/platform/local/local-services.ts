@@ -32,7 +32,8 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-function portOpen(port: number): Promise<boolean> {
+/** True when something accepts TCP connections on 127.0.0.1:port. */
+export function portOpen(port: number): Promise<boolean> {
   return new Promise((res) => {
     const s = connect({ host: '127.0.0.1', port });
     s.once('connect', () => {
