@@ -58,7 +58,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
       accessTokenTtlS: c.ACCESS_TOKEN_TTL_S, deviceTokenTtlS: c.DEVICE_TOKEN_TTL_S,
     });
     // Its own connection with a short command timeout: auth fails closed (503) rather than hanging.
-    this.redis = new Redis(platform.redisUrl, authRedisOptions());
+    this.redis = new Redis(platform.redisUrl, { ...authRedisOptions(), enableAutoPipelining: true });
     this.redis.on('error', () => undefined);
     const prefix = `${c.QUEUE_PREFIX}:auth:`;
     this.revocation = new RevocationList(this.redis, { keyPrefix: `${prefix}revoked:`, maxTokenLifeS: this.tokens.maxTokenLifeS });
