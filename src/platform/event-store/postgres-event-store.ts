@@ -165,27 +165,29 @@ export class PostgresEventStore implements EventStore {
   async readBatch(fromPosition: number, limit: number, eventTypes?: readonly string[], client?: PoolClient): Promise<ReadBatch> {
     const q = client ?? this.pool;
     const filtered = eventTypes !== undefined;
-    const res = await q.query<EventRow & { horizon: string }>(
-      `WITH h AS (SELECT ${HORIZON} AS horizon)
-       SELECT e.*, h.horizon FROM h LEFT JOIN LATERAL (
+    // The rows and, against the same horizon (below it nothing changes any more), the newest
+    // final event of any type, for a short filtered read to skip past, in one statement.
+    const res = await q.query<EventRow & { horizon: string; max_final: string | null }>(
+      `WITH h AS MATERIALIZED (SELECT ${HORIZON} AS horizon),
+       x AS MATERIALIZED (SELECT h.horizon,
+              ${filtered ? '(SELECT max(position) FROM events WHERE position > $1 AND position < h.horizon)' : 'NULL::bigint'} AS max_final FROM h)
+       SELECT e.*, x.horizon, x.max_final FROM x LEFT JOIN LATERAL (
          SELECT ${EVENT_COLUMNS} FROM events
-          WHERE position > $1 AND position < h.horizon ${filtered ? 'AND type = ANY($3)' : ''}
+          WHERE position > $1 AND position < x.horizon ${filtered ? 'AND type = ANY($3)' : ''}
           ORDER BY position LIMIT $2) e ON true`,
       filtered ? [fromPosition, limit, eventTypes] : [fromPosition, limit],
     );
-    const horizon = res.rows[0]?.horizon ?? '0';
+    const first = res.rows[0];
     const rows = res.rows.filter((r) => r.position !== null);
     const events = rows.map((r) => this.toRecorded(r));
     const last = events.at(-1);
     let position = last ? last.position : fromPosition;
     if (rows.length < limit) {
-      if (filtered) {
-        // Nothing more of these types below the horizon: skip to the newest final event of any type.
-        const max = await q.query<{ max: string | null }>(
-          'SELECT max(position) AS max FROM events WHERE position > $1 AND position < $2', [fromPosition, horizon]);
-        if (max.rows[0]?.max) position = Math.max(position, Number(max.rows[0].max));
-      }
-      const beyond = await q.query('SELECT 1 FROM events WHERE position >= $1 LIMIT 1', [horizon]);
+      // Nothing more of these types below the horizon: skip to the newest final event of any type.
+      if (filtered && first?.max_final) position = Math.max(position, Number(first.max_final));
+      // Deliberately a later statement (fresh snapshot): it also sees appends that committed after
+      // the read above, so the subscriber polls again soon instead of waiting for a notification.
+      const beyond = await q.query('SELECT 1 FROM events WHERE position >= $1 LIMIT 1', [first?.horizon ?? '0']);
       return { events, position, blocked: (beyond.rowCount ?? 0) > 0 };
     }
     return { events, position, blocked: false };

@@ -77,13 +77,15 @@ export class RebuildJobs {
   }
 
   async get(id: string): Promise<JobView> {
+    // State first, then the job: a job read after it says "completed" carries its result.
+    const state = await this.queue.getJobState(id);
     const job = await this.queue.getJob(id);
-    if (!job) throw notFound('PLATFORM.JOB_NOT_FOUND', `no job ${id}`);
+    if (!job || state === 'unknown') throw notFound('PLATFORM.JOB_NOT_FOUND', `no job ${id}`);
     const iso = (t: number | undefined) => (t ? new Date(t).toISOString() : null);
     return {
       id,
       name: job.name,
-      state: await job.getState(),
+      state,
       progress: job.progress,
       data: job.data,
       result: job.returnvalue ?? null,

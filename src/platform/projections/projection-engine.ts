@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { Client, type Pool, type PoolClient } from 'pg';
+import { Client, type Pool, type PoolClient, type QueryResult } from 'pg';
 import type { Projection } from '../../../projections/projection';
 import { DomainError, notFound } from '../../../domain/shared/errors';
 import type { RecordedEvent } from '../event-store/event-store';
@@ -419,19 +419,43 @@ class ProjectionRunner {
     if (batch.position !== this.position) await this.commit([], batch.position);
   }
 
-  /** One transaction: lock the checkpoint row, check it is where we think, apply, move it. */
+  /**
+   * One transaction: lock the checkpoint row, check it is where we think, apply, move it.
+   *
+   * The checkpoint row is locked (FOR UPDATE) before the apply touches the live tables,
+   * on purpose: the rebuild swap locks the same row first and then takes ACCESS EXCLUSIVE
+   * locks on the live tables, so taking the row lock last would invert the lock order and
+   * let a busy runner deadlock the swap. To keep round trips down, BEGIN, the search_path
+   * and the locking read travel as one simple-protocol query (the name as a literal), and
+   * a batch without events is a single guarded UPDATE outside any explicit transaction.
+   */
   private async commit(events: readonly RecordedEvent[], to: number): Promise<void> {
-    await inTransaction(this.pool, async (c) => {
-      const row = await readCheckpoint(c, this.p.name, true);
-      if (!row || row.position !== this.position || row.status !== 'running') throw new Resync();
-      if (events.length > 0) {
-        await c.query(`SET LOCAL search_path TO ${LIVE_SCHEMA}`);
+    if (events.length === 0) {
+      // Nothing to apply, so no table locks: one atomic guarded UPDATE is enough. A concurrent
+      // swap or operator action that holds the row makes it wait and re-check the predicate.
+      const res = await this.pool.query(
+        `UPDATE projection_checkpoints SET position = $3, updated_at = now() WHERE name = $1 AND position = $2 AND status = 'running'`,
+        [this.p.name, this.position, to]);
+      if (res.rowCount === 0) throw new Resync();
+    } else {
+      await inTransaction(this.pool, async (c) => {
+        const row = await this.lockCheckpoint(c);
+        if (!row || row.position !== this.position || row.status !== 'running') throw new Resync();
         await this.p.apply(events, c);
-      }
-      await c.query('UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1', [this.p.name, to]);
-    });
+        await c.query('UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1', [this.p.name, to]);
+      }, true);
+    }
     this.position = to;
     this.onCommitted(to);
+  }
+
+  /** Runs as the transaction's first query: BEGIN; SET LOCAL search_path; SELECT ... FOR UPDATE, in one round trip. */
+  private async lockCheckpoint(c: PoolClient): Promise<{ position: number; status: string } | undefined> {
+    const results = await c.query(
+      `BEGIN; SET LOCAL search_path TO ${LIVE_SCHEMA}; ` +
+      `SELECT position, status FROM projection_checkpoints WHERE name = ${c.escapeLiteral(this.p.name)} FOR UPDATE`) as unknown as QueryResult[];
+    const row = (results.at(-1)?.rows[0] ?? undefined) as { position: string | number; status: string } | undefined;
+    return row ? { position: Number(row.position), status: row.status } : undefined;
   }
 
   private async park(event: RecordedEvent, error: unknown, attempts: number): Promise<void> {
@@ -483,11 +507,12 @@ class ProjectionRunner {
   }
 }
 
-export async function inTransaction<T>(pool: Pool, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+/** With fnBegins, fn's first query must itself start the transaction (BEGIN; ...), saving a round trip. */
+export async function inTransaction<T>(pool: Pool, fn: (c: PoolClient) => Promise<T>, fnBegins = false): Promise<T> {
   const c = await pool.connect();
   let broken: Error | undefined;
   try {
-    await c.query('BEGIN');
+    if (!fnBegins) await c.query('BEGIN');
     const out = await fn(c);
     await c.query('COMMIT');
     return out;
