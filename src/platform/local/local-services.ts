@@ -116,9 +116,15 @@ export async function startLocalRedis(dataDir: string, port: number, log: Log): 
   mkdirSync(dir, { recursive: true });
   const password = generatedSecret(dataDir, 'redis-password');
   const url = `redis://:${password}@127.0.0.1:${port}`;
+  const pidFile = join(dir, 'redis.pid');
   if (await portOpen(port)) {
-    log(`reusing Redis already listening on 127.0.0.1:${port}`);
-    return { url, stop: () => Promise.resolve() };
+    // Ours only if this data dir's pid file names a live process; anything else on the port is refused plainly.
+    const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : NaN;
+    if (Number.isFinite(pid) && pidAlive(pid)) {
+      log(`reusing Redis already running for ${dir} (pid ${pid})`);
+      return { url, stop: () => Promise.resolve() };
+    }
+    throw new Error(`port ${port} is taken by something other than the Redis of ${dir}: set EMBEDDED_REDIS_PORT to a free port, or REDIS_URL`);
   }
   try {
     execFileSync('redis-server', ['--version'], { stdio: 'ignore' });
@@ -130,7 +136,7 @@ export async function startLocalRedis(dataDir: string, port: number, log: Log): 
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes',
       '--appendfsync', 'everysec', '--save', '', '--maxmemory-policy', 'noeviction',
-      '--requirepass', password, '--logfile', join(dir, 'redis.log')],
+      '--requirepass', password, '--logfile', join(dir, 'redis.log'), '--pidfile', pidFile],
     { stdio: 'ignore', detached: true },
   );
   child.unref();
