@@ -101,12 +101,12 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     const userEvents: readonly UserEvent[] = userDecider.decide(
       { type: 'RegisterUser', data: { userId, email, name: input.name, passwordHash, now: ctx.now } }, initialUserState);
     const meta = { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, command: 'RegisterUser' };
-    const ids = (stream: string, n: number) => Array.from({ length: n }, (_, i) => (key ? eventId(ctx.actor, key, stream, i) : randomUUID()));
+    const id = (stream: string, i: number) => (key ? eventId(ctx.actor, key, stream, i) : randomUUID());
     try {
       // One transaction: the email reservation (unique through "no stream") and the user's first events.
       const [, user] = await this.platform.store.appendMulti([
-        { streamId: emailStreamId(email), expected: 'no_stream', events: emailEvents.map((e, i) => ({ ...e, id: ids(emailStreamId(email), emailEvents.length)[i]!, metadata: meta })) },
-        { streamId: userStreamId(userId), expected: 'no_stream', events: userEvents.map((e, i) => ({ ...e, id: ids(userStreamId(userId), userEvents.length)[i]!, metadata: meta })) },
+        { streamId: emailStreamId(email), expected: 'no_stream', events: emailEvents.map((e, i) => ({ ...e, id: id(emailStreamId(email), i), metadata: meta })) },
+        { streamId: userStreamId(userId), expected: 'no_stream', events: userEvents.map((e, i) => ({ ...e, id: id(userStreamId(userId), i), metadata: meta })) },
       ]);
       return { userId, email, position: user!.position, revision: user!.nextRevision, duplicate: user!.duplicate };
     } catch (e) {

@@ -47,7 +47,7 @@ export class HealthController {
     ]);
     let projections: ComponentHealth;
     try {
-      const list = await p.projections.status();
+      const list = await p.projections.status({ countLag: false });
       const parked = list.filter((i) => i.status === 'parked').map((i) => i.name);
       const stale = list.filter((i) => i.status === 'stale').map((i) => i.name);
       projections = {
@@ -70,7 +70,7 @@ export class HealthController {
   async metrics(@Res() reply: FastifyReply): Promise<void> {
     const p = this.platform;
     for (const i of await p.projections.status()) {
-      p.metrics.projectionLagEvents.set({ projection: i.name }, i.lagEvents);
+      p.metrics.projectionLagEvents.set({ projection: i.name }, i.lagEvents ?? 0);
       p.metrics.projectionLagSeconds.set({ projection: i.name }, i.lagSeconds);
       p.metrics.projectionParked.set({ projection: i.name }, i.status === 'parked' ? 1 : 0);
       p.metrics.projectionCheckpoint.set({ projection: i.name }, i.checkpoint);

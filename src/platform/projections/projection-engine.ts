@@ -38,8 +38,8 @@ export interface ProjectionInfo {
   definedVersion: number;
   checkpoint: number;
   status: ProjectionStatus | 'stale';
-  /** Events of the types it handles that it has not applied yet. */
-  lagEvents: number;
+  /** Events of the types it handles that it has not applied yet (null when not counted, e.g. for /health). */
+  lagEvents: number | null;
   /** Age of the oldest event it has not applied yet (0 when caught up). */
   lagSeconds: number;
   /** True when this process holds the projection's runner lock. */
@@ -111,28 +111,32 @@ export class ProjectionEngine {
     this.runners.clear();
   }
 
-  async status(): Promise<ProjectionInfo[]> {
+  /** `countLag: false` skips counting unapplied events (a scan of the backlog): /health polls often and needs only the age. */
+  async status(options: { countLag?: boolean } = {}): Promise<ProjectionInfo[]> {
     const out: ProjectionInfo[] = [];
-    for (const p of this.byName.values()) out.push(await this.info(p));
+    for (const p of this.byName.values()) out.push(await this.info(p, options));
     return out;
   }
 
-  async info(p: Projection): Promise<ProjectionInfo> {
+  async info(p: Projection, { countLag = true }: { countLag?: boolean } = {}): Promise<ProjectionInfo> {
     const row = await readCheckpoint(this.pool, p.name);
     if (!row) throw notFound('PLATFORM.PROJECTION_NOT_FOUND', `projection ${p.name} is not registered`);
-    const lag = await this.pool.query<{ events: number; oldest: Date | null }>(
-      `SELECT count(*)::int AS events, min(recorded_at) AS oldest FROM (
-         SELECT recorded_at FROM events WHERE position > $1 AND type = ANY($2) ORDER BY position LIMIT 1000000) x`,
-      [row.position, p.eventTypes]);
-    const l = lag.rows[0];
+    // The oldest unapplied event is the first one after the checkpoint: one index step, whatever the backlog.
+    const oldest = await this.pool.query<{ recorded_at: Date }>(
+      'SELECT recorded_at FROM events WHERE position > $1 AND type = ANY($2) ORDER BY position LIMIT 1', [row.position, p.eventTypes]);
+    const counted = countLag
+      ? await this.pool.query<{ events: number }>(
+        'SELECT count(*)::int AS events FROM (SELECT 1 FROM events WHERE position > $1 AND type = ANY($2) LIMIT 1000000) x', [row.position, p.eventTypes])
+      : undefined;
+    const l = { events: counted ? (counted.rows[0]?.events ?? 0) : null, oldest: oldest.rows[0]?.recorded_at };
     return {
       name: p.name,
       version: row.version,
       definedVersion: p.version,
       checkpoint: row.position,
       status: row.status === 'running' && row.version !== p.version ? 'stale' : row.status,
-      lagEvents: l?.events ?? 0,
-      lagSeconds: l?.oldest ? Math.max(0, (Date.now() - l.oldest.getTime()) / 1000) : 0,
+      lagEvents: l.events,
+      lagSeconds: l.oldest ? Math.max(0, (Date.now() - l.oldest.getTime()) / 1000) : 0,
       activeHere: this.runners.get(p.name)?.active ?? false,
       parked: row.status === 'parked'
         ? { position: row.parked_position ?? 0, eventId: row.parked_event_id, eventType: row.parked_event_type, error: row.parked_error, attempts: row.parked_attempts }
