@@ -1,4 +1,4 @@
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { z } from 'zod';
 
 /**
@@ -70,6 +70,29 @@ export const configSchema = z.object({
    * (4 threads unless UV_THREADPOOL_SIZE says more), which JWT signing and verifying share.
    */
   ARGON2_CONCURRENCY: positiveInt.max(64).default(Math.max(1, Math.min(availableParallelism() - 1, Number(process.env.UV_THREADPOOL_SIZE ?? 4) - 1))),
+  // Telemetry: MQTT ingestion and the sensor-history read model.
+  /** Set to "false" to run an instance without MQTT (no embedded broker, no external subscription). */
+  MQTT_ENABLED: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** Port of the embedded broker; 0 picks a free one. Unused when MQTT_URL is set. */
+  MQTT_PORT: z.coerce.number().int().min(0).max(65535).default(1883),
+  MQTT_HOST: z.string().min(1).default('0.0.0.0'),
+  /** An external broker (Mosquitto, EMQX): the app subscribes to it instead of embedding one. */
+  MQTT_URL: url(['mqtt', 'mqtts', 'tcp', 'ssl', 'ws', 'wss']).optional(),
+  /** The app's client id at the external broker: stable per instance, so its persistent session survives restarts. */
+  MQTT_CLIENT_ID: z.string().regex(/^[\w.:-]{1,128}$/, 'letters, digits, _ . : - only (1-128)').default(`ops-platform-${hostname().replace(/[^\w.:-]/g, '-').slice(0, 100)}`),
+  MQTT_USERNAME: z.string().min(1).optional(),
+  MQTT_PASSWORD: z.string().min(1).optional(),
+  /** Instances in the same group split the readings of the shared subscription. */
+  MQTT_SHARE_GROUP: z.string().regex(/^[\w-]{1,64}$/, 'letters, digits, _ - only').default('ops-platform'),
+  /** Larger MQTT payloads are dead-lettered (TELEMETRY.PAYLOAD_TOO_LARGE). */
+  TELEMETRY_MAX_PAYLOAD_BYTES: positiveInt.max(64 * 1_048_576).default(1_048_576),
+  /** Readings appended per transaction at most (group commit). */
+  TELEMETRY_BATCH_MAX_READINGS: positiveInt.max(60_000).default(5000),
+  /** Readings waiting or being appended at most; beyond, MQTT messages are not acknowledged until there is room. */
+  TELEMETRY_MAX_PENDING_READINGS: positiveInt.default(50_000),
+  /** Raw readings older than this many days are dropped from the read model (the events and rollups stay); 0 keeps them. */
+  TELEMETRY_RETENTION_DAYS: z.coerce.number().int().min(0).default(90),
+  TELEMETRY_RETENTION_INTERVAL_S: positiveInt.default(3600),
 }).superRefine((c, ctx) => {
   if (c.JWT_ALG === 'HS256' && !c.JWT_HS256_SECRET) {
     ctx.addIssue({ code: 'custom', path: ['JWT_HS256_SECRET'], message: 'is required when JWT_ALG=HS256 (at least 32 bytes)' });

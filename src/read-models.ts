@@ -1,6 +1,7 @@
 import { devicesProjection } from '../projections/devices.projection';
 import type { Projection } from '../projections/projection';
+import { telemetryProjection } from '../projections/telemetry.projection';
 import { usersProjection } from '../projections/users.projection';
 
 /** Every projection the application runs. Each bounded context adds its read models here. */
-export const allProjections: readonly Projection[] = [usersProjection, devicesProjection];
+export const allProjections: readonly Projection[] = [usersProjection, devicesProjection, telemetryProjection];

@@ -40,6 +40,8 @@ export async function startTestApp(options: { modules?: Type[]; projections?: Pr
     ADMIN_EMAIL: admin.email,
     ADMIN_PASSWORD: admin.password,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    // A free port for the embedded MQTT broker: parallel test files must not share 1883.
+    MQTT_PORT: '0',
     ...options.env,
   });
   const running = await createApp(config, createLogger(config.LOG_LEVEL), {

@@ -39,6 +39,16 @@ export interface PostgresEventStoreOptions {
   readonly log?: (msg: string, err?: unknown) => void;
 }
 
+export interface SkipKnownResult {
+  readonly streamId: string;
+  /** Events stored by this call (the others were stored before). */
+  readonly appended: number;
+  readonly newIds: readonly string[];
+  readonly nextRevision: number;
+  /** Last position written; for an all-duplicate write, the newest position of the stored ids. */
+  readonly position: number;
+}
+
 export interface ReadBatch {
   readonly events: RecordedEvent[];
   /** Cursor after this batch: every event up to here was delivered or filtered out. */
@@ -93,6 +103,28 @@ export class PostgresEventStore implements EventStore {
     });
     if (!results.some((r) => r.duplicate)) this.appended(writes.reduce((n, w) => n + w.events.length, 0));
     return results;
+  }
+
+  /**
+   * Appends to several streams in one transaction (expected revision "any"),
+   * storing only events whose ids are not stored yet: a resend derived from
+   * the same key is stored once. Answers per stream which ids were new.
+   * PostgreSQL adapter only (like appendMulti); see migrations/0005.
+   */
+  async appendSkippingKnown(writes: readonly { streamId: string; events: readonly EventToAppend[] }[]): Promise<SkipKnownResult[]> {
+    if (writes.length === 0) return [];
+    const payload = JSON.stringify(writes.map((w) => ({
+      stream: w.streamId,
+      events: w.events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: e.schemaVersion ?? 1 })),
+    })));
+    const res = await this.retrying(() => this.pool.query<{ stream_id: string; appended: number; new_ids: string[]; revision: string; last_position: string | null }>(
+      'SELECT stream_id, appended, new_ids::text[] AS new_ids, revision, last_position FROM es_append_skip_known($1::jsonb)', [payload]));
+    const out = res.rows.map((r) => ({
+      streamId: r.stream_id, appended: r.appended, newIds: r.new_ids, nextRevision: Number(r.revision), position: Number(r.last_position ?? 0),
+    }));
+    const n = out.reduce((a, r) => a + r.appended, 0);
+    if (n > 0) this.appended(n);
+    return out;
   }
 
   private appended(count: number): void {

@@ -1,0 +1,145 @@
+import { DomainError, validationError, type FieldError } from '../shared/errors';
+import type { ReadingRecorded } from './reading.events';
+
+/**
+ * The rules of a reading payload and of IngestReading. Pure: the caller
+ * parses the JSON (safely) and passes the value and the receive time in.
+ *
+ * Payload: `{metric, value, ts?, id?}` or an array of them (at most 1000).
+ */
+
+export const MAX_READINGS_PER_MESSAGE = 1000;
+/** A reading may be stamped at most this far ahead of the receive time (clock skew). */
+export const MAX_FUTURE_MS = 5 * 60 * 1000;
+export const METRIC_PATTERN = /^[a-z0-9_.-]{1,64}$/;
+const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
+// ISO-8601 date-time with a zone (Z or ±hh:mm), optional fraction.
+const ISO_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
+
+export const TelemetryErrorCode = {
+  INVALID_READING: 'TELEMETRY.INVALID_READING',
+  DEVICE_NOT_FOUND: 'TELEMETRY.DEVICE_NOT_FOUND',
+  DEVICE_REVOKED: 'TELEMETRY.DEVICE_REVOKED',
+} as const;
+
+export const RULES = {
+  shape: 'must be a reading object {metric, value, ts?, id?} or an array of them',
+  count: `must hold 1 to ${MAX_READINGS_PER_MESSAGE} readings`,
+  metric: 'must be 1-64 characters of a-z, 0-9, _ . -',
+  value: 'must be a finite number',
+  ts: 'must be an ISO-8601 date-time with a zone, or epoch milliseconds',
+  future: `must not be more than ${MAX_FUTURE_MS / 60000} minutes in the future`,
+  id: 'must be 1-128 printable ASCII characters, or a non-negative integer',
+  unknown: 'is not a reading field (allowed: metric, value, ts, id)',
+} as const;
+
+export interface Reading {
+  readonly metric: string;
+  readonly value: number;
+  /** ISO-8601 UTC with milliseconds. */
+  readonly ts: string;
+  readonly id?: string;
+}
+
+const ALLOWED = new Set(['metric', 'value', 'ts', 'id']);
+
+/**
+ * Validates a decoded payload. Never recurses into values: a deeply nested
+ * payload is refused at the first level that is not a reading.
+ */
+export function parseReadings(payload: unknown, receivedAt: Date): Reading[] {
+  const items = Array.isArray(payload) ? payload : [payload];
+  if (Array.isArray(payload) && (payload.length === 0 || payload.length > MAX_READINGS_PER_MESSAGE)) {
+    throw invalid([{ field: '(payload)', rule: RULES.count }]);
+  }
+  const errors: FieldError[] = [];
+  const out: Reading[] = [];
+  items.forEach((item: unknown, i) => {
+    const at = (f: string) => (Array.isArray(payload) ? `${i}.${f}` : f);
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) {
+      errors.push({ field: Array.isArray(payload) ? String(i) : '(payload)', rule: RULES.shape });
+      return;
+    }
+    const r = item as Record<string, unknown>;
+    const before = errors.length;
+    for (const k of Object.keys(r)) if (!ALLOWED.has(k)) errors.push({ field: at(k), rule: RULES.unknown });
+    if (typeof r.metric !== 'string' || !METRIC_PATTERN.test(r.metric)) errors.push({ field: at('metric'), rule: RULES.metric });
+    if (typeof r.value !== 'number' || !Number.isFinite(r.value)) errors.push({ field: at('value'), rule: RULES.value });
+    let ts = receivedAt.getTime();
+    if (r.ts !== undefined) {
+      const parsed = parseTs(r.ts);
+      if (parsed === undefined) errors.push({ field: at('ts'), rule: RULES.ts });
+      else if (parsed > receivedAt.getTime() + MAX_FUTURE_MS) errors.push({ field: at('ts'), rule: RULES.future });
+      else ts = parsed;
+    }
+    let id: string | undefined;
+    if (r.id !== undefined) {
+      if (typeof r.id === 'number' && Number.isSafeInteger(r.id) && r.id >= 0) id = String(r.id);
+      else if (typeof r.id === 'string' && ID_PATTERN.test(r.id)) id = r.id;
+      else errors.push({ field: at('id'), rule: RULES.id });
+    }
+    if (errors.length > before) return;
+    out.push({ metric: r.metric as string, value: r.value as number, ts: new Date(ts).toISOString(), ...(id !== undefined ? { id } : {}) });
+  });
+  // Enough to act on; a 1000-reading payload with every field wrong need not list 3000 errors.
+  if (errors.length) throw invalid(errors.slice(0, 20));
+  return out;
+}
+
+function parseTs(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+  if (typeof v !== 'string' || !ISO_PATTERN.test(v)) return undefined;
+  const ms = Date.parse(v);
+  return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
+}
+
+function invalid(fields: readonly FieldError[]): DomainError {
+  return validationError(TelemetryErrorCode.INVALID_READING,
+    `invalid reading: ${fields.map((f) => `${f.field}: ${f.rule}`).join('; ')}`, fields);
+}
+
+/**
+ * What makes two readings the same: the device-side id when there is one,
+ * else metric and timestamp. Event ids derive from it (with the device id).
+ */
+export function readingDedupKey(r: Reading): string {
+  return r.id !== undefined ? `id:${r.id}` : `at:${r.metric}:${Date.parse(r.ts)}`;
+}
+
+export interface IngestReading {
+  readonly type: 'IngestReading';
+  readonly data: { readonly deviceId: string; readonly readings: readonly Reading[] };
+}
+
+/** What IngestReading needs to know of the device (from identity's device stream). */
+export interface DeviceStatus {
+  readonly status: 'none' | 'active' | 'revoked';
+}
+
+/**
+ * IngestReading: one event per reading of an active device. Duplicates within
+ * the command are kept once (the first); duplicates of stored readings are
+ * dropped by the store, which skips event ids it already holds.
+ */
+export function decideIngest(command: IngestReading, device: DeviceStatus): ReadingRecorded[] {
+  const { deviceId, readings } = command.data;
+  if (device.status === 'none') throw new DomainError('not_found', TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
+  if (device.status === 'revoked') throw new DomainError('forbidden', TelemetryErrorCode.DEVICE_REVOKED, `device ${deviceId} is revoked`);
+  const seen = new Set<string>();
+  const out: ReadingRecorded[] = [];
+  for (const r of readings) {
+    const key = readingDedupKey(r);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({
+      type: 'telemetry.ReadingRecorded',
+      data: { deviceId, metric: r.metric, value: r.value, ts: r.ts, ...(r.id !== undefined ? { readingId: r.id } : {}) },
+    });
+  }
+  return out;
+}
+
+/** The dedup key of a recorded reading (the same key as the reading it came from). */
+export function recordedDedupKey(e: ReadingRecorded): string {
+  return e.data.readingId !== undefined ? `id:${e.data.readingId}` : `at:${e.data.metric}:${Date.parse(e.data.ts)}`;
+}

@@ -1,0 +1,177 @@
+import type { Pool } from 'pg';
+import { DomainError } from '../../domain/shared/errors';
+import { deviceStreamId } from '../../domain/identity/device.events';
+import { telemetryStreamId, type ReadingRecorded } from '../../domain/telemetry/reading.events';
+import { decideIngest, recordedDedupKey, type DeviceStatus, type Reading } from '../../domain/telemetry/readings';
+import { eventId } from '../platform/commands/command-handling';
+import type { EventMetadata, EventToAppend } from '../platform/event-store/event-store';
+import type { PostgresEventStore } from '../platform/event-store/postgres-event-store';
+
+/**
+ * IngestReading with group commit: submissions that arrive while an append
+ * is in flight are appended together, in one transaction, by the next one
+ * (one es_append_skip_known call for all their devices). Event ids derive
+ * from (device, dedup key), and the store skips ids it already holds, so a
+ * resent reading is stored once.
+ *
+ * Backpressure: at most `maxPending` readings wait or are being appended;
+ * a submission beyond that waits for room. Over MQTT that wait delays the
+ * PUBACK, and aedes reads no more from that connection until it is answered,
+ * so the broker or the device holds the messages, not this process.
+ */
+
+export interface IngestOutcome {
+  /** Readings stored by this command. */
+  readonly accepted: number;
+  /** Readings already stored (or repeated within the command): stored once. */
+  readonly duplicates: number;
+  /** Global position of the device's last stored reading after this command (read-your-writes). */
+  readonly position: number;
+  /** The device's telemetry stream revision after this command. */
+  readonly revision: number;
+  /** True when nothing new was stored (every reading was a duplicate). */
+  readonly duplicate: boolean;
+}
+
+export interface IngestOptions {
+  readonly maxBatch: number;
+  readonly maxPending: number;
+  /** Appends in flight at once (each a group of submissions). */
+  readonly concurrency?: number;
+  readonly onBatch?: (readings: number, stored: number) => void;
+}
+
+interface Submission {
+  readonly deviceId: string;
+  readonly readings: readonly Reading[];
+  readonly meta: EventMetadata;
+  resolve(o: IngestOutcome): void;
+  reject(e: unknown): void;
+}
+
+export class ReadingIngestor {
+  private queue: Submission[] = [];
+  /** Readings queued or in an append. */
+  private pending = 0;
+  private flushing = 0;
+  private readonly waiting: (() => void)[] = [];
+  private idle: (() => void)[] = [];
+  private closed = false;
+
+  constructor(private readonly pool: Pool, private readonly store: PostgresEventStore, private readonly options: IngestOptions) {}
+
+  ingest(deviceId: string, readings: readonly Reading[], meta: EventMetadata): Promise<IngestOutcome> {
+    return this.admit(readings.length).then(() => new Promise<IngestOutcome>((resolve, reject) => {
+      this.queue.push({ deviceId, readings, meta, resolve, reject });
+      this.kick();
+    }));
+  }
+
+  /** Readings queued or being appended (for metrics and tests). */
+  get inFlight(): number {
+    return this.pending;
+  }
+
+  /** Stops taking submissions, resolves once every admitted one is answered. */
+  async drain(): Promise<void> {
+    this.closed = true;
+    for (const w of this.waiting.splice(0)) w();
+    if (this.pending === 0) return;
+    await new Promise<void>((res) => this.idle.push(res));
+  }
+
+  private async admit(n: number): Promise<void> {
+    // A submission larger than the bound still goes alone, once nothing else is pending.
+    while (!this.closed && this.pending > 0 && this.pending + n > this.options.maxPending) {
+      await new Promise<void>((res) => this.waiting.push(res));
+    }
+    if (this.closed) throw new DomainError('unavailable', 'TELEMETRY.SHUTTING_DOWN', 'the platform is shutting down; send again later', [], { retryAfterSeconds: 1 });
+    this.pending += n;
+  }
+
+  private kick(): void {
+    while (this.flushing < (this.options.concurrency ?? 2) && this.queue.length > 0) {
+      const batch: Submission[] = [];
+      let n = 0;
+      while (this.queue.length > 0 && (batch.length === 0 || n + this.queue[0]!.readings.length <= this.options.maxBatch)) {
+        const s = this.queue.shift()!;
+        batch.push(s);
+        n += s.readings.length;
+      }
+      this.flushing++;
+      void this.flush(batch).finally(() => {
+        this.flushing--;
+        this.pending -= n;
+        for (const w of this.waiting.splice(0)) w();
+        if (this.pending === 0) for (const r of this.idle.splice(0)) r();
+        this.kick();
+      });
+    }
+  }
+
+  private async flush(batch: readonly Submission[]): Promise<void> {
+    try {
+      const devices = [...new Set(batch.map((s) => s.deviceId))];
+      const status = await this.deviceStatuses(devices);
+      // Per stream: events in arrival order, each id once (the first submission owns it).
+      const byStream = new Map<string, EventToAppend[]>();
+      const owner = new Map<string, Submission>();
+      const idsOf = new Map<Submission, string[]>();
+      const live: Submission[] = [];
+      for (const s of batch) {
+        let events: ReadingRecorded[];
+        try {
+          events = decideIngest({ type: 'IngestReading', data: { deviceId: s.deviceId, readings: s.readings } }, status.get(s.deviceId) ?? { status: 'none' });
+        } catch (e) {
+          s.reject(e);
+          continue;
+        }
+        live.push(s);
+        const stream = telemetryStreamId(s.deviceId);
+        const list = byStream.get(stream) ?? [];
+        byStream.set(stream, list);
+        const ids: string[] = [];
+        for (const e of events) {
+          const id = eventId('telemetry', recordedDedupKey(e), stream, 0);
+          ids.push(id);
+          if (owner.has(id)) continue;
+          owner.set(id, s);
+          list.push({ id, type: e.type, data: e.data, metadata: { ...s.meta, command: 'IngestReading' } });
+        }
+        idsOf.set(s, ids);
+      }
+      const writes = [...byStream].filter(([, events]) => events.length > 0).map(([streamId, events]) => ({ streamId, events }));
+      if (writes.length === 0) return;
+      const results = await this.store.appendSkippingKnown(writes);
+      const fresh = new Set(results.flatMap((r) => r.newIds));
+      const byId = new Map(results.map((r) => [r.streamId, r]));
+      this.options.onBatch?.(writes.reduce((a, w) => a + w.events.length, 0), fresh.size);
+      for (const s of live) {
+        const ids = idsOf.get(s) ?? [];
+        const accepted = ids.filter((id) => fresh.has(id) && owner.get(id) === s).length;
+        const r = byId.get(telemetryStreamId(s.deviceId));
+        s.resolve({ accepted, duplicates: s.readings.length - accepted, position: r?.position ?? 0, revision: r?.nextRevision ?? -1, duplicate: accepted === 0 });
+      }
+    } catch (e) {
+      for (const s of batch) s.reject(e);
+    }
+  }
+
+  /**
+   * The device's status from identity's device stream, read in the same
+   * round trip for every device of the batch (the event store, not a read
+   * model that may lag: a device revoked a moment ago is refused now).
+   */
+  private async deviceStatuses(deviceIds: readonly string[]): Promise<Map<string, DeviceStatus>> {
+    const res = await this.pool.query<{ stream_id: string; revoked: boolean; registered: boolean }>(
+      `SELECT stream_id, bool_or(type = 'identity.DeviceRevoked') AS revoked, bool_or(type = 'identity.DeviceRegistered') AS registered
+         FROM events WHERE stream_id = ANY($1) GROUP BY stream_id`,
+      [deviceIds.map(deviceStreamId)]);
+    const out = new Map<string, DeviceStatus>();
+    for (const id of deviceIds) {
+      const row = res.rows.find((r) => r.stream_id === deviceStreamId(id));
+      out.set(id, { status: !row?.registered ? 'none' : row.revoked ? 'revoked' : 'active' });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,52 @@
+import { randomUUID } from 'node:crypto';
+import secureJson from 'secure-json-parse';
+import { DomainError } from '../../domain/shared/errors';
+import { parseReadings } from '../../domain/telemetry/readings';
+import type { IngestOutcome } from './ingest';
+
+/**
+ * One MQTT message, embedded or external broker alike: decode, validate,
+ * ingest. Resolves once the message is durably kept — its readings appended,
+ * or the message dead-lettered — and only then may the caller PUBACK it
+ * (MQTT-4.3.2: the receiver owns the message once it has sent PUBACK).
+ * Rejects on a failure to store either way (the caller must not acknowledge).
+ */
+
+export const READINGS_TOPIC = /^devices\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/readings$/;
+export const readingsTopic = (deviceId: string) => `devices/${deviceId}/readings`;
+
+export interface MessageSinks {
+  readonly maxPayloadBytes: number;
+  ingest(deviceId: string, readings: ReturnType<typeof parseReadings>, correlationId: string): Promise<IngestOutcome>;
+  deadLetter(deviceId: string | null, topic: string, payload: Buffer, code: string, reason: string): Promise<void>;
+}
+
+export type MessageResult = { kind: 'stored'; outcome: IngestOutcome } | { kind: 'dead-lettered'; code: string };
+
+export async function handleReadingsMessage(sinks: MessageSinks, topic: string, payload: Buffer, receivedAt: Date): Promise<MessageResult> {
+  const m = READINGS_TOPIC.exec(topic);
+  const deviceId = m ? m[1]! : null;
+  const dead = async (code: string, reason: string): Promise<MessageResult> => {
+    await sinks.deadLetter(deviceId, topic, payload, code, reason);
+    return { kind: 'dead-lettered', code };
+  };
+  if (!deviceId) return dead('TELEMETRY.INVALID_TOPIC', 'topic must be devices/<device id>/readings');
+  if (payload.length > sinks.maxPayloadBytes) {
+    return dead('TELEMETRY.PAYLOAD_TOO_LARGE', `payload of ${payload.length} bytes exceeds the limit of ${sinks.maxPayloadBytes} bytes`);
+  }
+  let value: unknown;
+  try {
+    // Refuses __proto__ / constructor.prototype keys (prototype poisoning).
+    value = secureJson.parse(payload.toString('utf8'), undefined, { protoAction: 'error', constructorAction: 'error' });
+  } catch (e) {
+    return dead('TELEMETRY.MALFORMED_JSON', `payload is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  try {
+    const readings = parseReadings(value, receivedAt);
+    return { kind: 'stored', outcome: await sinks.ingest(deviceId, readings, randomUUID()) };
+  } catch (e) {
+    // Invalid readings, unknown or revoked device: the message can never be stored; keep it for an operator.
+    if (e instanceof DomainError && (e.kind === 'validation' || e.kind === 'not_found' || e.kind === 'forbidden')) return dead(e.code, e.message);
+    throw e;
+  }
+}

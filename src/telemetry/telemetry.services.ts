@@ -1,0 +1,161 @@
+import { Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import { Counter, Gauge } from 'prom-client';
+import { DomainError, notFound } from '../../domain/shared/errors';
+import { parseReadings, type Reading } from '../../domain/telemetry/readings';
+import { deleteReadingsBefore } from '../../projections/telemetry.queries';
+import type { CommandContext } from '../platform/commands/command-context';
+import type { Caller } from '../platform/commands/command-registry';
+import { Platform } from '../platform/platform';
+import { IdentityServices } from '../identity/identity.services';
+import { storeDeadLetter } from './dead-letters';
+import { EmbeddedBroker } from './embedded-broker';
+import { ExternalSubscriber } from './external-subscriber';
+import { ReadingIngestor, type IngestOutcome } from './ingest';
+import type { MessageSinks } from './mqtt-ingest';
+
+const RETENTION_CHUNK = 10_000;
+
+/**
+ * Telemetry's use cases and its running parts: the ingestor (group commit),
+ * the MQTT side (embedded broker or external subscription), dead letters,
+ * retention of raw readings, live streams.
+ *
+ * Shutdown order (onModuleDestroy, before the HTTP server closes): MQTT stops
+ * taking messages and finishes those being stored (their PUBACKs go out),
+ * the ingestor drains, live streams end; then the rest of the app closes.
+ */
+@Injectable()
+export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestroy {
+  readonly ingestor: ReadingIngestor;
+  readonly sinks: MessageSinks;
+  private broker: EmbeddedBroker | undefined;
+  private subscriber: ExternalSubscriber | undefined;
+  private retentionTimer: NodeJS.Timeout | undefined;
+  private retentionRun: Promise<void> = Promise.resolve();
+  private readonly streams = new Set<() => void>();
+  readonly deadLetters: Counter<'code'>;
+  readonly stored: Counter;
+  readonly duplicates: Counter;
+
+  constructor(private readonly platform: Platform, private readonly identity: IdentityServices) {
+    const c = platform.config;
+    const registers = [platform.metrics.registry];
+    this.deadLetters = new Counter({ name: 'telemetry_dead_letters_total', help: 'MQTT messages dead-lettered, by reason code', labelNames: ['code'], registers });
+    this.stored = new Counter({ name: 'telemetry_readings_stored_total', help: 'Readings appended as telemetry.ReadingRecorded', registers });
+    this.duplicates = new Counter({ name: 'telemetry_readings_duplicate_total', help: 'Readings received again and stored once', registers });
+    const batches = new Counter({ name: 'telemetry_ingest_batches_total', help: 'Group-commit appends of readings', registers });
+    this.ingestor = new ReadingIngestor(platform.pool, platform.store, {
+      maxBatch: c.TELEMETRY_BATCH_MAX_READINGS,
+      maxPending: c.TELEMETRY_MAX_PENDING_READINGS,
+      onBatch: (readings, stored) => {
+        batches.inc();
+        this.stored.inc(stored);
+        this.duplicates.inc(readings - stored);
+      },
+    });
+    const ingestor = this.ingestor;
+    new Gauge({ name: 'telemetry_ingest_pending_readings', help: 'Readings waiting for or in an append', registers, collect() { this.set(ingestor.inFlight); } });
+    this.sinks = {
+      maxPayloadBytes: c.TELEMETRY_MAX_PAYLOAD_BYTES,
+      ingest: (deviceId, readings, correlationId) => this.ingestor.ingest(deviceId, readings, {
+        correlationId, causationId: `mqtt:${correlationId}`, actor: `device:${deviceId}`,
+      }),
+      deadLetter: async (deviceId, topic, payload, code, reason) => {
+        await storeDeadLetter(platform.pool, { deviceId, topic, payload, code, reason });
+        this.deadLetters.inc({ code });
+        platform.log.info({ deviceId, topic, code, reason, bytes: payload.length }, 'mqtt: message dead-lettered');
+      },
+    };
+  }
+
+  /** The embedded broker's port (0 when none runs). */
+  get mqttPort(): number {
+    return this.broker?.port ?? 0;
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    const c = this.platform.config;
+    const log = this.platform.log;
+    if (c.MQTT_ENABLED && c.MQTT_URL) {
+      this.subscriber = new ExternalSubscriber({
+        url: c.MQTT_URL, clientId: c.MQTT_CLIENT_ID, group: c.MQTT_SHARE_GROUP, log, sinks: this.sinks,
+        ...(c.MQTT_USERNAME ? { username: c.MQTT_USERNAME } : {}), ...(c.MQTT_PASSWORD ? { password: c.MQTT_PASSWORD } : {}),
+      });
+      await this.subscriber.start();
+    } else if (c.MQTT_ENABLED) {
+      this.broker = new EmbeddedBroker({
+        host: c.MQTT_HOST, port: c.MQTT_PORT, log, sinks: this.sinks,
+        authenticate: (token) => this.identity.authenticate(`Bearer ${token}`, 'device'),
+        deviceActive: async (id) => (await this.identity.loadDevice(id)).status === 'active',
+      });
+      const port = await this.broker.start();
+      log.info({ mqttPort: port }, 'mqtt: embedded broker listening');
+    }
+    if (c.RUN_PROJECTIONS && c.TELEMETRY_RETENTION_DAYS > 0) {
+      const run = () => { this.retentionRun = this.applyRetention().then(() => undefined, (e: unknown) => log.warn({ err: e }, 'telemetry: retention failed')); };
+      this.retentionTimer = setInterval(run, c.TELEMETRY_RETENTION_INTERVAL_S * 1000);
+      this.retentionTimer.unref();
+      run();
+    }
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    await this.broker?.stop();
+    await this.subscriber?.stop();
+    await this.ingestor.drain();
+    for (const end of [...this.streams]) end();
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
+    await this.retentionRun;
+  }
+
+  /** Drops raw readings older than TELEMETRY_RETENTION_DAYS, in bounded chunks. Returns how many. */
+  async applyRetention(now = new Date()): Promise<number> {
+    const days = this.platform.config.TELEMETRY_RETENTION_DAYS;
+    if (days <= 0) return 0;
+    const before = new Date(now.getTime() - days * 86_400_000);
+    let total = 0;
+    for (;;) {
+      const n = await deleteReadingsBefore(this.platform.pool, before, RETENTION_CHUNK);
+      total += n;
+      if (n < RETENTION_CHUNK) return total;
+    }
+  }
+
+  /** IngestReading from HTTP or the generic command route: validated, then group-committed with everything else. */
+  async ingestCommand(deviceId: string, payload: unknown, by: Caller, ctx: CommandContext): Promise<IngestOutcome> {
+    await this.ensureMayWrite(deviceId, by);
+    const readings: Reading[] = parseReadings(payload, ctx.now);
+    return this.ingestor.ingest(deviceId, readings, { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor });
+  }
+
+  /** The device itself or its owner may send readings; to anyone else the device does not exist. */
+  private async ensureMayWrite(deviceId: string, by: Caller): Promise<void> {
+    if (by.kind === 'device') {
+      if (by.id !== deviceId) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+      return;
+    }
+    const device = await this.identity.loadDevice(deviceId);
+    if (device.status === 'none' || device.ownerId !== by.id) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+  }
+
+  /** Owners and the device itself see its data, admins see all; to others the device does not exist. */
+  async ensureMayRead(deviceId: string, by: Caller): Promise<void> {
+    if (by.kind === 'device') {
+      if (by.id !== deviceId) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+      return;
+    }
+    if (by.roles.includes('admin')) return;
+    const device = await this.identity.loadDevice(deviceId);
+    if (device.status === 'none' || device.ownerId !== by.id) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+  }
+
+  /** Registers a live stream's "end now", for shutdown. Returns the unregister function. */
+  trackStream(end: () => void): () => void {
+    this.streams.add(end);
+    return () => this.streams.delete(end);
+  }
+
+  assertAccepting(): void {
+    if (!this.platform.accepting) throw new DomainError('unavailable', 'TELEMETRY.SHUTTING_DOWN', 'the platform is shutting down', [], { retryAfterSeconds: 1 });
+  }
+}
