@@ -23,7 +23,7 @@ afterAll(async () => {
 
 async function rowsOf(deviceId: string, metric: string): Promise<{ value: number; ts: Date; reading_id: string | null }[]> {
   const r = await app.db.pool.query('SELECT value, ts, reading_id FROM telemetry_readings WHERE device_id = $1 AND metric = $2 ORDER BY ts', [deviceId, metric]);
-  return r.rows;
+  return r.rows as { value: number; ts: Date; reading_id: string | null }[];
 }
 
 describe('MQTT ingestion (embedded broker)', () => {
@@ -228,13 +228,13 @@ describe('sensor history', () => {
       for (const agg of ['avg', 'min', 'max', 'count', 'sum'] as const) {
         const r = await app.http('GET', `/devices/${owned.deviceId}/metrics/load?from=${from}&to=${to}&bucket=${bucket}&agg=${agg}&limit=10000&minPosition=${position}`, undefined, owned.owner);
         expect(r.status).toBe(200);
-        expect(r.body.points.map((p: { ts: string }) => p.ts)).toEqual(direct.rows.map((d) => d.b.toISOString()));
+        expect(r.body.points.map((p: { ts: string }) => p.ts)).toEqual(direct.rows.map((d) => (d.b as Date).toISOString()));
         r.body.points.forEach((p: { value: number }, i: number) => expect(p.value).toBeCloseTo(Number(direct.rows[i][agg]), 9));
       }
     }
     const raw = await app.http('GET', `/devices/${owned.deviceId}/metrics/load?from=${from}&to=${to}&limit=10000`, undefined, owned.owner);
     const direct = await app.db.pool.query(`SELECT value FROM telemetry_readings WHERE device_id = $1 AND metric = 'load' AND ts >= $2 AND ts < $3 ORDER BY ts`, [owned.deviceId, from, to]);
-    expect(raw.body.points.map((p: { value: number }) => p.value)).toEqual(direct.rows.map((d) => d.value));
+    expect(raw.body.points.map((p: { value: number }) => p.value)).toEqual(direct.rows.map((d) => d.value as number));
     expect(direct.rows.length).toBeGreaterThan(1000);
   });
 
