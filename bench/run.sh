@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs one benchmark on a fresh database:  bash bench/run.sh <append|projection|auth>
+# Runs one benchmark on a fresh database:  bash bench/run.sh <append|projection|auth|ingest>
 #
 # Builds, then starts a local PostgreSQL + Redis under DATA_DIR=.data/bench on
 # their own ports (as scripts/test.sh does, so a running app or test suite is
@@ -19,8 +19,8 @@ cd "$(dirname "$0")/.."
 
 bench="${1:-}"
 case "$bench" in
-  append|projection|auth) ;;
-  *) echo "usage: bash bench/run.sh <append|projection|auth>" >&2; exit 2 ;;
+  append|projection|auth|ingest) ;;
+  *) echo "usage: bash bench/run.sh <append|projection|auth|ingest>" >&2; exit 2 ;;
 esac
 
 log() { printf '[bench] %s\n' "$*" >&2; }

@@ -22,7 +22,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   s           text;
   w           jsonb;
-  fresh       jsonb;
+  ids         uuid[];
   k           int;
   current_rev bigint;
   last_pos    bigint;
@@ -40,18 +40,6 @@ BEGIN
       FROM events e WHERE e.stream_id = s ORDER BY e.stream_revision DESC LIMIT 1;
     current_rev := coalesce(current_rev, -1);
 
-    SELECT coalesce(jsonb_agg(x.e ORDER BY x.i), '[]'::jsonb) INTO fresh
-      FROM jsonb_array_elements(w->'events') WITH ORDINALITY AS x(e, i)
-     WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = (x.e->>'id')::uuid);
-    k := jsonb_array_length(fresh);
-
-    IF k = 0 THEN
-      SELECT max(e.position) INTO dup_pos FROM events e
-       WHERE e.event_id IN (SELECT (x->>'id')::uuid FROM jsonb_array_elements(w->'events') x);
-      RETURN QUERY SELECT s, 0, ARRAY[]::uuid[], current_rev, dup_pos;
-      CONTINUE;
-    END IF;
-
     base := (pg_current_xact_id()::text::bigint) << 16;
     IF last_pos >= base + 65536 THEN
       RAISE EXCEPTION 'stream % holds events of a newer transaction; retry the append in a new transaction', s
@@ -59,15 +47,31 @@ BEGIN
     END IF;
     SELECT coalesce(max(e.position) + 1, base) INTO first_pos
       FROM events e WHERE e.position >= base AND e.position < base + 65536;
-    IF first_pos + k > base + 65536 THEN
+    IF first_pos + jsonb_array_length(w->'events') > base + 65536 THEN
       RAISE EXCEPTION 'more than 65536 events in one transaction' USING ERRCODE = 'program_limit_exceeded';
     END IF;
 
-    INSERT INTO events (position, event_id, stream_id, stream_revision, type, data, metadata, schema_version)
-    SELECT first_pos + x.i - 1, (x.e->>'id')::uuid, s, current_rev + x.i, x.e->>'type',
-           x.e->'data', x.e->'metadata', coalesce((x.e->>'v')::int, 1)
-      FROM jsonb_array_elements(fresh) WITH ORDINALITY AS x(e, i);
+    -- One statement: the events whose ids are not stored yet, numbered in order, inserted.
+    WITH x AS (
+      SELECT x.e, x.i FROM jsonb_array_elements(w->'events') WITH ORDINALITY AS x(e, i)
+       WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = (x.e->>'id')::uuid)
+    ), fresh AS (
+      SELECT x.e, row_number() OVER (ORDER BY x.i) AS k FROM x
+    ), ins AS (
+      INSERT INTO events (position, event_id, stream_id, stream_revision, type, data, metadata, schema_version)
+      SELECT first_pos + f.k - 1, (f.e->>'id')::uuid, s, current_rev + f.k, f.e->>'type',
+             f.e->'data', f.e->'metadata', coalesce((f.e->>'v')::int, 1)
+        FROM fresh f
+      RETURNING event_id
+    )
+    SELECT count(*)::int, coalesce(array_agg(event_id), ARRAY[]::uuid[]) INTO k, ids FROM ins;
 
-    RETURN QUERY SELECT s, k, ARRAY(SELECT (x->>'id')::uuid FROM jsonb_array_elements(fresh) x), current_rev + k, first_pos + k - 1;
+    IF k = 0 THEN
+      SELECT max(e.position) INTO dup_pos FROM events e
+       WHERE e.event_id IN (SELECT (x->>'id')::uuid FROM jsonb_array_elements(w->'events') x);
+      RETURN QUERY SELECT s, 0, ids, current_rev, dup_pos;
+    ELSE
+      RETURN QUERY SELECT s, k, ids, current_rev + k, first_pos + k - 1;
+    END IF;
   END LOOP;
 END $$;

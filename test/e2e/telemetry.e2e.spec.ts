@@ -216,6 +216,7 @@ describe('sensor history', () => {
       expect(r.status).toBe(202);
       position = r.body.position;
     }
+    await app.platform.projections.waitFor('telemetry', position, 30_000);
     const from = '2026-02-01T00:10:00Z';
     const to = '2026-02-01T02:30:00Z';
     for (const [bucket, secs] of [['1m', 60], ['5m', 300], ['1h', 3600], ['1d', 86400]] as const) {
