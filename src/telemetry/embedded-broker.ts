@@ -101,6 +101,8 @@ export class EmbeddedBroker {
       throw authError(BAD_USERNAME_OR_PASSWORD, 'invalid device token');
     }
     if (principal.kind !== 'device' || principal.id !== username) throw authError(BAD_USERNAME_OR_PASSWORD, 'the token is not this device\'s');
+    // Verification allows a few seconds of clock skew past exp; a session would end at once anyway.
+    if (principal.exp * 1000 <= Date.now()) throw authError(BAD_USERNAME_OR_PASSWORD, 'the device token has expired');
     if (!(await this.options.deviceActive(username))) throw authError(BAD_USERNAME_OR_PASSWORD, 'unknown or revoked device');
     deviceOf.set(client, username);
     // The session lasts as long as the token.

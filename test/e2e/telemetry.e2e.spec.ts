@@ -287,3 +287,23 @@ describe('sensor history', () => {
     expect(events.rows[0].n).toBe(2);
   });
 });
+
+describe('device token lifetime', () => {
+  it('a session ends when its device token expires', async () => {
+    const short = await startTestApp({ env: { DEVICE_TOKEN_TTL_S: '3' } });
+    try {
+      const owned = await ownerWithDevice(short.http);
+      const c = await connectDevice(short.app.get(TelemetryServices).mqttPort, owned.deviceId, owned.token);
+      let closed = false;
+      c.on('close', () => { closed = true; });
+      await publishAcked(c, topic(owned.deviceId), JSON.stringify({ metric: 'temp', value: 1 }));
+      // The broker closes the connection at the token's expiry (no reconnect: reconnectPeriod 0).
+      await eventually(() => closed, 'the broker to end the session', 30_000);
+      c.end(true);
+      // And the expired token no longer connects.
+      await expect(connectDevice(short.app.get(TelemetryServices).mqttPort, owned.deviceId, owned.token)).rejects.toThrow(/Bad username or password/i);
+    } finally {
+      await short.stop();
+    }
+  });
+});
