@@ -97,7 +97,7 @@ async function main(): Promise<void> {
     const identity = app.app.get(IdentityServices);
     const telemetry = app.app.get(TelemetryServices);
     passthrough = new EmbeddedBroker({
-      host: '127.0.0.1', port: 0, log: createLogger('silent'),
+      host: '127.0.0.1', port: 0, maxPacketBytes: config.TELEMETRY_MAX_PACKET_BYTES, log: createLogger('silent'),
       sinks: {
         maxPayloadBytes: config.TELEMETRY_MAX_PAYLOAD_BYTES,
         ingest: (_d, readings) => Promise.resolve({ accepted: readings.length, duplicates: 0, position: 0, revision: 0, duplicate: false }),

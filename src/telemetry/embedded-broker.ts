@@ -20,6 +20,8 @@ import { handleReadingsMessage, readingsTopic, type MessageSinks } from './mqtt-
 export interface EmbeddedBrokerOptions {
   readonly host: string;
   readonly port: number;
+  /** Largest MQTT packet (remaining length) read from a connection; a larger one closes it. */
+  readonly maxPacketBytes: number;
   readonly log: Logger;
   readonly sinks: MessageSinks;
   /** Verifies a device token; throws when it is not a valid device token. */
@@ -86,7 +88,18 @@ export class EmbeddedBroker {
     this.aedes.on('clientDisconnect', (client) => this.forget(client));
     this.aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'mqtt: client error'));
     this.aedes.on('connectionError', (_client, err) => log.debug({ err: err.message }, 'mqtt: connection error'));
-    this.server = createServer((socket) => this.aedes.handle(socket));
+    this.server = createServer((socket) => {
+      const client = this.aedes.handle(socket);
+      // aedes 0.51 buffers a whole packet whatever its size: watch the framing and cut an oversized one short.
+      watchPacketSizes(socket, options.maxPacketBytes, (size) => {
+        const deviceId = deviceOf.get(client) ?? null;
+        log.warn({ clientId: client.id, deviceId, size }, 'mqtt: packet too large; closing the connection');
+        socket.destroy();
+        void options.sinks.deadLetter(deviceId, '(unread: packet too large)', Buffer.alloc(0), 'TELEMETRY.PACKET_TOO_LARGE',
+          `an MQTT packet of ${size} bytes exceeds the limit of ${options.maxPacketBytes} bytes; the connection was closed`)
+          .catch((e: unknown) => log.warn({ err: e }, 'mqtt: could not dead-letter an oversized packet'));
+      });
+    });
   }
 
   private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
@@ -144,4 +157,53 @@ export class EmbeddedBroker {
     await new Promise<void>((res) => this.aedes.close(() => res()));
     await closed;
   }
+}
+
+/**
+ * Follows MQTT framing (MQTT-2.2: fixed header byte, then the remaining length
+ * as a variable byte integer of at most 4 bytes) on the bytes aedes reads, and
+ * calls `tooLarge` as soon as a packet announces more than `max` bytes. A
+ * 'data' listener next to aedes's 'readable' one sees each chunk aedes reads
+ * without changing the flow ('readable' takes precedence).
+ */
+export function watchPacketSizes(socket: NodeJS.EventEmitter, max: number, tooLarge: (size: number) => void): void {
+  let state: 'header' | 'length' | 'body' = 'header';
+  let value = 0;
+  let multiplier = 1;
+  let lengthBytes = 0;
+  let remaining = 0;
+  let done = false;
+  socket.on('data', (chunk: Buffer) => {
+    let i = 0;
+    while (i < chunk.length && !done) {
+      if (state === 'header') {
+        i++;
+        state = 'length';
+        value = 0;
+        multiplier = 1;
+        lengthBytes = 0;
+      } else if (state === 'length') {
+        const b = chunk[i++]!;
+        value += (b & 0x7f) * multiplier;
+        multiplier *= 128;
+        lengthBytes++;
+        if ((b & 0x80) === 0) {
+          if (value > max) {
+            done = true;
+            tooLarge(value);
+            return;
+          }
+          remaining = value;
+          state = remaining > 0 ? 'body' : 'header';
+        } else if (lengthBytes === 4) {
+          done = true; // malformed: the MQTT parser reports it
+        }
+      } else {
+        const take = Math.min(remaining, chunk.length - i);
+        i += take;
+        remaining -= take;
+        if (remaining === 0) state = 'header';
+      }
+    }
+  });
 }

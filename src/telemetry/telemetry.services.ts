@@ -84,7 +84,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
       await this.subscriber.start();
     } else if (c.MQTT_ENABLED) {
       this.broker = new EmbeddedBroker({
-        host: c.MQTT_HOST, port: c.MQTT_PORT, log, sinks: this.sinks,
+        host: c.MQTT_HOST, port: c.MQTT_PORT, maxPacketBytes: c.TELEMETRY_MAX_PACKET_BYTES, log, sinks: this.sinks,
         authenticate: (token) => this.identity.authenticate(`Bearer ${token}`, 'device'),
         deviceActive: async (id) => (await this.identity.loadDevice(id)).status === 'active',
       });
