@@ -1,5 +1,6 @@
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import Aedes, { type AuthenticateError, type Client } from 'aedes';
+import { writeToStream } from 'mqtt-packet';
 import type { Logger } from '../platform/logger';
 import type { Principal } from '../identity/auth-guard';
 import { handleReadingsMessage, readingsTopic, type MessageSinks } from './mqtt-ingest';
@@ -11,10 +12,9 @@ import { handleReadingsMessage, readingsTopic, type MessageSinks } from './mqtt-
  *   kind, expiry and revocation checked by identity); client ids and
  *   usernames with + # / are refused. The session ends when the token expires.
  * - PUBLISH only to devices/<own id>/readings; SUBSCRIBE only within devices/<own id>/#.
- * - QoS 1: aedes writes the PUBACK only after authorizePublish calls back, so
- *   the reading is stored (or dead-lettered) first; a failure to store calls
- *   back with an error, which closes the connection without PUBACK and the
- *   device resends.
+ * - QoS 1: the PUBACK is written only once the message's readings are stored
+ *   (or it is dead-lettered), in arrival order per connection; a failure to
+ *   store closes the connection without PUBACK and the device resends.
  */
 
 export interface EmbeddedBrokerOptions {
@@ -37,6 +37,43 @@ const BAD_USERNAME_OR_PASSWORD = 4;
 const WILDCARDS = /[+#/]/;
 
 const deviceOf = new WeakMap<Client, string>();
+/** Payload bytes being stored at once, across connections, before aedes is made to wait. */
+const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+
+interface AckTicket {
+  readonly client: Client;
+  readonly messageId: number;
+  ready: boolean;
+}
+
+/**
+ * PUBACKs in the order the PUBLISHes arrived, per connection (MQTT-4.6.0-2),
+ * each written once its message is stored: a message stored early waits for
+ * the ones before it.
+ */
+class PubackQueue {
+  private readonly queues = new WeakMap<Client, AckTicket[]>();
+
+  enqueue(client: Client, messageId: number): AckTicket {
+    const q = this.queues.get(client) ?? [];
+    this.queues.set(client, q);
+    const t = { client, messageId, ready: false };
+    q.push(t);
+    return t;
+  }
+
+  complete(t: AckTicket): void {
+    t.ready = true;
+    const q = this.queues.get(t.client);
+    if (!q) return;
+    while (q.length > 0 && q[0]!.ready) {
+      const { messageId } = q.shift()!;
+      const conn = (t.client as unknown as { conn: NodeJS.WritableStream; connected: boolean; closed: boolean });
+      // A closed connection gets no PUBACK: the device resends, and the resend is stored once.
+      if (conn.connected && !conn.closed) writeToStream({ cmd: 'puback', messageId }, conn.conn);
+    }
+  }
+}
 
 function authError(code: number, message: string): AuthenticateError {
   return Object.assign(new Error(message), { returnCode: code }) as AuthenticateError;
@@ -49,6 +86,10 @@ export class EmbeddedBroker {
   private inFlight = 0;
   private idle: (() => void)[] = [];
   private closing = false;
+  private readonly acks = new PubackQueue();
+  /** Payload bytes of messages being stored. */
+  private inFlightBytes = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(private readonly options: EmbeddedBrokerOptions) {
     const log = options.log;
@@ -64,17 +105,38 @@ export class EmbeddedBroker {
           return done(new Error(`publish to ${packet.topic} is not allowed`));
         }
         if (this.closing) return done(new Error('shutting down')); // no PUBACK: the device resends to the next instance
-        this.inFlight++;
         const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-        handleReadingsMessage(options.sinks, packet.topic, payload, new Date()).then(
-          () => done(null),
-          (e: unknown) => {
-            log.warn({ err: e, clientId: client.id }, 'mqtt: could not store a message; closing the connection without PUBACK');
-            done(e instanceof Error ? e : new Error(String(e)));
-          },
-        ).finally(() => {
-          this.inFlight--;
-          if (this.inFlight === 0) for (const r of this.idle.splice(0)) r();
+        void this.admit(payload.length).then(() => {
+          if (this.closing) {
+            this.release(payload.length);
+            return done(new Error('shutting down'));
+          }
+          // QoS 1 (MQTT-4.3.2): we send the PUBACK ourselves once the readings are stored, so aedes
+          // must not send one now; handing it on as QoS 0 lets aedes read the connection's next
+          // messages meanwhile (they are stored together: group commit). Memory stays bounded by
+          // admit() (payload bytes) and the ingestor (readings): past those, this callback waits
+          // and aedes reads no more from the connection. QoS 0 and 2 keep aedes's own flow.
+          const ackLater = packet.qos === 1;
+          const ticket = ackLater ? this.acks.enqueue(client, packet.messageId!) : undefined;
+          if (ackLater) packet.qos = 0;
+          this.inFlight++;
+          const stored = handleReadingsMessage(options.sinks, packet.topic, payload, new Date());
+          if (ackLater) done(null);
+          stored.then(
+            () => {
+              if (ticket) this.acks.complete(ticket);
+              else done(null);
+            },
+            (e: unknown) => {
+              log.warn({ err: e, clientId: client.id }, 'mqtt: could not store a message; closing the connection without PUBACK');
+              if (ackLater) client.close();
+              else done(e instanceof Error ? e : new Error(String(e)));
+            },
+          ).finally(() => {
+            this.release(payload.length);
+            this.inFlight--;
+            if (this.inFlight === 0) for (const r of this.idle.splice(0)) r();
+          });
         });
       },
       authorizeSubscribe: (client, sub, done) => {
@@ -129,6 +191,19 @@ export class EmbeddedBroker {
     this.expiryTimers.set(client, timer);
   }
 
+  /** Waits until the payloads in flight leave room for `bytes` (one message always goes alone). */
+  private async admit(bytes: number): Promise<void> {
+    while (!this.closing && this.inFlightBytes > 0 && this.inFlightBytes + bytes > MAX_IN_FLIGHT_BYTES) {
+      await new Promise<void>((res) => this.waiting.push(res));
+    }
+    this.inFlightBytes += bytes;
+  }
+
+  private release(bytes: number): void {
+    this.inFlightBytes -= bytes;
+    for (const w of this.waiting.splice(0)) w();
+  }
+
   private forget(client: Client): void {
     const t = this.expiryTimers.get(client);
     if (t) clearTimeout(t);
@@ -150,6 +225,7 @@ export class EmbeddedBroker {
   /** Stops accepting connections and publishes, waits for the messages being stored (their PUBACKs go out), then closes every client. */
   async stop(): Promise<void> {
     this.closing = true;
+    for (const w of this.waiting.splice(0)) w();
     const closed = new Promise<void>((res) => this.server.close(() => res()));
     if (this.inFlight > 0) await new Promise<void>((res) => this.idle.push(res));
     for (const t of this.expiryTimers.values()) clearTimeout(t);
