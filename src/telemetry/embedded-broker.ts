@@ -68,9 +68,9 @@ class PubackQueue {
     if (!q) return;
     while (q.length > 0 && q[0]!.ready) {
       const { messageId } = q.shift()!;
-      const conn = (t.client as unknown as { conn: NodeJS.WritableStream; connected: boolean; closed: boolean });
+      const c = t.client as unknown as { conn: NodeJS.WritableStream; connected: boolean; closed: boolean };
       // A closed connection gets no PUBACK: the device resends, and the resend is stored once.
-      if (conn.connected && !conn.closed) writeToStream({ cmd: 'puback', messageId }, conn.conn);
+      if (c.connected && !c.closed) writeToStream({ cmd: 'puback', messageId }, c.conn);
     }
   }
 }
