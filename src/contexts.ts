@@ -1,5 +1,6 @@
 import type { Type } from '@nestjs/common';
 import { IdentityModule } from './identity/identity.module';
+import { SalesModule } from './sales/sales.module';
 
 /** The bounded contexts the application runs: each a NestJS module under src/<context>/. */
-export const contextModules: readonly Type[] = [IdentityModule];
+export const contextModules: readonly Type[] = [IdentityModule, SalesModule];
