@@ -39,15 +39,19 @@ export async function placeOrder(app: TestApp, auth: { authorization: string }, 
   return r.body as { orderId: string; position: number };
 }
 
+/** The GET /orders/:id body, loosely typed for assertions. */
+export type OrderBody = Record<string, any> & { status: string; timeline: { step: string; compensation: boolean; reason: string | null; detail: any }[] };
+
 /** Polls GET /orders/:id until the order is in one of `statuses` (default: any final one) and the timeline shows `step` when given. */
 export async function orderIn(app: TestApp, auth: { authorization: string }, orderId: string, statuses: readonly string[] = FINAL_STATUSES, step?: string) {
   let last: any;
   await eventually(async () => {
     const r = await app.http('GET', `/orders/${orderId}`, undefined, auth);
-    last = r.body;
-    return r.status === 200 && statuses.includes(r.body.status) && (!step || r.body.timeline.some((t: { step: string }) => t.step === step));
+    last = r.body as unknown;
+    const body = r.body as OrderBody;
+    return r.status === 200 && statuses.includes(body.status) && (!step || body.timeline.some((t) => t.step === step));
   }, `order ${orderId} in ${statuses.join('|')}${step ? ` with step ${step}` : ''} (last: ${JSON.stringify(last)?.slice(0, 400)})`, 60_000);
-  return last;
+  return last as OrderBody;
 }
 
 export async function stockOf(app: TestApp, productId: string) {
