@@ -110,6 +110,8 @@ export function react(history: SagaHistory, t: SagaTrigger, options: SagaOptions
   const s = history.state;
   if (history.processed.has(t.id)) return { state: s, commands: [] };
   const same = { state: s, commands: [] as SagaCommand[] };
+  // Nothing to act on before the order itself was seen.
+  if (s.status === 'none' && t.type !== 'sales.OrderPlaced') return same;
   const open = s.status === 'reserving' || s.status === 'awaiting_payment' || s.status === 'confirmed';
   const reservedLines = (lines: SagaState['lines']) => Object.entries(lines).filter(([, l]) => l.state === 'reserved').map(([productId]) => productId);
   const releaseAll = (lines: SagaState['lines']): SagaCommand[] => reservedLines(lines).map((productId) => ({ kind: 'ReleaseStock', productId }));
