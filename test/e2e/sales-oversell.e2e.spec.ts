@@ -47,7 +47,7 @@ it('50 concurrent orders for 5 units: 5 confirmed, 45 rejected with the reason; 
 
   // The read models rebuilt from the events give the same numbers.
   const before = await stockOf(app, p);
-  const summary = async () => (await app.db.pool.query(`SELECT status, count(*)::int AS n FROM sales_orders GROUP BY status ORDER BY status`)).rows;
+  const summary = async () => (await app.db.pool.query<{ status: string; n: number }>(`SELECT status, count(*)::int AS n FROM sales_orders GROUP BY status ORDER BY status`)).rows;
   const ordersBefore = await summary();
   await app.platform.projections.rebuild('sales-catalogue', 'test:oversell');
   await app.platform.projections.rebuild('sales-orders', 'test:oversell');
