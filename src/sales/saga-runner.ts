@@ -41,7 +41,7 @@ export class SagaRunner {
   private lock: Client | undefined;
   private wake: (() => void) | undefined;
   private stopping: (() => void) | undefined;
-  private readonly stopSignal = new Promise<void>((res) => { this.stopping = res; });
+  private stopSignal: Promise<void> = Promise.resolve();
   /** Position of the last batch fully handled (for /admin and tests). */
   position = 0;
 
@@ -57,6 +57,7 @@ export class SagaRunner {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
+    this.stopSignal = new Promise<void>((res) => { this.stopping = res; });
     this.loop = this.run();
   }
 

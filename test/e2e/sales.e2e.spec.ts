@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { SAGA_TRIGGER_TYPES } from '../../domain/sales/order-fulfilment.saga';
+import { SalesRuntime } from '../../src/sales/sales.runtime';
 import { startTestApp, type TestApp } from '../support/app';
 import { eventually } from '../support/events';
 import { customer, orderIn, placeOrder, product, stockReaches, webChannel } from '../support/sales';
@@ -131,7 +133,7 @@ describe('orders and the saga', () => {
     const order = await orderIn(app, c, orderId, ['rejected'], 'stock-released');
     expect(order.reason).toMatch(/not enough stock of SKU-.*: 3 asked, 1 available/);
     const rejected = order.timeline.find((t: { step: string }) => t.step === 'rejected');
-    expect(rejected.detail).toMatchObject({ productId: p2, requested: 3, available: 1 });
+    expect(rejected?.detail).toMatchObject({ productId: p2, requested: 3, available: 1 });
     expect(order.timeline.find((t: { step: string }) => t.step === 'stock-released')).toMatchObject({ compensation: true, detail: { productId: p1, quantity: 4 } });
     await stockReaches(app, p1, { onHand: 10, reserved: 0, available: 10 });
     await stockReaches(app, p2, { onHand: 1, reserved: 0, available: 1 });
@@ -233,5 +235,23 @@ describe('orders and the saga', () => {
     expect(b.body.duplicate).toBe(true);
     await orderIn(app, c, a.body.orderId, ['confirmed']);
     await stockReaches(app, p, { reserved: 1, available: 4 });
+  });
+});
+
+describe('replay', () => {
+  it('the saga replayed from the very first event sends nothing twice: no second reservation, payment, refund or shipment', async () => {
+    const runtime = app.app.get(SalesRuntime);
+    const q = async (sql: string) => (await app.db.pool.query<{ n: string }>(sql)).rows[0]!.n;
+    const lastTrigger = async () => Number(await q(`SELECT COALESCE(max(position), 0) AS n FROM events WHERE type = ANY('{${SAGA_TRIGGER_TYPES.join(',')}}')`));
+    // Everything the tests above started has settled: every order final, the saga past the last trigger.
+    await eventually(async () => Number(await q("SELECT count(*) AS n FROM sales_orders WHERE status IN ('placed', 'reserved', 'paid')")) === 0
+      && runtime.saga.position >= (await lastTrigger()), 'sagas settled');
+    const before = await q('SELECT count(*) AS n FROM events');
+    const target = await lastTrigger();
+    await runtime.saga.stop();
+    await app.db.pool.query('UPDATE saga_checkpoints SET position = 0');
+    runtime.saga.start();
+    await eventually(() => runtime.saga.position >= target, 'saga replayed to the last trigger');
+    expect(await q('SELECT count(*) AS n FROM events')).toBe(before);
   });
 });
