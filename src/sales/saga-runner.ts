@@ -32,6 +32,13 @@ export interface SagaRunnerOptions extends SagaOptions {
   readonly connectionString: string;
   readonly concurrency: number;
   readonly batchSize: number;
+  /** Observability hooks (Prometheus counters in the app). */
+  readonly observe?: {
+    step(triggerType: string, commands: readonly SagaCommand[]): void;
+    failure(): void;
+    active(isActive: boolean): void;
+    checkpoint(position: number): void;
+  };
 }
 
 export class SagaRunner {
@@ -69,6 +76,7 @@ export class SagaRunner {
     await this.loop;
     await this.lock?.end().catch(() => undefined);
     this.lock = undefined;
+    this.options.observe?.active(false);
   }
 
   private sleep(ms: number): Promise<void> {
@@ -100,14 +108,17 @@ export class SagaRunner {
         this.subscription = undefined;
         if (this.stopped) break;
         failures++;
+        this.options.observe?.failure();
         this.log.error({ err: reason, saga: NAME, position: this.position }, 'saga runner failed; retrying from its checkpoint');
         await this.sleep(Math.min(30_000, 200 * 2 ** Math.min(failures, 8)));
       } catch (e) {
         if (this.stopped) break;
         failures++;
+        this.options.observe?.failure();
         this.log.error({ err: e, saga: NAME }, 'saga runner error; retrying');
         await this.lock?.end().catch(() => undefined);
         this.lock = undefined;
+        this.options.observe?.active(false);
         await this.sleep(Math.min(30_000, 200 * 2 ** Math.min(failures, 8)));
       }
     }
@@ -121,6 +132,7 @@ export class SagaRunner {
     const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [SAGA_LOCK, NAME]);
     if (res.rows[0]?.ok && !this.stopped) {
       this.lock = client;
+      this.options.observe?.active(true);
       this.log.info({ saga: NAME }, 'saga runner active in this process');
       return true;
     }
@@ -150,6 +162,7 @@ export class SagaRunner {
     const to = events[events.length - 1]!.position;
     await this.pool.query('UPDATE saga_checkpoints SET position = $2, updated_at = now() WHERE name = $1 AND position < $2', [NAME, to]);
     this.position = to;
+    this.options.observe?.checkpoint(to);
   }
 
   /** One trigger: react, send, record. Safe to repeat at any point. */
@@ -174,6 +187,7 @@ export class SagaRunner {
           id: eventId(ACTOR, e.id, streamId, 0), type: step.type, data: step.data as unknown as Record<string, unknown>,
           metadata: { correlationId: String(e.metadata.correlationId ?? e.id), causationId: e.id, actor: ACTOR },
         }], revision === -1 ? 'no_stream' : revision);
+        this.options.observe?.step(trigger.type, commands);
         return;
       } catch (err) {
         // Another runner (a takeover) recorded a step first: reload, and this trigger is either done or decided again.

@@ -1,4 +1,5 @@
 import { Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import { Counter, Gauge } from 'prom-client';
 import { Platform } from '../platform/platform';
 import { SandboxPaymentProvider, type PaymentPort } from './payment-port';
 import { SagaRunner } from './saga-runner';
@@ -24,6 +25,7 @@ export class SalesRuntime implements OnApplicationBootstrap, OnModuleDestroy {
     });
     this.saga = new SagaRunner(platform.pool, services, this.payments, this.jobs, platform.log, {
       connectionString: platform.databaseUrl, concurrency: c.SAGA_CONCURRENCY, batchSize: 200, paymentTimeoutMs: c.PAYMENT_TIMEOUT_MS,
+      observe: sagaMetrics(platform),
     });
     // Answers that arrive later (a provider's webhook; the sandbox's late capture) land on the payment stream.
     this.payments.onResult(async (orderId, outcome) => {
@@ -44,4 +46,23 @@ export class SalesRuntime implements OnApplicationBootstrap, OnModuleDestroy {
     await this.saga.stop();
     await this.jobs.close();
   }
+}
+
+/** What an operator watches of the saga on /metrics. */
+function sagaMetrics(platform: Platform): NonNullable<ConstructorParameters<typeof SagaRunner>[5]['observe']> {
+  const registers = [platform.metrics.registry];
+  const steps = new Counter({ name: 'saga_steps_total', help: 'Saga steps recorded, by trigger event type', labelNames: ['trigger'], registers });
+  const commands = new Counter({ name: 'saga_commands_total', help: 'Commands the saga sent, by kind (compensations: ReleaseStock, CancelOrder, RejectOrder, RefundPayment)', labelNames: ['kind'], registers });
+  const failures = new Counter({ name: 'saga_failures_total', help: 'Saga batches that failed and were retried from the checkpoint', registers });
+  const active = new Gauge({ name: 'saga_runner_active', help: '1 when this instance runs the saga (advisory lock held)', registers });
+  const checkpoint = new Gauge({ name: 'saga_checkpoint_position', help: 'Global position the saga has handled', registers });
+  return {
+    step(trigger, sent) {
+      steps.inc({ trigger });
+      for (const c of sent) commands.inc({ kind: c.kind });
+    },
+    failure: () => failures.inc(),
+    active: (on) => active.set(on ? 1 : 0),
+    checkpoint: (p) => checkpoint.set(p),
+  };
 }

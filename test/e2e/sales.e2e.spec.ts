@@ -238,6 +238,15 @@ describe('orders and the saga', () => {
   });
 });
 
+describe('observability', () => {
+  it('/metrics counts saga steps by trigger and commands by kind, and shows this instance runs the saga', async () => {
+    const text = (await app.http('GET', '/metrics')).body as string;
+    expect(text).toMatch(/saga_steps_total\{trigger="sales.OrderPlaced"\} [1-9]/);
+    expect(text).toMatch(/saga_commands_total\{kind="ReleaseStock"\} [1-9]/);
+    expect(text).toMatch(/saga_runner_active 1/);
+  });
+});
+
 describe('replay', () => {
   it('the saga replayed from the very first event sends nothing twice: no second reservation, payment, refund or shipment', async () => {
     const runtime = app.app.get(SalesRuntime);
