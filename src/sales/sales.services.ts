@@ -11,7 +11,7 @@ import { emptyHistory, evolveSaga, type SagaHistory, type SagaStepRecorded } fro
 import { inventoryStreamId, orderStreamId, paymentStreamId, productStreamId, sagaStreamId, SalesErrorCode, skuStreamId } from '../../domain/sales/sales-errors';
 import type { CommandContext, CommandResult } from '../platform/commands/command-context';
 import type { Caller } from '../platform/commands/command-registry';
-import { eventId, handleCommand } from '../platform/commands/command-handling';
+import { eventId, handleCommand, StateCache } from '../platform/commands/command-handling';
 import { ConcurrencyError } from '../platform/event-store/event-store';
 import { Platform } from '../platform/platform';
 
@@ -21,6 +21,9 @@ import { Platform } from '../platform/platform';
  */
 @Injectable()
 export class SalesServices {
+  /** Inventory streams grow with every order of a product: decide from a cached fold plus the newer events. */
+  private readonly inventoryCache = new StateCache<InventoryState>();
+
   constructor(readonly platform: Platform) {}
 
   private get store() { return this.platform.store; }
@@ -93,8 +96,8 @@ export class SalesServices {
     return this.inventory(productId, { type: 'ReceiveStock', data: { productId, ...input, by: by.id, now: ctx.now } }, ctx);
   }
 
-  inventory(productId: string, command: InventoryCommand, ctx: CommandContext, retries?: number): Promise<CommandResult> {
-    return this.run(inventoryDecider, inventoryStreamId(productId), command, ctx, retries);
+  inventory(productId: string, command: InventoryCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES): Promise<CommandResult> {
+    return handleCommand(this.store, inventoryDecider, inventoryStreamId(productId), command, ctx, retries, this.inventoryCache);
   }
 
   // ---- orders ----------------------------------------------------------------
