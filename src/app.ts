@@ -72,7 +72,7 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   });
   const stale = await engine.register();
   const jobs = new RebuildJobs(infra.redisUrl, config.QUEUE_PREFIX, engine);
-  const platform = new Platform(config, log, infra.pool, infra.redis, infra.redisUrl, store, engine, jobs, metrics);
+  const platform = new Platform(config, log, infra.pool, infra.redis, infra.redisUrl, infra.databaseUrl, store, engine, jobs, metrics);
 
   @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ...(options.modules ?? [])] })
   class AppModule {}

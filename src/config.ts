@@ -95,6 +95,17 @@ export const configSchema = z.object({
   /** Raw readings older than this many days are dropped from the read model (the events and rollups stay); 0 keeps them. */
   TELEMETRY_RETENTION_DAYS: z.coerce.number().int().min(0).default(90),
   TELEMETRY_RETENTION_INTERVAL_S: positiveInt.default(3600),
+  // Sales: the order saga, payment deadlines, the shipping batch.
+  /** Set to "false" for an instance that serves HTTP but runs no saga, deadline or shipping work. */
+  RUN_SAGAS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** How long an order waits for the payment provider's answer before it is cancelled and its stock released. */
+  PAYMENT_TIMEOUT_MS: positiveInt.max(86_400_000).default(30_000),
+  /** How often the shipping batch dispatches confirmed orders. */
+  SHIPPING_INTERVAL_MS: positiveInt.min(100).default(60_000),
+  /** Orders one shipping batch dispatches at most. */
+  SHIPPING_BATCH_SIZE: positiveInt.max(10_000).default(500),
+  /** Orders the saga advances at once (triggers of one order always run in order). */
+  SAGA_CONCURRENCY: positiveInt.max(64).default(8),
 }).superRefine((c, ctx) => {
   if (c.JWT_ALG === 'HS256' && !c.JWT_HS256_SECRET) {
     ctx.addIssue({ code: 'custom', path: ['JWT_HS256_SECRET'], message: 'is required when JWT_ALG=HS256 (at least 32 bytes)' });

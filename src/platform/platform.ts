@@ -23,6 +23,8 @@ export class Platform {
     readonly pool: Pool,
     readonly redis: Redis,
     readonly redisUrl: string,
+    /** The resolved PostgreSQL URL (the embedded server's when DATABASE_URL is unset), for components that need their own connection. */
+    readonly databaseUrl: string,
     readonly store: PostgresEventStore,
     readonly projections: ProjectionEngine,
     readonly jobs: RebuildJobs,

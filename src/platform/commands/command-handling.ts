@@ -18,6 +18,7 @@ export async function handleCommand<C extends Command, E extends Event, S>(
   command: C,
   ctx: CommandContext,
   retries: number,
+  cache?: StateCache<S>,
 ): Promise<CommandResult & { events: readonly E[] }> {
   const key = ctx.idempotencyKey;
   if (key) {
@@ -25,10 +26,12 @@ export async function handleCommand<C extends Command, E extends Event, S>(
     if (original) return { position: original.position, revision: original.nextRevision, duplicate: true, events: [] };
   }
   for (let attempt = 0; ; attempt++) {
-    const history = await store.readStream(streamId);
-    const state = fold(decider, history as unknown as E[]);
+    const cached = cache?.get(streamId);
+    const history = await store.readStream(streamId, cached ? cached.revision + 1 : 0);
+    const state = cached ? (history as unknown as E[]).reduce((s, e) => decider.evolve(s, e), cached.state) : fold(decider, history as unknown as E[]);
+    const current = history.length ? history[history.length - 1]!.revision : cached ? cached.revision : -1;
+    cache?.set(streamId, current, state);
     const events = decider.decide(command, state);
-    const current = history.length ? history[history.length - 1]!.revision : -1;
     if (events.length === 0) return { position: 0, revision: current, duplicate: false, events };
     try {
       const result = await store.append(
@@ -41,6 +44,7 @@ export async function handleCommand<C extends Command, E extends Event, S>(
         })),
         current === -1 ? 'no_stream' : current,
       );
+      if (!result.duplicate) cache?.set(streamId, result.nextRevision, events.reduce((s, e) => decider.evolve(s, e), state));
       return { position: result.position, revision: result.nextRevision, duplicate: result.duplicate, events };
     } catch (e) {
       if (e instanceof ConcurrencyError && attempt < retries) continue;
@@ -56,4 +60,39 @@ export function eventId(actor: string, key: string, streamId: string, index: num
   h[8] = (h[8]! & 0x3f) | 0x80;
   const hex = h.subarray(0, 16).toString('hex');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
+/**
+ * The folded state of recently used streams, so a command on a long stream
+ * (a product's inventory takes every order's reservation) reads only the
+ * events after the cached revision. Events never change, so the cache can be
+ * behind but never wrong: a stale entry reads the newer events, and a write
+ * from another process still meets the expected-revision check. Bounded;
+ * the least recently used stream goes first.
+ */
+export class StateCache<S> {
+  private readonly entries = new Map<string, { revision: number; state: S }>();
+  constructor(private readonly maxStreams = 10_000) {}
+
+  get(streamId: string): { revision: number; state: S } | undefined {
+    const e = this.entries.get(streamId);
+    if (e) {
+      this.entries.delete(streamId);
+      this.entries.set(streamId, e);
+    }
+    return e;
+  }
+
+  set(streamId: string, revision: number, state: S): void {
+    if (revision < 0) return;
+    const e = this.entries.get(streamId);
+    if (e && e.revision >= revision) return;
+    this.entries.delete(streamId);
+    this.entries.set(streamId, { revision, state });
+    if (this.entries.size > this.maxStreams) this.entries.delete(this.entries.keys().next().value!);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
 }

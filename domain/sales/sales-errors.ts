@@ -1,0 +1,40 @@
+/**
+ * Stable error codes of the sales context. Clients match on these strings,
+ * so they never change meaning once shipped.
+ */
+export const SalesErrorCode = {
+  INVALID_PRODUCT: 'SALES.INVALID_PRODUCT',
+  PRODUCT_EXISTS: 'SALES.PRODUCT_EXISTS',
+  SKU_TAKEN: 'SALES.SKU_TAKEN',
+  PRODUCT_NOT_FOUND: 'SALES.PRODUCT_NOT_FOUND',
+  INVALID_STOCK_RECEIPT: 'SALES.INVALID_STOCK_RECEIPT',
+  INVALID_ORDER: 'SALES.INVALID_ORDER',
+  ORDER_EXISTS: 'SALES.ORDER_EXISTS',
+  ORDER_NOT_FOUND: 'SALES.ORDER_NOT_FOUND',
+  /** Cancelling an order that has already shipped. */
+  ORDER_SHIPPED: 'SALES.ORDER_SHIPPED',
+  /** Cancelling an order that was already rejected or cancelled. */
+  ORDER_CLOSED: 'SALES.ORDER_CLOSED',
+  INVALID_QUERY: 'SALES.INVALID_QUERY',
+  SAGA_NOT_FOUND: 'SALES.SAGA_NOT_FOUND',
+  PAYMENT_NOT_FOUND: 'SALES.PAYMENT_NOT_FOUND',
+} as const;
+
+export type SalesErrorCode = (typeof SalesErrorCode)[keyof typeof SalesErrorCode];
+
+export const productStreamId = (productId: string): string => `product-${productId}`;
+export const skuStreamId = (sku: string): string => `sku-${sku}`;
+export const inventoryStreamId = (productId: string): string => `inventory-${productId}`;
+export const orderStreamId = (orderId: string): string => `order-${orderId}`;
+export const paymentStreamId = (orderId: string): string => `payment-${orderId}`;
+export const sagaStreamId = (orderId: string): string => `order-saga-${orderId}`;
+
+/** Stream ids are `<kind>-<id>`: the id after the first dash of a known prefix. */
+export function idOfStream(streamId: string, prefix: string): string | undefined {
+  return streamId.startsWith(`${prefix}-`) ? streamId.slice(prefix.length + 1) : undefined;
+}
+
+/** Exhaustiveness guard for switches over discriminated unions. */
+export function unreachable(value: never, what: string): never {
+  throw new Error(`unhandled ${what}: ${JSON.stringify(value)}`);
+}

@@ -1,0 +1,63 @@
+import type { Decider } from '../../domain/shared/event';
+import { handleCommand, StateCache } from '../../src/platform/commands/command-handling';
+import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
+import { createTestDatabase, type TestDatabase } from '../support/services';
+
+/**
+ * handleCommand with a StateCache: decisions read only the events after the
+ * cached revision, and stay right when other writers (other processes, other
+ * caches) append in between.
+ */
+type Take = { type: 'Take'; data: { n: number } };
+type Taken = { type: 'test.Taken'; data: { n: number; left: number } };
+const STOCK = 40;
+const decider: Decider<Take, Taken, number> = {
+  initialState: STOCK,
+  evolve: (left, e) => left - e.data.n,
+  decide: (c, left) => (c.data.n <= left ? [{ type: 'test.Taken', data: { n: c.data.n, left: left - c.data.n } }] : []),
+};
+const ctx = () => ({ correlationId: 'c', causationId: 'c', actor: 'system:test', now: new Date() });
+
+let db: TestDatabase;
+let store: PostgresEventStore;
+beforeAll(async () => {
+  db = await createTestDatabase('cmd');
+  store = new PostgresEventStore(db.pool, { listenConnectionString: db.url });
+});
+afterAll(async () => {
+  await store.close();
+  await db.drop();
+});
+
+it('three writers, two with their own cache and one without, never take more than there is, and each decision saw the true state', async () => {
+  const caches = [new StateCache<number>(), new StateCache<number>(), undefined];
+  const takes = Array.from({ length: 60 }, (_, i) => handleCommand(store, decider, 'stock-1', { type: 'Take', data: { n: 1 + (i % 3) } }, ctx(), 100, caches[i % 3]));
+  await Promise.all(takes);
+  const events = await store.readStream('stock-1');
+  let left = STOCK;
+  for (const e of events) {
+    left -= Number(e.data.n);
+    expect(e.data.left).toBe(left); // the decider saw exactly the state the stream had
+  }
+  expect(left).toBeGreaterThanOrEqual(0);
+  expect(left).toBeLessThan(3); // it stopped only when no take could fit
+});
+
+it('a cache reads only the new events: after a write elsewhere it catches up, and a stale entry is never worse than no entry', async () => {
+  const cache = new StateCache<number>();
+  await handleCommand(store, decider, 'stock-2', { type: 'Take', data: { n: 5 } }, ctx(), 5, cache);
+  expect(cache.get('stock-2')).toEqual({ revision: 0, state: 35 });
+  await handleCommand(store, decider, 'stock-2', { type: 'Take', data: { n: 30 } }, ctx(), 5); // another process
+  await handleCommand(store, decider, 'stock-2', { type: 'Take', data: { n: 10 } }, ctx(), 5, cache); // does not fit: 5 left
+  expect(cache.get('stock-2')).toEqual({ revision: 1, state: 5 });
+  expect((await store.readStream('stock-2')).map((e) => e.data.n)).toEqual([5, 30]);
+});
+
+it('the cache is bounded: the least recently used stream goes first', () => {
+  const cache = new StateCache<number>(2);
+  cache.set('a', 0, 1);
+  cache.set('b', 0, 2);
+  cache.get('a');
+  cache.set('c', 0, 3);
+  expect([cache.get('a')?.state, cache.get('b'), cache.get('c')?.state, cache.size]).toEqual([1, undefined, 3, 2]);
+});
