@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs one benchmark on a fresh database:  bash bench/run.sh <append|projection|auth|ingest>
+# Runs one benchmark on a fresh database:  bash bench/run.sh <append|projection|auth|ingest|orders>
 #
 # Builds, then starts a local PostgreSQL + Redis under DATA_DIR=.data/bench on
 # their own ports (as scripts/test.sh does, so a running app or test suite is
@@ -8,7 +8,7 @@
 #
 # With DATABASE_URL set, that server is used instead (the role needs
 # CREATEDB; CHECKPOINT between runs is skipped without the privilege), and
-# REDIS_URL, when set, is the Redis handed to the benchmark (auth needs one).
+# REDIS_URL, when set, is the Redis handed to the benchmark (auth and orders need one).
 #
 #   BENCH_PG_PORT / BENCH_REDIS_PORT   local ports (default 54371 / 63871)
 #   BENCH_DATA_DIR                     local data dir (default .data/bench)
@@ -19,8 +19,8 @@ cd "$(dirname "$0")/.."
 
 bench="${1:-}"
 case "$bench" in
-  append|projection|auth|ingest) ;;
-  *) echo "usage: bash bench/run.sh <append|projection|auth|ingest>" >&2; exit 2 ;;
+  append|projection|auth|ingest|orders) ;;
+  *) echo "usage: bash bench/run.sh <append|projection|auth|ingest|orders>" >&2; exit 2 ;;
 esac
 
 log() { printf '[bench] %s\n' "$*" >&2; }
