@@ -48,7 +48,7 @@ function toItem(r: Record<string, unknown>, today: Date): CatalogueItem {
 /** The catalogue of one channel in SKU order; `q` matches name or SKU, case-insensitively. */
 export async function listCatalogue(db: Queryable, o: { channel: string; q?: string; limit?: number; after?: string; today: Date }): Promise<CataloguePage> {
   const limit = pageLimit(o.limit);
-  const after = decodeCursor(o.after, 1);
+  const after = decodeCursor(o.after, ['text']);
   const pattern = o.q ? `%${o.q.replace(/[\\%_]/g, (m) => `\\${m}`)}%` : null;
   const res = await db.query(
     `${ITEM_SQL} WHERE c.channel = $1 AND ($2::text IS NULL OR p.name ILIKE $2 OR p.sku ILIKE $2) AND ($3::text IS NULL OR p.sku > $3)

@@ -57,7 +57,7 @@ export async function listOrders(db: Queryable, o: { customerId: string | null; 
   if (o.status !== undefined && !(ORDER_STATUSES as readonly string[]).includes(o.status)) {
     throw invalidQuery('status', `must be one of ${ORDER_STATUSES.join(', ')}`);
   }
-  const after = decodeCursor(o.after, 2);
+  const after = decodeCursor(o.after, ['timestamp', 'uuid']);
   const res = await db.query(
     `SELECT ${ORDER_COLUMNS} FROM sales_orders
      WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2)

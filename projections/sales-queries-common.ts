@@ -21,11 +21,13 @@ export function encodeCursor(values: readonly unknown[]): string {
   return Buffer.from(JSON.stringify(values)).toString('base64url');
 }
 
-export function decodeCursor(after: string | undefined, arity: number): unknown[] | null {
+/** A cursor is the JSON array of the last row's sort keys; each part is checked so a forged one is a 400, not a failed cast. */
+export function decodeCursor(after: string | undefined, parts: readonly ('text' | 'timestamp' | 'uuid')[]): string[] | null {
   if (after === undefined || after === '') return null;
+  const ok = { text: () => true, timestamp: (x: string) => !Number.isNaN(Date.parse(x)), uuid: (x: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(x) };
   try {
     const v: unknown = JSON.parse(Buffer.from(after, 'base64url').toString('utf8'));
-    if (Array.isArray(v) && v.length === arity && v.every((x) => typeof x === 'string')) return v;
+    if (Array.isArray(v) && v.length === parts.length && v.every((x, i) => typeof x === 'string' && ok[parts[i]!](x))) return v as string[];
   } catch { /* answered below */ }
   throw invalidQuery('after', 'must be the nextAfter value of a previous page');
 }

@@ -40,12 +40,12 @@ describe('order-fulfilment saga', () => {
     ]);
   });
 
-  it('all lines reserved: mark the order reserved, set the payment deadline, request payment', () => {
+  it('all lines reserved: mark the order reserved, request payment, then set the payment deadline', () => {
     const h = given([placed(), reserved(p1, 2)]);
     expect(when(h, reserved(p2, 1))).toEqual([
       { kind: 'MarkOrderReserved' },
-      { kind: 'ScheduleDeadline', dueAt: '2026-11-23T10:00:30.000Z' },
       { kind: 'RequestPayment', amountCents: 300, currency: 'EUR', method: 'card' },
+      { kind: 'ScheduleDeadline', dueAt: '2026-11-23T10:00:30.000Z' },
     ]);
   });
 

@@ -139,10 +139,12 @@ export function react(history: SagaHistory, t: SagaTrigger, options: SagaOptions
       const dueAt = new Date(Date.parse(t.at) + options.paymentTimeoutMs).toISOString();
       return {
         state: { ...s, lines, status: 'awaiting_payment', payment: 'requested', deadlineDueAt: dueAt },
+        // Payment requested before the deadline is set: a deadline that fires must find a payment to expire
+        // (set first, a crash in between could let it fire on nothing and be spent).
         commands: [
           { kind: 'MarkOrderReserved' },
-          { kind: 'ScheduleDeadline', dueAt },
           { kind: 'RequestPayment', amountCents: s.amountCents, currency: s.currency, method: s.paymentMethod },
+          { kind: 'ScheduleDeadline', dueAt },
         ],
       };
     }

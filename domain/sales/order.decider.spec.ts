@@ -48,6 +48,11 @@ describe('order decider', () => {
       .thenThrows('SALES.INVALID_ORDER', { fields: ['items.1.productId'] });
   });
 
+  it('a channel named like an Object.prototype member is just a channel the products are not sold on', () => {
+    given(orderDecider, []).when(place({ channel: 'constructor' })).thenThrows('SALES.INVALID_ORDER', { fields: ['items.0.productId', 'items.1.productId'] });
+    given(orderDecider, []).when(place({ channel: '__proto__' })).thenThrows('SALES.INVALID_ORDER', { fields: ['items.0.productId', 'items.1.productId'] });
+  });
+
   it('an unknown product is not found, naming the line', () => {
     given(orderDecider, []).when(place({ products: { [p1]: productState(p1, 'A', [terms()]) } }))
       .thenThrows('SALES.PRODUCT_NOT_FOUND', { kind: 'not_found', fields: ['items.1.productId'] });

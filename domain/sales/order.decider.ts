@@ -136,11 +136,12 @@ function place(d: PlaceOrder['data']): OrderEvent {
   d.items.forEach((item, i) => {
     if (seen.has(item.productId)) errors.push({ field: `items.${i}.productId`, rule: 'must not repeat a product: put the whole quantity on one line' });
     seen.add(item.productId);
-    const product = d.products[item.productId];
+    const product = Object.hasOwn(d.products, item.productId) ? d.products[item.productId] : undefined;
     if (!product?.exists) {
       throw new DomainError('not_found', SalesErrorCode.PRODUCT_NOT_FOUND, `no product ${item.productId}`, [{ field: `items.${i}.productId`, rule: 'must name an existing product' }]);
     }
-    const terms = product.channels[d.channel];
+    // Own keys only: a channel named like an Object.prototype member is just an unknown channel.
+    const terms = Object.hasOwn(product.channels, d.channel) ? product.channels[d.channel] : undefined;
     if (!terms) {
       errors.push({ field: `items.${i}.productId`, rule: `must be sold on channel ${d.channel}` });
       return;

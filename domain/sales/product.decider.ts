@@ -52,15 +52,15 @@ export function evolveProduct(state: ProductState, event: ProductEvent): Product
     case 'sales.ProductChannelAdded':
       return withChannel(state, event.data.terms);
     case 'sales.ProductPriceChanged': {
-      const c = state.channels[event.data.channel];
+      const c = Object.hasOwn(state.channels, event.data.channel) ? state.channels[event.data.channel] : undefined;
       return c ? withChannel(state, { ...c, priceCents: event.data.priceCents, currency: event.data.currency }) : state;
     }
     case 'sales.ProductDiscountChanged': {
-      const c = state.channels[event.data.channel];
+      const c = Object.hasOwn(state.channels, event.data.channel) ? state.channels[event.data.channel] : undefined;
       return c ? withChannel(state, { ...c, discountPct: event.data.discountPct }) : state;
     }
     case 'sales.ProductChannelTermsChanged': {
-      const c = state.channels[event.data.channel];
+      const c = Object.hasOwn(state.channels, event.data.channel) ? state.channels[event.data.channel] : undefined;
       return c ? withChannel(state, { ...c, paymentMethods: event.data.paymentMethods, delivery: event.data.delivery }) : state;
     }
     default:
@@ -96,7 +96,7 @@ export function decideProduct(command: ProductCommand, state: ProductState): Pro
 
 function changeChannel(state: ProductState, patch: ChannelPatch, index: number, by: string, at: string): ProductEvent[] {
   const { productId } = state;
-  const current = state.channels[patch.channel];
+  const current = Object.hasOwn(state.channels, patch.channel) ? state.channels[patch.channel] : undefined;
   if (!current) {
     // A channel not sold on yet: the patch must describe it whole.
     const missing = (['priceCents', 'currency', 'paymentMethods', 'delivery'] as const).filter((k) => patch[k] === undefined);

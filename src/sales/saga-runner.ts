@@ -27,6 +27,17 @@ const NAME = 'order-fulfilment';
 const ACTOR = 'system:order-saga';
 /** Reservations of many orders meet on one inventory stream: retry conflicts generously. */
 const COMMAND_RETRIES = 30;
+/** A provider that does not answer fails the batch (retried from the checkpoint) instead of stalling the saga and shutdown. */
+const PROVIDER_TIMEOUT_MS = 15_000;
+
+async function withTimeout<T>(ms: number, what: string, call: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([call(), new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 export interface SagaRunnerOptions extends SagaOptions {
   readonly connectionString: string;
@@ -51,6 +62,8 @@ export class SagaRunner {
   private stopSignal: Promise<void> = Promise.resolve();
   /** Position of the last batch fully handled (for /admin and tests). */
   position = 0;
+  /** Failures since the last batch that went through: the retry backoff grows with them. */
+  private failures = 0;
 
   constructor(
     private readonly pool: Pool,
@@ -88,7 +101,6 @@ export class SagaRunner {
   }
 
   private async run(): Promise<void> {
-    let failures = 0;
     while (!this.stopped) {
       try {
         if (!(await this.acquireLock())) {
@@ -107,19 +119,23 @@ export class SagaRunner {
         await this.subscription.stop();
         this.subscription = undefined;
         if (this.stopped) break;
-        failures++;
+        // Give the lock up (a lost connection holds none any more; a failed batch re-reads the checkpoint under a fresh one).
+        await this.lock?.end().catch(() => undefined);
+        this.lock = undefined;
+        this.options.observe?.active(false);
+        this.failures++;
         this.options.observe?.failure();
         this.log.error({ err: reason, saga: NAME, position: this.position }, 'saga runner failed; retrying from its checkpoint');
-        await this.sleep(Math.min(30_000, 200 * 2 ** Math.min(failures, 8)));
+        await this.sleep(Math.min(30_000, 200 * 2 ** Math.min(this.failures, 8)));
       } catch (e) {
         if (this.stopped) break;
-        failures++;
+        this.failures++;
         this.options.observe?.failure();
         this.log.error({ err: e, saga: NAME }, 'saga runner error; retrying');
         await this.lock?.end().catch(() => undefined);
         this.lock = undefined;
         this.options.observe?.active(false);
-        await this.sleep(Math.min(30_000, 200 * 2 ** Math.min(failures, 8)));
+        await this.sleep(Math.min(30_000, 200 * 2 ** Math.min(this.failures, 8)));
       }
     }
   }
@@ -162,6 +178,7 @@ export class SagaRunner {
     const to = events[events.length - 1]!.position;
     await this.pool.query('UPDATE saga_checkpoints SET position = $2, updated_at = now() WHERE name = $1 AND position < $2', [NAME, to]);
     this.position = to;
+    this.failures = 0;
     this.options.observe?.checkpoint(to);
   }
 
@@ -233,7 +250,7 @@ export class SagaRunner {
         // The provider's idempotency key is per order and step: a resend after a crash charges once.
         const idempotencyKey = `${orderId}:charge`;
         await s.payment(orderId, { type: 'RequestPayment', data: { orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey, now } }, sub('request'), COMMAND_RETRIES);
-        const outcome = await this.payments.charge({ orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey });
+        const outcome = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider charge', () => this.payments.charge({ orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey }));
         if (outcome.status === 'captured') {
           await s.payment(orderId, { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } }, sub('answer'), COMMAND_RETRIES);
         } else if (outcome.status === 'declined') {
@@ -244,9 +261,9 @@ export class SagaRunner {
       case 'RefundPayment': {
         const payment = await s.loadPayment(orderId);
         if (payment.status !== 'captured') return;
-        const refund = await this.payments.refund({
+        const refund = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider refund', () => this.payments.refund({
           orderId, providerRef: payment.providerRef, amountCents: payment.amountCents, currency: payment.currency, idempotencyKey: `${orderId}:refund`,
-        });
+        }));
         await s.payment(orderId, { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } }, ctx, COMMAND_RETRIES);
         return;
       }

@@ -60,7 +60,7 @@ export class SalesJobs {
   async scheduleDeadline(orderId: string, dueAt: string): Promise<void> {
     const delay = Math.max(0, Date.parse(dueAt) - Date.now());
     await this.deadlines.add('expire', { orderId, dueAt }, {
-      jobId: deadlineJobId(orderId), delay, attempts: 10, backoff: { type: 'exponential', delay: 500 },
+      jobId: deadlineJobId(orderId), delay, attempts: 1000, backoff: { type: 'fixed', delay: 2000 },
       removeOnComplete: { age: 7 * 86_400 }, removeOnFail: { age: 30 * 86_400 },
     });
   }
@@ -80,6 +80,9 @@ export class SalesJobs {
   async startWorkers(): Promise<void> {
     this.workers.push(new Worker(DEADLINE_QUEUE, async (job: Job<DeadlineData>) => {
       const { orderId, dueAt } = job.data;
+      // A deadline never expires a payment not asked for yet (the saga may still be sending it after a
+      // crash): fail, and BullMQ tries again with backoff, so the deadline is not spent on nothing.
+      if ((await this.services.loadPayment(orderId)).status === 'none') throw new Error(`payment of order ${orderId} not requested yet`);
       await this.services.payment(orderId, { type: 'ExpirePaymentDeadline', data: { orderId, dueAt, now: new Date() } }, systemContext('payment-deadline', `deadline-${orderId}`));
     }, { connection: this.connection(), prefix: this.prefix, concurrency: 8 }));
     this.workers.push(new Worker(SHIPPING_QUEUE, async () => this.shipBatch(), { connection: this.connection(), prefix: this.prefix, concurrency: 1 }));

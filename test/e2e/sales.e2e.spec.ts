@@ -103,6 +103,8 @@ describe('orders and the saga', () => {
     const all = await app.http('GET', '/orders?status=confirmed&limit=200', undefined, admin);
     expect(all.body.items.map((o: { orderId: string }) => o.orderId)).toContain(orderId);
     expect((await app.http('GET', '/orders?status=lost', undefined, a)).body.errors[0].field).toBe('status');
+    const forged = Buffer.from(JSON.stringify(['x', 'y'])).toString('base64url');
+    expect(await app.http('GET', `/orders?after=${forged}`, undefined, a)).toMatchObject({ status: 400, body: { errors: [{ field: 'after' }] } });
   });
 
   it.each([
@@ -211,7 +213,7 @@ describe('orders and the saga', () => {
     }, 'saga awaiting payment');
     expect(saga.pendingDeadline).toMatchObject({ dueAt: expect.any(String), job: { state: 'delayed' } });
     expect(saga.processedEvents.map((e: { type: string }) => e.type)).toEqual(['sales.OrderPlaced', 'sales.StockReserved']);
-    expect(saga.processedEvents[1].commands.map((k: { kind: string }) => k.kind)).toEqual(['MarkOrderReserved', 'ScheduleDeadline', 'RequestPayment']);
+    expect(saga.processedEvents[1].commands.map((k: { kind: string }) => k.kind)).toEqual(['MarkOrderReserved', 'RequestPayment', 'ScheduleDeadline']);
     expect((await app.http('GET', `/admin/sagas/${orderId}`, undefined, c)).status).toBe(403);
   });
 

@@ -219,7 +219,7 @@ export class PostgresEventStore implements EventStore {
       if (filtered && first?.max_final) position = Math.max(position, Number(first.max_final));
       // Deliberately a later statement (fresh snapshot): it also sees appends that committed after
       // the read above, so the subscriber polls again soon instead of waiting for a notification.
-      const beyond = await q.query('SELECT 1 FROM events WHERE position >= $1 LIMIT 1', [first?.horizon ?? '0']);
+      const beyond = await q.query('SELECT 1 FROM events WHERE position >= $1 ORDER BY position LIMIT 1', [first?.horizon ?? '0']);
       return { events, position, blocked: (beyond.rowCount ?? 0) > 0 };
     }
     return { events, position, blocked: false };
