@@ -1,8 +1,8 @@
 import { Client, type Pool } from 'pg';
-import { react, SAGA_TRIGGER_TYPES, orderIdOf, type SagaCommand, type SagaOptions, type SagaStepRecorded, type SagaTrigger } from '../../domain/sales/order-fulfilment.saga';
+import { emptyHistory, evolveSaga, react, SAGA_TRIGGER_TYPES, orderIdOf, type SagaCommand, type SagaHistory, type SagaOptions, type SagaStepRecorded, type SagaTrigger } from '../../domain/sales/order-fulfilment.saga';
 import { sagaStreamId } from '../../domain/sales/sales-errors';
 import type { CommandContext } from '../platform/commands/command-context';
-import { eventId } from '../platform/commands/command-handling';
+import { eventId, StateCache } from '../platform/commands/command-handling';
 import { ConcurrencyError, type RecordedEvent, type Subscription } from '../platform/event-store/event-store';
 import type { Logger } from '../platform/logger';
 import type { PaymentPort } from './payment-port';
@@ -64,6 +64,8 @@ export class SagaRunner {
   position = 0;
   /** Failures since the last batch that went through: the retry backoff grows with them. */
   private failures = 0;
+  /** Folded saga streams of recent orders (this runner is their only writer while it holds the lock). */
+  private readonly histories = new StateCache<SagaHistory>();
 
   constructor(
     private readonly pool: Pool,
@@ -182,12 +184,22 @@ export class SagaRunner {
     this.options.observe?.checkpoint(to);
   }
 
+  /** The saga's stream folded: from the cache plus newer events (a takeover elsewhere is read, never missed). */
+  private async history(orderId: string): Promise<{ history: SagaHistory; revision: number }> {
+    const cached = this.histories.get(orderId);
+    const events = (await this.services.platform.store.readStream(sagaStreamId(orderId), cached ? cached.revision + 1 : 0)) as unknown as (SagaStepRecorded & { revision: number })[];
+    const history = events.reduce(evolveSaga, cached?.state ?? emptyHistory);
+    const revision = events.length ? events[events.length - 1]!.revision : cached?.revision ?? -1;
+    this.histories.set(orderId, revision, history);
+    return { history, revision };
+  }
+
   /** One trigger: react, send, record. Safe to repeat at any point. */
   async handle(orderId: string, e: RecordedEvent): Promise<void> {
     const trigger = { id: e.id, type: e.type, data: e.data, streamId: e.streamId, position: e.position, at: e.recordedAt.toISOString() } as unknown as SagaTrigger;
     const streamId = sagaStreamId(orderId);
     for (let attempt = 0; ; attempt++) {
-      const { history, revision } = await this.services.loadSaga(orderId);
+      const { history, revision } = await this.history(orderId);
       if (history.processed.has(e.id)) return;
       const { state, commands } = react(history, trigger, this.options);
       for (const [i, command] of commands.entries()) {
@@ -204,6 +216,7 @@ export class SagaRunner {
           id: eventId(ACTOR, e.id, streamId, 0), type: step.type, data: step.data as unknown as Record<string, unknown>,
           metadata: { correlationId: String(e.metadata.correlationId ?? e.id), causationId: e.id, actor: ACTOR },
         }], revision === -1 ? 'no_stream' : revision);
+        this.histories.set(orderId, revision + 1, evolveSaga(history, step));
         this.options.observe?.step(trigger.type, commands);
         return;
       } catch (err) {
@@ -220,25 +233,25 @@ export class SagaRunner {
     const sub = (suffix: string): CommandContext => ({ ...ctx, idempotencyKey: `${ctx.idempotencyKey}:${suffix}` });
     switch (c.kind) {
       case 'ReserveStock':
-        await s.inventory(c.productId, { type: 'ReserveStock', data: { productId: c.productId, orderId, quantity: c.quantity, now } }, ctx, COMMAND_RETRIES);
+        await s.inventory(c.productId, { type: 'ReserveStock', data: { productId: c.productId, orderId, quantity: c.quantity, now } }, ctx, COMMAND_RETRIES, true);
         return;
       case 'ReleaseStock':
-        await s.inventory(c.productId, { type: 'ReleaseStock', data: { productId: c.productId, orderId, now } }, ctx, COMMAND_RETRIES);
+        await s.inventory(c.productId, { type: 'ReleaseStock', data: { productId: c.productId, orderId, now } }, ctx, COMMAND_RETRIES, true);
         return;
       case 'ShipStock':
-        await s.inventory(c.productId, { type: 'ShipStock', data: { productId: c.productId, orderId, now } }, ctx, COMMAND_RETRIES);
+        await s.inventory(c.productId, { type: 'ShipStock', data: { productId: c.productId, orderId, now } }, ctx, COMMAND_RETRIES, true);
         return;
       case 'MarkOrderReserved':
-        await s.order(orderId, { type: 'MarkOrderReserved', data: { orderId, now } }, ctx, COMMAND_RETRIES);
+        await s.order(orderId, { type: 'MarkOrderReserved', data: { orderId, now } }, ctx, COMMAND_RETRIES, true);
         return;
       case 'ConfirmOrder':
-        await s.order(orderId, { type: 'ConfirmOrder', data: { orderId, paymentRef: c.paymentRef, now } }, ctx, COMMAND_RETRIES);
+        await s.order(orderId, { type: 'ConfirmOrder', data: { orderId, paymentRef: c.paymentRef, now } }, ctx, COMMAND_RETRIES, true);
         return;
       case 'RejectOrder':
-        await s.order(orderId, { type: 'RejectOrder', data: { orderId, reason: c.reason, detail: c.detail, now } }, ctx, COMMAND_RETRIES);
+        await s.order(orderId, { type: 'RejectOrder', data: { orderId, reason: c.reason, detail: c.detail, now } }, ctx, COMMAND_RETRIES, true);
         return;
       case 'CancelOrder':
-        await s.order(orderId, { type: 'CancelOrder', data: { orderId, reason: c.reason, detail: c.detail, now } }, ctx, COMMAND_RETRIES);
+        await s.order(orderId, { type: 'CancelOrder', data: { orderId, reason: c.reason, detail: c.detail, now } }, ctx, COMMAND_RETRIES, true);
         return;
       case 'ScheduleDeadline':
         await this.jobs.scheduleDeadline(orderId, c.dueAt);
@@ -249,12 +262,12 @@ export class SagaRunner {
       case 'RequestPayment': {
         // The provider's idempotency key is per order and step: a resend after a crash charges once.
         const idempotencyKey = `${orderId}:charge`;
-        await s.payment(orderId, { type: 'RequestPayment', data: { orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey, now } }, sub('request'), COMMAND_RETRIES);
+        await s.payment(orderId, { type: 'RequestPayment', data: { orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey, now } }, sub('request'), COMMAND_RETRIES, true);
         const outcome = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider charge', () => this.payments.charge({ orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey }));
         if (outcome.status === 'captured') {
-          await s.payment(orderId, { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } }, sub('answer'), COMMAND_RETRIES);
+          await s.payment(orderId, { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } }, sub('answer'), COMMAND_RETRIES, true);
         } else if (outcome.status === 'declined') {
-          await s.payment(orderId, { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } }, sub('answer'), COMMAND_RETRIES);
+          await s.payment(orderId, { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } }, sub('answer'), COMMAND_RETRIES, true);
         }
         return;
       }
@@ -264,7 +277,7 @@ export class SagaRunner {
         const refund = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider refund', () => this.payments.refund({
           orderId, providerRef: payment.providerRef, amountCents: payment.amountCents, currency: payment.currency, idempotencyKey: `${orderId}:refund`,
         }));
-        await s.payment(orderId, { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } }, ctx, COMMAND_RETRIES);
+        await s.payment(orderId, { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } }, ctx, COMMAND_RETRIES, true);
         return;
       }
       default: {

@@ -21,9 +21,6 @@ import { Platform } from '../platform/platform';
  */
 @Injectable()
 export class SalesServices {
-  /** Inventory streams grow with every order of a product: decide from a cached fold plus the newer events. */
-  private readonly inventoryCache = new StateCache<InventoryState>();
-
   constructor(readonly platform: Platform) {}
 
   private get store() { return this.platform.store; }
@@ -32,6 +29,17 @@ export class SalesServices {
   run<C extends Command, E extends Event, S>(decider: Decider<C, E, S>, streamId: string, command: C, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES) {
     return handleCommand(this.store, decider, streamId, command, ctx, retries);
   }
+
+  /**
+   * Order, payment and inventory streams are written step after step by the saga: decide from
+   * cached folds. `fromSaga` skips the idempotency-key lookup (the saga needs no original result,
+   * and these deciders answer a repeated step with nothing).
+   */
+  private readonly caches = {
+    inventory: new StateCache<InventoryState>(),
+    order: new StateCache<OrderState>(),
+    payment: new StateCache<PaymentState>(),
+  };
 
   private async load<E extends Event, S>(decider: Pick<Decider<never, E, S>, 'initialState' | 'evolve'>, streamId: string): Promise<{ state: S; revision: number }> {
     const events = await this.store.readStream(streamId);
@@ -96,8 +104,8 @@ export class SalesServices {
     return this.inventory(productId, { type: 'ReceiveStock', data: { productId, ...input, by: by.id, now: ctx.now } }, ctx);
   }
 
-  inventory(productId: string, command: InventoryCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES): Promise<CommandResult> {
-    return handleCommand(this.store, inventoryDecider, inventoryStreamId(productId), command, ctx, retries, this.inventoryCache);
+  inventory(productId: string, command: InventoryCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES, fromSaga = false): Promise<CommandResult> {
+    return handleCommand(this.store, inventoryDecider, inventoryStreamId(productId), command, ctx, retries, { cache: this.caches.inventory, lookupKey: !fromSaga });
   }
 
   // ---- orders ----------------------------------------------------------------
@@ -115,12 +123,12 @@ export class SalesServices {
     return { orderId, ...result };
   }
 
-  order(orderId: string, command: OrderCommand, ctx: CommandContext, retries?: number): Promise<CommandResult> {
-    return this.run(orderDecider, orderStreamId(orderId), command, ctx, retries);
+  order(orderId: string, command: OrderCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES, fromSaga = false): Promise<CommandResult> {
+    return handleCommand(this.store, orderDecider, orderStreamId(orderId), command, ctx, retries, { cache: this.caches.order, lookupKey: !fromSaga });
   }
 
-  payment(orderId: string, command: PaymentCommand, ctx: CommandContext, retries?: number): Promise<CommandResult> {
-    return this.run(paymentDecider, paymentStreamId(orderId), command, ctx, retries);
+  payment(orderId: string, command: PaymentCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES, fromSaga = false): Promise<CommandResult> {
+    return handleCommand(this.store, paymentDecider, paymentStreamId(orderId), command, ctx, retries, { cache: this.caches.payment, lookupKey: !fromSaga });
   }
 
   /** The order as its owner or an admin may see it; anyone else is told it does not exist. */

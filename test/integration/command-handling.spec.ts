@@ -31,7 +31,7 @@ afterAll(async () => {
 
 it('three writers, two with their own cache and one without, never take more than there is, and each decision saw the true state', async () => {
   const caches = [new StateCache<number>(), new StateCache<number>(), undefined];
-  const takes = Array.from({ length: 60 }, (_, i) => handleCommand(store, decider, 'stock-1', { type: 'Take', data: { n: 1 + (i % 3) } }, ctx(), 100, caches[i % 3]));
+  const takes = Array.from({ length: 60 }, (_, i) => handleCommand(store, decider, 'stock-1', { type: 'Take', data: { n: 1 + (i % 3) } }, ctx(), 100, { cache: caches[i % 3] }));
   await Promise.all(takes);
   const events = await store.readStream('stock-1');
   let left = STOCK;
@@ -45,10 +45,10 @@ it('three writers, two with their own cache and one without, never take more tha
 
 it('a cache reads only the new events: after a write elsewhere it catches up, and a stale entry is never worse than no entry', async () => {
   const cache = new StateCache<number>();
-  await handleCommand(store, decider, 'stock-2', { type: 'Take', data: { n: 5 } }, ctx(), 5, cache);
+  await handleCommand(store, decider, 'stock-2', { type: 'Take', data: { n: 5 } }, ctx(), 5, { cache });
   expect(cache.get('stock-2')).toEqual({ revision: 0, state: 35 });
   await handleCommand(store, decider, 'stock-2', { type: 'Take', data: { n: 30 } }, ctx(), 5); // another process
-  await handleCommand(store, decider, 'stock-2', { type: 'Take', data: { n: 10 } }, ctx(), 5, cache); // does not fit: 5 left
+  await handleCommand(store, decider, 'stock-2', { type: 'Take', data: { n: 10 } }, ctx(), 5, { cache }); // does not fit: 5 left
   expect(cache.get('stock-2')).toEqual({ revision: 1, state: 5 });
   expect((await store.readStream('stock-2')).map((e) => e.data.n)).toEqual([5, 30]);
 });

@@ -18,10 +18,20 @@ export async function handleCommand<C extends Command, E extends Event, S>(
   command: C,
   ctx: CommandContext,
   retries: number,
-  cache?: StateCache<S>,
+  options: {
+    /** Decide from a cached fold plus the newer events. */
+    readonly cache?: StateCache<S> | undefined;
+    /**
+     * Look the idempotency key up before deciding (default), to answer a retried command with
+     * its original result. Senders that need no result and whose deciders ignore repeats (the
+     * saga) skip the round trip: the derived event ids still keep a repeat from being stored twice.
+     */
+    readonly lookupKey?: boolean;
+  } = {},
 ): Promise<CommandResult & { events: readonly E[] }> {
   const key = ctx.idempotencyKey;
-  if (key) {
+  const cache = options.cache;
+  if (key && options.lookupKey !== false) {
     const original = await store.findAppend(streamId, eventId(ctx.actor, key, streamId, 0));
     if (original) return { position: original.position, revision: original.nextRevision, duplicate: true, events: [] };
   }
