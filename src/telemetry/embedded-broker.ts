@@ -39,6 +39,11 @@ const WILDCARDS = /[+#/]/;
 const deviceOf = new WeakMap<Client, string>();
 /** Payload bytes being stored at once, across connections, before aedes is made to wait. */
 const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+/**
+ * What one message in flight costs beyond its payload (packet, parsed readings, promises, ack
+ * ticket), counted against the same budget so a flood of tiny messages is bounded too.
+ */
+const PER_MESSAGE_OVERHEAD_BYTES = 2048;
 
 interface AckTicket {
   readonly client: Client;
@@ -106,9 +111,9 @@ export class EmbeddedBroker {
         }
         if (this.closing) return done(new Error('shutting down')); // no PUBACK: the device resends to the next instance
         const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-        void this.admit(payload.length).then(() => {
+        void this.admit(payload.length + PER_MESSAGE_OVERHEAD_BYTES).then(() => {
           if (this.closing) {
-            this.release(payload.length);
+            this.release(payload.length + PER_MESSAGE_OVERHEAD_BYTES);
             return done(new Error('shutting down'));
           }
           // QoS 1 (MQTT-4.3.2): we send the PUBACK ourselves once the readings are stored, so aedes
@@ -133,7 +138,7 @@ export class EmbeddedBroker {
               else done(e instanceof Error ? e : new Error(String(e)));
             },
           ).finally(() => {
-            this.release(payload.length);
+            this.release(payload.length + PER_MESSAGE_OVERHEAD_BYTES);
             this.inFlight--;
             if (this.inFlight === 0) for (const r of this.idle.splice(0)) r();
           });
