@@ -82,10 +82,15 @@ export class ExternalSubscriber {
     });
   }
 
-  /** Takes no further message, lets the one being stored finish (its PUBACK goes out), then disconnects; the session keeps the rest. */
+  /**
+   * Takes no further message, lets the one being stored finish (its PUBACK goes out), then
+   * disconnects; the session keeps the rest. The end is forced: a message that arrived after
+   * `closing` is never called back, and a graceful end would wait for it forever. Unacknowledged,
+   * the broker redelivers it (and a PUBACK lost in the cut only means a resend, stored once).
+   */
   async stop(): Promise<void> {
     this.closing = true;
     await this.inFlight.catch(() => undefined);
-    await this.client?.endAsync(false).catch(() => undefined);
+    await this.client?.endAsync(true).catch(() => undefined);
   }
 }
