@@ -27,4 +27,5 @@ if [ -z "${TEST_DATABASE_URL:-}" ] || [ -z "${TEST_REDIS_URL:-}" ]; then
 fi
 
 npx eslint --max-warnings=0 .
-npx jest --ci "$@"
+# --forceExit: a test that fails while holding a server open must fail the run, not hang it.
+npx jest --ci --forceExit "$@"
