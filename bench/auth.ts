@@ -1,19 +1,19 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Agent, request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
+import type { Agent, OutgoingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Controller, Get, Inject, Module, Param } from '@nestjs/common';
 import { fastify, type FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
 import { notFound } from '../domain/shared/errors';
 import { createApp, type RunningApp } from '../src/app';
 import { loadConfig } from '../src/config';
 import { Public } from '../src/identity/auth-guard';
 import { IdentityServices } from '../src/identity/identity.services';
 import { createLogger } from '../src/platform/logger';
+import { dropRedisKeys, send, sendJson, target, type Target } from './http-client';
 import { RUNS, benchDatabaseUrl, envInt, fmtMs, info, loadLine, median, percentile, serverSummary, sleep } from './support';
 
 /**
@@ -79,45 +79,10 @@ class BenchModule {}
 
 // ---- HTTP client ----------------------------------------------------------
 
-interface Target {
-  readonly port: number;
-  readonly agent: Agent;
-}
 
-interface Reply {
-  status: number;
-  body: string;
-}
 
-function target(url: string, sockets: number): Target {
-  const u = new URL(url);
-  if (u.hostname !== '127.0.0.1') throw new Error(`bench requests go to 127.0.0.1 only, not ${u.hostname}`);
-  return { port: Number(u.port), agent: new Agent({ keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets }) };
-}
 
-function send(t: Target, method: string, path: string, headers: OutgoingHttpHeaders = {}, body?: string): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({
-      host: '127.0.0.1', port: t.port, agent: t.agent, method, path,
-      headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`${method} ${path} timed out`)));
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
-async function sendJson(t: Target, method: string, path: string, body: unknown, headers: OutgoingHttpHeaders = {}): Promise<{ status: number; json: any }> {
-  const r = await send(t, method, path, headers, JSON.stringify(body));
-  let json: unknown;
-  try { json = r.body ? JSON.parse(r.body) : undefined; } catch { json = r.body; }
-  return { status: r.status, json };
-}
 
 /** One request of a side: path and headers for request i. */
 type Req = (i: number) => { path: string; headers?: OutgoingHttpHeaders };
@@ -332,21 +297,6 @@ async function perCall(n: number, fn: (i: number) => Promise<unknown>): Promise<
   return ((performance.now() - t0) * 1000) / n;
 }
 
-async function dropRedisKeys(url: string, prefix: string): Promise<void> {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
-  try {
-    await redis.connect();
-    let cursor = '0';
-    let rounds = 0;
-    do {
-      const [c, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = c;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0' && ++rounds < 100_000);
-  } finally {
-    redis.disconnect();
-  }
-}
 
 // ---- main ----------------------------------------------------------------
 
@@ -395,9 +345,9 @@ async function main(): Promise<void> {
     });
     const bareUrl = await bare.listen({ port: 0, host: '127.0.0.1' });
 
-    const app = target(running.url, CONCURRENCY + LANES);
-    const raw = target(bareUrl, CONCURRENCY);
-    const login = target(running.url, STORM_CONCURRENCY);
+    const app = target(running.url, CONCURRENCY + LANES, REQUEST_TIMEOUT_MS);
+    const raw = target(bareUrl, CONCURRENCY, REQUEST_TIMEOUT_MS);
+    const login = target(running.url, STORM_CONCURRENCY, REQUEST_TIMEOUT_MS);
     agents.push(app.agent, raw.agent, login.agent);
 
     const setup = performance.now();

@@ -1,16 +1,11 @@
 import { Client } from 'pg';
+import { withDatabase } from './support';
 
 /**
  * Used by bench/run.sh:
  *   node dist/bench/db.js create <server-url> <name>   creates database <name>, prints its URL
  *   node dist/bench/db.js drop <server-url> <name>     drops it
  */
-
-function withDatabase(url: string, db: string): string {
-  const u = new URL(url);
-  u.pathname = `/${db}`;
-  return u.toString();
-}
 
 async function main([command, url, name]: string[]): Promise<void> {
   if (!url || !name || !/^[a-z_][a-z0-9_]{0,62}$/.test(name) || (command !== 'create' && command !== 'drop')) {

@@ -1,12 +1,11 @@
 import 'reflect-metadata';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { Agent, request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Agent } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { Client, Pool } from 'pg';
-import { Redis } from 'ioredis';
 import { createApp, type RunningApp } from '../src/app';
 import { loadConfig } from '../src/config';
 import { ConcurrencyError, type EventToAppend, type ExpectedRevision } from '../src/platform/event-store/event-store';
@@ -14,7 +13,8 @@ import { PostgresEventStore } from '../src/platform/event-store/postgres-event-s
 import { createLogger } from '../src/platform/logger';
 import { migrate } from '../src/platform/migrations';
 import { SAGA_TRIGGER_TYPES } from '../domain/sales/order-fulfilment.saga';
-import { RUNS, benchDatabaseUrl, concurrently, envInt, fmtMs, info, loadLine, median, percentile, serverSummary, sleep } from './support';
+import { dropRedisKeys, sendJson, target, type Target } from './http-client';
+import { RUNS, benchDatabaseUrl, concurrently, envInt, fmtMs, info, loadLine, median, percentile, serverSummary, sleep, withDatabase } from './support';
 
 /**
  * Orders from `POST /orders` to `confirmed` on the real application
@@ -72,39 +72,8 @@ const PASSTHROUGH = ['SAGA_CONCURRENCY', 'PG_POOL_SIZE', 'COMMAND_RETRIES', 'PAY
 
 // ---- HTTP client ----------------------------------------------------------
 
-interface Target {
-  readonly port: number;
-  readonly agent: Agent;
-}
 
-function target(url: string, sockets: number): Target {
-  const u = new URL(url);
-  if (u.hostname !== '127.0.0.1') throw new Error(`bench requests go to 127.0.0.1 only, not ${u.hostname}`);
-  return { port: Number(u.port), agent: new Agent({ keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets }) };
-}
 
-function sendJson(t: Target, method: string, path: string, body: unknown, headers: OutgoingHttpHeaders = {}): Promise<{ status: number; json: any }> {
-  const text = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({
-      host: '127.0.0.1', port: t.port, agent: t.agent, method, path,
-      headers: { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const raw = Buffer.concat(chunks).toString('utf8');
-        let json: unknown;
-        try { json = raw ? JSON.parse(raw) : undefined; } catch { json = raw; }
-        resolve({ status: res.statusCode ?? 0, json });
-      });
-      res.on('error', reject);
-    });
-    req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`${method} ${path} timed out`)));
-    req.on('error', reject);
-    req.end(text);
-  });
-}
 
 // ---- watching final states in the event store -----------------------------
 
@@ -530,11 +499,6 @@ async function registerProducts(t: Target, admin: { authorization: string }, tag
   return ids;
 }
 
-const withDatabase = (url: string, db: string) => {
-  const u = new URL(url);
-  u.pathname = `/${db}`;
-  return u.toString();
-};
 
 /** pg_stat_database counters of one database (flushed by other backends within about a second). */
 async function dbStats(pool: Pool, db: string): Promise<Record<string, number>> {
@@ -617,21 +581,6 @@ async function settle(running: RunningApp, sagaSteps: () => number, steps: numbe
   await Promise.all(names.map((n) => running.platform.projections.waitFor(n, head, 10_000).catch(() => false)));
 }
 
-async function dropRedisKeys(url: string, prefix: string): Promise<void> {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
-  try {
-    await redis.connect();
-    let cursor = '0';
-    let rounds = 0;
-    do {
-      const [c, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = c;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0' && ++rounds < 100_000);
-  } finally {
-    redis.disconnect();
-  }
-}
 
 const fmtOrders = (perSec: number) => `${perSec.toFixed(perSec < 100 ? 1 : 0)} orders/s`;
 const runsOf = (xs: readonly number[], digits = 1) => xs.map((x) => x.toFixed(digits)).join(' / ');
@@ -697,7 +646,7 @@ async function main(): Promise<void> {
     const raw: Raw = { store: rawStore, revisions: new Map(), conflicts: 0 };
     statsPool = new Pool({ connectionString: databaseUrl, max: 2, application_name: 'bench-stats' });
 
-    const app = target(running.url, CLIENTS + 64);
+    const app = target(running.url, CLIENTS + 64, REQUEST_TIMEOUT_MS);
     agent = app.agent;
     const setup = performance.now();
     const adminLogin = await sendJson(app, 'POST', '/auth/login', { email: config.ADMIN_EMAIL, password: adminPassword });

@@ -175,3 +175,10 @@ export function loadLine(when: string): string {
   const [a, b, c] = loadavg();
   return `load average at ${when}: ${a!.toFixed(2)} ${b!.toFixed(2)} ${c!.toFixed(2)}`;
 }
+
+/** The same server URL with another database name. */
+export function withDatabase(url: string, db: string): string {
+  const u = new URL(url);
+  u.pathname = `/${db}`;
+  return u.toString();
+}
