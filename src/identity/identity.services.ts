@@ -234,6 +234,27 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     return fold(deviceDecider, events as unknown as DeviceEvent[]);
   }
 
+  /**
+   * Whether a device may connect and publish now (MQTT CONNECT, readings).
+   * Contract used by telemetry; identity decides what "may" means.
+   */
+  async deviceMayConnect(deviceId: string): Promise<boolean> {
+    return (await this.loadDevice(deviceId)).status === 'active';
+  }
+
+  /**
+   * Watches a long-lived session (an MQTT connection, an SSE stream) opened with
+   * `principal`: calls `end(reason)` once when its access is withdrawn. Returns
+   * the function that stops watching (call it when the session ends by itself).
+   * Today: the token's expiry.
+   */
+  watchSession(principal: Principal, end: (reason: string) => void): () => void {
+    const ms = Math.max(0, principal.exp * 1000 - Date.now());
+    const timer = setTimeout(() => end('token expired'), Math.min(ms, 2_147_000_000));
+    timer.unref();
+    return () => clearTimeout(timer);
+  }
+
   async registerDevice(owner: Caller, name: string, ctx: CommandContext): Promise<CommandResult & { deviceId: string; secret: string }> {
     const deviceId = ctx.idempotencyKey ? eventId(ctx.actor, ctx.idempotencyKey, 'device', 0) : randomUUID();
     const secret = randomBytes(32).toString('base64url');

@@ -86,7 +86,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
       this.broker = new EmbeddedBroker({
         host: c.MQTT_HOST, port: c.MQTT_PORT, maxPacketBytes: c.TELEMETRY_MAX_PACKET_BYTES, log, sinks: this.sinks,
         authenticate: (token) => this.identity.authenticate(`Bearer ${token}`, 'device'),
-        deviceActive: async (id) => (await this.identity.loadDevice(id)).status === 'active',
+        deviceActive: (id) => this.identity.deviceMayConnect(id),
       });
       const port = await this.broker.start();
       log.info({ mqttPort: port }, 'mqtt: embedded broker listening');
