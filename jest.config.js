@@ -10,7 +10,19 @@ const swc = [
     module: { type: 'commonjs' },
   },
 ];
-const common = { transform: { '^.+\\.ts$': swc }, testEnvironment: 'node' };
+/**
+ * aedes 1.x ships as ES modules only. Node (>= 20.19) `require`s it, but Jest's own module
+ * system cannot, so Jest compiles it (and only it) to CommonJS with the same SWC.
+ */
+const swcEsm = [
+  '@swc/jest',
+  { jsc: { parser: { syntax: 'ecmascript', importAttributes: true }, target: 'es2022' }, module: { type: 'commonjs' } },
+];
+const common = {
+  transform: { '^.+\\.ts$': swc, '/node_modules/aedes/.+\\.js$': swcEsm },
+  transformIgnorePatterns: ['/node_modules/(?!aedes/)'],
+  testEnvironment: 'node',
+};
 module.exports = {
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/domain/**/*.spec.ts', '<rootDir>/test/unit/**/*.spec.ts'] },

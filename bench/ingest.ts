@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,7 +41,7 @@ const payload = (n: number) => JSON.stringify(Array.from({ length: n }, () => {
 }));
 
 async function connect(port: number, deviceId: string, token: string): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { username: deviceId, password: token, clientId: `bench-${randomUUID().slice(0, 8)}`, protocolVersion: 4, reconnectPeriod: 0 });
+  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { username: deviceId, password: token, clientId: deviceId, protocolVersion: 4, reconnectPeriod: 0 });
   c.setMaxListeners(0);
   return c;
 }
@@ -97,14 +97,18 @@ async function main(): Promise<void> {
     const identity = app.app.get(IdentityServices);
     const telemetry = app.app.get(TelemetryServices);
     passthrough = new EmbeddedBroker({
-      host: '127.0.0.1', port: 0, maxPacketBytes: config.TELEMETRY_MAX_PACKET_BYTES, log: createLogger('silent'),
+      host: '127.0.0.1', port: 0, log: createLogger('silent'),
+      maxPacketBytes: config.TELEMETRY_MAX_PACKET_BYTES, maxConnectPacketBytes: config.MQTT_MAX_CONNECT_PACKET_BYTES,
+      maxConnections: config.MQTT_MAX_CONNECTIONS, connectTimeoutMs: config.MQTT_CONNECT_TIMEOUT_MS,
+      maxInflightQos2: config.MQTT_MAX_INFLIGHT_QOS2, maxSubscriptions: config.MQTT_MAX_SUBSCRIPTIONS, maxRetainedBytes: config.MQTT_MAX_RETAINED_BYTES,
       sinks: {
         maxPayloadBytes: config.TELEMETRY_MAX_PAYLOAD_BYTES,
         ingest: (_d, readings) => Promise.resolve({ accepted: readings.length, duplicates: 0, position: 0, revision: 0, duplicate: false }),
-        deadLetter: () => Promise.resolve(),
+        deadLetter: () => Promise.resolve('stored' as const),
       },
       authenticate: (t) => identity.authenticate(`Bearer ${t}`, 'device'),
       deviceActive: async (id) => (await identity.loadDevice(id)).status === 'active',
+      watchSession: (principal, end) => identity.watchSession(principal, end),
     });
     const passPort = await passthrough.start();
     const messages = Math.ceil(READINGS / PER_MESSAGE);

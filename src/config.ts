@@ -95,6 +95,24 @@ export const configSchema = z.object({
   /** Raw readings older than this many days are dropped from the read model (the events and rollups stay); 0 keeps them. */
   TELEMETRY_RETENTION_DAYS: z.coerce.number().int().min(0).default(90),
   TELEMETRY_RETENTION_INTERVAL_S: positiveInt.default(3600),
+  // Telemetry: MQTT limits against hostile clients (embedded broker) and dead letters (both modes).
+  /** Open connections to the embedded broker at most; more are closed as they arrive. */
+  MQTT_MAX_CONNECTIONS: positiveInt.max(1_000_000).default(1000),
+  /** Largest packet before a CONNECT is accepted (the CONNECT itself included): a token and a small will fit. */
+  MQTT_MAX_CONNECT_PACKET_BYTES: positiveInt.min(1024).max(268_435_455).default(16_384),
+  /** A connection that sends no CONNECT within this time is closed. */
+  MQTT_CONNECT_TIMEOUT_MS: positiveInt.max(300_000).default(10_000),
+  /** QoS 2 PUBLISHes per connection awaiting PUBREL; one more closes the connection. */
+  MQTT_MAX_INFLIGHT_QOS2: positiveInt.max(65_535).default(100),
+  /** Topic filters one connection may hold (all within devices/<own id>/#); more get SUBACK 0x80. */
+  MQTT_MAX_SUBSCRIPTIONS: positiveInt.max(10_000).default(16),
+  /** Payload bytes of retained messages the embedded broker keeps, all devices together; 0: the retain flag is ignored. */
+  MQTT_MAX_RETAINED_BYTES: z.coerce.number().int().min(0).max(1024 * 1_048_576).default(0),
+  /** Dead letters older than this many days are deleted (with raw-reading retention's interval); 0 keeps them. */
+  TELEMETRY_DEAD_LETTER_RETENTION_DAYS: z.coerce.number().int().min(0).default(30),
+  /** Dead letters stored per device (per instance) in TELEMETRY_DEAD_LETTER_WINDOW_S; past it, see the README. */
+  TELEMETRY_DEAD_LETTERS_PER_DEVICE: positiveInt.max(1_000_000).default(100),
+  TELEMETRY_DEAD_LETTER_WINDOW_S: positiveInt.max(86_400).default(60),
   // Sales: the order saga, payment deadlines, the shipping batch.
   /** Set to "false" for an instance that serves HTTP but runs no saga, deadline or shipping work. */
   RUN_SAGAS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),

@@ -42,3 +42,46 @@ export async function listDeadLetters(pool: Pool, limit: number, before?: number
   }));
   return { items, nextBefore: res.rows.length > limit ? items[items.length - 1]!.id : null };
 }
+
+/** Drops up to `limit` dead letters received before `before` (oldest first); returns how many. */
+export async function deleteDeadLettersBefore(pool: Pool, before: Date, limit: number): Promise<number> {
+  const res = await pool.query(
+    `DELETE FROM telemetry_dead_letters WHERE id IN (
+       SELECT id FROM telemetry_dead_letters WHERE received_at < $1 ORDER BY received_at LIMIT $2)`, [before, limit]);
+  return res.rowCount ?? 0;
+}
+
+export type RateVerdict = 'within' | 'first-over' | 'over';
+
+/**
+ * Dead letters per device in a fixed window (per instance, in memory: it guards
+ * this instance's writes; a window that starts at the device's first dead letter).
+ * Written here rather than taken from a rate-limit library: it is a counter per
+ * key, and the one question it answers ("the first one past the rate?") decides
+ * whether a summary row is written.
+ */
+export class DeadLetterRate {
+  private readonly windows = new Map<string, { start: number; count: number }>();
+  private sweepAt = 1024;
+
+  constructor(private readonly max: number, private readonly windowMs: number, private readonly now: () => number = Date.now) {}
+
+  take(key: string): RateVerdict {
+    const t = this.now();
+    let w = this.windows.get(key);
+    if (!w || t - w.start >= this.windowMs) {
+      w = { start: t, count: 0 };
+      this.windows.set(key, w);
+      if (this.windows.size >= this.sweepAt) this.sweep(t);
+    }
+    w.count++;
+    if (w.count <= this.max) return 'within';
+    return w.count === this.max + 1 ? 'first-over' : 'over';
+  }
+
+  /** Forgets ended windows, so memory follows the devices of one window, not every device ever seen. */
+  private sweep(t: number): void {
+    for (const [k, w] of this.windows) if (t - w.start >= this.windowMs) this.windows.delete(k);
+    this.sweepAt = Math.max(1024, this.windows.size * 2);
+  }
+}

@@ -56,6 +56,9 @@ export class ExternalSubscriber {
       if (packet.cmd !== 'publish') return callback();
       if (this.closing) return; // no PUBACK: redelivered to the session when it reconnects
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+      // Stored, dead-lettered, or past its device's dead-letter rate (logged and counted by the
+      // sinks): acknowledged either way. Withholding the PUBACK of one device's flood would stall
+      // every device behind it, since MQTT.js takes one message at a time.
       const work = handleReadingsMessage(o.sinks, packet.topic, payload, new Date()).then(
         () => callback(),
         (e: unknown) => {

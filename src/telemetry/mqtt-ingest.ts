@@ -10,6 +10,9 @@ import type { IngestOutcome } from './ingest';
  * or the message dead-lettered — and only then may the caller PUBACK it
  * (MQTT-4.3.2: the receiver owns the message once it has sent PUBACK).
  * Rejects on a failure to store either way (the caller must not acknowledge).
+ * Resolves `rate-limited` when the device is past its dead-letter rate: the
+ * message was not kept, and the caller decides (embedded broker: no PUBACK and
+ * the connection closes; external broker: acknowledged, logged and counted).
  */
 
 export const READINGS_TOPIC = /^devices\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/readings$/;
@@ -18,17 +21,23 @@ export const readingsTopic = (deviceId: string) => `devices/${deviceId}/readings
 export interface MessageSinks {
   readonly maxPayloadBytes: number;
   ingest(deviceId: string, readings: ReturnType<typeof parseReadings>, correlationId: string): Promise<IngestOutcome>;
-  deadLetter(deviceId: string | null, topic: string, payload: Buffer, code: string, reason: string): Promise<void>;
+  /** Keeps a message that can never be stored as readings, unless its device is past its dead-letter rate. */
+  deadLetter(deviceId: string | null, topic: string, payload: Buffer, code: string, reason: string): Promise<DeadLetterOutcome>;
 }
 
-export type MessageResult = { kind: 'stored'; outcome: IngestOutcome } | { kind: 'dead-lettered'; code: string };
+export type DeadLetterOutcome = 'stored' | 'rate-limited';
+
+export type MessageResult =
+  | { kind: 'stored'; outcome: IngestOutcome }
+  | { kind: 'dead-lettered'; code: string }
+  | { kind: 'rate-limited'; code: string };
 
 export async function handleReadingsMessage(sinks: MessageSinks, topic: string, payload: Buffer, receivedAt: Date): Promise<MessageResult> {
   const m = READINGS_TOPIC.exec(topic);
   const deviceId = m ? m[1]! : null;
   const dead = async (code: string, reason: string): Promise<MessageResult> => {
-    await sinks.deadLetter(deviceId, topic, payload, code, reason);
-    return { kind: 'dead-lettered', code };
+    const kept = await sinks.deadLetter(deviceId, topic, payload, code, reason);
+    return { kind: kept === 'stored' ? 'dead-lettered' : 'rate-limited', code };
   };
   if (!deviceId) return dead('TELEMETRY.INVALID_TOPIC', 'topic must be devices/<device id>/readings');
   if (payload.length > sinks.maxPayloadBytes) {

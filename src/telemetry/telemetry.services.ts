@@ -7,7 +7,7 @@ import type { CommandContext } from '../platform/commands/command-context';
 import type { Caller } from '../platform/commands/command-registry';
 import { Platform } from '../platform/platform';
 import { IdentityServices } from '../identity/identity.services';
-import { storeDeadLetter } from './dead-letters';
+import { DeadLetterRate, deleteDeadLettersBefore, storeDeadLetter } from './dead-letters';
 import { EmbeddedBroker } from './embedded-broker';
 import { ExternalSubscriber } from './external-subscriber';
 import { ReadingIngestor, type IngestOutcome } from './ingest';
@@ -34,6 +34,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
   private retentionRun: Promise<void> = Promise.resolve();
   private readonly streams = new Set<() => void>();
   readonly deadLetters: Counter<'code'>;
+  readonly deadLettersRateLimited: Counter<'code'>;
   readonly stored: Counter;
   readonly duplicates: Counter;
 
@@ -43,6 +44,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     this.deadLetters = new Counter({ name: 'telemetry_dead_letters_total', help: 'MQTT messages dead-lettered, by reason code', labelNames: ['code'], registers });
     this.stored = new Counter({ name: 'telemetry_readings_stored_total', help: 'Readings appended as telemetry.ReadingRecorded', registers });
     this.duplicates = new Counter({ name: 'telemetry_readings_duplicate_total', help: 'Readings received again and stored once', registers });
+    this.deadLettersRateLimited = new Counter({ name: 'telemetry_dead_letters_rate_limited_total', help: 'Dead letters not stored: their device was past TELEMETRY_DEAD_LETTERS_PER_DEVICE', labelNames: ['code'], registers });
     const batches = new Counter({ name: 'telemetry_ingest_batches_total', help: 'Group-commit appends of readings', registers });
     this.ingestor = new ReadingIngestor(platform.pool, platform.store, {
       maxBatch: c.TELEMETRY_BATCH_MAX_READINGS,
@@ -55,15 +57,31 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     });
     const ingestor = this.ingestor;
     new Gauge({ name: 'telemetry_ingest_pending_readings', help: 'Readings waiting for or in an append', registers, collect() { this.set(ingestor.inFlight); } });
+    const rate = new DeadLetterRate(c.TELEMETRY_DEAD_LETTERS_PER_DEVICE, c.TELEMETRY_DEAD_LETTER_WINDOW_S * 1000);
     this.sinks = {
       maxPayloadBytes: c.TELEMETRY_MAX_PAYLOAD_BYTES,
       ingest: (deviceId, readings, correlationId) => this.ingestor.ingest(deviceId, readings, {
         correlationId, causationId: `mqtt:${correlationId}`, actor: `device:${deviceId}`,
       }),
       deadLetter: async (deviceId, topic, payload, code, reason) => {
-        await storeDeadLetter(platform.pool, { deviceId, topic, payload, code, reason });
-        this.deadLetters.inc({ code });
-        platform.log.info({ deviceId, topic, code, reason, bytes: payload.length }, 'mqtt: message dead-lettered');
+        // A device that keeps sending what cannot be stored must not fill the disk: past its
+        // rate, one row says so (with the message that crossed it) and the rest are not
+        // stored; every one is still logged and counted, and the caller decides about the connection.
+        const verdict = rate.take(deviceId ?? '(no device)');
+        if (verdict === 'over') {
+          this.deadLettersRateLimited.inc({ code });
+          platform.log.warn({ deviceId, topic: topic.slice(0, 300), code, bytes: payload.length }, 'mqtt: dead letter not stored (device past TELEMETRY_DEAD_LETTERS_PER_DEVICE)');
+          return 'rate-limited';
+        }
+        const stored = verdict === 'within' ? { code, reason } : {
+          code: 'TELEMETRY.DEAD_LETTER_RATE_EXCEEDED',
+          reason: `${code}: ${reason} -- and more than ${c.TELEMETRY_DEAD_LETTERS_PER_DEVICE} dead letters from this device within `
+            + `${c.TELEMETRY_DEAD_LETTER_WINDOW_S} s: the next ones in this window are not stored (logged, counted in telemetry_dead_letters_rate_limited_total)`,
+        };
+        await storeDeadLetter(platform.pool, { deviceId, topic, payload, ...stored });
+        this.deadLetters.inc({ code: stored.code });
+        platform.log.info({ deviceId, topic: topic.slice(0, 300), code: stored.code, reason: stored.reason.slice(0, 300), bytes: payload.length }, 'mqtt: message dead-lettered');
+        return 'stored';
       },
     };
   }
@@ -84,14 +102,22 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
       await this.subscriber.start();
     } else if (c.MQTT_ENABLED) {
       this.broker = new EmbeddedBroker({
-        host: c.MQTT_HOST, port: c.MQTT_PORT, maxPacketBytes: c.TELEMETRY_MAX_PACKET_BYTES, log, sinks: this.sinks,
+        host: c.MQTT_HOST, port: c.MQTT_PORT, log, sinks: this.sinks, registry: this.platform.metrics.registry,
+        maxPacketBytes: c.TELEMETRY_MAX_PACKET_BYTES,
+        maxConnectPacketBytes: c.MQTT_MAX_CONNECT_PACKET_BYTES,
+        maxConnections: c.MQTT_MAX_CONNECTIONS,
+        connectTimeoutMs: c.MQTT_CONNECT_TIMEOUT_MS,
+        maxInflightQos2: c.MQTT_MAX_INFLIGHT_QOS2,
+        maxSubscriptions: c.MQTT_MAX_SUBSCRIPTIONS,
+        maxRetainedBytes: c.MQTT_MAX_RETAINED_BYTES,
         authenticate: (token) => this.identity.authenticate(`Bearer ${token}`, 'device'),
         deviceActive: (id) => this.identity.deviceMayConnect(id),
+        watchSession: (principal, end) => this.identity.watchSession(principal, end),
       });
       const port = await this.broker.start();
       log.info({ mqttPort: port }, 'mqtt: embedded broker listening');
     }
-    if (c.RUN_PROJECTIONS && c.TELEMETRY_RETENTION_DAYS > 0) {
+    if (c.RUN_PROJECTIONS && (c.TELEMETRY_RETENTION_DAYS > 0 || c.TELEMETRY_DEAD_LETTER_RETENTION_DAYS > 0)) {
       const run = () => { this.retentionRun = this.applyRetention().then(() => undefined, (e: unknown) => log.warn({ err: e }, 'telemetry: retention failed')); };
       this.retentionTimer = setInterval(run, c.TELEMETRY_RETENTION_INTERVAL_S * 1000);
       this.retentionTimer.unref();
@@ -108,14 +134,31 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     await this.retentionRun;
   }
 
-  /** Drops raw readings older than TELEMETRY_RETENTION_DAYS, in bounded chunks. Returns how many. */
+  /**
+   * Drops raw readings older than TELEMETRY_RETENTION_DAYS and dead letters older than
+   * TELEMETRY_DEAD_LETTER_RETENTION_DAYS, in bounded chunks. Returns how many readings.
+   */
   async applyRetention(now = new Date()): Promise<number> {
+    await this.applyDeadLetterRetention(now);
     const days = this.platform.config.TELEMETRY_RETENTION_DAYS;
     if (days <= 0) return 0;
     const before = new Date(now.getTime() - days * 86_400_000);
     let total = 0;
     for (;;) {
       const n = await deleteReadingsBefore(this.platform.pool, before, RETENTION_CHUNK);
+      total += n;
+      if (n < RETENTION_CHUNK) return total;
+    }
+  }
+
+  /** Drops dead letters older than TELEMETRY_DEAD_LETTER_RETENTION_DAYS, in bounded chunks. Returns how many. */
+  async applyDeadLetterRetention(now = new Date()): Promise<number> {
+    const days = this.platform.config.TELEMETRY_DEAD_LETTER_RETENTION_DAYS;
+    if (days <= 0) return 0;
+    const before = new Date(now.getTime() - days * 86_400_000);
+    let total = 0;
+    for (;;) {
+      const n = await deleteDeadLettersBefore(this.platform.pool, before, RETENTION_CHUNK);
       total += n;
       if (n < RETENTION_CHUNK) return total;
     }

@@ -53,7 +53,7 @@ describe('MQTT ingestion (embedded broker)', () => {
 
   it('the Debian mosquitto_pub client publishes with a device token', async () => {
     const { stdout, stderr } = await exec('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-q', '1', '-V', 'mqttv311',
-      '-i', `pub-${dev.deviceId.slice(0, 8)}`, '-u', dev.deviceId, '-P', dev.token, '-t', topic(dev.deviceId),
+      '-i', dev.deviceId, '-u', dev.deviceId, '-P', dev.token, '-t', topic(dev.deviceId),
       '-m', JSON.stringify({ metric: 'pressure', value: 1013.25, ts: '2026-01-01T00:01:00Z' })]);
     expect(stdout + stderr).toBe('');
     const r = await app.http('GET', `/devices/${dev.deviceId}/metrics/pressure/latest`, undefined, { ...dev.owner, 'x-min-position': String(await app.platform.store.headPosition()) });
@@ -69,7 +69,7 @@ describe('MQTT ingestion (embedded broker)', () => {
     for (const id of ['dev/1', 'dev+', 'dev#']) {
       await expect(connectDevice(port, dev.deviceId, dev.token, { clientId: id })).rejects.toThrow(/Identifier rejected/i);
     }
-    await expect(connectDevice(port, `${dev.deviceId}/x`, dev.token)).rejects.toThrow(/Bad username or password/i);
+    await expect(connectDevice(port, `${dev.deviceId}/x`, dev.token, { clientId: dev.deviceId })).rejects.toThrow(/Bad username or password/i);
   });
 
   it('publishing to another device\'s topic closes the connection without PUBACK and stores nothing', async () => {
