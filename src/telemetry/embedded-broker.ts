@@ -86,6 +86,8 @@ interface ClientInternals {
   connected: boolean;
   closed: boolean;
   subscriptions: Record<string, unknown>;
+  /** Message ids of QoS 2 PUBLISHes awaiting PUBREL (aedes 1.x). */
+  _inboundInflight: Set<number>;
   _parser: { parse(buf: Buffer): unknown };
 }
 const internals = (c: Client) => c as unknown as ClientInternals;
@@ -354,6 +356,11 @@ export class EmbeddedBroker {
       return done(new Error(`publish to ${packet.topic.slice(0, 300)} is not allowed`));
     }
     if (this.closing) return done(new Error('shutting down')); // no PUBACK: the device resends to the next instance
+    // aedes refuses a QoS 2 PUBLISH past maxInflightInbound only after this hook: refuse it here, before its readings are stored.
+    const inflightQos2 = internals(client)._inboundInflight;
+    if (packet.qos === 2 && inflightQos2.size >= this.options.maxInflightQos2 && !inflightQos2.has(packet.messageId!)) {
+      return done(new Error(`maxInflightInbound exceeded: ${this.options.maxInflightQos2} QoS 2 messages already awaiting PUBREL`));
+    }
     // Readings are the record; a retained copy is kept only within MQTT_MAX_RETAINED_BYTES.
     if (packet.retain && this.options.maxRetainedBytes === 0) packet.retain = false;
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
