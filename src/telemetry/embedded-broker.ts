@@ -154,7 +154,7 @@ const ERROR_REASONS: [RegExp, string][] = [
   [/identifier rejected|client id/i, 'client_id_refused'],
   [/username|password|token|revoked|not authorized|unavailable/i, 'connect_refused'],
   [/ECONNRESET|EPIPE|ETIMEDOUT|write after end|socket|connection closed/i, 'socket'],
-  [/invalid|malformed|unknown|not allowed|impossible|protocol|wrong|cannot parse|header|length|qos|reserved|flag|topic|utf|payload|property|string/i, 'protocol'],
+  [/invalid|malformed|unknown|not allowed|only allowed|not supported|too short|impossible|protocol|wrong|cannot parse|header|length|qos|reserved|flag|topic|utf|payload|property|string/i, 'protocol'],
 ];
 function reasonOf(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);

@@ -312,6 +312,23 @@ describe('connections', () => {
     }, 'a device to connect once there is room');
     for (const o of open) o.end();
   });
+
+  it('by default (MQTT_MAX_RETAINED_BYTES=0) the retain flag is ignored: the reading is stored, nothing is retained', async () => {
+    const p = capped.app.get(TelemetryServices).mqttPort;
+    const d = await ownerWithDevice(capped.http);
+    const c = await connectDevice(p, d.deviceId, d.token);
+    await c.publishAsync(topic(d.deviceId), reading('retained'), { qos: 1, retain: true });
+    c.end(true);
+    await eventually(async () => metric((await capped.http('GET', '/metrics')).body as string, 'mqtt_connections') === 0, 'the connection to go');
+    const { c: again } = await RawMqtt.connectAs(p, d.deviceId, d.deviceId, d.token);
+    again.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: topic(d.deviceId), qos: 0 }] });
+    await again.next((x) => x.cmd === 'suback', 'SUBACK');
+    again.send(publish(topic(d.deviceId), 0, reading('marker')));
+    await again.next((x) => x.cmd === 'publish', 'the marker');
+    again.end();
+    expect(again.received.filter((x) => x.cmd === 'publish' && x.retain)).toEqual([]);
+    expect((await capped.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE stream_id = $1', [`telemetry-${d.deviceId}`])).rows[0]!.n).toBe(2);
+  });
 });
 
 describe('external broker (mosquitto)', () => {
