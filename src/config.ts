@@ -86,7 +86,7 @@ export const configSchema = z.object({
   MQTT_SHARE_GROUP: z.string().regex(/^[\w-]{1,64}$/, 'letters, digits, _ - only').default('ops-platform'),
   /** Larger MQTT payloads are dead-lettered (TELEMETRY.PAYLOAD_TOO_LARGE). */
   TELEMETRY_MAX_PAYLOAD_BYTES: positiveInt.max(64 * 1_048_576).default(1_048_576),
-  /** Larger MQTT packets close the connection as soon as their header arrives (and are dead-lettered without payload). */
+  /** Once CONNECT is accepted, larger MQTT packets close the connection as soon as their header arrives (and are dead-lettered without payload). */
   TELEMETRY_MAX_PACKET_BYTES: positiveInt.max(268_435_455).default(16 * 1_048_576),
   /** Readings appended per transaction at most (group commit). */
   TELEMETRY_BATCH_MAX_READINGS: positiveInt.max(60_000).default(5000),
