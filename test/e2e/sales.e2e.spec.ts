@@ -163,8 +163,13 @@ describe('orders and the saga', () => {
     expect((await app.http('POST', `/admin/sandbox/payments/${orderId}/capture`, undefined, admin)).status).toBe(200);
     const refunded = await orderIn(app, c, orderId, ['cancelled'], 'payment-refunded');
     expect(refunded.payment).toBe('refunded');
-    const saga = await app.http('GET', `/admin/sagas/${orderId}`, undefined, admin);
-    expect(saga.body.state).toMatchObject({ status: 'cancelled', payment: 'refunded', refundRequested: true });
+    // The saga records its step after the refund it sent, so the order's timeline can show the refund first.
+    let saga: { status: number; body: any } | undefined;
+    await eventually(async () => {
+      saga = await app.http('GET', `/admin/sagas/${orderId}`, undefined, admin);
+      return saga.body?.state?.payment === 'refunded';
+    }, `saga of ${orderId} records the refund`);
+    expect(saga!.body.state).toMatchObject({ status: 'cancelled', payment: 'refunded', refundRequested: true });
     const books = await app.http('GET', `/admin/sandbox/payments/${orderId}`, undefined, admin);
     expect(books.body.refunds).toHaveLength(1);
     const payment = await app.platform.store.readStream(`payment-${orderId}`);
