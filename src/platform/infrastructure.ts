@@ -44,7 +44,7 @@ export async function connectInfrastructure(config: Config, log: Logger): Promis
   pool.on('error', (e) => { if (!closing) log.warn({ err: e.message }, 'idle PostgreSQL connection failed'); });
   const { applied, positions } = await migrate(pool);
   if (applied.length) log.info({ applied }, 'migrations applied');
-  if (positions.raised) {
+  if (positions?.raised) {
     log.warn({ previousOffset: positions.previousOffset, offset: positions.offset },
       'event store restored from another cluster: positions now continue above the stored ones (transaction-id offset raised)');
   }

@@ -15,7 +15,8 @@ const MIGRATION_LOCK = 724_001;
 export interface MigrationResult {
   applied: string[];
   current: number;
-  positions: PositionAlignment;
+  /** Absent when the directory's migrations stop before 0024 (no offset to align yet). */
+  positions?: PositionAlignment;
 }
 
 export async function migrate(pool: Pool, dir = join(projectRoot(), 'migrations')): Promise<MigrationResult> {
@@ -45,7 +46,8 @@ export async function migrate(pool: Pool, dir = join(projectRoot(), 'migrations'
       applied.push(file);
     }
     const current = Math.max(0, ...files.map((f) => Number(f.slice(0, 4))));
-    return { applied, current, positions: await alignPositions(client) };
+    const aligns = await client.query<{ ok: boolean }>(`SELECT to_regprocedure('es_align_positions()') IS NOT NULL AS ok`);
+    return { applied, current, ...(aligns.rows[0]?.ok ? { positions: await alignPositions(client) } : {}) };
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
     client.release();

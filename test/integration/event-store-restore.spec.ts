@@ -1,4 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { copyFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Pool, type PoolClient } from 'pg';
 import type { EventToAppend, RecordedEvent } from '../../src/platform/event-store/event-store';
 import { alignPositions, PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
@@ -14,6 +17,13 @@ import { eventually, testEvent } from '../support/events';
  * and the offset row says another cluster set it. The end-to-end test with
  * real pg_dump / pg_restore between two clusters is test/e2e/backup-restore.e2e.spec.ts.
  */
+
+/** The migrations before 0024: a store as deployed before positions had an offset. */
+const beforeOffset = mkdtempSync(join(tmpdir(), 'migrations-0020-'));
+for (const f of readdirSync(join(__dirname, '../../migrations'))) {
+  if (/^\d{4}_/.test(f) && Number(f.slice(0, 4)) < 24) copyFileSync(join(__dirname, '../../migrations', f), join(beforeOffset, f));
+}
+afterAll(() => rmSync(beforeOffset, { recursive: true, force: true }));
 
 let db: TestDatabase;
 const open: PoolClient[] = [];
@@ -98,7 +108,7 @@ describe('postgres event store: positions after a restore into another cluster',
     const checkpoint = restoredHead;
 
     const { positions } = await migrate(db.pool); // what every start runs
-    expect(positions.raised).toBe(true);
+    expect(positions?.raised).toBe(true);
     const store = newStore(newPool());
     const reader = record(store, checkpoint);
     try {
@@ -112,7 +122,7 @@ describe('postgres event store: positions after a restore into another cluster',
 
       // A second start finds the store aligned: nothing changes.
       const again = await migrate(db.pool);
-      expect(again.positions).toEqual({ previousOffset: positions.offset, offset: positions.offset, raised: false });
+      expect(again.positions).toEqual({ previousOffset: positions?.offset, offset: positions?.offset, raised: false });
     } finally {
       await reader.stop();
     }
@@ -210,6 +220,34 @@ describe('postgres event store: positions after a restore into another cluster',
       expect(await alignPositions(newPool())).toEqual({ previousOffset: 0, offset: 0, raised: false });
     } finally {
       await t1.query('ROLLBACK');
+    }
+  });
+
+  it('upgrading a store to 0024 shifts nothing, unless it was restored from another cluster before the upgrade', async () => {
+    for (const restored of [false, true]) {
+      const old = await createTestDatabase('upgrade', { migrate: false });
+      try {
+        expect((await migrate(old.pool, beforeOffset)).positions).toBeUndefined();
+        const oldStore = new PostgresEventStore(old.pool);
+        const before = await oldStore.append(`s-${randomUUID()}`, [testEvent('restore.Old')], 'no_stream');
+        let head = before.position;
+        if (restored) {
+          const xid = Number((await old.pool.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]!.x);
+          head = (xid + 1_000_000) * 65536;
+          const e = testEvent('restore.Restored');
+          await old.pool.query(`INSERT INTO events (position, event_id, stream_id, stream_revision, type, data, metadata) VALUES ($1, $2, $3, 0, $4, '{}', $5)`,
+            [head, e.id, `restored-${randomUUID()}`, e.type, e.metadata]);
+        }
+        const { positions } = await migrate(old.pool);
+        expect(positions?.raised).toBe(restored);
+        const after = await oldStore.append(`s-${randomUUID()}`, [testEvent('restore.New')], 'no_stream');
+        expect(after.position).toBeGreaterThan(head);
+        if (!restored) expect((await old.pool.query('SELECT xid_offset FROM es_position_offset')).rows).toEqual([{ xid_offset: 0 }]);
+        await oldStore.close();
+      } finally {
+        old.pool.on('error', () => undefined);
+        await old.drop();
+      }
     }
   });
 

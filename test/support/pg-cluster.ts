@@ -86,12 +86,13 @@ export async function startCluster(label: string): Promise<Cluster> {
     port,
     dataDir,
     url,
-    async query(db, sql, params) {
+    async query<T extends Record<string, unknown>>(db: string, sql: string, params?: unknown[]): Promise<T[]> {
       const c = new Client({ connectionString: url(db) });
       await c.connect();
       try {
         // Without parameters as a simple query: a DO block may then COMMIT.
-        return (params ? await c.query(sql, params) : await c.query(sql)).rows;
+        const res = params ? await c.query<T>(sql, params) : await c.query<T>(sql);
+        return res.rows;
       } finally {
         await c.end();
       }
