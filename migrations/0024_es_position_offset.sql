@@ -10,12 +10,14 @@
 --
 -- es_align_positions() raises the offset when the store does not match its
 -- cluster (restored from another one), so that every transaction that may still
--- append gets a position above every stored one. It takes advisory lock 724024
+-- append gets a position above every stored one. The application runs it at
+-- start; an append that finds the store misaligned is refused (ES001) and the
+-- adapter runs it, then retries. It takes advisory lock 724024
 -- exclusively; every append holds it shared until its transaction ends. Why
 -- that keeps readers exact while the offset changes:
 --   * No append straddles the change: appends that read the old offset ended
 --     before the raise got its lock, and later ones read the new offset (they
---     run in READ COMMITTED, so their statements after the lock see it).
+--     must run in READ COMMITTED, so their statements after the lock see it).
 --   * A reader computes its horizon and reads below it in one snapshot. If that
 --     snapshot predates the raise, every new-offset append is in flight or not
 --     yet begun (its xid >= the reader's xmin), so its positions are >= the
@@ -68,22 +70,34 @@ CREATE FUNCTION es_horizon() RETURNS bigint LANGUAGE sql STABLE AS $$
 $$;
 
 -- Called first by every append: holds the offset steady until the transaction
--- ends and returns it. Checks the store against the cluster once per session
--- (a restore or a switch of DATABASE_URL means new sessions); a misaligned store
--- is refused with SQLSTATE ES001, and the adapter aligns it and retries.
+-- ends and returns it. A misaligned store is refused with SQLSTATE ES001 (the
+-- adapter then aligns it and retries). The full check (es_positions_misaligned:
+-- a file read and an index probe) runs once per session, which covers a restore
+-- before the app starts and a switch of DATABASE_URL (new sessions); on every
+-- append the offset row's cluster is compared with the session's, which covers
+-- a dump of another cluster restored under open sessions.
 CREATE FUNCTION es_append_offset() RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
-  off bigint;
+  off     bigint;
+  cluster text;
 BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    -- A transaction snapshot taken before a raise would show the old offset after it.
+    RAISE EXCEPTION 'appends must run in READ COMMITTED transactions' USING ERRCODE = 'invalid_transaction_state';
+  END IF;
   PERFORM pg_advisory_xact_lock_shared(724024);
-  IF current_setting('es.positions_checked', true) IS DISTINCT FROM 'yes' THEN
+  IF coalesce(current_setting('es.cluster', true), '') = '' THEN
     IF es_positions_misaligned() THEN
       RAISE EXCEPTION 'event store positions do not match this cluster''s transaction ids (restored from another cluster?)'
         USING ERRCODE = 'ES001', HINT = 'SELECT * FROM es_align_positions() repairs it; the application does so at start';
     END IF;
-    PERFORM set_config('es.positions_checked', 'yes', false);
+    PERFORM set_config('es.cluster', 'id:' || coalesce(es_cluster_id(), '?'), false);
   END IF;
-  SELECT o.xid_offset INTO off FROM es_position_offset o;
+  SELECT o.xid_offset, 'id:' || coalesce(o.system_identifier, '?') INTO off, cluster FROM es_position_offset o;
+  IF cluster IS DISTINCT FROM current_setting('es.cluster') THEN
+    RAISE EXCEPTION 'event store positions were set in another cluster (restored from there?)'
+      USING ERRCODE = 'ES001', HINT = 'SELECT * FROM es_align_positions() repairs it; the application does so at start';
+  END IF;
   RETURN off;
 END $$;
 

@@ -196,6 +196,11 @@ describe('pg_dump of cluster A, pg_restore into a fresh cluster B, the app start
     expect(me.userId).toBe(written.ada.userId);
     const adminAuth = await login(s, admin.email, admin.password);
     expect(await views(s, adminAuth, { userIds: [written.ada.userId], productIds: [written.productId], orderIds: [written.orderId] })).toEqual(viewsOnA);
+    // The start on B noticed where the store came from and moved its positions on, once.
+    const [offset] = await b!.query<{ xid_offset: string; system_identifier: string; own: string; misaligned: boolean }>('platform',
+      'SELECT o.xid_offset::text, o.system_identifier, (SELECT system_identifier::text FROM pg_control_system()) AS own, es_positions_misaligned() AS misaligned FROM es_position_offset o');
+    expect(Number(offset!.xid_offset)).toBeGreaterThan(0);
+    expect(offset).toMatchObject({ system_identifier: offset!.own, misaligned: false });
   });
 
   it('(2) new writes (sign-up, device, reading, product, stock, order) get positions after every restored one and reach every read model and the saga', async () => {

@@ -152,6 +152,17 @@ describe('postgres event store: positions after a restore into another cluster',
     }
   });
 
+  it('a dump of another cluster restored under open sessions is caught by the next append on any of them', async () => {
+    const one = new Pool({ connectionString: db.url, max: 1 }); // one session: it has checked the store before the restore
+    pools.push(one);
+    const store = newStore(one);
+    await store.append(`before-${randomUUID()}`, [testEvent('restore.Before')], 'no_stream');
+    const restoredHead = await restoreRowsFromAheadCluster(2);
+    await db.pool.query(`UPDATE es_position_offset SET system_identifier = 'another-cluster'`);
+    const r = await store.append(`after-${randomUUID()}`, [testEvent('restore.After')], 'no_stream');
+    expect(r.position).toBeGreaterThan(restoredHead);
+  });
+
   it('the store\'s own cluster id recorded by another cluster also triggers the check, and a store whose ids are ahead is left alone', async () => {
     const store = newStore();
     const first = await store.append(`s-${randomUUID()}`, [testEvent('restore.One')], 'no_stream');
@@ -251,10 +262,14 @@ describe('postgres event store: positions after a restore into another cluster',
     }
   });
 
-  it('refuses to run the repair under a transaction snapshot, and an append past 2^53 with a clear error', async () => {
+  it('refuses the repair and appends under a transaction snapshot, and an append past 2^53, with clear errors', async () => {
     const c = await txClient();
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
     await expect(c.query('SELECT * FROM es_align_positions()')).rejects.toMatchObject({ message: expect.stringContaining('READ COMMITTED') });
+    await c.query('ROLLBACK');
+    // An append too: its snapshot could predate a raise, and its positions would sort below the restored events.
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    await expect(appendInTransaction(c, `rr-${randomUUID()}`, [testEvent('restore.RR')])).rejects.toMatchObject({ code: '25000' });
     await c.query('ROLLBACK');
 
     await db.pool.query(`UPDATE es_position_offset SET xid_offset = $1`, [2 ** 37]);
