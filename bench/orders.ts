@@ -110,7 +110,7 @@ class FinalWatcher {
   private async run(): Promise<void> {
     while (this.running) {
       const res = await this.client.query<{ horizon: string; position: string | null; type: string; order_id: string; recorded_at: Date }>(
-        `WITH h AS MATERIALIZED (SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16) AS horizon)
+        `WITH h AS MATERIALIZED (SELECT es_horizon() AS horizon)
          SELECT h.horizon, e.position, e.type, e.data->>'orderId' AS order_id, e.recorded_at
            FROM h LEFT JOIN LATERAL (
              SELECT position, type, data, recorded_at FROM events WHERE position > $1 AND type = ANY($2) ORDER BY position LIMIT 10000) e ON true`,

@@ -16,6 +16,7 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+[ -x /usr/lib/postgresql/15/bin/pg_restore ] || need+=(postgresql-15)   # pg_dump/pg_restore and a second cluster for the backup-restore test
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
@@ -23,6 +24,11 @@ if [ ${#need[@]} -gt 0 ]; then
       log "missing Debian packages ${need[*]} and not root: install them, or set REDIS_URL"; exit 1; fi
   fi
   log "installing Debian packages: ${need[*]}"
+  if [[ " ${need[*]} " == *" postgresql-15 "* ]]; then
+    # It would create and start a "main" cluster on 5432; only its binaries are wanted.
+    $sudo mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' | $sudo tee /etc/postgresql-common/createcluster.d/ops-platform.conf >/dev/null
+  fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi

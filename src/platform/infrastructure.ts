@@ -42,8 +42,12 @@ export async function connectInfrastructure(config: Config, log: Logger): Promis
   let closing = false;
   // pool.end() resolves before every socket is closed: errors from connections being closed are expected then.
   pool.on('error', (e) => { if (!closing) log.warn({ err: e.message }, 'idle PostgreSQL connection failed'); });
-  const { applied } = await migrate(pool);
+  const { applied, positions } = await migrate(pool);
   if (applied.length) log.info({ applied }, 'migrations applied');
+  if (positions?.raised) {
+    log.warn({ previousOffset: positions.previousOffset, offset: positions.offset },
+      'event store restored from another cluster: positions now continue above the stored ones (transaction-id offset raised)');
+  }
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
   redis.on('error', (e) => log.warn({ err: e.message }, 'Redis connection error'));
   return {

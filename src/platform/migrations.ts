@@ -1,17 +1,22 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Pool } from 'pg';
+import { alignPositions, type PositionAlignment } from './event-store/postgres-event-store';
 import { projectRoot } from './paths';
 
 /**
  * Numbered, forward-only SQL migrations from migrations/NNNN_name.sql, each in
  * its own transaction. An advisory lock keeps two instances from migrating at once.
+ * Then the event store's positions are aligned with the cluster (a no-op unless
+ * the database was restored from another cluster: migrations/0024).
  */
 const MIGRATION_LOCK = 724_001;
 
 export interface MigrationResult {
   applied: string[];
   current: number;
+  /** Absent when the directory's migrations stop before 0024 (no offset to align yet). */
+  positions?: PositionAlignment;
 }
 
 export async function migrate(pool: Pool, dir = join(projectRoot(), 'migrations')): Promise<MigrationResult> {
@@ -41,7 +46,8 @@ export async function migrate(pool: Pool, dir = join(projectRoot(), 'migrations'
       applied.push(file);
     }
     const current = Math.max(0, ...files.map((f) => Number(f.slice(0, 4))));
-    return { applied, current };
+    const aligns = await client.query<{ ok: boolean }>(`SELECT to_regprocedure('es_align_positions()') IS NOT NULL AS ok`);
+    return { applied, current, ...(aligns.rows[0]?.ok ? { positions: await alignPositions(client) } : {}) };
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
     client.release();

@@ -7,7 +7,8 @@ import {
 
 /**
  * The PostgreSQL adapter (the default event store). See
- * migrations/0001_create_events.sql for why positions come from transaction ids.
+ * migrations/0001_create_events.sql for why positions come from transaction ids,
+ * and 0024_es_position_offset.sql for how they survive a logical restore.
  */
 
 const CHANNEL = 'es_events';
@@ -27,8 +28,9 @@ interface EventRow {
 }
 
 const EVENT_COLUMNS = 'position, event_id, stream_id, stream_revision, type, data, metadata, schema_version, recorded_at';
-// Everything below the oldest in-flight transaction's first possible position is final.
-const HORIZON = `(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)`;
+// Everything below the oldest in-flight transaction's first possible position is final
+// (es_horizon() adds the store's transaction-id offset; it runs in the calling statement's snapshot).
+const HORIZON = 'es_horizon()';
 
 export interface PostgresEventStoreOptions {
   /** Connection string for the dedicated LISTEN connection (defaults to the pool's). */
@@ -37,6 +39,28 @@ export interface PostgresEventStoreOptions {
   /** Called after every append that stored events (metrics). */
   readonly onAppended?: (count: number) => void;
   readonly log?: (msg: string, err?: unknown) => void;
+}
+
+/** What es_align_positions() did: the transaction-id offset before and after. */
+export interface PositionAlignment {
+  readonly previousOffset: number;
+  readonly offset: number;
+  /** True when the store came from another cluster whose transaction ids were ahead of this one's. */
+  readonly raised: boolean;
+}
+
+/**
+ * Makes the store's positions match the cluster it is in (after a pg_dump /
+ * pg_restore into another cluster, new positions would sort below the stored
+ * ones). Waits for appends in flight; a no-op for a store that stayed in its
+ * cluster. Run at start (migrate) and by an append that finds the store misaligned.
+ */
+export async function alignPositions(pool: Pool | PoolClient): Promise<PositionAlignment> {
+  const res = await pool.query<{ previous_offset: string; xid_offset: string; raised: boolean }>(
+    'SELECT previous_offset, xid_offset, raised FROM es_align_positions()');
+  const r = res.rows[0];
+  if (!r) throw new Error('es_align_positions returned no row');
+  return { previousOffset: Number(r.previous_offset), offset: Number(r.xid_offset), raised: r.raised };
 }
 
 export interface SkipKnownResult {
@@ -139,11 +163,20 @@ export class PostgresEventStore implements EventStore {
    * stream's last append) is retried the same way, in a new transaction.
    */
   private async retrying<T>(attempt: (again: boolean) => Promise<T>): Promise<T> {
+    let aligned = false;
     for (let n = 1; ; n++) {
       try {
         return await attempt(n > 1);
       } catch (e) {
         if ((isUniqueViolation(e) || isSerializationFailure(e)) && n < MAX_APPEND_ATTEMPTS) continue;
+        // The database was restored (or DATABASE_URL switched) under a running process: the
+        // append's transaction has ended, so the repair can take its exclusive lock now.
+        if (isMisaligned(e) && !aligned) {
+          aligned = true;
+          const a = await alignPositions(this.pool);
+          this.options.log?.(`event store: positions aligned with this cluster (transaction-id offset ${a.previousOffset} -> ${a.offset})`);
+          continue;
+        }
         throw e;
       }
     }
@@ -412,6 +445,11 @@ function isUniqueViolation(e: unknown): boolean {
 
 function isSerializationFailure(e: unknown): boolean {
   return typeof e === 'object' && e !== null && (e as { code?: string }).code === '40001';
+}
+
+/** es_append_offset() refuses a store whose positions do not match the cluster (migrations/0024). */
+function isMisaligned(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as { code?: string }).code === 'ES001';
 }
 
 function connectionStringOf(pool: Pool): string | undefined {
