@@ -57,6 +57,8 @@ export class SagaRunner {
   private loop: Promise<void> | undefined;
   private subscription: Subscription | undefined;
   private lock: Client | undefined;
+  /** Settles when the current lock connection fails (set up with the connection, before the lock is taken). */
+  private lockLost: Promise<unknown> = new Promise<unknown>(() => undefined);
   private wake: (() => void) | undefined;
   private stopping: (() => void) | undefined;
   private stopSignal: Promise<void> = Promise.resolve();
@@ -112,7 +114,7 @@ export class SagaRunner {
         await this.pool.query('INSERT INTO saga_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING', [NAME]);
         const row = await this.pool.query<{ position: string }>('SELECT position FROM saga_checkpoints WHERE name = $1', [NAME]);
         this.position = Number(row.rows[0]!.position);
-        const lost = new Promise<unknown>((res) => this.lock!.once('error', res));
+        const lost = this.lockLost;
         this.subscription = this.services.platform.store.subscribe(
           { fromPosition: this.position, eventTypes: SAGA_TRIGGER_TYPES, batchSize: this.options.batchSize },
           (events) => this.handleBatch(events),
@@ -145,6 +147,8 @@ export class SagaRunner {
   private async acquireLock(): Promise<boolean> {
     if (this.lock) return true;
     const client = new Client({ connectionString: this.options.connectionString, application_name: `saga:${NAME}` });
+    // Settled by an error at any time from here on, so a lock lost before the runner follows is not missed.
+    this.lockLost = new Promise<unknown>((res) => client.once('error', res));
     client.on('error', () => undefined);
     await client.connect();
     const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [SAGA_LOCK, NAME]);

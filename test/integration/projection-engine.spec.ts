@@ -243,6 +243,39 @@ describe('projection engine', () => {
     expect((await engine.status())[0]).toMatchObject({ status: 'running', activeHere: true });
   });
 
+  it('never follows without its lock: a lock connection that dies right after the lock is taken is noticed', async () => {
+    const name = 'acc_lock_early';
+    const logs: string[] = [];
+    let killed: Promise<unknown> | undefined;
+    // Kills the lock connection the moment the lock is taken; the runner's next step (reading its
+    // checkpoint) is held back meanwhile, so the loss happens before it follows.
+    const { engine } = instance([accountsProjection(name)], {
+      log: (_level, msg) => {
+        logs.push(msg);
+        if (!killed && /runner active in this process/.test(msg)) {
+          killed = db.pool.query(
+            'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1',
+            [`projection:${name}`]);
+        }
+      },
+    });
+    await engine.register();
+    const blocker = await db.pool.connect();
+    await blocker.query('BEGIN');
+    await blocker.query('LOCK TABLE projection_checkpoints IN ACCESS EXCLUSIVE MODE');
+    engine.start();
+    await eventually(() => killed !== undefined, 'lock taken');
+    await killed;
+    await eventually(() => logs.some((m) => /lock connection lost/.test(m)), 'lock loss noticed');
+    await blocker.query('COMMIT');
+    blocker.release();
+    await eventually(() => logs.filter((m) => /runner active in this process/.test(m)).length >= 2, 'lock taken again');
+    await appendWorkload(new AccountsWorkload('le', 3), 3);
+    expect(await engine.waitFor(name, await lastAppended(), 30_000)).toBe(true);
+    expect(await readAccounts(db.pool, name)).toEqual(await expected());
+    expect((await engine.status())[0]).toMatchObject({ status: 'running', activeHere: true });
+  });
+
   it('gives up a rebuild whose lock connection dies, leaving the live tables alone', async () => {
     const name = 'acc_rebuild_lock';
     const { engine } = instance([accountsProjection(name)], { rebuildBatchSize: 200 });

@@ -383,6 +383,12 @@ class ProjectionRunner {
   /** Follows the store until the subscription ends (stop, resync, park, lost lock). */
   private async follow(): Promise<void> {
     const lockLost = new Promise<unknown>((res) => { this.lockLost = res; });
+    // The lock connection may have died between taking the lock and now (its error handler found no
+    // follower to tell): never follow without the lock.
+    if (!this.lock) {
+      this.lockLost = undefined;
+      throw new Error('lock connection lost before following');
+    }
     const sub = this.store.subscribeBatches(
       { fromPosition: this.position, batchSize: this.options.batchSize, eventTypes: this.p.eventTypes },
       (batch) => this.applyBatch(batch),
