@@ -157,6 +157,11 @@ export class ProjectionEngine {
     return this.checkpoints.wait(name, position, timeoutMs, signal);
   }
 
+  /** Callers waiting in waitFor in this process. */
+  get waiting(): number {
+    return this.checkpoints.waiting;
+  }
+
   /** Operator: apply the parked event again. */
   async retry(name: string, actor: string): Promise<CheckpointRow> {
     return this.resolveParked(name, actor, 'retry');
