@@ -96,6 +96,8 @@ export class SseWriter {
     private readonly hooks: { paused(on: boolean): void; ended(reason: StreamEndReason): void },
   ) {
     raw.on('close', () => this.closed('client closed'));
+    // A client gone while the route was still checking access: its 'close' has passed already.
+    if (!raw.socket || raw.socket.destroyed) this.closed('client closed');
   }
 
   get open(): boolean {
