@@ -65,14 +65,21 @@ export class CheckpointNotifier {
     if (signal?.aborted) return false;
     this.closed = false;
     this.ensureListener();
+    const deadline = Date.now() + Math.max(0, timeoutMs);
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
     let settle!: (reached: boolean) => void;
     const result = new Promise<boolean>((res) => { settle = res; });
     const waiter: Waiter = {
       position,
       done: (reached) => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
-        this.waiters.get(name)?.delete(waiter);
+        const set = this.waiters.get(name);
+        set?.delete(waiter);
+        if (set?.size === 0) this.waiters.delete(name);
         settle(reached);
       },
     };
@@ -81,7 +88,6 @@ export class CheckpointNotifier {
     let set = this.waiters.get(name);
     if (!set) this.waiters.set(name, (set = new Set()));
     set.add(waiter);
-    const timer = setTimeout(() => waiter.done(false), Math.max(0, timeoutMs));
     signal?.addEventListener('abort', onAbort, { once: true });
     this.schedulePoll();
     try {
@@ -90,6 +96,8 @@ export class CheckpointNotifier {
     } catch (e) {
       this.options.log('projection checkpoint: read failed; the fallback poll retries', e);
     }
+    // The timeout counts from the call, but never cuts the first read short (a 0 ms wait still looks once).
+    if (!settled) timer = setTimeout(() => waiter.done(false), Math.max(0, deadline - Date.now()));
     return result;
   }
 
@@ -125,10 +133,7 @@ export class CheckpointNotifier {
 
   private reached(name: string, position: number): void {
     if (!Number.isFinite(position)) return;
-    const set = this.waiters.get(name);
-    if (!set) return;
-    for (const w of [...set]) if (w.position <= position) w.done(true);
-    if (set.size === 0) this.waiters.delete(name);
+    for (const w of [...(this.waiters.get(name) ?? [])]) if (w.position <= position) w.done(true);
   }
 
   private schedulePoll(): void {
