@@ -70,6 +70,15 @@ export const configSchema = z.object({
    * (4 threads unless UV_THREADPOOL_SIZE says more), which JWT signing and verifying share.
    */
   ARGON2_CONCURRENCY: positiveInt.max(64).default(Math.max(1, Math.min(availableParallelism() - 1, Number(process.env.UV_THREADPOOL_SIZE ?? 4) - 1))),
+  // Sessions: long-lived sessions (SSE streams, MQTT connections) and live streams.
+  /** How often every long-lived session is re-checked against the authoritative state (the safety net for a missed revocation notice). */
+  SESSION_RECHECK_INTERVAL_S: positiveInt.max(3600).default(60),
+  /** Live SSE streams one principal (user or device) may hold open at once on one instance; the next gets 429. */
+  STREAMS_MAX_PER_PRINCIPAL: positiveInt.max(1000).default(5),
+  /** Live SSE streams one instance holds at most; the next gets 429. */
+  STREAMS_MAX_TOTAL: positiveInt.default(10_000),
+  /** A live stream whose client has not read for this long (its socket buffer stays full) is dropped. */
+  STREAM_STALL_TIMEOUT_MS: positiveInt.min(100).max(600_000).default(30_000),
   // Telemetry: MQTT ingestion and the sensor-history read model.
   /** Set to "false" to run an instance without MQTT (no embedded broker, no external subscription). */
   MQTT_ENABLED: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),

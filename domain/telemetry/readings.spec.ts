@@ -97,6 +97,11 @@ describe('IngestReading', () => {
     expect(() => decideIngest(command, { status: 'revoked' })).toThrow(expect.objectContaining({ code: 'TELEMETRY.DEVICE_REVOKED', kind: 'forbidden' }));
   });
 
+  it('refuses the readings of a device whose owner is disabled (403)', () => {
+    expect(() => decideIngest(command, { status: 'owner_disabled' }))
+      .toThrow(expect.objectContaining({ code: 'TELEMETRY.DEVICE_OWNER_DISABLED', kind: 'forbidden' }));
+  });
+
   it('the dedup key is the device-side id when given, else metric and timestamp', () => {
     expect(readingDedupKey({ metric: 'm', value: 1, ts: '2026-01-01T00:00:00.000Z', id: '7' })).toBe('id:7');
     expect(readingDedupKey({ metric: 'm', value: 1, ts: '2026-01-01T00:00:00.000Z' })).toBe('at:m:1767225600000');

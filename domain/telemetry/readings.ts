@@ -20,6 +20,7 @@ export const TelemetryErrorCode = {
   INVALID_READING: 'TELEMETRY.INVALID_READING',
   DEVICE_NOT_FOUND: 'TELEMETRY.DEVICE_NOT_FOUND',
   DEVICE_REVOKED: 'TELEMETRY.DEVICE_REVOKED',
+  DEVICE_OWNER_DISABLED: 'TELEMETRY.DEVICE_OWNER_DISABLED',
 } as const;
 
 export const RULES = {
@@ -111,9 +112,12 @@ export interface IngestReading {
   readonly data: { readonly deviceId: string; readonly readings: readonly Reading[] };
 }
 
-/** What IngestReading needs to know of the device (from identity's device stream). */
+/**
+ * What IngestReading needs to know of the device (from identity's device and
+ * user streams): a device whose owner is disabled is stopped with its owner.
+ */
 export interface DeviceStatus {
-  readonly status: 'none' | 'active' | 'revoked';
+  readonly status: 'none' | 'active' | 'revoked' | 'owner_disabled';
 }
 
 /**
@@ -125,6 +129,9 @@ export function decideIngest(command: IngestReading, device: DeviceStatus): Read
   const { deviceId, readings } = command.data;
   if (device.status === 'none') throw new DomainError('not_found', TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
   if (device.status === 'revoked') throw new DomainError('forbidden', TelemetryErrorCode.DEVICE_REVOKED, `device ${deviceId} is revoked`);
+  if (device.status === 'owner_disabled') {
+    throw new DomainError('forbidden', TelemetryErrorCode.DEVICE_OWNER_DISABLED, `device ${deviceId} belongs to a disabled user`);
+  }
   const seen = new Set<string>();
   const out: ReadingRecorded[] = [];
   for (const r of readings) {

@@ -25,6 +25,8 @@ export interface Principal {
   readonly exp: number;
   /** The refresh-token family this access token came from (user tokens). */
   readonly sid?: string;
+  /** Issue time in epoch seconds, to the millisecond when the token says: a revocation cutoff is compared with it. */
+  readonly iat?: number;
 }
 
 export type AuthenticatedRequest = FastifyRequest & { principal?: Principal; actor?: string };

@@ -15,10 +15,11 @@ import { eventId, handleCommand } from '../platform/commands/command-handling';
 import { ConcurrencyError } from '../platform/event-store/event-store';
 import { Platform } from '../platform/platform';
 import {
-  DEFAULT_KEY_RELOAD_INTERVAL_MS, LoginLimiter, PasswordHasher, RefreshTokenStore, RevocationList, SigningKeys, TokenService, authRedisOptions, normaliseAccount,
+  DEFAULT_KEY_RELOAD_INTERVAL_MS, LoginLimiter, PasswordHasher, RefreshTokenStore, RevocationList, SigningKeys, TokenService, authRedisOptions, issuedAt, normaliseAccount,
   type AccessTokenClaims,
 } from './auth';
 import type { Principal } from './auth-guard';
+import { SessionWatch, checkSessions, devicesOwnedBy } from './session-watch';
 
 export interface Session {
   tokenType: 'Bearer';
@@ -43,6 +44,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   readonly refresh: RefreshTokenStore;
   readonly hasher: PasswordHasher;
   readonly limiter: LoginLimiter;
+  readonly sessions: SessionWatch;
   private readonly redis: Redis;
 
   constructor(private readonly platform: Platform) {
@@ -64,8 +66,16 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     this.revocation = new RevocationList(this.redis, { keyPrefix: `${prefix}revoked:`, maxTokenLifeS: this.tokens.maxTokenLifeS });
     this.refresh = new RefreshTokenStore(platform.pool, {
       ttlS: c.REFRESH_TOKEN_TTL_S,
-      // A rotated token presented again means it was stolen: end every session of that user now.
-      onReuse: ({ userId }) => this.revocation.revokeSubject(userId),
+      // A rotated token presented again means that login session was stolen: its access tokens end
+      // with its refresh tokens. The user's other sessions stand (see README, "Sessions").
+      onReuse: ({ familyId }) => this.revocation.revokeFamily(familyId),
+    });
+    this.sessions = new SessionWatch({
+      redisUrl: platform.redisUrl,
+      channel: this.revocation.channel,
+      recheckIntervalMs: c.SESSION_RECHECK_INTERVAL_S * 1000,
+      recheck: (principals) => checkSessions(this, principals),
+      log: platform.log,
     });
     this.hasher = new PasswordHasher({ concurrency: c.ARGON2_CONCURRENCY });
     this.limiter = new LoginLimiter(this.redis, {
@@ -75,12 +85,14 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
 
   async onModuleInit(): Promise<void> {
     await this.hasher.init();
+    await this.sessions.start();
     const { ADMIN_EMAIL, ADMIN_PASSWORD } = this.platform.config;
     if (ADMIN_EMAIL && ADMIN_PASSWORD) await this.ensureAdmin(ADMIN_EMAIL, ADMIN_PASSWORD);
   }
 
-  onApplicationShutdown(): void {
+  async onApplicationShutdown(): Promise<void> {
     this.keys.close();
+    await this.sessions.close();
     this.redis.disconnect();
   }
 
@@ -172,10 +184,20 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     return this.issueSession(user, rotated);
   }
 
+  /**
+   * Ends the login session: every access token of the presented token's refresh family
+   * (not only the one presented) and the family's refresh tokens; with a refresh token of
+   * another session of the same user, that session too.
+   */
   async logout(principal: Principal, refreshToken: string | undefined): Promise<void> {
+    const families = new Set<string>(principal.sid ? [principal.sid] : []);
+    const named = refreshToken ? await this.refresh.familyOf(refreshToken, { subject: principal.id }) : undefined;
+    if (named) families.add(named);
+    for (const family of families) {
+      await this.revocation.revokeFamily(family);
+      await this.refresh.revokeFamily(family, 'logout', { subject: principal.id });
+    }
     await this.revocation.revokeToken(principal.jti, principal.exp);
-    if (principal.sid) await this.refresh.revokeFamily(principal.sid, 'logout', { subject: principal.id });
-    if (refreshToken) await this.refresh.revokeFamily(refreshToken, 'logout', { subject: principal.id });
   }
 
   /** Verifies a bearer token of the kind the route takes, then the revocation list (fails closed). */
@@ -190,7 +212,9 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
       claims = await this.tokens.verify(token, mode);
     }
     await this.revocation.check(claims);
-    return { kind: claims.kind, id: claims.sub, roles: claims.roles, jti: claims.jti, exp: claims.exp, ...(claims.sid ? { sid: claims.sid } : {}) };
+    return {
+      kind: claims.kind, id: claims.sub, roles: claims.roles, jti: claims.jti, exp: claims.exp, iat: issuedAt(claims), ...(claims.sid ? { sid: claims.sid } : {}),
+    };
   }
 
   async userCommand(command: UserCommand, ctx: CommandContext): Promise<CommandResult> {
@@ -212,6 +236,9 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     const r = await this.userCommand({ type: 'DisableUser', data: { userId, by: by.id, now: ctx.now } }, ctx);
     await this.revocation.revokeSubject(userId);
     await this.refresh.revokeAllForUser(userId, 'user disabled');
+    // Their devices stop with them: current device tokens end here; minting, MQTT CONNECT and
+    // ingestion check the owner's status themselves.
+    await Promise.all((await devicesOwnedBy(this.platform.pool, userId)).map((deviceId) => this.revocation.revokeSubject(deviceId)));
     return r;
   }
 
@@ -235,24 +262,27 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   }
 
   /**
-   * Whether a device may connect and publish now (MQTT CONNECT, readings).
+   * Whether a device may connect and publish now (MQTT CONNECT, readings): it is
+   * registered, not revoked, and its owner is not disabled.
    * Contract used by telemetry; identity decides what "may" means.
    */
   async deviceMayConnect(deviceId: string): Promise<boolean> {
-    return (await this.loadDevice(deviceId)).status === 'active';
+    const device = await this.loadDevice(deviceId);
+    if (device.status !== 'active') return false;
+    return (await this.loadUser(device.ownerId)).status === 'active';
   }
 
   /**
    * Watches a long-lived session (an MQTT connection, an SSE stream) opened with
-   * `principal`: calls `end(reason)` once when its access is withdrawn. Returns
-   * the function that stops watching (call it when the session ends by itself).
-   * Today: the token's expiry.
+   * `principal`: calls `end(reason)` once when its access is withdrawn, on
+   * whichever instance holds it (src/identity/session-watch.ts): the token's
+   * expiry; its jti revoked; for a user, its refresh family ended (logout, reuse),
+   * the user disabled or a role lost; for a device, the device revoked or its
+   * owner disabled. Returns the function that stops watching (call it when the
+   * session ends by itself).
    */
   watchSession(principal: Principal, end: (reason: string) => void): () => void {
-    const ms = Math.max(0, principal.exp * 1000 - Date.now());
-    const timer = setTimeout(() => end('token expired'), Math.min(ms, 2_147_000_000));
-    timer.unref();
-    return () => clearTimeout(timer);
+    return this.sessions.watch(principal, end);
   }
 
   async registerDevice(owner: Caller, name: string, ctx: CommandContext): Promise<CommandResult & { deviceId: string; secret: string }> {
@@ -277,6 +307,10 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
       throw new DomainError('unauthenticated', 'AUTH.INVALID_DEVICE_CREDENTIALS', 'the device id or secret is wrong, or the device is revoked');
     }
     await this.limiter.recordSuccess(account);
+    // Told only to a caller that proved it holds the secret.
+    if ((await this.loadUser(device.ownerId)).status !== 'active') {
+      throw new DomainError('forbidden', 'AUTH.DEVICE_OWNER_DISABLED', 'the device belongs to a disabled user; it may not obtain tokens');
+    }
     const at = await this.tokens.issueAccessToken({ sub: deviceId, kind: 'device', roles: [] });
     return { tokenType: 'Bearer', accessToken: at.token, expiresIn: at.expiresIn };
   }

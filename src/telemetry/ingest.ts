@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import { DomainError } from '../../domain/shared/errors';
 import { deviceStreamId } from '../../domain/identity/device.events';
+import { userStreamId } from '../../domain/identity/user.events';
 import { telemetryStreamId, type ReadingRecorded } from '../../domain/telemetry/reading.events';
 import { decideIngest, recordedDedupKey, type DeviceStatus, type Reading } from '../../domain/telemetry/readings';
 import { eventId } from '../platform/commands/command-handling';
@@ -158,19 +159,25 @@ export class ReadingIngestor {
   }
 
   /**
-   * The device's status from identity's device stream, read in the same
-   * round trip for every device of the batch (the event store, not a read
-   * model that may lag: a device revoked a moment ago is refused now).
+   * The device's status from identity's device stream, and its owner's from the
+   * owner's user stream, read in the same round trip for every device of the batch
+   * (the event store, not a read model that may lag: a device revoked, or an owner
+   * disabled, a moment ago is refused now).
    */
   private async deviceStatuses(deviceIds: readonly string[]): Promise<Map<string, DeviceStatus>> {
-    const res = await this.pool.query<{ stream_id: string; revoked: boolean; registered: boolean }>(
-      `SELECT stream_id, bool_or(type = 'identity.DeviceRevoked') AS revoked, bool_or(type = 'identity.DeviceRegistered') AS registered
-         FROM events WHERE stream_id = ANY($1) GROUP BY stream_id`,
-      [deviceIds.map(deviceStreamId)]);
+    const res = await this.pool.query<{ stream_id: string; revoked: boolean; registered: boolean; owner_disabled: boolean }>(
+      `WITH d AS (
+         SELECT stream_id, bool_or(type = 'identity.DeviceRevoked') AS revoked, bool_or(type = 'identity.DeviceRegistered') AS registered,
+                max(data->>'ownerId') FILTER (WHERE type = 'identity.DeviceRegistered') AS owner_id
+           FROM events WHERE stream_id = ANY($1) GROUP BY stream_id)
+       SELECT d.stream_id, d.revoked, d.registered,
+              EXISTS (SELECT 1 FROM events u WHERE u.stream_id = $2 || d.owner_id AND u.type = 'identity.UserDisabled') AS owner_disabled
+         FROM d`,
+      [deviceIds.map(deviceStreamId), userStreamId('')]);
     const out = new Map<string, DeviceStatus>();
     for (const id of deviceIds) {
       const row = res.rows.find((r) => r.stream_id === deviceStreamId(id));
-      out.set(id, { status: !row?.registered ? 'none' : row.revoked ? 'revoked' : 'active' });
+      out.set(id, { status: !row?.registered ? 'none' : row.revoked ? 'revoked' : row.owner_disabled ? 'owner_disabled' : 'active' });
     }
     return out;
   }

@@ -13,8 +13,10 @@ import { Ctx, MinPosition } from '../platform/http/request';
 import { parseInput } from '../platform/http/validation';
 import { Platform } from '../platform/platform';
 import { DeviceAuth, Roles, principalOf } from '../identity/auth-guard';
+import { IdentityServices } from '../identity/identity.services';
 import { listDeadLetters } from './dead-letters';
 import type { IngestOutcome } from './ingest';
+import { LiveStreams, type SseWriter } from './live-streams';
 import { TelemetryServices } from './telemetry.services';
 
 const uuid = z.string().uuid('must be a UUID').transform((s) => s.toLowerCase());
@@ -37,6 +39,10 @@ const deadLetterQuery = z.object({
   before: z.coerce.number().int().positive().optional(),
 }).strict();
 const DAY_MS = 86_400_000;
+/** Rows one live stream reads per query. */
+const STREAM_PAGE = 500;
+/** An idle live stream sends a comment this often (proxies close silent connections). */
+const KEEP_ALIVE_MS = 15_000;
 
 /** IngestReading on the bus: one or many readings of one device (resource route and POST /commands/IngestReading). */
 export class IngestReading extends Command<IngestOutcome> {
@@ -65,7 +71,18 @@ export class TelemetryCommands implements OnModuleInit {
 
 @Controller('devices')
 export class TelemetryController {
-  constructor(private readonly telemetry: TelemetryServices, private readonly bus: CommandBus, private readonly platform: Platform) {}
+  private readonly streams: LiveStreams;
+
+  constructor(
+    private readonly telemetry: TelemetryServices, private readonly bus: CommandBus, private readonly platform: Platform,
+    private readonly identity: IdentityServices,
+  ) {
+    const c = platform.config;
+    this.streams = new LiveStreams({
+      maxPerPrincipal: c.STREAMS_MAX_PER_PRINCIPAL, maxTotal: c.STREAMS_MAX_TOTAL, stallTimeoutMs: c.STREAM_STALL_TIMEOUT_MS,
+      registry: platform.metrics.registry,
+    });
+  }
 
   /** The device (device token) or its owner sends readings: 202 {accepted, duplicates, position}. */
   @DeviceAuth('user-or-device')
@@ -120,48 +137,66 @@ export class TelemetryController {
   /**
    * Live values as server-sent events (`event: reading`, `id:` the reading's
    * position, so a reconnecting client resumes with Last-Event-ID).
+   *
+   * The stream lasts as long as its caller's access: it ends (`event: end` with the
+   * reason, then the response ends) when the token expires or is revoked, the user
+   * logs out, is disabled or loses a role, or the device is revoked or its owner
+   * disabled (IdentityServices.watchSession, on every instance). Capped per
+   * principal (STREAMS_MAX_PER_PRINCIPAL, then 429); it reads the next rows only
+   * once the socket has room, and drops a client that does not read for
+   * STREAM_STALL_TIMEOUT_MS. New readings wake it through the process's one
+   * checkpoint notifier, not a poll per stream.
    */
   @DeviceAuth('user-or-device')
   @Get(':id/metrics/:metric/stream')
   async stream(@Param('id') id: string, @Param('metric') metric: string, @Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
     const p = parseInput(metricParam, { id, metric });
-    await this.telemetry.ensureMayRead(p.id, principalOf(req));
-    const lastId = req.headers['last-event-id'];
-    let position = typeof lastId === 'string' && /^\d{1,18}$/.test(lastId)
-      ? Number(lastId) : (await readCheckpoint(this.platform.pool, 'telemetry'))?.position ?? 0;
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, {
-      'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive',
-      'x-accel-buffering': 'no', 'x-correlation-id': req.id,
-    });
-    raw.write(': connected\n\n');
-    let open = true;
-    const end = () => {
-      if (!open) return;
-      open = false;
-      raw.end();
-    };
-    const untrack = this.telemetry.trackStream(end);
-    raw.on('close', () => { open = false; untrack(); });
+    const principal = principalOf(req);
+    await this.telemetry.ensureMayRead(p.id, principal);
+    const release = this.streams.acquire(principal);
+    let sse: SseWriter | undefined;
+    let unwatch: () => void = () => undefined;
+    let untrack: () => void = () => undefined;
     try {
-      while (open) {
+      const lastId = req.headers['last-event-id'];
+      let position = typeof lastId === 'string' && /^\d{1,18}$/.test(lastId)
+        ? Number(lastId) : (await readCheckpoint(this.platform.pool, 'telemetry'))?.position ?? 0;
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, {
+        'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive',
+        'x-accel-buffering': 'no', 'x-correlation-id': req.id,
+      });
+      const stream = (sse = this.streams.writer(raw));
+      unwatch = this.identity.watchSession(principal, (reason) => {
+        // Told to the client when there is room for it; a client that does not read is simply cut off.
+        if (raw.writableLength === 0) raw.write(`event: end\ndata: ${JSON.stringify({ reason })}\n\n`);
+        stream.end(reason);
+      });
+      const tracked = this.telemetry.trackStream(() => stream.end('shutdown'));
+      untrack = () => { tracked(); };
+      await stream.send(': connected\n\n');
+      while (stream.open) {
         const checkpoint = (await readCheckpoint(this.platform.pool, 'telemetry'))?.position ?? 0;
-        const rows = await readingsAfter(this.platform.pool, p.id, p.metric, position, 500);
+        const rows = await readingsAfter(this.platform.pool, p.id, p.metric, position, STREAM_PAGE);
         for (const r of rows) {
-          raw.write(`id: ${r.position}\nevent: reading\ndata: ${JSON.stringify({ value: r.value, ts: r.ts })}\n\n`);
+          // Waits while the client's socket buffer is full: no more rows are read until it drains.
+          if (!(await stream.send(`id: ${r.position}\nevent: reading\ndata: ${JSON.stringify({ value: r.value, ts: r.ts })}\n\n`))) break;
           position = r.position;
         }
-        if (rows.length === 500 || !open) continue;
+        if (rows.length === STREAM_PAGE || !stream.open) continue;
         position = Math.max(position, checkpoint);
-        const moved = await this.platform.projections.waitFor('telemetry', checkpoint + 1, 15_000);
-        if (!moved && open) raw.write(': keep-alive\n\n');
+        const moved = await this.platform.projections.waitFor('telemetry', checkpoint + 1, KEEP_ALIVE_MS, stream.signal);
+        if (!moved && stream.open) await stream.send(': keep-alive\n\n');
       }
     } catch (e) {
+      if (!sse) throw e; // before the response started: a problem answer, as for any route
       this.platform.log.warn({ err: e }, 'telemetry: live stream failed');
-      end();
+      sse.drop('failed');
     } finally {
+      unwatch();
       untrack();
+      release();
     }
   }
 }

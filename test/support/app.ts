@@ -26,16 +26,20 @@ export interface TestApp extends RunningApp {
   stop(): Promise<void>;
 }
 
-/** The real application (Fastify, PostgreSQL, Redis, BullMQ) on a random port, with its own database, queue prefix and data dir. */
-export async function startTestApp(options: { modules?: Type[]; projections?: Projection[]; env?: Record<string, string> } = {}): Promise<TestApp> {
-  const db = await createTestDatabase('app');
-  const admin = { email: `admin-${db.name}@example.test`, password: 'correct horse battery staple 42' };
+/**
+ * The real application (Fastify, PostgreSQL, Redis, BullMQ) on a random port, with its own database, queue prefix and data dir.
+ * With `sharing`, a second instance of that app: same database, Redis keys and signing keys (its stop() leaves the database).
+ */
+export async function startTestApp(options: { modules?: Type[]; projections?: Projection[]; env?: Record<string, string>; sharing?: TestApp } = {}): Promise<TestApp> {
+  const shared = options.sharing;
+  const db = shared?.db ?? await createTestDatabase('app');
+  const admin = shared?.admin ?? { email: `admin-${db.name}@example.test`, password: 'correct horse battery staple 42' };
   const config = loadConfig({
     DATABASE_URL: db.url,
     REDIS_URL: testRedisUrl(),
     PORT: '0',
     HOST: '127.0.0.1',
-    DATA_DIR: mkdtempSync(join(tmpdir(), 'platform-test-')),
+    DATA_DIR: shared?.platform.config.DATA_DIR ?? mkdtempSync(join(tmpdir(), 'platform-test-')),
     QUEUE_PREFIX: `test-${db.name}`,
     ADMIN_EMAIL: admin.email,
     ADMIN_PASSWORD: admin.password,
@@ -77,7 +81,7 @@ export async function startTestApp(options: { modules?: Type[]; projections?: Pr
     },
     async stop() {
       await running.close();
-      await db.drop();
+      if (!shared) await db.drop();
     },
   };
 }

@@ -22,7 +22,7 @@ import { DomainError } from '../../../domain/shared/errors';
 export interface RefreshTokenStoreOptions {
   /** Life of each token from its issue (REFRESH_TOKEN_TTL_S). */
   readonly ttlS: number;
-  /** Called after a reuse revoked a family (e.g. to revoke the subject's access tokens too). */
+  /** Called once per family, by the reuse that revoked it (e.g. to revoke that family's access tokens too). */
   readonly onReuse?: ((info: { familyId: string; userId: string }) => Promise<void> | void) | undefined;
 }
 
@@ -112,9 +112,40 @@ export class RefreshTokenStore {
     );
     const old = found.rows[0];
     if (!old || !old.rotated) throw invalidToken();
-    await this.revokeFamilyById(old.family_id, 'reuse', undefined);
-    if (this.options.onReuse) await this.options.onReuse({ familyId: old.family_id, userId: old.subject });
+    const revoked = await this.revokeFamilyById(old.family_id, 'reuse', undefined);
+    if (revoked > 0 && this.options.onReuse) await this.options.onReuse({ familyId: old.family_id, userId: old.subject });
     throw reused();
+  }
+
+  /**
+   * The family of a refresh token (or a family id), when it exists and, with
+   * `subject`, belongs to that user. Logout uses it to end the family's access tokens too.
+   */
+  async familyOf(familyIdOrToken: string, options: { subject?: string | undefined } = {}): Promise<string | undefined> {
+    let row: { family_id: string } | undefined;
+    if (typeof familyIdOrToken === 'string' && UUID_FORMAT.test(familyIdOrToken)) {
+      ({ rows: [row] } = await this.pool.query<{ family_id: string }>(
+        'SELECT family_id FROM refresh_token_families WHERE family_id = $1 AND ($2::text IS NULL OR subject = $2)',
+        [familyIdOrToken.toLowerCase(), options.subject ?? null]));
+    } else if (typeof familyIdOrToken === 'string' && TOKEN_FORMAT.test(familyIdOrToken)) {
+      ({ rows: [row] } = await this.pool.query<{ family_id: string }>(
+        'SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND ($2::text IS NULL OR subject = $2)',
+        [hashRefreshToken(familyIdOrToken), options.subject ?? null]));
+    }
+    return row?.family_id;
+  }
+
+  /**
+   * Which of these families have been revoked (or no longer exist): the periodic
+   * re-check of long-lived sessions, one query for all of them.
+   */
+  async endedFamilies(familyIds: readonly string[]): Promise<Set<string>> {
+    const ids = [...new Set(familyIds.filter((f) => UUID_FORMAT.test(f)).map((f) => f.toLowerCase()))];
+    if (ids.length === 0) return new Set();
+    const { rows } = await this.pool.query<{ family_id: string }>(
+      'SELECT family_id FROM refresh_token_families WHERE family_id = ANY($1::uuid[]) AND revoked_at IS NULL', [ids]);
+    const live = new Set(rows.map((r) => r.family_id));
+    return new Set(ids.filter((f) => !live.has(f)));
   }
 
   /**

@@ -1,9 +1,9 @@
-import { EventEmitter } from 'node:events';
 import { Client, type Pool, type PoolClient, type QueryResult } from 'pg';
 import type { Projection } from '../../../projections/projection';
 import { DomainError, notFound } from '../../../domain/shared/errors';
 import type { RecordedEvent } from '../event-store/event-store';
 import type { PostgresEventStore, ReadBatch } from '../event-store/postgres-event-store';
+import { CheckpointNotifier } from './checkpoint-notifier';
 import {
   LIVE_SCHEMA, logOperatorAction, quoteIdent, readCheckpoint, registerProjection, shadowSchema,
   type CheckpointRow, type ProjectionStatus,
@@ -61,7 +61,8 @@ class Parked extends Error {}
 export class ProjectionEngine {
   private readonly byName = new Map<string, Projection>();
   private readonly runners = new Map<string, ProjectionRunner>();
-  private readonly committed = new EventEmitter();
+  /** Wakes waitFor callers on commits here (directly) and in other processes (NOTIFY). */
+  private readonly checkpoints: CheckpointNotifier;
 
   constructor(
     private readonly pool: Pool,
@@ -73,7 +74,7 @@ export class ProjectionEngine {
       if (!/^[a-z][a-z0-9_-]{0,50}$/.test(p.name)) throw new Error(`invalid projection name ${p.name}`);
       this.byName.set(p.name, p);
     }
-    this.committed.setMaxListeners(0);
+    this.checkpoints = new CheckpointNotifier(pool, { connectionString: options.connectionString, log: (msg, err) => options.log('warn', msg, { err: errorText(err) }) });
   }
 
   get projections(): Projection[] {
@@ -100,7 +101,7 @@ export class ProjectionEngine {
   start(): void {
     for (const p of this.byName.values()) {
       if (this.runners.has(p.name)) continue;
-      const runner = new ProjectionRunner(p, this.pool, this.store, this.options, (pos) => this.committed.emit(p.name, pos));
+      const runner = new ProjectionRunner(p, this.pool, this.store, this.options, (pos) => this.checkpoints.announce(p.name, pos));
       this.runners.set(p.name, runner);
       runner.start();
     }
@@ -109,6 +110,7 @@ export class ProjectionEngine {
   async stop(): Promise<void> {
     await Promise.all([...this.runners.values()].map((r) => r.stop()));
     this.runners.clear();
+    await this.checkpoints.close();
   }
 
   /** `countLag: false` skips counting unapplied events (a scan of the backlog): /health polls often and needs only the age. */
@@ -146,25 +148,18 @@ export class ProjectionEngine {
   }
 
   /**
-   * Read-your-writes: resolves true once the projection's checkpoint has
-   * reached `position`, false if `timeoutMs` passes first.
+   * Read-your-writes and live streams: resolves true once the projection's checkpoint
+   * has reached `position`, false if `timeoutMs` passes (or `signal` aborts) first.
+   * Woken by the process's one CheckpointNotifier, not a poll per caller.
    */
-  async waitFor(name: string, position: number, timeoutMs: number): Promise<boolean> {
+  async waitFor(name: string, position: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     this.get(name);
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const row = await readCheckpoint(this.pool, name);
-      if (row && row.position >= position) return true;
-      const left = deadline - Date.now();
-      if (left <= 0) return false;
-      // Woken by a local commit, or polls for a runner in another process.
-      await new Promise<void>((res) => {
-        const t = setTimeout(done, Math.min(left, 50));
-        const self = this.committed;
-        function done() { clearTimeout(t); self.off(name, done); res(); }
-        self.on(name, done);
-      });
-    }
+    return this.checkpoints.wait(name, position, timeoutMs, signal);
+  }
+
+  /** Callers waiting in waitFor in this process. */
+  get waiting(): number {
+    return this.checkpoints.waiting;
   }
 
   /** Operator: apply the parked event again. */
@@ -287,7 +282,8 @@ export class ProjectionEngine {
         return { position: cursor, events: processed };
       });
       this.runners.get(name)?.wake();
-      this.committed.emit(name, final.position);
+      this.checkpoints.announce(name, final.position);
+      await this.checkpoints.flush();
       await onProgress({ processed, total: Math.max(total, processed) });
       return final;
     } finally {

@@ -1,0 +1,53 @@
+import { CheckpointNotifier } from '../../src/platform/projections/checkpoint-notifier';
+import { createTestDatabase, type TestDatabase } from '../support/services';
+
+/**
+ * The per-process checkpoint notifier behind ProjectionEngine.waitFor (issue 9:
+ * live streams no longer poll PostgreSQL each), on a real PostgreSQL: two
+ * notifiers stand for two processes sharing the database.
+ */
+let db: TestDatabase;
+let here: CheckpointNotifier;
+let there: CheckpointNotifier;
+const log = () => undefined;
+
+beforeAll(async () => {
+  db = await createTestDatabase('ckpt_notify');
+  await db.pool.query(`INSERT INTO projection_checkpoints (name, position, version) VALUES ('probe', 100, 1)`);
+  here = new CheckpointNotifier(db.pool, { connectionString: db.url, log });
+  there = new CheckpointNotifier(db.pool, { connectionString: db.url, log });
+});
+afterAll(async () => {
+  await here.close();
+  await there.close();
+  await db.drop();
+});
+
+const commit = async (n: CheckpointNotifier, position: number) => {
+  await db.pool.query(`UPDATE projection_checkpoints SET position = $1 WHERE name = 'probe'`, [position]);
+  n.announce('probe', position);
+};
+
+it('answers from the stored checkpoint, even with no time to wait', async () => {
+  expect(await here.wait('probe', 100, 0)).toBe(true);
+  expect(await here.wait('probe', 101, 0)).toBe(false);
+  expect(here.waiting).toBe(0);
+});
+
+it('wakes a waiter in this process on a local commit, and one in another process by NOTIFY', async () => {
+  const local = here.wait('probe', 200, 60_000);
+  const remote = there.wait('probe', 200, 60_000);
+  await commit(here, 150);
+  await commit(here, 200);
+  await expect(local).resolves.toBe(true);
+  await expect(remote).resolves.toBe(true);
+  expect(here.waiting + there.waiting).toBe(0);
+});
+
+it('a waiter whose signal aborts answers false and stops waiting', async () => {
+  const ctrl = new AbortController();
+  const waiting = there.wait('probe', 1_000_000, 60_000, ctrl.signal);
+  ctrl.abort();
+  await expect(waiting).resolves.toBe(false);
+  expect(there.waiting).toBe(0);
+});
