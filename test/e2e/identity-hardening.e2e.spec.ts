@@ -49,23 +49,32 @@ describe('a hostile password cannot freeze the event loop', () => {
   // "a" + "!"×200,000 + "b" took 22 s to refuse, /health waiting meanwhile. Limits come first now:
   // /auth/signup refuses such a body as it streams in, and the generic route's schema refuses the
   // password before the policy reads it. The 30 s bound only makes the old code fail, not hang.
-  it('refuses 200 kB and 1 MB passwords naming the body or the password and the rule, while /health answers', async () => {
-    const hostile = ['a' + '!'.repeat(200_000) + 'b', 'a' + '1 '.repeat(100_000) + 'b', 'a' + '!'.repeat(1_000_000) + 'b'];
+  it('refuses 200 kB passwords naming the field and the length rule, while /health answers', async () => {
+    const hostile = ['a' + '!'.repeat(200_000) + 'b', 'a' + '1 '.repeat(100_000) + 'b'];
     const [health, ...answers] = await Promise.all([
       app.http('GET', '/health'),
       ...hostile.map((p) => app.http('POST', '/commands/RegisterUser', { email: email(), password: p, name: 'Mallory' }, from(address()))),
-      app.http('POST', '/auth/signup', { email: email(), password: hostile[0], name: 'Mallory' }, from(address())),
     ]);
     expect(health.status).toBe(200);
-    const resource = answers.pop()!;
     for (const r of answers) {
       expect(r.status).toBe(400);
       expect(r.headers.get('content-type')).toContain('application/problem+json');
       expect(fields(r)).toEqual([{ field: 'password', rule: 'must be at most 128 characters' }]);
     }
+    expect((await app.http('GET', '/health')).status).toBe(200);
+  }, 30_000);
+
+  it('a 1 MB password: the generic route names the password, /auth/signup refuses the body as it streams in', async () => {
+    const hostile = 'a' + '!'.repeat(1_000_000) + 'b';
+    const [health, generic, resource] = await Promise.all([
+      app.http('GET', '/health'),
+      app.http('POST', '/commands/RegisterUser', { email: email(), password: hostile, name: 'Mallory' }, from(address())),
+      app.http('POST', '/auth/signup', { email: email(), password: hostile, name: 'Mallory' }, from(address())),
+    ]);
+    expect(health.status).toBe(200);
+    expect(fields(generic)).toEqual([{ field: 'password', rule: 'must be at most 128 characters' }]);
     expect(resource).toMatchObject({ status: 413, body: { code: 'PLATFORM.BODY_TOO_LARGE' } });
     expect(fields(resource)).toEqual([{ field: '(body)', rule: 'must be at most 16384 bytes' }]);
-    expect((await app.http('GET', '/health')).status).toBe(200);
   }, 30_000);
 
   it('a password of 129 code points that fits the schema is refused by the policy with the same rule', async () => {
