@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { fold } from '../../domain/shared/event';
 import { DomainError, notFound, validationError } from '../../domain/shared/errors';
 import { deviceDecider, initialDeviceState, type DeviceState } from '../../domain/identity/device.decider';
-import { deviceQuotaDecider, deviceQuotaStreamId, type DeviceQuotaEvent } from '../../domain/identity/device-quota';
+import { deviceQuotaDecider, deviceQuotaStreamId, type DeviceQuotaEvent, type DeviceQuotaState } from '../../domain/identity/device-quota';
 import { deviceStreamId, type DeviceEvent } from '../../domain/identity/device.events';
 import { emailReservationDecider, emailStreamId, normaliseEmail, type EmailEvent } from '../../domain/identity/email';
 import { checkPassword } from '../../domain/identity/password-policy';
@@ -362,7 +362,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     }
   }
 
-  private async loadDeviceQuota(ownerId: string): Promise<{ state: ReturnType<typeof deviceQuotaDecider.evolve>; revision: number }> {
+  private async loadDeviceQuota(ownerId: string): Promise<{ state: DeviceQuotaState; revision: number }> {
     const events = await this.platform.store.readStream(deviceQuotaStreamId(ownerId));
     return { state: fold(deviceQuotaDecider, events as unknown as DeviceQuotaEvent[]), revision: events.length ? events[events.length - 1]!.revision : -1 };
   }
