@@ -610,6 +610,9 @@ async function main(): Promise<void> {
     ADMIN_EMAIL: `admin-${tag}@example.test`,
     ADMIN_PASSWORD: adminPassword,
     ACCESS_TOKEN_TTL_S: '3600',
+    // Every bench buyer signs up from 127.0.0.1.
+    SIGNUP_MAX_PER_ADDRESS: '1000000000',
+    ARGON2_SIGNUP_MAX_QUEUE: '10000',
     // Orders stay confirmed: the shipping batch would add its own writes in the middle of a slice.
     SHIPPING_INTERVAL_MS: '3600000',
   });

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { Global, Module, type DynamicModule, type LoggerService, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { CqrsModule } from '@nestjs/cqrs';
@@ -10,6 +11,7 @@ import type { Config } from './config';
 import { CommandRegistry } from './platform/commands/command-registry';
 import { PostgresEventStore } from './platform/event-store/postgres-event-store';
 import { ProblemDetailsFilter } from './platform/http/problem-details';
+import { CORRELATION_ID_HEADER, CORRELATION_ID_RULE, acceptedCorrelationId } from './platform/http/request';
 import { connectInfrastructure, type Infrastructure } from './platform/infrastructure';
 import { RebuildJobs } from './platform/jobs/rebuild-jobs';
 import type { Logger } from './platform/logger';
@@ -49,6 +51,9 @@ class PlatformModule {
   }
 }
 
+/** Public routes that take credentials: small bodies only (AUTH_BODY_LIMIT_BYTES). */
+const PUBLIC_CREDENTIAL_ROUTES = new Set(['/auth/signup', '/auth/login', '/auth/refresh', '/devices/:id/tokens']);
+
 class PinoNestLogger implements LoggerService {
   constructor(private readonly pino: Logger) {}
   log(message: unknown) { this.pino.debug(String(message)); }
@@ -80,13 +85,21 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   const adapter = new FastifyAdapter({
     loggerInstance: log,
     bodyLimit: config.BODY_LIMIT_BYTES,
-    // The correlation id: taken from the caller when it sends one, else made here.
-    requestIdHeader: 'x-correlation-id',
-    genReqId: () => randomUUID(),
+    // The correlation id: taken from the caller when it sends an acceptable one, else made here
+    // (a present but unacceptable one is refused by the onRequest hook below).
+    requestIdHeader: false,
+    genReqId: (req: IncomingMessage) => acceptedCorrelationId(req.headers['x-correlation-id']) ?? randomUUID(),
+    // Whose X-Forwarded-For decides request.ip, which every per-address limit counts by.
+    trustProxy: config.TRUST_PROXY,
   });
   const app = await NestFactory.create<NestFastifyApplication>(AppModule, adapter, { logger: new PinoNestLogger(log), bodyParser: false });
   app.useGlobalFilters(new ProblemDetailsFilter());
   const fastify = app.getHttpAdapter().getInstance();
+  // Anyone may post to these, and their fields are small: a tighter body limit than BODY_LIMIT_BYTES,
+  // applied while the body streams in. (Routes register at app.init(), after this hook.)
+  fastify.addHook('onRoute', (route) => {
+    if (route.method === 'POST' && PUBLIC_CREDENTIAL_ROUTES.has(route.url)) route.bodyLimit = config.AUTH_BODY_LIMIT_BYTES;
+  });
   // Our JSON parser: a malformed body becomes a problem naming the body, with a stable code
   // (Nest would turn Fastify's SyntaxError into a bare 400). Prototype poisoning is refused.
   fastify.removeContentTypeParser('application/json');
@@ -96,6 +109,14 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
     } catch (e) {
       done(validationError('PLATFORM.MALFORMED_JSON', `the body is not valid JSON: ${(e as Error).message}`, [{ field: '(body)', rule: 'must be valid JSON' }]), undefined);
     }
+  });
+  fastify.addHook('onRequest', (request, _reply, done) => {
+    const header = request.headers['x-correlation-id'];
+    if (header !== undefined && acceptedCorrelationId(header) === undefined) {
+      done(validationError('PLATFORM.INVALID_HEADER', `${CORRELATION_ID_HEADER} ${CORRELATION_ID_RULE}`, [{ field: CORRELATION_ID_HEADER, rule: CORRELATION_ID_RULE }]));
+      return;
+    }
+    done();
   });
   fastify.addHook('onSend', async (request, reply) => {
     void reply.header('X-Correlation-Id', request.id);

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { availableParallelism, hostname } from 'node:os';
 import { z } from 'zod';
 
@@ -60,8 +61,11 @@ export const configSchema = z.object({
   /** The first admin: created (or granted admin) at start-up when both are set. */
   ADMIN_EMAIL: z.string().email().optional(),
   ADMIN_PASSWORD: z.string().min(12).max(128).optional(),
-  /** Failed logins allowed per account / per client address in LOGIN_WINDOW_S before 429. */
-  LOGIN_MAX_PER_ACCOUNT: positiveInt.default(10),
+  /**
+   * Failed logins in LOGIN_WINDOW_S: of one account from all addresses (429 only for addresses that
+   * have not logged in to it before, see LOGIN_MAX_PER_ACCOUNT_ADDRESS) / from one client address.
+   */
+  LOGIN_MAX_PER_ACCOUNT: positiveInt.default(100),
   LOGIN_MAX_PER_ADDRESS: positiveInt.default(50),
   LOGIN_WINDOW_S: positiveInt.default(900),
   /**
@@ -70,6 +74,26 @@ export const configSchema = z.object({
    * (4 threads unless UV_THREADPOOL_SIZE says more), which JWT signing and verifying share.
    */
   ARGON2_CONCURRENCY: positiveInt.max(64).default(Math.max(1, Math.min(availableParallelism() - 1, Number(process.env.UV_THREADPOOL_SIZE ?? 4) - 1))),
+  // Identity hardening (issue 9): client addresses behind proxies, lockout, sign-up and device limits.
+  /**
+   * Whose X-Forwarded-For to believe (Fastify's trustProxy): "false" (default: the socket's address
+   * is the client), "true" (any), a hop count, or comma-separated addresses/CIDRs of the proxies
+   * (also "loopback", "linklocal", "uniquelocal"). Rate limits count per client address.
+   */
+  TRUST_PROXY: z.string().default('false').transform((v, ctx) => parseTrustProxy(v, ctx)),
+  /** Failed logins of one account from one address in LOGIN_WINDOW_S before that pair gets 429. */
+  LOGIN_MAX_PER_ACCOUNT_ADDRESS: positiveInt.default(10),
+  /** How long an address that logged in to an account stays exempt from LOGIN_MAX_PER_ACCOUNT. */
+  LOGIN_KNOWN_ADDRESS_TTL_S: positiveInt.default(30 * 86_400),
+  /** Sign-up attempts per client address in SIGNUP_WINDOW_S before 429. */
+  SIGNUP_MAX_PER_ADDRESS: positiveInt.default(20),
+  SIGNUP_WINDOW_S: positiveInt.default(3600),
+  /** Sign-ups (and device registrations) waiting for a hashing slot before 503; logins have their own queue and go first. */
+  ARGON2_SIGNUP_MAX_QUEUE: positiveInt.max(10_000).default(50),
+  /** Largest body of the public credential routes (sign-up, login, refresh, device tokens): their fields are small. */
+  AUTH_BODY_LIMIT_BYTES: positiveInt.max(1_048_576).default(16_384),
+  /** Active devices one user may have registered (revoking one frees its place). */
+  DEVICES_MAX_PER_USER: positiveInt.max(1_000_000).default(100),
   // Sessions: long-lived sessions (SSE streams, MQTT connections) and live streams.
   /** How often every long-lived session is re-checked against the authoritative state (the safety net for a missed revocation notice). */
   SESSION_RECHECK_INTERVAL_S: positiveInt.max(3600).default(60),
@@ -138,6 +162,38 @@ export const configSchema = z.object({
     ctx.addIssue({ code: 'custom', path: ['JWT_HS256_SECRET'], message: 'is required when JWT_ALG=HS256 (at least 32 bytes)' });
   }
 });
+
+/** Fastify's `trustProxy`: false, true, a hop count, or a list of proxy addresses, CIDRs and proxy-addr's named ranges. */
+export type TrustProxy = boolean | number | string[];
+
+const NAMED_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function parseTrustProxy(raw: string, ctx: z.RefinementCtx): TrustProxy {
+  const v = raw.trim().toLowerCase();
+  if (v === 'false') return false;
+  if (v === 'true') return true;
+  if (/^\d+$/.test(v)) {
+    const hops = Number(v);
+    if (hops >= 1 && hops <= 32) return hops;
+  }
+  const entries = v.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  const bad = entries.filter((e) => !NAMED_RANGES.has(e) && !isAddressOrCidr(e));
+  if (entries.length === 0 || bad.length > 0) {
+    ctx.addIssue({ code: 'custom', message: `must be false, true, a hop count (1-32) or comma-separated proxy addresses/CIDRs${bad.length ? `; not an address or CIDR: ${bad.join(', ')}` : ''}` });
+    return z.NEVER;
+  }
+  return entries;
+}
+
+function isAddressOrCidr(entry: string): boolean {
+  const slash = entry.indexOf('/');
+  const address = slash < 0 ? entry : entry.slice(0, slash);
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (slash < 0) return true;
+  const bits = entry.slice(slash + 1);
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
+}
 
 export type Config = z.infer<typeof configSchema>;
 

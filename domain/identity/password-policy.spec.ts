@@ -1,6 +1,6 @@
 import { DomainError } from '../shared/errors';
 import { COMMON_PASSWORDS } from './common-passwords';
-import { PASSWORD_RULES, checkPassword, isCommonPassword, passwordProblems } from './password-policy';
+import { PASSWORD_RULES, checkPassword, codePointLength, isCommonPassword, passwordProblems } from './password-policy';
 
 const who = { email: 'ada.lovelace@example.com', name: 'Ada Lovelace' };
 
@@ -53,6 +53,26 @@ describe('identity password policy', () => {
     // A short common core is not enough: random passwords start with two letters often enough.
     expect(isCommonPassword('go8$4!2&1%9@')).toBe(false);
     expect(isCommonPassword('dragonfruit-smoothie')).toBe(false);
+  });
+
+  // Issue 9: a long run of punctuation was fed to a quadratic regex before the length check.
+  // test/unit/password-policy-hostile.spec.ts holds the same inputs to a deadline.
+  it('refuses a password over the maximum for its length alone, whatever its size', () => {
+    for (const p of ['a' + '!'.repeat(200_000) + 'b', 'a' + '\u{1F511}'.repeat(100_000) + 'b', ' '.repeat(1_000_000)]) {
+      expect(passwordProblems(p, who)).toEqual([PASSWORD_RULES.maxLength]);
+      expect(weak(p).fields).toEqual([{ field: 'password', rule: 'must be at most 128 characters' }]);
+    }
+  });
+
+  it('finds a common core inside long runs of digits and symbols', () => {
+    expect(isCommonPassword('!'.repeat(1000) + 'dragon' + '7'.repeat(1000))).toBe(true);
+    expect(isCommonPassword('!'.repeat(1000) + 'dragon-fruit' + '7'.repeat(1000))).toBe(false);
+  });
+
+  it('counts code points up to a limit without reading further', () => {
+    expect(codePointLength('\u{1F511}a\u{1F511}')).toBe(3);
+    expect(codePointLength('\ud83d')).toBe(1); // a lone surrogate is one character
+    expect(codePointLength('x'.repeat(1000), 128)).toBe(129);
   });
 
   it('reports every rule broken at once', () => {

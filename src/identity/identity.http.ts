@@ -1,7 +1,9 @@
-import { Body, Controller, Delete, Get, HttpCode, Injectable, Param, Post, Query, Req, type OnModuleInit } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Injectable, Param, Post, Query, Req, Res, type OnModuleInit } from '@nestjs/common';
 import { Command, CommandBus, CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { EMAIL_MAX_LENGTH } from '../../domain/identity/email';
+import { PASSWORD_MAX_LENGTH, PASSWORD_RULES } from '../../domain/identity/password-policy';
 import { notFound } from '../../domain/shared/errors';
 import { findUserById, listUsers } from '../../projections/users.queries';
 import { listAllDevices, listDevicesByOwner } from '../../projections/devices.queries';
@@ -14,22 +16,25 @@ import { DeviceAuth, Public, Roles, principalOf } from './auth-guard';
 import { IdentityServices } from './identity.services';
 
 const uuid = z.string().uuid('must be a UUID');
+const email = z.string().max(EMAIL_MAX_LENGTH, `must be at most ${EMAIL_MAX_LENGTH} characters`);
 const signupSchema = z.object({
-  email: z.string().max(254),
-  password: z.string(),
+  email,
+  // Any string over twice the maximum in UTF-16 units has more code points than the maximum:
+  // refused here, before the password policy reads it (the policy counts code points exactly).
+  password: z.string().max(PASSWORD_MAX_LENGTH * 2, PASSWORD_RULES.maxLength),
   name: z.string().trim().min(1, 'must not be empty').max(100, 'must be at most 100 characters'),
 }).strict();
-const loginSchema = z.object({ email: z.string().max(254), password: z.string().max(1024) }).strict();
-const refreshSchema = z.object({ refreshToken: z.string().min(1).max(512) }).strict();
+const loginSchema = z.object({ email, password: z.string().max(1024, 'must be at most 1024 characters') }).strict();
+const refreshSchema = z.object({ refreshToken: z.string().min(1, 'must not be empty').max(512, 'must be at most 512 characters') }).strict();
 const logoutSchema = z.object({ refreshToken: z.string().min(1).max(512).optional() }).strict();
-const roleSchema = z.object({ role: z.string().min(1).max(32) }).strict();
+const roleSchema = z.object({ role: z.string().min(1, 'must not be empty').max(32, 'must be at most 32 characters') }).strict();
 const deviceSchema = z.object({ name: z.string().trim().min(1, 'must not be empty').max(100, 'must be at most 100 characters') }).strict();
-const deviceTokenSchema = z.object({ secret: z.string().min(1).max(256) }).strict();
+const deviceTokenSchema = z.object({ secret: z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters') }).strict();
 const listSchema = z.object({
   limit: z.coerce.number().int().min(1).max(200).optional(),
   after: uuid.optional(),
-  q: z.string().max(100).optional(),
-  minPosition: z.string().optional(),
+  q: z.string().max(100, 'must be at most 100 characters').optional(),
+  minPosition: z.string().max(32, 'must be at most 32 characters').optional(),
 });
 
 /** Commands of identity reachable on the bus (resource routes and POST /commands/:name). */
@@ -93,8 +98,11 @@ export class AuthController {
 
   @Public()
   @Post('signup')
-  signup(@Body() body: unknown, @Ctx() ctx: CommandContext) {
-    return this.bus.execute(new RegisterUser(parseInput(signupSchema, body), ctx));
+  async signup(@Body() body: unknown, @Ctx() ctx: CommandContext, @Res({ passthrough: true }) reply: FastifyReply) {
+    const result = await this.bus.execute(new RegisterUser(parseInput(signupSchema, body), ctx));
+    // As on POST /commands/:name: a replay of a keyed sign-up created nothing.
+    if (result.duplicate) void reply.status(200);
+    return result;
   }
 
   @Public()
@@ -200,7 +208,9 @@ export class DevicesController {
   @Post(':id/tokens')
   @HttpCode(200)
   token(@Param('id') id: string, @Body() body: unknown, @Req() req: FastifyRequest) {
-    return this.identity.deviceToken(id, parseInput(deviceTokenSchema, body).secret, clientAddress(req));
+    // A malformed id is refused before the rate limiter and the argon2 work an unknown device costs.
+    const deviceId = parseInput(z.object({ id: uuid }), { id }).id;
+    return this.identity.deviceToken(deviceId, parseInput(deviceTokenSchema, body).secret, clientAddress(req));
   }
 
   @Post(':id/revoke')

@@ -2,8 +2,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { fold } from '../../domain/shared/event';
-import { DomainError, notFound } from '../../domain/shared/errors';
+import { DomainError, notFound, validationError } from '../../domain/shared/errors';
 import { deviceDecider, initialDeviceState, type DeviceState } from '../../domain/identity/device.decider';
+import { deviceQuotaDecider, deviceQuotaStreamId, type DeviceQuotaEvent, type DeviceQuotaState } from '../../domain/identity/device-quota';
 import { deviceStreamId, type DeviceEvent } from '../../domain/identity/device.events';
 import { emailReservationDecider, emailStreamId, normaliseEmail, type EmailEvent } from '../../domain/identity/email';
 import { checkPassword } from '../../domain/identity/password-policy';
@@ -15,7 +16,8 @@ import { eventId, handleCommand } from '../platform/commands/command-handling';
 import { ConcurrencyError } from '../platform/event-store/event-store';
 import { Platform } from '../platform/platform';
 import {
-  DEFAULT_KEY_RELOAD_INTERVAL_MS, LoginLimiter, PasswordHasher, RefreshTokenStore, RevocationList, SigningKeys, TokenService, authRedisOptions, issuedAt, normaliseAccount,
+  DEFAULT_KEY_RELOAD_INTERVAL_MS, LoginLimiter, PasswordHasher, RefreshTokenStore, RevocationList, SignupLimiter, SigningKeys, TokenService, authRedisOptions, issuedAt,
+  normaliseAccount,
   type AccessTokenClaims,
 } from './auth';
 import type { Principal } from './auth-guard';
@@ -30,6 +32,12 @@ export interface Session {
 
 const invalidCredentials = () => new DomainError('unauthenticated', 'AUTH.INVALID_CREDENTIALS', 'the email or the password is wrong');
 const missingToken = () => new DomainError('unauthenticated', 'AUTH.MISSING_TOKEN', 'this route needs Authorization: Bearer <token>');
+/** Far above any token this platform issues (an ES256 access token is under 1 KiB); checked before any parsing. */
+export const AUTHORIZATION_MAX_LENGTH = 4096;
+const AUTHORIZATION_RULE = `must be at most ${AUTHORIZATION_MAX_LENGTH} characters`;
+const keyReused = () => new DomainError('conflict', 'PLATFORM.IDEMPOTENCY_KEY_REUSED',
+  'this Idempotency-Key was already used for a different sign-up; send a new key with a new request',
+  [{ field: 'Idempotency-Key', rule: 'must not be reused with a different request' }]);
 
 /**
  * Identity's use cases: sign-up, login, refresh, logout, roles, devices.
@@ -45,6 +53,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   readonly hasher: PasswordHasher;
   readonly limiter: LoginLimiter;
   readonly sessions: SessionWatch;
+  readonly signupLimiter: SignupLimiter;
   private readonly redis: Redis;
 
   constructor(private readonly platform: Platform) {
@@ -77,17 +86,15 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
       recheck: (principals) => checkSessions(this, principals),
       log: platform.log,
     });
-    this.hasher = new PasswordHasher({ concurrency: c.ARGON2_CONCURRENCY });
-    this.limiter = new LoginLimiter(this.redis, {
-      maxPerAccount: c.LOGIN_MAX_PER_ACCOUNT, maxPerAddress: c.LOGIN_MAX_PER_ADDRESS, windowS: c.LOGIN_WINDOW_S, keyPrefix: `${prefix}login:`,
-    });
+    this.hasher = PasswordHasher.fromConfig(c);
+    this.limiter = LoginLimiter.fromConfig(this.redis, c, { keyPrefix: `${prefix}login:` });
+    this.signupLimiter = new SignupLimiter(this.redis, { maxPerAddress: c.SIGNUP_MAX_PER_ADDRESS, windowS: c.SIGNUP_WINDOW_S, keyPrefix: `${prefix}signup:` });
   }
 
   async onModuleInit(): Promise<void> {
     await this.hasher.init();
     await this.sessions.start();
-    const { ADMIN_EMAIL, ADMIN_PASSWORD } = this.platform.config;
-    if (ADMIN_EMAIL && ADMIN_PASSWORD) await this.ensureAdmin(ADMIN_EMAIL, ADMIN_PASSWORD);
+    await this.bootstrapAdmin();
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -101,14 +108,20 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   async signup(input: { email: string; password: string; name: string }, ctx: CommandContext): Promise<CommandResult & { userId: string; email: string }> {
     const email = normaliseEmail(input.email);
     checkPassword(input.password, { email, name: input.name });
+    // After the cheap checks, before any lookup or hash. System sign-ups (ADMIN_EMAIL) have no address.
+    if (ctx.clientAddress !== undefined) await this.signupLimiter.take(ctx.clientAddress);
     const key = ctx.idempotencyKey;
-    const userId = key ? eventId(ctx.actor, key, 'signup', 0) : randomUUID();
-    if (key) {
-      const original = await this.platform.store.findAppend(userStreamId(userId), eventId(ctx.actor, key, userStreamId(userId), 0));
-      if (original) return { userId, email, position: original.position, revision: original.nextRevision, duplicate: true };
-    }
-    if ((await this.platform.store.readStream(emailStreamId(email), 0, 1)).length > 0) throw this.emailTaken(email);
-    const passwordHash = await this.hasher.hash(input.password);
+    // Anonymous callers share one key space: scoped by the address being registered, two strangers'
+    // keys never meet, and a key can only ever answer with the account of that same address.
+    const userId = key ? eventId(ctx.actor, key, `signup:${email}`, 0) : randomUUID();
+    // A taken address is either this very sign-up sent again (same key) or someone else's account.
+    const takenOrReplay = async (): Promise<CommandResult & { userId: string; email: string }> => {
+      const original = key ? await this.platform.store.findAppend(userStreamId(userId), eventId(ctx.actor, key, userStreamId(userId), 0)) : undefined;
+      if (original) return this.replaySignup(userId, email, input, original);
+      throw this.emailTaken(email);
+    };
+    if ((await this.platform.store.readStream(emailStreamId(email), 0, 1)).length > 0) return takenOrReplay();
+    const passwordHash = await this.hasher.hash(input.password, 'create');
     const emailEvents: readonly EmailEvent[] = emailReservationDecider.decide({ type: 'ReserveEmail', data: { email, userId, now: ctx.now } }, emailReservationDecider.initialState);
     const userEvents: readonly UserEvent[] = userDecider.decide(
       { type: 'RegisterUser', data: { userId, email, name: input.name, passwordHash, now: ctx.now } }, initialUserState);
@@ -120,11 +133,27 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
         { streamId: emailStreamId(email), expected: 'no_stream', events: emailEvents.map((e, i) => ({ ...e, id: id(emailStreamId(email), i), metadata: meta })) },
         { streamId: userStreamId(userId), expected: 'no_stream', events: userEvents.map((e, i) => ({ ...e, id: id(userStreamId(userId), i), metadata: meta })) },
       ]);
-      return { userId, email, position: user!.position, revision: user!.nextRevision, duplicate: user!.duplicate };
+      // A concurrent request with this key got there first: answer as a replay, after the same checks.
+      if (user!.duplicate) return await this.replaySignup(userId, email, input, user!);
+      return { userId, email, position: user!.position, revision: user!.nextRevision, duplicate: false };
     } catch (e) {
-      if (e instanceof ConcurrencyError && e.streamId === emailStreamId(email)) throw this.emailTaken(email);
+      if (e instanceof ConcurrencyError && e.streamId === emailStreamId(email)) return takenOrReplay();
       throw e;
     }
+  }
+
+  /**
+   * The Idempotency-Key of this sign-up was used before for this address: the original result
+   * only for the same request (same name, and the password verifies against the account's hash),
+   * else 409 PLATFORM.IDEMPOTENCY_KEY_REUSED. The password is compared with argon2, never kept:
+   * a fingerprint of it in an event would be a fast hash of a password.
+   */
+  private async replaySignup(userId: string, email: string, input: { password: string; name: string }, original: { position: number; nextRevision: number }): Promise<CommandResult & { userId: string; email: string }> {
+    const user = await this.loadUser(userId);
+    const same = (user.status === 'active' || user.status === 'disabled') && user.name === input.name.trim()
+      && (await this.hasher.verify(user.passwordHash, input.password, 'create'));
+    if (!same) throw keyReused();
+    return { userId, email, position: original.position, revision: original.nextRevision, duplicate: true };
   }
 
   private emailTaken(email: string): DomainError {
@@ -160,9 +189,9 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
       await this.limiter.recordFailure(account, address);
       throw invalidCredentials();
     }
-    await this.limiter.recordSuccess(account);
+    await this.limiter.recordSuccess(account, address);
     if (this.hasher.needsRehash(user.passwordHash)) {
-      const passwordHash = await this.hasher.hash(input.password);
+      const passwordHash = await this.hasher.hash(input.password, 'verify');
       await this.userCommand({ type: 'RehashPassword', data: { userId: user.userId, passwordHash, now: new Date() } }, systemContext('login-rehash'));
     }
     return this.issueSession(user);
@@ -202,6 +231,9 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
 
   /** Verifies a bearer token of the kind the route takes, then the revocation list (fails closed). */
   async authenticate(header: string | undefined, mode: 'user' | 'device' | 'user-or-device'): Promise<Principal> {
+    if (header !== undefined && header.length > AUTHORIZATION_MAX_LENGTH) {
+      throw validationError('PLATFORM.INVALID_HEADER', `Authorization ${AUTHORIZATION_RULE}`, [{ field: 'Authorization', rule: AUTHORIZATION_RULE }]);
+    }
     const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(header ?? '');
     if (!m) throw missingToken();
     const token = m[1]!;
@@ -242,16 +274,49 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     return r;
   }
 
-  /** ADMIN_EMAIL/ADMIN_PASSWORD at start-up, and `npm run cli -- users:grant-admin <email>`. */
-  async ensureAdmin(rawEmail: string, password?: string): Promise<string> {
+  /**
+   * ADMIN_EMAIL/ADMIN_PASSWORD at start-up. Creates the account when the address is free. An
+   * existing account gets the admin role only when ADMIN_PASSWORD verifies against it: sign-up
+   * never proves who owns an address, so whoever registered the operator's address first must
+   * not become admin at the next restart. (`npm run cli -- users:grant-admin` is the way to
+   * promote an account whose password the operator does not set.)
+   */
+  async ensureAdmin(rawEmail: string, password: string): Promise<{ userId: string; outcome: 'created' | 'promoted' | 'already admin' | 'refused' }> {
     const email = normaliseEmail(rawEmail);
-    let userId = await this.userIdByEmail(email);
-    if (!userId) {
-      if (!password) throw notFound('IDENTITY.USER_NOT_FOUND', `no account with email ${email}`);
-      userId = (await this.signup({ email, password, name: 'Administrator' }, systemContext('admin-bootstrap'))).userId;
+    const ctx = systemContext('admin-bootstrap');
+    const existing = await this.userIdByEmail(email);
+    if (!existing) {
+      const { userId } = await this.signup({ email, password, name: 'Administrator' }, ctx);
+      await this.userCommand({ type: 'AssignRole', data: { userId, role: 'admin', by: 'system', now: ctx.now } }, ctx);
+      return { userId, outcome: 'created' };
     }
-    await this.userCommand({ type: 'AssignRole', data: { userId, role: 'admin', by: 'system', now: new Date() } }, systemContext('admin-bootstrap'));
-    return userId;
+    const user = await this.loadUser(existing);
+    const verified = (user.status === 'active' || user.status === 'disabled') && (await this.hasher.verify(user.passwordHash, password));
+    if (!verified) return { userId: existing, outcome: 'refused' };
+    if (user.roles.includes('admin')) return { userId: existing, outcome: 'already admin' };
+    await this.userCommand({ type: 'AssignRole', data: { userId: existing, role: 'admin', by: 'system', now: ctx.now } }, ctx);
+    return { userId: existing, outcome: 'promoted' };
+  }
+
+  /** The start-up admin bootstrap, with one log line saying what it did (or refused). */
+  private async bootstrapAdmin(): Promise<void> {
+    const { ADMIN_EMAIL, ADMIN_PASSWORD } = this.platform.config;
+    const log = this.platform.log;
+    if (!ADMIN_EMAIL) return;
+    if (!ADMIN_PASSWORD) {
+      log.warn({ adminEmail: ADMIN_EMAIL }, `ADMIN_EMAIL ${ADMIN_EMAIL} is set without ADMIN_PASSWORD: no admin account was created or promoted`);
+      return;
+    }
+    const { userId, outcome } = await this.ensureAdmin(ADMIN_EMAIL, ADMIN_PASSWORD);
+    if (outcome === 'refused') {
+      log.error({ adminEmail: ADMIN_EMAIL, userId },
+        `ADMIN_EMAIL ${ADMIN_EMAIL} belongs to an existing account whose password is not ADMIN_PASSWORD: it was NOT given the admin role `
+        + `(anyone can sign up with any address); set ADMIN_PASSWORD to that account's password, choose another ADMIN_EMAIL, `
+        + `or run \`npm run cli -- users:grant-admin ${ADMIN_EMAIL}\` if you trust that account`);
+      return;
+    }
+    const what = { created: 'created', promoted: 'given the admin role', 'already admin': 'already an admin' }[outcome];
+    log.info({ adminEmail: ADMIN_EMAIL, userId, outcome }, `admin account ${ADMIN_EMAIL} (user ${userId}): ${what}; log in with ADMIN_EMAIL and ADMIN_PASSWORD`);
   }
 
   // ---- devices -----------------------------------------------------------
@@ -285,16 +350,52 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     return this.sessions.watch(principal, end);
   }
 
+  /**
+   * Registers a device and takes one of its owner's DEVICES_MAX_PER_USER places, in one append
+   * (the place at the quota stream's expected revision). The cap is checked once before hashing
+   * the secret, so a user at the cap costs no argon2 work, and again in the append.
+   */
   async registerDevice(owner: Caller, name: string, ctx: CommandContext): Promise<CommandResult & { deviceId: string; secret: string }> {
-    const deviceId = ctx.idempotencyKey ? eventId(ctx.actor, ctx.idempotencyKey, 'device', 0) : randomUUID();
+    const key = ctx.idempotencyKey;
+    const deviceId = key ? eventId(ctx.actor, key, 'device', 0) : randomUUID();
+    const deviceStream = deviceStreamId(deviceId);
+    const secretShown = () => new DomainError('conflict', 'IDENTITY.DEVICE_SECRET_SHOWN',
+      'this device was registered by an earlier request with the same Idempotency-Key; its secret was shown then', [], { deviceId });
+    if (key && (await this.platform.store.findAppend(deviceStream, eventId(ctx.actor, key, deviceStream, 0)))) throw secretShown();
+    const quotaStream = deviceQuotaStreamId(owner.id);
+    const max = this.platform.config.DEVICES_MAX_PER_USER;
+    const take = { type: 'TakeDeviceSlot', data: { ownerId: owner.id, deviceId, max, now: ctx.now } } as const;
+    deviceQuotaDecider.decide(take, (await this.loadDeviceQuota(owner.id)).state);
     const secret = randomBytes(32).toString('base64url');
-    const secretHash = await this.hasher.hash(secret);
-    const r = await handleCommand(this.platform.store, deviceDecider, deviceStreamId(deviceId),
-      { type: 'RegisterDevice', data: { deviceId, ownerId: owner.id, name, secretHash, now: ctx.now } }, ctx, this.platform.config.COMMAND_RETRIES);
-    if (r.duplicate) {
-      throw new DomainError('conflict', 'IDENTITY.DEVICE_SECRET_SHOWN', 'this device was registered by an earlier request with the same Idempotency-Key; its secret was shown then', [], { deviceId });
+    const secretHash = await this.hasher.hash(secret, 'create');
+    const deviceEvents = deviceDecider.decide({ type: 'RegisterDevice', data: { deviceId, ownerId: owner.id, name, secretHash, now: ctx.now } }, initialDeviceState);
+    const meta = { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, command: 'RegisterDevice' };
+    const id = (stream: string, i: number) => (key ? eventId(ctx.actor, key, stream, i) : randomUUID());
+    const toAppend = (stream: string, events: readonly { type: string; data: object }[]) =>
+      events.map((e, i) => ({ type: e.type, data: e.data as Record<string, unknown>, id: id(stream, i), metadata: meta }));
+    for (let attempt = 0; ; attempt++) {
+      const quota = await this.loadDeviceQuota(owner.id);
+      const slotEvents = deviceQuotaDecider.decide(take, quota.state);
+      try {
+        const results = await this.platform.store.appendMulti([
+          ...(slotEvents.length ? [{ streamId: quotaStream, expected: quota.revision < 0 ? 'no_stream' as const : quota.revision, events: toAppend(quotaStream, slotEvents) }] : []),
+          { streamId: deviceStream, expected: 'no_stream', events: toAppend(deviceStream, deviceEvents) },
+        ]);
+        const device = results[results.length - 1]!;
+        if (device.duplicate) throw secretShown();
+        return { deviceId, secret, position: device.position, revision: device.nextRevision, duplicate: false };
+      } catch (e) {
+        // Another registration of this owner took a place meanwhile: count again.
+        if (e instanceof ConcurrencyError && e.streamId === quotaStream && attempt < this.platform.config.COMMAND_RETRIES) continue;
+        if (e instanceof ConcurrencyError && e.streamId === deviceStream) throw secretShown();
+        throw e;
+      }
     }
-    return { deviceId, secret, position: r.position, revision: r.revision, duplicate: false };
+  }
+
+  private async loadDeviceQuota(ownerId: string): Promise<{ state: DeviceQuotaState; revision: number }> {
+    const events = await this.platform.store.readStream(deviceQuotaStreamId(ownerId));
+    return { state: fold(deviceQuotaDecider, events as unknown as DeviceQuotaEvent[]), revision: events.length ? events[events.length - 1]!.revision : -1 };
   }
 
   async deviceToken(deviceId: string, secret: string, address: string): Promise<{ accessToken: string; expiresIn: number; tokenType: 'Bearer' }> {
@@ -306,7 +407,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
       await this.limiter.recordFailure(account, address);
       throw new DomainError('unauthenticated', 'AUTH.INVALID_DEVICE_CREDENTIALS', 'the device id or secret is wrong, or the device is revoked');
     }
-    await this.limiter.recordSuccess(account);
+    await this.limiter.recordSuccess(account, address);
     // Told only to a caller that proved it holds the secret.
     if ((await this.loadUser(device.ownerId)).status !== 'active') {
       throw new DomainError('forbidden', 'AUTH.DEVICE_OWNER_DISABLED', 'the device belongs to a disabled user; it may not obtain tokens');
@@ -324,6 +425,11 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     const r = await handleCommand(this.platform.store, deviceDecider, deviceStreamId(deviceId),
       { type: 'RevokeDevice', data: { deviceId, by: by.id, now: ctx.now } }, ctx, this.platform.config.COMMAND_RETRIES);
     await this.revocation.revokeSubject(deviceId);
+    // Also after a repeated revoke (nothing new above): a crash between the two appends is repaired by retrying.
+    // Without the key: the decider makes the release idempotent, and the key may have named a registration on this stream.
+    const unkeyed: CommandContext = { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, now: ctx.now };
+    await handleCommand(this.platform.store, deviceQuotaDecider, deviceQuotaStreamId(device.ownerId),
+      { type: 'ReleaseDeviceSlot', data: { ownerId: device.ownerId, deviceId, now: ctx.now } }, unkeyed, this.platform.config.COMMAND_RETRIES);
     return r;
   }
 }

@@ -1,6 +1,7 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
 import { DomainError } from '../../domain/shared/errors';
 import { Public, Roles, type AuthenticatedRequest } from '../identity/auth-guard';
 import { IdentityServices } from '../identity/identity.services';
@@ -116,7 +117,8 @@ export class AdminController {
 
   @Get('jobs/:id')
   job(@Param('id') id: string) {
-    return this.platform.jobs.get(id);
+    // BullMQ numbers its jobs; anything else is not one of ours and never reaches Redis.
+    return this.platform.jobs.get(parseInput(z.object({ id: z.string().regex(/^\d{1,20}$/, 'must be a job number') }), { id }).id);
   }
 }
 

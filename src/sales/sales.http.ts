@@ -65,14 +65,14 @@ const catalogueQuery = z.object({
   channel: code,
   q: z.string().max(100, 'must be at most 100 characters').optional(),
   limit: z.coerce.number().int().min(1).max(200).optional(),
-  after: z.string().max(500).optional(),
-  minPosition: z.string().optional(),
+  after: z.string().max(500, 'must be at most 500 characters').optional(),
+  minPosition: z.string().max(32, 'must be at most 32 characters').optional(),
 });
 const ordersQuery = z.object({
-  status: z.string().optional(),
+  status: z.string().max(32, 'must be at most 32 characters').optional(),
   limit: z.coerce.number().int().min(1).max(200).optional(),
-  after: z.string().max(500).optional(),
-  minPosition: z.string().optional(),
+  after: z.string().max(500, 'must be at most 500 characters').optional(),
+  minPosition: z.string().max(32, 'must be at most 32 characters').optional(),
 });
 const idParam = (id: string) => parseInput(z.object({ id: uuid }), { id }).id;
 

@@ -1,5 +1,5 @@
 import type { Decider } from '../../domain/shared/event';
-import { handleCommand, StateCache } from '../../src/platform/commands/command-handling';
+import { handleCommand, requestFingerprint, StateCache } from '../../src/platform/commands/command-handling';
 import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
 import { createTestDatabase, type TestDatabase } from '../support/services';
 
@@ -60,4 +60,28 @@ it('the cache is bounded: the least recently used stream goes first', () => {
   cache.get('a');
   cache.set('c', 0, 3);
   expect([cache.get('a')?.state, cache.get('b'), cache.get('c')?.state, cache.size]).toEqual([1, undefined, 3, 2]);
+});
+
+// Issue 9: two strangers sending one Idempotency-Key to a public command got one result (the
+// first one's): every stranger is "anonymous", so ids derived from (anonymous, key) were shared.
+it('an anonymous idempotency key only answers the identical request; a different request with it is decided afresh', async () => {
+  const anonymous = (n: number) => handleCommand(store, decider, 'stock-anon', { type: 'Take', data: { n } }, { ...ctx(), actor: 'anonymous', idempotencyKey: 'shared-key-1' }, 5);
+  const first = await anonymous(1);
+  const retry = await anonymous(1);
+  expect(retry).toMatchObject({ duplicate: true, position: first.position });
+  const stranger = await anonymous(2);
+  expect(stranger.duplicate).toBe(false);
+  expect(stranger.position).not.toBe(first.position);
+  expect((await store.readStream('stock-anon')).map((e) => e.data.n)).toEqual([1, 2]);
+  // An authenticated caller's keys are its own: unchanged.
+  const mine = await handleCommand(store, decider, 'stock-anon', { type: 'Take', data: { n: 3 } }, { ...ctx(), actor: 'user:1', idempotencyKey: 'shared-key-1' }, 5);
+  expect((await handleCommand(store, decider, 'stock-anon', { type: 'Take', data: { n: 4 } }, { ...ctx(), actor: 'user:1', idempotencyKey: 'shared-key-1' }, 5)))
+    .toMatchObject({ duplicate: true, position: mine.position });
+});
+
+it('the request fingerprint ignores the clock and key order, not the content', () => {
+  const at = (now: Date, data: Record<string, unknown>) => requestFingerprint({ type: 'Take', data: { ...data, now } });
+  expect(at(new Date(1), { n: 1, m: { b: 1, a: 2 } })).toBe(at(new Date(2), { m: { a: 2, b: 1 }, n: 1 }));
+  expect(at(new Date(1), { n: 1 })).not.toBe(at(new Date(1), { n: 2 }));
+  expect(requestFingerprint({ type: 'Take', data: { n: 1 } })).not.toBe(requestFingerprint({ type: 'Give', data: { n: 1 } }));
 });

@@ -2,7 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import * as argon2 from 'argon2';
 import { Redis, type RedisOptions } from 'ioredis';
-import { LoginLimiter, normaliseAddress } from '../../src/identity/auth/login-limiter';
+import { LoginLimiter, SignupLimiter, normaliseAddress } from '../../src/identity/auth/login-limiter';
 import { PasswordHasher } from '../../src/identity/auth/passwords';
 import { authRedisOptions } from '../../src/identity/auth/redis-call';
 import { RefreshTokenStore } from '../../src/identity/auth/refresh-tokens';
@@ -255,48 +255,95 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
   describe('login limiter', () => {
     let limiter: LoginLimiter;
     const addr = () => `10.${Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}`;
+    const limited = (p: Promise<unknown>) => expectDomainError(p, 'rate_limited', 'AUTH.TOO_MANY_ATTEMPTS');
 
     beforeAll(() => {
-      limiter = new LoginLimiter(redis, { keyPrefix: `${PREFIX}login:`, maxPerAccount: 3, maxPerAddress: 5, windowS: 120 });
+      limiter = new LoginLimiter(redis, {
+        keyPrefix: `${PREFIX}login:`, maxPerAccountAddress: 3, maxPerAddress: 5, maxPerAccount: 8, windowS: 120, knownAddressTtlS: 600,
+      });
     });
 
-    it('counts failures per normalised account and refuses at the limit with retryAfterSeconds', async () => {
+    it('counts failures per normalised (account, address) pair and refuses that pair at the limit with retryAfterSeconds', async () => {
       const account = `Alice.${randomUUID()}@Example.com`;
-      await limiter.check(account, addr());
-      for (let i = 0; i < 3; i++) await limiter.recordFailure(account, addr());
-      const attempt = limiter.check(` ${account.toLowerCase()} `, addr());
-      await expectDomainError(attempt, 'rate_limited', 'AUTH.TOO_MANY_ATTEMPTS');
+      const address = addr();
+      await limiter.check(account, address);
+      for (let i = 0; i < 3; i++) await limiter.recordFailure(account, address);
+      const attempt = limiter.check(` ${account.toLowerCase()} `, address);
+      await limited(attempt);
       const err = (await attempt.catch((e: unknown) => e)) as { extra: { retryAfterSeconds: number } };
       expect(err.extra.retryAfterSeconds).toBeGreaterThan(0);
       expect(err.extra.retryAfterSeconds).toBeLessThanOrEqual(120);
-      // A success clears the account counter.
-      await limiter.recordSuccess(account.toUpperCase());
-      await expect(limiter.check(account, addr())).resolves.toBeUndefined();
       // No e-mail address in Redis keys.
-      expect(limiter.accountKey(account)).not.toContain('@');
+      for (const key of [limiter.accountKey(account), limiter.pairKey(account, address), limiter.knownKey(account, address)]) expect(key).not.toContain('@');
+    });
+
+    it("a stranger's failures lock only the stranger's pair: the owner, from another address, may still log in", async () => {
+      const account = `owner-${randomUUID()}@example.com`;
+      const stranger = addr();
+      for (let i = 0; i < 3; i++) await limiter.recordFailure(account, stranger);
+      await limited(limiter.check(account, stranger));
+      await expect(limiter.check(account, addr())).resolves.toBeUndefined();
+      // The stranger's other guesses (other accounts) are still possible until the address limit.
+      await expect(limiter.check(`other-${randomUUID()}@example.com`, stranger)).resolves.toBeUndefined();
+    });
+
+    it('a success clears its pair and nothing else', async () => {
+      const account = `clear-${randomUUID()}@example.com`;
+      const address = addr();
+      for (let i = 0; i < 3; i++) await limiter.recordFailure(account, address);
+      await limiter.recordSuccess(account.toUpperCase(), address);
+      await expect(limiter.check(account, address)).resolves.toBeUndefined();
+      expect(await redis.get(limiter.accountKey(account))).toBe('3');
+      expect(await redis.get(limiter.addressKey(address))).toBe('3');
     });
 
     it('counts failures per client address across accounts; a success does not clear the address', async () => {
       const address = addr();
       for (let i = 0; i < 5; i++) await limiter.recordFailure(`user${i}-${randomUUID()}@example.com`, address);
-      await expectDomainError(limiter.check(`fresh-${randomUUID()}@example.com`, address), 'rate_limited', 'AUTH.TOO_MANY_ATTEMPTS');
+      await limited(limiter.check(`fresh-${randomUUID()}@example.com`, address));
       await expect(limiter.check(`fresh-${randomUUID()}@example.com`, addr())).resolves.toBeUndefined();
-      await limiter.recordSuccess(`user0@example.com`);
-      await expectDomainError(limiter.check(`fresh-${randomUUID()}@example.com`, address), 'rate_limited', 'AUTH.TOO_MANY_ATTEMPTS');
+      await limiter.recordSuccess(`user0@example.com`, address);
+      await limited(limiter.check(`fresh-${randomUUID()}@example.com`, address));
+    });
+
+    it('the account-wide cap (a guesser spread over many addresses) refuses unknown addresses, never one that logged in before', async () => {
+      const account = `spread-${randomUUID()}@example.com`;
+      const home = addr();
+      await limiter.recordSuccess(account, home);
+      for (let i = 0; i < 8; i++) await limiter.recordFailure(account, addr());
+      await limited(limiter.check(account, addr()));
+      await expect(limiter.check(account, home)).resolves.toBeUndefined();
+      // Known per account: the same address is a stranger to another account.
+      for (let i = 0; i < 8; i++) await limiter.recordFailure(`other-${account}`, addr());
+      await limited(limiter.check(`other-${account}`, home));
+      expect(await redis.ttl(limiter.knownKey(account, home))).toBeGreaterThan(120);
     });
 
     it('starts the window at the first failure and does not extend it', async () => {
       const account = `window-${randomUUID()}`;
       const address = addr();
       const first = await limiter.recordFailure(account, address);
-      expect(first).toEqual({ account: 1, address: 1 });
-      await redis.expire(limiter.accountKey(account), 30);
+      expect(first).toEqual({ pair: 1, address: 1, account: 1 });
+      await redis.expire(limiter.pairKey(account, address), 30);
       const second = await limiter.recordFailure(account, address);
-      expect(second).toEqual({ account: 2, address: 2 });
-      const ttl = await redis.ttl(limiter.accountKey(account));
+      expect(second).toEqual({ pair: 2, address: 2, account: 2 });
+      const ttl = await redis.ttl(limiter.pairKey(account, address));
       expect(ttl).toBeGreaterThan(0);
       expect(ttl).toBeLessThanOrEqual(30);
       expect(await redis.ttl(limiter.addressKey(address))).toBeLessThanOrEqual(120);
+      expect(await redis.ttl(limiter.accountKey(account))).toBeLessThanOrEqual(120);
+    });
+
+    it('sign-ups: counts every attempt per address and refuses over the limit with retryAfterSeconds', async () => {
+      const signups = new SignupLimiter(redis, { keyPrefix: `${PREFIX}signup:`, maxPerAddress: 3, windowS: 120 });
+      const address = addr();
+      for (let i = 0; i < 3; i++) await signups.take(address);
+      const over = signups.take(`::ffff:${address}`);
+      await expectDomainError(over, 'rate_limited', 'AUTH.TOO_MANY_SIGNUPS');
+      const err = (await over.catch((e: unknown) => e)) as { extra: { retryAfterSeconds: number } };
+      expect(err.extra.retryAfterSeconds).toBeGreaterThan(0);
+      expect(err.extra.retryAfterSeconds).toBeLessThanOrEqual(120);
+      await expect(signups.take(addr())).resolves.toBeUndefined();
     });
 
     it('normalises addresses: IPv4-mapped IPv6 is IPv4, IPv6 counts per /64', () => {
@@ -347,10 +394,14 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
         await expectDomainError(revocation.check(claims), 'unavailable', 'AUTH.REVOCATION_UNAVAILABLE');
         await expectDomainError(revocation.revokeToken(claims.jti, claims.iat + 900), 'unavailable', 'AUTH.REVOCATION_UNAVAILABLE');
         await expectDomainError(revocation.revokeSubject('user-1'), 'unavailable', 'AUTH.REVOCATION_UNAVAILABLE');
-        const limiter = new LoginLimiter(dead, { keyPrefix: `${PREFIX}dead:`, maxPerAccount: 3, maxPerAddress: 5, windowS: 60, timeoutMs: 300 });
+        const limiter = new LoginLimiter(dead, {
+          keyPrefix: `${PREFIX}dead:`, maxPerAccountAddress: 3, maxPerAddress: 5, maxPerAccount: 8, windowS: 60, knownAddressTtlS: 600, timeoutMs: 300,
+        });
         await expectDomainError(limiter.check('a@example.com', '10.0.0.1'), 'unavailable', 'AUTH.LOGIN_LIMITER_UNAVAILABLE');
         await expectDomainError(limiter.recordFailure('a@example.com', '10.0.0.1'), 'unavailable', 'AUTH.LOGIN_LIMITER_UNAVAILABLE');
-        await expectDomainError(limiter.recordSuccess('a@example.com'), 'unavailable', 'AUTH.LOGIN_LIMITER_UNAVAILABLE');
+        await expectDomainError(limiter.recordSuccess('a@example.com', '10.0.0.1'), 'unavailable', 'AUTH.LOGIN_LIMITER_UNAVAILABLE');
+        const signups = new SignupLimiter(dead, { keyPrefix: `${PREFIX}dead:`, maxPerAddress: 3, windowS: 60, timeoutMs: 300 });
+        await expectDomainError(signups.take('10.0.0.1'), 'unavailable', 'AUTH.SIGNUP_LIMITER_UNAVAILABLE');
         const err = (await revocation.check(claims).catch((e: unknown) => e)) as { extra: { retryAfterSeconds: number } };
         expect(err.extra.retryAfterSeconds).toBeGreaterThan(0);
       } finally {
@@ -427,15 +478,46 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       expect(one.waiting).toBe(0);
 
       const two = new PasswordHasher({ concurrency: 2 });
-      const more = Array.from({ length: 5 }, (_, i) => two.hash(`password number ${i}`));
+      const stored = await two.hash('password number 0');
+      const more = Array.from({ length: 5 }, (_, i) => two.verify(stored, `password number ${i}`));
       expect(two.running).toBe(2);
       expect(two.waiting).toBe(3);
-      await Promise.all(more);
+      expect(await Promise.all(more)).toEqual([true, false, false, false, false]);
 
-      const tiny = new PasswordHasher({ concurrency: 1, maxQueue: 1 });
+      const tiny = new PasswordHasher({ concurrency: 1, maxQueue: 1, maxSignupQueue: 1 });
       const { ok, failed } = await outcomes([tiny.hash('first password'), tiny.hash('second password'), tiny.hash('third password')]);
       expect(ok).toHaveLength(2);
       expect(failed).toEqual([expect.objectContaining({ kind: 'unavailable', code: 'AUTH.BUSY' })]);
+    });
+
+    // Issue 9: sign-ups and logins shared one FIFO queue, so a sign-up flood turned logins into 503s.
+    it('a sign-up flood cannot starve logins: a waiting verification gets the next slot, and sign-ups queue (and overflow) apart', async () => {
+      const one = new PasswordHasher({ concurrency: 1, maxQueue: 5, maxSignupQueue: 10 });
+      const stored = await one.hash('the right password');
+      const done: string[] = [];
+      const signups = Array.from({ length: 15 }, (_, i) => one.hash(`sign-up password ${i}`).then(() => { done.push(`signup ${i}`); }, (e: Error) => {
+        done.push(`signup ${i} refused`);
+        throw e;
+      }));
+      const login = one.verify(stored, 'the right password').then((ok) => { done.push('login'); return ok; });
+      const { failed } = await outcomes(signups);
+      expect(await login).toBe(true);
+      // One sign-up held the only slot; ten waited; four found their queue full. The login went next.
+      expect(failed).toHaveLength(4);
+      expect(failed.every((e) => e.code === 'AUTH.BUSY')).toBe(true);
+      expect(done.filter((d) => !d.endsWith('refused')).indexOf('login')).toBe(1);
+    });
+
+    it('sign-ups hold at most half the slots: with two or more, a login never waits for a sign-up', async () => {
+      const four = new PasswordHasher({ concurrency: 4 });
+      const stored = await four.hash('the right password');
+      const signups = Array.from({ length: 6 }, (_, i) => four.hash(`sign-up password ${i}`));
+      expect(four.running).toBe(2);
+      const logins = [four.verify(stored, 'the right password'), four.verify(stored, 'wrong')];
+      expect(four.running).toBe(4); // both logins started at once
+      expect(four.waiting).toBe(4);
+      expect(await Promise.all(logins)).toEqual([true, false]);
+      await Promise.all(signups);
     });
   });
 });

@@ -46,6 +46,8 @@ export async function startTestApp(options: { modules?: Type[]; projections?: Pr
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     // A free port for the embedded MQTT broker: parallel test files must not share 1883.
     MQTT_PORT: '0',
+    // Every test signs its users up from 127.0.0.1; tests of the sign-up limit set their own.
+    SIGNUP_MAX_PER_ADDRESS: '1000000',
     ...options.env,
   });
   const running = await createApp(config, createLogger(config.LOG_LEVEL), {

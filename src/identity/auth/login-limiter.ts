@@ -1,26 +1,39 @@
 import { createHash } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
 import { DEFAULT_REDIS_TIMEOUT_MS, redisCall } from './redis-call';
 
 /**
- * Failed-login counters in Redis, per account and per client address, in a
- * fixed window that starts at the first failure:
+ * Failed-login counters in Redis, in fixed windows that start at the first
+ * failure. Guessing stays throttled, yet a stranger cannot lock the owner out
+ * (OWASP Authentication Cheat Sheet, "Account lockout"): the password is
+ * never checked before these limits, so each limit must only refuse those
+ * who could be the guesser.
  *
- *   <prefix>acct:<sha256(normalised account)>   failures of one account (no e-mail in Redis)
- *   <prefix>addr:<normalised address>          failures from one address (IPv6: its /64)
+ *   <prefix>pair:<sha256(account, address)>  failures of one account from one address: 429 for that pair only
+ *   <prefix>addr:<address>                   failures from one address, any account: 429 for that address
+ *   <prefix>acct:<sha256(account)>           failures of one account, any address: 429 only for addresses
+ *                                            not known to the account (a distributed guesser), never the owner's
+ *   <prefix>known:<sha256(account, address)> an address that logged in to this account (kept knownAddressTtlS)
  *
- * `check` refuses (429 AUTH.TOO_MANY_ATTEMPTS with retryAfterSeconds) once a
- * counter has reached its maximum; a success clears only the account counter
- * (clearing the address counter would let one good account launder guesses
- * at others). Every call fails closed (503) when Redis does not answer.
+ * Addresses are normalised (IPv6 per /64); no e-mail address is stored in a
+ * key. A success clears its pair and marks the address as known; it clears
+ * neither the address counter (one good account would launder guesses at
+ * others) nor the account counter (the owner's login would give a
+ * distributed guesser a fresh budget). Every call fails closed (503) when
+ * Redis does not answer.
  */
 export interface LoginLimiterOptions {
-  readonly maxPerAccount: number;
+  /** Failures of one account from one address before that pair is refused. */
+  readonly maxPerAccountAddress: number;
   readonly maxPerAddress: number;
+  /** Failures of one account from all addresses before addresses it does not know are refused. */
+  readonly maxPerAccount: number;
   readonly windowS: number;
+  /** How long a successful login keeps its address known to the account. */
+  readonly knownAddressTtlS: number;
   /** Key prefix; default "auth:login:". */
   readonly keyPrefix?: string | undefined;
   /** Per-call bound; default 500 ms. */
@@ -73,6 +86,11 @@ export function normaliseAddress(address: string): string {
   return `h:${createHash('sha256').update(a).digest('hex').slice(0, 32)}`;
 }
 
+const tooManyAttempts = (retryAfterSeconds: number) =>
+  new DomainError('rate_limited', 'AUTH.TOO_MANY_ATTEMPTS', 'too many failed login attempts; try again later', [], { retryAfterSeconds });
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
 export class LoginLimiter {
   private readonly prefix: string;
   private readonly timeoutMs: number;
@@ -80,75 +98,71 @@ export class LoginLimiter {
   constructor(private readonly redis: Redis, private readonly options: LoginLimiterOptions) {
     this.prefix = options.keyPrefix ?? 'auth:login:';
     this.timeoutMs = options.timeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS;
-    for (const n of ['maxPerAccount', 'maxPerAddress', 'windowS'] as const) {
+    for (const n of ['maxPerAccountAddress', 'maxPerAddress', 'maxPerAccount', 'windowS', 'knownAddressTtlS'] as const) {
       if (!Number.isInteger(options[n]) || options[n] <= 0) throw new Error(`${n} must be a positive integer`);
     }
   }
 
   static fromConfig(
     redis: Redis,
-    config: Pick<Config, 'LOGIN_MAX_PER_ACCOUNT' | 'LOGIN_MAX_PER_ADDRESS' | 'LOGIN_WINDOW_S'>,
+    config: Pick<Config, 'LOGIN_MAX_PER_ACCOUNT_ADDRESS' | 'LOGIN_MAX_PER_ACCOUNT' | 'LOGIN_MAX_PER_ADDRESS' | 'LOGIN_WINDOW_S' | 'LOGIN_KNOWN_ADDRESS_TTL_S'>,
     extra: { keyPrefix?: string | undefined; timeoutMs?: number | undefined } = {},
   ): LoginLimiter {
     return new LoginLimiter(redis, {
+      maxPerAccountAddress: config.LOGIN_MAX_PER_ACCOUNT_ADDRESS,
       maxPerAccount: config.LOGIN_MAX_PER_ACCOUNT,
       maxPerAddress: config.LOGIN_MAX_PER_ADDRESS,
       windowS: config.LOGIN_WINDOW_S,
+      knownAddressTtlS: config.LOGIN_KNOWN_ADDRESS_TTL_S,
       keyPrefix: extra.keyPrefix,
       timeoutMs: extra.timeoutMs,
     });
   }
 
   accountKey(account: string): string {
-    return `${this.prefix}acct:${createHash('sha256').update(normaliseAccount(account)).digest('hex')}`;
+    return `${this.prefix}acct:${sha256(normaliseAccount(account))}`;
   }
 
   addressKey(address: string): string {
     return `${this.prefix}addr:${normaliseAddress(address)}`;
   }
 
-  /** Throws 429 AUTH.TOO_MANY_ATTEMPTS (extra.retryAfterSeconds) when either counter is at its maximum. */
+  pairKey(account: string, address: string): string {
+    return `${this.prefix}pair:${sha256(`${normaliseAccount(account)}\n${normaliseAddress(address)}`)}`;
+  }
+
+  knownKey(account: string, address: string): string {
+    return `${this.prefix}known:${sha256(`${normaliseAccount(account)}\n${normaliseAddress(address)}`)}`;
+  }
+
+  /** Throws 429 AUTH.TOO_MANY_ATTEMPTS (extra.retryAfterSeconds) when this account may not be tried from this address now. */
   async check(account: string, address: string): Promise<void> {
-    const acct = this.accountKey(account);
+    const pair = this.pairKey(account, address);
     const addr = this.addressKey(address);
-    const results = await this.call(async () => {
-      const r = await this.redis.multi().get(acct).ttl(acct).get(addr).ttl(addr).exec();
-      if (!r) throw new Error('transaction aborted');
-      return r.map(([err, value]) => {
-        if (err) throw err;
-        return value;
-      });
-    });
-    const [acctCount, acctTtl, addrCount, addrTtl] = results;
+    const acct = this.accountKey(account);
+    const [pairCount, pairTtl, addrCount, addrTtl, acctCount, acctTtl, known] = await this.exec((m) =>
+      m.get(pair).ttl(pair).get(addr).ttl(addr).get(acct).ttl(acct).exists(this.knownKey(account, address)));
     const waits: number[] = [];
-    if (Number(acctCount ?? 0) >= this.options.maxPerAccount) waits.push(this.retryAfter(acctTtl));
+    if (Number(pairCount ?? 0) >= this.options.maxPerAccountAddress) waits.push(this.retryAfter(pairTtl));
     if (Number(addrCount ?? 0) >= this.options.maxPerAddress) waits.push(this.retryAfter(addrTtl));
-    if (waits.length) {
-      const retryAfterSeconds = Math.max(...waits);
-      throw new DomainError('rate_limited', 'AUTH.TOO_MANY_ATTEMPTS', 'too many failed login attempts; try again later', [], { retryAfterSeconds });
-    }
+    if (Number(acctCount ?? 0) >= this.options.maxPerAccount && Number(known) === 0) waits.push(this.retryAfter(acctTtl));
+    if (waits.length) throw tooManyAttempts(Math.max(...waits));
   }
 
-  /** Counts a failed attempt against both the account and the address; returns the counts. */
-  async recordFailure(account: string, address: string): Promise<{ account: number; address: number }> {
-    const acct = this.accountKey(account);
-    const addr = this.addressKey(address);
+  /** Counts a failed attempt against the pair, the address and the account; returns the counts. */
+  async recordFailure(account: string, address: string): Promise<{ pair: number; address: number; account: number }> {
     const w = this.options.windowS;
-    const r = await this.call(async () => {
-      // SET NX EX starts the window at the first failure; INCR never extends it.
-      const res = await this.redis.multi().set(acct, '0', 'EX', w, 'NX').incr(acct).set(addr, '0', 'EX', w, 'NX').incr(addr).exec();
-      if (!res) throw new Error('transaction aborted');
-      return res.map(([err, value]) => {
-        if (err) throw err;
-        return value;
-      });
-    });
-    return { account: Number(r[1]), address: Number(r[3]) };
+    const pair = this.pairKey(account, address);
+    const addr = this.addressKey(address);
+    const acct = this.accountKey(account);
+    // SET NX EX starts the window at the first failure; INCR never extends it.
+    const r = await this.exec((m) => m.set(pair, '0', 'EX', w, 'NX').incr(pair).set(addr, '0', 'EX', w, 'NX').incr(addr).set(acct, '0', 'EX', w, 'NX').incr(acct));
+    return { pair: Number(r[1]), address: Number(r[3]), account: Number(r[5]) };
   }
 
-  /** A successful login clears the account's counter (not the address's). */
-  async recordSuccess(account: string): Promise<void> {
-    await this.call(() => this.redis.del(this.accountKey(account)));
+  /** A successful login: clears the pair's failures and makes the address known to the account. */
+  async recordSuccess(account: string, address: string): Promise<void> {
+    await this.exec((m) => m.del(this.pairKey(account, address)).set(this.knownKey(account, address), '1', 'EX', this.options.knownAddressTtlS));
   }
 
   private retryAfter(ttl: unknown): number {
@@ -158,7 +172,60 @@ export class LoginLimiter {
     return Math.max(1, Number.isFinite(t) ? t : this.options.windowS);
   }
 
-  private call<T>(op: () => Promise<T>): Promise<T> {
-    return redisCall(op, this.timeoutMs, UNAVAILABLE, 'the login rate limiter');
+  private exec(build: (m: ChainableCommander) => ChainableCommander): Promise<unknown[]> {
+    return redisCall(async () => {
+      const res = await build(this.redis.multi()).exec();
+      if (!res) throw new Error('transaction aborted');
+      return res.map(([err, value]) => {
+        if (err) throw err;
+        return value;
+      });
+    }, this.timeoutMs, UNAVAILABLE, 'the login rate limiter');
+  }
+}
+
+/**
+ * Sign-up attempts per client address in a fixed window (from the first
+ * attempt): every attempt that passed input validation counts, before any
+ * lookup or hashing, taken or not, so one address can neither flood the
+ * hashing queue nor enumerate e-mail addresses. Fails closed (503).
+ */
+export class SignupLimiter {
+  private readonly prefix: string;
+  private readonly timeoutMs: number;
+
+  constructor(private readonly redis: Redis, private readonly options: {
+    readonly maxPerAddress: number;
+    readonly windowS: number;
+    readonly keyPrefix?: string | undefined;
+    readonly timeoutMs?: number | undefined;
+  }) {
+    this.prefix = options.keyPrefix ?? 'auth:signup:';
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS;
+    for (const n of ['maxPerAddress', 'windowS'] as const) {
+      if (!Number.isInteger(options[n]) || options[n] <= 0) throw new Error(`${n} must be a positive integer`);
+    }
+  }
+
+  addressKey(address: string): string {
+    return `${this.prefix}addr:${normaliseAddress(address)}`;
+  }
+
+  /** Counts one attempt from `address`; throws 429 AUTH.TOO_MANY_SIGNUPS once the address is over its limit. */
+  async take(address: string): Promise<void> {
+    const key = this.addressKey(address);
+    const [, count, ttl] = await redisCall(async () => {
+      const res = await this.redis.multi().set(key, '0', 'EX', this.options.windowS, 'NX').incr(key).ttl(key).exec();
+      if (!res) throw new Error('transaction aborted');
+      return res.map(([err, value]) => {
+        if (err) throw err;
+        return value;
+      });
+    }, this.timeoutMs, 'AUTH.SIGNUP_LIMITER_UNAVAILABLE', 'the sign-up rate limiter');
+    if (Number(count) > this.options.maxPerAddress) {
+      const t = Number(ttl);
+      throw new DomainError('rate_limited', 'AUTH.TOO_MANY_SIGNUPS', 'too many sign-ups from this address; try again later', [],
+        { retryAfterSeconds: t > 0 ? t : this.options.windowS });
+    }
   }
 }

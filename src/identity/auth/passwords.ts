@@ -11,11 +11,15 @@ import { DomainError } from '../../../domain/shared/errors';
  * salt). Weaker settings are refused; stronger ones may be passed, and hashes
  * made with other settings report `needsRehash` (re-hash on the next login).
  *
- * At most `concurrency` (ARGON2_CONCURRENCY) hashes run at once; further
- * callers queue (up to `maxQueue`, then 503), so a login storm takes memory
- * and CPU from nothing else. `verifyAgainstDummy` does the same work as
- * `verify` against a hash nobody can match, so a login for an unknown account
- * costs the same time as one with a wrong password.
+ * At most `concurrency` (ARGON2_CONCURRENCY) hashes run at once, in two
+ * lanes, so a sign-up flood cannot turn logins into 503s: 'verify' (logins,
+ * device tokens) and 'create' (new credentials: sign-ups, devices) queue
+ * separately, each bounded (then 503 AUTH.BUSY); a freed slot goes to a
+ * waiting verification first; and 'create' may hold at most half the slots
+ * (at least one), so with two or more slots a verification never waits for
+ * a sign-up. `verifyAgainstDummy` does the same work as `verify` against a
+ * hash nobody can match, so a login for an unknown account costs the same
+ * time as one with a wrong password.
  */
 export const OWASP_ARGON2ID = { memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const;
 
@@ -24,48 +28,77 @@ export interface PasswordHasherOptions {
   readonly memoryCost?: number | undefined;
   readonly timeCost?: number | undefined;
   readonly parallelism?: number | undefined;
-  /** Callers allowed to wait for a slot; more get 503 AUTH.BUSY. Default 1000. */
+  /** Verifications allowed to wait for a slot; more get 503 AUTH.BUSY. Default 1000. */
   readonly maxQueue?: number | undefined;
+  /** New hashes (sign-ups, device registrations) allowed to wait; more get 503 AUTH.BUSY. Default 50. */
+  readonly maxSignupQueue?: number | undefined;
 }
 
-/** A counting semaphore: `acquire` takes a slot synchronously when one is free. */
-class Semaphore {
-  private active = 0;
-  private readonly queue: (() => void)[] = [];
+/** `verify`: checking a credential (login, device token). `create`: hashing a new one (sign-up, device registration). */
+export type HashLane = 'verify' | 'create';
 
-  constructor(private readonly slots: number, private readonly maxQueue: number) {}
+/**
+ * A counting semaphore with two lanes: a freed slot goes to the `verify`
+ * lane first, and `create` may hold at most `createSlots` at once. A caller
+ * takes a slot synchronously when one is free for its lane.
+ */
+class LanedSemaphore {
+  private active = 0;
+  private activeCreate = 0;
+  private readonly queues: Record<HashLane, (() => void)[]> = { verify: [], create: [] };
+
+  constructor(private readonly slots: number, private readonly createSlots: number, private readonly maxQueue: Record<HashLane, number>) {}
 
   get running(): number {
     return this.active;
   }
 
   get waiting(): number {
-    return this.queue.length;
+    return this.queues.verify.length + this.queues.create.length;
   }
 
-  async run<T>(work: () => Promise<T>): Promise<T> {
-    if (this.active < this.slots) {
-      this.active++;
+  async run<T>(lane: HashLane, work: () => Promise<T>): Promise<T> {
+    if (this.queues[lane].length === 0 && this.free(lane)) {
+      this.take(lane);
     } else {
-      if (this.queue.length >= this.maxQueue) {
-        throw new DomainError('unavailable', 'AUTH.BUSY', 'too many logins at once; try again shortly', [], { retryAfterSeconds: 1 });
+      if (this.queues[lane].length >= this.maxQueue[lane]) {
+        const what = lane === 'verify' ? 'logins' : 'sign-ups';
+        throw new DomainError('unavailable', 'AUTH.BUSY', `too many ${what} at once; try again shortly`, [], { retryAfterSeconds: 1 });
       }
-      // The releasing caller hands its slot over: `active` stays the same.
-      await new Promise<void>((resolve) => this.queue.push(resolve));
+      // `dispatch` takes the slot on this caller's behalf before waking it.
+      await new Promise<void>((resolve) => this.queues[lane].push(resolve));
     }
     try {
       return await work();
     } finally {
-      const next = this.queue.shift();
-      if (next) next();
-      else this.active--;
+      this.active--;
+      if (lane === 'create') this.activeCreate--;
+      this.dispatch();
+    }
+  }
+
+  private free(lane: HashLane): boolean {
+    return this.active < this.slots && (lane === 'verify' || this.activeCreate < this.createSlots);
+  }
+
+  private take(lane: HashLane): void {
+    this.active++;
+    if (lane === 'create') this.activeCreate++;
+  }
+
+  private dispatch(): void {
+    for (const lane of ['verify', 'create'] as const) {
+      while (this.queues[lane].length > 0 && this.free(lane)) {
+        this.take(lane);
+        this.queues[lane].shift()!();
+      }
     }
   }
 }
 
 export class PasswordHasher {
   private readonly params: { memoryCost: number; timeCost: number; parallelism: number };
-  private readonly semaphore: Semaphore;
+  private readonly semaphore: LanedSemaphore;
   private dummy: Promise<string> | undefined;
 
   constructor(options: PasswordHasherOptions) {
@@ -82,11 +115,14 @@ export class PasswordHasher {
       throw new Error(`argon2id parameters below OWASP's (m=${OWASP_ARGON2ID.memoryCost} KiB, t=${OWASP_ARGON2ID.timeCost}) are refused`);
     }
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) throw new Error('concurrency must be a positive integer');
-    this.semaphore = new Semaphore(options.concurrency, options.maxQueue ?? 1000);
+    this.semaphore = new LanedSemaphore(options.concurrency, Math.max(1, Math.floor(options.concurrency / 2)), {
+      verify: options.maxQueue ?? 1000,
+      create: options.maxSignupQueue ?? 50,
+    });
   }
 
-  static fromConfig(config: Pick<Config, 'ARGON2_CONCURRENCY'>): PasswordHasher {
-    return new PasswordHasher({ concurrency: config.ARGON2_CONCURRENCY });
+  static fromConfig(config: Pick<Config, 'ARGON2_CONCURRENCY' | 'ARGON2_SIGNUP_MAX_QUEUE'>): PasswordHasher {
+    return new PasswordHasher({ concurrency: config.ARGON2_CONCURRENCY, maxSignupQueue: config.ARGON2_SIGNUP_MAX_QUEUE });
   }
 
   /** The parameters new hashes are made with. */
@@ -108,16 +144,17 @@ export class PasswordHasher {
     await this.dummyHash();
   }
 
-  async hash(plain: string): Promise<string> {
+  /** A new hash; `lane` 'verify' for re-hashing a password that just verified (it is part of a login). */
+  async hash(plain: string, lane: HashLane = 'create'): Promise<string> {
     if (typeof plain !== 'string') throw new TypeError('password must be a string');
-    return this.semaphore.run(() => argon2.hash(plain, { type: argon2.argon2id, ...this.params }));
+    return this.semaphore.run(lane, () => argon2.hash(plain, { type: argon2.argon2id, ...this.params }));
   }
 
   /** True when `plain` matches `hash`. A malformed stored hash is an error, not a mismatch. */
-  async verify(hash: string, plain: string): Promise<boolean> {
+  async verify(hash: string, plain: string, lane: HashLane = 'verify'): Promise<boolean> {
     if (typeof plain !== 'string') return false;
     if (typeof hash !== 'string' || !hash.startsWith('$argon2')) throw new Error('stored password hash is not an argon2 hash');
-    return this.semaphore.run(() => argon2.verify(hash, plain));
+    return this.semaphore.run(lane, () => argon2.verify(hash, plain));
   }
 
   /** True when the hash was made with other parameters (or another argon2 variant / another scheme). */
@@ -141,7 +178,8 @@ export class PasswordHasher {
   dummyHash(): Promise<string> {
     if (!this.dummy) {
       // A random password nobody knows; only its cost matters.
-      const attempt = this.hash(randomBytes(32).toString('base64url'));
+      // In the verify lane: logins wait on it, and a sign-up flood must not hold it up.
+      const attempt = this.hash(randomBytes(32).toString('base64url'), 'verify');
       this.dummy = attempt;
       attempt.catch(() => {
         if (this.dummy === attempt) this.dummy = undefined;

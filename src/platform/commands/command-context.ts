@@ -8,6 +8,8 @@ export interface CommandContext {
   readonly actor: string;
   /** From the `Idempotency-Key` header or the MQTT message id. */
   readonly idempotencyKey?: string;
+  /** The client's address (HTTP: after TRUST_PROXY), for per-address limits; never stored in an event. */
+  readonly clientAddress?: string;
   /** The clock, injected: deciders never read time themselves. */
   readonly now: Date;
 }

@@ -9,7 +9,8 @@ import type { CommandContext, CommandResult } from './command-context';
  * and decides again, a bounded number of times, then surfaces as 409.
  *
  * With an idempotency key, event ids derive from (actor, key, stream, index):
- * a retried command finds its original append and returns its result.
+ * a retried command finds its original append and returns its result. For
+ * anonymous callers the key is also scoped by the command's content.
  */
 export async function handleCommand<C extends Command, E extends Event, S>(
   store: EventStore,
@@ -31,8 +32,12 @@ export async function handleCommand<C extends Command, E extends Event, S>(
 ): Promise<CommandResult & { events: readonly E[] }> {
   const key = ctx.idempotencyKey;
   const cache = options.cache;
-  if (key && options.lookupKey !== false) {
-    const original = await store.findAppend(streamId, eventId(ctx.actor, key, streamId, 0));
+  // Every stranger is "anonymous", so their keys share one space: scoped by the request itself,
+  // a key only ever answers a request identical to the one that used it (a retry); a different
+  // request with the same key is decided afresh, never handed someone else's result.
+  const idKey = key && ctx.actor === ANONYMOUS ? `${key}\n${requestFingerprint(command)}` : key;
+  if (idKey && options.lookupKey !== false) {
+    const original = await store.findAppend(streamId, eventId(ctx.actor, idKey, streamId, 0));
     if (original) return { position: original.position, revision: original.nextRevision, duplicate: true, events: [] };
   }
   for (let attempt = 0; ; attempt++) {
@@ -47,7 +52,7 @@ export async function handleCommand<C extends Command, E extends Event, S>(
       const result = await store.append(
         streamId,
         events.map((e, i) => ({
-          id: key ? eventId(ctx.actor, key, streamId, i) : randomUUID(),
+          id: idKey ? eventId(ctx.actor, idKey, streamId, i) : randomUUID(),
           type: e.type,
           data: e.data,
           metadata: { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, command: command.type },
@@ -61,6 +66,20 @@ export async function handleCommand<C extends Command, E extends Event, S>(
       throw e;
     }
   }
+}
+
+/** The actor of a request nobody authenticated (see actorOf in http/request.ts). */
+export const ANONYMOUS = 'anonymous';
+
+/** SHA-256 of the command's type and data, keys sorted, without the injected clock (`now`): equal for a retry. */
+export function requestFingerprint(command: Command): string {
+  const canonical = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(canonical);
+    if (v === null || typeof v !== 'object' || v instanceof Date) return v;
+    const o = v as Record<string, unknown>;
+    return Object.fromEntries(Object.keys(o).filter((k) => k !== 'now').sort().map((k) => [k, canonical(o[k])]));
+  };
+  return createHash('sha256').update(JSON.stringify(canonical({ type: command.type, data: command.data }))).digest('hex');
 }
 
 /** A deterministic UUID (version 8 layout) for the i-th event of a keyed command. */

@@ -34,7 +34,7 @@ export interface Problem {
   [extra: string]: unknown;
 }
 
-export function toProblem(error: unknown): Problem {
+export function toProblem(error: unknown, bodyLimit?: number): Problem {
   if (error instanceof DomainError) {
     const status = STATUS[error.kind];
     return {
@@ -47,13 +47,19 @@ export function toProblem(error: unknown): Problem {
       ...error.extra,
     };
   }
+  const fst = error as { statusCode?: number; code?: string; message?: string };
+  if (fst.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || (error instanceof HttpException && error.getStatus() === 413)) {
+    // Neither Fastify's error nor Nest's wrapping of it carries the limit; the route knows it.
+    const rule = bodyLimit ? `must be at most ${bodyLimit} bytes` : 'is too large';
+    return { type: 'urn:problem:PLATFORM.BODY_TOO_LARGE', title: TITLE[413]!, status: 413, detail: `the body ${rule}`, code: 'PLATFORM.BODY_TOO_LARGE',
+      errors: [{ field: '(body)', rule }] };
+  }
   if (error instanceof HttpException) {
     const status = error.getStatus();
     const code = status === 404 ? 'PLATFORM.ROUTE_NOT_FOUND' : `HTTP.${status}`;
     return { type: `urn:problem:${code}`, title: TITLE[status] ?? 'Error', status, detail: error.message, code };
   }
   // Errors Fastify raises before a handler runs: malformed JSON, body too large, wrong content type.
-  const fst = error as { statusCode?: number; code?: string; message?: string };
   if (typeof fst.statusCode === 'number' && fst.statusCode >= 400 && fst.statusCode < 500) {
     const code = (error as Error).name === 'SyntaxError' || fst.code === 'FST_ERR_CTP_INVALID_JSON' || fst.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
       ? 'PLATFORM.MALFORMED_JSON' : `HTTP.${fst.code ?? fst.statusCode}`;
@@ -65,7 +71,7 @@ export function toProblem(error: unknown): Problem {
 }
 
 export function sendProblem(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
-  const problem = toProblem(error);
+  const problem = toProblem(error, request.routeOptions?.bodyLimit);
   problem.instance = request.url;
   problem.correlationId = request.id;
   if (problem.status >= 500) request.log.error({ err: error }, 'request failed');

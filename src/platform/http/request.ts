@@ -2,14 +2,30 @@ import { createParamDecorator, type ExecutionContext } from '@nestjs/common';
 import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { CommandContext } from '../commands/command-context';
+import { ANONYMOUS } from '../commands/command-handling';
 import { parseInput } from './validation';
 
-const idempotencyKey = z.string().min(1).max(200).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces');
+const idempotencyKey = z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
 const position = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/**
+ * X-Correlation-Id from the caller is kept in every event and log line the request causes, so it
+ * is bounded: 1-128 printable ASCII characters without spaces (room for a UUID, a W3C traceparent
+ * or an AWS trace id). Anything else is refused with 400 naming the header rather than silently
+ * replaced: the caller learns at once that its ids do not reach our events and logs.
+ */
+export const CORRELATION_ID_HEADER = 'X-Correlation-Id';
+export const CORRELATION_ID_RULE = 'must be 1-128 printable ASCII characters without spaces';
+const CORRELATION_ID = /^[\x21-\x7e]{1,128}$/;
+
+/** The caller's correlation id when it is acceptable; undefined when absent or not. */
+export function acceptedCorrelationId(header: unknown): string | undefined {
+  return typeof header === 'string' && CORRELATION_ID.test(header) ? header : undefined;
+}
 
 /** The actor of a request: set by the auth guards; `anonymous` on public routes. */
 export function actorOf(req: FastifyRequest): string {
-  return (req as FastifyRequest & { actor?: string }).actor ?? 'anonymous';
+  return (req as FastifyRequest & { actor?: string }).actor ?? ANONYMOUS;
 }
 
 export function commandContext(req: FastifyRequest): CommandContext {
@@ -20,6 +36,7 @@ export function commandContext(req: FastifyRequest): CommandContext {
     causationId: `http:${req.id}`,
     actor: actorOf(req),
     now: new Date(),
+    clientAddress: req.ip,
     ...(key ? { idempotencyKey: key } : {}),
   };
 }
