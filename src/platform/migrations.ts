@@ -1,13 +1,14 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Pool } from 'pg';
+import { ADVISORY_LOCKS } from './locks';
 import { projectRoot } from './paths';
 
 /**
  * Numbered, forward-only SQL migrations from migrations/NNNN_name.sql, each in
  * its own transaction. An advisory lock keeps two instances from migrating at once.
  */
-const MIGRATION_LOCK = 724_001;
+const MIGRATION_LOCK = ADVISORY_LOCKS.migrations;
 
 export interface MigrationResult {
   applied: string[];
