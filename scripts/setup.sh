@@ -12,11 +12,14 @@ node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a=
 
 # Debian packages, as "command:package" (installed when the command is missing):
 # redis-server (jobs, revocation lists, rate limits), mosquitto + clients
-# (external-broker mode and its tests). Add a line for another tool.
+# (external-broker mode and its tests, the README tour), curl and jq (the
+# README tour and its test). Add a line for another tool.
 debian_packages=(
   redis-server:redis-server
   mosquitto:mosquitto
   mosquitto_pub:mosquitto-clients
+  curl:curl
+  jq:jq
 )
 need=()
 for entry in "${debian_packages[@]}"; do
