@@ -72,14 +72,18 @@ async function main(argv: string[]): Promise<number> {
       const redisPort = flag(args, '--redis-port');
       const cfg = loadConfig({ ...process.env, DATABASE_URL: process.env.TEST_DATABASE_URL, REDIS_URL: process.env.TEST_REDIS_URL,
         ...(pgPort ? { EMBEDDED_PG_PORT: pgPort } : {}), ...(redisPort ? { EMBEDDED_REDIS_PORT: redisPort } : {}) });
+      // Listening before anything starts: a script may stop us the moment the env file appears, or while starting.
+      // Signal listeners do not keep Node running, nor do the servers (their child handles are unref'd): a timer does.
+      const keepAlive = setInterval(() => undefined, 2 ** 30);
+      const stopped = new Promise<void>((res) => {
+        process.once('SIGTERM', res);
+        process.once('SIGINT', res);
+      }).finally(() => clearInterval(keepAlive));
       const services = await resolveServices(cfg, createLogger('info', 'test-services'));
       const lines = [`TEST_DATABASE_URL=${services.databaseUrl}`, `TEST_REDIS_URL=${services.redisUrl}`];
       if (envFile) writePrivate(envFile, lines.join('\n') + '\n');
       else console.log(lines.join('\n'));
-      await new Promise<void>((res) => {
-        process.once('SIGTERM', res);
-        process.once('SIGINT', res);
-      });
+      await stopped;
       for (const s of services.local.reverse()) await s.stop();
       return 0;
     }

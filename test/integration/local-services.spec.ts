@@ -1,5 +1,5 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, chmodSync, cpSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { appendFileSync, chmodSync, cpSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +7,8 @@ import { Client } from 'pg';
 import { Redis } from 'ioredis';
 import { startLocalPostgres, startLocalRedis, type LocalService } from '../../src/platform/local/local-services';
 import { pickPort, portOpen } from '../../src/platform/local/processes';
+import { eventually } from '../support/events';
+import { removeDataDir } from '../support/services';
 
 /**
  * The local PostgreSQL and Redis the app starts with no DATABASE_URL / REDIS_URL:
@@ -178,17 +180,43 @@ describe('local PostgreSQL', () => {
 });
 
 describe('services:run --write-env', () => {
-  it('writes the URLs (with their passwords) to a file only its owner can read', () => {
-    const dir = privateDir('services-env-');
+  /** Runs `services:run` as scripts/test.sh does; once the env file is written, `whileUp` runs, then SIGTERM. */
+  async function servicesRun(env: NodeJS.ProcessEnv, file: string, whileUp: (env: string) => Promise<void>): Promise<number | null> {
+    const child = spawn(process.execPath, ['dist/src/cli.js', 'services:run', '--write-env', file], { cwd: ROOT, env, stdio: 'ignore' });
+    const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+    await eventually(() => {
+      if (child.exitCode !== null) throw new Error(`services:run exited (${child.exitCode}) before it wrote ${file}`);
+      return existsSync(file);
+    }, 'the env file', 120_000);
+    await whileUp(readFileSync(file, 'utf8'));
+    expect(child.exitCode).toBeNull(); // still serving: it runs until told to stop
+    child.kill('SIGTERM');
+    return exited;
+  }
+
+  it('starts local PostgreSQL and Redis, writes their URLs (with passwords) to a file only its owner can read, and stops them on SIGTERM', async () => {
+    const dir = privateDir('services-run-');
     const file = join(dir, 'test.env');
+    const env = { ...process.env, DATA_DIR: join(dir, 'data'), TEST_DATABASE_URL: '', TEST_REDIS_URL: '' };
+    let ports: number[] = [];
     try {
-      // With TEST_DATABASE_URL / TEST_REDIS_URL set it starts nothing: it writes them and waits for SIGTERM.
-      const r = spawnSync('bash', ['-c', `node dist/src/cli.js services:run --write-env "$1" & pid=$!
-        for _ in $(seq 1 600); do [ -s "$1" ] && break; sleep 0.1; done; kill $pid; wait $pid`, '_', file], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
-      expect(r.status).toBe(0);
-      expect(readFileSync(file, 'utf8')).toContain('TEST_DATABASE_URL=postgres://');
-      expect(statSync(file).mode & 0o777).toBe(0o600);
+      const code = await servicesRun(env, file, async (text) => {
+        expect(statSync(file).mode & 0o777).toBe(0o600);
+        const pg = /^TEST_DATABASE_URL=(.*)$/m.exec(text)![1]!;
+        const redis = /^TEST_REDIS_URL=(.*)$/m.exec(text)![1]!;
+        expect(await query(pg, 'SELECT 1 AS one')).toEqual([{ one: 1 }]);
+        const client = new Redis(redis, { maxRetriesPerRequest: 1 });
+        try {
+          expect(await client.ping()).toBe('PONG');
+        } finally {
+          client.disconnect();
+        }
+        ports = [Number(new URL(pg).port), Number(new URL(redis).port)];
+      });
+      expect(code).toBe(0);
+      for (const p of ports) expect(await portOpen(p)).toBe(false);
     } finally {
+      removeDataDir(join(dir, 'data'));
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -225,13 +225,13 @@ export function logTail(path: string, from: number, lines = 25): string {
   }
 }
 
-/** Polls `check` every 100 ms while `alive()` holds, up to `timeoutMs`. */
+/** Polls `check` while `alive()` holds, up to `timeoutMs`: often at first (a server is usually up within tens of ms), then every 100 ms. */
 export async function waitUntil(check: () => Promise<boolean> | boolean, alive: () => boolean, timeoutMs: number): Promise<'ready' | 'exited' | 'timeout'> {
   const until = Date.now() + timeoutMs;
-  for (;;) {
+  for (let i = 0; ; i++) {
     if (await check()) return 'ready';
     if (!alive()) return 'exited';
     if (Date.now() > until) return 'timeout';
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, i < 40 ? 10 : 100));
   }
 }
