@@ -44,9 +44,10 @@ fi
 # npm packages: `npm ci` installs exactly what package-lock.json says and never
 # rewrites it (`npm install` added other platforms' optional packages to it, so
 # a fresh clone was dirty after its first start). It runs when node_modules was
-# installed from another package.json / package-lock.json than these.
+# installed from another package-lock.json than this one (whose root entry holds
+# package.json's dependencies, so a change of those changes it too).
 installed_stamp=node_modules/.installed-from
-lock_hash="$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)"
+lock_hash="$(sha256sum < package-lock.json | cut -d' ' -f1)"
 if [ ! -f "$installed_stamp" ] || [ "$(cat "$installed_stamp")" != "$lock_hash" ]; then
   log "installing npm packages (npm ci: exactly package-lock.json)"
   npm ci --no-audit --no-fund --loglevel=error

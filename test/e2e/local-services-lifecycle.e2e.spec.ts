@@ -27,8 +27,10 @@ interface Started {
 const dataDirs: string[] = [];
 const children: ChildProcess[] = [];
 
-async function start(ports: { http: number; pg: number; redis: number }, dataDir: string): Promise<Started> {
-  const child = spawn(process.execPath, [MAIN], {
+async function start(ports: { http: number; pg: number; redis: number }, dataDir: string, viaNpm = false): Promise<Started> {
+  const [command, args] = viaNpm ? ['npm', ['start']] : [process.execPath, [MAIN]];
+  const child = spawn(command, args, {
+    cwd: join(__dirname, '../..'),
     env: {
       ...process.env, LOG_LEVEL: 'info', HOST: '127.0.0.1', PORT: String(ports.http), MQTT_PORT: '0', MQTT_HOST: '127.0.0.1',
       DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(ports.pg), EMBEDDED_REDIS_PORT: String(ports.redis),
@@ -72,9 +74,10 @@ function privateDataDir(): string {
   return dir;
 }
 
-/** pino lines at warn (40) or above, and anything on stderr. */
+/** pino lines at warn (40) or above, and anything on stderr (npm's own banner aside). */
 function complaints(lines: string[]): string[] {
   return lines.filter((l) => {
+    if (l.trim() === '' || l.startsWith('> ')) return false;
     if (l.startsWith('stderr: ')) return true;
     try {
       return (JSON.parse(l) as { level?: number }).level! >= 40;
@@ -142,4 +145,16 @@ it('Ctrl-C (SIGINT to the whole process group) stops as cleanly as SIGTERM: exit
   expect(app.lines.join('\n')).toContain('"signal":"SIGINT"');
   expect(await portOpen(ports.pg)).toBe(false);
   expect(await portOpen(ports.redis)).toBe(false);
+});
+
+it('Ctrl-C through npm (`npm start`, as `npm run up`: npm, its shell, the app in one group) exits 0 once the app has stopped, no warning', async () => {
+  const ports = await distinctPorts();
+  const app = await start(ports, privateDataDir(), true);
+  process.kill(-app.child.pid!, 'SIGINT');
+  // Before: npm's shell died at once (exit 130) and the app went on shutting down behind the prompt.
+  expect(await app.exited).toEqual({ code: 0, signal: null });
+  expect(complaints(app.lines)).toEqual([]);
+  expect(app.lines.join('\n')).toContain('"signal":"SIGINT"');
+  expect(await portOpen(ports.http)).toBe(false);
+  expect(await portOpen(ports.pg)).toBe(false);
 });
