@@ -10,7 +10,7 @@
 # CREATEDB; CHECKPOINT between runs is skipped without the privilege), and
 # REDIS_URL, when set, is the Redis handed to the benchmark (auth and orders need one).
 #
-#   BENCH_PG_PORT / BENCH_REDIS_PORT   local ports (default 54371 / 63871)
+#   BENCH_PG_PORT / BENCH_REDIS_PORT   local ports (default 0: any free port)
 #   BENCH_DATA_DIR                     local data dir (default .data/bench)
 #   BENCH_KEEP_DB=1                    keep the database afterwards (its URL is printed)
 #   BENCH_RUNS, BENCH_* sizes          see bench/README.md
@@ -51,7 +51,7 @@ else
   log "starting local PostgreSQL and Redis in $DATA_DIR"
   env_flag="--write-env"
   env -u TEST_DATABASE_URL -u TEST_REDIS_URL node dist/src/cli.js services:run "$env_flag" "$env_file" \
-    --pg-port "${BENCH_PG_PORT:-54371}" --redis-port "${BENCH_REDIS_PORT:-63871}" &
+    --pg-port "${BENCH_PG_PORT:-0}" --redis-port "${BENCH_REDIS_PORT:-0}" &
   svc_pid=$!
   for _ in $(seq 1 600); do
     [ -s "$env_file" ] && break

@@ -15,7 +15,7 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${TEST_DATABASE_URL:-}" ] || [ -z "${TEST_REDIS_URL:-}" ]; then
-  node dist/src/cli.js services:run --write-env "$env_file" --pg-port "${TEST_PG_PORT:-54339}" --redis-port "${TEST_REDIS_PORT:-63809}" &
+  node dist/src/cli.js services:run --write-env "$env_file" --pg-port "${TEST_PG_PORT:-0}" --redis-port "${TEST_REDIS_PORT:-0}" &
   svc_pid=$!
   for _ in $(seq 1 600); do
     [ -s "$env_file" ] && break

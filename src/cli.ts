@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { chmodSync, renameSync, writeFileSync } from 'node:fs';
 import { Pool } from 'pg';
 import { loadConfig } from './config';
 import { resolveServices } from './platform/infrastructure';
@@ -16,7 +16,8 @@ import { rotateSigningKeys } from './identity/auth/signing-keys';
  *   projections:list                names, checkpoints, status
  *   users:grant-admin <email>       give an existing account the admin role
  *   keys:rotate                     add a new JWT signing key in DATA_DIR, drop keys past their life; prints the new kid
- *   services:run --write-env F       start the local PostgreSQL and Redis, write their URLs to F, run until SIGTERM (tests)
+ *   services:run --write-env F       start the local PostgreSQL and Redis, write their URLs to F (mode 600), run until SIGTERM (tests);
+ *                                   --pg-port / --redis-port choose their ports (0: any free port)
  */
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
@@ -71,14 +72,18 @@ async function main(argv: string[]): Promise<number> {
       const redisPort = flag(args, '--redis-port');
       const cfg = loadConfig({ ...process.env, DATABASE_URL: process.env.TEST_DATABASE_URL, REDIS_URL: process.env.TEST_REDIS_URL,
         ...(pgPort ? { EMBEDDED_PG_PORT: pgPort } : {}), ...(redisPort ? { EMBEDDED_REDIS_PORT: redisPort } : {}) });
-      const services = await resolveServices(cfg, createLogger('info', 'test-services'));
-      const lines = [`TEST_DATABASE_URL=${services.databaseUrl}`, `TEST_REDIS_URL=${services.redisUrl}`];
-      if (envFile) writeFileSync(envFile, lines.join('\n') + '\n');
-      else console.log(lines.join('\n'));
-      await new Promise<void>((res) => {
+      // Listening before anything starts: a script may stop us the moment the env file appears, or while starting.
+      // Signal listeners do not keep Node running, nor do the servers (their child handles are unref'd): a timer does.
+      const keepAlive = setInterval(() => undefined, 2 ** 30);
+      const stopped = new Promise<void>((res) => {
         process.once('SIGTERM', res);
         process.once('SIGINT', res);
-      });
+      }).finally(() => clearInterval(keepAlive));
+      const services = await resolveServices(cfg, createLogger('info', 'test-services'));
+      const lines = [`TEST_DATABASE_URL=${services.databaseUrl}`, `TEST_REDIS_URL=${services.redisUrl}`];
+      if (envFile) writePrivate(envFile, lines.join('\n') + '\n');
+      else console.log(lines.join('\n'));
+      await stopped;
       for (const s of services.local.reverse()) await s.stop();
       return 0;
     }
@@ -87,6 +92,17 @@ async function main(argv: string[]): Promise<number> {
       console.error('usage: npm run cli -- <migrate | projections:list | projections:rebuild <name> | users:grant-admin <email> | keys:rotate | services:run --write-env F>');
       return 2;
   }
+}
+
+/**
+ * The URLs hold passwords: mode 600, written under a temporary name and renamed, so
+ * the file is never readable by others nor seen half-written by a script polling for it.
+ */
+function writePrivate(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, file);
 }
 
 function flag(args: string[], name: string): string | undefined {

@@ -14,7 +14,8 @@ const url = (protocols: string[]) =>
       message: `must start with ${protocols.map((p) => `${p}://`).join(' or ')}`,
     });
 
-const port = z.coerce.number().int().min(1).max(65535);
+/** A TCP port; 0 lets the server pick a free one. */
+const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
 
 export const configSchema = z.object({
@@ -24,8 +25,12 @@ export const configSchema = z.object({
   DATA_DIR: z.string().min(1).default('.data'),
   DATABASE_URL: url(['postgres', 'postgresql']).optional(),
   REDIS_URL: url(['redis', 'rediss']).optional(),
-  EMBEDDED_PG_PORT: port.default(54329),
-  EMBEDDED_REDIS_PORT: port.default(63799),
+  /**
+   * Ports of the embedded PostgreSQL and local Redis: below Linux's ephemeral range (32768-60999), where an
+   * outgoing connection can hold any port at any moment. 0 picks a free one (below that range too) at each start.
+   */
+  EMBEDDED_PG_PORT: port.default(25432),
+  EMBEDDED_REDIS_PORT: port.default(25379),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PG_POOL_SIZE: positiveInt.default(20),
   /** Optimistic-concurrency retries of a command before it is reported as 409. */

@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
+import { LocalServiceError } from './platform/local/local-services';
 import { createLogger } from './platform/logger';
 
 async function main(): Promise<void> {
@@ -41,6 +42,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  console.error('platform failed to start:', e);
+  console.error('platform failed to start:', e instanceof LocalServiceError ? e.message : e);
   process.exit(1);
 });

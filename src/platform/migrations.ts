@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Pool } from 'pg';
 import { alignPositions, type PositionAlignment } from './event-store/postgres-event-store';
+import { ADVISORY_LOCKS } from './locks';
 import { projectRoot } from './paths';
 
 /**
@@ -10,7 +11,7 @@ import { projectRoot } from './paths';
  * Then the event store's positions are aligned with the cluster (a no-op unless
  * the database was restored from another cluster: migrations/0024).
  */
-const MIGRATION_LOCK = 724_001;
+const MIGRATION_LOCK = ADVISORY_LOCKS.migrations;
 
 export interface MigrationResult {
   applied: string[];

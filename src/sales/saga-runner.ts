@@ -4,6 +4,7 @@ import { sagaStreamId } from '../../domain/sales/sales-errors';
 import type { CommandContext } from '../platform/commands/command-context';
 import { eventId, StateCache } from '../platform/commands/command-handling';
 import { ConcurrencyError, type RecordedEvent, type Subscription } from '../platform/event-store/event-store';
+import { ADVISORY_LOCKS } from '../platform/locks';
 import type { Logger } from '../platform/logger';
 import type { PaymentPort } from './payment-port';
 import type { SalesJobs } from './sales-jobs';
@@ -22,7 +23,7 @@ import type { SalesServices } from './sales.services';
  * Triggers of different orders in one batch run concurrently, those of one
  * order in order.
  */
-const SAGA_LOCK = 724_003;
+const SAGA_LOCK = ADVISORY_LOCKS.sagaRunner;
 const NAME = 'order-fulfilment';
 const ACTOR = 'system:order-saga';
 /** Reservations of many orders meet on one inventory stream: retry conflicts generously. */

@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as argon2 from 'argon2';
@@ -12,6 +11,7 @@ import { IdentityServices } from '../../src/identity/identity.services';
 import { OWASP_ARGON2ID } from '../../src/identity/auth/passwords';
 import type { RecordedEvent } from '../../src/platform/event-store/event-store';
 import { portOpen } from '../../src/platform/local/local-services';
+import { pickPort } from '../../src/platform/local/processes';
 import { startTestApp, type TestApp } from '../support/app';
 
 /**
@@ -115,18 +115,6 @@ describe('rehash on login when the argon2 parameters changed', () => {
 
 // ---- a dedicated redis-server, so the shared one keeps running --------------
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolvePort(port));
-    });
-  });
-}
-
 async function until(check: () => Promise<boolean>, what: string, attempts = 300): Promise<void> {
   for (let i = 0; i < attempts; i++) {
     if (await check()) return;
@@ -168,7 +156,7 @@ describe('fail closed over HTTP when Redis becomes unreachable', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'identity-resilience-redis-'));
-    port = await freePort();
+    port = await pickPort(); // below the ephemeral range: no outgoing connection takes it while Redis is down
     redis = await startRedis(port, dir, redisPassword);
     app = await startTestApp({ env: { REDIS_URL: redis.url } });
   });

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createTestDatabase, testRedisUrl, type TestDatabase } from '../support/services';
+import { pickPort } from '../../src/platform/local/processes';
+import { createTestDatabase, removeDataDir, testRedisUrl, type TestDatabase } from '../support/services';
 import { eventually } from '../support/events';
 
 /** The real entry point (dist/src/main.js) as an operator runs it: start-up checks and SIGTERM. */
@@ -27,10 +28,10 @@ describe('main process', () => {
   });
 
   it('with no DATABASE_URL it runs its own PostgreSQL, and SIGTERM shuts down in order: work first, PostgreSQL last', async () => {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await pickPort();
+    // A private directory (mode 700, as mkdtemp makes it): as root, PostgreSQL's own OS user cannot enter it.
     const dataDir = mkdtempSync(join(tmpdir(), 'main-embedded-'));
-    chmodSync(dataDir, 0o755); // PostgreSQL runs as its own OS user when the tests run as root
-    const p = run({ PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(port + 1), REDIS_URL: testRedisUrl(), QUEUE_PREFIX: `main-emb-${port}` });
+    const p = run({ PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, EMBEDDED_PG_PORT: '0', REDIS_URL: testRedisUrl(), QUEUE_PREFIX: `main-emb-${port}` });
     try {
       await eventually(async () => {
         if (p.child.exitCode !== null) throw new Error(`exited early: ${p.output()}`);
@@ -48,6 +49,8 @@ describe('main process', () => {
       expect(existsSync(pid)).toBe(false);
     } finally {
       if (p.child.exitCode === null) p.child.kill('SIGKILL');
+      await p.exited;
+      removeDataDir(dataDir);
     }
   });
 
@@ -57,7 +60,7 @@ describe('main process', () => {
     afterAll(async () => { await db.drop(); });
 
     it('serves health, then on SIGTERM stops taking work and exits 0', async () => {
-      const port = 20000 + Math.floor(Math.random() * 20000);
+      const port = await pickPort();
       const p = run({
         DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), PORT: String(port), HOST: '127.0.0.1',
         DATA_DIR: mkdtempSync(join(tmpdir(), 'main-')), QUEUE_PREFIX: `main-${db.name}`,

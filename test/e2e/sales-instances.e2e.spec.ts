@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ADVISORY_LOCKS } from '../../src/platform/locks';
 import { eventually } from '../support/events';
 import { MAIN, killAllApps, login, signUp, spawnApp, type AppProcess } from '../support/processes';
 import { createTestDatabase, testRedisUrl, type TestDatabase } from '../support/services';
@@ -19,7 +20,7 @@ import { createTestDatabase, testRedisUrl, type TestDatabase } from '../support/
 const ORDERS = 30;
 const STOCK = [60, 60, 60];
 const PASSWORD = 'a perfectly long passphrase 9';
-const LOCK_CLASS = 724_003; // src/sales/saga-runner.ts SAGA_LOCK
+const LOCK_CLASS = ADVISORY_LOCKS.sagaRunner;
 const SAGA_ACTIVE = 'saga runner active in this process';
 const SHIPPED_LOG = 'shipping batch dispatched orders';
 

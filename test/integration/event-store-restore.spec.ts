@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Pool, type PoolClient } from 'pg';
 import type { EventToAppend, RecordedEvent } from '../../src/platform/event-store/event-store';
 import { alignPositions, PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
+import { ADVISORY_LOCKS } from '../../src/platform/locks';
 import { migrate } from '../../src/platform/migrations';
 import { createTestDatabase, type TestDatabase } from '../support/services';
 import { eventually, testEvent } from '../support/events';
@@ -278,10 +279,10 @@ describe('postgres event store: positions after a restore into another cluster',
   });
 });
 
-/** Sessions waiting for the offset lock (advisory 724024), shared or exclusive. */
+/** Sessions waiting for the offset lock (ADVISORY_LOCKS.eventStorePositions), shared or exclusive. */
 async function waitingForOffsetLock(): Promise<number> {
   const res = await db.pool.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND classid = 0 AND objid = 724024 AND objsubid = 1`);
+        AND classid = 0 AND objid = $1 AND objsubid = 1`, [ADVISORY_LOCKS.eventStorePositions]);
   return res.rows[0]!.n;
 }

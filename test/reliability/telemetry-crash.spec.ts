@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
+import { pickPort } from '../../src/platform/local/processes';
 import { createTestDatabase, testRedisUrl, type TestDatabase } from '../support/services';
 import { eventually } from '../support/events';
 import { connectDevice, ownerWithDevice, publishAcked } from '../support/telemetry';
@@ -22,8 +23,9 @@ const WINDOW = 40;
 
 let db: TestDatabase;
 let child: { proc: ChildProcess; exited: Promise<number | null>; out: () => string } | undefined;
-const httpPort = 20000 + Math.floor(Math.random() * 20000);
-const mqttPort = httpPort + 1;
+// Fixed across the restarts (the device reconnects to the same port), below the ephemeral range so no outgoing connection takes one meanwhile.
+let httpPort: number;
+let mqttPort: number;
 const dataDir = mkdtempSync(join(tmpdir(), 'telemetry-crash-'));
 
 function start(): NonNullable<typeof child> {
@@ -64,6 +66,8 @@ const http = async (method: string, path: string, body?: unknown, headers: Recor
 beforeAll(async () => {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first (npx tsc -p tsconfig.json)`);
   db = await createTestDatabase('telecrash');
+  httpPort = await pickPort();
+  do mqttPort = await pickPort(); while (mqttPort === httpPort);
 });
 afterAll(async () => {
   if (child && child.proc.exitCode === null) {

@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pickPort } from '../../src/platform/local/processes';
 import { eventually } from './events';
 
 /**
@@ -19,7 +20,7 @@ export interface Mosquitto {
 
 export async function startMosquitto(): Promise<Mosquitto> {
   const dir = mkdtempSync(join(tmpdir(), 'mosquitto-'));
-  const port = 30000 + Math.floor(Math.random() * 20000);
+  const port = await pickPort(); // below the ephemeral range: no outgoing connection holds it
   const shipped = readFileSync(join(__dirname, '../../docker/mosquitto.conf'), 'utf8');
   const conf = shipped
     .replace(/^listener .*$/m, `listener ${port} 127.0.0.1`)

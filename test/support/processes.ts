@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { pickPort } from '../../src/platform/local/processes';
 import type { HttpResult } from './app';
 import { eventually } from './events';
 
@@ -37,17 +37,9 @@ export interface AppProcess {
 const started: AppProcess[] = [];
 const TAIL_LINES = 300;
 
-/** A port nobody listens on right now (the OS picks it). */
+/** A port nobody listens on right now, below the ephemeral range (no outgoing connection takes it before the app binds it). */
 export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
+  return pickPort();
 }
 
 export async function httpJson(baseUrl: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult> {

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { lstatSync, realpathSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Client, Pool } from 'pg';
 import '../../src/platform/infrastructure'; // int8 as number, as in the app
 import { migrate } from '../../src/platform/migrations';
@@ -56,4 +58,19 @@ export async function createTestDatabase(prefix = 't', options: { migrate?: bool
       await a.end();
     },
   };
+}
+
+/**
+ * Removes a DATA_DIR a test gave the app, with the PostgreSQL cluster it may hold
+ * outside it: as root with a private DATA_DIR, DATA_DIR/postgres links to
+ * /var/lib/opsplatform/<hash>/postgres (src/platform/local/postgres.ts).
+ */
+export function removeDataDir(dataDir: string): void {
+  const link = join(dataDir, 'postgres');
+  try {
+    if (lstatSync(link).isSymbolicLink()) rmSync(dirname(realpathSync(link)), { recursive: true, force: true });
+  } catch {
+    // no cluster, or its link dangles
+  }
+  rmSync(dataDir, { recursive: true, force: true });
 }

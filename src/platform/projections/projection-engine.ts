@@ -2,6 +2,7 @@ import { Client, type Pool, type PoolClient, type QueryResult } from 'pg';
 import type { Projection } from '../../../projections/projection';
 import { DomainError, notFound } from '../../../domain/shared/errors';
 import type { RecordedEvent } from '../event-store/event-store';
+import { ADVISORY_LOCKS } from '../locks';
 import type { PostgresEventStore, ReadBatch } from '../event-store/postgres-event-store';
 import { CheckpointNotifier } from './checkpoint-notifier';
 import {
@@ -17,8 +18,8 @@ import {
  * and rebuilds into a shadow schema swapped in when caught up.
  */
 
-const RUNNER_LOCK = 724_002;
-const REBUILD_LOCK = 724_003;
+const RUNNER_LOCK = ADVISORY_LOCKS.projectionRunner;
+const REBUILD_LOCK = ADVISORY_LOCKS.projectionRebuild;
 /** How often a parked runner looks whether an operator (in another process) resolved it. */
 const PARKED_POLL_MS = 500;
 

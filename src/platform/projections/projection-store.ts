@@ -1,5 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import type { Projection } from '../../../projections/projection';
+import { ADVISORY_LOCKS } from '../locks';
 
 /** Checkpoint rows and the operator log: the state an operator sees in /admin/projections. */
 
@@ -22,13 +23,8 @@ export const LIVE_SCHEMA = 'public';
 export const shadowSchema = (name: string) => `rebuild_${name.replace(/[^a-z0-9_]/gi, '_').toLowerCase()}`;
 export const quoteIdent = (s: string) => `"${s.replace(/"/g, '""')}"`;
 
-/**
- * Advisory lock class serialising the first registration of a projection.
- * Must differ from the engine's runner (724002) and rebuild (724003) classes:
- * a transaction-level lock in the runner's class would wait for as long as
- * any process runs the projection (both kinds share one lock space).
- */
-export const REGISTER_LOCK = 724_004;
+/** Advisory lock class serialising the first registration of a projection (see src/platform/locks.ts). */
+export const REGISTER_LOCK = ADVISORY_LOCKS.projectionRegister;
 
 export async function readCheckpoint(db: Pool | PoolClient, name: string, forUpdate = false): Promise<CheckpointRow | undefined> {
   const res = await db.query<CheckpointRow>(
