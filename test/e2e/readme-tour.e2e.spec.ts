@@ -210,7 +210,7 @@ beforeAll(async () => {
   app = await spawnApp('tour', {
     DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), DATA_DIR: dataDir, QUEUE_PREFIX: `tour-${db.name}`,
     MQTT_PORT: String(mqttPort), MQTT_HOST: '127.0.0.1', ADMIN_EMAIL: admin[1]!, ADMIN_PASSWORD: admin[2]!, LOG_LEVEL: 'info',
-  });
+  }, { keep: /admin account/ });
   await app.ready(120_000);
 });
 
@@ -259,6 +259,9 @@ it('the README tour runs as written, end to end, and prints what it says', async
     const health = JSON.parse(at('curl -s localhost:3000/health | jq').body) as { components: Record<string, { status: string }> };
     expect(Object.fromEntries(Object.entries(health.components).map(([k, v]) => [k, v.status])))
       .toEqual({ postgres: 'ok', redis: 'ok', eventStore: 'ok', projections: 'ok', jobs: 'ok' });
+
+    // "one line confirms the admin account ADMIN_EMAIL (created, or given the admin role)"
+    expect(app.kept.filter((l) => l.includes(`admin account ${blocks[0]!.lines.map((x) => /ADMIN_EMAIL=(\S+)/.exec(x.text)?.[1]).find(Boolean)!}`))).toHaveLength(1);
 
     // The list of commands in the README is the app's list.
     const commandsLine = lineOf('curl -s localhost:3000/commands | jq -c .commands');
