@@ -100,37 +100,41 @@ interface MemoryStore {
 
 interface AckTicket {
   readonly client: Client;
-  readonly messageId: number;
+  /** What acknowledges the message: our PUBACK (QoS 1), or aedes's own flow resumed (its PUBREC for QoS 2). */
+  ack: () => void;
   ready: boolean;
 }
 
 /**
- * PUBACKs in the order the PUBLISHes arrived, per connection (MQTT-4.6.0-2),
- * each written once its message is stored: a message stored early waits for
- * the ones before it.
+ * Acknowledgements in the order the PUBLISHes arrived, per connection
+ * (MQTT-4.6.0-2 PUBACK, MQTT-4.6.0-3 PUBREC), each given once its message is
+ * stored: a message stored early waits for the ones before it.
  */
-class PubackQueue {
+class AckQueue {
   private readonly queues = new WeakMap<Client, AckTicket[]>();
 
-  enqueue(client: Client, messageId: number): AckTicket {
+  enqueue(client: Client, ack: () => void): AckTicket {
     const q = this.queues.get(client) ?? [];
     this.queues.set(client, q);
-    const t = { client, messageId, ready: false };
+    const t = { client, ack, ready: false };
     q.push(t);
     return t;
   }
 
-  complete(t: AckTicket): void {
+  /** Marks `t` stored (or, with `instead`, answered otherwise) and gives every acknowledgement now due, in order. */
+  complete(t: AckTicket, instead?: () => void): void {
+    if (instead) t.ack = instead;
     t.ready = true;
     const q = this.queues.get(t.client);
     if (!q) return;
-    while (q.length > 0 && q[0]!.ready) {
-      const { messageId } = q.shift()!;
-      const c = internals(t.client);
-      // A closed connection gets no PUBACK: the device resends, and the resend is stored once.
-      if (c.connected && !c.closed) writeToStream({ cmd: 'puback', messageId }, c.conn);
-    }
+    while (q.length > 0 && q[0]!.ready) q.shift()!.ack();
   }
+}
+
+function writePuback(client: Client, messageId: number): void {
+  const c = internals(client);
+  // A closed connection gets no PUBACK: the device resends, and the resend is stored once.
+  if (c.connected && !c.closed) writeToStream({ cmd: 'puback', messageId }, c.conn);
 }
 
 function authError(code: number, message: string): AuthenticateError {
@@ -168,7 +172,7 @@ export class EmbeddedBroker {
   private inFlight = 0;
   private idle: (() => void)[] = [];
   private closing = false;
-  private readonly acks = new PubackQueue();
+  private readonly acks = new AckQueue();
   /** Payload bytes of messages being stored. */
   private inFlightBytes = 0;
   private readonly waiting: (() => void)[] = [];
@@ -375,8 +379,10 @@ export class EmbeddedBroker {
       // messages meanwhile (they are stored together: group commit). Memory stays bounded by
       // admit() (payload bytes) and the ingestor (readings): past those, this callback waits
       // and aedes reads no more from the connection. QoS 0 and 2 keep aedes's own flow.
+      // QoS 0 and 2 resume aedes's own flow (its PUBREC for QoS 2) once stored, also in arrival order.
       const ackLater = packet.qos === 1 && packet.messageId !== undefined;
-      const ticket = ackLater ? this.acks.enqueue(client, packet.messageId!) : undefined;
+      const messageId = packet.messageId;
+      const ticket = this.acks.enqueue(client, ackLater ? () => writePuback(client, messageId!) : () => done(null));
       if (ackLater) packet.qos = 0;
       this.inFlight++;
       const stored = handleReadingsMessage(this.options.sinks, packet.topic, payload, new Date());
@@ -386,13 +392,12 @@ export class EmbeddedBroker {
           if (result.kind === 'rate-limited') {
             // Past the device's dead-letter rate the message is not kept here: it is not
             // acknowledged either, so the device still holds it, and it loses the connection.
-            if (!ackLater) return done(new Error('dead-letter rate exceeded'));
+            if (!ackLater) return this.acks.complete(ticket, () => done(new Error('dead-letter rate exceeded')));
             this.countError(client, new Error('dead-letter rate exceeded; closing the connection without PUBACK'));
             client.close();
             return;
           }
-          if (ticket) this.acks.complete(ticket);
-          else done(null);
+          this.acks.complete(ticket);
         },
         (e: unknown) => {
           log.warn({ err: e, clientId: client.id }, 'mqtt: could not store a message; closing the connection without PUBACK');
@@ -400,7 +405,7 @@ export class EmbeddedBroker {
             this.clientErrors.inc({ reason: 'store_failed' });
             client.close();
           }
-          else done(e instanceof Error ? e : new Error(String(e)));
+          else this.acks.complete(ticket, () => done(e instanceof Error ? e : new Error(String(e))));
         },
       ).finally(() => {
         this.release(cost);
