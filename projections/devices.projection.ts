@@ -1,4 +1,4 @@
-import type { RecordedEvent } from '../src/platform/event-store/event-store';
+import type { RecordedEvent } from '../domain/shared/recorded-event';
 import type { DeviceEvent } from '../domain/identity/device.events';
 import { sqlProjection, type SqlStatement } from './projection';
 

@@ -1,4 +1,4 @@
-import type { RecordedEvent } from '../src/platform/event-store/event-store';
+import type { RecordedEvent } from '../domain/shared/recorded-event';
 
 /**
  * A read model: the tables it owns, the SQL that creates them, and how it

@@ -1,4 +1,4 @@
-import type { RecordedEvent } from '../src/platform/event-store/event-store';
+import type { RecordedEvent } from '../domain/shared/recorded-event';
 import type { ReadingRecorded } from '../domain/telemetry/reading.events';
 import type { Projection } from './projection';
 

@@ -1,4 +1,4 @@
-import type { RecordedEvent } from '../src/platform/event-store/event-store';
+import type { RecordedEvent } from '../domain/shared/recorded-event';
 import type { UserEvent } from '../domain/identity/user.events';
 import { sqlProjection, type SqlStatement } from './projection';
 

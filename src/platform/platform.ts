@@ -6,7 +6,7 @@ import type { PostgresEventStore } from './event-store/postgres-event-store';
 import type { RebuildJobs } from './jobs/rebuild-jobs';
 import type { Logger } from './logger';
 import type { Metrics } from './observability/metrics';
-import type { ProjectionEngine } from './projections/projection-engine';
+import type { Projections } from './processing/projections';
 
 /**
  * The running platform's parts, created once in src/app.ts and injected
@@ -26,7 +26,7 @@ export class Platform {
     /** The resolved PostgreSQL URL (the embedded server's when DATABASE_URL is unset), for components that need their own connection. */
     readonly databaseUrl: string,
     readonly store: PostgresEventStore,
-    readonly projections: ProjectionEngine,
+    readonly projections: Projections,
     readonly jobs: RebuildJobs,
     readonly metrics: Metrics,
   ) {}

@@ -6,7 +6,7 @@ import { notFound, validationError } from '../../domain/shared/errors';
 import { METRIC_PATTERN } from '../../domain/telemetry/readings';
 import { BUCKETS, type Bucket } from '../../projections/telemetry.projection';
 import { bucketSeries, latestValue, listMetrics, rawSeries, readingsAfter, type Agg } from '../../projections/telemetry.queries';
-import { readCheckpoint } from '../platform/projections/projection-store';
+import { readCheckpoint } from '../platform/processing/checkpoints';
 import type { CommandContext } from '../platform/commands/command-context';
 import { CommandRegistry, type Caller } from '../platform/commands/command-registry';
 import { Ctx, MinPosition } from '../platform/http/request';

@@ -1,4 +1,5 @@
 import { DomainError } from '../../../domain/shared/errors';
+import type { EventMetadata, RecordedEvent } from '../../../domain/shared/recorded-event';
 
 /**
  * The event store port. Two adapters implement it (PostgreSQL, the default,
@@ -8,15 +9,7 @@ import { DomainError } from '../../../domain/shared/errors';
 /** What the writer expects the stream's current revision to be. Revisions start at 0. */
 export type ExpectedRevision = 'no_stream' | 'any' | 'stream_exists' | bigint | number;
 
-export interface EventMetadata {
-  /** Ties together everything one request, MQTT message or job caused. */
-  readonly correlationId: string;
-  /** The id of the command or event that caused this one. */
-  readonly causationId: string;
-  /** Who acted: `user:<id>`, `device:<id>`, `system:<component>`. */
-  readonly actor: string;
-  readonly [key: string]: unknown;
-}
+export type { EventMetadata, RecordedEvent } from '../../../domain/shared/recorded-event';
 
 export interface EventToAppend {
   /** Unique; derive it from an idempotency key to make the append idempotent. */
@@ -26,20 +19,6 @@ export interface EventToAppend {
   readonly metadata: EventMetadata;
   /** Version of `data`'s shape; old versions are upcast on read. Default 1. */
   readonly schemaVersion?: number;
-}
-
-export interface RecordedEvent {
-  readonly id: string;
-  readonly streamId: string;
-  readonly revision: number;
-  /** Global position: strictly increasing in the order readers of `$all` see events. */
-  readonly position: number;
-  readonly type: string;
-  readonly data: Record<string, unknown>;
-  readonly metadata: EventMetadata;
-  /** The schema version after upcasting (the stored version is in metadata.storedSchemaVersion when it differs). */
-  readonly schemaVersion: number;
-  readonly recordedAt: Date;
 }
 
 export interface AppendResult {

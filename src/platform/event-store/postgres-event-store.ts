@@ -4,6 +4,7 @@ import {
   type AppendResult, type EventStore, type EventToAppend, type ExpectedRevision, type EventMetadata,
   type RecordedEvent, type SubscribeOptions, type Subscription,
 } from './event-store';
+import { backoffMs, type BackoffPolicy } from '../processing/backoff';
 
 /**
  * The PostgreSQL adapter (the default event store). See
@@ -14,6 +15,8 @@ import {
 const CHANNEL = 'es_events';
 const MAX_APPEND_ATTEMPTS = 10;
 const NOTIFY_INTERVAL_MS = 5;
+/** A subscription whose read failed (the database is away) asks again after 200 ms, doubling up to 5 s. */
+const READ_RETRY_BACKOFF: BackoffPolicy = { initialMs: 200, maxMs: 5000 };
 
 interface EventRow {
   position: string;
@@ -321,7 +324,7 @@ export class PostgresEventStore implements EventStore {
           if (stopped) break;
           errors++;
           this.options.log?.('event store: subscription read failed, retrying', e);
-          await sleep(Math.min(5000, 100 * 2 ** Math.min(errors, 6)));
+          await sleep(backoffMs(errors, READ_RETRY_BACKOFF));
           continue;
         }
         if (batch.position !== position) {
