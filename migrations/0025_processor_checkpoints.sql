@@ -22,3 +22,8 @@ ALTER TABLE projection_operator_log RENAME TO processor_operator_log;
 ALTER TABLE processor_operator_log RENAME COLUMN projection TO processor;
 ALTER TABLE processor_operator_log RENAME CONSTRAINT projection_operator_log_pkey TO processor_operator_log_pkey;
 ALTER INDEX projection_operator_log_by_projection RENAME TO processor_operator_log_by_processor;
+-- The names PostgreSQL derived from the old table names follow too, so a fresh database
+-- and an upgraded one have the same schema.
+ALTER TABLE processor_checkpoints RENAME CONSTRAINT projection_checkpoints_status_check TO processor_checkpoints_status_check;
+ALTER TABLE processor_operator_log RENAME CONSTRAINT projection_operator_log_action_check TO processor_operator_log_action_check;
+ALTER SEQUENCE projection_operator_log_id_seq RENAME TO processor_operator_log_id_seq;
