@@ -17,6 +17,8 @@ const MAX_APPEND_ATTEMPTS = 10;
 const NOTIFY_INTERVAL_MS = 5;
 /** A subscription whose read failed (the database is away) asks again after 200 ms, doubling up to 5 s. */
 const READ_RETRY_BACKOFF: BackoffPolicy = { initialMs: 200, maxMs: 5000 };
+/** A subscription blocked behind an older transaction still in flight looks again after 5 ms, doubling up to 200 ms. */
+const BLOCKED_POLL_BACKOFF: BackoffPolicy = { initialMs: 5, maxMs: 200 };
 
 interface EventRow {
   position: string;
@@ -312,7 +314,7 @@ export class PostgresEventStore implements EventStore {
 
     const loop = async () => {
       await this.ensureListener().catch((e: unknown) => this.options.log?.('event store: LISTEN failed, polling instead', e));
-      let backoff = 5;
+      let blocked = 0;
       let errors = 0;
       while (!stopped) {
         const seen = this.generation;
@@ -336,14 +338,13 @@ export class PostgresEventStore implements EventStore {
             return;
           }
           position = batch.position;
-          backoff = 5;
+          blocked = 0;
         }
         if (stopped) break;
         if (batch.events.length >= batchSize) continue;
         if (batch.blocked) {
           // Committed events wait behind an older transaction still in flight: look again soon.
-          await sleep(backoff);
-          backoff = Math.min(backoff * 2, 200);
+          await sleep(backoffMs(++blocked, BLOCKED_POLL_BACKOFF));
         } else if (this.generation === seen) {
           // Caught up: wait for NOTIFY (or a local append); the timeout covers a lost notification.
           await sleep(this.listener ? 2000 : 250);
