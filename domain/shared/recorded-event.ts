@@ -17,8 +17,8 @@ export interface EventMetadata {
   readonly [key: string]: unknown;
 }
 
-/** Any domain event: the bound of the unions below (data may be an interface, hence `object`). */
-export type AnyEvent = Event<string, object>;
+/** Any domain event: the bound of the unions below. Domain data are type literals (plain JSON), which fit it. */
+export type AnyEvent = Event;
 
 /** What the store adds around every event, whatever its type. */
 export interface RecordedEnvelope {

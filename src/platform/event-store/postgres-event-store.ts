@@ -292,7 +292,7 @@ export class PostgresEventStore implements EventStore {
    * Like subscribe, but the handler also sees batches whose events were all
    * filtered out, so it can move a checkpoint (batch.position) past them.
    */
-  subscribeBatches(options: SubscribeOptions<AnyEvent>, handler: (batch: ReadBatch) => Promise<void>): Subscription {
+  subscribeBatches(options: SubscribeOptions, handler: (batch: ReadBatch) => Promise<void>): Subscription {
     const batchSize = options.batchSize ?? 500;
     let position = options.fromPosition;
     let stopped = false;
