@@ -148,6 +148,12 @@ export function readModel<E extends AnyEvent>(projection: Projection<E>): ReadMo
 
 /** Rows in a canonical order, so that tables compare as sets. */
 function sortRows<R extends Record<string, unknown>>(rows: readonly R[]): R[] {
-  const key = (r: R) => JSON.stringify(Object.entries(r).sort(([a], [b]) => a.localeCompare(b)));
-  return [...rows].sort((a, b) => key(a).localeCompare(key(b)));
+  return [...rows].sort((a, b) => canonical(a).localeCompare(canonical(b)));
+}
+
+/** JSON with object keys sorted at every depth (jsonb does not keep the order a test writes keys in). */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => (v !== null && typeof v === 'object' && !Array.isArray(v)
+    ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b)))
+    : v));
 }
