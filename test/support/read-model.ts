@@ -4,7 +4,7 @@ import type { AnyEvent, RecordedEvent } from '../../domain/shared/recorded-event
 import type { Projection, Queryable } from '../../projections/projection';
 import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
 import { projector } from '../../src/platform/processing/processor';
-import { inTransaction, quoteIdent } from '../../src/platform/processing/transaction';
+import { errorText, inTransaction, quoteIdent } from '../../src/platform/processing/transaction';
 import { createTestDatabase, type TestDatabase } from './services';
 import { testEvent } from './events';
 
@@ -114,7 +114,7 @@ export function readModel<E extends AnyEvent>(projection: Projection<E>): ReadMo
       })());
       const applied = async () => {
         const out = await run();
-        for (const r of out) if (r.error !== undefined) throw new Error(`applying the given events (${r.mode}) failed: ${String(r.error)}`, { cause: r.error });
+        for (const r of out) if (r.error !== undefined) throw new Error(`applying the given events (${r.mode}) failed: ${errorText(r.error)}`, { cause: r.error });
         return out;
       };
       const read = async <T>(query: (db: Queryable) => Promise<T>): Promise<T> => {
@@ -138,7 +138,7 @@ export function readModel<E extends AnyEvent>(projection: Projection<E>): ReadMo
         async thenFails(message) {
           for (const r of await run()) {
             expect({ mode: r.mode, failed: r.error !== undefined }).toEqual({ mode: r.mode, failed: true });
-            expect(r.error instanceof Error ? r.error.message : String(r.error)).toMatch(message);
+            expect(errorText(r.error)).toMatch(message);
           }
         },
       };
