@@ -64,6 +64,7 @@ export function sqlProjection<E extends AnyEvent = Event>(def: Omit<Projection<E
   const { handlers, ...rest } = def;
   return {
     ...rest,
+    // Every own key passes; the filter is what gives the keys their type (Object.keys says string[]).
     eventTypes: Object.keys(handlers).filter((t) => handles(handlers, t)),
     async apply(events, db) {
       for (const e of events) {
