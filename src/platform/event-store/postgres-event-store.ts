@@ -2,8 +2,9 @@ import { Client, type Pool, type PoolClient } from 'pg';
 import {
   ConcurrencyError, IdempotencyConflictError, UpcasterRegistry,
   type AppendResult, type EventStore, type EventToAppend, type ExpectedRevision, type EventMetadata,
-  type RecordedEvent, type SubscribeOptions, type Subscription,
+  type AnyEvent, type RecordedEvent, type SubscribeOptions, type Subscription,
 } from './event-store';
+import type { Event } from '../../../domain/shared/event';
 import { backoffMs, type BackoffPolicy } from '../processing/backoff';
 
 /**
@@ -215,16 +216,16 @@ export class PostgresEventStore implements EventStore {
     }
   }
 
-  async readStream(streamId: string, fromRevision = 0, limit = 100_000): Promise<RecordedEvent[]> {
+  async readStream<E extends AnyEvent = Event>(streamId: string, fromRevision = 0, limit = 100_000): Promise<RecordedEvent<E>[]> {
     const res = await this.pool.query<EventRow>(
       `SELECT ${EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_revision >= $2 ORDER BY stream_revision LIMIT $3`,
       [streamId, fromRevision, limit],
     );
-    return res.rows.map((r) => this.toRecorded(r));
+    return asUnion<E>(res.rows.map((r) => this.toRecorded(r)));
   }
 
-  async readAll(fromPosition: number, limit: number, eventTypes?: readonly string[]): Promise<RecordedEvent[]> {
-    return (await this.readBatch(fromPosition, limit, eventTypes)).events;
+  async readAll<E extends AnyEvent = Event>(fromPosition: number, limit: number, eventTypes?: readonly E['type'][]): Promise<RecordedEvent<E>[]> {
+    return asUnion<E>((await this.readBatch(fromPosition, limit, eventTypes)).events);
   }
 
   /**
@@ -285,8 +286,8 @@ export class PostgresEventStore implements EventStore {
     return { nextRevision: Number(r.rev), position: Number(r.pos), duplicate: true };
   }
 
-  subscribe(options: SubscribeOptions, handler: (events: RecordedEvent[]) => Promise<void>): Subscription {
-    return this.subscribeBatches(options, (batch) => (batch.events.length > 0 ? handler(batch.events) : Promise.resolve()));
+  subscribe<E extends AnyEvent = Event>(options: SubscribeOptions<E>, handler: (events: RecordedEvent<E>[]) => Promise<void>): Subscription {
+    return this.subscribeBatches(options, (batch) => (batch.events.length > 0 ? handler(asUnion<E>(batch.events)) : Promise.resolve()));
   }
 
   /**
@@ -434,6 +435,18 @@ export class PostgresEventStore implements EventStore {
     this.wakeAll();
     if (l) await l.end().catch(() => undefined);
   }
+}
+
+/**
+ * The one place stored events become a domain union: the JSON in `data` is
+ * taken to be the shape its `type` has in E. What makes that true is outside
+ * the type system: only deciders of that union append these types, schemas
+ * only change by a new version with an upcaster (toRecorded applies them), and
+ * a reader asks for the union of the stream or types it reads. Every reader
+ * goes through here instead of casting on its own.
+ */
+function asUnion<E extends AnyEvent>(events: RecordedEvent[]): RecordedEvent<E>[] {
+  return events as unknown as RecordedEvent<E>[];
 }
 
 function expectedToSql(expected: ExpectedRevision): [string, number | null] {
