@@ -77,19 +77,26 @@ export interface StockView {
   readonly movements: readonly { at: Date; kind: string; quantity: number; orderId: string | null; reference: string | null; position: number }[];
 }
 
-/** Stock figures and the newest movements first. */
+/**
+ * Stock figures and the newest movements first. One statement, so the figures and the
+ * movements come from one snapshot (two queries could straddle a projection commit).
+ */
 export async function stockOf(db: Queryable, productId: string, limit = 100): Promise<StockView | undefined> {
   if (!isUuid(productId)) return undefined;
-  const s = await db.query('SELECT on_hand, reserved, shipped FROM stock WHERE product_id = $1', [productId]);
+  const s = await db.query(
+    `SELECT s.on_hand, s.reserved, s.shipped,
+       (SELECT COALESCE(json_agg(json_build_object('at', m.at, 'kind', m.kind, 'quantity', m.quantity, 'orderId', m.order_id::text,
+                                                   'reference', m.reference, 'position', m.position) ORDER BY m.position DESC), '[]'::json)
+          FROM (SELECT * FROM stock_movements WHERE product_id = s.product_id ORDER BY position DESC LIMIT $2) m) AS movements
+     FROM stock s WHERE s.product_id = $1`,
+    [productId, pageLimit(limit)]);
   const row = s.rows[0];
   if (!row) return undefined;
-  const m = await db.query(
-    `SELECT at, kind, quantity, order_id::text AS "orderId", reference, position FROM stock_movements WHERE product_id = $1 ORDER BY position DESC LIMIT $2`,
-    [productId, pageLimit(limit)]);
   const onHand = Number(row.on_hand);
   const reserved = Number(row.reserved);
+  const movements = row.movements as { at: string; kind: string; quantity: number | string; orderId: string | null; reference: string | null; position: number | string }[];
   return {
     productId, onHand, reserved, available: onHand - reserved, shipped: Number(row.shipped),
-    movements: m.rows.map((r) => ({ at: r.at as Date, kind: r.kind as string, quantity: Number(r.quantity), orderId: r.orderId as string | null, reference: r.reference as string | null, position: Number(r.position) })),
+    movements: movements.map((r) => ({ at: new Date(r.at), kind: r.kind, quantity: Number(r.quantity), orderId: r.orderId, reference: r.reference, position: Number(r.position) })),
   };
 }

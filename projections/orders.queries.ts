@@ -38,16 +38,27 @@ function toSummary(r: Record<string, unknown>) {
 
 export type OrderSummary = ReturnType<typeof toSummary>;
 
-/** One order with its timeline (every step and compensation, in the order they happened). */
+/**
+ * One order with its timeline (every step and compensation, in the order they happened).
+ * One statement, so the row and its timeline come from one snapshot: two queries could see
+ * the row before a projection commit and the timeline after it (a refund on the timeline
+ * while the payment still read "captured").
+ */
 export async function findOrderView(db: Queryable, orderId: string) {
   if (!isUuid(orderId)) return undefined;
-  const o = await db.query(`SELECT ${ORDER_COLUMNS} FROM sales_orders WHERE order_id = $1`, [orderId]);
+  const o = await db.query(
+    `SELECT ${ORDER_COLUMNS},
+       (SELECT COALESCE(json_agg(json_build_object('at', t.at, 'step', t.step, 'compensation', t.compensation, 'reason', t.reason,
+                                                   'detail', t.detail, 'position', t.position) ORDER BY t.position), '[]'::json)
+          FROM sales_order_timeline t WHERE t.order_id = o.order_id) AS timeline
+     FROM sales_orders o WHERE o.order_id = $1`,
+    [orderId]);
   const row = o.rows[0];
   if (!row) return undefined;
-  const t = await db.query('SELECT at, step, compensation, reason, detail, position FROM sales_order_timeline WHERE order_id = $1 ORDER BY position', [orderId]);
+  const timeline = row.timeline as { at: string; step: string; compensation: boolean; reason: string | null; detail: unknown; position: number | string }[];
   return {
     ...toSummary(row),
-    timeline: t.rows.map((r) => ({ at: r.at as Date, step: r.step as string, compensation: r.compensation as boolean, reason: r.reason as string | null, detail: r.detail, position: Number(r.position) })),
+    timeline: timeline.map((r) => ({ at: new Date(r.at), step: r.step, compensation: r.compensation, reason: r.reason, detail: r.detail, position: Number(r.position) })),
   };
 }
 

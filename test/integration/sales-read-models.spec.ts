@@ -3,6 +3,7 @@ import { catalogueProjection } from '../../projections/catalogue.projection';
 import { findProductView, listCatalogue, stockOf } from '../../projections/catalogue.queries';
 import { ordersProjection } from '../../projections/orders.projection';
 import { findOrderView, listConfirmedOrderIds, listOrders } from '../../projections/orders.queries';
+import type { Queryable } from '../../projections/projection';
 import { readModel } from '../support/read-model';
 
 /**
@@ -22,6 +23,22 @@ const web: ChannelTerms = {
 const shop: ChannelTerms = {
   channel: 'shop', priceCents: 2500, currency: 'EUR', paymentMethods: ['cash'], discountPct: 0, delivery: { method: 'pickup', days: 0 },
 };
+
+/**
+ * A Queryable that lets a projection commit (`write`) before every query after the first:
+ * what a live runner can do between two statements of a query function. A query function
+ * that answers from one snapshot is unaffected; one that reads in two statements returns a
+ * row from before the commit with details from after it.
+ */
+function committingBetweenQueries(db: Queryable, write: string): Queryable {
+  let calls = 0;
+  return {
+    async query(text: string, values?: unknown[]) {
+      if (calls++ > 0) await db.query(write);
+      return db.query(text, values);
+    },
+  } as Queryable;
+}
 
 describe('catalogue read model', () => {
   const catalogue = readModel(catalogueProjection);
@@ -126,6 +143,18 @@ describe('catalogue read model', () => {
       ],
     });
     await s.thenQuery((db) => findProductView(db, id(2), today), undefined);
+  });
+
+  it('stockOf answers from one snapshot: a reservation committed meanwhile shows in both the figures and the movements, or in neither', async () => {
+    const s = catalogue.given(
+      product(1, 'SKU-1', 'Lamp'),
+      { type: 'sales.StockReceived', data: { productId: id(1), quantity: 10, reference: 'PO-1', by: staff, at: at(20) } },
+    );
+    const write = `WITH m AS (INSERT INTO stock_movements (position, product_id, kind, quantity, order_id, at)
+                     SELECT COALESCE(max(position), 0) + 1, '${id(1)}', 'reserved', 4, '${id(500)}', now() FROM stock_movements RETURNING 1)
+                   UPDATE stock SET reserved = reserved + 4 WHERE product_id = '${id(1)}'`;
+    const view = await s.read((db) => stockOf(committingBetweenQueries(db, write), id(1)));
+    expect(view!.reserved === 0 ? 1 : 2).toBe(view!.movements.length);
   });
 });
 
@@ -264,5 +293,19 @@ describe('orders read model', () => {
     }, { ids: [id(500)], nextAfter: null });
     await expect(s.read((db) => listOrders(db, { customerId: null, status: 'lost' }))).rejects.toMatchObject({ code: 'SALES.INVALID_QUERY' });
     await expect(s.read((db) => listOrders(db, { customerId: null, limit: 500 }))).rejects.toMatchObject({ code: 'SALES.INVALID_QUERY' });
+  });
+
+  it('findOrderView answers from one snapshot: a refund committed meanwhile shows in both the payment and the timeline, or in neither', async () => {
+    const o = id(500);
+    const s = orders.given(
+      placed(500, 7, 1),
+      { type: 'sales.PaymentCaptured', data: { orderId: o, providerRef: 'psp-1', late: true, at: at(2) } },
+    );
+    const write = `WITH t AS (INSERT INTO sales_order_timeline (position, order_id, at, step, compensation, reason, detail)
+                     SELECT max(position) + 1, '${o}', now(), 'payment-refunded', true, 'late capture', '{}' FROM sales_order_timeline RETURNING 1)
+                   UPDATE sales_orders SET payment_status = 'refunded' WHERE order_id = '${o}'`;
+    const view = await s.read((db) => findOrderView(committingBetweenQueries(db, write), o));
+    expect({ payment: view!.payment, refundOnTimeline: view!.timeline.some((t) => t.step === 'payment-refunded') })
+      .toEqual(view!.payment === 'refunded' ? { payment: 'refunded', refundOnTimeline: true } : { payment: 'captured', refundOnTimeline: false });
   });
 });
