@@ -5,6 +5,7 @@ import { resolveServices } from './platform/infrastructure';
 import { createLogger } from './platform/logger';
 import { migrate } from './platform/migrations';
 import { runProjectionCommand } from './platform/processing/projection-cli';
+import { allProjections } from './read-models';
 import { PostgresEventStore } from './platform/event-store/postgres-event-store';
 import { grantAdmin } from './identity/grant-admin';
 import { rotateSigningKeys } from './identity/auth/signing-keys';
@@ -38,7 +39,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'projections:rebuild':
     case 'projections:list': {
-      return runProjectionCommand(command, args, config, log);
+      return runProjectionCommand({ command, args, config, log, projections: allProjections });
     }
     case 'users:grant-admin': {
       const email = args[0];

@@ -1,19 +1,28 @@
 import { SingleBar, Presets } from 'cli-progress';
 import { Pool } from 'pg';
 import type { Config } from '../../config';
-import { allProjections } from '../../read-models';
+import type { Projection } from '../../../projections/projection';
 import { PostgresEventStore } from '../event-store/postgres-event-store';
 import { resolveServices } from '../infrastructure';
 import type { Logger } from '../logger';
 import { migrate } from '../migrations';
 import { Projections } from './projections';
 
+export interface ProjectionCommand {
+  readonly command: 'projections:list' | 'projections:rebuild';
+  readonly args: readonly string[];
+  readonly config: Config;
+  readonly log: Logger;
+  /** The app's read models (src/read-models.ts): the composition root hands them in. */
+  readonly projections: readonly Projection[];
+}
+
 /** `projections:list` and `projections:rebuild <name>` for the CLI; runs in-process against the configured database. */
-export async function runProjectionCommand(command: string, args: string[], config: Config, log: Logger): Promise<number> {
+export async function runProjectionCommand({ command, args, config, log, projections }: ProjectionCommand): Promise<number> {
   const { databaseUrl, local } = await resolveServices(config, log);
   const pool = new Pool({ connectionString: databaseUrl, max: 4 });
   const store = new PostgresEventStore(pool, { listenConnectionString: databaseUrl });
-  const engine = new Projections(pool, store, allProjections, {
+  const engine = new Projections(pool, store, projections, {
     connectionString: databaseUrl, batchSize: config.PROJECTION_BATCH_SIZE, maxAttempts: config.PROJECTION_MAX_ATTEMPTS,
     log: (level, msg, extra) => log[level](extra ?? {}, msg),
   });
