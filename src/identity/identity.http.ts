@@ -14,6 +14,7 @@ import { parseInput } from '../platform/http/validation';
 import { Platform } from '../platform/platform';
 import { DeviceAuth, Public, Roles, principalOf } from './auth-guard';
 import { IdentityServices } from './identity.services';
+import { IdentityErrorCode } from '../../domain/identity/identity-errors';
 
 const uuid = z.string().uuid('must be a UUID');
 const email = z.string().max(EMAIL_MAX_LENGTH, `must be at most ${EMAIL_MAX_LENGTH} characters`);
@@ -140,7 +141,7 @@ export class UsersController {
   async me(@Req() req: FastifyRequest) {
     const p = principalOf(req);
     const user = await this.identity.loadUser(p.id);
-    if (user.status === 'none') throw notFound('IDENTITY.USER_NOT_FOUND', 'no such user');
+    if (user.status === 'none') throw notFound(IdentityErrorCode.USER_NOT_FOUND, 'no such user');
     return { userId: user.userId, email: user.email, name: user.name, roles: user.roles, status: user.status };
   }
 
@@ -158,7 +159,7 @@ export class UsersController {
     parseInput(z.object({ id: uuid }), { id });
     await this.platform.readAfter('users', minPosition);
     const u = await findUserById(this.platform.pool, id);
-    if (!u) throw notFound('IDENTITY.USER_NOT_FOUND', `no user ${id}`);
+    if (!u) throw notFound(IdentityErrorCode.USER_NOT_FOUND, `no user ${id}`);
     return u;
   }
 

@@ -22,6 +22,9 @@ import {
 } from './auth';
 import type { Principal } from './auth-guard';
 import { SessionWatch, checkSessions, devicesOwnedBy } from './session-watch';
+import { PlatformErrorCode } from '../platform/platform-errors';
+import { IdentityErrorCode } from '../../domain/identity/identity-errors';
+import { AuthErrorCode } from './auth/auth-errors';
 
 export interface Session {
   tokenType: 'Bearer';
@@ -30,12 +33,12 @@ export interface Session {
   expiresIn: number;
 }
 
-const invalidCredentials = () => new DomainError('unauthenticated', 'AUTH.INVALID_CREDENTIALS', 'the email or the password is wrong');
-const missingToken = () => new DomainError('unauthenticated', 'AUTH.MISSING_TOKEN', 'this route needs Authorization: Bearer <token>');
+const invalidCredentials = () => new DomainError('unauthenticated', AuthErrorCode.INVALID_CREDENTIALS, 'the email or the password is wrong');
+const missingToken = () => new DomainError('unauthenticated', AuthErrorCode.MISSING_TOKEN, 'this route needs Authorization: Bearer <token>');
 /** Far above any token this platform issues (an ES256 access token is under 1 KiB); checked before any parsing. */
 export const AUTHORIZATION_MAX_LENGTH = 4096;
 const AUTHORIZATION_RULE = `must be at most ${AUTHORIZATION_MAX_LENGTH} characters`;
-const keyReused = () => new DomainError('conflict', 'PLATFORM.IDEMPOTENCY_KEY_REUSED',
+const keyReused = () => new DomainError('conflict', PlatformErrorCode.IDEMPOTENCY_KEY_REUSED,
   'this Idempotency-Key was already used for a different sign-up; send a new key with a new request',
   [{ field: 'Idempotency-Key', rule: 'must not be reused with a different request' }]);
 
@@ -157,7 +160,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   }
 
   private emailTaken(email: string): DomainError {
-    return new DomainError('conflict', 'IDENTITY.EMAIL_TAKEN', 'an account with this email exists', [{ field: 'email', rule: 'must not belong to an existing account' }], { email });
+    return new DomainError('conflict', IdentityErrorCode.EMAIL_TAKEN, 'an account with this email exists', [{ field: 'email', rule: 'must not belong to an existing account' }], { email });
   }
 
   async loadUser(userId: string): Promise<UserState> {
@@ -208,7 +211,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     const user = await this.loadUser(rotated.userId);
     if (user.status !== 'active') {
       await this.refresh.revokeFamily(rotated.familyId, 'user disabled');
-      throw new DomainError('unauthenticated', 'AUTH.INVALID_REFRESH_TOKEN', 'the refresh token is not valid');
+      throw new DomainError('unauthenticated', AuthErrorCode.INVALID_REFRESH_TOKEN, 'the refresh token is not valid');
     }
     return this.issueSession(user, rotated);
   }
@@ -232,7 +235,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   /** Verifies a bearer token of the kind the route takes, then the revocation list (fails closed). */
   async authenticate(header: string | undefined, mode: 'user' | 'device' | 'user-or-device'): Promise<Principal> {
     if (header !== undefined && header.length > AUTHORIZATION_MAX_LENGTH) {
-      throw validationError('PLATFORM.INVALID_HEADER', `Authorization ${AUTHORIZATION_RULE}`, [{ field: 'Authorization', rule: AUTHORIZATION_RULE }]);
+      throw validationError(PlatformErrorCode.INVALID_HEADER, `Authorization ${AUTHORIZATION_RULE}`, [{ field: 'Authorization', rule: AUTHORIZATION_RULE }]);
     }
     const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(header ?? '');
     if (!m) throw missingToken();
@@ -250,7 +253,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   }
 
   async userCommand(command: UserCommand, ctx: CommandContext): Promise<CommandResult> {
-    return handleCommand(this.platform.store, userDecider, userStreamId(command.data.userId), command, ctx, this.platform.config.COMMAND_RETRIES);
+    return handleCommand({ store: this.platform.store, decider: userDecider, streamId: userStreamId(command.data.userId), command, ctx, retries: this.platform.config.COMMAND_RETRIES });
   }
 
   async assignRole(userId: string, role: string, by: Caller, ctx: CommandContext): Promise<CommandResult> {
@@ -359,7 +362,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     const key = ctx.idempotencyKey;
     const deviceId = key ? eventId(ctx.actor, key, 'device', 0) : randomUUID();
     const deviceStream = deviceStreamId(deviceId);
-    const secretShown = () => new DomainError('conflict', 'IDENTITY.DEVICE_SECRET_SHOWN',
+    const secretShown = () => new DomainError('conflict', IdentityErrorCode.DEVICE_SECRET_SHOWN,
       'this device was registered by an earlier request with the same Idempotency-Key; its secret was shown then', [], { deviceId });
     if (key && (await this.platform.store.findAppend(deviceStream, eventId(ctx.actor, key, deviceStream, 0)))) throw secretShown();
     const quotaStream = deviceQuotaStreamId(owner.id);
@@ -405,12 +408,12 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     const ok = device.status === 'active' ? await this.hasher.verify(device.secretHash, secret) : await this.hasher.verifyAgainstDummy(secret);
     if (!ok) {
       await this.limiter.recordFailure(account, address);
-      throw new DomainError('unauthenticated', 'AUTH.INVALID_DEVICE_CREDENTIALS', 'the device id or secret is wrong, or the device is revoked');
+      throw new DomainError('unauthenticated', AuthErrorCode.INVALID_DEVICE_CREDENTIALS, 'the device id or secret is wrong, or the device is revoked');
     }
     await this.limiter.recordSuccess(account, address);
     // Told only to a caller that proved it holds the secret.
     if ((await this.loadUser(device.ownerId)).status !== 'active') {
-      throw new DomainError('forbidden', 'AUTH.DEVICE_OWNER_DISABLED', 'the device belongs to a disabled user; it may not obtain tokens');
+      throw new DomainError('forbidden', AuthErrorCode.DEVICE_OWNER_DISABLED, 'the device belongs to a disabled user; it may not obtain tokens');
     }
     const at = await this.tokens.issueAccessToken({ sub: deviceId, kind: 'device', roles: [] });
     return { tokenType: 'Bearer', accessToken: at.token, expiresIn: at.expiresIn };
@@ -418,18 +421,22 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
 
   async revokeDevice(deviceId: string, by: Caller, ctx: CommandContext): Promise<CommandResult> {
     const device = await this.loadDevice(deviceId);
-    if (device.status === 'none') throw notFound('IDENTITY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+    if (device.status === 'none') throw notFound(IdentityErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
     if (device.ownerId !== by.id && !by.roles.includes('admin')) {
-      throw new DomainError('forbidden', 'AUTH.FORBIDDEN', 'only the device owner or an admin may revoke it');
+      throw new DomainError('forbidden', AuthErrorCode.FORBIDDEN, 'only the device owner or an admin may revoke it');
     }
-    const r = await handleCommand(this.platform.store, deviceDecider, deviceStreamId(deviceId),
-      { type: 'RevokeDevice', data: { deviceId, by: by.id, now: ctx.now } }, ctx, this.platform.config.COMMAND_RETRIES);
+    const r = await handleCommand({
+      store: this.platform.store, decider: deviceDecider, streamId: deviceStreamId(deviceId),
+      command: { type: 'RevokeDevice', data: { deviceId, by: by.id, now: ctx.now } }, ctx, retries: this.platform.config.COMMAND_RETRIES,
+    });
     await this.revocation.revokeSubject(deviceId);
     // Also after a repeated revoke (nothing new above): a crash between the two appends is repaired by retrying.
     // Without the key: the decider makes the release idempotent, and the key may have named a registration on this stream.
     const unkeyed: CommandContext = { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, now: ctx.now };
-    await handleCommand(this.platform.store, deviceQuotaDecider, deviceQuotaStreamId(device.ownerId),
-      { type: 'ReleaseDeviceSlot', data: { ownerId: device.ownerId, deviceId, now: ctx.now } }, unkeyed, this.platform.config.COMMAND_RETRIES);
+    await handleCommand({
+      store: this.platform.store, decider: deviceQuotaDecider, streamId: deviceQuotaStreamId(device.ownerId),
+      command: { type: 'ReleaseDeviceSlot', data: { ownerId: device.ownerId, deviceId, now: ctx.now } }, ctx: unkeyed, retries: this.platform.config.COMMAND_RETRIES,
+    });
     return r;
   }
 }

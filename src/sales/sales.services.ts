@@ -27,7 +27,7 @@ export class SalesServices {
 
   /** Runs a decider command on a stream (optimistic concurrency, idempotency key honoured). */
   run<C extends Command, E extends Event, S>(decider: Decider<C, E, S>, streamId: string, command: C, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES) {
-    return handleCommand(this.store, decider, streamId, command, ctx, retries);
+    return handleCommand({ store: this.store, decider, streamId, command, ctx, retries });
   }
 
   /**
@@ -105,7 +105,7 @@ export class SalesServices {
   }
 
   inventory(productId: string, command: InventoryCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES, fromSaga = false): Promise<CommandResult> {
-    return handleCommand(this.store, inventoryDecider, inventoryStreamId(productId), command, ctx, retries, { cache: this.caches.inventory, lookupKey: !fromSaga });
+    return handleCommand({ store: this.store, decider: inventoryDecider, streamId: inventoryStreamId(productId), command, ctx, retries, cache: this.caches.inventory, lookupKey: !fromSaga });
   }
 
   // ---- orders ----------------------------------------------------------------
@@ -124,11 +124,11 @@ export class SalesServices {
   }
 
   order(orderId: string, command: OrderCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES, fromSaga = false): Promise<CommandResult> {
-    return handleCommand(this.store, orderDecider, orderStreamId(orderId), command, ctx, retries, { cache: this.caches.order, lookupKey: !fromSaga });
+    return handleCommand({ store: this.store, decider: orderDecider, streamId: orderStreamId(orderId), command, ctx, retries, cache: this.caches.order, lookupKey: !fromSaga });
   }
 
   payment(orderId: string, command: PaymentCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES, fromSaga = false): Promise<CommandResult> {
-    return handleCommand(this.store, paymentDecider, paymentStreamId(orderId), command, ctx, retries, { cache: this.caches.payment, lookupKey: !fromSaga });
+    return handleCommand({ store: this.store, decider: paymentDecider, streamId: paymentStreamId(orderId), command, ctx, retries, cache: this.caches.payment, lookupKey: !fromSaga });
   }
 
   /** The order as its owner or an admin may see it; anyone else is told it does not exist. */

@@ -7,6 +7,7 @@ import { decideIngest, recordedDedupKey, type DeviceStatus, type Reading } from 
 import { eventId } from '../platform/commands/command-handling';
 import type { EventMetadata, EventToAppend } from '../platform/event-store/event-store';
 import type { PostgresEventStore } from '../platform/event-store/postgres-event-store';
+import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 
 /**
  * IngestReading with group commit: submissions that arrive while an append
@@ -86,7 +87,7 @@ export class ReadingIngestor {
     while (!this.closed && this.pending > 0 && this.pending + n > this.options.maxPending) {
       await new Promise<void>((res) => this.waiting.push(res));
     }
-    if (this.closed) throw new DomainError('unavailable', 'TELEMETRY.SHUTTING_DOWN', 'the platform is shutting down; send again later', [], { retryAfterSeconds: 1 });
+    if (this.closed) throw new DomainError('unavailable', TelemetryErrorCode.SHUTTING_DOWN, 'the platform is shutting down; send again later', [], { retryAfterSeconds: 1 });
     this.pending += n;
   }
 

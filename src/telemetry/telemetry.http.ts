@@ -18,6 +18,8 @@ import { listDeadLetters } from './dead-letters';
 import type { IngestOutcome } from './ingest';
 import { LiveStreams, type SseWriter } from './live-streams';
 import { TelemetryServices } from './telemetry.services';
+import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
+import { PlatformErrorCode } from '../platform/platform-errors';
 
 const uuid = z.string().uuid('must be a UUID').transform((s) => s.toLowerCase());
 const deviceParam = z.object({ id: uuid });
@@ -110,7 +112,7 @@ export class TelemetryController {
     await this.telemetry.ensureMayRead(p.id, principalOf(req));
     await this.platform.readAfter('telemetry', minPosition);
     const v = await latestValue(this.platform.pool, p.id, p.metric);
-    if (!v) throw notFound('TELEMETRY.METRIC_NOT_FOUND', `device ${p.id} has no readings of ${p.metric}`);
+    if (!v) throw notFound(TelemetryErrorCode.METRIC_NOT_FOUND, `device ${p.id} has no readings of ${p.metric}`);
     return { value: v.value, ts: v.ts };
   }
 
@@ -120,10 +122,10 @@ export class TelemetryController {
   async series(@Param('id') id: string, @Param('metric') metric: string, @Query() query: unknown, @Req() req: FastifyRequest, @MinPosition() minPosition: number | undefined) {
     const p = parseInput(metricParam, { id, metric });
     const q = parseInput(seriesQuery, query ?? {});
-    if (q.agg && !q.bucket) throw validationError('PLATFORM.INVALID_INPUT', 'agg needs a bucket', [{ field: 'agg', rule: 'needs bucket (1m, 5m, 1h or 1d)' }]);
+    if (q.agg && !q.bucket) throw validationError(PlatformErrorCode.INVALID_INPUT, 'agg needs a bucket', [{ field: 'agg', rule: 'needs bucket (1m, 5m, 1h or 1d)' }]);
     const to = q.to ?? new Date();
     const from = q.from ?? new Date(to.getTime() - DAY_MS);
-    if (from.getTime() >= to.getTime()) throw validationError('PLATFORM.INVALID_INPUT', 'from must be before to', [{ field: 'from', rule: 'must be before to' }]);
+    if (from.getTime() >= to.getTime()) throw validationError(PlatformErrorCode.INVALID_INPUT, 'from must be before to', [{ field: 'from', rule: 'must be before to' }]);
     await this.telemetry.ensureMayRead(p.id, principalOf(req));
     await this.platform.readAfter('telemetry', minPosition);
     if (q.bucket) {

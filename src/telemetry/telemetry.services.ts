@@ -12,6 +12,7 @@ import { EmbeddedBroker } from './embedded-broker';
 import { ExternalSubscriber } from './external-subscriber';
 import { ReadingIngestor, type IngestOutcome } from './ingest';
 import type { MessageSinks } from './mqtt-ingest';
+import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 
 const RETENTION_CHUNK = 10_000;
 
@@ -74,7 +75,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
           return 'rate-limited';
         }
         const stored = verdict === 'within' ? { code, reason } : {
-          code: 'TELEMETRY.DEAD_LETTER_RATE_EXCEEDED',
+          code: TelemetryErrorCode.DEAD_LETTER_RATE_EXCEEDED,
           reason: `${code}: ${reason} -- and more than ${c.TELEMETRY_DEAD_LETTERS_PER_DEVICE} dead letters from this device within `
             + `${c.TELEMETRY_DEAD_LETTER_WINDOW_S} s: the next ones in this window are not stored (logged, counted in telemetry_dead_letters_rate_limited_total)`,
         };
@@ -174,22 +175,22 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
   /** The device itself or its owner may send readings; to anyone else the device does not exist. */
   private async ensureMayWrite(deviceId: string, by: Caller): Promise<void> {
     if (by.kind === 'device') {
-      if (by.id !== deviceId) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+      if (by.id !== deviceId) throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
       return;
     }
     const device = await this.identity.loadDevice(deviceId);
-    if (device.status === 'none' || device.ownerId !== by.id) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+    if (device.status === 'none' || device.ownerId !== by.id) throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
   }
 
   /** Owners and the device itself see its data, admins see all; to others the device does not exist. */
   async ensureMayRead(deviceId: string, by: Caller): Promise<void> {
     if (by.kind === 'device') {
-      if (by.id !== deviceId) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+      if (by.id !== deviceId) throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
       return;
     }
     if (by.roles.includes('admin')) return;
     const device = await this.identity.loadDevice(deviceId);
-    if (device.status === 'none' || device.ownerId !== by.id) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+    if (device.status === 'none' || device.ownerId !== by.id) throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
   }
 
   /** Registers a live stream's "end now", for shutdown. Returns the unregister function. */
@@ -199,6 +200,6 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
   }
 
   assertAccepting(): void {
-    if (!this.platform.accepting) throw new DomainError('unavailable', 'TELEMETRY.SHUTTING_DOWN', 'the platform is shutting down', [], { retryAfterSeconds: 1 });
+    if (!this.platform.accepting) throw new DomainError('unavailable', TelemetryErrorCode.SHUTTING_DOWN, 'the platform is shutting down', [], { retryAfterSeconds: 1 });
   }
 }

@@ -38,7 +38,7 @@ function ctx(now: Date): CommandContext {
 
 /** Sends a command through the real write path; returns the position it wrote (0 when it recorded nothing). */
 async function send<C extends Command, E extends Event, S>(decider: Decider<C, E, S>, streamId: string, command: C, now: Date): Promise<number> {
-  return (await handleCommand(store, decider, streamId, command, ctx(now), 3)).position;
+  return (await handleCommand({ store, decider, streamId, command, ctx: ctx(now), retries: 3 })).position;
 }
 
 /** Sign-up as the application does it: reserve the email (no_stream), then register the user. */
@@ -144,7 +144,7 @@ describe('identity read models: users', () => {
     const outcomes = await Promise.allSettled(Array.from({ length: 20 }, () => {
       const userId = randomUUID();
       const now = tick();
-      return handleCommand(store, emailReservationDecider, emailStreamId(email), { type: 'ReserveEmail', data: { email, userId, now } }, ctx(now), 3);
+      return handleCommand({ store, decider: emailReservationDecider, streamId: emailStreamId(email), command: { type: 'ReserveEmail', data: { email, userId, now } }, ctx: ctx(now), retries: 3 });
     }));
     expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
     for (const o of outcomes) {

@@ -3,6 +3,7 @@ import type { Command as BusCommand } from '@nestjs/cqrs';
 import type { ZodType } from 'zod';
 import { DomainError } from '../../../domain/shared/errors';
 import type { CommandContext, CommandResult } from './command-context';
+import { PlatformErrorCode } from '../platform-errors';
 
 /** The authenticated caller of a command sent through the generic route. */
 export interface Caller {
@@ -36,7 +37,7 @@ export class CommandRegistry {
   get(name: string): CommandDefinition<unknown> {
     const def = this.byName.get(name);
     if (!def) {
-      throw new DomainError('not_found', 'PLATFORM.UNKNOWN_COMMAND', `no command named ${name}`, [], { known: this.names() });
+      throw new DomainError('not_found', PlatformErrorCode.UNKNOWN_COMMAND, `no command named ${name}`, [], { known: this.names() });
     }
     return def as unknown as CommandDefinition<unknown>;
   }
