@@ -1,5 +1,6 @@
 import type { RecordedEvent } from '../src/platform/event-store/event-store';
-import type { ChannelTerms, InventoryEvent, ProductEvent } from '../domain/sales/events';
+import type { ChannelTerms, ProductEvent } from '../domain/sales/product.events';
+import type { InventoryEvent } from '../domain/sales/inventory.events';
 import { sqlProjection, type SqlStatement } from './projection';
 
 /**

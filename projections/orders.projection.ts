@@ -1,5 +1,7 @@
 import type { RecordedEvent } from '../src/platform/event-store/event-store';
-import type { InventoryEvent, OrderEvent, PaymentEvent } from '../domain/sales/events';
+import type { InventoryEvent } from '../domain/sales/inventory.events';
+import type { OrderEvent } from '../domain/sales/order.events';
+import type { PaymentEvent } from '../domain/sales/payment.events';
 import { sqlProjection, type SqlStatement } from './projection';
 
 /**

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { emailStreamId, normaliseEmail } from '../../domain/identity/email';
+import { emailStreamId } from '../../domain/identity/email-reservation.events';
+import { normaliseEmail } from '../../domain/identity/email';
 import { userDecider } from '../../domain/identity/user.decider';
 import { userStreamId } from '../../domain/identity/user.events';
 import { notFound } from '../../domain/shared/errors';

@@ -4,7 +4,7 @@ import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { notFound } from '../../domain/shared/errors';
 import { SalesErrorCode } from '../../domain/sales/sales-errors';
-import type { ChannelTerms } from '../../domain/sales/events';
+import type { ChannelTerms } from '../../domain/sales/product.events';
 import type { ChannelPatch } from '../../domain/sales/product.decider';
 import { catalogueProjection } from '../../projections/catalogue.projection';
 import { findProductView, listCatalogue, stockOf } from '../../projections/catalogue.queries';

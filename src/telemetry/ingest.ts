@@ -3,7 +3,7 @@ import { DomainError } from '../../domain/shared/errors';
 import { deviceStreamId } from '../../domain/identity/device.events';
 import { userStreamId } from '../../domain/identity/user.events';
 import { telemetryStreamId, type ReadingRecorded } from '../../domain/telemetry/reading.events';
-import { decideIngest, recordedDedupKey, type DeviceStatus, type Reading } from '../../domain/telemetry/readings';
+import { decideIngest, recordedDedupKey, type DeviceStatus, type Reading } from '../../domain/telemetry/reading.decider';
 import { eventId } from '../platform/commands/command-handling';
 import type { EventMetadata, EventToAppend } from '../platform/event-store/event-store';
 import type { PostgresEventStore } from '../platform/event-store/postgres-event-store';

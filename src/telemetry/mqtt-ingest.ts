@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import secureJson from 'secure-json-parse';
 import { DomainError } from '../../domain/shared/errors';
-import { parseReadings } from '../../domain/telemetry/readings';
+import { parseReadings } from '../../domain/telemetry/reading.decider';
 import type { IngestOutcome } from './ingest';
 import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 

@@ -3,7 +3,7 @@ import { Command, CommandBus, CommandHandler, type ICommandHandler } from '@nest
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { notFound, validationError } from '../../domain/shared/errors';
-import { METRIC_PATTERN } from '../../domain/telemetry/readings';
+import { METRIC_PATTERN } from '../../domain/telemetry/reading.decider';
 import { BUCKETS, type Bucket } from '../../projections/telemetry.projection';
 import { bucketSeries, latestValue, listMetrics, rawSeries, readingsAfter, type Agg } from '../../projections/telemetry.queries';
 import { readCheckpoint } from '../platform/projections/projection-store';

@@ -1,7 +1,7 @@
 import { Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { Counter, Gauge } from 'prom-client';
 import { DomainError, notFound } from '../../domain/shared/errors';
-import { parseReadings, type Reading } from '../../domain/telemetry/readings';
+import { parseReadings, type Reading } from '../../domain/telemetry/reading.decider';
 import { deleteReadingsBefore } from '../../projections/telemetry.queries';
 import type { CommandContext } from '../platform/commands/command-context';
 import type { Caller } from '../platform/commands/command-registry';
