@@ -1,4 +1,4 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, type OnModuleInit, type Type } from '@nestjs/common';
 import type { Command as BusCommand } from '@nestjs/cqrs';
 import type { ZodType } from 'zod';
 import { DomainError } from '../../../domain/shared/errors';
@@ -25,6 +25,9 @@ export interface CommandDefinition<Input = unknown> {
   create(input: Input, ctx: CommandContext, caller?: Caller): BusCommand<CommandResult>;
 }
 
+/** Declares a command definition with its input type inferred from the schema. */
+export const defineCommand = <Input>(definition: CommandDefinition<Input>): CommandDefinition<Input> => definition;
+
 @Injectable()
 export class CommandRegistry {
   private readonly byName = new Map<string, CommandDefinition<never>>();
@@ -45,4 +48,20 @@ export class CommandRegistry {
   names(): string[] {
     return [...this.byName.keys()].sort();
   }
+}
+
+/**
+ * A provider that registers a context's command definitions when its module
+ * starts. Each use-case file exports its definition next to its handler; the
+ * module lists them once: `providers: [...handlers, registersCommands(a, b)]`.
+ */
+export function registersCommands(...definitions: readonly CommandDefinition<unknown>[]): Type<OnModuleInit> {
+  @Injectable()
+  class CommandRegistration implements OnModuleInit {
+    constructor(private readonly registry: CommandRegistry) {}
+    onModuleInit(): void {
+      for (const d of definitions) this.registry.register(d);
+    }
+  }
+  return CommandRegistration;
 }
