@@ -576,7 +576,7 @@ async function settle(running: RunningApp, sagaSteps: () => number, steps: numbe
     if (Date.now() > deadline) throw new Error(`the saga recorded ${sagaSteps()} steps within 60 s, not ${steps}`);
     await sleep(10);
   }
-  const names = [...new Set((await running.platform.pool.query<{ name: string }>('SELECT name FROM projection_checkpoints')).rows.map((r) => r.name))];
+  const names = [...new Set((await running.platform.pool.query<{ name: string }>("SELECT name FROM processor_checkpoints WHERE kind = 'projection'")).rows.map((r) => r.name))];
   const head = Math.max(lastPosition, await running.platform.store.headPosition());
   await Promise.all(names.map((n) => running.platform.projections.waitFor(n, head, 10_000).catch(() => false)));
 }

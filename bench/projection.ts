@@ -2,7 +2,7 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Client, type Pool } from 'pg';
 import type { RecordedEvent } from '../src/platform/event-store/event-store';
 import { PostgresEventStore } from '../src/platform/event-store/postgres-event-store';
-import { ProjectionEngine } from '../src/platform/projections/projection-engine';
+import { Projections } from '../src/platform/processing/projections';
 import type { Projection, Queryable } from '../projections/projection';
 import {
   RUNS, checkpoint, concurrently, copyField, copyLines, envInt, fmtMs, fmtRate, info, loadLine, median, openBenchDatabase,
@@ -12,7 +12,7 @@ import {
 /**
  * Projection throughput and lag.
  *
- *  1. Rebuild: ProjectionEngine.rebuild of a benchmark projection that writes
+ *  1. Rebuild: Projections.rebuild of a benchmark projection that writes
  *     one row per event (one INSERT ... SELECT FROM unnest(...) per batch)
  *     vs a raw pipeline on the same database: SELECT the same events in
  *     batches of the same size (keyset on position) and COPY the same rows
@@ -105,7 +105,7 @@ async function rawPipeline(pool: Pool): Promise<number> {
 async function main(): Promise<void> {
   const { url, pool } = await openBenchDatabase(24);
   const store = new PostgresEventStore(pool, { listenConnectionString: url, log: (m, e) => console.error(m, e) });
-  const engine = new ProjectionEngine(pool, store, [benchProjection], {
+  const engine = new Projections(pool, store, [benchProjection], {
     connectionString: url,
     batchSize: LIVE_BATCH,
     rebuildBatchSize: REBUILD_BATCH,
@@ -141,7 +141,7 @@ async function main(): Promise<void> {
     }
     report(
       `rebuild: ${EVENTS.toLocaleString('en-US')} events, one row each, batches of ${REBUILD_BATCH}`,
-      { label: 'ProjectionEngine.rebuild', rates: rebuildRates },
+      { label: 'Projections.rebuild', rates: rebuildRates },
       { label: 'raw SELECT batches + COPY', rates: rawRates },
       TARGET,
     );
@@ -234,7 +234,7 @@ class CheckpointSampler {
 
   private async run(): Promise<void> {
     while (this.running) {
-      const res = await this.client.query<{ position: number }>('SELECT position FROM projection_checkpoints WHERE name = $1', [NAME]);
+      const res = await this.client.query<{ position: number }>('SELECT position FROM processor_checkpoints WHERE name = $1', [NAME]);
       const at = res.rows[0]?.position ?? 0;
       if (this.waiting.some((w) => w.position <= at)) {
         const still: typeof this.waiting = [];
@@ -258,7 +258,7 @@ class CheckpointSampler {
 
 async function runnerCommits(pool: Pool): Promise<number> {
   const res = await pool.query<{ n: number }>(
-    "SELECT n_tup_upd AS n FROM pg_stat_user_tables WHERE relname = 'projection_checkpoints'");
+    "SELECT n_tup_upd AS n FROM pg_stat_user_tables WHERE relname = 'processor_checkpoints'");
   return res.rows[0]?.n ?? 0;
 }
 

@@ -1,7 +1,7 @@
-import type { RecordedEvent } from '../src/platform/event-store/event-store';
+import type { RecordedEnvelope } from '../domain/shared/recorded-event';
 import type { ChannelTerms, ProductEvent } from '../domain/sales/product.events';
 import type { InventoryEvent } from '../domain/sales/inventory.events';
-import { sqlProjection, type SqlStatement } from './projection';
+import { sqlProjection, type EventHandlers, type SqlStatement } from './projection';
 
 /**
  * The catalogue read model: products, how each channel sells them, and stock
@@ -12,8 +12,6 @@ import { sqlProjection, type SqlStatement } from './projection';
  */
 
 type Ev = ProductEvent | InventoryEvent;
-type Data<T extends Ev['type']> = Extract<Ev, { type: T }>['data'];
-const data = <T extends Ev['type']>(e: RecordedEvent, _type: T): Data<T> => e.data as unknown as Data<T>;
 
 const channelUpsert = (productId: string, t: ChannelTerms): SqlStatement => ({
   text: `INSERT INTO product_channels (product_id, channel, price_cents, currency, payment_methods, discount_pct, delivery_method, delivery_days)
@@ -24,7 +22,7 @@ const channelUpsert = (productId: string, t: ChannelTerms): SqlStatement => ({
   values: [productId, t.channel, t.priceCents, t.currency, t.paymentMethods, t.discountPct, t.delivery.method, t.delivery.days],
 });
 
-const movement = (e: RecordedEvent, kind: string, productId: string, quantity: number, orderId: string | null, reference: string | null, at: string): SqlStatement => ({
+const movement = (e: RecordedEnvelope, kind: string, productId: string, quantity: number, orderId: string | null, reference: string | null, at: string): SqlStatement => ({
   text: `INSERT INTO stock_movements (position, product_id, kind, quantity, order_id, reference, at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
   values: [e.position, productId, kind, quantity, orderId, reference, at],
 });
@@ -35,11 +33,9 @@ const stock = (productId: string, onHand: number, reserved: number, shipped: num
   values: [productId, onHand, reserved, shipped],
 });
 
-type Handlers = { readonly [T in Ev['type']]: (e: RecordedEvent) => SqlStatement | readonly SqlStatement[] };
-
-const handlers: Handlers = {
+const handlers: EventHandlers<Ev> = {
   'sales.ProductRegistered': (e) => {
-    const d = data(e, 'sales.ProductRegistered');
+    const { data: d } = e;
     return [
       { text: 'INSERT INTO products (product_id, sku, name, unit, registered_at) VALUES ($1, $2, $3, $4, $5)', values: [d.productId, d.sku, d.name, d.unit, d.at] },
       ...d.channels.map((c) => channelUpsert(d.productId, c)),
@@ -47,44 +43,44 @@ const handlers: Handlers = {
     ];
   },
   'sales.ProductRenamed': (e) => {
-    const d = data(e, 'sales.ProductRenamed');
+    const { data: d } = e;
     return { text: 'UPDATE products SET name = $2 WHERE product_id = $1', values: [d.productId, d.name] };
   },
   'sales.ProductChannelAdded': (e) => {
-    const d = data(e, 'sales.ProductChannelAdded');
+    const { data: d } = e;
     return channelUpsert(d.productId, d.terms);
   },
   'sales.ProductPriceChanged': (e) => {
-    const d = data(e, 'sales.ProductPriceChanged');
+    const { data: d } = e;
     return { text: 'UPDATE product_channels SET price_cents = $3, currency = $4 WHERE product_id = $1 AND channel = $2', values: [d.productId, d.channel, d.priceCents, d.currency] };
   },
   'sales.ProductDiscountChanged': (e) => {
-    const d = data(e, 'sales.ProductDiscountChanged');
+    const { data: d } = e;
     return { text: 'UPDATE product_channels SET discount_pct = $3 WHERE product_id = $1 AND channel = $2', values: [d.productId, d.channel, d.discountPct] };
   },
   'sales.ProductChannelTermsChanged': (e) => {
-    const d = data(e, 'sales.ProductChannelTermsChanged');
+    const { data: d } = e;
     return {
       text: 'UPDATE product_channels SET payment_methods = $3, delivery_method = $4, delivery_days = $5 WHERE product_id = $1 AND channel = $2',
       values: [d.productId, d.channel, d.paymentMethods, d.delivery.method, d.delivery.days],
     };
   },
   'sales.StockReceived': (e) => {
-    const d = data(e, 'sales.StockReceived');
+    const { data: d } = e;
     return [stock(d.productId, d.quantity, 0, 0), movement(e, 'received', d.productId, d.quantity, null, d.reference, d.at)];
   },
   'sales.StockReserved': (e) => {
-    const d = data(e, 'sales.StockReserved');
+    const { data: d } = e;
     return [stock(d.productId, 0, d.quantity, 0), movement(e, 'reserved', d.productId, d.quantity, d.orderId, null, d.at)];
   },
   // Not a movement: nothing changed hands. The order's timeline shows it.
   'sales.StockReservationRejected': () => [],
   'sales.StockReleased': (e) => {
-    const d = data(e, 'sales.StockReleased');
+    const { data: d } = e;
     return [stock(d.productId, 0, -d.quantity, 0), movement(e, 'released', d.productId, d.quantity, d.orderId, null, d.at)];
   },
   'sales.StockShipped': (e) => {
-    const d = data(e, 'sales.StockShipped');
+    const { data: d } = e;
     return [stock(d.productId, -d.quantity, -d.quantity, d.quantity), movement(e, 'shipped', d.productId, d.quantity, d.orderId, null, d.at)];
   },
 };

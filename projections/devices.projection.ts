@@ -1,6 +1,5 @@
-import type { RecordedEvent } from '../src/platform/event-store/event-store';
 import type { DeviceEvent } from '../domain/identity/device.events';
-import { sqlProjection, type SqlStatement } from './projection';
+import { sqlProjection, type EventHandlers } from './projection';
 
 /**
  * The devices read model: one row per device with its owner and status, and
@@ -9,14 +8,9 @@ import { sqlProjection, type SqlStatement } from './projection';
  * rebuild produces the same rows.
  */
 
-type Data<T extends DeviceEvent['type']> = Extract<DeviceEvent, { type: T }>['data'];
-const data = <T extends DeviceEvent['type']>(e: RecordedEvent, _type: T): Data<T> => e.data as unknown as Data<T>;
-
-type Handlers = { readonly [T in DeviceEvent['type']]: (e: RecordedEvent) => SqlStatement | readonly SqlStatement[] };
-
-const handlers: Handlers = {
+const handlers: EventHandlers<DeviceEvent> = {
   'identity.DeviceRegistered': (e) => {
-    const d = data(e, 'identity.DeviceRegistered');
+    const { data: d } = e;
     return {
       text: `INSERT INTO devices (device_id, owner_id, name, status, secret_hash, registered_at, revoked_at)
              VALUES ($1, $2, $3, 'active', $4, $5, NULL)
@@ -26,12 +20,12 @@ const handlers: Handlers = {
     };
   },
   'identity.DeviceRevoked': (e) => {
-    const d = data(e, 'identity.DeviceRevoked');
+    const { data: d } = e;
     // COALESCE keeps the first revocation time should the event ever be applied again.
     return { text: `UPDATE devices SET status = 'revoked', revoked_at = COALESCE(revoked_at, $2) WHERE device_id = $1`, values: [d.deviceId, d.at] };
   },
   'identity.DeviceSecretRotated': (e) => {
-    const d = data(e, 'identity.DeviceSecretRotated');
+    const { data: d } = e;
     return { text: 'UPDATE devices SET secret_hash = $2 WHERE device_id = $1', values: [d.deviceId, d.secretHash] };
   },
 };

@@ -1,8 +1,8 @@
-import type { RecordedEvent } from '../src/platform/event-store/event-store';
+import type { RecordedEnvelope } from '../domain/shared/recorded-event';
 import type { InventoryEvent } from '../domain/sales/inventory.events';
 import type { OrderEvent } from '../domain/sales/order.events';
 import type { PaymentEvent } from '../domain/sales/payment.events';
-import { sqlProjection, type SqlStatement } from './projection';
+import { sqlProjection, type EventHandlers, type SqlStatement } from './projection';
 
 /**
  * The orders read model: one row per order (status, items, totals, expected
@@ -12,10 +12,8 @@ import { sqlProjection, type SqlStatement } from './projection';
  */
 
 type Ev = OrderEvent | PaymentEvent | Exclude<InventoryEvent, { type: 'sales.StockReceived' }>;
-type Data<T extends Ev['type']> = Extract<Ev, { type: T }>['data'];
-const data = <T extends Ev['type']>(e: RecordedEvent, _type: T): Data<T> => e.data as unknown as Data<T>;
 
-const step = (e: RecordedEvent, orderId: string, at: string, name: string, detail: Record<string, unknown>, compensation = false, reason: string | null = null): SqlStatement => ({
+const step = (e: RecordedEnvelope, orderId: string, at: string, name: string, detail: Record<string, unknown>, compensation = false, reason: string | null = null): SqlStatement => ({
   text: `INSERT INTO sales_order_timeline (position, order_id, at, step, compensation, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
   values: [e.position, orderId, at, name, compensation, reason, JSON.stringify(detail)],
 });
@@ -30,11 +28,9 @@ const payment = (orderId: string, to: string, at: string): SqlStatement => ({
   values: [orderId, to, at],
 });
 
-type Handlers = { readonly [T in Ev['type']]: (e: RecordedEvent) => SqlStatement | readonly SqlStatement[] };
-
-const handlers: Handlers = {
+const handlers: EventHandlers<Ev> = {
   'sales.OrderPlaced': (e) => {
-    const d = data(e, 'sales.OrderPlaced');
+    const { data: d } = e;
     return [
       {
         text: `INSERT INTO sales_orders (order_id, customer_id, channel, payment_method, status, items, currency, total_cents, expected_delivery, placed_at, updated_at, payment_status)
@@ -45,71 +41,71 @@ const handlers: Handlers = {
     ];
   },
   'sales.StockReserved': (e) => {
-    const d = data(e, 'sales.StockReserved');
+    const { data: d } = e;
     return step(e, d.orderId, d.at, 'stock-reserved', { productId: d.productId, quantity: d.quantity });
   },
   'sales.StockReservationRejected': (e) => {
-    const d = data(e, 'sales.StockReservationRejected');
+    const { data: d } = e;
     return step(e, d.orderId, d.at, 'stock-rejected', { productId: d.productId, requested: d.requested, available: d.available }, false,
       `${d.requested} asked, ${d.available} available`);
   },
   'sales.StockReleased': (e) => {
-    const d = data(e, 'sales.StockReleased');
+    const { data: d } = e;
     return step(e, d.orderId, d.at, 'stock-released', { productId: d.productId, quantity: d.quantity }, true);
   },
   'sales.StockShipped': (e) => {
-    const d = data(e, 'sales.StockShipped');
+    const { data: d } = e;
     return step(e, d.orderId, d.at, 'stock-shipped', { productId: d.productId, quantity: d.quantity });
   },
   'sales.OrderReserved': (e) => {
-    const d = data(e, 'sales.OrderReserved');
+    const { data: d } = e;
     return [status(d.orderId, 'reserved', d.at), step(e, d.orderId, d.at, 'reserved', {})];
   },
   'sales.PaymentRequested': (e) => {
-    const d = data(e, 'sales.PaymentRequested');
+    const { data: d } = e;
     return [payment(d.orderId, 'requested', d.at), step(e, d.orderId, d.at, 'payment-requested', { amountCents: d.amountCents, currency: d.currency, method: d.method })];
   },
   'sales.PaymentCaptured': (e) => {
-    const d = data(e, 'sales.PaymentCaptured');
+    const { data: d } = e;
     return [payment(d.orderId, 'captured', d.at), step(e, d.orderId, d.at, 'payment-captured', { providerRef: d.providerRef, late: d.late })];
   },
   'sales.PaymentDeclined': (e) => {
-    const d = data(e, 'sales.PaymentDeclined');
+    const { data: d } = e;
     return [payment(d.orderId, 'declined', d.at), step(e, d.orderId, d.at, 'payment-declined', {}, false, d.reason)];
   },
   'sales.PaymentDeadlineExpired': (e) => {
-    const d = data(e, 'sales.PaymentDeadlineExpired');
+    const { data: d } = e;
     return [payment(d.orderId, 'timed-out', d.at), step(e, d.orderId, d.at, 'payment-timed-out', { dueAt: d.dueAt }, false, `no payment answer by ${d.dueAt}`)];
   },
   'sales.PaymentRefunded': (e) => {
-    const d = data(e, 'sales.PaymentRefunded');
+    const { data: d } = e;
     return [payment(d.orderId, 'refunded', d.at), step(e, d.orderId, d.at, 'payment-refunded', { providerRef: d.providerRef, amountCents: d.amountCents }, true, d.reason)];
   },
   'sales.OrderPaid': (e) => {
-    const d = data(e, 'sales.OrderPaid');
+    const { data: d } = e;
     return [status(d.orderId, 'paid', d.at), step(e, d.orderId, d.at, 'paid', { paymentRef: d.paymentRef })];
   },
   'sales.OrderConfirmed': (e) => {
-    const d = data(e, 'sales.OrderConfirmed');
+    const { data: d } = e;
     return [status(d.orderId, 'confirmed', d.at), step(e, d.orderId, d.at, 'confirmed', {})];
   },
   'sales.OrderRejected': (e) => {
-    const d = data(e, 'sales.OrderRejected');
+    const { data: d } = e;
     return [status(d.orderId, 'rejected', d.at, d.reason), step(e, d.orderId, d.at, 'rejected', d.detail, false, d.reason)];
   },
   'sales.OrderCancellationRequested': (e) => {
-    const d = data(e, 'sales.OrderCancellationRequested');
+    const { data: d } = e;
     return [
       { text: 'UPDATE sales_orders SET cancellation_requested = true, updated_at = $2 WHERE order_id = $1', values: [d.orderId, d.at] },
       step(e, d.orderId, d.at, 'cancellation-requested', { by: d.by }, false, d.reason),
     ];
   },
   'sales.OrderCancelled': (e) => {
-    const d = data(e, 'sales.OrderCancelled');
+    const { data: d } = e;
     return [status(d.orderId, 'cancelled', d.at, d.reason), step(e, d.orderId, d.at, 'cancelled', d.detail, true, d.reason)];
   },
   'sales.ShipmentDispatched': (e) => {
-    const d = data(e, 'sales.ShipmentDispatched');
+    const { data: d } = e;
     return [
       { text: `UPDATE sales_orders SET status = 'shipped', shipment_id = $2, shipped_at = $3, updated_at = $3 WHERE order_id = $1`, values: [d.orderId, d.shipmentId, d.at] },
       step(e, d.orderId, d.at, 'shipped', { shipmentId: d.shipmentId }),

@@ -1,4 +1,5 @@
-import type { RecordedEvent } from '../src/platform/event-store/event-store';
+import type { Event } from '../domain/shared/event';
+import type { AnyEvent, RecordedEvent } from '../domain/shared/recorded-event';
 
 /**
  * A read model: the tables it owns, the SQL that creates them, and how it
@@ -10,7 +11,13 @@ export interface Queryable {
   query(text: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[]; rowCount: number | null }>;
 }
 
-export interface Projection {
+/**
+ * `E` is the union of events the read model reads (from the contexts' unions in
+ * domain/). The runtime holds projections of different unions side by side as
+ * `Projection` and hands each only the events of its `eventTypes` (the store
+ * filters by type), which is what makes `apply`'s narrower parameter true.
+ */
+export interface Projection<E extends AnyEvent = Event> {
   readonly name: string;
   /** Bump when the tables or the handling change: the platform then rebuilds it. */
   readonly version: number;
@@ -19,9 +26,9 @@ export interface Projection {
   /** DDL that creates them (unqualified names, no schema). */
   readonly setup: readonly string[];
   /** Event types it reads; others are skipped without being fetched. */
-  readonly eventTypes: readonly string[];
+  readonly eventTypes: readonly E['type'][];
   /** Applies events in order, inside the transaction that also moves the checkpoint. Must be deterministic. */
-  apply(events: readonly RecordedEvent[], db: Queryable): Promise<void>;
+  apply(events: readonly RecordedEvent<E>[], db: Queryable): Promise<void>;
 }
 
 export interface SqlStatement {
@@ -29,19 +36,41 @@ export interface SqlStatement {
   readonly values?: readonly unknown[];
 }
 
-type Handlers = Record<string, (event: RecordedEvent) => SqlStatement | readonly SqlStatement[]>;
+/**
+ * One handler per event type of the union, each receiving that event narrowed
+ * (`e.data` is its data). A handler returns the SQL for its event rather than
+ * running it: it stays a pure function of the event (a rebuild gives the same
+ * rows), and the runtime runs the statements on the transaction that moves the
+ * checkpoint. A type the read model ignores on purpose maps to `() => []`.
+ */
+export type EventHandlers<E extends AnyEvent> = {
+  readonly [T in E['type']]: (event: RecordedEvent<OfType<E, T>>) => SqlStatement | readonly SqlStatement[];
+};
+
+/**
+ * The members of E whose type `T` is. Not `Extract<E, { type: T }>`: for an
+ * untyped projection (E's type is just `string`) that would be `never`, while
+ * this keeps the plain event.
+ */
+type OfType<E extends AnyEvent, T extends string> = E extends AnyEvent ? (T extends E['type'] ? E : never) : never;
+
+/** A run-time check that is also the narrowing: `type` has a handler, so it is one of the union's types. */
+function handles<E extends AnyEvent>(handlers: EventHandlers<E>, type: string): type is E['type'] {
+  return Object.hasOwn(handlers, type);
+}
 
 /** The common case: a few SQL statements per event type. */
-export function sqlProjection(def: Omit<Projection, 'eventTypes' | 'apply'> & { handlers: Handlers }): Projection {
+export function sqlProjection<E extends AnyEvent = Event>(def: Omit<Projection<E>, 'eventTypes' | 'apply'> & { handlers: EventHandlers<E> }): Projection<E> {
   const { handlers, ...rest } = def;
   return {
     ...rest,
-    eventTypes: Object.keys(handlers),
+    // Every own key passes; the filter is what gives the keys their type (Object.keys says string[]).
+    eventTypes: Object.keys(handlers).filter((t) => handles(handlers, t)),
     async apply(events, db) {
       for (const e of events) {
-        const handler = handlers[e.type];
-        if (!handler) continue;
-        const out = handler(e);
+        const type: string = e.type;
+        if (!handles(handlers, type)) continue;
+        const out = handlers[type](e);
         const statements: readonly SqlStatement[] = Array.isArray(out) ? out : [out as SqlStatement];
         for (const s of statements) await db.query(s.text, s.values ? [...s.values] : []);
       }

@@ -1,5 +1,4 @@
-import type { RecordedEvent } from '../src/platform/event-store/event-store';
-import type { ReadingRecorded } from '../domain/telemetry/reading.events';
+import type { TelemetryEvent } from '../domain/telemetry/reading.events';
 import type { Projection } from './projection';
 
 /**
@@ -46,7 +45,7 @@ ON CONFLICT (device_id, metric) DO UPDATE
    SET value = EXCLUDED.value, ts = EXCLUDED.ts, position = EXCLUDED.position
  WHERE (EXCLUDED.ts, EXCLUDED.position) > (l.ts, l.position)`;
 
-export const telemetryProjection: Projection = {
+export const telemetryProjection: Projection<TelemetryEvent> = {
   name: 'telemetry',
   version: 1,
   tables: ['telemetry_readings', 'telemetry_latest', 'telemetry_rollups'],
@@ -84,11 +83,11 @@ export const telemetryProjection: Projection = {
      )`,
   ],
   eventTypes: ['telemetry.ReadingRecorded'],
-  async apply(events: readonly RecordedEvent[], db) {
+  async apply(events, db) {
     const cols: [number[], string[], string[], string[], number[], (string | null)[]] = [[], [], [], [], [], []];
     for (const e of events) {
       if (e.type !== 'telemetry.ReadingRecorded') continue;
-      const d = e.data as unknown as ReadingRecorded['data'];
+      const d = e.data;
       cols[0].push(e.position);
       cols[1].push(d.deviceId);
       cols[2].push(d.metric);

@@ -1,6 +1,5 @@
-import type { RecordedEvent } from '../src/platform/event-store/event-store';
 import type { UserEvent } from '../domain/identity/user.events';
-import { sqlProjection, type SqlStatement } from './projection';
+import { sqlProjection, type EventHandlers } from './projection';
 
 /**
  * The users read model: `users` for profiles, roles and status (what admins
@@ -11,14 +10,9 @@ import { sqlProjection, type SqlStatement } from './projection';
  * event's `at`, never now()), so a rebuild produces the same rows.
  */
 
-type Data<T extends UserEvent['type']> = Extract<UserEvent, { type: T }>['data'];
-const data = <T extends UserEvent['type']>(e: RecordedEvent, _type: T): Data<T> => e.data as unknown as Data<T>;
-
-type Handlers = { readonly [T in UserEvent['type']]: (e: RecordedEvent) => SqlStatement | readonly SqlStatement[] };
-
-const handlers: Handlers = {
+const handlers: EventHandlers<UserEvent> = {
   'identity.UserRegistered': (e) => {
-    const d = data(e, 'identity.UserRegistered');
+    const { data: d } = e;
     return [
       {
         // Upsert by user id: re-applying the event rewrites the same row. A second user with the
@@ -37,7 +31,7 @@ const handlers: Handlers = {
     ];
   },
   'identity.RoleAssigned': (e) => {
-    const d = data(e, 'identity.RoleAssigned');
+    const { data: d } = e;
     return {
       text: `UPDATE users SET roles = CASE WHEN $2 = ANY(roles) THEN roles ELSE array_append(roles, $2) END, updated_at = $3
              WHERE user_id = $1`,
@@ -45,11 +39,11 @@ const handlers: Handlers = {
     };
   },
   'identity.RoleRevoked': (e) => {
-    const d = data(e, 'identity.RoleRevoked');
+    const { data: d } = e;
     return { text: 'UPDATE users SET roles = array_remove(roles, $2), updated_at = $3 WHERE user_id = $1', values: [d.userId, d.role, d.at] };
   },
   'identity.UserDisabled': (e) => {
-    const d = data(e, 'identity.UserDisabled');
+    const { data: d } = e;
     return [
       { text: `UPDATE users SET status = 'disabled', updated_at = $2 WHERE user_id = $1`, values: [d.userId, d.at] },
       { text: `UPDATE user_credentials SET status = 'disabled' WHERE user_id = $1`, values: [d.userId] },
@@ -57,7 +51,7 @@ const handlers: Handlers = {
   },
   // A rehash on login is not a profile change: `users.updated_at` stays.
   'identity.PasswordRehashed': (e) => {
-    const d = data(e, 'identity.PasswordRehashed');
+    const { data: d } = e;
     return { text: 'UPDATE user_credentials SET password_hash = $2 WHERE user_id = $1', values: [d.userId, d.passwordHash] };
   },
 };

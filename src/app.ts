@@ -18,7 +18,7 @@ import type { Logger } from './platform/logger';
 import { Metrics } from './platform/observability/metrics';
 import { Platform } from './platform/platform';
 import { AdminController, CommandsController, HealthController } from './platform/platform.http';
-import { ProjectionEngine } from './platform/projections/projection-engine';
+import { Projections } from './platform/processing/projections';
 import { allProjections } from './read-models';
 import { contextModules } from './contexts';
 import { PlatformErrorCode } from './platform/platform-errors';
@@ -70,7 +70,7 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
     onAppended: (n) => { metrics.eventsAppended.inc(n); metrics.appends.inc(); },
     log: (msg, err) => log.warn({ err }, msg),
   });
-  const engine = new ProjectionEngine(infra.pool, store, [...allProjections, ...(options.projections ?? [])], {
+  const engine = new Projections(infra.pool, store, [...allProjections, ...(options.projections ?? [])], {
     connectionString: infra.databaseUrl,
     batchSize: config.PROJECTION_BATCH_SIZE,
     maxAttempts: config.PROJECTION_MAX_ATTEMPTS,

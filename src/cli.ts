@@ -4,7 +4,7 @@ import { loadConfig } from './config';
 import { resolveServices } from './platform/infrastructure';
 import { createLogger } from './platform/logger';
 import { migrate } from './platform/migrations';
-import { runProjectionCommand } from './platform/projections/projection-cli';
+import { runProjectionCommand } from './platform/processing/projection-cli';
 import { PostgresEventStore } from './platform/event-store/postgres-event-store';
 import { grantAdmin } from './identity/grant-admin';
 import { rotateSigningKeys } from './identity/auth/signing-keys';

@@ -14,9 +14,13 @@
 export const ADVISORY_LOCKS = {
   /** `pg_advisory_lock(id)`: one instance applies migrations at a time. */
   migrations: 724_001,
-  /** `(class, hashtext(projection))`: the one active runner of a projection across instances. */
+  /**
+   * `(class, hashtext(name))`: the one active runner of a projection across instances. The
+   * processor runtime takes one class per kind of processor (LOCK_CLASS in
+   * src/platform/processing/processor.ts): this one, sagaRunner and reactorRunner.
+   */
   projectionRunner: 724_002,
-  /** `(class, hashtext(saga))`: the one active runner of a saga across instances. */
+  /** `(class, hashtext(name))`: the one active runner of a saga across instances. */
   sagaRunner: 724_003,
   /**
    * `(class, hashtext(projection))`, transaction-level: serialises the first registration of a
@@ -26,6 +30,8 @@ export const ADVISORY_LOCKS = {
   projectionRegister: 724_004,
   /** `(class, hashtext(projection))`: one rebuild of a projection at a time (was 724003, the saga's). */
   projectionRebuild: 724_005,
+  /** `(class, hashtext(name))`: the one active runner of any other reactor across instances. */
+  reactorRunner: 724_006,
   /**
    * `pg_advisory_xact_lock[_shared](id)`, taken in SQL (migrations/0024): every append holds it
    * shared, raising the position offset after a restore holds it exclusively.

@@ -6,7 +6,7 @@ import type { PostgresEventStore } from './event-store/postgres-event-store';
 import type { RebuildJobs } from './jobs/rebuild-jobs';
 import type { Logger } from './logger';
 import type { Metrics } from './observability/metrics';
-import type { ProjectionEngine } from './projections/projection-engine';
+import type { Projections } from './processing/projections';
 import { PlatformErrorCode } from './platform-errors';
 
 /** What the platform is made of; src/app.ts builds each part and hands them over by name. */
@@ -19,7 +19,7 @@ export interface PlatformParts {
   /** The resolved PostgreSQL URL (the embedded server's when DATABASE_URL is unset), for components that need their own connection. */
   readonly databaseUrl: string;
   readonly store: PostgresEventStore;
-  readonly projections: ProjectionEngine;
+  readonly projections: Projections;
   readonly jobs: RebuildJobs;
   readonly metrics: Metrics;
 }
@@ -40,7 +40,7 @@ export class Platform implements PlatformParts {
   readonly redisUrl: string;
   readonly databaseUrl: string;
   readonly store: PostgresEventStore;
-  readonly projections: ProjectionEngine;
+  readonly projections: Projections;
   readonly jobs: RebuildJobs;
   readonly metrics: Metrics;
 

@@ -1,34 +1,39 @@
-import { Client, type Pool } from 'pg';
+import type { Pool } from 'pg';
 import { emptyHistory, evolveSaga, react, SAGA_TRIGGER_TYPES, orderIdOf, sagaStreamId, type SagaCommand, type SagaHistory, type SagaOptions, type SagaStepRecorded, type SagaTrigger } from '../../domain/sales/order-fulfilment.saga';
 import type { CommandContext } from '../platform/commands/command-context';
 import { eventId, StateCache } from '../platform/commands/command-handling';
-import { ConcurrencyError, type RecordedEvent, type Subscription } from '../platform/event-store/event-store';
-import { ADVISORY_LOCKS } from '../platform/locks';
+import { ConcurrencyError, type RecordedEvent } from '../platform/event-store/event-store';
 import type { Logger } from '../platform/logger';
+import type { HandlerContext, IdempotentProcessor } from '../platform/processing/processor';
+import { ProcessorRunner } from '../platform/processing/processor-runner';
 import type { PaymentPort } from './payment-port';
 import type { SalesJobs } from './sales-jobs';
 import type { SalesServices } from './sales.services';
 
 /**
- * Runs the order-fulfilment saga (domain/sales/order-fulfilment.saga.ts) off
- * the event store: a checkpointed subscription to the trigger event types,
- * one active runner across instances (advisory lock; a standby takes over),
- * never driven by projection rebuilds.
+ * The order-fulfilment saga (domain/sales/order-fulfilment.saga.ts) as a
+ * processor on the runtime (src/platform/processing/): a checkpointed
+ * subscription to the trigger event types, one active runner across
+ * instances (advisory lock; a standby takes over), backoff and metrics from
+ * the runtime. Never driven by projection rebuilds: those read the store on
+ * their own, and this processor's checkpoint is its own.
  *
  * For each trigger: load the saga's stream, react, send the commands (ids
  * derived from the trigger, so a resend is recognised), then record the step
- * at the expected revision. The checkpoint moves after a batch; a crash
- * anywhere replays the batch and every step already recorded is skipped.
- * Triggers of different orders in one batch run concurrently, those of one
- * order in order.
+ * at the expected revision. The checkpoint moves after a batch (at least
+ * once: a crash anywhere replays the batch and every step already recorded
+ * is skipped). A batch that fails is retried from the checkpoint, never
+ * parked. Triggers of different orders in one batch run concurrently
+ * (SAGA_CONCURRENCY), those of one order in order.
  */
-const SAGA_LOCK = ADVISORY_LOCKS.sagaRunner;
 const NAME = 'order-fulfilment';
 const ACTOR = 'system:order-saga';
 /** Reservations of many orders meet on one inventory stream: retry conflicts generously. */
 const COMMAND_RETRIES = 30;
 /** A provider that does not answer fails the batch (retried from the checkpoint) instead of stalling the saga and shutdown. */
 const PROVIDER_TIMEOUT_MS = 15_000;
+/** A failing batch is retried after 400 ms, doubling up to 30 s: a provider that is down is not asked in a tight loop. */
+const SAGA_BACKOFF = { initialMs: 400, maxMs: 30_000 };
 
 async function withTimeout<T>(ms: number, what: string, call: () => Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -52,117 +57,63 @@ export interface SagaRunnerOptions extends SagaOptions {
   };
 }
 
+/** The saga on its runner: start, stop and the checkpoint it has reached, for the app and /admin. */
 export class SagaRunner {
-  private stopped = true;
-  private loop: Promise<void> | undefined;
-  private subscription: Subscription | undefined;
-  private lock: Client | undefined;
-  /** Settles when the current lock connection fails (set up with the connection, before the lock is taken). */
-  private lockLost: Promise<unknown> = new Promise<unknown>(() => undefined);
-  private wake: (() => void) | undefined;
-  private stopping: (() => void) | undefined;
-  private stopSignal: Promise<void> = Promise.resolve();
-  /** Position of the last batch fully handled (for /admin and tests). */
-  position = 0;
-  /** Failures since the last batch that went through: the retry backoff grows with them. */
-  private failures = 0;
+  private readonly runner: ProcessorRunner;
+
+  constructor(
+    pool: Pool,
+    services: SalesServices,
+    payments: PaymentPort,
+    jobs: SalesJobs,
+    log: Logger,
+    options: SagaRunnerOptions,
+  ) {
+    const observe = options.observe;
+    this.runner = new ProcessorRunner(new OrderFulfilment(services, payments, jobs, options), pool, services.platform.store, {
+      connectionString: options.connectionString,
+      batchSize: options.batchSize,
+      maxAttempts: 1,
+      backoff: SAGA_BACKOFF,
+      log: (level, msg, extra) => log[level]({ saga: NAME, ...extra }, msg),
+      ...(observe ? {
+        observe: { active: (on) => observe.active(on), failure: () => observe.failure(), committed: (position) => observe.checkpoint(position) },
+      } : {}),
+    });
+  }
+
+  /** Position of the last batch fully handled. */
+  get position(): number {
+    return this.runner.position;
+  }
+
+  start(): void {
+    this.runner.start();
+  }
+
+  stop(): Promise<void> {
+    return this.runner.stop();
+  }
+}
+
+/** The saga's handler: a batch of triggers in, commands sent and steps recorded. */
+class OrderFulfilment implements IdempotentProcessor {
+  readonly name = NAME;
+  readonly kind = 'saga';
+  readonly checkpoint = 'after-handling';
+  readonly onFailure = 'retry';
+  readonly eventTypes = SAGA_TRIGGER_TYPES;
   /** Folded saga streams of recent orders (this runner is their only writer while it holds the lock). */
   private readonly histories = new StateCache<SagaHistory>();
 
   constructor(
-    private readonly pool: Pool,
     private readonly services: SalesServices,
     private readonly payments: PaymentPort,
     private readonly jobs: SalesJobs,
-    private readonly log: Logger,
     private readonly options: SagaRunnerOptions,
   ) {}
 
-  start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
-    this.stopSignal = new Promise<void>((res) => { this.stopping = res; });
-    this.loop = this.run();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.stopping?.();
-    this.wake?.();
-    await this.subscription?.stop();
-    await this.loop;
-    await this.lock?.end().catch(() => undefined);
-    this.lock = undefined;
-    this.options.observe?.active(false);
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((res) => {
-      const t = setTimeout(done, ms);
-      function done() { clearTimeout(t); res(); }
-      this.wake = done;
-    });
-  }
-
-  private async run(): Promise<void> {
-    while (!this.stopped) {
-      try {
-        if (!(await this.acquireLock())) {
-          await this.sleep(1000);
-          continue;
-        }
-        await this.pool.query('INSERT INTO saga_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING', [NAME]);
-        const row = await this.pool.query<{ position: string }>('SELECT position FROM saga_checkpoints WHERE name = $1', [NAME]);
-        this.position = Number(row.rows[0]!.position);
-        const lost = this.lockLost;
-        this.subscription = this.services.platform.store.subscribe(
-          { fromPosition: this.position, eventTypes: SAGA_TRIGGER_TYPES, batchSize: this.options.batchSize },
-          (events) => this.handleBatch(events),
-        );
-        const reason = await Promise.race([this.subscription.failed, lost, this.stopSignal]);
-        await this.subscription.stop();
-        this.subscription = undefined;
-        if (this.stopped) break;
-        // Give the lock up (a lost connection holds none any more; a failed batch re-reads the checkpoint under a fresh one).
-        await this.lock?.end().catch(() => undefined);
-        this.lock = undefined;
-        this.options.observe?.active(false);
-        this.failures++;
-        this.options.observe?.failure();
-        this.log.error({ err: reason, saga: NAME, position: this.position }, 'saga runner failed; retrying from its checkpoint');
-        await this.sleep(Math.min(30_000, 200 * 2 ** Math.min(this.failures, 8)));
-      } catch (e) {
-        if (this.stopped) break;
-        this.failures++;
-        this.options.observe?.failure();
-        this.log.error({ err: e, saga: NAME }, 'saga runner error; retrying');
-        await this.lock?.end().catch(() => undefined);
-        this.lock = undefined;
-        this.options.observe?.active(false);
-        await this.sleep(Math.min(30_000, 200 * 2 ** Math.min(this.failures, 8)));
-      }
-    }
-  }
-
-  private async acquireLock(): Promise<boolean> {
-    if (this.lock) return true;
-    const client = new Client({ connectionString: this.options.connectionString, application_name: `saga:${NAME}` });
-    // Settled by an error at any time from here on, so a lock lost before the runner follows is not missed.
-    this.lockLost = new Promise<unknown>((res) => client.once('error', res));
-    client.on('error', () => undefined);
-    await client.connect();
-    const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [SAGA_LOCK, NAME]);
-    if (res.rows[0]?.ok && !this.stopped) {
-      this.lock = client;
-      this.options.observe?.active(true);
-      this.log.info({ saga: NAME }, 'saga runner active in this process');
-      return true;
-    }
-    await client.end().catch(() => undefined);
-    return false;
-  }
-
-  private async handleBatch(events: readonly RecordedEvent[]): Promise<void> {
+  async handle(events: readonly RecordedEvent[], { signal }: HandlerContext): Promise<void> {
     const byOrder = new Map<string, RecordedEvent[]>();
     for (const e of events) {
       const orderId = orderIdOf(e);
@@ -174,18 +125,14 @@ export class SagaRunner {
     const groups = [...byOrder.entries()];
     let next = 0;
     const worker = async () => {
-      while (next < groups.length && !this.stopped) {
+      while (next < groups.length && !signal.aborted) {
         const [orderId, list] = groups[next++]!;
-        for (const e of list) await this.handle(orderId, e);
+        for (const e of list) await this.handleTrigger(orderId, e);
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.options.concurrency, groups.length) }, worker));
-    if (this.stopped) throw new Error('stopping');
-    const to = events[events.length - 1]!.position;
-    await this.pool.query('UPDATE saga_checkpoints SET position = $2, updated_at = now() WHERE name = $1 AND position < $2', [NAME, to]);
-    this.position = to;
-    this.failures = 0;
-    this.options.observe?.checkpoint(to);
+    // Orders not reached stay behind the checkpoint: the next runner handles them.
+    if (signal.aborted) throw new Error('stopping');
   }
 
   /** The saga's stream folded: from the cache plus newer events (a takeover elsewhere is read, never missed). */
@@ -199,7 +146,7 @@ export class SagaRunner {
   }
 
   /** One trigger: react, send, record. Safe to repeat at any point. */
-  async handle(orderId: string, e: RecordedEvent): Promise<void> {
+  private async handleTrigger(orderId: string, e: RecordedEvent): Promise<void> {
     const trigger = { id: e.id, type: e.type, data: e.data, streamId: e.streamId, position: e.position, at: e.recordedAt.toISOString() } as unknown as SagaTrigger;
     const streamId = sagaStreamId(orderId);
     for (let attempt = 0; ; attempt++) {

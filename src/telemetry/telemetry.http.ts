@@ -6,7 +6,7 @@ import { notFound, validationError } from '../../domain/shared/errors';
 import { METRIC_PATTERN } from '../../domain/telemetry/reading.decider';
 import { BUCKETS, type Bucket } from '../../projections/telemetry.projection';
 import { bucketSeries, latestValue, listMetrics, rawSeries, readingsAfter, type Agg } from '../../projections/telemetry.queries';
-import { readCheckpoint } from '../platform/projections/projection-store';
+import { readCheckpoint } from '../platform/processing/checkpoints';
 import type { CommandContext } from '../platform/commands/command-context';
 import { Ctx, MinPosition } from '../platform/http/request';
 import { parseInput } from '../platform/http/validation';

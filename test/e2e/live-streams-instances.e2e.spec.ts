@@ -98,7 +98,7 @@ describe('two instances sharing PostgreSQL and Redis', () => {
     let checkpointReads = 0;
     (pool as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
       const sql = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string } | undefined)?.text;
-      if (sql?.includes('projection_checkpoints')) checkpointReads++;
+      if (sql?.includes('processor_checkpoints')) checkpointReads++;
       return query(...args);
     };
     try {

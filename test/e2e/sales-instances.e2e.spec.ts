@@ -21,7 +21,7 @@ const ORDERS = 30;
 const STOCK = [60, 60, 60];
 const PASSWORD = 'a perfectly long passphrase 9';
 const LOCK_CLASS = ADVISORY_LOCKS.sagaRunner;
-const SAGA_ACTIVE = 'saga runner active in this process';
+const SAGA_ACTIVE = 'saga order-fulfilment: runner active in this process';
 const SHIPPED_LOG = 'shipping batch dispatched orders';
 
 let db: TestDatabase;

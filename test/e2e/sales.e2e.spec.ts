@@ -265,7 +265,7 @@ describe('replay', () => {
     const before = await q('SELECT count(*) AS n FROM events');
     const target = await lastTrigger();
     await runtime.saga.stop();
-    await app.db.pool.query('UPDATE saga_checkpoints SET position = 0');
+    await app.db.pool.query("UPDATE processor_checkpoints SET position = 0 WHERE name = 'order-fulfilment'");
     runtime.saga.start();
     await eventually(() => runtime.saga.position >= target, 'saga replayed to the last trigger');
     expect(await q('SELECT count(*) AS n FROM events')).toBe(before);

@@ -1,8 +1,8 @@
-import { CheckpointNotifier } from '../../src/platform/projections/checkpoint-notifier';
+import { CheckpointNotifier } from '../../src/platform/processing/checkpoint-notifier';
 import { createTestDatabase, type TestDatabase } from '../support/services';
 
 /**
- * The per-process checkpoint notifier behind ProjectionEngine.waitFor (issue 9:
+ * The per-process checkpoint notifier behind Projections.waitFor (issue 9:
  * live streams no longer poll PostgreSQL each), on a real PostgreSQL: two
  * notifiers stand for two processes sharing the database.
  */
@@ -13,7 +13,7 @@ const log = () => undefined;
 
 beforeAll(async () => {
   db = await createTestDatabase('ckpt_notify');
-  await db.pool.query(`INSERT INTO projection_checkpoints (name, position, version) VALUES ('probe', 100, 1)`);
+  await db.pool.query(`INSERT INTO processor_checkpoints (name, kind, position, version) VALUES ('probe', 'projection', 100, 1)`);
   here = new CheckpointNotifier(db.pool, { connectionString: db.url, log });
   there = new CheckpointNotifier(db.pool, { connectionString: db.url, log });
 });
@@ -24,7 +24,7 @@ afterAll(async () => {
 });
 
 const commit = async (n: CheckpointNotifier, position: number) => {
-  await db.pool.query(`UPDATE projection_checkpoints SET position = $1 WHERE name = 'probe'`, [position]);
+  await db.pool.query(`UPDATE processor_checkpoints SET position = $1 WHERE name = 'probe'`, [position]);
   n.announce('probe', position);
 };
 

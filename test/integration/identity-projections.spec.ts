@@ -14,7 +14,7 @@ import { findCredentialsByEmail, findUserByEmail, findUserById, listUsers, type 
 import type { CommandContext } from '../../src/platform/commands/command-context';
 import { handleCommand } from '../../src/platform/commands/command-handling';
 import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
-import { ProjectionEngine } from '../../src/platform/projections/projection-engine';
+import { Projections } from '../../src/platform/processing/projections';
 import { createTestDatabase, type TestDatabase } from '../support/services';
 
 /**
@@ -26,7 +26,7 @@ import { createTestDatabase, type TestDatabase } from '../support/services';
 
 let db: TestDatabase;
 let store: PostgresEventStore;
-let engine: ProjectionEngine;
+let engine: Projections;
 
 let clock = Date.parse('2025-01-01T00:00:00.000Z');
 const tick = () => new Date((clock += 1000));
@@ -85,7 +85,7 @@ async function invalidQuery(p: Promise<unknown>): Promise<string[]> {
 beforeAll(async () => {
   db = await createTestDatabase('idproj');
   store = new PostgresEventStore(db.pool, { listenConnectionString: db.url });
-  engine = new ProjectionEngine(db.pool, store, [usersProjection, devicesProjection], {
+  engine = new Projections(db.pool, store, [usersProjection, devicesProjection], {
     connectionString: db.url, batchSize: 100, maxAttempts: 3, standbyRetryMs: 50, log: () => undefined,
   });
   expect(await engine.register()).toEqual([]);

@@ -1,7 +1,7 @@
 import { Pool } from 'pg';
 import type { Projection } from '../../projections/projection';
 import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
-import { ProjectionEngine, type EngineOptions } from '../../src/platform/projections/projection-engine';
+import { Projections, type ProjectionsOptions } from '../../src/platform/processing/projections';
 import {
   ACCOUNT_EVENTS, AccountsWorkload, IGNORED_EVENT, accountsProjection, accountsTable, allEvents, foldAccounts, readAccounts,
   type AccountsControl,
@@ -22,18 +22,18 @@ let store: PostgresEventStore;
 interface Instance {
   pool: Pool;
   store: PostgresEventStore;
-  engine: ProjectionEngine;
+  engine: Projections;
   logs: { level: string; msg: string }[];
   close(): Promise<void>;
 }
 const open: Instance[] = [];
 
-function instance(projections: Projection[], options: Partial<EngineOptions> = {}): Instance {
+function instance(projections: Projection[], options: Partial<ProjectionsOptions> = {}): Instance {
   const pool = new Pool({ connectionString: db.url, max: 8 });
   pool.on('error', () => undefined); // an idle connection ended by the tests' pg_terminate_backend
   const s = new PostgresEventStore(pool, { listenConnectionString: db.url });
   const logs: { level: string; msg: string }[] = [];
-  const engine = new ProjectionEngine(pool, s, projections, {
+  const engine = new Projections(pool, s, projections, {
     connectionString: db.url,
     batchSize: 50,
     maxAttempts: 3,
@@ -115,7 +115,7 @@ describe('projection engine', () => {
         const c = await reader.connect();
         try {
           await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-          const cp = await c.query<{ position: number }>('SELECT position FROM projection_checkpoints WHERE name = $1', [name]);
+          const cp = await c.query<{ position: number }>('SELECT position FROM processor_checkpoints WHERE name = $1', [name]);
           const checkpoint = cp.rows[0]!.position;
           const rows = await readAccounts(c, name);
           const upTo = (await c.query<{ position: number }>('SELECT position FROM events WHERE position <= $1', [checkpoint])).rowCount;
@@ -262,7 +262,7 @@ describe('projection engine', () => {
     await engine.register();
     const blocker = await db.pool.connect();
     await blocker.query('BEGIN');
-    await blocker.query('LOCK TABLE projection_checkpoints IN ACCESS EXCLUSIVE MODE');
+    await blocker.query('LOCK TABLE processor_checkpoints IN ACCESS EXCLUSIVE MODE');
     engine.start();
     await eventually(() => killed !== undefined, 'lock taken');
     await killed;

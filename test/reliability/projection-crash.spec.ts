@@ -3,7 +3,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
-import { ProjectionEngine } from '../../src/platform/projections/projection-engine';
+import { Projections } from '../../src/platform/processing/projections';
 import {
   AccountsWorkload, IGNORED_EVENT, accountsProjection, allEvents, foldAccounts, ledgerTable, readAccounts,
 } from '../fixtures/accounts-projection';
@@ -132,7 +132,7 @@ beforeAll(async () => {
       PERFORM pg_sleep(slow_checkpoint_ms / 1000.0) FROM crash_test_control WHERE slow_checkpoint_ms > 0;
       RETURN NEW;
     END $$;
-    CREATE TRIGGER crash_test_slow_checkpoint BEFORE UPDATE OF position ON projection_checkpoints
+    CREATE TRIGGER crash_test_slow_checkpoint BEFORE UPDATE OF position ON processor_checkpoints
       FOR EACH ROW WHEN (NEW.position IS DISTINCT FROM OLD.position) EXECUTE FUNCTION crash_test_slow_checkpoint();`);
 }, 300_000);
 
@@ -153,7 +153,7 @@ async function ledgerHead(): Promise<number> {
 }
 
 async function checkpoint(): Promise<number> {
-  const r = await db.pool.query<{ position: number }>('SELECT position FROM projection_checkpoints WHERE name = $1', [NAME]);
+  const r = await db.pool.query<{ position: number }>('SELECT position FROM processor_checkpoints WHERE name = $1', [NAME]);
   return r.rows[0]?.position ?? 0;
 }
 
@@ -217,7 +217,7 @@ describe('projection crash safety (real processes, SIGKILL)', () => {
 
     // A last projector catches up, then stops cleanly.
     const last = spawnChild(10, KILLS);
-    const observer = new ProjectionEngine(db.pool, store, [accountsProjection(NAME)], {
+    const observer = new Projections(db.pool, store, [accountsProjection(NAME)], {
       connectionString: db.url, batchSize: 100, maxAttempts: 3, rebuildBatchSize: 500, log: () => undefined,
     });
     // The newest event (not store.headPosition(), which stops below transactions in flight).

@@ -316,7 +316,7 @@ async function head(): Promise<number> {
 async function sagaBacklog(): Promise<number> {
   const r = await db.pool.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM events
-      WHERE type = ANY($1) AND position > COALESCE((SELECT position FROM saga_checkpoints WHERE name = 'order-fulfilment'), 0)`, [[...TRIGGERS]]);
+      WHERE type = ANY($1) AND position > COALESCE((SELECT position FROM processor_checkpoints WHERE name = 'order-fulfilment'), 0)`, [[...TRIGGERS]]);
   return r.rows[0]!.n;
 }
 
@@ -503,7 +503,7 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
         SELECT (SELECT count(*)::int FROM events WHERE type = 'sales.OrderPlaced') AS placed,
                (SELECT count(DISTINCT stream_id)::int FROM events WHERE type IN ('sales.OrderRejected', 'sales.OrderCancelled', 'sales.ShipmentDispatched')) AS closed,
                (SELECT count(*)::int FROM events WHERE type = ANY($1)
-                  AND position > COALESCE((SELECT position FROM saga_checkpoints WHERE name = 'order-fulfilment'), 0)) AS backlog,
+                  AND position > COALESCE((SELECT position FROM processor_checkpoints WHERE name = 'order-fulfilment'), 0)) AS backlog,
                (SELECT max(position) FROM events) AS head`, [[...TRIGGERS]]);
       return r.rows[0]!;
     };

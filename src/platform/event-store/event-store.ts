@@ -1,4 +1,6 @@
 import { DomainError } from '../../../domain/shared/errors';
+import type { Event } from '../../../domain/shared/event';
+import type { AnyEvent, EventMetadata, RecordedEvent } from '../../../domain/shared/recorded-event';
 
 /**
  * The event store port. Two adapters implement it (PostgreSQL, the default,
@@ -8,15 +10,7 @@ import { DomainError } from '../../../domain/shared/errors';
 /** What the writer expects the stream's current revision to be. Revisions start at 0. */
 export type ExpectedRevision = 'no_stream' | 'any' | 'stream_exists' | bigint | number;
 
-export interface EventMetadata {
-  /** Ties together everything one request, MQTT message or job caused. */
-  readonly correlationId: string;
-  /** The id of the command or event that caused this one. */
-  readonly causationId: string;
-  /** Who acted: `user:<id>`, `device:<id>`, `system:<component>`. */
-  readonly actor: string;
-  readonly [key: string]: unknown;
-}
+export type { AnyEvent, EventMetadata, RecordedEnvelope, RecordedEvent } from '../../../domain/shared/recorded-event';
 
 export interface EventToAppend {
   /** Unique; derive it from an idempotency key to make the append idempotent. */
@@ -26,20 +20,6 @@ export interface EventToAppend {
   readonly metadata: EventMetadata;
   /** Version of `data`'s shape; old versions are upcast on read. Default 1. */
   readonly schemaVersion?: number;
-}
-
-export interface RecordedEvent {
-  readonly id: string;
-  readonly streamId: string;
-  readonly revision: number;
-  /** Global position: strictly increasing in the order readers of `$all` see events. */
-  readonly position: number;
-  readonly type: string;
-  readonly data: Record<string, unknown>;
-  readonly metadata: EventMetadata;
-  /** The schema version after upcasting (the stored version is in metadata.storedSchemaVersion when it differs). */
-  readonly schemaVersion: number;
-  readonly recordedAt: Date;
 }
 
 export interface AppendResult {
@@ -58,23 +38,30 @@ export interface Subscription {
   readonly failed: Promise<unknown>;
 }
 
-export interface SubscribeOptions {
+export interface SubscribeOptions<E extends AnyEvent = Event> {
   /** Deliver events after this position (exclusive). 0 = from the beginning. */
   readonly fromPosition: number;
   /** Max events per handler call. */
   readonly batchSize?: number;
   /** Only these event types (the position still advances past others). */
-  readonly eventTypes?: readonly string[];
+  readonly eventTypes?: readonly E['type'][];
 }
 
+/**
+ * Readers name the union of events they expect (`readStream<UserEvent>(...)`)
+ * and get `RecordedEvent<UserEvent>`: type and data narrowed together. That is
+ * a claim about stored data, which the adapter makes once for every reader
+ * (the only cast between the store and a handler); with no union named a
+ * reader gets plain records, as before.
+ */
 export interface EventStore {
   append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult>;
   /** Events of one stream from `fromRevision` (inclusive), in revision order. */
-  readStream(streamId: string, fromRevision?: number, limit?: number): Promise<RecordedEvent[]>;
+  readStream<E extends AnyEvent = Event>(streamId: string, fromRevision?: number, limit?: number): Promise<RecordedEvent<E>[]>;
   /** Up to `limit` events after `fromPosition` (exclusive), in global order; never skips a late commit. */
-  readAll(fromPosition: number, limit: number, eventTypes?: readonly string[]): Promise<RecordedEvent[]>;
+  readAll<E extends AnyEvent = Event>(fromPosition: number, limit: number, eventTypes?: readonly E['type'][]): Promise<RecordedEvent<E>[]>;
   /** Catches up from `fromPosition`, then follows new events. The handler is awaited before the next batch. */
-  subscribe(options: SubscribeOptions, handler: (events: RecordedEvent[]) => Promise<void>): Subscription;
+  subscribe<E extends AnyEvent = Event>(options: SubscribeOptions<E>, handler: (events: RecordedEvent<E>[]) => Promise<void>): Subscription;
   /** The position of the newest event any reader may see now (0 when empty). */
   headPosition(): Promise<number>;
   /** The original result of an append whose first event had this id, if it was stored. */

@@ -2,8 +2,10 @@ import { Client, type Pool, type PoolClient } from 'pg';
 import {
   ConcurrencyError, IdempotencyConflictError, UpcasterRegistry,
   type AppendResult, type EventStore, type EventToAppend, type ExpectedRevision, type EventMetadata,
-  type RecordedEvent, type SubscribeOptions, type Subscription,
+  type AnyEvent, type RecordedEvent, type SubscribeOptions, type Subscription,
 } from './event-store';
+import type { Event } from '../../../domain/shared/event';
+import { backoffMs, type BackoffPolicy } from '../processing/backoff';
 
 /**
  * The PostgreSQL adapter (the default event store). See
@@ -14,6 +16,10 @@ import {
 const CHANNEL = 'es_events';
 const MAX_APPEND_ATTEMPTS = 10;
 const NOTIFY_INTERVAL_MS = 5;
+/** A subscription whose read failed (the database is away) asks again after 200 ms, doubling up to 5 s. */
+const READ_RETRY_BACKOFF: BackoffPolicy = { initialMs: 200, maxMs: 5000 };
+/** A subscription blocked behind an older transaction still in flight looks again after 5 ms, doubling up to 200 ms. */
+const BLOCKED_POLL_BACKOFF: BackoffPolicy = { initialMs: 5, maxMs: 200 };
 
 interface EventRow {
   position: string;
@@ -210,16 +216,16 @@ export class PostgresEventStore implements EventStore {
     }
   }
 
-  async readStream(streamId: string, fromRevision = 0, limit = 100_000): Promise<RecordedEvent[]> {
+  async readStream<E extends AnyEvent = Event>(streamId: string, fromRevision = 0, limit = 100_000): Promise<RecordedEvent<E>[]> {
     const res = await this.pool.query<EventRow>(
       `SELECT ${EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_revision >= $2 ORDER BY stream_revision LIMIT $3`,
       [streamId, fromRevision, limit],
     );
-    return res.rows.map((r) => this.toRecorded(r));
+    return asUnion<E>(res.rows.map((r) => this.toRecorded(r)));
   }
 
-  async readAll(fromPosition: number, limit: number, eventTypes?: readonly string[]): Promise<RecordedEvent[]> {
-    return (await this.readBatch(fromPosition, limit, eventTypes)).events;
+  async readAll<E extends AnyEvent = Event>(fromPosition: number, limit: number, eventTypes?: readonly E['type'][]): Promise<RecordedEvent<E>[]> {
+    return asUnion<E>((await this.readBatch(fromPosition, limit, eventTypes)).events);
   }
 
   /**
@@ -280,8 +286,8 @@ export class PostgresEventStore implements EventStore {
     return { nextRevision: Number(r.rev), position: Number(r.pos), duplicate: true };
   }
 
-  subscribe(options: SubscribeOptions, handler: (events: RecordedEvent[]) => Promise<void>): Subscription {
-    return this.subscribeBatches(options, (batch) => (batch.events.length > 0 ? handler(batch.events) : Promise.resolve()));
+  subscribe<E extends AnyEvent = Event>(options: SubscribeOptions<E>, handler: (events: RecordedEvent<E>[]) => Promise<void>): Subscription {
+    return this.subscribeBatches(options, (batch) => (batch.events.length > 0 ? handler(asUnion<E>(batch.events)) : Promise.resolve()));
   }
 
   /**
@@ -309,7 +315,7 @@ export class PostgresEventStore implements EventStore {
 
     const loop = async () => {
       await this.ensureListener().catch((e: unknown) => this.options.log?.('event store: LISTEN failed, polling instead', e));
-      let backoff = 5;
+      let blocked = 0;
       let errors = 0;
       while (!stopped) {
         const seen = this.generation;
@@ -321,7 +327,7 @@ export class PostgresEventStore implements EventStore {
           if (stopped) break;
           errors++;
           this.options.log?.('event store: subscription read failed, retrying', e);
-          await sleep(Math.min(5000, 100 * 2 ** Math.min(errors, 6)));
+          await sleep(backoffMs(errors, READ_RETRY_BACKOFF));
           continue;
         }
         if (batch.position !== position) {
@@ -333,14 +339,13 @@ export class PostgresEventStore implements EventStore {
             return;
           }
           position = batch.position;
-          backoff = 5;
+          blocked = 0;
         }
         if (stopped) break;
         if (batch.events.length >= batchSize) continue;
         if (batch.blocked) {
           // Committed events wait behind an older transaction still in flight: look again soon.
-          await sleep(backoff);
-          backoff = Math.min(backoff * 2, 200);
+          await sleep(backoffMs(++blocked, BLOCKED_POLL_BACKOFF));
         } else if (this.generation === seen) {
           // Caught up: wait for NOTIFY (or a local append); the timeout covers a lost notification.
           await sleep(this.listener ? 2000 : 250);
@@ -430,6 +435,18 @@ export class PostgresEventStore implements EventStore {
     this.wakeAll();
     if (l) await l.end().catch(() => undefined);
   }
+}
+
+/**
+ * The one place stored events become a domain union: the JSON in `data` is
+ * taken to be the shape its `type` has in E. What makes that true is outside
+ * the type system: only deciders of that union append these types, schemas
+ * only change by a new version with an upcaster (toRecorded applies them), and
+ * a reader asks for the union of the stream or types it reads. Every reader
+ * goes through here instead of casting on its own.
+ */
+function asUnion<E extends AnyEvent>(events: RecordedEvent[]): RecordedEvent<E>[] {
+  return events as unknown as RecordedEvent<E>[];
 }
 
 function expectedToSql(expected: ExpectedRevision): [string, number | null] {

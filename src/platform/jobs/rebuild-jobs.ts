@@ -1,7 +1,7 @@
 import { Queue, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { notFound } from '../../../domain/shared/errors';
-import type { ProjectionEngine } from '../projections/projection-engine';
+import type { Projections } from '../processing/projections';
 
 /**
  * Projection rebuilds as BullMQ jobs: `POST /admin/projections/:name/rebuild`
@@ -36,7 +36,7 @@ export class RebuildJobs {
   private worker: Worker<RebuildJobData> | undefined;
   private readonly connections: Redis[] = [];
 
-  constructor(private readonly redisUrl: string, private readonly prefix: string, private readonly engine: ProjectionEngine) {
+  constructor(private readonly redisUrl: string, private readonly prefix: string, private readonly engine: Projections) {
     this.queue = new Queue<RebuildJobData>(REBUILD_QUEUE, { connection: this.connection(), prefix });
     // Connection errors surface in /health (jobs: down); without a listener BullMQ prints each one.
     this.queue.on('error', () => undefined);

@@ -91,7 +91,7 @@ export class CheckpointNotifier {
     signal?.addEventListener('abort', onAbort, { once: true });
     this.schedulePoll();
     try {
-      const { rows } = await this.pool.query<{ position: number }>('SELECT position FROM projection_checkpoints WHERE name = $1', [name]);
+      const { rows } = await this.pool.query<{ position: number }>('SELECT position FROM processor_checkpoints WHERE name = $1', [name]);
       if (rows[0]) this.reached(name, Number(rows[0].position));
     } catch (e) {
       this.options.log('projection checkpoint: read failed; the fallback poll retries', e);
@@ -151,7 +151,7 @@ export class CheckpointNotifier {
     this.polling = true;
     try {
       const { rows } = await this.pool.query<{ name: string; position: number }>(
-        'SELECT name, position FROM projection_checkpoints WHERE name = ANY($1)', [names]);
+        'SELECT name, position FROM processor_checkpoints WHERE name = ANY($1)', [names]);
       for (const r of rows) this.reached(r.name, Number(r.position));
     } catch (e) {
       this.options.log('projection checkpoint: poll failed', e);

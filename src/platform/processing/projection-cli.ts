@@ -6,14 +6,14 @@ import { PostgresEventStore } from '../event-store/postgres-event-store';
 import { resolveServices } from '../infrastructure';
 import type { Logger } from '../logger';
 import { migrate } from '../migrations';
-import { ProjectionEngine } from './projection-engine';
+import { Projections } from './projections';
 
 /** `projections:list` and `projections:rebuild <name>` for the CLI; runs in-process against the configured database. */
 export async function runProjectionCommand(command: string, args: string[], config: Config, log: Logger): Promise<number> {
   const { databaseUrl, local } = await resolveServices(config, log);
   const pool = new Pool({ connectionString: databaseUrl, max: 4 });
   const store = new PostgresEventStore(pool, { listenConnectionString: databaseUrl });
-  const engine = new ProjectionEngine(pool, store, allProjections, {
+  const engine = new Projections(pool, store, allProjections, {
     connectionString: databaseUrl, batchSize: config.PROJECTION_BATCH_SIZE, maxAttempts: config.PROJECTION_MAX_ATTEMPTS,
     log: (level, msg, extra) => log[level](extra ?? {}, msg),
   });

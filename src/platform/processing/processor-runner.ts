@@ -1,0 +1,323 @@
+import type { Pool, PoolClient, QueryResult } from 'pg';
+import type { RecordedEvent } from '../../../domain/shared/recorded-event';
+import type { PostgresEventStore, ReadBatch } from '../event-store/postgres-event-store';
+import { backoffMs, type BackoffPolicy } from './backoff';
+import { ensureCheckpoint, logOperatorAction, moveCheckpoint, parkCheckpoint, resolveParked, type CheckpointRow } from './checkpoints';
+import { LOCK_CLASS, PARKED_BY, type Processor } from './processor';
+import { SessionLock } from './session-lock';
+import { LIVE_SCHEMA, errorText, inTransaction, isTransient } from './transaction';
+
+/**
+ * The processor runtime: drives one processor (processor.ts) in this process.
+ *
+ * - One active runner per processor across all processes: an advisory lock
+ *   (class by kind, src/platform/locks.ts) held on a dedicated connection.
+ *   Without it the runner stands by and tries again every standbyRetryMs;
+ *   when the holder's connection dies, a standby takes over.
+ * - It follows the store from its checkpoint (processor_checkpoints) until
+ *   the subscription fails, the lock is lost or it is stopped, whichever comes
+ *   first; a lock lost at any moment after it was taken, even before the
+ *   runner follows, ends the run.
+ * - Each batch moves the checkpoint: in the handler's own transaction
+ *   (exactly once) or right after the handler (at least once), and only from
+ *   where this runner last saw it; if it moved (a rebuild swapped, an
+ *   operator acted), the runner re-reads it instead of overwriting it.
+ * - Failures: a transient one (connection, deadlock) restarts the runner from
+ *   its checkpoint after a backoff; any other parks the processor on the
+ *   event that keeps failing, or is retried like a transient one, as the
+ *   processor chose (`onFailure`).
+ * - Metrics and announcements through `observe`; `stop()` lets the batch in
+ *   flight finish (its handler sees the abort signal) and releases the lock.
+ */
+
+export type ProcessorLog = (level: 'info' | 'warn' | 'error', msg: string, extra?: Record<string, unknown>) => void;
+
+export interface RunnerObserver {
+  /** This process took (true) or gave up (false) the processor's lock. */
+  active?(isActive: boolean): void;
+  /** The runner failed and restarts from its checkpoint after a backoff. */
+  failure?(error: unknown): void;
+  /** The checkpoint has moved to `position` (committed). */
+  committed?(position: number): void;
+}
+
+export interface RunnerOptions {
+  readonly connectionString: string;
+  /** Events per batch (and, for in-transaction processors, per transaction). */
+  readonly batchSize: number;
+  /** For `onFailure: 'park'`: failures of one event before the processor parks on it. */
+  readonly maxAttempts: number;
+  /** How often a standby tries to take over (default 1 s). */
+  readonly standbyRetryMs?: number;
+  /** Wait before restarting after failures in a row (default 400 ms doubling to 10 s). */
+  readonly backoff?: BackoffPolicy;
+  readonly log: ProcessorLog;
+  readonly observe?: RunnerObserver;
+}
+
+const DEFAULT_STANDBY_RETRY_MS = 1000;
+const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 400, maxMs: 10_000 };
+/** Between attempts at one failing event, before it is parked. */
+const POISON_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 1000 };
+/** How often a parked runner looks whether an operator (in another process) resolved it. */
+const PARKED_POLL_MS = 500;
+
+/** Thrown inside a batch when the checkpoint moved under us (a rebuild swapped, an operator, another runner). */
+class Resync extends Error {}
+/** Thrown when the runner parked its processor. */
+class Parked extends Error {}
+
+export class ProcessorRunner {
+  private lock: SessionLock | undefined;
+  private loop: Promise<void> | undefined;
+  private wakeNow: (() => void) | undefined;
+  /** One per start(): aborted by stop(). A run only ever looks at its own. */
+  private controller = new AbortController();
+  /** Failures in a row; a committed batch resets it. */
+  private failures = 0;
+  private readonly label: string;
+  /** The checkpoint as this runner last read or committed it (for /admin and tests). */
+  position = 0;
+
+  constructor(
+    readonly processor: Processor,
+    private readonly pool: Pool,
+    private readonly store: PostgresEventStore,
+    private readonly options: RunnerOptions,
+  ) {
+    this.controller.abort();
+    this.label = `${processor.kind} ${processor.name}`;
+  }
+
+  get name(): string {
+    return this.processor.name;
+  }
+
+  /** True while this process holds the processor's lock. */
+  get active(): boolean {
+    return this.lock?.held ?? false;
+  }
+
+  start(): void {
+    if (!this.controller.signal.aborted) return;
+    const controller = new AbortController();
+    this.controller = controller;
+    const stopping = new Promise<Error>((res) => {
+      controller.signal.addEventListener('abort', () => res(new Error('stopping')), { once: true });
+    });
+    const previous = this.loop;
+    // A run still finishing after a stop() that was not awaited ends before the new one begins.
+    this.loop = (async () => {
+      await previous;
+      await this.run(controller.signal, stopping);
+    })();
+  }
+
+  /** Ends a sleep now: standby, backoff or parked (after an operator acted, a rebuild swapped). */
+  wake(): void {
+    this.wakeNow?.();
+  }
+
+  /** Lets the batch in flight finish (or end early on the abort signal), then gives the lock up. */
+  async stop(): Promise<void> {
+    this.controller.abort();
+    this.wake();
+    await this.loop;
+  }
+
+  /**
+   * An operator's retry or skip of the event this processor is parked on (see
+   * checkpoints.ts), then a wake so this process resumes at once; a runner
+   * active elsewhere notices within PARKED_POLL_MS. Undefined when not parked.
+   */
+  async resolve(action: 'retry' | 'skip', actor: string): Promise<CheckpointRow | undefined> {
+    const row = await resolveParked(this.pool, this.name, actor, action);
+    this.wake();
+    return row;
+  }
+
+  private sleep(ms: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((res) => {
+      const done = () => {
+        clearTimeout(t);
+        signal.removeEventListener('abort', done);
+        if (this.wakeNow === done) this.wakeNow = undefined;
+        res();
+      };
+      const t = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+      this.wakeNow = done;
+    });
+  }
+
+  private async run(signal: AbortSignal, stopping: Promise<Error>): Promise<void> {
+    const p = this.processor;
+    try {
+      while (!signal.aborted) {
+        try {
+          if (!(await this.acquireLock(signal))) {
+            await this.sleep(this.options.standbyRetryMs ?? DEFAULT_STANDBY_RETRY_MS, signal);
+            continue;
+          }
+          const row = await ensureCheckpoint(this.pool, p.name, p.kind);
+          if (signal.aborted) break;
+          if (row.status === 'parked') {
+            // Waits for an operator (woken at once when the retry/skip/rebuild happens in this process).
+            await this.sleep(PARKED_POLL_MS, signal);
+            continue;
+          }
+          this.position = row.position;
+          await this.follow(signal, stopping);
+        } catch (e) {
+          if (signal.aborted) break;
+          this.failures++;
+          this.options.observe?.failure?.(e);
+          // A processor that never parks has only this to tell an operator that it is stuck.
+          this.options.log(p.onFailure === 'retry' ? 'error' : 'warn', `${this.label}: runner error, restarting from its checkpoint`,
+            { err: errorText(e), position: this.position, failures: this.failures });
+          await this.releaseLock();
+          await this.sleep(backoffMs(this.failures, this.options.backoff ?? DEFAULT_BACKOFF), signal);
+        }
+      }
+    } finally {
+      await this.releaseLock();
+    }
+  }
+
+  /** Follows the store until the subscription ends: stop, resync or park (returns), a failure or a lost lock (throws). */
+  private async follow(signal: AbortSignal, stopping: Promise<Error>): Promise<void> {
+    const lock = this.lock;
+    // The lock connection may have died between taking the lock and now: never follow without the lock.
+    if (!lock?.held) throw new Error('lock connection lost before following');
+    const p = this.processor;
+    const sub = this.store.subscribeBatches(
+      { fromPosition: this.position, batchSize: this.options.batchSize, eventTypes: p.eventTypes },
+      (batch) => this.handleBatch(batch, signal),
+    );
+    // stop() may have been called while the lock was being taken: `stopping` is already settled then.
+    const outcome = await Promise.race([sub.failed, lock.lost, stopping]);
+    await sub.stop();
+    if (outcome instanceof Resync || outcome instanceof Parked || signal.aborted) return;
+    throw outcome;
+  }
+
+  private async handleBatch(batch: ReadBatch, signal: AbortSignal): Promise<void> {
+    const p = this.processor;
+    try {
+      await this.commit(batch.events, batch.position, signal);
+      return;
+    } catch (e) {
+      // Resync, stop and infrastructure failures (connection lost, deadlock...) are
+      // not the events' fault: the runner restarts instead of parking an innocent event.
+      if (e instanceof Resync || signal.aborted || isTransient(e) || p.onFailure === 'retry' || batch.events.length === 0) throw e;
+      this.options.log('warn', `${this.label}: batch failed, handling its events one by one`, { err: errorText(e) });
+    }
+    for (const event of batch.events) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.commit([event], event.position, signal);
+          break;
+        } catch (e) {
+          if (e instanceof Resync || signal.aborted || isTransient(e)) throw e;
+          if (attempt >= this.options.maxAttempts) {
+            await this.park(event, e, attempt);
+            throw new Parked();
+          }
+          await new Promise((r) => setTimeout(r, backoffMs(attempt, POISON_BACKOFF)));
+        }
+      }
+    }
+    if (batch.position !== this.position) await this.commit([], batch.position, signal);
+  }
+
+  /**
+   * Handles `events` and moves the checkpoint from where this runner saw it to `to`.
+   *
+   * In-transaction: one transaction locks the checkpoint row, checks it is where we
+   * think, handles, moves it. The row is locked (FOR UPDATE) before the handler
+   * touches its tables, on purpose: the rebuild swap locks the same row first and
+   * then takes ACCESS EXCLUSIVE locks on the live tables, so taking the row lock last
+   * would invert the lock order and let a busy runner deadlock the swap. To keep round
+   * trips down, BEGIN, the search_path and the locking read travel as one
+   * simple-protocol query (the name as a literal).
+   *
+   * A batch without events (all filtered out) touches no table: one atomic guarded
+   * UPDATE outside any explicit transaction is enough. A concurrent swap or operator
+   * action that holds the row makes it wait and re-check the predicate.
+   */
+  private async commit(events: readonly RecordedEvent[], to: number, signal: AbortSignal): Promise<void> {
+    const p = this.processor;
+    const from = this.position;
+    if (events.length === 0) {
+      if (!(await moveCheckpoint(this.pool, p.name, from, to))) throw new Resync();
+    } else if (p.checkpoint === 'in-transaction') {
+      await inTransaction(this.pool, async (tx) => {
+        const row = await this.lockCheckpoint(tx);
+        if (!row || row.position !== from || row.status !== 'running') throw new Resync();
+        await p.handle(events, { tx, signal });
+        await tx.query('UPDATE processor_checkpoints SET position = $2, updated_at = now() WHERE name = $1', [p.name, to]);
+      }, true);
+    } else {
+      await p.handle(events, { signal });
+      if (!(await moveCheckpoint(this.pool, p.name, from, to))) throw new Resync();
+    }
+    this.position = to;
+    this.failures = 0;
+    this.options.observe?.committed?.(to);
+  }
+
+  /** Runs as the transaction's first query: BEGIN; SET LOCAL search_path; SELECT ... FOR UPDATE, in one round trip. */
+  private async lockCheckpoint(c: PoolClient): Promise<{ position: number; status: string } | undefined> {
+    const results = await c.query(
+      `BEGIN; SET LOCAL search_path TO ${LIVE_SCHEMA}; ` +
+      `SELECT position, status FROM processor_checkpoints WHERE name = ${c.escapeLiteral(this.name)} FOR UPDATE`) as unknown as QueryResult[];
+    const row = (results.at(-1)?.rows[0] ?? undefined) as { position: string | number; status: string } | undefined;
+    return row ? { position: Number(row.position), status: row.status } : undefined;
+  }
+
+  private async park(event: RecordedEvent, error: unknown, attempts: number): Promise<void> {
+    const p = this.processor;
+    const message = errorText(error).slice(0, 4000);
+    await inTransaction(this.pool, async (c) => {
+      const parked = await parkCheckpoint(c, p.name, this.position,
+        { position: event.position, eventId: event.id, eventType: event.type, error: message, attempts });
+      if (!parked) throw new Resync();
+      await logOperatorAction(c, { processor: p.name, action: 'parked', position: event.position, eventId: event.id, error: message, actor: PARKED_BY[p.kind] });
+    });
+    this.options.log('error', `${this.label} parked on event ${event.id} at ${event.position}`, { eventType: event.type, err: message, attempts });
+  }
+
+  private async acquireLock(signal: AbortSignal): Promise<boolean> {
+    if (this.lock?.held) return true;
+    await this.releaseLock();
+    const p = this.processor;
+    const lock = await SessionLock.tryTake({
+      connectionString: this.options.connectionString,
+      applicationName: `${p.kind}:${p.name}`,
+      lockClass: LOCK_CLASS[p.kind],
+      name: p.name,
+      onLost: (e) => {
+        this.options.log('warn', `${this.label}: lock connection lost`, { err: errorText(e) });
+        this.options.observe?.active?.(false);
+      },
+    });
+    if (!lock) return false;
+    if (signal.aborted) {
+      await lock.release();
+      return false;
+    }
+    this.lock = lock;
+    this.options.observe?.active?.(true);
+    this.options.log('info', `${this.label}: runner active in this process`);
+    return true;
+  }
+
+  private async releaseLock(): Promise<void> {
+    const l = this.lock;
+    this.lock = undefined;
+    if (!l) return;
+    await l.release();
+    this.options.observe?.active?.(false);
+  }
+}
