@@ -15,6 +15,7 @@ import { IdentityServices } from '../src/identity/identity.services';
 import { createLogger } from '../src/platform/logger';
 import { dropRedisKeys, send, sendJson, target, type Target } from './http-client';
 import { RUNS, benchDatabaseUrl, envInt, fmtMs, info, loadLine, median, percentile, serverSummary, sleep } from './support';
+import { IdentityErrorCode } from '../domain/identity/identity-errors';
 
 /**
  * Authentication overhead on the real application (createApp: NestJS on
@@ -69,7 +70,7 @@ class BenchMeController {
   @Get('me/:userId')
   async me(@Param('userId') userId: string) {
     const user = await this.identity.loadUser(userId);
-    if (user.status === 'none') throw notFound('IDENTITY.USER_NOT_FOUND', 'no such user');
+    if (user.status === 'none') throw notFound(IdentityErrorCode.USER_NOT_FOUND, 'no such user');
     return { userId: user.userId, email: user.email, name: user.name, roles: user.roles, status: user.status };
   }
 }
@@ -343,7 +344,7 @@ async function main(): Promise<void> {
     bare = fastify({ logger: false });
     bare.get<{ Params: { userId: string } }>('/me/:userId', async (req, reply) => {
       const user = await identity.loadUser(req.params.userId);
-      if (user.status === 'none') return reply.code(404).send({ code: 'IDENTITY.USER_NOT_FOUND' });
+      if (user.status === 'none') return reply.code(404).send({ code: IdentityErrorCode.USER_NOT_FOUND });
       return { userId: user.userId, email: user.email, name: user.name, roles: user.roles, status: user.status };
     });
     const bareUrl = await bare.listen({ port: 0, host: '127.0.0.1' });

@@ -1,5 +1,6 @@
 import type { RecordedEnvelope } from '../domain/shared/recorded-event';
-import type { ChannelTerms, InventoryEvent, ProductEvent } from '../domain/sales/events';
+import type { ChannelTerms, ProductEvent } from '../domain/sales/product.events';
+import type { InventoryEvent } from '../domain/sales/inventory.events';
 import { sqlProjection, type EventHandlers, type SqlStatement } from './projection';
 
 /**

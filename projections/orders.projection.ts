@@ -1,5 +1,7 @@
 import type { RecordedEnvelope } from '../domain/shared/recorded-event';
-import type { InventoryEvent, OrderEvent, PaymentEvent } from '../domain/sales/events';
+import type { InventoryEvent } from '../domain/sales/inventory.events';
+import type { OrderEvent } from '../domain/sales/order.events';
+import type { PaymentEvent } from '../domain/sales/payment.events';
 import { sqlProjection, type EventHandlers, type SqlStatement } from './projection';
 
 /**

@@ -1,5 +1,5 @@
 import { isUuid } from '../domain/identity/validation';
-import type { OrderLine } from '../domain/sales/events';
+import type { OrderLine } from '../domain/sales/order.events';
 import type { Queryable } from './projection';
 import { decodeCursor, encodeCursor, invalidQuery, money, pageLimit } from './sales-queries-common';
 

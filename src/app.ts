@@ -21,6 +21,7 @@ import { AdminController, CommandsController, HealthController } from './platfor
 import { Projections } from './platform/processing/projections';
 import { allProjections } from './read-models';
 import { contextModules } from './contexts';
+import { PlatformErrorCode } from './platform/platform-errors';
 
 export interface AppOptions {
   /** Extra bounded-context modules (tests add fixtures here). */
@@ -77,7 +78,10 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   });
   const stale = await engine.register();
   const jobs = new RebuildJobs(infra.redisUrl, config.QUEUE_PREFIX, engine);
-  const platform = new Platform(config, log, infra.pool, infra.redis, infra.redisUrl, infra.databaseUrl, store, engine, jobs, metrics);
+  const platform = new Platform({
+    config, log, pool: infra.pool, redis: infra.redis, redisUrl: infra.redisUrl, databaseUrl: infra.databaseUrl,
+    store, projections: engine, jobs, metrics,
+  });
 
   @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ...(options.modules ?? [])] })
   class AppModule {}
@@ -107,13 +111,13 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
     try {
       done(null, body === '' ? undefined : secureJson.parse(body as string, undefined, { protoAction: 'error', constructorAction: 'error' }));
     } catch (e) {
-      done(validationError('PLATFORM.MALFORMED_JSON', `the body is not valid JSON: ${(e as Error).message}`, [{ field: '(body)', rule: 'must be valid JSON' }]), undefined);
+      done(validationError(PlatformErrorCode.MALFORMED_JSON, `the body is not valid JSON: ${(e as Error).message}`, [{ field: '(body)', rule: 'must be valid JSON' }]), undefined);
     }
   });
   fastify.addHook('onRequest', (request, _reply, done) => {
     const header = request.headers['x-correlation-id'];
     if (header !== undefined && acceptedCorrelationId(header) === undefined) {
-      done(validationError('PLATFORM.INVALID_HEADER', `${CORRELATION_ID_HEADER} ${CORRELATION_ID_RULE}`, [{ field: CORRELATION_ID_HEADER, rule: CORRELATION_ID_RULE }]));
+      done(validationError(PlatformErrorCode.INVALID_HEADER, `${CORRELATION_ID_HEADER} ${CORRELATION_ID_RULE}`, [{ field: CORRELATION_ID_HEADER, rule: CORRELATION_ID_RULE }]));
       return;
     }
     done();

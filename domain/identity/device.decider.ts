@@ -2,7 +2,8 @@ import type { Decider } from '../shared/event';
 import { conflict, notFound } from '../shared/errors';
 import type { DeviceEvent } from './device.events';
 import { IdentityErrorCode } from './identity-errors';
-import { requireArgon2idHash, requireName, requireUuid, unreachable } from './validation';
+import { requireArgon2idHash, requireName, requireUuid } from './validation';
+import { unreachable } from '../shared/unreachable';
 
 /**
  * The write model of one device (stream `device-<deviceId>`): registration

@@ -1,14 +1,9 @@
-import type { Decider, Event } from '../shared/event';
-import { conflict, validationError } from '../shared/errors';
+import { validationError } from '../shared/errors';
 import { IdentityErrorCode } from './identity-errors';
-import { requireUuid, unreachable } from './validation';
 
 /**
- * Email addresses: one normal form, and the reservation stream that makes an
- * address unique across accounts. The application appends the reservation
- * with expected revision 'no_stream', so of two concurrent sign-ups with one
- * address the event store lets exactly one through; the decider below only
- * answers the sequential case.
+ * Email addresses: one normal form. The reservation that makes an address
+ * unique across accounts is email-reservation.decider.ts.
  */
 
 export const EMAIL_MAX_LENGTH = 254;
@@ -44,47 +39,3 @@ export function normaliseEmail(raw: string): string {
   }
   return email;
 }
-
-/** The reservation stream of an address. Normalises again (idempotent) so a raw address can never pick a different stream. */
-export function emailStreamId(normalised: string): string {
-  return `user-email-${normaliseEmail(normalised)}`;
-}
-
-export type EmailReserved = Event<'identity.EmailReserved', { readonly email: string; readonly userId: string; readonly at: string }>;
-export type EmailEvent = EmailReserved;
-export const EMAIL_EVENT_TYPES = ['identity.EmailReserved'] as const satisfies readonly EmailEvent['type'][];
-
-export type ReserveEmail = { readonly type: 'ReserveEmail'; readonly data: { readonly email: string; readonly userId: string; readonly now: Date } };
-export type EmailCommand = ReserveEmail;
-
-export type EmailReservationState =
-  | { readonly reserved: false }
-  | { readonly reserved: true; readonly email: string; readonly userId: string };
-
-export const emailReservationDecider: Decider<EmailCommand, EmailEvent, EmailReservationState> = {
-  initialState: { reserved: false },
-  evolve(_state, event) {
-    switch (event.type) {
-      case 'identity.EmailReserved':
-        return { reserved: true, email: event.data.email, userId: event.data.userId };
-      default:
-        return unreachable(event.type, 'event');
-    }
-  },
-  decide(command, state) {
-    switch (command.type) {
-      case 'ReserveEmail': {
-        const email = normaliseEmail(command.data.email);
-        const userId = requireUuid(command.data.userId, 'userId');
-        if (state.reserved) {
-          // The same user reserving again is a retried sign-up step: nothing new to record.
-          if (state.userId === userId) return [];
-          throw conflict(IdentityErrorCode.EMAIL_TAKEN, 'this email address is already registered');
-        }
-        return [{ type: 'identity.EmailReserved', data: { email, userId, at: command.data.now.toISOString() } }];
-      }
-      default:
-        return unreachable(command.type, 'command');
-    }
-  },
-};

@@ -19,6 +19,8 @@ export const IdentityErrorCode = {
   DEVICE_NOT_FOUND: 'IDENTITY.DEVICE_NOT_FOUND',
   DEVICE_REVOKED: 'IDENTITY.DEVICE_REVOKED',
   INVALID_SECRET_HASH: 'IDENTITY.INVALID_SECRET_HASH',
+  /** A device's secret is shown once, at registration: a keyed retry cannot show it again. */
+  DEVICE_SECRET_SHOWN: 'IDENTITY.DEVICE_SECRET_SHOWN',
   /** The owner already has DEVICES_MAX_PER_USER active devices. */
   TOO_MANY_DEVICES: 'IDENTITY.TOO_MANY_DEVICES',
   /** A read-model query with a bad limit, cursor or filter. */

@@ -3,7 +3,8 @@ import { conflict, notFound, validationError } from '../shared/errors';
 import { normaliseEmail } from './email';
 import { IdentityErrorCode } from './identity-errors';
 import type { UserEvent } from './user.events';
-import { BASE_ROLE, RULES, requireArgon2idHash, requireName, requireRole, requireUuid, unreachable } from './validation';
+import { BASE_ROLE, RULES, requireArgon2idHash, requireName, requireRole, requireUuid } from './validation';
+import { unreachable } from '../shared/unreachable';
 
 /**
  * The write model of one user (stream `user-<userId>`): registration, roles,

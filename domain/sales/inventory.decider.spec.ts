@@ -1,5 +1,5 @@
 import { given } from '../shared/given-when-then';
-import type { InventoryEvent } from './events';
+import type { InventoryEvent } from './inventory.events';
 import { inventoryDecider } from './inventory.decider';
 
 const productId = '11111111-1111-4111-8111-111111111111';

@@ -1,6 +1,6 @@
 import type { Decider } from '../shared/event';
-import type { InventoryEvent } from './events';
-import { unreachable } from './sales-errors';
+import type { InventoryEvent } from './inventory.events';
+import { unreachable } from '../shared/unreachable';
 
 /**
  * The stock of one product (stream `inventory-<productId>`). Reservations are

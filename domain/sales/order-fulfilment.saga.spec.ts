@@ -1,4 +1,4 @@
-import type { OrderLine } from './events';
+import type { OrderLine } from './order.events';
 import { emptyHistory, evolveSaga, react, type SagaCommand, type SagaHistory, type SagaTrigger } from './order-fulfilment.saga';
 
 /**

@@ -1,5 +1,7 @@
 import type { Event } from '../shared/event';
-import type { SalesEvent } from './events';
+import type { InventoryEvent } from './inventory.events';
+import type { OrderEvent } from './order.events';
+import type { PaymentEvent } from './payment.events';
 
 /**
  * The order-fulfilment saga: a process manager that turns what happened to an
@@ -14,6 +16,9 @@ import type { SalesEvent } from './events';
  * recorded is skipped, so duplicates and replays reserve, charge and refund
  * nothing twice.
  */
+
+/** What the saga listens to: the order's, its stock's and its payment's events. */
+type SalesEvent = InventoryEvent | OrderEvent | PaymentEvent;
 
 export const SAGA_TRIGGER_TYPES = [
   'sales.OrderPlaced',
@@ -99,6 +104,9 @@ export interface SagaHistory {
 }
 
 export const emptyHistory: SagaHistory = { state: initialSagaState, processed: new Set() };
+
+/** The saga's own stream: the steps it took for one order. */
+export const sagaStreamId = (orderId: string): string => `order-saga-${orderId}`;
 
 /** Folds the saga's stream. The state is recorded whole at each step, so replaying needs no configuration. */
 export function evolveSaga(history: SagaHistory, step: SagaStepRecorded): SagaHistory {

@@ -1,5 +1,6 @@
 import { given } from '../shared/given-when-then';
-import type { ChannelTerms, OrderEvent, ProductRegistered } from './events';
+import type { ChannelTerms, ProductRegistered } from './product.events';
+import type { OrderEvent } from './order.events';
 import { orderDecider, type PlaceOrder } from './order.decider';
 import { evolveProduct, initialProductState, type ProductState } from './product.decider';
 

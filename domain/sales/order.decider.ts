@@ -1,8 +1,9 @@
 import type { Decider } from '../shared/event';
 import { conflict, DomainError, notFound, validationError, type FieldError } from '../shared/errors';
-import type { OrderEvent, OrderLine } from './events';
+import type { OrderEvent, OrderLine } from './order.events';
 import { discountedCents, type ProductState } from './product.decider';
-import { SalesErrorCode, unreachable } from './sales-errors';
+import { SalesErrorCode } from './sales-errors';
+import { unreachable } from '../shared/unreachable';
 
 /**
  * The write model of one order (stream `order-<orderId>`). Placing prices the

@@ -1,5 +1,5 @@
 import { given } from '../shared/given-when-then';
-import type { PaymentEvent } from './events';
+import type { PaymentEvent } from './payment.events';
 import { paymentDecider } from './payment.decider';
 
 const orderId = '77777777-7777-4777-8777-777777777777';

@@ -1,6 +1,6 @@
 import type { Decider } from '../shared/event';
-import type { PaymentEvent } from './events';
-import { unreachable } from './sales-errors';
+import type { PaymentEvent } from './payment.events';
+import { unreachable } from '../shared/unreachable';
 
 /**
  * The payment of one order (stream `payment-<orderId>`), as this platform

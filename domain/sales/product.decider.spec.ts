@@ -1,5 +1,5 @@
 import { given } from '../shared/given-when-then';
-import type { ChannelTerms, ProductEvent } from './events';
+import type { ChannelTerms, ProductEvent } from './product.events';
 import { discountedCents, productDecider } from './product.decider';
 
 const productId = '22222222-2222-4222-8222-222222222222';

@@ -1,7 +1,8 @@
 import type { Decider } from '../shared/event';
 import { conflict, notFound, validationError } from '../shared/errors';
-import type { ChannelTerms, Delivery, ProductEvent } from './events';
-import { SalesErrorCode, unreachable } from './sales-errors';
+import type { ChannelTerms, Delivery, ProductEvent } from './product.events';
+import { SalesErrorCode } from './sales-errors';
+import { unreachable } from '../shared/unreachable';
 
 /**
  * The write model of one product (stream `product-<productId>`): what it is

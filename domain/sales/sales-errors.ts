@@ -21,20 +21,3 @@ export const SalesErrorCode = {
 } as const;
 
 export type SalesErrorCode = (typeof SalesErrorCode)[keyof typeof SalesErrorCode];
-
-export const productStreamId = (productId: string): string => `product-${productId}`;
-export const skuStreamId = (sku: string): string => `sku-${sku}`;
-export const inventoryStreamId = (productId: string): string => `inventory-${productId}`;
-export const orderStreamId = (orderId: string): string => `order-${orderId}`;
-export const paymentStreamId = (orderId: string): string => `payment-${orderId}`;
-export const sagaStreamId = (orderId: string): string => `order-saga-${orderId}`;
-
-/** Stream ids are `<kind>-<id>`: the id after the first dash of a known prefix. */
-export function idOfStream(streamId: string, prefix: string): string | undefined {
-  return streamId.startsWith(`${prefix}-`) ? streamId.slice(prefix.length + 1) : undefined;
-}
-
-/** Exhaustiveness guard for switches over discriminated unions. */
-export function unreachable(value: never, what: string): never {
-  throw new Error(`unhandled ${what}: ${JSON.stringify(value)}`);
-}

@@ -3,6 +3,7 @@ import { Reflector } from '@nestjs/core';
 import type { FastifyRequest } from 'fastify';
 import { DomainError } from '../../domain/shared/errors';
 import { IdentityServices } from './identity.services';
+import { AuthErrorCode } from './auth/auth-errors';
 
 /**
  * One global guard (the NestJS JWT sample's shape): every route needs a valid
@@ -33,7 +34,7 @@ export type AuthenticatedRequest = FastifyRequest & { principal?: Principal; act
 
 export function principalOf(req: FastifyRequest): Principal {
   const p = (req as AuthenticatedRequest).principal;
-  if (!p) throw new DomainError('unauthenticated', 'AUTH.MISSING_TOKEN', 'this route needs Authorization: Bearer <token>');
+  if (!p) throw new DomainError('unauthenticated', AuthErrorCode.MISSING_TOKEN, 'this route needs Authorization: Bearer <token>');
   return p;
 }
 
@@ -51,7 +52,7 @@ export class AuthGuard implements CanActivate {
     req.actor = `${principal.kind}:${principal.id}`;
     const roles = this.reflector.getAllAndOverride<string[] | undefined>(ROLES, targets);
     if (roles?.length && !roles.some((r) => principal.roles.includes(r))) {
-      throw new DomainError('forbidden', 'AUTH.FORBIDDEN', `this route needs the role ${roles.join(' or ')}`);
+      throw new DomainError('forbidden', AuthErrorCode.FORBIDDEN, `this route needs the role ${roles.join(' or ')}`);
     }
     return true;
   }

@@ -1,34 +1,38 @@
-import { Body, Controller, Delete, Get, HttpCode, Injectable, Param, Post, Query, Req, Res, type OnModuleInit } from '@nestjs/common';
-import { Command, CommandBus, CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query, Req, Res } from '@nestjs/common';
+import { CommandBus } from '@nestjs/cqrs';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { EMAIL_MAX_LENGTH } from '../../domain/identity/email';
-import { PASSWORD_MAX_LENGTH, PASSWORD_RULES } from '../../domain/identity/password-policy';
+import { IdentityErrorCode } from '../../domain/identity/identity-errors';
 import { notFound } from '../../domain/shared/errors';
 import { findUserById, listUsers } from '../../projections/users.queries';
 import { listAllDevices, listDevicesByOwner } from '../../projections/devices.queries';
-import type { CommandContext, CommandResult } from '../platform/commands/command-context';
-import { CommandRegistry, type Caller } from '../platform/commands/command-registry';
+import type { CommandContext } from '../platform/commands/command-context';
 import { Ctx, MinPosition } from '../platform/http/request';
 import { parseInput } from '../platform/http/validation';
 import { Platform } from '../platform/platform';
+import { AssignRole, roleSchema } from './assign-role';
 import { DeviceAuth, Public, Roles, principalOf } from './auth-guard';
+import { DisableUser } from './disable-user';
+import { idSchema, uuid } from './identity-input';
 import { IdentityServices } from './identity.services';
+import { RegisterDevice, deviceSchema } from './register-device';
+import { RegisterUser, signupSchema } from './register-user';
+import { RevokeDevice } from './revoke-device';
+import { RevokeRole } from './revoke-role';
 
-const uuid = z.string().uuid('must be a UUID');
-const email = z.string().max(EMAIL_MAX_LENGTH, `must be at most ${EMAIL_MAX_LENGTH} characters`);
-const signupSchema = z.object({
-  email,
-  // Any string over twice the maximum in UTF-16 units has more code points than the maximum:
-  // refused here, before the password policy reads it (the policy counts code points exactly).
-  password: z.string().max(PASSWORD_MAX_LENGTH * 2, PASSWORD_RULES.maxLength),
-  name: z.string().trim().min(1, 'must not be empty').max(100, 'must be at most 100 characters'),
+/**
+ * The HTTP routes of identity. A write route parses its input and sends its
+ * use case's command on the bus (src/identity/<use-case>.ts); login, refresh,
+ * logout and device tokens are IdentityServices; reads query the read models.
+ */
+
+const loginSchema = z.object({
+  email: z.string().max(EMAIL_MAX_LENGTH, `must be at most ${EMAIL_MAX_LENGTH} characters`),
+  password: z.string().max(1024, 'must be at most 1024 characters'),
 }).strict();
-const loginSchema = z.object({ email, password: z.string().max(1024, 'must be at most 1024 characters') }).strict();
 const refreshSchema = z.object({ refreshToken: z.string().min(1, 'must not be empty').max(512, 'must be at most 512 characters') }).strict();
 const logoutSchema = z.object({ refreshToken: z.string().min(1).max(512).optional() }).strict();
-const roleSchema = z.object({ role: z.string().min(1, 'must not be empty').max(32, 'must be at most 32 characters') }).strict();
-const deviceSchema = z.object({ name: z.string().trim().min(1, 'must not be empty').max(100, 'must be at most 100 characters') }).strict();
 const deviceTokenSchema = z.object({ secret: z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters') }).strict();
 const listSchema = z.object({
   limit: z.coerce.number().int().min(1).max(200).optional(),
@@ -36,59 +40,6 @@ const listSchema = z.object({
   q: z.string().max(100, 'must be at most 100 characters').optional(),
   minPosition: z.string().max(32, 'must be at most 32 characters').optional(),
 });
-
-/** Commands of identity reachable on the bus (resource routes and POST /commands/:name). */
-type Signup = z.infer<typeof signupSchema>;
-export class RegisterUser extends Command<CommandResult & { userId: string; email: string }> {
-  constructor(readonly input: Signup, readonly ctx: CommandContext) { super(); }
-}
-export class AssignRole extends Command<CommandResult> {
-  constructor(readonly input: { userId: string; role: string }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
-}
-export class RevokeRole extends Command<CommandResult> {
-  constructor(readonly input: { userId: string; role: string }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
-}
-export class DisableUser extends Command<CommandResult> {
-  constructor(readonly input: { userId: string }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
-}
-export class RegisterDevice extends Command<CommandResult & { deviceId: string; secret: string }> {
-  constructor(readonly input: { name: string }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
-}
-export class RevokeDevice extends Command<CommandResult> {
-  constructor(readonly input: { deviceId: string }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
-}
-
-@CommandHandler(RegisterUser)
-class RegisterUserHandler implements ICommandHandler<RegisterUser> {
-  constructor(private readonly identity: IdentityServices) {}
-  execute(c: RegisterUser) { return this.identity.signup(c.input, c.ctx); }
-}
-@CommandHandler(AssignRole)
-class AssignRoleHandler implements ICommandHandler<AssignRole> {
-  constructor(private readonly identity: IdentityServices) {}
-  execute(c: AssignRole) { return this.identity.assignRole(c.input.userId, c.input.role, c.by, c.ctx); }
-}
-@CommandHandler(RevokeRole)
-class RevokeRoleHandler implements ICommandHandler<RevokeRole> {
-  constructor(private readonly identity: IdentityServices) {}
-  execute(c: RevokeRole) { return this.identity.revokeRole(c.input.userId, c.input.role, c.by, c.ctx); }
-}
-@CommandHandler(DisableUser)
-class DisableUserHandler implements ICommandHandler<DisableUser> {
-  constructor(private readonly identity: IdentityServices) {}
-  execute(c: DisableUser) { return this.identity.disableUser(c.input.userId, c.by, c.ctx); }
-}
-@CommandHandler(RegisterDevice)
-class RegisterDeviceHandler implements ICommandHandler<RegisterDevice> {
-  constructor(private readonly identity: IdentityServices) {}
-  execute(c: RegisterDevice) { return this.identity.registerDevice(c.by, c.input.name, c.ctx); }
-}
-@CommandHandler(RevokeDevice)
-class RevokeDeviceHandler implements ICommandHandler<RevokeDevice> {
-  constructor(private readonly identity: IdentityServices) {}
-  execute(c: RevokeDevice) { return this.identity.revokeDevice(c.input.deviceId, c.by, c.ctx); }
-}
-export const identityCommandHandlers = [RegisterUserHandler, AssignRoleHandler, RevokeRoleHandler, DisableUserHandler, RegisterDeviceHandler, RevokeDeviceHandler];
 
 const clientAddress = (req: FastifyRequest) => req.ip;
 
@@ -140,7 +91,7 @@ export class UsersController {
   async me(@Req() req: FastifyRequest) {
     const p = principalOf(req);
     const user = await this.identity.loadUser(p.id);
-    if (user.status === 'none') throw notFound('IDENTITY.USER_NOT_FOUND', 'no such user');
+    if (user.status === 'none') throw notFound(IdentityErrorCode.USER_NOT_FOUND, 'no such user');
     return { userId: user.userId, email: user.email, name: user.name, roles: user.roles, status: user.status };
   }
 
@@ -155,24 +106,24 @@ export class UsersController {
   @Roles('admin')
   @Get('admin/users/:id')
   async get(@Param('id') id: string, @MinPosition() minPosition: number | undefined) {
-    parseInput(z.object({ id: uuid }), { id });
+    parseInput(idSchema, { id });
     await this.platform.readAfter('users', minPosition);
     const u = await findUserById(this.platform.pool, id);
-    if (!u) throw notFound('IDENTITY.USER_NOT_FOUND', `no user ${id}`);
+    if (!u) throw notFound(IdentityErrorCode.USER_NOT_FOUND, `no user ${id}`);
     return u;
   }
 
   @Roles('admin')
   @Post('admin/users/:id/roles')
   assignRole(@Param('id') id: string, @Body() body: unknown, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
-    const userId = parseInput(z.object({ id: uuid }), { id }).id;
+    const userId = parseInput(idSchema, { id }).id;
     return this.bus.execute(new AssignRole({ userId, role: parseInput(roleSchema, body).role }, principalOf(req), ctx));
   }
 
   @Roles('admin')
   @Delete('admin/users/:id/roles/:role')
   revokeRole(@Param('id') id: string, @Param('role') role: string, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
-    const userId = parseInput(z.object({ id: uuid }), { id }).id;
+    const userId = parseInput(idSchema, { id }).id;
     return this.bus.execute(new RevokeRole({ userId, role }, principalOf(req), ctx));
   }
 
@@ -180,7 +131,7 @@ export class UsersController {
   @Post('admin/users/:id/disable')
   @HttpCode(200)
   disable(@Param('id') id: string, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
-    const userId = parseInput(z.object({ id: uuid }), { id }).id;
+    const userId = parseInput(idSchema, { id }).id;
     return this.bus.execute(new DisableUser({ userId }, principalOf(req), ctx));
   }
 }
@@ -209,14 +160,14 @@ export class DevicesController {
   @HttpCode(200)
   token(@Param('id') id: string, @Body() body: unknown, @Req() req: FastifyRequest) {
     // A malformed id is refused before the rate limiter and the argon2 work an unknown device costs.
-    const deviceId = parseInput(z.object({ id: uuid }), { id }).id;
+    const deviceId = parseInput(idSchema, { id }).id;
     return this.identity.deviceToken(deviceId, parseInput(deviceTokenSchema, body).secret, clientAddress(req));
   }
 
   @Post(':id/revoke')
   @HttpCode(200)
   revoke(@Param('id') id: string, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
-    const deviceId = parseInput(z.object({ id: uuid }), { id }).id;
+    const deviceId = parseInput(idSchema, { id }).id;
     return this.bus.execute(new RevokeDevice({ deviceId }, principalOf(req), ctx));
   }
 
@@ -226,19 +177,5 @@ export class DevicesController {
   whoami(@Req() req: FastifyRequest) {
     const p = principalOf(req);
     return { deviceId: p.id, kind: p.kind };
-  }
-}
-
-@Injectable()
-export class IdentityCommands implements OnModuleInit {
-  constructor(private readonly registry: CommandRegistry) {}
-  onModuleInit() {
-    this.registry.register({ name: 'RegisterUser', schema: signupSchema, access: 'public', create: (i, ctx) => new RegisterUser(i, ctx) });
-    const userRole = z.object({ userId: uuid, role: z.string().min(1).max(32) }).strict();
-    this.registry.register({ name: 'AssignRole', schema: userRole, access: 'admin', create: (i, ctx, by) => new AssignRole(i, by!, ctx) });
-    this.registry.register({ name: 'RevokeRole', schema: userRole, access: 'admin', create: (i, ctx, by) => new RevokeRole(i, by!, ctx) });
-    this.registry.register({ name: 'DisableUser', schema: z.object({ userId: uuid }).strict(), access: 'admin', create: (i, ctx, by) => new DisableUser(i, by!, ctx) });
-    this.registry.register({ name: 'RegisterDevice', schema: deviceSchema, access: 'authenticated', create: (i, ctx, by) => new RegisterDevice(i, by!, ctx) });
-    this.registry.register({ name: 'RevokeDevice', schema: z.object({ deviceId: uuid }).strict(), access: 'authenticated', create: (i, ctx, by) => new RevokeDevice(i, by!, ctx) });
   }
 }

@@ -1,14 +1,29 @@
 import { Global, Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
+import { registersCommands } from '../platform/commands/command-registry';
+import { AdminBootstrap } from './admin-bootstrap';
+import { AssignRoleHandler, assignRoleCommand } from './assign-role';
 import { AuthGuard } from './auth-guard';
-import { AuthController, DevicesController, IdentityCommands, UsersController, identityCommandHandlers } from './identity.http';
+import { DisableUserHandler, disableUserCommand } from './disable-user';
+import { AuthController, DevicesController, UsersController } from './identity.http';
 import { IdentityServices } from './identity.services';
+import { RegisterDeviceHandler, registerDeviceCommand } from './register-device';
+import { RegisterUserHandler, registerUserCommand } from './register-user';
+import { RevokeDeviceHandler, revokeDeviceCommand } from './revoke-device';
+import { RevokeRoleHandler, revokeRoleCommand } from './revoke-role';
 
-/** Identity: users, roles, sessions, devices; and the global guard every route passes. */
+/**
+ * Identity: users, roles, sessions, devices; and the global guard every route passes.
+ * One file per write use case: its input schema, command, handler and POST /commands/:name entry.
+ */
 @Global()
 @Module({
   controllers: [AuthController, UsersController, DevicesController],
-  providers: [IdentityServices, IdentityCommands, ...identityCommandHandlers, { provide: APP_GUARD, useClass: AuthGuard }],
+  providers: [
+    IdentityServices, AdminBootstrap, { provide: APP_GUARD, useClass: AuthGuard },
+    RegisterUserHandler, AssignRoleHandler, RevokeRoleHandler, DisableUserHandler, RegisterDeviceHandler, RevokeDeviceHandler,
+    registersCommands(registerUserCommand, assignRoleCommand, revokeRoleCommand, disableUserCommand, registerDeviceCommand, revokeDeviceCommand),
+  ],
   exports: [IdentityServices],
 })
 export class IdentityModule {}

@@ -1,19 +1,18 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { fold } from '../../domain/shared/event';
-import { DomainError, notFound, validationError } from '../../domain/shared/errors';
+import { DomainError, validationError } from '../../domain/shared/errors';
 import { deviceDecider, initialDeviceState, type DeviceState } from '../../domain/identity/device.decider';
-import { deviceQuotaDecider, deviceQuotaStreamId, type DeviceQuotaEvent, type DeviceQuotaState } from '../../domain/identity/device-quota';
+import { deviceQuotaDecider, type DeviceQuotaState } from '../../domain/identity/device-quota.decider';
+import { deviceQuotaStreamId, type DeviceQuotaEvent } from '../../domain/identity/device-quota.events';
 import { deviceStreamId, type DeviceEvent } from '../../domain/identity/device.events';
-import { emailReservationDecider, emailStreamId, normaliseEmail, type EmailEvent } from '../../domain/identity/email';
-import { checkPassword } from '../../domain/identity/password-policy';
-import { initialUserState, userDecider, type UserCommand, type UserState } from '../../domain/identity/user.decider';
+import { emailStreamId } from '../../domain/identity/email-reservation.events';
+import { normaliseEmail } from '../../domain/identity/email';
+import { userDecider, type UserCommand, type UserState } from '../../domain/identity/user.decider';
 import { userStreamId, type UserEvent } from '../../domain/identity/user.events';
 import type { CommandContext, CommandResult } from '../platform/commands/command-context';
-import type { Caller } from '../platform/commands/command-registry';
-import { eventId, handleCommand } from '../platform/commands/command-handling';
-import { ConcurrencyError } from '../platform/event-store/event-store';
+import { handleCommand } from '../platform/commands/command-handling';
 import { Platform } from '../platform/platform';
 import {
   DEFAULT_KEY_RELOAD_INTERVAL_MS, LoginLimiter, PasswordHasher, RefreshTokenStore, RevocationList, SignupLimiter, SigningKeys, TokenService, authRedisOptions, issuedAt,
@@ -21,7 +20,9 @@ import {
   type AccessTokenClaims,
 } from './auth';
 import type { Principal } from './auth-guard';
-import { SessionWatch, checkSessions, devicesOwnedBy } from './session-watch';
+import { SessionWatch, checkSessions } from './session-watch';
+import { PlatformErrorCode } from '../platform/platform-errors';
+import { AuthErrorCode } from './auth/auth-errors';
 
 export interface Session {
   tokenType: 'Bearer';
@@ -30,19 +31,17 @@ export interface Session {
   expiresIn: number;
 }
 
-const invalidCredentials = () => new DomainError('unauthenticated', 'AUTH.INVALID_CREDENTIALS', 'the email or the password is wrong');
-const missingToken = () => new DomainError('unauthenticated', 'AUTH.MISSING_TOKEN', 'this route needs Authorization: Bearer <token>');
+const invalidCredentials = () => new DomainError('unauthenticated', AuthErrorCode.INVALID_CREDENTIALS, 'the email or the password is wrong');
+const missingToken = () => new DomainError('unauthenticated', AuthErrorCode.MISSING_TOKEN, 'this route needs Authorization: Bearer <token>');
 /** Far above any token this platform issues (an ES256 access token is under 1 KiB); checked before any parsing. */
 export const AUTHORIZATION_MAX_LENGTH = 4096;
 const AUTHORIZATION_RULE = `must be at most ${AUTHORIZATION_MAX_LENGTH} characters`;
-const keyReused = () => new DomainError('conflict', 'PLATFORM.IDEMPOTENCY_KEY_REUSED',
-  'this Idempotency-Key was already used for a different sign-up; send a new key with a new request',
-  [{ field: 'Idempotency-Key', rule: 'must not be reused with a different request' }]);
-
 /**
- * Identity's use cases: sign-up, login, refresh, logout, roles, devices.
- * Authentication decisions read the event store (a user disabled a moment ago
- * is disabled now), never a read model that may lag.
+ * Identity's machinery and what is not a write use case: login, refresh,
+ * logout, authentication, device tokens, watching long-lived sessions, and
+ * the loads the use cases (src/identity/<use-case>.ts) share. Authentication
+ * decisions read the event store (a user disabled a moment ago is disabled
+ * now), never a read model that may lag.
  */
 @Injectable()
 export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
@@ -56,7 +55,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   readonly signupLimiter: SignupLimiter;
   private readonly redis: Redis;
 
-  constructor(private readonly platform: Platform) {
+  constructor(readonly platform: Platform) {
     const c = platform.config;
     // Re-reads the key file now and then, so this instance signs with a key rotated by another process.
     this.keys = SigningKeys.fromConfig(c, {
@@ -94,70 +93,12 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   async onModuleInit(): Promise<void> {
     await this.hasher.init();
     await this.sessions.start();
-    await this.bootstrapAdmin();
   }
 
   async onApplicationShutdown(): Promise<void> {
     this.keys.close();
     await this.sessions.close();
     this.redis.disconnect();
-  }
-
-  // ---- users -------------------------------------------------------------
-
-  async signup(input: { email: string; password: string; name: string }, ctx: CommandContext): Promise<CommandResult & { userId: string; email: string }> {
-    const email = normaliseEmail(input.email);
-    checkPassword(input.password, { email, name: input.name });
-    // After the cheap checks, before any lookup or hash. System sign-ups (ADMIN_EMAIL) have no address.
-    if (ctx.clientAddress !== undefined) await this.signupLimiter.take(ctx.clientAddress);
-    const key = ctx.idempotencyKey;
-    // Anonymous callers share one key space: scoped by the address being registered, two strangers'
-    // keys never meet, and a key can only ever answer with the account of that same address.
-    const userId = key ? eventId(ctx.actor, key, `signup:${email}`, 0) : randomUUID();
-    // A taken address is either this very sign-up sent again (same key) or someone else's account.
-    const takenOrReplay = async (): Promise<CommandResult & { userId: string; email: string }> => {
-      const original = key ? await this.platform.store.findAppend(userStreamId(userId), eventId(ctx.actor, key, userStreamId(userId), 0)) : undefined;
-      if (original) return this.replaySignup(userId, email, input, original);
-      throw this.emailTaken(email);
-    };
-    if ((await this.platform.store.readStream(emailStreamId(email), 0, 1)).length > 0) return takenOrReplay();
-    const passwordHash = await this.hasher.hash(input.password, 'create');
-    const emailEvents: readonly EmailEvent[] = emailReservationDecider.decide({ type: 'ReserveEmail', data: { email, userId, now: ctx.now } }, emailReservationDecider.initialState);
-    const userEvents: readonly UserEvent[] = userDecider.decide(
-      { type: 'RegisterUser', data: { userId, email, name: input.name, passwordHash, now: ctx.now } }, initialUserState);
-    const meta = { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, command: 'RegisterUser' };
-    const id = (stream: string, i: number) => (key ? eventId(ctx.actor, key, stream, i) : randomUUID());
-    try {
-      // One transaction: the email reservation (unique through "no stream") and the user's first events.
-      const [, user] = await this.platform.store.appendMulti([
-        { streamId: emailStreamId(email), expected: 'no_stream', events: emailEvents.map((e, i) => ({ ...e, id: id(emailStreamId(email), i), metadata: meta })) },
-        { streamId: userStreamId(userId), expected: 'no_stream', events: userEvents.map((e, i) => ({ ...e, id: id(userStreamId(userId), i), metadata: meta })) },
-      ]);
-      // A concurrent request with this key got there first: answer as a replay, after the same checks.
-      if (user!.duplicate) return await this.replaySignup(userId, email, input, user!);
-      return { userId, email, position: user!.position, revision: user!.nextRevision, duplicate: false };
-    } catch (e) {
-      if (e instanceof ConcurrencyError && e.streamId === emailStreamId(email)) return takenOrReplay();
-      throw e;
-    }
-  }
-
-  /**
-   * The Idempotency-Key of this sign-up was used before for this address: the original result
-   * only for the same request (same name, and the password verifies against the account's hash),
-   * else 409 PLATFORM.IDEMPOTENCY_KEY_REUSED. The password is compared with argon2, never kept:
-   * a fingerprint of it in an event would be a fast hash of a password.
-   */
-  private async replaySignup(userId: string, email: string, input: { password: string; name: string }, original: { position: number; nextRevision: number }): Promise<CommandResult & { userId: string; email: string }> {
-    const user = await this.loadUser(userId);
-    const same = (user.status === 'active' || user.status === 'disabled') && user.name === input.name.trim()
-      && (await this.hasher.verify(user.passwordHash, input.password, 'create'));
-    if (!same) throw keyReused();
-    return { userId, email, position: original.position, revision: original.nextRevision, duplicate: true };
-  }
-
-  private emailTaken(email: string): DomainError {
-    return new DomainError('conflict', 'IDENTITY.EMAIL_TAKEN', 'an account with this email exists', [{ field: 'email', rule: 'must not belong to an existing account' }], { email });
   }
 
   async loadUser(userId: string): Promise<UserState> {
@@ -208,7 +149,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     const user = await this.loadUser(rotated.userId);
     if (user.status !== 'active') {
       await this.refresh.revokeFamily(rotated.familyId, 'user disabled');
-      throw new DomainError('unauthenticated', 'AUTH.INVALID_REFRESH_TOKEN', 'the refresh token is not valid');
+      throw new DomainError('unauthenticated', AuthErrorCode.INVALID_REFRESH_TOKEN, 'the refresh token is not valid');
     }
     return this.issueSession(user, rotated);
   }
@@ -232,7 +173,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   /** Verifies a bearer token of the kind the route takes, then the revocation list (fails closed). */
   async authenticate(header: string | undefined, mode: 'user' | 'device' | 'user-or-device'): Promise<Principal> {
     if (header !== undefined && header.length > AUTHORIZATION_MAX_LENGTH) {
-      throw validationError('PLATFORM.INVALID_HEADER', `Authorization ${AUTHORIZATION_RULE}`, [{ field: 'Authorization', rule: AUTHORIZATION_RULE }]);
+      throw validationError(PlatformErrorCode.INVALID_HEADER, `Authorization ${AUTHORIZATION_RULE}`, [{ field: 'Authorization', rule: AUTHORIZATION_RULE }]);
     }
     const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(header ?? '');
     if (!m) throw missingToken();
@@ -250,73 +191,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   }
 
   async userCommand(command: UserCommand, ctx: CommandContext): Promise<CommandResult> {
-    return handleCommand(this.platform.store, userDecider, userStreamId(command.data.userId), command, ctx, this.platform.config.COMMAND_RETRIES);
-  }
-
-  async assignRole(userId: string, role: string, by: Caller, ctx: CommandContext): Promise<CommandResult> {
-    return this.userCommand({ type: 'AssignRole', data: { userId, role, by: by.id, now: ctx.now } }, ctx);
-  }
-
-  async revokeRole(userId: string, role: string, by: Caller, ctx: CommandContext): Promise<CommandResult> {
-    const r = await this.userCommand({ type: 'RevokeRole', data: { userId, role, by: by.id, now: ctx.now } }, ctx);
-    // Tokens carry roles: end the current ones so the loss takes effect now (the next refresh carries the new roles).
-    await this.revocation.revokeSubject(userId);
-    return r;
-  }
-
-  async disableUser(userId: string, by: Caller, ctx: CommandContext): Promise<CommandResult> {
-    const r = await this.userCommand({ type: 'DisableUser', data: { userId, by: by.id, now: ctx.now } }, ctx);
-    await this.revocation.revokeSubject(userId);
-    await this.refresh.revokeAllForUser(userId, 'user disabled');
-    // Their devices stop with them: current device tokens end here; minting, MQTT CONNECT and
-    // ingestion check the owner's status themselves.
-    await Promise.all((await devicesOwnedBy(this.platform.pool, userId)).map((deviceId) => this.revocation.revokeSubject(deviceId)));
-    return r;
-  }
-
-  /**
-   * ADMIN_EMAIL/ADMIN_PASSWORD at start-up. Creates the account when the address is free. An
-   * existing account gets the admin role only when ADMIN_PASSWORD verifies against it: sign-up
-   * never proves who owns an address, so whoever registered the operator's address first must
-   * not become admin at the next restart. (`npm run cli -- users:grant-admin` is the way to
-   * promote an account whose password the operator does not set.)
-   */
-  async ensureAdmin(rawEmail: string, password: string): Promise<{ userId: string; outcome: 'created' | 'promoted' | 'already admin' | 'refused' }> {
-    const email = normaliseEmail(rawEmail);
-    const ctx = systemContext('admin-bootstrap');
-    const existing = await this.userIdByEmail(email);
-    if (!existing) {
-      const { userId } = await this.signup({ email, password, name: 'Administrator' }, ctx);
-      await this.userCommand({ type: 'AssignRole', data: { userId, role: 'admin', by: 'system', now: ctx.now } }, ctx);
-      return { userId, outcome: 'created' };
-    }
-    const user = await this.loadUser(existing);
-    const verified = (user.status === 'active' || user.status === 'disabled') && (await this.hasher.verify(user.passwordHash, password));
-    if (!verified) return { userId: existing, outcome: 'refused' };
-    if (user.roles.includes('admin')) return { userId: existing, outcome: 'already admin' };
-    await this.userCommand({ type: 'AssignRole', data: { userId: existing, role: 'admin', by: 'system', now: ctx.now } }, ctx);
-    return { userId: existing, outcome: 'promoted' };
-  }
-
-  /** The start-up admin bootstrap, with one log line saying what it did (or refused). */
-  private async bootstrapAdmin(): Promise<void> {
-    const { ADMIN_EMAIL, ADMIN_PASSWORD } = this.platform.config;
-    const log = this.platform.log;
-    if (!ADMIN_EMAIL) return;
-    if (!ADMIN_PASSWORD) {
-      log.warn({ adminEmail: ADMIN_EMAIL }, `ADMIN_EMAIL ${ADMIN_EMAIL} is set without ADMIN_PASSWORD: no admin account was created or promoted`);
-      return;
-    }
-    const { userId, outcome } = await this.ensureAdmin(ADMIN_EMAIL, ADMIN_PASSWORD);
-    if (outcome === 'refused') {
-      log.error({ adminEmail: ADMIN_EMAIL, userId },
-        `ADMIN_EMAIL ${ADMIN_EMAIL} belongs to an existing account whose password is not ADMIN_PASSWORD: it was NOT given the admin role `
-        + `(anyone can sign up with any address); set ADMIN_PASSWORD to that account's password, choose another ADMIN_EMAIL, `
-        + `or run \`npm run cli -- users:grant-admin ${ADMIN_EMAIL}\` if you trust that account`);
-      return;
-    }
-    const what = { created: 'created', promoted: 'given the admin role', 'already admin': 'already an admin' }[outcome];
-    log.info({ adminEmail: ADMIN_EMAIL, userId, outcome }, `admin account ${ADMIN_EMAIL} (user ${userId}): ${what}; log in with ADMIN_EMAIL and ADMIN_PASSWORD`);
+    return handleCommand({ store: this.platform.store, decider: userDecider, streamId: userStreamId(command.data.userId), command, ctx, retries: this.platform.config.COMMAND_RETRIES });
   }
 
   // ---- devices -----------------------------------------------------------
@@ -350,50 +225,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     return this.sessions.watch(principal, end);
   }
 
-  /**
-   * Registers a device and takes one of its owner's DEVICES_MAX_PER_USER places, in one append
-   * (the place at the quota stream's expected revision). The cap is checked once before hashing
-   * the secret, so a user at the cap costs no argon2 work, and again in the append.
-   */
-  async registerDevice(owner: Caller, name: string, ctx: CommandContext): Promise<CommandResult & { deviceId: string; secret: string }> {
-    const key = ctx.idempotencyKey;
-    const deviceId = key ? eventId(ctx.actor, key, 'device', 0) : randomUUID();
-    const deviceStream = deviceStreamId(deviceId);
-    const secretShown = () => new DomainError('conflict', 'IDENTITY.DEVICE_SECRET_SHOWN',
-      'this device was registered by an earlier request with the same Idempotency-Key; its secret was shown then', [], { deviceId });
-    if (key && (await this.platform.store.findAppend(deviceStream, eventId(ctx.actor, key, deviceStream, 0)))) throw secretShown();
-    const quotaStream = deviceQuotaStreamId(owner.id);
-    const max = this.platform.config.DEVICES_MAX_PER_USER;
-    const take = { type: 'TakeDeviceSlot', data: { ownerId: owner.id, deviceId, max, now: ctx.now } } as const;
-    deviceQuotaDecider.decide(take, (await this.loadDeviceQuota(owner.id)).state);
-    const secret = randomBytes(32).toString('base64url');
-    const secretHash = await this.hasher.hash(secret, 'create');
-    const deviceEvents = deviceDecider.decide({ type: 'RegisterDevice', data: { deviceId, ownerId: owner.id, name, secretHash, now: ctx.now } }, initialDeviceState);
-    const meta = { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, command: 'RegisterDevice' };
-    const id = (stream: string, i: number) => (key ? eventId(ctx.actor, key, stream, i) : randomUUID());
-    const toAppend = (stream: string, events: readonly { type: string; data: object }[]) =>
-      events.map((e, i) => ({ type: e.type, data: e.data as Record<string, unknown>, id: id(stream, i), metadata: meta }));
-    for (let attempt = 0; ; attempt++) {
-      const quota = await this.loadDeviceQuota(owner.id);
-      const slotEvents = deviceQuotaDecider.decide(take, quota.state);
-      try {
-        const results = await this.platform.store.appendMulti([
-          ...(slotEvents.length ? [{ streamId: quotaStream, expected: quota.revision < 0 ? 'no_stream' as const : quota.revision, events: toAppend(quotaStream, slotEvents) }] : []),
-          { streamId: deviceStream, expected: 'no_stream', events: toAppend(deviceStream, deviceEvents) },
-        ]);
-        const device = results[results.length - 1]!;
-        if (device.duplicate) throw secretShown();
-        return { deviceId, secret, position: device.position, revision: device.nextRevision, duplicate: false };
-      } catch (e) {
-        // Another registration of this owner took a place meanwhile: count again.
-        if (e instanceof ConcurrencyError && e.streamId === quotaStream && attempt < this.platform.config.COMMAND_RETRIES) continue;
-        if (e instanceof ConcurrencyError && e.streamId === deviceStream) throw secretShown();
-        throw e;
-      }
-    }
-  }
-
-  private async loadDeviceQuota(ownerId: string): Promise<{ state: DeviceQuotaState; revision: number }> {
+  async loadDeviceQuota(ownerId: string): Promise<{ state: DeviceQuotaState; revision: number }> {
     const events = await this.platform.store.readStream(deviceQuotaStreamId(ownerId));
     return { state: fold(deviceQuotaDecider, events as unknown as DeviceQuotaEvent[]), revision: events.length ? events[events.length - 1]!.revision : -1 };
   }
@@ -405,33 +237,17 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
     const ok = device.status === 'active' ? await this.hasher.verify(device.secretHash, secret) : await this.hasher.verifyAgainstDummy(secret);
     if (!ok) {
       await this.limiter.recordFailure(account, address);
-      throw new DomainError('unauthenticated', 'AUTH.INVALID_DEVICE_CREDENTIALS', 'the device id or secret is wrong, or the device is revoked');
+      throw new DomainError('unauthenticated', AuthErrorCode.INVALID_DEVICE_CREDENTIALS, 'the device id or secret is wrong, or the device is revoked');
     }
     await this.limiter.recordSuccess(account, address);
     // Told only to a caller that proved it holds the secret.
     if ((await this.loadUser(device.ownerId)).status !== 'active') {
-      throw new DomainError('forbidden', 'AUTH.DEVICE_OWNER_DISABLED', 'the device belongs to a disabled user; it may not obtain tokens');
+      throw new DomainError('forbidden', AuthErrorCode.DEVICE_OWNER_DISABLED, 'the device belongs to a disabled user; it may not obtain tokens');
     }
     const at = await this.tokens.issueAccessToken({ sub: deviceId, kind: 'device', roles: [] });
     return { tokenType: 'Bearer', accessToken: at.token, expiresIn: at.expiresIn };
   }
 
-  async revokeDevice(deviceId: string, by: Caller, ctx: CommandContext): Promise<CommandResult> {
-    const device = await this.loadDevice(deviceId);
-    if (device.status === 'none') throw notFound('IDENTITY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
-    if (device.ownerId !== by.id && !by.roles.includes('admin')) {
-      throw new DomainError('forbidden', 'AUTH.FORBIDDEN', 'only the device owner or an admin may revoke it');
-    }
-    const r = await handleCommand(this.platform.store, deviceDecider, deviceStreamId(deviceId),
-      { type: 'RevokeDevice', data: { deviceId, by: by.id, now: ctx.now } }, ctx, this.platform.config.COMMAND_RETRIES);
-    await this.revocation.revokeSubject(deviceId);
-    // Also after a repeated revoke (nothing new above): a crash between the two appends is repaired by retrying.
-    // Without the key: the decider makes the release idempotent, and the key may have named a registration on this stream.
-    const unkeyed: CommandContext = { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, now: ctx.now };
-    await handleCommand(this.platform.store, deviceQuotaDecider, deviceQuotaStreamId(device.ownerId),
-      { type: 'ReleaseDeviceSlot', data: { ownerId: device.ownerId, deviceId, now: ctx.now } }, unkeyed, this.platform.config.COMMAND_RETRIES);
-    return r;
-  }
 }
 
 export function systemContext(component: string): CommandContext {

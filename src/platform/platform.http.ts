@@ -9,6 +9,7 @@ import { CommandRegistry } from './commands/command-registry';
 import { actorOf, commandContext } from './http/request';
 import { parseInput } from './http/validation';
 import { Platform } from './platform';
+import { AuthErrorCode } from '../identity/auth/auth-errors';
 
 type ComponentHealth = { status: 'ok' | 'degraded' | 'down'; [detail: string]: unknown };
 
@@ -140,7 +141,7 @@ export class CommandsController {
     const caller = def.access === 'public' ? undefined : await this.identity.authenticate(req.headers.authorization, 'user');
     if (caller) (req as AuthenticatedRequest).actor = `${caller.kind}:${caller.id}`;
     if (def.access === 'admin' && !caller?.roles.includes('admin')) {
-      throw new DomainError('forbidden', 'AUTH.FORBIDDEN', `command ${name} needs the admin role`);
+      throw new DomainError('forbidden', AuthErrorCode.FORBIDDEN, `command ${name} needs the admin role`);
     }
     const input = parseInput(def.schema, body ?? {});
     const result = await this.bus.execute(def.create(input, commandContext(req), caller));

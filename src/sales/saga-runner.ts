@@ -1,6 +1,5 @@
 import type { Pool } from 'pg';
-import { emptyHistory, evolveSaga, react, SAGA_TRIGGER_TYPES, orderIdOf, type SagaCommand, type SagaHistory, type SagaOptions, type SagaStepRecorded, type SagaTrigger } from '../../domain/sales/order-fulfilment.saga';
-import { sagaStreamId } from '../../domain/sales/sales-errors';
+import { emptyHistory, evolveSaga, react, SAGA_TRIGGER_TYPES, orderIdOf, sagaStreamId, type SagaCommand, type SagaHistory, type SagaOptions, type SagaStepRecorded, type SagaTrigger } from '../../domain/sales/order-fulfilment.saga';
 import type { CommandContext } from '../platform/commands/command-context';
 import { eventId, StateCache } from '../platform/commands/command-handling';
 import { ConcurrencyError, type RecordedEvent } from '../platform/event-store/event-store';

@@ -1,11 +1,24 @@
 import { Module } from '@nestjs/common';
-import { OrdersController, ProductsController, SalesAdminController, SalesCommands, salesCommandHandlers } from './sales.http';
+import { registersCommands } from '../platform/commands/command-registry';
+import { CancelOrderHandler, cancelOrderCommand } from './cancel-order';
+import { ChangeProductHandler, changeProductCommand } from './change-product';
+import { PlaceOrderHandler, placeOrderCommand } from './place-order';
+import { ReceiveStockHandler, receiveStockCommand } from './receive-stock';
+import { RegisterProductHandler, registerProductCommand } from './register-product';
+import { OrdersController, ProductsController, SalesAdminController } from './sales.http';
 import { SalesRuntime } from './sales.runtime';
 import { SalesServices } from './sales.services';
 
-/** Sales: catalogue, stock, orders, payments, and the saga that fulfils or compensates each order. */
+/**
+ * Sales: catalogue, stock, orders, payments, and the saga that fulfils or compensates each order.
+ * One file per write use case: its input schema, command, handler and POST /commands/:name entry.
+ */
 @Module({
   controllers: [ProductsController, OrdersController, SalesAdminController],
-  providers: [SalesServices, SalesRuntime, SalesCommands, ...salesCommandHandlers],
+  providers: [
+    SalesServices, SalesRuntime,
+    RegisterProductHandler, ChangeProductHandler, ReceiveStockHandler, PlaceOrderHandler, CancelOrderHandler,
+    registersCommands(registerProductCommand, changeProductCommand, receiveStockCommand, placeOrderCommand, cancelOrderCommand),
+  ],
 })
 export class SalesModule {}

@@ -7,6 +7,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../platform/logger';
 import type { Principal } from '../identity/auth-guard';
 import { handleReadingsMessage, readingsTopic, type MessageSinks } from './mqtt-ingest';
+import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 
 /**
  * The broker embedded in the app (aedes 1.x, in-process) when no MQTT_URL is set.
@@ -326,7 +327,7 @@ export class EmbeddedBroker {
       // Only an authenticated device leaves a dead letter (rate limited per device); before
       // CONNECT is accepted nothing is written anywhere but the log and the metric.
       if (!deviceId) return;
-      void this.options.sinks.deadLetter(deviceId, '(unread: packet too large)', EMPTY, 'TELEMETRY.PACKET_TOO_LARGE',
+      void this.options.sinks.deadLetter(deviceId, '(unread: packet too large)', EMPTY, TelemetryErrorCode.PACKET_TOO_LARGE,
         `an MQTT packet of ${size} bytes exceeds the limit of ${limit} bytes; the connection was closed`)
         .catch((e: unknown) => this.options.log.warn({ err: e }, 'mqtt: could not dead-letter an oversized packet'));
     });

@@ -3,10 +3,11 @@ import { DomainError } from '../../domain/shared/errors';
 import { deviceStreamId } from '../../domain/identity/device.events';
 import { userStreamId } from '../../domain/identity/user.events';
 import { telemetryStreamId, type ReadingRecorded } from '../../domain/telemetry/reading.events';
-import { decideIngest, recordedDedupKey, type DeviceStatus, type Reading } from '../../domain/telemetry/readings';
+import { decideIngest, recordedDedupKey, type DeviceStatus, type Reading } from '../../domain/telemetry/reading.decider';
 import { eventId } from '../platform/commands/command-handling';
 import type { EventMetadata, EventToAppend } from '../platform/event-store/event-store';
 import type { PostgresEventStore } from '../platform/event-store/postgres-event-store';
+import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 
 /**
  * IngestReading with group commit: submissions that arrive while an append
@@ -86,7 +87,7 @@ export class ReadingIngestor {
     while (!this.closed && this.pending > 0 && this.pending + n > this.options.maxPending) {
       await new Promise<void>((res) => this.waiting.push(res));
     }
-    if (this.closed) throw new DomainError('unavailable', 'TELEMETRY.SHUTTING_DOWN', 'the platform is shutting down; send again later', [], { retryAfterSeconds: 1 });
+    if (this.closed) throw new DomainError('unavailable', TelemetryErrorCode.SHUTTING_DOWN, 'the platform is shutting down; send again later', [], { retryAfterSeconds: 1 });
     this.pending += n;
   }
 

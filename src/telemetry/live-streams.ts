@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { DomainError } from '../../domain/shared/errors';
 import type { Principal } from '../identity/auth-guard';
+import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 
 /**
  * Live SSE streams of this instance: how many each principal holds (a cap, so one
@@ -48,12 +49,12 @@ export class LiveStreams {
     const key = `${principal.kind}:${principal.id}`;
     const mine = this.held.get(key) ?? 0;
     if (mine >= this.options.maxPerPrincipal) {
-      throw new DomainError('rate_limited', 'TELEMETRY.TOO_MANY_STREAMS',
+      throw new DomainError('rate_limited', TelemetryErrorCode.TOO_MANY_STREAMS,
         `at most ${this.options.maxPerPrincipal} live streams per ${principal.kind} at once; close one first`, [],
         { limit: this.options.maxPerPrincipal, retryAfterSeconds: 5 });
     }
     if (this.total >= this.options.maxTotal) {
-      throw new DomainError('rate_limited', 'TELEMETRY.TOO_MANY_STREAMS', 'this instance holds as many live streams as it may; try again later', [],
+      throw new DomainError('rate_limited', TelemetryErrorCode.TOO_MANY_STREAMS, 'this instance holds as many live streams as it may; try again later', [],
         { retryAfterSeconds: 5 });
     }
     this.held.set(key, mine + 1);

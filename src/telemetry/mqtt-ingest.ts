@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import secureJson from 'secure-json-parse';
 import { DomainError } from '../../domain/shared/errors';
-import { parseReadings } from '../../domain/telemetry/readings';
+import { parseReadings } from '../../domain/telemetry/reading.decider';
 import type { IngestOutcome } from './ingest';
+import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 
 /**
  * One MQTT message, embedded or external broker alike: decode, validate,
@@ -39,16 +40,16 @@ export async function handleReadingsMessage(sinks: MessageSinks, topic: string, 
     const kept = await sinks.deadLetter(deviceId, topic, payload, code, reason);
     return { kind: kept === 'stored' ? 'dead-lettered' : 'rate-limited', code };
   };
-  if (!deviceId) return dead('TELEMETRY.INVALID_TOPIC', 'topic must be devices/<device id>/readings');
+  if (!deviceId) return dead(TelemetryErrorCode.INVALID_TOPIC, 'topic must be devices/<device id>/readings');
   if (payload.length > sinks.maxPayloadBytes) {
-    return dead('TELEMETRY.PAYLOAD_TOO_LARGE', `payload of ${payload.length} bytes exceeds the limit of ${sinks.maxPayloadBytes} bytes`);
+    return dead(TelemetryErrorCode.PAYLOAD_TOO_LARGE, `payload of ${payload.length} bytes exceeds the limit of ${sinks.maxPayloadBytes} bytes`);
   }
   let value: unknown;
   try {
     // Refuses __proto__ / constructor.prototype keys (prototype poisoning).
     value = secureJson.parse(payload.toString('utf8'), undefined, { protoAction: 'error', constructorAction: 'error' });
   } catch (e) {
-    return dead('TELEMETRY.MALFORMED_JSON', `payload is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
+    return dead(TelemetryErrorCode.MALFORMED_JSON, `payload is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
   }
   try {
     const readings = parseReadings(value, receivedAt);

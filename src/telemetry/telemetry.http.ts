@@ -1,27 +1,28 @@
-import { Body, Controller, Get, HttpCode, Injectable, Param, Post, Query, Req, Res, type OnModuleInit } from '@nestjs/common';
-import { Command, CommandBus, CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
+import { Body, Controller, Get, HttpCode, Param, Post, Query, Req, Res } from '@nestjs/common';
+import { CommandBus } from '@nestjs/cqrs';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { notFound, validationError } from '../../domain/shared/errors';
-import { METRIC_PATTERN } from '../../domain/telemetry/readings';
+import { METRIC_PATTERN } from '../../domain/telemetry/reading.decider';
 import { BUCKETS, type Bucket } from '../../projections/telemetry.projection';
 import { bucketSeries, latestValue, listMetrics, rawSeries, readingsAfter, type Agg } from '../../projections/telemetry.queries';
 import { readCheckpoint } from '../platform/processing/checkpoints';
 import type { CommandContext } from '../platform/commands/command-context';
-import { CommandRegistry, type Caller } from '../platform/commands/command-registry';
 import { Ctx, MinPosition } from '../platform/http/request';
 import { parseInput } from '../platform/http/validation';
 import { Platform } from '../platform/platform';
 import { DeviceAuth, Roles, principalOf } from '../identity/auth-guard';
 import { IdentityServices } from '../identity/identity.services';
 import { listDeadLetters } from './dead-letters';
+import { IngestReading, deviceIdSchema } from './ingest-reading';
 import type { IngestOutcome } from './ingest';
 import { LiveStreams, type SseWriter } from './live-streams';
 import { TelemetryServices } from './telemetry.services';
+import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
+import { PlatformErrorCode } from '../platform/platform-errors';
 
-const uuid = z.string().uuid('must be a UUID').transform((s) => s.toLowerCase());
-const deviceParam = z.object({ id: uuid });
-const metricParam = z.object({ id: uuid, metric: z.string().regex(METRIC_PATTERN, 'must be 1-64 characters of a-z, 0-9, _ . -') });
+const deviceParam = z.object({ id: deviceIdSchema });
+const metricParam = z.object({ id: deviceIdSchema, metric: z.string().regex(METRIC_PATTERN, 'must be 1-64 characters of a-z, 0-9, _ . -') });
 const instant = z.union([
   z.string().regex(/^\d{1,15}$/).transform((s) => new Date(Number(s))),
   z.string().datetime({ offset: true, message: 'must be an ISO-8601 date-time with a zone, or epoch milliseconds' }).transform((s) => new Date(s)),
@@ -43,31 +44,6 @@ const DAY_MS = 86_400_000;
 const STREAM_PAGE = 500;
 /** An idle live stream sends a comment this often (proxies close silent connections). */
 const KEEP_ALIVE_MS = 15_000;
-
-/** IngestReading on the bus: one or many readings of one device (resource route and POST /commands/IngestReading). */
-export class IngestReading extends Command<IngestOutcome> {
-  constructor(readonly input: { deviceId: string; readings: unknown }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
-}
-
-@CommandHandler(IngestReading)
-export class IngestReadingHandler implements ICommandHandler<IngestReading> {
-  constructor(private readonly telemetry: TelemetryServices) {}
-  execute(c: IngestReading) { return this.telemetry.ingestCommand(c.input.deviceId, c.input.readings, c.by, c.ctx); }
-}
-
-@Injectable()
-export class TelemetryCommands implements OnModuleInit {
-  constructor(private readonly registry: CommandRegistry) {}
-  onModuleInit() {
-    this.registry.register({
-      name: 'IngestReading',
-      // readings: validated by the domain rules (parseReadings), which name each failing field.
-      schema: z.object({ deviceId: uuid, readings: z.unknown().refine((v) => v !== undefined, 'is required') }).strict() as z.ZodType<{ deviceId: string; readings: unknown }>,
-      access: 'authenticated',
-      create: (i, ctx, by) => new IngestReading(i, by!, ctx),
-    });
-  }
-}
 
 @Controller('devices')
 export class TelemetryController {
@@ -110,7 +86,7 @@ export class TelemetryController {
     await this.telemetry.ensureMayRead(p.id, principalOf(req));
     await this.platform.readAfter('telemetry', minPosition);
     const v = await latestValue(this.platform.pool, p.id, p.metric);
-    if (!v) throw notFound('TELEMETRY.METRIC_NOT_FOUND', `device ${p.id} has no readings of ${p.metric}`);
+    if (!v) throw notFound(TelemetryErrorCode.METRIC_NOT_FOUND, `device ${p.id} has no readings of ${p.metric}`);
     return { value: v.value, ts: v.ts };
   }
 
@@ -120,10 +96,10 @@ export class TelemetryController {
   async series(@Param('id') id: string, @Param('metric') metric: string, @Query() query: unknown, @Req() req: FastifyRequest, @MinPosition() minPosition: number | undefined) {
     const p = parseInput(metricParam, { id, metric });
     const q = parseInput(seriesQuery, query ?? {});
-    if (q.agg && !q.bucket) throw validationError('PLATFORM.INVALID_INPUT', 'agg needs a bucket', [{ field: 'agg', rule: 'needs bucket (1m, 5m, 1h or 1d)' }]);
+    if (q.agg && !q.bucket) throw validationError(PlatformErrorCode.INVALID_INPUT, 'agg needs a bucket', [{ field: 'agg', rule: 'needs bucket (1m, 5m, 1h or 1d)' }]);
     const to = q.to ?? new Date();
     const from = q.from ?? new Date(to.getTime() - DAY_MS);
-    if (from.getTime() >= to.getTime()) throw validationError('PLATFORM.INVALID_INPUT', 'from must be before to', [{ field: 'from', rule: 'must be before to' }]);
+    if (from.getTime() >= to.getTime()) throw validationError(PlatformErrorCode.INVALID_INPUT, 'from must be before to', [{ field: 'from', rule: 'must be before to' }]);
     await this.telemetry.ensureMayRead(p.id, principalOf(req));
     await this.platform.readAfter('telemetry', minPosition);
     if (q.bucket) {

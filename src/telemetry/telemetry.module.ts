@@ -1,11 +1,16 @@
 import { Module } from '@nestjs/common';
-import { DeadLettersController, IngestReadingHandler, TelemetryCommands, TelemetryController } from './telemetry.http';
+import { registersCommands } from '../platform/commands/command-registry';
+import { IngestReadingHandler, ingestReadingCommand } from './ingest-reading';
+import { DeadLettersController, TelemetryController } from './telemetry.http';
 import { TelemetryServices } from './telemetry.services';
 
-/** Telemetry: MQTT ingestion (embedded broker or external subscription), IngestReading, sensor history. */
+/**
+ * Telemetry: MQTT ingestion (embedded broker or external subscription), IngestReading, sensor history.
+ * The write use case is ingest-reading.ts: its input schema, command, handler and POST /commands/:name entry.
+ */
 @Module({
   controllers: [TelemetryController, DeadLettersController],
-  providers: [TelemetryServices, TelemetryCommands, IngestReadingHandler],
+  providers: [TelemetryServices, IngestReadingHandler, registersCommands(ingestReadingCommand)],
   exports: [TelemetryServices],
 })
 export class TelemetryModule {}

@@ -1,22 +1,22 @@
 import { Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { Counter, Gauge } from 'prom-client';
 import { DomainError, notFound } from '../../domain/shared/errors';
-import { parseReadings, type Reading } from '../../domain/telemetry/readings';
 import { deleteReadingsBefore } from '../../projections/telemetry.queries';
-import type { CommandContext } from '../platform/commands/command-context';
 import type { Caller } from '../platform/commands/command-registry';
 import { Platform } from '../platform/platform';
 import { IdentityServices } from '../identity/identity.services';
 import { DeadLetterRate, deleteDeadLettersBefore, storeDeadLetter } from './dead-letters';
 import { EmbeddedBroker } from './embedded-broker';
 import { ExternalSubscriber } from './external-subscriber';
-import { ReadingIngestor, type IngestOutcome } from './ingest';
+import { ReadingIngestor } from './ingest';
 import type { MessageSinks } from './mqtt-ingest';
+import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 
 const RETENTION_CHUNK = 10_000;
 
 /**
- * Telemetry's use cases and its running parts: the ingestor (group commit),
+ * Telemetry's running parts: the ingestor (group commit) that the use case
+ * (ingest-reading.ts) and MQTT messages share,
  * the MQTT side (embedded broker or external subscription), dead letters,
  * retention of raw readings, live streams.
  *
@@ -74,7 +74,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
           return 'rate-limited';
         }
         const stored = verdict === 'within' ? { code, reason } : {
-          code: 'TELEMETRY.DEAD_LETTER_RATE_EXCEEDED',
+          code: TelemetryErrorCode.DEAD_LETTER_RATE_EXCEEDED,
           reason: `${code}: ${reason} -- and more than ${c.TELEMETRY_DEAD_LETTERS_PER_DEVICE} dead letters from this device within `
             + `${c.TELEMETRY_DEAD_LETTER_WINDOW_S} s: the next ones in this window are not stored (logged, counted in telemetry_dead_letters_rate_limited_total)`,
         };
@@ -164,32 +164,15 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     }
   }
 
-  /** IngestReading from HTTP or the generic command route: validated, then group-committed with everything else. */
-  async ingestCommand(deviceId: string, payload: unknown, by: Caller, ctx: CommandContext): Promise<IngestOutcome> {
-    await this.ensureMayWrite(deviceId, by);
-    const readings: Reading[] = parseReadings(payload, ctx.now);
-    return this.ingestor.ingest(deviceId, readings, { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor });
-  }
-
-  /** The device itself or its owner may send readings; to anyone else the device does not exist. */
-  private async ensureMayWrite(deviceId: string, by: Caller): Promise<void> {
-    if (by.kind === 'device') {
-      if (by.id !== deviceId) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
-      return;
-    }
-    const device = await this.identity.loadDevice(deviceId);
-    if (device.status === 'none' || device.ownerId !== by.id) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
-  }
-
   /** Owners and the device itself see its data, admins see all; to others the device does not exist. */
   async ensureMayRead(deviceId: string, by: Caller): Promise<void> {
     if (by.kind === 'device') {
-      if (by.id !== deviceId) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+      if (by.id !== deviceId) throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
       return;
     }
     if (by.roles.includes('admin')) return;
     const device = await this.identity.loadDevice(deviceId);
-    if (device.status === 'none' || device.ownerId !== by.id) throw notFound('TELEMETRY.DEVICE_NOT_FOUND', `no device ${deviceId}`);
+    if (device.status === 'none' || device.ownerId !== by.id) throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
   }
 
   /** Registers a live stream's "end now", for shutdown. Returns the unregister function. */
@@ -199,6 +182,6 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
   }
 
   assertAccepting(): void {
-    if (!this.platform.accepting) throw new DomainError('unavailable', 'TELEMETRY.SHUTTING_DOWN', 'the platform is shutting down', [], { retryAfterSeconds: 1 });
+    if (!this.platform.accepting) throw new DomainError('unavailable', TelemetryErrorCode.SHUTTING_DOWN, 'the platform is shutting down', [], { retryAfterSeconds: 1 });
   }
 }

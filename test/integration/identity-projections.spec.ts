@@ -3,7 +3,8 @@ import type { Command, Decider, Event } from '../../domain/shared/event';
 import { DomainError } from '../../domain/shared/errors';
 import { deviceDecider, type DeviceCommand } from '../../domain/identity/device.decider';
 import { deviceStreamId } from '../../domain/identity/device.events';
-import { emailReservationDecider, emailStreamId } from '../../domain/identity/email';
+import { emailReservationDecider } from '../../domain/identity/email-reservation.decider';
+import { emailStreamId } from '../../domain/identity/email-reservation.events';
 import { userDecider, type UserCommand } from '../../domain/identity/user.decider';
 import { userStreamId } from '../../domain/identity/user.events';
 import { devicesProjection } from '../../projections/devices.projection';
@@ -38,7 +39,7 @@ function ctx(now: Date): CommandContext {
 
 /** Sends a command through the real write path; returns the position it wrote (0 when it recorded nothing). */
 async function send<C extends Command, E extends Event, S>(decider: Decider<C, E, S>, streamId: string, command: C, now: Date): Promise<number> {
-  return (await handleCommand(store, decider, streamId, command, ctx(now), 3)).position;
+  return (await handleCommand({ store, decider, streamId, command, ctx: ctx(now), retries: 3 })).position;
 }
 
 /** Sign-up as the application does it: reserve the email (no_stream), then register the user. */
@@ -144,7 +145,7 @@ describe('identity read models: users', () => {
     const outcomes = await Promise.allSettled(Array.from({ length: 20 }, () => {
       const userId = randomUUID();
       const now = tick();
-      return handleCommand(store, emailReservationDecider, emailStreamId(email), { type: 'ReserveEmail', data: { email, userId, now } }, ctx(now), 3);
+      return handleCommand({ store, decider: emailReservationDecider, streamId: emailStreamId(email), command: { type: 'ReserveEmail', data: { email, userId, now } }, ctx: ctx(now), retries: 3 });
     }));
     expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
     for (const o of outcomes) {

@@ -1,4 +1,7 @@
-import type { ChannelTerms, InventoryEvent, OrderEvent, OrderLine, PaymentEvent, ProductEvent } from '../../domain/sales/events';
+import type { ChannelTerms, ProductEvent } from '../../domain/sales/product.events';
+import type { InventoryEvent } from '../../domain/sales/inventory.events';
+import type { OrderEvent, OrderLine } from '../../domain/sales/order.events';
+import type { PaymentEvent } from '../../domain/sales/payment.events';
 import { catalogueProjection } from '../../projections/catalogue.projection';
 import { findProductView, listCatalogue, stockOf } from '../../projections/catalogue.queries';
 import { ordersProjection } from '../../projections/orders.projection';

@@ -4,6 +4,7 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
 import { DEFAULT_REDIS_TIMEOUT_MS, redisCall } from './redis-call';
+import { AuthErrorCode } from './auth-errors';
 
 /**
  * Failed-login counters in Redis, in fixed windows that start at the first
@@ -40,7 +41,7 @@ export interface LoginLimiterOptions {
   readonly timeoutMs?: number | undefined;
 }
 
-const UNAVAILABLE = 'AUTH.LOGIN_LIMITER_UNAVAILABLE';
+const UNAVAILABLE = AuthErrorCode.LOGIN_LIMITER_UNAVAILABLE;
 
 export function normaliseAccount(account: string): string {
   return account.normalize('NFKC').trim().toLowerCase();
@@ -87,7 +88,7 @@ export function normaliseAddress(address: string): string {
 }
 
 const tooManyAttempts = (retryAfterSeconds: number) =>
-  new DomainError('rate_limited', 'AUTH.TOO_MANY_ATTEMPTS', 'too many failed login attempts; try again later', [], { retryAfterSeconds });
+  new DomainError('rate_limited', AuthErrorCode.TOO_MANY_ATTEMPTS, 'too many failed login attempts; try again later', [], { retryAfterSeconds });
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
@@ -221,10 +222,10 @@ export class SignupLimiter {
         if (err) throw err;
         return value;
       });
-    }, this.timeoutMs, 'AUTH.SIGNUP_LIMITER_UNAVAILABLE', 'the sign-up rate limiter');
+    }, this.timeoutMs, AuthErrorCode.SIGNUP_LIMITER_UNAVAILABLE, 'the sign-up rate limiter');
     if (Number(count) > this.options.maxPerAddress) {
       const t = Number(ttl);
-      throw new DomainError('rate_limited', 'AUTH.TOO_MANY_SIGNUPS', 'too many sign-ups from this address; try again later', [],
+      throw new DomainError('rate_limited', AuthErrorCode.TOO_MANY_SIGNUPS, 'too many sign-ups from this address; try again later', [],
         { retryAfterSeconds: t > 0 ? t : this.options.windowS });
     }
   }

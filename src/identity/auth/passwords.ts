@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as argon2 from 'argon2';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
+import { AuthErrorCode } from './auth-errors';
 
 /**
  * Password hashing with argon2id.
@@ -63,7 +64,7 @@ class LanedSemaphore {
     } else {
       if (this.queues[lane].length >= this.maxQueue[lane]) {
         const what = lane === 'verify' ? 'logins' : 'sign-ups';
-        throw new DomainError('unavailable', 'AUTH.BUSY', `too many ${what} at once; try again shortly`, [], { retryAfterSeconds: 1 });
+        throw new DomainError('unavailable', AuthErrorCode.BUSY, `too many ${what} at once; try again shortly`, [], { retryAfterSeconds: 1 });
       }
       // `dispatch` takes the slot on this caller's behalf before waking it.
       await new Promise<void>((resolve) => this.queues[lane].push(resolve));

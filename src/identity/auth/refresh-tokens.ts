@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
+import { AuthErrorCode } from './auth-errors';
 
 /**
  * Opaque refresh tokens (migrations/0003_create_refresh_tokens.sql).
@@ -39,8 +40,8 @@ export interface RotatedRefreshToken extends IssuedRefreshToken {
 const TOKEN_FORMAT = /^[A-Za-z0-9_-]{43}$/;
 const UUID_FORMAT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-const invalidToken = () => new DomainError('unauthenticated', 'AUTH.INVALID_REFRESH_TOKEN', 'the refresh token is not valid');
-const reused = () => new DomainError('unauthenticated', 'AUTH.REFRESH_REUSED', 'the refresh token was already used; the session has been ended');
+const invalidToken = () => new DomainError('unauthenticated', AuthErrorCode.INVALID_REFRESH_TOKEN, 'the refresh token is not valid');
+const reused = () => new DomainError('unauthenticated', AuthErrorCode.REFRESH_REUSED, 'the refresh token was already used; the session has been ended');
 
 export const hashRefreshToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
 

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { DomainError } from '../../../domain/shared/errors';
 import type { AccessTokenClaims } from './tokens';
 import { DEFAULT_REDIS_TIMEOUT_MS, redisCall } from './redis-call';
+import { AuthErrorCode } from './auth-errors';
 
 /**
  * Revoked access tokens, in Redis.
@@ -35,7 +36,7 @@ export interface RevocationListOptions {
   readonly now?: (() => number) | undefined;
 }
 
-const UNAVAILABLE = 'AUTH.REVOCATION_UNAVAILABLE';
+const UNAVAILABLE = AuthErrorCode.REVOCATION_UNAVAILABLE;
 /** Tokens per MGET in whyRevoked: keeps one Redis command (and its reply) small. */
 const MAX_TOKENS_PER_CHECK = 500;
 
@@ -189,4 +190,4 @@ export type RevokedBy = 'token' | 'family' | 'subject';
 /** Issue time in seconds, to the millisecond when the token says (`iat_ms`). */
 export const issuedAt = (c: Pick<AccessTokenClaims, 'iat' | 'iatMs'>): number => (c.iatMs !== undefined ? c.iatMs / 1000 : c.iat);
 
-const revoked = () => new DomainError('unauthenticated', 'AUTH.TOKEN_REVOKED', 'the access token has been revoked');
+const revoked = () => new DomainError('unauthenticated', AuthErrorCode.TOKEN_REVOKED, 'the access token has been revoked');

@@ -3,6 +3,7 @@ import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
 import type { SigningKeys } from './signing-keys';
+import { AuthErrorCode } from './auth-errors';
 
 /**
  * Access tokens (RFC 9068 style JWTs, `typ: at+jwt`).
@@ -58,8 +59,8 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const ALLOWED_HEADER = new Set(['alg', 'kid', 'typ']);
 const REQUIRED_CLAIMS = ['iss', 'aud', 'sub', 'jti', 'exp', 'iat'];
 
-const invalid = () => new DomainError('unauthenticated', 'AUTH.INVALID_TOKEN', 'the access token is not valid');
-const expired = () => new DomainError('unauthenticated', 'AUTH.TOKEN_EXPIRED', 'the access token has expired');
+const invalid = () => new DomainError('unauthenticated', AuthErrorCode.INVALID_TOKEN, 'the access token is not valid');
+const expired = () => new DomainError('unauthenticated', AuthErrorCode.TOKEN_EXPIRED, 'the access token has expired');
 
 const isStringArray = (v: unknown): v is string[] => Array.isArray(v) && v.every((r) => typeof r === 'string');
 

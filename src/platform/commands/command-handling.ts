@@ -12,26 +12,29 @@ import type { CommandContext, CommandResult } from './command-context';
  * a retried command finds its original append and returns its result. For
  * anonymous callers the key is also scoped by the command's content.
  */
+export interface HandleCommandOptions<C extends Command, E extends Event, S> {
+  readonly store: EventStore;
+  readonly decider: Decider<C, E, S>;
+  readonly streamId: string;
+  readonly command: C;
+  readonly ctx: CommandContext;
+  /** How many times a concurrency conflict reloads and decides again before it surfaces as 409. */
+  readonly retries: number;
+  /** Decide from a cached fold plus the newer events. */
+  readonly cache?: StateCache<S> | undefined;
+  /**
+   * Look the idempotency key up before deciding (default), to answer a retried command with
+   * its original result. Senders that need no result and whose deciders ignore repeats (the
+   * saga) skip the round trip: the derived event ids still keep a repeat from being stored twice.
+   */
+  readonly lookupKey?: boolean;
+}
+
 export async function handleCommand<C extends Command, E extends Event, S>(
-  store: EventStore,
-  decider: Decider<C, E, S>,
-  streamId: string,
-  command: C,
-  ctx: CommandContext,
-  retries: number,
-  options: {
-    /** Decide from a cached fold plus the newer events. */
-    readonly cache?: StateCache<S> | undefined;
-    /**
-     * Look the idempotency key up before deciding (default), to answer a retried command with
-     * its original result. Senders that need no result and whose deciders ignore repeats (the
-     * saga) skip the round trip: the derived event ids still keep a repeat from being stored twice.
-     */
-    readonly lookupKey?: boolean;
-  } = {},
+  options: HandleCommandOptions<C, E, S>,
 ): Promise<CommandResult & { events: readonly E[] }> {
+  const { store, decider, streamId, command, ctx, retries, cache } = options;
   const key = ctx.idempotencyKey;
-  const cache = options.cache;
   // Every stranger is "anonymous", so their keys share one space: scoped by the request itself,
   // a key only ever answers a request identical to the one that used it (a retry); a different
   // request with the same key is decided afresh, never handed someone else's result.

@@ -1,8 +1,9 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, type OnModuleInit, type Type } from '@nestjs/common';
 import type { Command as BusCommand } from '@nestjs/cqrs';
 import type { ZodType } from 'zod';
 import { DomainError } from '../../../domain/shared/errors';
 import type { CommandContext, CommandResult } from './command-context';
+import { PlatformErrorCode } from '../platform-errors';
 
 /** The authenticated caller of a command sent through the generic route. */
 export interface Caller {
@@ -24,6 +25,9 @@ export interface CommandDefinition<Input = unknown> {
   create(input: Input, ctx: CommandContext, caller?: Caller): BusCommand<CommandResult>;
 }
 
+/** Declares a command definition with its input type inferred from the schema. */
+export const defineCommand = <Input>(definition: CommandDefinition<Input>): CommandDefinition<Input> => definition;
+
 @Injectable()
 export class CommandRegistry {
   private readonly byName = new Map<string, CommandDefinition<never>>();
@@ -36,7 +40,7 @@ export class CommandRegistry {
   get(name: string): CommandDefinition<unknown> {
     const def = this.byName.get(name);
     if (!def) {
-      throw new DomainError('not_found', 'PLATFORM.UNKNOWN_COMMAND', `no command named ${name}`, [], { known: this.names() });
+      throw new DomainError('not_found', PlatformErrorCode.UNKNOWN_COMMAND, `no command named ${name}`, [], { known: this.names() });
     }
     return def as unknown as CommandDefinition<unknown>;
   }
@@ -44,4 +48,20 @@ export class CommandRegistry {
   names(): string[] {
     return [...this.byName.keys()].sort();
   }
+}
+
+/**
+ * A provider that registers a context's command definitions when its module
+ * starts. Each use-case file exports its definition next to its handler; the
+ * module lists them once: `providers: [...handlers, registersCommands(a, b)]`.
+ */
+export function registersCommands(...definitions: readonly CommandDefinition<unknown>[]): Type<OnModuleInit> {
+  @Injectable()
+  class CommandRegistration implements OnModuleInit {
+    constructor(private readonly registry: CommandRegistry) {}
+    onModuleInit(): void {
+      for (const d of definitions) this.registry.register(d);
+    }
+  }
+  return CommandRegistration;
 }

@@ -1,6 +1,7 @@
 import { ArgumentsHost, Catch, HttpException, type ExceptionFilter } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, type ErrorKind } from '../../../domain/shared/errors';
+import { PlatformErrorCode } from '../platform-errors';
 
 /**
  * Every error leaves as RFC 9457 problem details (application/problem+json)
@@ -51,23 +52,23 @@ export function toProblem(error: unknown, bodyLimit?: number): Problem {
   if (fst.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || (error instanceof HttpException && error.getStatus() === 413)) {
     // Neither Fastify's error nor Nest's wrapping of it carries the limit; the route knows it.
     const rule = bodyLimit ? `must be at most ${bodyLimit} bytes` : 'is too large';
-    return { type: 'urn:problem:PLATFORM.BODY_TOO_LARGE', title: TITLE[413]!, status: 413, detail: `the body ${rule}`, code: 'PLATFORM.BODY_TOO_LARGE',
+    return { type: `urn:problem:${PlatformErrorCode.BODY_TOO_LARGE}`, title: TITLE[413]!, status: 413, detail: `the body ${rule}`, code: PlatformErrorCode.BODY_TOO_LARGE,
       errors: [{ field: '(body)', rule }] };
   }
   if (error instanceof HttpException) {
     const status = error.getStatus();
-    const code = status === 404 ? 'PLATFORM.ROUTE_NOT_FOUND' : `HTTP.${status}`;
+    const code = status === 404 ? PlatformErrorCode.ROUTE_NOT_FOUND : `HTTP.${status}`;
     return { type: `urn:problem:${code}`, title: TITLE[status] ?? 'Error', status, detail: error.message, code };
   }
   // Errors Fastify raises before a handler runs: malformed JSON, body too large, wrong content type.
   if (typeof fst.statusCode === 'number' && fst.statusCode >= 400 && fst.statusCode < 500) {
     const code = (error as Error).name === 'SyntaxError' || fst.code === 'FST_ERR_CTP_INVALID_JSON' || fst.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
-      ? 'PLATFORM.MALFORMED_JSON' : `HTTP.${fst.code ?? fst.statusCode}`;
-    const fields = code === 'PLATFORM.MALFORMED_JSON' ? [{ field: '(body)', rule: 'must be valid JSON' }] : undefined;
+      ? PlatformErrorCode.MALFORMED_JSON : `HTTP.${fst.code ?? fst.statusCode}`;
+    const fields = code === PlatformErrorCode.MALFORMED_JSON ? [{ field: '(body)', rule: 'must be valid JSON' }] : undefined;
     return { type: `urn:problem:${code}`, title: TITLE[fst.statusCode] ?? 'Error', status: fst.statusCode,
       detail: fst.message ?? 'bad request', code, ...(fields ? { errors: fields } : {}) };
   }
-  return { type: 'urn:problem:PLATFORM.INTERNAL', title: TITLE[500]!, status: 500, detail: 'internal error; see the server log for this correlation id', code: 'PLATFORM.INTERNAL' };
+  return { type: `urn:problem:${PlatformErrorCode.INTERNAL}`, title: TITLE[500]!, status: 500, detail: 'internal error; see the server log for this correlation id', code: PlatformErrorCode.INTERNAL };
 }
 
 export function sendProblem(request: FastifyRequest, reply: FastifyReply, error: unknown): void {

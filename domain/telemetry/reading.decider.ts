@@ -1,5 +1,6 @@
 import { DomainError, validationError, type FieldError } from '../shared/errors';
 import type { ReadingRecorded } from './reading.events';
+import { TelemetryErrorCode } from './telemetry-errors';
 
 /**
  * The rules of a reading payload and of IngestReading. Pure: the caller
@@ -15,13 +16,6 @@ export const METRIC_PATTERN = /^[a-z0-9_.-]{1,64}$/;
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
 // ISO-8601 date-time with a zone (Z or ±hh:mm), optional fraction.
 const ISO_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
-
-export const TelemetryErrorCode = {
-  INVALID_READING: 'TELEMETRY.INVALID_READING',
-  DEVICE_NOT_FOUND: 'TELEMETRY.DEVICE_NOT_FOUND',
-  DEVICE_REVOKED: 'TELEMETRY.DEVICE_REVOKED',
-  DEVICE_OWNER_DISABLED: 'TELEMETRY.DEVICE_OWNER_DISABLED',
-} as const;
 
 export const RULES = {
   shape: 'must be a reading object {metric, value, ts?, id?} or an array of them',

@@ -1,5 +1,5 @@
 import { DomainError } from '../shared/errors';
-import { MAX_FUTURE_MS, decideIngest, parseReadings, readingDedupKey, recordedDedupKey, RULES } from './readings';
+import { MAX_FUTURE_MS, decideIngest, parseReadings, readingDedupKey, recordedDedupKey, RULES } from './reading.decider';
 
 const now = new Date('2026-05-01T12:00:00.000Z');
 

@@ -1,5 +1,6 @@
 import { given } from '../shared/given-when-then';
-import { deviceQuotaDecider, type DeviceQuotaCommand, type DeviceQuotaEvent } from './device-quota';
+import { deviceQuotaDecider, type DeviceQuotaCommand } from './device-quota.decider';
+import { type DeviceQuotaEvent } from './device-quota.events';
 
 const ownerId = '0b7e3f3c-6a43-4b0e-9d1f-2f3a4b5c6d7e';
 const ids = ['5d1c3a2b-7e6f-4a09-b8c7-d6e5f4a3b2c1', '6e2d4b3c-8f70-4b1a-89d8-e7f6a5b4c3d2', '7f3e5c4d-9081-4c2b-9ae9-f8a7b6c5d4e3'] as const;

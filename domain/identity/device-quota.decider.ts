@@ -1,7 +1,9 @@
-import type { Decider, Event } from '../shared/event';
+import type { Decider } from '../shared/event';
 import { DomainError } from '../shared/errors';
+import { unreachable } from '../shared/unreachable';
+import type { DeviceQuotaEvent } from './device-quota.events';
 import { IdentityErrorCode } from './identity-errors';
-import { requireUuid, unreachable } from './validation';
+import { requireUuid } from './validation';
 
 /**
  * How many active devices one user has (stream `device-quota-<ownerId>`).
@@ -12,11 +14,6 @@ import { requireUuid, unreachable } from './validation';
  * The maximum comes in with the command: it is configuration, not history.
  */
 
-export type DeviceSlotTaken = Event<'identity.DeviceSlotTaken', { readonly ownerId: string; readonly deviceId: string; readonly at: string }>;
-export type DeviceSlotReleased = Event<'identity.DeviceSlotReleased', { readonly ownerId: string; readonly deviceId: string; readonly at: string }>;
-export type DeviceQuotaEvent = DeviceSlotTaken | DeviceSlotReleased;
-export const DEVICE_QUOTA_EVENT_TYPES = ['identity.DeviceSlotTaken', 'identity.DeviceSlotReleased'] as const satisfies readonly DeviceQuotaEvent['type'][];
-
 export type TakeDeviceSlot = { readonly type: 'TakeDeviceSlot'; readonly data: { readonly ownerId: string; readonly deviceId: string; readonly max: number; readonly now: Date } };
 export type ReleaseDeviceSlot = { readonly type: 'ReleaseDeviceSlot'; readonly data: { readonly ownerId: string; readonly deviceId: string; readonly now: Date } };
 export type DeviceQuotaCommand = TakeDeviceSlot | ReleaseDeviceSlot;
@@ -25,8 +22,6 @@ export type DeviceQuotaCommand = TakeDeviceSlot | ReleaseDeviceSlot;
 export interface DeviceQuotaState {
   readonly active: readonly string[];
 }
-
-export const deviceQuotaStreamId = (ownerId: string): string => `device-quota-${ownerId}`;
 
 export const tooManyDevices = (max: number) =>
   new DomainError('conflict', IdentityErrorCode.TOO_MANY_DEVICES, `a user may have at most ${max} active devices; revoke one first`, [], { max });
