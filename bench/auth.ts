@@ -10,7 +10,7 @@ import { fastify, type FastifyInstance } from 'fastify';
 import { notFound } from '../domain/shared/errors';
 import { createApp, type RunningApp } from '../src/app';
 import { loadConfig } from '../src/config';
-import { Public } from '../src/identity/auth-guard';
+import { Public } from '../src/platform/http/access';
 import { IdentityServices } from '../src/identity/identity.services';
 import { createLogger } from '../src/platform/logger';
 import { dropRedisKeys, send, sendJson, target, type Target } from './http-client';

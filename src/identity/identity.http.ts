@@ -12,7 +12,7 @@ import { Ctx, MinPosition } from '../platform/http/request';
 import { parseInput } from '../platform/http/validation';
 import { Platform } from '../platform/platform';
 import { AssignRole, roleSchema } from './assign-role';
-import { DeviceAuth, Public, Roles, principalOf } from './auth-guard';
+import { DeviceAuth, Public, Roles, principalOf } from '../platform/http/access';
 import { DisableUser } from './disable-user';
 import { idSchema, uuid } from './identity-input';
 import { IdentityServices } from './identity.services';

@@ -3,6 +3,7 @@ import { APP_GUARD } from '@nestjs/core';
 import { registersCommands } from '../platform/commands/command-registry';
 import { AdminBootstrap } from './admin-bootstrap';
 import { AssignRoleHandler, assignRoleCommand } from './assign-role';
+import { Authenticator } from '../platform/http/access';
 import { AuthGuard } from './auth-guard';
 import { DisableUserHandler, disableUserCommand } from './disable-user';
 import { AuthController, DevicesController, UsersController } from './identity.http';
@@ -21,9 +22,11 @@ import { RevokeRoleHandler, revokeRoleCommand } from './revoke-role';
   controllers: [AuthController, UsersController, DevicesController],
   providers: [
     IdentityServices, AdminBootstrap, { provide: APP_GUARD, useClass: AuthGuard },
+    // The platform's port for routes that authenticate a caller themselves (POST /commands/:name).
+    { provide: Authenticator, useExisting: IdentityServices },
     RegisterUserHandler, AssignRoleHandler, RevokeRoleHandler, DisableUserHandler, RegisterDeviceHandler, RevokeDeviceHandler,
     registersCommands(registerUserCommand, assignRoleCommand, revokeRoleCommand, disableUserCommand, registerDeviceCommand, revokeDeviceCommand),
   ],
-  exports: [IdentityServices],
+  exports: [IdentityServices, Authenticator],
 })
 export class IdentityModule {}

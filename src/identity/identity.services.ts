@@ -19,10 +19,10 @@ import {
   normaliseAccount,
   type AccessTokenClaims,
 } from './auth';
-import type { Principal } from './auth-guard';
+import type { AuthMode, Authenticator, Principal } from '../platform/http/access';
 import { SessionWatch, checkSessions } from './session-watch';
 import { PlatformErrorCode } from '../platform/platform-errors';
-import { AuthErrorCode } from './auth/auth-errors';
+import { AuthErrorCode } from '../platform/http/auth-errors';
 
 export interface Session {
   tokenType: 'Bearer';
@@ -44,7 +44,7 @@ const AUTHORIZATION_RULE = `must be at most ${AUTHORIZATION_MAX_LENGTH} characte
  * now), never a read model that may lag.
  */
 @Injectable()
-export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
+export class IdentityServices implements Authenticator, OnModuleInit, OnApplicationShutdown {
   readonly keys: SigningKeys;
   readonly tokens: TokenService;
   readonly revocation: RevocationList;
@@ -171,7 +171,7 @@ export class IdentityServices implements OnModuleInit, OnApplicationShutdown {
   }
 
   /** Verifies a bearer token of the kind the route takes, then the revocation list (fails closed). */
-  async authenticate(header: string | undefined, mode: 'user' | 'device' | 'user-or-device'): Promise<Principal> {
+  async authenticate(header: string | undefined, mode: AuthMode): Promise<Principal> {
     if (header !== undefined && header.length > AUTHORIZATION_MAX_LENGTH) {
       throw validationError(PlatformErrorCode.INVALID_HEADER, `Authorization ${AUTHORIZATION_RULE}`, [{ field: 'Authorization', rule: AUTHORIZATION_RULE }]);
     }

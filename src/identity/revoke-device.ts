@@ -9,7 +9,7 @@ import { IdentityErrorCode } from '../../domain/identity/identity-errors';
 import type { CommandContext, CommandResult } from '../platform/commands/command-context';
 import { handleCommand } from '../platform/commands/command-handling';
 import { defineCommand, type Caller } from '../platform/commands/command-registry';
-import { AuthErrorCode } from './auth/auth-errors';
+import { AuthErrorCode } from '../platform/http/auth-errors';
 import { uuid } from './identity-input';
 import { IdentityServices } from './identity.services';
 

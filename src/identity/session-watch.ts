@@ -3,7 +3,7 @@ import type { Pool } from 'pg';
 import type { DeviceState } from '../../domain/identity/device.decider';
 import type { UserState } from '../../domain/identity/user.decider';
 import { parseRevocationNotice, type RefreshTokenStore, type RevocationList, type RevocationNotice, type RevokedBy } from './auth';
-import type { Principal } from './auth-guard';
+import type { Principal } from '../platform/http/access';
 
 /**
  * Long-lived sessions (SSE streams, MQTT connections) are authorised once, when

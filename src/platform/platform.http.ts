@@ -3,13 +3,12 @@ import { CommandBus } from '@nestjs/cqrs';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { DomainError } from '../../domain/shared/errors';
-import { Public, Roles, type AuthenticatedRequest } from '../identity/auth-guard';
-import { IdentityServices } from '../identity/identity.services';
+import { Authenticator, Public, Roles, type AuthenticatedRequest } from './http/access';
 import { CommandRegistry } from './commands/command-registry';
 import { actorOf, commandContext } from './http/request';
 import { parseInput } from './http/validation';
 import { Platform } from './platform';
-import { AuthErrorCode } from '../identity/auth/auth-errors';
+import { AuthErrorCode } from './http/auth-errors';
 
 type ComponentHealth = { status: 'ok' | 'degraded' | 'down'; [detail: string]: unknown };
 
@@ -127,7 +126,7 @@ export class AdminController {
 @Public()
 @Controller('commands')
 export class CommandsController {
-  constructor(private readonly registry: CommandRegistry, private readonly bus: CommandBus, private readonly identity: IdentityServices) {}
+  constructor(private readonly registry: CommandRegistry, private readonly bus: CommandBus, private readonly auth: Authenticator) {}
 
   @Get()
   list() {
@@ -138,7 +137,7 @@ export class CommandsController {
   async send(@Param('name') name: string, @Body() body: unknown, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply) {
     const def = this.registry.get(name);
     // The route is public; each command says who may send it.
-    const caller = def.access === 'public' ? undefined : await this.identity.authenticate(req.headers.authorization, 'user');
+    const caller = def.access === 'public' ? undefined : await this.auth.authenticate(req.headers.authorization, 'user');
     if (caller) (req as AuthenticatedRequest).actor = `${caller.kind}:${caller.id}`;
     if (def.access === 'admin' && !caller?.roles.includes('admin')) {
       throw new DomainError('forbidden', AuthErrorCode.FORBIDDEN, `command ${name} needs the admin role`);

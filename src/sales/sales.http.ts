@@ -13,7 +13,7 @@ import type { Caller } from '../platform/commands/command-registry';
 import { Ctx, MinPosition } from '../platform/http/request';
 import { parseInput } from '../platform/http/validation';
 import { Platform } from '../platform/platform';
-import { Roles, principalOf } from '../identity/auth-guard';
+import { Roles, principalOf } from '../platform/http/access';
 import { CancelOrder, cancelOrderSchema } from './cancel-order';
 import { ChangeProduct, changeProductSchema } from './change-product';
 import { PlaceOrder, placeOrderSchema } from './place-order';

@@ -5,7 +5,7 @@ import memoryPersistence from 'aedes-persistence';
 import { writeToStream } from 'mqtt-packet';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../platform/logger';
-import type { Principal } from '../identity/auth-guard';
+import type { Principal } from '../platform/http/access';
 import { handleReadingsMessage, readingsTopic, type MessageSinks } from './mqtt-ingest';
 import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 

@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { DomainError } from '../../domain/shared/errors';
-import type { Principal } from '../identity/auth-guard';
+import type { Principal } from '../platform/http/access';
 import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 
 /**

@@ -11,7 +11,7 @@ import type { CommandContext } from '../platform/commands/command-context';
 import { Ctx, MinPosition } from '../platform/http/request';
 import { parseInput } from '../platform/http/validation';
 import { Platform } from '../platform/platform';
-import { DeviceAuth, Roles, principalOf } from '../identity/auth-guard';
+import { DeviceAuth, Roles, principalOf } from '../platform/http/access';
 import { IdentityServices } from '../identity/identity.services';
 import { listDeadLetters } from './dead-letters';
 import { IngestReading, deviceIdSchema } from './ingest-reading';

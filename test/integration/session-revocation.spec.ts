@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { RefreshTokenStore } from '../../src/identity/auth/refresh-tokens';
 import { RevocationList, parseRevocationNotice, type RevocationNotice } from '../../src/identity/auth/revocation';
 import { SessionWatch, type SessionEndReason } from '../../src/identity/session-watch';
-import type { Principal } from '../../src/identity/auth-guard';
+import type { Principal } from '../../src/platform/http/access';
 import { eventually } from '../support/events';
 import { createTestDatabase, testRedisUrl, type TestDatabase } from '../support/services';
 

@@ -3,7 +3,7 @@ import { join, relative } from 'node:path';
 import { IdentityErrorCode } from '../../domain/identity/identity-errors';
 import { SalesErrorCode } from '../../domain/sales/sales-errors';
 import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
-import { AuthErrorCode } from '../../src/identity/auth/auth-errors';
+import { AuthErrorCode } from '../../src/platform/http/auth-errors';
 import { PlatformErrorCode } from '../../src/platform/platform-errors';
 
 /**

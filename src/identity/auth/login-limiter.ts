@@ -4,7 +4,7 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
 import { DEFAULT_REDIS_TIMEOUT_MS, redisCall } from './redis-call';
-import { AuthErrorCode } from './auth-errors';
+import { AuthErrorCode } from '../../platform/http/auth-errors';
 
 /**
  * Failed-login counters in Redis, in fixed windows that start at the first

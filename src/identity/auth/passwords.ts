@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as argon2 from 'argon2';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
-import { AuthErrorCode } from './auth-errors';
+import { AuthErrorCode } from '../../platform/http/auth-errors';
 
 /**
  * Password hashing with argon2id.

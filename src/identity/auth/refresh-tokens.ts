@@ -2,7 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
-import { AuthErrorCode } from './auth-errors';
+import { AuthErrorCode } from '../../platform/http/auth-errors';
 
 /**
  * Opaque refresh tokens (migrations/0003_create_refresh_tokens.sql).

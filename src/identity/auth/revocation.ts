@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { DomainError } from '../../../domain/shared/errors';
 import type { AccessTokenClaims } from './tokens';
 import { DEFAULT_REDIS_TIMEOUT_MS, redisCall } from './redis-call';
-import { AuthErrorCode } from './auth-errors';
+import { AuthErrorCode } from '../../platform/http/auth-errors';
 
 /**
  * Revoked access tokens, in Redis.

@@ -3,7 +3,7 @@ import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
 import type { SigningKeys } from './signing-keys';
-import { AuthErrorCode } from './auth-errors';
+import { AuthErrorCode } from '../../platform/http/auth-errors';
 
 /**
  * Access tokens (RFC 9068 style JWTs, `typ: at+jwt`).
