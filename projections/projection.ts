@@ -44,15 +44,11 @@ export interface SqlStatement {
  * checkpoint. A type the read model ignores on purpose maps to `() => []`.
  */
 export type EventHandlers<E extends AnyEvent> = {
-  readonly [T in E['type']]: (event: RecordedEvent<OfType<E, T>>) => SqlStatement | readonly SqlStatement[];
+  // `& { type: T }` narrows the union to its member of type T (the others' literal types conflict,
+  // so their intersections are never); for an untyped projection (E's type is just `string`) it
+  // keeps the plain event, where `Extract<E, { type: T }>` would be never.
+  readonly [T in E['type']]: (event: string extends E['type'] ? RecordedEvent<E> : RecordedEvent<E> & { readonly type: T }) => SqlStatement | readonly SqlStatement[];
 };
-
-/**
- * The members of E whose type `T` is. Not `Extract<E, { type: T }>`: for an
- * untyped projection (E's type is just `string`) that would be `never`, while
- * this keeps the plain event.
- */
-type OfType<E extends AnyEvent, T extends string> = E extends AnyEvent ? (T extends E['type'] ? E : never) : never;
 
 /** A run-time check that is also the narrowing: `type` has a handler, so it is one of the union's types. */
 function handles<E extends AnyEvent>(handlers: EventHandlers<E>, type: string): type is E['type'] {

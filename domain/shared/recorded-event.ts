@@ -34,16 +34,15 @@ export interface RecordedEnvelope {
 }
 
 /**
- * A recorded event of the union `E`, type and data narrowed together: checking
+ * A recorded event of the union `E`: the domain event itself (so it is an `E`,
+ * and folds through a decider with no conversion) with the envelope the store
+ * adds. The intersection distributes over the union, so checking
  * `e.type === 'sales.OrderPlaced'` (or looking a handler up by it) gives
- * `e.data` that event's shape. Distributes over the union on purpose, so it is
- * a union of envelopes, one per event type. The default is what the store
- * knows without a union: any type string, data as a plain record.
+ * `e.data` that event's shape. The default is what the store knows without a
+ * union: any type string, data as a plain record.
  *
  * Nothing checks the stored JSON against E at run time: the event-store
  * adapter is the one place that asserts it (the domain wrote it through a
  * decider of that union, and upcasters bring old versions to today's shape).
  */
-export type RecordedEvent<E extends AnyEvent = Event> = E extends AnyEvent
-  ? RecordedEnvelope & { readonly type: E['type']; readonly data: E['data'] }
-  : never;
+export type RecordedEvent<E extends AnyEvent = Event> = E & RecordedEnvelope;

@@ -102,8 +102,8 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
   }
 
   async loadUser(userId: string): Promise<UserState> {
-    const events = await this.platform.store.readStream(userStreamId(userId));
-    return fold(userDecider, events as unknown as UserEvent[]);
+    const events = await this.platform.store.readStream<UserEvent>(userStreamId(userId));
+    return fold(userDecider, events);
   }
 
   async userIdByEmail(email: string): Promise<string | undefined> {
@@ -197,8 +197,8 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
   // ---- devices -----------------------------------------------------------
 
   async loadDevice(deviceId: string): Promise<DeviceState> {
-    const events = await this.platform.store.readStream(deviceStreamId(deviceId));
-    return fold(deviceDecider, events as unknown as DeviceEvent[]);
+    const events = await this.platform.store.readStream<DeviceEvent>(deviceStreamId(deviceId));
+    return fold(deviceDecider, events);
   }
 
   /**
@@ -226,8 +226,8 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
   }
 
   async loadDeviceQuota(ownerId: string): Promise<{ state: DeviceQuotaState; revision: number }> {
-    const events = await this.platform.store.readStream(deviceQuotaStreamId(ownerId));
-    return { state: fold(deviceQuotaDecider, events as unknown as DeviceQuotaEvent[]), revision: events.length ? events[events.length - 1]!.revision : -1 };
+    const events = await this.platform.store.readStream<DeviceQuotaEvent>(deviceQuotaStreamId(ownerId));
+    return { state: fold(deviceQuotaDecider, events), revision: events.length ? events[events.length - 1]!.revision : -1 };
   }
 
   async deviceToken(deviceId: string, secret: string, address: string): Promise<{ accessToken: string; expiresIn: number; tokenType: 'Bearer' }> {

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { emptyHistory, evolveSaga, react, SAGA_TRIGGER_TYPES, orderIdOf, sagaStreamId, type SagaCommand, type SagaHistory, type SagaOptions, type SagaStepRecorded, type SagaTrigger } from '../../domain/sales/order-fulfilment.saga';
+import { emptyHistory, evolveSaga, react, SAGA_TRIGGER_TYPES, orderIdOf, sagaStreamId, type SagaCommand, type SagaHistory, type SagaOptions, type SagaStepRecorded, type SagaTrigger, type SagaTriggerEvent } from '../../domain/sales/order-fulfilment.saga';
 import type { CommandContext } from '../platform/commands/command-context';
 import { eventId, StateCache } from '../platform/commands/command-handling';
 import { ConcurrencyError, type RecordedEvent } from '../platform/event-store/event-store';
@@ -30,6 +30,7 @@ const NAME = 'order-fulfilment';
 const ACTOR = 'system:order-saga';
 /** Reservations of many orders meet on one inventory stream: retry conflicts generously. */
 const COMMAND_RETRIES = 30;
+const FROM_SAGA = { retries: COMMAND_RETRIES, fromSaga: true } as const;
 /** A provider that does not answer fails the batch (retried from the checkpoint) instead of stalling the saga and shutdown. */
 const PROVIDER_TIMEOUT_MS = 15_000;
 /** A failing batch is retried after 400 ms, doubling up to 30 s: a provider that is down is not asked in a tight loop. */
@@ -96,6 +97,10 @@ export class SagaRunner {
   }
 }
 
+const TRIGGER_TYPES: ReadonlySet<string> = new Set(SAGA_TRIGGER_TYPES);
+/** A run-time check that is also the narrowing: the runtime delivers only these types (eventTypes), so this only guards. */
+const isTrigger = (e: RecordedEvent): e is RecordedEvent<SagaTriggerEvent> => TRIGGER_TYPES.has(e.type);
+
 /** The saga's handler: a batch of triggers in, commands sent and steps recorded. */
 class OrderFulfilment implements IdempotentProcessor {
   readonly name = NAME;
@@ -114,8 +119,9 @@ class OrderFulfilment implements IdempotentProcessor {
   ) {}
 
   async handle(events: readonly RecordedEvent[], { signal }: HandlerContext): Promise<void> {
-    const byOrder = new Map<string, RecordedEvent[]>();
+    const byOrder = new Map<string, RecordedEvent<SagaTriggerEvent>[]>();
     for (const e of events) {
+      if (!isTrigger(e)) continue;
       const orderId = orderIdOf(e);
       if (!orderId) continue;
       const list = byOrder.get(orderId);
@@ -138,7 +144,7 @@ class OrderFulfilment implements IdempotentProcessor {
   /** The saga's stream folded: from the cache plus newer events (a takeover elsewhere is read, never missed). */
   private async history(orderId: string): Promise<{ history: SagaHistory; revision: number }> {
     const cached = this.histories.get(orderId);
-    const events = (await this.services.platform.store.readStream(sagaStreamId(orderId), cached ? cached.revision + 1 : 0)) as unknown as (SagaStepRecorded & { revision: number })[];
+    const events = (await this.services.platform.store.readStream<SagaStepRecorded>(sagaStreamId(orderId), cached ? cached.revision + 1 : 0));
     const history = events.reduce(evolveSaga, cached?.state ?? emptyHistory);
     const revision = events.length ? events[events.length - 1]!.revision : cached?.revision ?? -1;
     this.histories.set(orderId, revision, history);
@@ -146,8 +152,8 @@ class OrderFulfilment implements IdempotentProcessor {
   }
 
   /** One trigger: react, send, record. Safe to repeat at any point. */
-  private async handleTrigger(orderId: string, e: RecordedEvent): Promise<void> {
-    const trigger = { id: e.id, type: e.type, data: e.data, streamId: e.streamId, position: e.position, at: e.recordedAt.toISOString() } as unknown as SagaTrigger;
+  private async handleTrigger(orderId: string, e: RecordedEvent<SagaTriggerEvent>): Promise<void> {
+    const trigger: SagaTrigger = { ...e, at: e.recordedAt.toISOString() };
     const streamId = sagaStreamId(orderId);
     for (let attempt = 0; ; attempt++) {
       const { history, revision } = await this.history(orderId);
@@ -164,7 +170,7 @@ class OrderFulfilment implements IdempotentProcessor {
       };
       try {
         await this.services.platform.store.append(streamId, [{
-          id: eventId(ACTOR, e.id, streamId, 0), type: step.type, data: step.data as unknown as Record<string, unknown>,
+          id: eventId(ACTOR, e.id, streamId, 0), type: step.type, data: step.data,
           metadata: { correlationId: String(e.metadata.correlationId ?? e.id), causationId: e.id, actor: ACTOR },
         }], revision === -1 ? 'no_stream' : revision);
         this.histories.set(orderId, revision + 1, evolveSaga(history, step));
@@ -184,25 +190,25 @@ class OrderFulfilment implements IdempotentProcessor {
     const sub = (suffix: string): CommandContext => ({ ...ctx, idempotencyKey: `${ctx.idempotencyKey}:${suffix}` });
     switch (c.kind) {
       case 'ReserveStock':
-        await s.inventory(c.productId, { type: 'ReserveStock', data: { productId: c.productId, orderId, quantity: c.quantity, now } }, ctx, COMMAND_RETRIES, true);
+        await s.inventory(c.productId, { type: 'ReserveStock', data: { productId: c.productId, orderId, quantity: c.quantity, now } }, ctx, FROM_SAGA);
         return;
       case 'ReleaseStock':
-        await s.inventory(c.productId, { type: 'ReleaseStock', data: { productId: c.productId, orderId, now } }, ctx, COMMAND_RETRIES, true);
+        await s.inventory(c.productId, { type: 'ReleaseStock', data: { productId: c.productId, orderId, now } }, ctx, FROM_SAGA);
         return;
       case 'ShipStock':
-        await s.inventory(c.productId, { type: 'ShipStock', data: { productId: c.productId, orderId, now } }, ctx, COMMAND_RETRIES, true);
+        await s.inventory(c.productId, { type: 'ShipStock', data: { productId: c.productId, orderId, now } }, ctx, FROM_SAGA);
         return;
       case 'MarkOrderReserved':
-        await s.order(orderId, { type: 'MarkOrderReserved', data: { orderId, now } }, ctx, COMMAND_RETRIES, true);
+        await s.order(orderId, { type: 'MarkOrderReserved', data: { orderId, now } }, ctx, FROM_SAGA);
         return;
       case 'ConfirmOrder':
-        await s.order(orderId, { type: 'ConfirmOrder', data: { orderId, paymentRef: c.paymentRef, now } }, ctx, COMMAND_RETRIES, true);
+        await s.order(orderId, { type: 'ConfirmOrder', data: { orderId, paymentRef: c.paymentRef, now } }, ctx, FROM_SAGA);
         return;
       case 'RejectOrder':
-        await s.order(orderId, { type: 'RejectOrder', data: { orderId, reason: c.reason, detail: c.detail, now } }, ctx, COMMAND_RETRIES, true);
+        await s.order(orderId, { type: 'RejectOrder', data: { orderId, reason: c.reason, detail: c.detail, now } }, ctx, FROM_SAGA);
         return;
       case 'CancelOrder':
-        await s.order(orderId, { type: 'CancelOrder', data: { orderId, reason: c.reason, detail: c.detail, now } }, ctx, COMMAND_RETRIES, true);
+        await s.order(orderId, { type: 'CancelOrder', data: { orderId, reason: c.reason, detail: c.detail, now } }, ctx, FROM_SAGA);
         return;
       case 'ScheduleDeadline':
         await this.jobs.scheduleDeadline(orderId, c.dueAt);
@@ -213,12 +219,12 @@ class OrderFulfilment implements IdempotentProcessor {
       case 'RequestPayment': {
         // The provider's idempotency key is per order and step: a resend after a crash charges once.
         const idempotencyKey = `${orderId}:charge`;
-        await s.payment(orderId, { type: 'RequestPayment', data: { orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey, now } }, sub('request'), COMMAND_RETRIES, true);
+        await s.payment(orderId, { type: 'RequestPayment', data: { orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey, now } }, sub('request'), FROM_SAGA);
         const outcome = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider charge', () => this.payments.charge({ orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey }));
         if (outcome.status === 'captured') {
-          await s.payment(orderId, { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } }, sub('answer'), COMMAND_RETRIES, true);
+          await s.payment(orderId, { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } }, sub('answer'), FROM_SAGA);
         } else if (outcome.status === 'declined') {
-          await s.payment(orderId, { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } }, sub('answer'), COMMAND_RETRIES, true);
+          await s.payment(orderId, { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } }, sub('answer'), FROM_SAGA);
         }
         return;
       }
@@ -228,7 +234,7 @@ class OrderFulfilment implements IdempotentProcessor {
         const refund = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider refund', () => this.payments.refund({
           orderId, providerRef: payment.providerRef, amountCents: payment.amountCents, currency: payment.currency, idempotencyKey: `${orderId}:refund`,
         }));
-        await s.payment(orderId, { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } }, ctx, COMMAND_RETRIES, true);
+        await s.payment(orderId, { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } }, ctx, FROM_SAGA);
         return;
       }
       default: {

@@ -99,7 +99,7 @@ export class SalesJobs {
     for (const orderId of orderIds) {
       const shipmentId = eventId('system:shipping', orderId, 'shipment', 0);
       const r = await this.services.order(orderId, { type: 'DispatchShipment', data: { orderId, shipmentId, now: new Date() } },
-        systemContext('shipping', `ship-${orderId}`), 20);
+        systemContext('shipping', `ship-${orderId}`), { retries: 20 });
       if (!r.duplicate && r.position > 0) shipped++;
     }
     if (shipped) this.log.info({ shipped }, 'shipping batch dispatched orders');

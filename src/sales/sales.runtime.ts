@@ -31,8 +31,8 @@ export class SalesRuntime implements OnApplicationBootstrap, OnModuleDestroy {
     this.payments.onResult(async (orderId, outcome) => {
       const ctx = systemContext('payment-webhook', outcome.status === 'captured' ? `capture-${outcome.providerRef}` : `decline-${orderId}`);
       const now = new Date();
-      if (outcome.status === 'captured') await services.payment(orderId, { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } }, ctx, 30);
-      else await services.payment(orderId, { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } }, ctx, 30);
+      if (outcome.status === 'captured') await services.payment(orderId, { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } }, ctx, { retries: 30 });
+      else await services.payment(orderId, { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } }, ctx, { retries: 30 });
     });
   }
 

@@ -11,7 +11,19 @@ import { paymentStreamId } from '../../domain/sales/payment.events';
 import { productStreamId } from '../../domain/sales/product.events';
 import type { CommandContext, CommandResult } from '../platform/commands/command-context';
 import { handleCommand, StateCache } from '../platform/commands/command-handling';
+import type { RecordedEvent } from '../platform/event-store/event-store';
 import { Platform } from '../platform/platform';
+
+/** How a command is sent to one of the sales streams. */
+export interface SendOptions {
+  /** Attempts on a concurrency conflict; default COMMAND_RETRIES from the configuration. */
+  readonly retries?: number;
+  /**
+   * Sent by the saga, whose idempotency keys are derived per step and whose deciders
+   * answer a repeated step with nothing: the key lookup before deciding is skipped.
+   */
+  readonly fromSaga?: boolean;
+}
 
 /**
  * The sales streams as the use cases (src/sales/<use-case>.ts), the saga and
@@ -36,8 +48,8 @@ export class SalesServices {
   };
 
   private async load<E extends Event, S>(decider: Pick<Decider<never, E, S>, 'initialState' | 'evolve'>, streamId: string): Promise<{ state: S; revision: number }> {
-    const events = await this.store.readStream(streamId);
-    return { state: fold(decider, events as unknown as E[]), revision: events.length - 1 };
+    const events = await this.store.readStream<E>(streamId);
+    return { state: fold(decider, events), revision: events.length - 1 };
   }
 
   async loadProduct(productId: string): Promise<ProductState> {
@@ -52,20 +64,20 @@ export class SalesServices {
   async loadPayment(orderId: string): Promise<PaymentState> {
     return (await this.load(paymentDecider, paymentStreamId(orderId))).state;
   }
-  async loadSaga(orderId: string): Promise<{ history: SagaHistory; revision: number; steps: (SagaStepRecorded & { recordedAt: Date })[] }> {
-    const events = (await this.store.readStream(sagaStreamId(orderId))) as unknown as (SagaStepRecorded & { recordedAt: Date })[];
+  async loadSaga(orderId: string): Promise<{ history: SagaHistory; revision: number; steps: RecordedEvent<SagaStepRecorded>[] }> {
+    const events = await this.store.readStream<SagaStepRecorded>(sagaStreamId(orderId));
     return { history: events.reduce(evolveSaga, emptyHistory), revision: events.length - 1, steps: events };
   }
 
-  inventory(productId: string, command: InventoryCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES, fromSaga = false): Promise<CommandResult> {
-    return handleCommand({ store: this.store, decider: inventoryDecider, streamId: inventoryStreamId(productId), command, ctx, retries, cache: this.caches.inventory, lookupKey: !fromSaga });
+  inventory(productId: string, command: InventoryCommand, ctx: CommandContext, options: SendOptions = {}): Promise<CommandResult> {
+    return handleCommand({ store: this.store, decider: inventoryDecider, streamId: inventoryStreamId(productId), command, ctx, retries: options.retries ?? this.platform.config.COMMAND_RETRIES, cache: this.caches.inventory, lookupKey: !options.fromSaga });
   }
 
-  order(orderId: string, command: OrderCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES, fromSaga = false): Promise<CommandResult> {
-    return handleCommand({ store: this.store, decider: orderDecider, streamId: orderStreamId(orderId), command, ctx, retries, cache: this.caches.order, lookupKey: !fromSaga });
+  order(orderId: string, command: OrderCommand, ctx: CommandContext, options: SendOptions = {}): Promise<CommandResult> {
+    return handleCommand({ store: this.store, decider: orderDecider, streamId: orderStreamId(orderId), command, ctx, retries: options.retries ?? this.platform.config.COMMAND_RETRIES, cache: this.caches.order, lookupKey: !options.fromSaga });
   }
 
-  payment(orderId: string, command: PaymentCommand, ctx: CommandContext, retries = this.platform.config.COMMAND_RETRIES, fromSaga = false): Promise<CommandResult> {
-    return handleCommand({ store: this.store, decider: paymentDecider, streamId: paymentStreamId(orderId), command, ctx, retries, cache: this.caches.payment, lookupKey: !fromSaga });
+  payment(orderId: string, command: PaymentCommand, ctx: CommandContext, options: SendOptions = {}): Promise<CommandResult> {
+    return handleCommand({ store: this.store, decider: paymentDecider, streamId: paymentStreamId(orderId), command, ctx, retries: options.retries ?? this.platform.config.COMMAND_RETRIES, cache: this.caches.payment, lookupKey: !options.fromSaga });
   }
 }

@@ -45,8 +45,8 @@ export async function handleCommand<C extends Command, E extends Event, S>(
   }
   for (let attempt = 0; ; attempt++) {
     const cached = cache?.get(streamId);
-    const history = await store.readStream(streamId, cached ? cached.revision + 1 : 0);
-    const state = cached ? (history as unknown as E[]).reduce((s, e) => decider.evolve(s, e), cached.state) : fold(decider, history as unknown as E[]);
+    const history = await store.readStream<E>(streamId, cached ? cached.revision + 1 : 0);
+    const state = cached ? history.reduce((s, e) => decider.evolve(s, e), cached.state) : fold(decider, history);
     const current = history.length ? history[history.length - 1]!.revision : cached ? cached.revision : -1;
     cache?.set(streamId, current, state);
     const events = decider.decide(command, state);

@@ -1,6 +1,7 @@
 import { DomainError } from '../../../domain/shared/errors';
 import type { Event } from '../../../domain/shared/event';
 import type { AnyEvent, EventMetadata, RecordedEvent } from '../../../domain/shared/recorded-event';
+import { PlatformErrorCode } from '../platform-errors';
 
 /**
  * The event store port. Two adapters implement it (PostgreSQL, the default,
@@ -76,7 +77,7 @@ export class ConcurrencyError extends DomainError {
     readonly expected: ExpectedRevision,
     readonly actual: number | 'no_stream',
   ) {
-    super('conflict', 'PLATFORM.CONCURRENCY_CONFLICT',
+    super('conflict', PlatformErrorCode.CONCURRENCY_CONFLICT,
       `stream ${streamId}: expected revision ${String(expected)}, found ${String(actual)}`,
       [], { streamId, expected: String(expected), actual: String(actual) });
     this.name = 'ConcurrencyError';
@@ -86,7 +87,7 @@ export class ConcurrencyError extends DomainError {
 /** Some but not all of an append's event ids were stored before: the idempotency key was reused for a different command. */
 export class IdempotencyConflictError extends DomainError {
   constructor(readonly streamId: string) {
-    super('conflict', 'PLATFORM.IDEMPOTENCY_KEY_REUSED',
+    super('conflict', PlatformErrorCode.IDEMPOTENCY_KEY_REUSED,
       `stream ${streamId}: the idempotency key was already used for a different command`);
     this.name = 'IdempotencyConflictError';
   }

@@ -2,6 +2,7 @@ import { Queue, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { notFound } from '../../../domain/shared/errors';
 import type { Projections } from '../processing/projections';
+import { PlatformErrorCode } from '../platform-errors';
 
 /**
  * Projection rebuilds as BullMQ jobs: `POST /admin/projections/:name/rebuild`
@@ -80,7 +81,7 @@ export class RebuildJobs {
     // State first, then the job: a job read after it says "completed" carries its result.
     const state = await this.queue.getJobState(id);
     const job = await this.queue.getJob(id);
-    if (!job || state === 'unknown') throw notFound('PLATFORM.JOB_NOT_FOUND', `no job ${id}`);
+    if (!job || state === 'unknown') throw notFound(PlatformErrorCode.JOB_NOT_FOUND, `no job ${id}`);
     const iso = (t: number | undefined) => (t ? new Date(t).toISOString() : null);
     return {
       id,

@@ -9,6 +9,7 @@ import { projector } from './processor';
 import { ProcessorRunner, type ProcessorLog } from './processor-runner';
 import { rebuildProjection, type RebuildProgress } from './rebuild';
 import { LIVE_SCHEMA, errorText } from './transaction';
+import { PlatformErrorCode } from '../platform-errors';
 
 /**
  * The read models on the processor runtime: registers their tables and
@@ -75,7 +76,7 @@ export class Projections {
 
   get(name: string): Projection {
     const p = this.byName.get(name);
-    if (!p) throw notFound('PLATFORM.PROJECTION_NOT_FOUND', `no projection named ${name}`);
+    if (!p) throw notFound(PlatformErrorCode.PROJECTION_NOT_FOUND, `no projection named ${name}`);
     return p;
   }
 
@@ -121,7 +122,7 @@ export class Projections {
 
   async info(p: Projection, { countLag = true }: { countLag?: boolean } = {}): Promise<ProjectionInfo> {
     const row = await readCheckpoint(this.pool, p.name);
-    if (!row) throw notFound('PLATFORM.PROJECTION_NOT_FOUND', `projection ${p.name} is not registered`);
+    if (!row) throw notFound(PlatformErrorCode.PROJECTION_NOT_FOUND, `projection ${p.name} is not registered`);
     // The oldest unapplied event is the first one after the checkpoint: one index step, whatever the backlog.
     const oldest = await this.pool.query<{ recorded_at: Date }>(
       'SELECT recorded_at FROM events WHERE position > $1 AND type = ANY($2) ORDER BY position LIMIT 1', [row.position, p.eventTypes]);
@@ -177,7 +178,7 @@ export class Projections {
     // (an instance that serves HTTP only): the active runner elsewhere notices within its parked poll.
     const runner = this.runners.get(name);
     const updated = runner ? await runner.resolve(action, actor) : await resolveParked(this.pool, name, actor, action);
-    if (!updated) throw new DomainError('conflict', 'PLATFORM.PROJECTION_NOT_PARKED', `projection ${name} is not parked`);
+    if (!updated) throw new DomainError('conflict', PlatformErrorCode.PROJECTION_NOT_PARKED, `projection ${name} is not parked`);
     return updated;
   }
 

@@ -8,6 +8,7 @@ import { projector } from './processor';
 import type { ProcessorLog } from './processor-runner';
 import { SessionLock } from './session-lock';
 import { LIVE_SCHEMA, errorText, inTransaction, quoteIdent } from './transaction';
+import { PlatformErrorCode } from '../platform-errors';
 
 /**
  * A projection rebuilt from position 0 into a shadow schema while the live
@@ -54,7 +55,7 @@ export async function rebuildProjection(deps: RebuildDeps, p: Projection, reques
     name,
     onLost: (e) => deps.log('warn', `projection ${name}: rebuild lock connection lost`, { err: errorText(e) }),
   });
-  if (!lock) throw new DomainError('conflict', 'PLATFORM.REBUILD_RUNNING', `a rebuild of ${name} is already running`);
+  if (!lock) throw new DomainError('conflict', PlatformErrorCode.REBUILD_RUNNING, `a rebuild of ${name} is already running`);
   const signal = new AbortController().signal;
   try {
     // Fencing: if the lock connection died, another rebuild may have started into the same
