@@ -27,5 +27,8 @@ if [ -z "${TEST_DATABASE_URL:-}" ] || [ -z "${TEST_REDIS_URL:-}" ]; then
 fi
 
 npx eslint --max-warnings=0 .
+# Imports point one way (domain <- projections <- src/platform <- src/<context> <- src/app), and the code is formatted.
+npx depcruise src domain projections --config .dependency-cruiser.cjs
+npx prettier --check . --log-level warn
 # --forceExit: a test that fails while holding a server open must fail the run, not hang it.
 npx jest --ci --forceExit "$@"
