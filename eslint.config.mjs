@@ -22,9 +22,17 @@ export default tseslint.config(
     files: ['**/*.ts'],
     ignores: ['**/*-errors.ts', 'test/**', '**/*.spec.ts'],
     rules: {
-      'no-restricted-syntax': ['error',
-        { selector: 'Literal[value=/^(AUTH|PLATFORM|IDENTITY|SALES|TELEMETRY)\\.[A-Z_]+$/]', message: 'Error codes live in their context\'s catalogue (*-errors.ts): use e.g. IdentityErrorCode.USER_NOT_FOUND.' },
-        { selector: 'TemplateElement[value.raw=/^(AUTH|PLATFORM|IDENTITY|SALES|TELEMETRY)\\.[A-Z_]+$/]', message: 'Error codes live in their context\'s catalogue (*-errors.ts).' },
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: 'Literal[value=/^(AUTH|PLATFORM|IDENTITY|SALES|TELEMETRY)\\.[A-Z_]+$/]',
+          message:
+            "Error codes live in their context's catalogue (*-errors.ts): use e.g. IdentityErrorCode.USER_NOT_FOUND.",
+        },
+        {
+          selector: 'TemplateElement[value.raw=/^(AUTH|PLATFORM|IDENTITY|SALES|TELEMETRY)\\.[A-Z_]+$/]',
+          message: "Error codes live in their context's catalogue (*-errors.ts).",
+        },
       ],
     },
   },
@@ -42,9 +50,28 @@ export default tseslint.config(
   {
     files: ['domain/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [
-        { group: ['@nestjs/*', 'pg', 'pg-*', 'ioredis', 'bullmq', 'mqtt', 'aedes', 'node:*', '../../src/*', '../src/*'], message: 'domain/ is pure: no frameworks, drivers or I/O.' },
-      ] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                '@nestjs/*',
+                'pg',
+                'pg-*',
+                'ioredis',
+                'bullmq',
+                'mqtt',
+                'aedes',
+                'node:*',
+                '../../src/*',
+                '../src/*',
+              ],
+              message: 'domain/ is pure: no frameworks, drivers or I/O.',
+            },
+          ],
+        },
+      ],
     },
   },
 );

@@ -2,8 +2,23 @@ import { Pool, type PoolClient } from 'pg';
 import type { EventToAppend } from '../src/platform/event-store/event-store';
 import { PostgresEventStore } from '../src/platform/event-store/postgres-event-store';
 import {
-  EVENT_INSERT_COLUMNS, RUNS, checkpoint, concurrently, copyLines, envInt, eventCopyLine, fmtRate, info, loadLine, median,
-  openBenchDatabase, readingEvent, report, serverSummary, timed, type StoredRow,
+  EVENT_INSERT_COLUMNS,
+  RUNS,
+  checkpoint,
+  concurrently,
+  copyLines,
+  envInt,
+  eventCopyLine,
+  fmtRate,
+  info,
+  loadLine,
+  median,
+  openBenchDatabase,
+  readingEvent,
+  report,
+  serverSummary,
+  timed,
+  type StoredRow,
 } from './support';
 
 /**
@@ -58,7 +73,9 @@ async function main(): Promise<void> {
     await pool.query('CREATE TABLE events_raw (LIKE events INCLUDING ALL)');
     await pool.query('CREATE TABLE events_raw_tx (LIKE events INCLUDING ALL)');
     console.log(`append benchmark — ${await serverSummary(pool)}`);
-    console.log(`median of ${RUNS} runs; each run alternates store/raw in ${SLICES} slices; CHECKPOINT before every run`);
+    console.log(
+      `median of ${RUNS} runs; each run alternates store/raw in ${SLICES} slices; CHECKPOINT before every run`,
+    );
     console.log(loadLine('start'));
 
     await warmUp(ctx);
@@ -69,7 +86,10 @@ async function main(): Promise<void> {
     ];
     console.log(`\n${loadLine('end')}`);
     console.log('\nsummary');
-    for (const r of results) console.log(`  ${r.name.padEnd(34)} ${`${r.ratio.toFixed(2)}×`.padStart(6)}  (target ≥ ${TARGET.toFixed(2)}×) ${r.pass ? 'PASS' : 'BELOW'}`);
+    for (const r of results)
+      console.log(
+        `  ${r.name.padEnd(34)} ${`${r.ratio.toFixed(2)}×`.padStart(6)}  (target ≥ ${TARGET.toFixed(2)}×) ${r.pass ? 'PASS' : 'BELOW'}`,
+      );
   } finally {
     await store.close();
     await rawPool.end();
@@ -85,7 +105,10 @@ async function warmUp({ store, rawPool }: Ctx): Promise<void> {
       const e = readingEvent(i);
       const res = await store.append(`warm-${w}`, [e], rev === -1 ? 'no_stream' : rev);
       rev = res.nextRevision;
-      await rawPool.query(INSERT_ONE, insertValues({ position: res.position, streamId: `warm-${w}`, revision: rev, event: e }));
+      await rawPool.query(
+        INSERT_ONE,
+        insertValues({ position: res.position, streamId: `warm-${w}`, revision: rev, event: e }),
+      );
     }
   });
   const c = await rawPool.connect();
@@ -93,7 +116,12 @@ async function warmUp({ store, rawPool }: Ctx): Promise<void> {
     for (let b = 0; b < 10; b++) {
       const events = Array.from({ length: BATCH }, (_, i) => readingEvent(i));
       const res = await store.append(`warm-b${b}`, events, 'no_stream');
-      const rows = events.map((event, i) => ({ position: res.position - BATCH + 1 + i, streamId: `warm-b${b}`, revision: i, event }));
+      const rows = events.map((event, i) => ({
+        position: res.position - BATCH + 1 + i,
+        streamId: `warm-b${b}`,
+        revision: i,
+        event,
+      }));
       await copyLines(c, COPY_RAW, rows.map(eventCopyLine));
       await copyLines(c, COPY_RAW_TX, rows.map(eventCopyLine));
     }
@@ -120,7 +148,8 @@ async function batched({ pool, rawPool, store }: Ctx): Promise<Result> {
     try {
       for (let j = 0; j < perStream; j++) {
         const appends: EventToAppend[][] = Array.from({ length: BATCH_STREAMS }, (_, k) =>
-          Array.from({ length: BATCH }, (_, i) => readingEvent((j * BATCH_STREAMS + k) * BATCH + i)));
+          Array.from({ length: BATCH }, (_, i) => readingEvent((j * BATCH_STREAMS + k) * BATCH + i)),
+        );
         const batches: StoredRow[][] = [];
         const s = await timed(async () => {
           for (let k = 0; k < BATCH_STREAMS; k++) {
@@ -135,7 +164,8 @@ async function batched({ pool, rawPool, store }: Ctx): Promise<Result> {
 
         // The same rows, one COPY statement for the whole slice.
         const r = await timed(() => copyLines(c, COPY_RAW, batches.flat().map(eventCopyLine)));
-        if (r.value !== BATCH_STREAMS * BATCH) throw new Error(`COPY stored ${r.value} rows, expected ${BATCH_STREAMS * BATCH}`);
+        if (r.value !== BATCH_STREAMS * BATCH)
+          throw new Error(`COPY stored ${r.value} rows, expected ${BATCH_STREAMS * BATCH}`);
         copyMs += r.ms;
 
         // Diagnostic: the same rows again, one COPY (one transaction) per 100-event batch, like the appends.
@@ -145,10 +175,15 @@ async function batched({ pool, rawPool, store }: Ctx): Promise<Result> {
         copyTxMs += t.ms;
 
         // Diagnostic: the same amount of appends again (fresh events, own streams), 4 writers in flight.
-        const more = Array.from({ length: BATCH_STREAMS }, (_, k) => Array.from({ length: BATCH }, (_, i) => readingEvent(k * BATCH + i)));
-        const w4 = await timed(() => concurrently(4, async (w) => {
-          for (let k = w; k < BATCH_STREAMS; k += 4) await store.append(`b4w${run}-${k}`, more[k]!, j === 0 ? 'no_stream' : j * BATCH - 1);
-        }));
+        const more = Array.from({ length: BATCH_STREAMS }, (_, k) =>
+          Array.from({ length: BATCH }, (_, i) => readingEvent(k * BATCH + i)),
+        );
+        const w4 = await timed(() =>
+          concurrently(4, async (w) => {
+            for (let k = w; k < BATCH_STREAMS; k += 4)
+              await store.append(`b4w${run}-${k}`, more[k]!, j === 0 ? 'no_stream' : j * BATCH - 1);
+          }),
+        );
         store4Ms += w4.ms;
       }
     } finally {
@@ -165,10 +200,14 @@ async function batched({ pool, rawPool, store }: Ctx): Promise<Result> {
     { label: `COPY FROM STDIN (${(total / perStream).toLocaleString('en-US')} rows/COPY)`, rates: copyRates },
     TARGET,
   );
-  info(`same rows, one COPY + commit per ${BATCH}-event batch: ${fmtRate(median(copyTxRates))}`
-    + ` (runs: ${copyTxRates.map((x) => Math.round(x).toLocaleString('en-US')).join(' / ')}) → store is ${(median(storeRates) / median(copyTxRates)).toFixed(2)}× of it`);
-  info(`store.append of ${BATCH} events with 4 writers in flight: ${fmtRate(median(store4Rates))}`
-    + ` (runs: ${store4Rates.map((x) => Math.round(x).toLocaleString('en-US')).join(' / ')}) → ${(median(store4Rates) / median(copyRates)).toFixed(2)}× of the COPY`);
+  info(
+    `same rows, one COPY + commit per ${BATCH}-event batch: ${fmtRate(median(copyTxRates))}` +
+      ` (runs: ${copyTxRates.map((x) => Math.round(x).toLocaleString('en-US')).join(' / ')}) → store is ${(median(storeRates) / median(copyTxRates)).toFixed(2)}× of it`,
+  );
+  info(
+    `store.append of ${BATCH} events with 4 writers in flight: ${fmtRate(median(store4Rates))}` +
+      ` (runs: ${store4Rates.map((x) => Math.round(x).toLocaleString('en-US')).join(' / ')}) → ${(median(store4Rates) / median(copyRates)).toFixed(2)}× of the COPY`,
+  );
   return { name: `(a) batched, ${BATCH} events/append`, ...r };
 }
 
@@ -187,23 +226,29 @@ async function single({ pool, rawPool, store }: Ctx, writers: number, events: nu
     for (let sl = 0; sl < slices; sl++) {
       const from = sl * perSlice;
       const to = Math.min(perWriter, from + perSlice);
-      const evs = Array.from({ length: writers }, (_, w) => Array.from({ length: to - from }, (_, i) => readingEvent(w * perWriter + from + i)));
+      const evs = Array.from({ length: writers }, (_, w) =>
+        Array.from({ length: to - from }, (_, i) => readingEvent(w * perWriter + from + i)),
+      );
       const rows: StoredRow[][] = Array.from({ length: writers }, () => []);
-      const s = await timed(() => concurrently(writers, async (w) => {
-        for (let i = from; i < to; i++) {
-          const k = i % STREAMS_PER_WRITER;
-          const streamId = `s${writers}-${run}-w${w}-${k}`;
-          const event = evs[w]![i - from]!;
-          const rev = revs[w]![k]!;
-          const res = await store.append(streamId, [event], rev === -1 ? 'no_stream' : rev);
-          revs[w]![k] = res.nextRevision;
-          rows[w]!.push({ position: res.position, streamId, revision: res.nextRevision, event });
-        }
-      }));
+      const s = await timed(() =>
+        concurrently(writers, async (w) => {
+          for (let i = from; i < to; i++) {
+            const k = i % STREAMS_PER_WRITER;
+            const streamId = `s${writers}-${run}-w${w}-${k}`;
+            const event = evs[w]![i - from]!;
+            const rev = revs[w]![k]!;
+            const res = await store.append(streamId, [event], rev === -1 ? 'no_stream' : rev);
+            revs[w]![k] = res.nextRevision;
+            rows[w]!.push({ position: res.position, streamId, revision: res.nextRevision, event });
+          }
+        }),
+      );
       storeMs += s.ms;
-      const r = await timed(() => concurrently(writers, async (w) => {
-        for (const row of rows[w]!) await rawPool.query(INSERT_ONE, insertValues(row));
-      }));
+      const r = await timed(() =>
+        concurrently(writers, async (w) => {
+          for (const row of rows[w]!) await rawPool.query(INSERT_ONE, insertValues(row));
+        }),
+      );
       rawMs += r.ms;
     }
     storeRates.push(total / (storeMs / 1000));
@@ -221,7 +266,16 @@ async function single({ pool, rawPool, store }: Ctx, writers: number, events: nu
 
 function insertValues(r: StoredRow): unknown[] {
   const e = r.event;
-  return [r.position, e.id, r.streamId, r.revision, e.type, JSON.stringify(e.data), JSON.stringify(e.metadata), e.schemaVersion ?? 1];
+  return [
+    r.position,
+    e.id,
+    r.streamId,
+    r.revision,
+    e.type,
+    JSON.stringify(e.data),
+    JSON.stringify(e.metadata),
+    e.schemaVersion ?? 1,
+  ];
 }
 
 main().then(

@@ -14,7 +14,18 @@ import { Public } from '../src/platform/http/access';
 import { IdentityServices } from '../src/identity/identity.services';
 import { createLogger } from '../src/platform/logger';
 import { dropRedisKeys, send, sendJson, target, type Target } from './http-client';
-import { RUNS, benchDatabaseUrl, envInt, fmtMs, info, loadLine, median, percentile, serverSummary, sleep } from './support';
+import {
+  RUNS,
+  benchDatabaseUrl,
+  envInt,
+  fmtMs,
+  info,
+  loadLine,
+  median,
+  percentile,
+  serverSummary,
+  sleep,
+} from './support';
 import { IdentityErrorCode } from '../domain/identity/identity-errors';
 
 /**
@@ -80,11 +91,6 @@ class BenchModule {}
 
 // ---- HTTP client ----------------------------------------------------------
 
-
-
-
-
-
 /** One request of a side: path and headers for request i. */
 type Req = (i: number) => { path: string; headers?: OutgoingHttpHeaders };
 
@@ -102,19 +108,21 @@ async function closedLoop(t: Target, total: number, concurrency: number, req: Re
   let next = 0;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    for (let i = next++; i < total && performance.now() - t0 < SLICE_MAX_MS; i = next++) {
-      const { path, headers } = req(i);
-      const s = performance.now();
-      try {
-        const r = await send(t, 'GET', path, headers);
-        if (r.status !== 200) errors++;
-      } catch {
-        errors++;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (let i = next++; i < total && performance.now() - t0 < SLICE_MAX_MS; i = next++) {
+        const { path, headers } = req(i);
+        const s = performance.now();
+        try {
+          const r = await send(t, 'GET', path, headers);
+          if (r.status !== 200) errors++;
+        } catch {
+          errors++;
+        }
+        latencies.push(performance.now() - s);
       }
-      latencies.push(performance.now() - s);
-    }
-  }));
+    }),
+  );
   const ms = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   return { ms, cpuUs: cpu.user + cpu.system, latencies, errors };
@@ -149,8 +157,10 @@ function addRun(s: HttpSide, samples: Sample[]): void {
 
 function sideLine(s: HttpSide, w: number): string {
   const runs = s.rates.map((r) => Math.round(r).toLocaleString('en-US')).join(' / ');
-  return `  ${s.label.padEnd(w)}  ${fmtReqs(median(s.rates)).padStart(12)}   p50 ${fmtMs(median(s.p50)).padStart(8)}   p99 ${fmtMs(median(s.p99)).padStart(8)}`
-    + `   (runs: ${runs})${s.errors ? `   ${s.errors} ERRORS` : ''}`;
+  return (
+    `  ${s.label.padEnd(w)}  ${fmtReqs(median(s.rates)).padStart(12)}   p50 ${fmtMs(median(s.p50)).padStart(8)}   p99 ${fmtMs(median(s.p99)).padStart(8)}` +
+    `   (runs: ${runs})${s.errors ? `   ${s.errors} ERRORS` : ''}`
+  );
 }
 
 /** Both sides (median of the runs), median(ours) / median(base) against a minimum. */
@@ -160,9 +170,13 @@ function reportRates(title: string, ours: HttpSide, base: HttpSide, target: numb
   console.log(`\n${title}`);
   console.log(sideLine(ours, w));
   console.log(sideLine(base, w));
-  console.log(`  ${'ratio'.padEnd(w)}  ${`${ratio.toFixed(2)}×`.padStart(12)}   target ≥ ${target.toFixed(2)}×  ${ratio >= target ? 'PASS' : 'BELOW'}`);
-  info(`bench-process CPU per request (app + load generator): ${median(ours.cpu).toFixed(0)} µs vs ${median(base.cpu).toFixed(0)} µs`
-    + ` (+${(median(ours.cpu) - median(base.cpu)).toFixed(0)} µs)`);
+  console.log(
+    `  ${'ratio'.padEnd(w)}  ${`${ratio.toFixed(2)}×`.padStart(12)}   target ≥ ${target.toFixed(2)}×  ${ratio >= target ? 'PASS' : 'BELOW'}`,
+  );
+  info(
+    `bench-process CPU per request (app + load generator): ${median(ours.cpu).toFixed(0)} µs vs ${median(base.cpu).toFixed(0)} µs` +
+      ` (+${(median(ours.cpu) - median(base.cpu)).toFixed(0)} µs)`,
+  );
 }
 
 // ---- part 3: paced reads, login storm -------------------------------------
@@ -190,25 +204,27 @@ async function pacedReads(t: Target, rate: number, durationMs: number, req: Req)
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   let next = 0;
-  await Promise.all(Array.from({ length: LANES }, async () => {
-    for (let i = next++; i < total && performance.now() - t0 < durationMs + SLICE_MAX_MS; i = next++) {
-      const due = t0 + (i * 1000) / rate;
-      const wait = due - performance.now();
-      if (wait > 0) await sleep(wait);
-      const s = performance.now();
-      if (s - due > 10) out.late++;
-      const { path, headers } = req(i);
-      try {
-        const r = await send(t, 'GET', path, headers);
-        if (r.status !== 200) out.errors++;
-      } catch {
-        out.errors++;
+  await Promise.all(
+    Array.from({ length: LANES }, async () => {
+      for (let i = next++; i < total && performance.now() - t0 < durationMs + SLICE_MAX_MS; i = next++) {
+        const due = t0 + (i * 1000) / rate;
+        const wait = due - performance.now();
+        if (wait > 0) await sleep(wait);
+        const s = performance.now();
+        if (s - due > 10) out.late++;
+        const { path, headers } = req(i);
+        try {
+          const r = await send(t, 'GET', path, headers);
+          if (r.status !== 200) out.errors++;
+        } catch {
+          out.errors++;
+        }
+        const e = performance.now();
+        out.latencies.push(e - s);
+        out.fromDue.push(e - due);
       }
-      const e = performance.now();
-      out.latencies.push(e - s);
-      out.fromDue.push(e - due);
-    }
-  }));
+    }),
+  );
   out.ms = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   out.cpuUs = cpu.user + cpu.system;
@@ -228,22 +244,32 @@ function startStorm(t: Target, users: readonly BenchUser[], maxMs: number): Stor
   const byStatus = new Map<number, number>();
   const latencies: number[] = [];
   const t0 = performance.now();
-  const workers = Promise.all(Array.from({ length: STORM_CONCURRENCY }, async () => {
-    while (running && performance.now() - t0 < maxMs) {
-      const i = next++;
-      const u = users[i % users.length]!;
-      const wrong = i % 2 === 1;
-      const s = performance.now();
-      let status = 0;
-      try {
-        status = (await send(t, 'POST', '/auth/login', {}, JSON.stringify({ email: u.email, password: wrong ? `${u.password}x` : u.password }))).status;
-      } catch {
-        status = 0;
+  const workers = Promise.all(
+    Array.from({ length: STORM_CONCURRENCY }, async () => {
+      while (running && performance.now() - t0 < maxMs) {
+        const i = next++;
+        const u = users[i % users.length]!;
+        const wrong = i % 2 === 1;
+        const s = performance.now();
+        let status = 0;
+        try {
+          status = (
+            await send(
+              t,
+              'POST',
+              '/auth/login',
+              {},
+              JSON.stringify({ email: u.email, password: wrong ? `${u.password}x` : u.password }),
+            )
+          ).status;
+        } catch {
+          status = 0;
+        }
+        latencies.push(performance.now() - s);
+        byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
       }
-      latencies.push(performance.now() - s);
-      byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
-    }
-  }));
+    }),
+  );
   return {
     async stop() {
       running = false;
@@ -265,9 +291,11 @@ interface BenchUser {
 
 async function withConcurrency<T>(items: readonly T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    for (let i = next++; i < items.length; i = next++) await fn(items[i]!);
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      for (let i = next++; i < items.length; i = next++) await fn(items[i]!);
+    }),
+  );
 }
 
 async function createUsers(t: Target, tag: string): Promise<BenchUser[]> {
@@ -297,7 +325,6 @@ async function perCall(n: number, fn: (i: number) => Promise<unknown>): Promise<
   for (let i = 0; i < n; i++) await fn(i);
   return ((performance.now() - t0) * 1000) / n;
 }
-
 
 // ---- main ----------------------------------------------------------------
 
@@ -336,8 +363,10 @@ async function main(): Promise<void> {
     running = await createApp(config, createLogger('silent'), { modules: [BenchModule] });
     const identity = running.app.get(IdentityServices);
     console.log(`auth benchmark — ${await serverSummary(running.platform.pool)}`);
-    console.log(`app: JWT ${config.JWT_ALG}, ARGON2_CONCURRENCY=${config.ARGON2_CONCURRENCY}, PG_POOL_SIZE=${config.PG_POOL_SIZE}, `
-      + `load generator in-process (node:http keep-alive), ${RUNS} runs per figure`);
+    console.log(
+      `app: JWT ${config.JWT_ALG}, ARGON2_CONCURRENCY=${config.ARGON2_CONCURRENCY}, PG_POOL_SIZE=${config.PG_POOL_SIZE}, ` +
+        `load generator in-process (node:http keep-alive), ${RUNS} runs per figure`,
+    );
     console.log(loadLine('start'));
 
     // The bare Fastify server: same process, same IdentityServices.loadUser (same pool, same SQL, same fold).
@@ -356,19 +385,32 @@ async function main(): Promise<void> {
 
     const setup = performance.now();
     const users = await createUsers(app, tag);
-    console.log(`${USERS} accounts signed up and logged in over HTTP in ${((performance.now() - setup) / 1000).toFixed(1)} s`);
+    console.log(
+      `${USERS} accounts signed up and logged in over HTTP in ${((performance.now() - setup) / 1000).toFixed(1)} s`,
+    );
 
     const authMe: Req = (i) => ({ path: '/users/me', headers: { authorization: users[i % USERS]!.authorization } });
     const publicMe: Req = (i) => ({ path: `/bench/me/${users[i % USERS]!.userId}` });
     const bareMe: Req = (i) => ({ path: `/me/${users[i % USERS]!.userId}` });
 
     // Same answer on all three.
-    const answers = await Promise.all([app, app, raw].map((t, k) => send(t, 'GET', [authMe, publicMe, bareMe][k]!(0).path, [authMe, publicMe, bareMe][k]!(0).headers)));
+    const answers = await Promise.all(
+      [app, app, raw].map((t, k) =>
+        send(t, 'GET', [authMe, publicMe, bareMe][k]!(0).path, [authMe, publicMe, bareMe][k]!(0).headers),
+      ),
+    );
     const same = answers.every((a) => a.status === 200 && a.body === answers[0]!.body);
-    info(`the three routes answer alike for the same user: ${same ? 'yes' : `NO (${answers.map((a) => `${a.status} ${a.body.slice(0, 80)}`).join(' | ')})`}`);
+    info(
+      `the three routes answer alike for the same user: ${same ? 'yes' : `NO (${answers.map((a) => `${a.status} ${a.body.slice(0, 80)}`).join(' | ')})`}`,
+    );
 
     // Warm-up: JIT, keep-alive sockets, pooled connections.
-    for (const [t, r] of [[app, authMe], [app, publicMe], [raw, bareMe]] as const) await closedLoop(t, SLICE_REQUESTS, CONCURRENCY, r);
+    for (const [t, r] of [
+      [app, authMe],
+      [app, publicMe],
+      [raw, bareMe],
+    ] as const)
+      await closedLoop(t, SLICE_REQUESTS, CONCURRENCY, r);
 
     // ---- 1 and 2: closed loop, three sides alternating slice by slice.
     const sides = [
@@ -388,23 +430,48 @@ async function main(): Promise<void> {
     }
     const [authSide, publicSide, bareSide] = sides.map((x) => x.s) as [HttpSide, HttpSide, HttpSide];
     const shape = `${RUNS} runs × ${SLICES} slices × ${SLICE_REQUESTS.toLocaleString('en-US')} requests per side, ${CONCURRENCY} in flight, ${USERS} users`;
-    reportRates(`1. authentication: GET /users/me vs the same read on a @Public() route (${shape})`, authSide, publicSide, TARGET_AUTH);
+    reportRates(
+      `1. authentication: GET /users/me vs the same read on a @Public() route (${shape})`,
+      authSide,
+      publicSide,
+      TARGET_AUTH,
+    );
 
     // Where the authentication's time goes: its parts, one call at a time, in-process.
     const claims = await identity.tokens.verify(users[0]!.authorization.slice(7), 'user');
-    const verifyUs = await perCall(MICRO_OPS, (i) => identity.tokens.verify(users[i % USERS]!.authorization.slice(7), 'user'));
+    const verifyUs = await perCall(MICRO_OPS, (i) =>
+      identity.tokens.verify(users[i % USERS]!.authorization.slice(7), 'user'),
+    );
     const revokeUs = await perCall(MICRO_OPS, () => identity.revocation.check(claims));
     const authUs = await perCall(MICRO_OPS, (i) => identity.authenticate(users[i % USERS]!.authorization, 'user'));
     const loadUs = await perCall(MICRO_OPS, (i) => identity.loadUser(users[i % USERS]!.userId));
-    info(`one call at a time, in-process (${MICRO_OPS} calls): JWT verify (${config.JWT_ALG}) ${verifyUs.toFixed(0)} µs, `
-      + `revocation check (Redis MGET) ${revokeUs.toFixed(0)} µs, authenticate() ${authUs.toFixed(0)} µs, loadUser (event-store read) ${loadUs.toFixed(0)} µs`);
+    info(
+      `one call at a time, in-process (${MICRO_OPS} calls): JWT verify (${config.JWT_ALG}) ${verifyUs.toFixed(0)} µs, ` +
+        `revocation check (Redis MGET) ${revokeUs.toFixed(0)} µs, authenticate() ${authUs.toFixed(0)} µs, loadUser (event-store read) ${loadUs.toFixed(0)} µs`,
+    );
 
-    reportRates(`2. framework: the same read through NestJS vs a bare Fastify server (${shape})`, publicSide, bareSide, TARGET_NEST);
-    info(`GET /users/me (auth + NestJS) vs bare Fastify: ${(median(authSide.rates) / median(bareSide.rates)).toFixed(2)}×`);
+    reportRates(
+      `2. framework: the same read through NestJS vs a bare Fastify server (${shape})`,
+      publicSide,
+      bareSide,
+      TARGET_NEST,
+    );
+    info(
+      `GET /users/me (auth + NestJS) vs bare Fastify: ${(median(authSide.rates) / median(bareSide.rates)).toFixed(2)}×`,
+    );
 
     // ---- 3: paced /users/me with and without a login storm, alternating.
     const rate = STORM_READ_RATE ?? Math.max(20, Math.round(median(authSide.rates) / 4));
-    type PhaseStats = { p50: number[]; p99: number[]; due99: number[]; rates: number[]; late: number; errors: number; loop: number[]; cpu: number[] };
+    type PhaseStats = {
+      p50: number[];
+      p99: number[];
+      due99: number[];
+      rates: number[];
+      late: number;
+      errors: number;
+      loop: number[];
+      cpu: number[];
+    };
     const stats = (): PhaseStats => ({ p50: [], p99: [], due99: [], rates: [], late: 0, errors: 0, loop: [], cpu: [] });
     const quiet = stats();
     const stormy = stats();
@@ -416,7 +483,12 @@ async function main(): Promise<void> {
       const ms = ps.reduce((a, p) => a + p.ms, 0);
       into.p50.push(percentile(lat, 50));
       into.p99.push(percentile(lat, 99));
-      into.due99.push(percentile(ps.flatMap((p) => p.fromDue), 99));
+      into.due99.push(
+        percentile(
+          ps.flatMap((p) => p.fromDue),
+          99,
+        ),
+      );
       into.rates.push(lat.length / (ms / 1000));
       into.late += ps.reduce((a, p) => a + p.late, 0);
       into.errors += ps.reduce((a, p) => a + p.errors, 0);
@@ -435,7 +507,9 @@ async function main(): Promise<void> {
         }
         const storm = startStorm(login, users, phaseMs + SLICE_MAX_MS);
         await sleep(STORM_RAMP_MS); // the hasher's queue fills up
-        const sampler = setInterval(() => { waitingMax = Math.max(waitingMax, identity.hasher.waiting); }, 50);
+        const sampler = setInterval(() => {
+          waitingMax = Math.max(waitingMax, identity.hasher.waiting);
+        }, 50);
         st.push(await pacedReads(app, rate, phaseMs, authMe));
         clearInterval(sampler);
         const s = await storm.stop(); // and drains: no login is left running into the next phase
@@ -448,27 +522,43 @@ async function main(): Promise<void> {
     }
     const ratio = median(stormy.p99) / median(quiet.p99);
     const w = 32;
-    const line = (label: string, x: PhaseStats) => `  ${label.padEnd(w)}  ${fmtReqs(median(x.rates)).padStart(12)}   p50 ${fmtMs(median(x.p50)).padStart(8)}   p99 ${fmtMs(median(x.p99)).padStart(8)}`
-      + `   (p99 runs: ${x.p99.map((v) => v.toFixed(1)).join(' / ')} ms)${x.errors ? `   ${x.errors} ERRORS` : ''}`;
-    console.log(`\n3. GET /users/me paced at ${fmtReqs(rate)} (open loop, ≤ ${LANES} in flight), ${STORM_SECONDS} s per side and run in ${STORM_PHASES} alternating phases, during a login storm vs without`);
+    const line = (label: string, x: PhaseStats) =>
+      `  ${label.padEnd(w)}  ${fmtReqs(median(x.rates)).padStart(12)}   p50 ${fmtMs(median(x.p50)).padStart(8)}   p99 ${fmtMs(median(x.p99)).padStart(8)}` +
+      `   (p99 runs: ${x.p99.map((v) => v.toFixed(1)).join(' / ')} ms)${x.errors ? `   ${x.errors} ERRORS` : ''}`;
+    console.log(
+      `\n3. GET /users/me paced at ${fmtReqs(rate)} (open loop, ≤ ${LANES} in flight), ${STORM_SECONDS} s per side and run in ${STORM_PHASES} alternating phases, during a login storm vs without`,
+    );
     console.log(line('GET /users/me, no storm', quiet));
     console.log(line('GET /users/me, login storm', stormy));
-    console.log(`  ${'p99 ratio (storm / no storm)'.padEnd(w)}  ${`${ratio.toFixed(2)}×`.padStart(12)}   target ≤ ${TARGET_STORM.toFixed(2)}×  ${ratio <= TARGET_STORM ? 'PASS' : 'BELOW'}`);
+    console.log(
+      `  ${'p99 ratio (storm / no storm)'.padEnd(w)}  ${`${ratio.toFixed(2)}×`.padStart(12)}   target ≤ ${TARGET_STORM.toFixed(2)}×  ${ratio <= TARGET_STORM ? 'PASS' : 'BELOW'}`,
+    );
     const n = logins.latencies.length;
-    const statuses = [...logins.byStatus].sort((a, b) => a[0] - b[0]).map(([k, v]) => `${k || 'failed'}: ${v}`).join(', ');
-    info(`storm: ${STORM_CONCURRENCY} logins in flight over ${USERS} accounts, half wrong passwords: ${n.toLocaleString('en-US')} logins, `
-      + `${(n / (logins.ms / 1000)).toFixed(1)}/s (${statuses}), login p50 ${fmtMs(percentile(logins.latencies, 50))} p99 ${fmtMs(percentile(logins.latencies, 99))}, `
-      + `argon2 queue up to ${waitingMax} waiting`);
-    info(`p99 from the time each request was due (late starts included): ${fmtMs(median(quiet.due99))} vs ${fmtMs(median(stormy.due99))}; `
-      + `requests started > 10 ms late: ${quiet.late} vs ${stormy.late}`);
-    info(`event-loop delay p99 (worst phase of a run): ${fmtMs(median(quiet.loop))} vs ${fmtMs(median(stormy.loop))}; `
-      + `bench-process CPU, all threads (argon2 included): ${(median(quiet.cpu) * 100).toFixed(0)} % vs ${(median(stormy.cpu) * 100).toFixed(0)} % of one core`);
+    const statuses = [...logins.byStatus]
+      .sort((a, b) => a[0] - b[0])
+      .map(([k, v]) => `${k || 'failed'}: ${v}`)
+      .join(', ');
+    info(
+      `storm: ${STORM_CONCURRENCY} logins in flight over ${USERS} accounts, half wrong passwords: ${n.toLocaleString('en-US')} logins, ` +
+        `${(n / (logins.ms / 1000)).toFixed(1)}/s (${statuses}), login p50 ${fmtMs(percentile(logins.latencies, 50))} p99 ${fmtMs(percentile(logins.latencies, 99))}, ` +
+        `argon2 queue up to ${waitingMax} waiting`,
+    );
+    info(
+      `p99 from the time each request was due (late starts included): ${fmtMs(median(quiet.due99))} vs ${fmtMs(median(stormy.due99))}; ` +
+        `requests started > 10 ms late: ${quiet.late} vs ${stormy.late}`,
+    );
+    info(
+      `event-loop delay p99 (worst phase of a run): ${fmtMs(median(quiet.loop))} vs ${fmtMs(median(stormy.loop))}; ` +
+        `bench-process CPU, all threads (argon2 included): ${(median(quiet.cpu) * 100).toFixed(0)} % vs ${(median(stormy.cpu) * 100).toFixed(0)} % of one core`,
+    );
     console.log(`\n${loadLine('end')}`);
   } finally {
     await bare?.close();
     await running?.close();
     for (const a of agents) a.destroy();
-    await dropRedisKeys(redisUrl, prefix).catch((e: unknown) => console.error('could not drop the benchmark\'s Redis keys:', e));
+    await dropRedisKeys(redisUrl, prefix).catch((e: unknown) =>
+      console.error("could not drop the benchmark's Redis keys:", e),
+    );
     rmSync(dataDir, { recursive: true, force: true });
   }
 }

@@ -10,7 +10,21 @@ import { IdentityServices } from '../src/identity/identity.services';
 import { createLogger } from '../src/platform/logger';
 import { EmbeddedBroker } from '../src/telemetry/embedded-broker';
 import { TelemetryServices } from '../src/telemetry/telemetry.services';
-import { benchDatabaseUrl, copyField, copyLines, envInt, fmtMs, info, loadLine, median, percentile, RUNS, report, serverSummary, sleep } from './support';
+import {
+  benchDatabaseUrl,
+  copyField,
+  copyLines,
+  envInt,
+  fmtMs,
+  info,
+  loadLine,
+  median,
+  percentile,
+  RUNS,
+  report,
+  serverSummary,
+  sleep,
+} from './support';
 
 /**
  * Ingestion on the real application (createApp, embedded aedes broker,
@@ -35,13 +49,22 @@ const LATENCY_SECONDS = envInt('BENCH_LATENCY_SECONDS', 10);
 const HTTP_BATCH = 500;
 
 let seq = 0;
-const payload = (n: number) => JSON.stringify(Array.from({ length: n }, () => {
-  const i = ++seq;
-  return { metric: 'temp', value: (i % 1000) / 10, ts: 1_767_225_600_000 + i, id: i };
-}));
+const payload = (n: number) =>
+  JSON.stringify(
+    Array.from({ length: n }, () => {
+      const i = ++seq;
+      return { metric: 'temp', value: (i % 1000) / 10, ts: 1_767_225_600_000 + i, id: i };
+    }),
+  );
 
 async function connect(port: number, deviceId: string, token: string): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { username: deviceId, password: token, clientId: deviceId, protocolVersion: 4, reconnectPeriod: 0 });
+  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
+    username: deviceId,
+    password: token,
+    clientId: deviceId,
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+  });
   c.setMaxListeners(0);
   return c;
 }
@@ -49,12 +72,14 @@ async function connect(port: number, deviceId: string, token: string): Promise<M
 /** Publishes `messages` messages at QoS 1 with WINDOW in flight; resolves when all are PUBACKed. */
 async function publishAll(c: MqttClient, topic: string, messages: number): Promise<void> {
   let sent = 0;
-  await Promise.all(Array.from({ length: WINDOW }, async () => {
-    while (sent < messages) {
-      sent++;
-      await c.publishAsync(topic, payload(PER_MESSAGE), { qos: 1 });
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: WINDOW }, async () => {
+      while (sent < messages) {
+        sent++;
+        await c.publishAsync(topic, payload(PER_MESSAGE), { qos: 1 });
+      }
+    }),
+  );
 }
 
 async function main(): Promise<void> {
@@ -62,9 +87,18 @@ async function main(): Promise<void> {
   if (!redisUrl) throw new Error('BENCH_REDIS_URL is not set: run the benchmarks with `bash bench/run.sh ingest`');
   const tag = `${Date.now().toString(36)}${process.pid}`;
   const config = loadConfig({
-    DATABASE_URL: benchDatabaseUrl(), REDIS_URL: redisUrl, PORT: '0', HOST: '127.0.0.1', MQTT_PORT: '0', MQTT_HOST: '127.0.0.1',
-    DATA_DIR: mkdtempSync(join(tmpdir(), 'bench-ingest-')), QUEUE_PREFIX: `bench-ingest-${tag}`, LOG_LEVEL: 'silent',
-    DEVICE_TOKEN_TTL_S: '3600', ACCESS_TOKEN_TTL_S: '3600', LOGIN_MAX_PER_ADDRESS: '1000000',
+    DATABASE_URL: benchDatabaseUrl(),
+    REDIS_URL: redisUrl,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    MQTT_PORT: '0',
+    MQTT_HOST: '127.0.0.1',
+    DATA_DIR: mkdtempSync(join(tmpdir(), 'bench-ingest-')),
+    QUEUE_PREFIX: `bench-ingest-${tag}`,
+    LOG_LEVEL: 'silent',
+    DEVICE_TOKEN_TTL_S: '3600',
+    ACCESS_TOKEN_TTL_S: '3600',
+    LOGIN_MAX_PER_ADDRESS: '1000000',
   });
   let running: RunningApp | undefined;
   let passthrough: EmbeddedBroker | undefined;
@@ -73,19 +107,27 @@ async function main(): Promise<void> {
     const app = running;
     const pool = app.platform.pool;
     console.log(`ingest benchmark — ${await serverSummary(pool)}`);
-    console.log(`${READINGS.toLocaleString('en-US')} readings per run, ${PER_MESSAGE} per MQTT message, ${WINDOW} messages in flight, ${RUNS} runs per figure; app, broker and load generator share this process`);
+    console.log(
+      `${READINGS.toLocaleString('en-US')} readings per run, ${PER_MESSAGE} per MQTT message, ${WINDOW} messages in flight, ${RUNS} runs per figure; app, broker and load generator share this process`,
+    );
     console.log(loadLine('start'));
 
     // An owner and a device, over HTTP as a client would.
     const http = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
-      const res = await fetch(app.url + path, { method, headers: { 'content-type': 'application/json', ...headers }, ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}) });
+      const res = await fetch(app.url + path, {
+        method,
+        headers: { 'content-type': 'application/json', ...headers },
+        ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+      });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     };
     const email = `bench-${tag}@example.test`;
     const password = `Pw-${randomBytes(12).toString('base64url')}`;
     const signup = await http('POST', '/auth/signup', { email, password, name: 'Load Generator' });
     if (signup.status !== 201) throw new Error(`signup: ${signup.status} ${JSON.stringify(signup.body)}`);
-    const owner = { authorization: `Bearer ${(await http('POST', '/auth/login', { email, password })).body.accessToken as string}` };
+    const owner = {
+      authorization: `Bearer ${(await http('POST', '/auth/login', { email, password })).body.accessToken as string}`,
+    };
     const dev = await http('POST', '/devices', { name: 'bench' }, owner);
     if (dev.status !== 201) throw new Error(`device: ${dev.status} ${JSON.stringify(dev.body)}`);
     const deviceId = dev.body.deviceId as string;
@@ -97,13 +139,20 @@ async function main(): Promise<void> {
     const identity = app.app.get(IdentityServices);
     const telemetry = app.app.get(TelemetryServices);
     passthrough = new EmbeddedBroker({
-      host: '127.0.0.1', port: 0, log: createLogger('silent'),
-      maxPacketBytes: config.TELEMETRY_MAX_PACKET_BYTES, maxConnectPacketBytes: config.MQTT_MAX_CONNECT_PACKET_BYTES,
-      maxConnections: config.MQTT_MAX_CONNECTIONS, connectTimeoutMs: config.MQTT_CONNECT_TIMEOUT_MS,
-      maxInflightQos2: config.MQTT_MAX_INFLIGHT_QOS2, maxSubscriptions: config.MQTT_MAX_SUBSCRIPTIONS, maxRetainedBytes: config.MQTT_MAX_RETAINED_BYTES,
+      host: '127.0.0.1',
+      port: 0,
+      log: createLogger('silent'),
+      maxPacketBytes: config.TELEMETRY_MAX_PACKET_BYTES,
+      maxConnectPacketBytes: config.MQTT_MAX_CONNECT_PACKET_BYTES,
+      maxConnections: config.MQTT_MAX_CONNECTIONS,
+      connectTimeoutMs: config.MQTT_CONNECT_TIMEOUT_MS,
+      maxInflightQos2: config.MQTT_MAX_INFLIGHT_QOS2,
+      maxSubscriptions: config.MQTT_MAX_SUBSCRIPTIONS,
+      maxRetainedBytes: config.MQTT_MAX_RETAINED_BYTES,
       sinks: {
         maxPayloadBytes: config.TELEMETRY_MAX_PAYLOAD_BYTES,
-        ingest: (_d, readings) => Promise.resolve({ accepted: readings.length, duplicates: 0, position: 0, revision: 0, duplicate: false }),
+        ingest: (_d, readings) =>
+          Promise.resolve({ accepted: readings.length, duplicates: 0, position: 0, revision: 0, duplicate: false }),
         deadLetter: () => Promise.resolve('stored' as const),
       },
       authenticate: (t) => identity.authenticate(`Bearer ${t}`, 'device'),
@@ -141,22 +190,34 @@ async function main(): Promise<void> {
         const acked = performance.now();
         // Queryable: the projection has applied everything the PUBACKs covered.
         const head = await app.platform.store.headPosition();
-        if (!(await app.platform.projections.waitFor('telemetry', head, 120_000))) throw new Error('projection did not catch up');
+        if (!(await app.platform.projections.waitFor('telemetry', head, 120_000)))
+          throw new Error('projection did not catch up');
         const t1 = performance.now();
         lastLag = t1 - acked;
         stored.push(readings / ((t1 - t0) / 1000));
         await c.endAsync();
       }
     }
-    report(`(a) MQTT QoS 1, ${readings.toLocaleString('en-US')} readings (${messages.toLocaleString('en-US')} messages of ${PER_MESSAGE}), ${WINDOW} in flight`,
-      { label: 'stored + queryable (embedded broker)', rates: stored }, { label: 'same broker, PUBACK without storing', rates: pass }, 0.7);
+    report(
+      `(a) MQTT QoS 1, ${readings.toLocaleString('en-US')} readings (${messages.toLocaleString('en-US')} messages of ${PER_MESSAGE}), ${WINDOW} in flight`,
+      { label: 'stored + queryable (embedded broker)', rates: stored },
+      { label: 'same broker, PUBACK without storing', rates: pass },
+      0.7,
+    );
     info(`last run: projection caught up ${fmtMs(lastLag)} after the last PUBACK`);
-    const dupes = await pool.query<{ n: number; d: number }>(`SELECT count(*)::int AS n, count(DISTINCT data->>'readingId')::int AS d FROM events WHERE stream_id = $1`, [`telemetry-${deviceId}`]);
-    info(`events stored for the device: ${dupes.rows[0]!.n.toLocaleString('en-US')}, distinct reading ids: ${dupes.rows[0]!.d.toLocaleString('en-US')}`);
+    const dupes = await pool.query<{ n: number; d: number }>(
+      `SELECT count(*)::int AS n, count(DISTINCT data->>'readingId')::int AS d FROM events WHERE stream_id = $1`,
+      [`telemetry-${deviceId}`],
+    );
+    info(
+      `events stored for the device: ${dupes.rows[0]!.n.toLocaleString('en-US')}, distinct reading ids: ${dupes.rows[0]!.d.toLocaleString('en-US')}`,
+    );
 
     // (b) -----------------------------------------------------------------
     await pool.query('DROP TABLE IF EXISTS readings_raw');
-    await pool.query('CREATE TABLE readings_raw (device_id uuid NOT NULL, metric text NOT NULL, ts timestamptz NOT NULL, value float8 NOT NULL, reading_id text)');
+    await pool.query(
+      'CREATE TABLE readings_raw (device_id uuid NOT NULL, metric text NOT NULL, ts timestamptz NOT NULL, value float8 NOT NULL, reading_id text)',
+    );
     const batches = Math.ceil(READINGS / HTTP_BATCH);
     const bodies = () => Array.from({ length: batches }, () => payload(HTTP_BATCH));
     const httpRates: number[] = [];
@@ -166,31 +227,47 @@ async function main(): Promise<void> {
       const work = bodies();
       let i = 0;
       const t0 = performance.now();
-      await Promise.all(Array.from({ length: HTTP_CONCURRENCY }, async () => {
-        while (i < work.length) {
-          const body = work[i++]!;
-          const r = await http('POST', `/devices/${deviceId}/readings`, body, devAuth);
-          if (r.status !== 202) throw new Error(`POST readings: ${r.status} ${JSON.stringify(r.body)}`);
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: HTTP_CONCURRENCY }, async () => {
+          while (i < work.length) {
+            const body = work[i++]!;
+            const r = await http('POST', `/devices/${deviceId}/readings`, body, devAuth);
+            if (r.status !== 202) throw new Error(`POST readings: ${r.status} ${JSON.stringify(r.body)}`);
+          }
+        }),
+      );
       httpRates.push((batches * HTTP_BATCH) / ((performance.now() - t0) / 1000));
       // The same rows, raw: one COPY per batch of 500, same concurrency.
-      const lines = work.map((b) => (JSON.parse(b) as { metric: string; value: number; ts: number; id: number }[])
-        .map((r) => `${deviceId}\t${copyField(r.metric)}\t${new Date(r.ts).toISOString()}\t${r.value}\t${r.id}\n`));
+      const lines = work.map((b) =>
+        (JSON.parse(b) as { metric: string; value: number; ts: number; id: number }[]).map(
+          (r) => `${deviceId}\t${copyField(r.metric)}\t${new Date(r.ts).toISOString()}\t${r.value}\t${r.id}\n`,
+        ),
+      );
       let j = 0;
       const t1 = performance.now();
-      await Promise.all(Array.from({ length: HTTP_CONCURRENCY }, async () => {
-        const client = await pool.connect();
-        try {
-          while (j < lines.length) await copyLines(client, 'COPY readings_raw (device_id, metric, ts, value, reading_id) FROM STDIN', lines[j++]!);
-        } finally {
-          client.release();
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: HTTP_CONCURRENCY }, async () => {
+          const client = await pool.connect();
+          try {
+            while (j < lines.length)
+              await copyLines(
+                client,
+                'COPY readings_raw (device_id, metric, ts, value, reading_id) FROM STDIN',
+                lines[j++]!,
+              );
+          } finally {
+            client.release();
+          }
+        }),
+      );
       copyRates.push((batches * HTTP_BATCH) / ((performance.now() - t1) / 1000));
     }
-    report(`(b) ${(batches * HTTP_BATCH).toLocaleString('en-US')} readings in batches of ${HTTP_BATCH}, ${HTTP_CONCURRENCY} in flight`,
-      { label: 'POST /devices/:id/readings (202)', rates: httpRates }, { label: 'COPY of the same rows, per batch', rates: copyRates }, 0.3);
+    report(
+      `(b) ${(batches * HTTP_BATCH).toLocaleString('en-US')} readings in batches of ${HTTP_BATCH}, ${HTTP_CONCURRENCY} in flight`,
+      { label: 'POST /devices/:id/readings (202)', rates: httpRates },
+      { label: 'COPY of the same rows, per batch', rates: copyRates },
+      0.3,
+    );
 
     // (c) -----------------------------------------------------------------
     const rate = median(stored) / 2;
@@ -206,7 +283,9 @@ async function main(): Promise<void> {
       let after = startPos;
       while (polling || seenAt.size < sentAt.size) {
         const res = await pool.query<{ position: number; reading_id: string }>(
-          'SELECT position, reading_id FROM telemetry_readings WHERE device_id = $1 AND position > $2 ORDER BY position LIMIT 10000', [deviceId, after]);
+          'SELECT position, reading_id FROM telemetry_readings WHERE device_id = $1 AND position > $2 ORDER BY position LIMIT 10000',
+          [deviceId, after],
+        );
         const now = performance.now();
         for (const r of res.rows) {
           after = r.position;
@@ -214,7 +293,7 @@ async function main(): Promise<void> {
           if (sentAt.has(id)) seenAt.set(id, now);
         }
         if (res.rows.length === 0) await sleep(2);
-        if (!polling && performance.now() - (Math.max(...seenAt.values(), 0)) > 30_000) break;
+        if (!polling && performance.now() - Math.max(...seenAt.values(), 0) > 30_000) break;
       }
     })();
     let late = 0;
@@ -235,9 +314,15 @@ async function main(): Promise<void> {
     await c.endAsync();
     const lat = [...sentAt].flatMap(([id, t]) => (seenAt.has(id) ? [seenAt.get(id)! - t] : []));
     const p99 = percentile(lat, 99);
-    console.log(`\n(c) publish-to-queryable latency at half the stored rate (${Math.round(rate).toLocaleString('en-US')} readings/s = ${msgRate.toFixed(0)} messages/s, ${LATENCY_SECONDS} s, open loop)`);
-    console.log(`  p50 ${fmtMs(percentile(lat, 50))}   p90 ${fmtMs(percentile(lat, 90))}   p99 ${fmtMs(p99)}   max ${fmtMs(Math.max(...lat))}   target p99 ≤ 500 ms  ${p99 <= 500 ? 'PASS' : 'BELOW'}`);
-    info(`${lat.length} of ${sentAt.size} messages seen queryable; ${late} published more than 10 ms late (the box was too busy to pace)`);
+    console.log(
+      `\n(c) publish-to-queryable latency at half the stored rate (${Math.round(rate).toLocaleString('en-US')} readings/s = ${msgRate.toFixed(0)} messages/s, ${LATENCY_SECONDS} s, open loop)`,
+    );
+    console.log(
+      `  p50 ${fmtMs(percentile(lat, 50))}   p90 ${fmtMs(percentile(lat, 90))}   p99 ${fmtMs(p99)}   max ${fmtMs(Math.max(...lat))}   target p99 ≤ 500 ms  ${p99 <= 500 ? 'PASS' : 'BELOW'}`,
+    );
+    info(
+      `${lat.length} of ${sentAt.size} messages seen queryable; ${late} published more than 10 ms late (the box was too busy to pace)`,
+    );
     console.log(loadLine('end'));
   } finally {
     await passthrough?.stop();
@@ -245,7 +330,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => process.exit(0), (e: unknown) => {
-  console.error(e);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

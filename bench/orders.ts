@@ -14,7 +14,20 @@ import { createLogger } from '../src/platform/logger';
 import { migrate } from '../src/platform/migrations';
 import { SAGA_TRIGGER_TYPES } from '../domain/sales/order-fulfilment.saga';
 import { dropRedisKeys, sendJson, target, type Target } from './http-client';
-import { RUNS, benchDatabaseUrl, concurrently, envInt, fmtMs, info, loadLine, median, percentile, serverSummary, sleep, withDatabase } from './support';
+import {
+  RUNS,
+  benchDatabaseUrl,
+  concurrently,
+  envInt,
+  fmtMs,
+  info,
+  loadLine,
+  median,
+  percentile,
+  serverSummary,
+  sleep,
+  withDatabase,
+} from './support';
 
 /**
  * Orders from `POST /orders` to `confirmed` on the real application
@@ -54,7 +67,10 @@ const PRODUCTS = envInt('BENCH_ORDERS_PRODUCTS', 4);
 const SLICES = envInt('BENCH_ORDERS_SLICES', 3);
 const SLICE_SECONDS = envInt('BENCH_ORDERS_SLICE_SECONDS', 5);
 const WARMUP_SECONDS = envInt('BENCH_ORDERS_WARMUP_SECONDS', 3);
-const RAMP = (process.env.BENCH_ORDERS_RAMP ?? '4,16,64').split(',').map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
+const RAMP = (process.env.BENCH_ORDERS_RAMP ?? '4,16,64')
+  .split(',')
+  .map(Number)
+  .filter((n) => Number.isSafeInteger(n) && n > 0);
 const RAMP_SECONDS = envInt('BENCH_ORDERS_RAMP_SECONDS', 3);
 const PACED_SECONDS = envInt('BENCH_ORDERS_PACED_SECONDS', 15);
 const PACED_PCT = envInt('BENCH_ORDERS_PACED_PCT', 50);
@@ -71,9 +87,6 @@ let pgCpu: (() => number) | undefined;
 const PASSTHROUGH = ['SAGA_CONCURRENCY', 'PG_POOL_SIZE', 'COMMAND_RETRIES', 'PAYMENT_TIMEOUT_MS'] as const;
 
 // ---- HTTP client ----------------------------------------------------------
-
-
-
 
 // ---- watching final states in the event store -----------------------------
 
@@ -109,12 +122,19 @@ class FinalWatcher {
 
   private async run(): Promise<void> {
     while (this.running) {
-      const res = await this.client.query<{ horizon: string; position: string | null; type: string; order_id: string; recorded_at: Date }>(
+      const res = await this.client.query<{
+        horizon: string;
+        position: string | null;
+        type: string;
+        order_id: string;
+        recorded_at: Date;
+      }>(
         `WITH h AS MATERIALIZED (SELECT es_horizon() AS horizon)
          SELECT h.horizon, e.position, e.type, e.data->>'orderId' AS order_id, e.recorded_at
            FROM h LEFT JOIN LATERAL (
              SELECT position, type, data, recorded_at FROM events WHERE position > $1 AND type = ANY($2) ORDER BY position LIMIT 10000) e ON true`,
-        [this.cursor, FINAL_TYPES]);
+        [this.cursor, FINAL_TYPES],
+      );
       this.polls++;
       for (const r of res.rows) {
         if (r.position === null || this.done.has(r.order_id)) continue;
@@ -145,7 +165,10 @@ class FinalWatcher {
         this.pending.delete(orderId);
         reject(new Error(`order ${orderId} reached no final state in ${FINAL_TIMEOUT_MS / 1000} s`));
       }, FINAL_TIMEOUT_MS);
-      this.pending.set(orderId, (f) => { clearTimeout(timer); resolve(f); });
+      this.pending.set(orderId, (f) => {
+        clearTimeout(timer);
+        resolve(f);
+      });
     });
   }
 
@@ -180,7 +203,13 @@ async function placeAndWait(shop: Shop): Promise<Placed> {
   const productId = shop.products[i % shop.products.length]!;
   const placedAt = Date.now();
   const s = performance.now();
-  const r = await sendJson(shop.app, 'POST', '/orders', { channel: 'web', paymentMethod: 'card', items: [{ productId, quantity: 1 }] }, customer);
+  const r = await sendJson(
+    shop.app,
+    'POST',
+    '/orders',
+    { channel: 'web', paymentMethod: 'card', items: [{ productId, quantity: 1 }] },
+    customer,
+  );
   const postMs = performance.now() - s;
   if (r.status !== 202) throw new Error(`POST /orders answered ${r.status}: ${JSON.stringify(r.json)?.slice(0, 300)}`);
   const final = await shop.watcher.wait(String(r.json.orderId));
@@ -201,7 +230,16 @@ interface SagaSample {
 
 /** CLIENTS closed-loop clients for `ms`; each order is counted when final (the slice ends with the last one). */
 async function sagaSlice(shop: Shop, ms: number, clients = CLIENTS): Promise<SagaSample> {
-  const out: SagaSample = { orders: 0, notConfirmed: 0, ms: 0, latencies: [], postMs: [], lastPosition: 0, cpuUs: 0, pgMs: 0 };
+  const out: SagaSample = {
+    orders: 0,
+    notConfirmed: 0,
+    ms: 0,
+    latencies: [],
+    postMs: [],
+    lastPosition: 0,
+    cpuUs: 0,
+    pgMs: 0,
+  };
   const pg0 = pgCpu?.() ?? 0;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -251,13 +289,23 @@ interface Template {
 }
 
 /** `order-saga-<id>` → `order-saga`, `inventory-<productId>` → `inventory`. */
-const kindOf = (streamId: string, orderId: string, productId: string) => streamId.replace(`-${orderId}`, '').replace(`-${productId}`, '');
+const kindOf = (streamId: string, orderId: string, productId: string) =>
+  streamId.replace(`-${orderId}`, '').replace(`-${productId}`, '');
 
 /** Everything one finished order wrote: its own streams, and its events on the shared ones (they all carry data.orderId). */
 async function readTemplate(pool: Pool, orderId: string): Promise<Template> {
-  const res = await pool.query<{ position: string; stream_id: string; stream_revision: string; type: string; data: Record<string, unknown>; metadata: Record<string, unknown> }>(
+  const res = await pool.query<{
+    position: string;
+    stream_id: string;
+    stream_revision: string;
+    type: string;
+    data: Record<string, unknown>;
+    metadata: Record<string, unknown>;
+  }>(
     `SELECT position, stream_id, stream_revision, type, data, metadata FROM events
-      WHERE data->>'orderId' = $1 OR stream_id LIKE '%' || $1 ORDER BY position`, [orderId]);
+      WHERE data->>'orderId' = $1 OR stream_id LIKE '%' || $1 ORDER BY position`,
+    [orderId],
+  );
   const placed = res.rows.find((r) => r.type === 'sales.OrderPlaced');
   const items = (placed?.data.items ?? []) as { productId: string }[];
   if (!placed || items.length !== 1) throw new Error(`order ${orderId}: no one-line OrderPlaced event`);
@@ -272,33 +320,67 @@ async function readTemplate(pool: Pool, orderId: string): Promise<Template> {
     const writes = txs[txs.length - 1]!.writes;
     let w = writes.find((x) => x.streamId === r.stream_id);
     if (!w) {
-      w = { streamId: r.stream_id, shared: !r.stream_id.includes(orderId), firstRevision: Number(r.stream_revision), events: [] };
+      w = {
+        streamId: r.stream_id,
+        shared: !r.stream_id.includes(orderId),
+        firstRevision: Number(r.stream_revision),
+        events: [],
+      };
       writes.push(w);
     }
-    const e = { streamId: r.stream_id, revision: Number(r.stream_revision), type: r.type, data: JSON.stringify(r.data), metadata: JSON.stringify(r.metadata) };
+    const e = {
+      streamId: r.stream_id,
+      revision: Number(r.stream_revision),
+      type: r.type,
+      data: JSON.stringify(r.data),
+      metadata: JSON.stringify(r.metadata),
+    };
     bytes += e.data.length + e.metadata.length;
     w.events.push(e);
   }
   const short = (t: string) => t.replace(/^sales\./, '');
-  const describe = txs.map((t) => t.writes.map((w) => `${kindOf(w.streamId, orderId, productId)}:[${w.events.map((e) => short(e.type)).join('+')}]`).join(' & ')).join(' → ');
+  const describe = txs
+    .map((t) =>
+      t.writes
+        .map((w) => `${kindOf(w.streamId, orderId, productId)}:[${w.events.map((e) => short(e.type)).join('+')}]`)
+        .join(' & '),
+    )
+    .join(' → ');
   return {
-    orderId, productId, txs, events: res.rows.length, bytes, describe,
+    orderId,
+    productId,
+    txs,
+    events: res.rows.length,
+    bytes,
+    describe,
     sagaSteps: res.rows.filter((r) => r.type === 'sales.SagaStepRecorded').length,
   };
 }
 
-interface RawWrite { streamId: string; shared: boolean; expected: ExpectedRevision; events: EventToAppend[] }
+interface RawWrite {
+  streamId: string;
+  shared: boolean;
+  expected: ExpectedRevision;
+  events: EventToAppend[];
+}
 
 /** The template's transactions for a new order id on `productId`: fresh event ids, same JSON otherwise. */
 function rawOrder(t: Template, productId: string): RawWrite[][] {
   const orderId = randomUUID();
   const sub = (s: string) => s.replaceAll(t.orderId, orderId).replaceAll(t.productId, productId);
-  return t.txs.map((tx) => tx.writes.map((w) => ({
-    streamId: sub(w.streamId),
-    shared: w.shared,
-    expected: w.firstRevision === 0 ? 'no_stream' : w.firstRevision - 1,
-    events: w.events.map((e) => ({ id: randomUUID(), type: e.type, data: JSON.parse(sub(e.data)), metadata: JSON.parse(sub(e.metadata)) })),
-  })));
+  return t.txs.map((tx) =>
+    tx.writes.map((w) => ({
+      streamId: sub(w.streamId),
+      shared: w.shared,
+      expected: w.firstRevision === 0 ? 'no_stream' : w.firstRevision - 1,
+      events: w.events.map((e) => ({
+        id: randomUUID(),
+        type: e.type,
+        data: JSON.parse(sub(e.data)),
+        metadata: JSON.parse(sub(e.metadata)),
+      })),
+    })),
+  );
 }
 
 interface Raw {
@@ -311,19 +393,24 @@ interface Raw {
 /** One transaction; a shared stream is appended at its last known revision, and again after a conflict, like the saga's commands. */
 async function rawTx(raw: Raw, writes: RawWrite[]): Promise<void> {
   for (let attempt = 0; ; attempt++) {
-    const expected = writes.map((w) => (w.shared ? raw.revisions.get(w.streamId) ?? 'no_stream' : w.expected));
+    const expected = writes.map((w) => (w.shared ? (raw.revisions.get(w.streamId) ?? 'no_stream') : w.expected));
     try {
-      const results = writes.length === 1
-        ? [await raw.store.append(writes[0]!.streamId, writes[0]!.events, expected[0]!)]
-        : await raw.store.appendMulti(writes.map((w, i) => ({ streamId: w.streamId, events: w.events, expected: expected[i]! })));
+      const results =
+        writes.length === 1
+          ? [await raw.store.append(writes[0]!.streamId, writes[0]!.events, expected[0]!)]
+          : await raw.store.appendMulti(
+              writes.map((w, i) => ({ streamId: w.streamId, events: w.events, expected: expected[i]! })),
+            );
       writes.forEach((w, i) => {
-        if (w.shared) raw.revisions.set(w.streamId, Math.max(raw.revisions.get(w.streamId) ?? -1, results[i]!.nextRevision));
+        if (w.shared)
+          raw.revisions.set(w.streamId, Math.max(raw.revisions.get(w.streamId) ?? -1, results[i]!.nextRevision));
       });
       return;
     } catch (e) {
       if (!(e instanceof ConcurrencyError) || attempt >= 100) throw e;
       raw.conflicts++;
-      if (typeof e.actual === 'number') raw.revisions.set(e.streamId, Math.max(raw.revisions.get(e.streamId) ?? -1, e.actual));
+      if (typeof e.actual === 'number')
+        raw.revisions.set(e.streamId, Math.max(raw.revisions.get(e.streamId) ?? -1, e.actual));
     }
   }
 }
@@ -359,7 +446,16 @@ interface PacedResult {
 
 /** Order i is due at i/rate (open loop), whether or not earlier ones are final; PACED_MAX_IN_FLIGHT bounds the backlog. */
 async function paced(shop: Shop, rate: number, ms: number): Promise<PacedResult> {
-  const out: PacedResult = { rate, placed: 0, confirmedInWindow: 0, latencies: [], late: 0, maxInFlight: 0, notConfirmed: 0, drainMs: 0 };
+  const out: PacedResult = {
+    rate,
+    placed: 0,
+    confirmedInWindow: 0,
+    latencies: [],
+    late: 0,
+    maxInFlight: 0,
+    notConfirmed: 0,
+    drainMs: 0,
+  };
   const all: Promise<void>[] = [];
   let inFlight = 0;
   const t0 = performance.now();
@@ -373,12 +469,14 @@ async function paced(shop: Shop, rate: number, ms: number): Promise<PacedResult>
     inFlight++;
     out.maxInFlight = Math.max(out.maxInFlight, inFlight);
     out.placed++;
-    all.push(placeAndWait(shop).then((p) => {
-      inFlight--;
-      if (performance.now() - t0 <= ms) out.confirmedInWindow++;
-      if (p.final.type === 'sales.OrderConfirmed') out.latencies.push(p.latency);
-      else out.notConfirmed++;
-    }));
+    all.push(
+      placeAndWait(shop).then((p) => {
+        inFlight--;
+        if (performance.now() - t0 <= ms) out.confirmedInWindow++;
+        if (p.final.type === 'sales.OrderConfirmed') out.latencies.push(p.latency);
+        else out.notConfirmed++;
+      }),
+    );
   }
   const end = performance.now();
   await Promise.all(all);
@@ -388,7 +486,12 @@ async function paced(shop: Shop, rate: number, ms: number): Promise<PacedResult>
 
 // ---- counting what the app asks of its event store ----------------------------------
 
-interface Count { calls: number; rows: number; conflicts: number; ms: number }
+interface Count {
+  calls: number;
+  rows: number;
+  conflicts: number;
+  ms: number;
+}
 
 /**
  * Wraps the app's store methods (this instance only, in this process) to count calls, rows read
@@ -405,13 +508,18 @@ interface SagaReads {
   lags: number[];
 }
 
-function instrument(store: PostgresEventStore): { counts: Map<string, Count>; saga: SagaReads; sagaSteps: () => number } {
+function instrument(store: PostgresEventStore): {
+  counts: Map<string, Count>;
+  saga: SagaReads;
+  sagaSteps: () => number;
+} {
   const counts = new Map<string, Count>();
   const saga: SagaReads = { reads: 0, blocked: 0, sizes: [], handling: [], lags: [] };
   let sagaSteps = 0;
   let lastSagaReadEnd = 0;
   let lastSagaReadSize = 0;
-  const kind = (streamId: string) => streamId.replace(/-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, '');
+  const kind = (streamId: string) =>
+    streamId.replace(/-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, '');
   const bump = (key: string, ms: number, rows = 0, conflict = false) => {
     const c = counts.get(key) ?? { calls: 0, rows: 0, conflicts: 0, ms: 0 };
     c.calls++;
@@ -438,19 +546,38 @@ function instrument(store: PostgresEventStore): { counts: Map<string, Count>; sa
     };
   };
   // For appends, "rows" are the events written.
-  wrap('append', (a) => kind(String(a[0])), (_r, a) => (a[1] as unknown[]).length);
-  wrap('appendMulti', (a) => (a[0] as { streamId: string }[]).map((w) => kind(w.streamId)).join('+'),
-    (_r, a) => (a[0] as { events: unknown[] }[]).reduce((n, w) => n + w.events.length, 0));
-  wrap('readStream', (a) => kind(String(a[0])), (r: unknown[]) => r.length);
-  wrap('findAppend', (a) => kind(String(a[0])), () => 0);
-  wrap('readBatch', () => '(subscriptions)', (r: { events: unknown[] }) => r.events.length);
+  wrap(
+    'append',
+    (a) => kind(String(a[0])),
+    (_r, a) => (a[1] as unknown[]).length,
+  );
+  wrap(
+    'appendMulti',
+    (a) => (a[0] as { streamId: string }[]).map((w) => kind(w.streamId)).join('+'),
+    (_r, a) => (a[0] as { events: unknown[] }[]).reduce((n, w) => n + w.events.length, 0),
+  );
+  wrap(
+    'readStream',
+    (a) => kind(String(a[0])),
+    (r: unknown[]) => r.length,
+  );
+  wrap(
+    'findAppend',
+    (a) => kind(String(a[0])),
+    () => 0,
+  );
+  wrap(
+    'readBatch',
+    () => '(subscriptions)',
+    (r: { events: unknown[] }) => r.events.length,
+  );
   // The saga runner's own reads (it subscribes with SAGA_TRIGGER_TYPES itself): how its triggers reach it.
   const counted = s.readBatch!;
   s.readBatch = async (...args: any[]) => {
     if (args[2] !== SAGA_TRIGGER_TYPES) return counted(...args) as Promise<unknown>;
     const start = Date.now();
     if (lastSagaReadEnd && lastSagaReadSize > 0) saga.handling.push(start - lastSagaReadEnd);
-    const r = await counted(...args) as { events: { recordedAt: Date }[]; blocked: boolean };
+    const r = (await counted(...args)) as { events: { recordedAt: Date }[]; blocked: boolean };
     const end = Date.now();
     lastSagaReadEnd = end;
     lastSagaReadSize = r.events.length;
@@ -486,25 +613,48 @@ async function registerProducts(t: Target, admin: { authorization: string }, tag
   const ids: string[] = [];
   for (let i = 0; i < PRODUCTS; i++) {
     const sku = `BENCH-${tag}-${i}`;
-    const r = await sendJson(t, 'POST', '/products', {
-      sku, name: `Bench widget ${i}`, unit: 'piece',
-      channels: [{ channel: 'web', price: 10 + i, currency: 'EUR', paymentMethods: ['card'], delivery: { method: 'parcel', days: 3 } }],
-    }, admin);
+    const r = await sendJson(
+      t,
+      'POST',
+      '/products',
+      {
+        sku,
+        name: `Bench widget ${i}`,
+        unit: 'piece',
+        channels: [
+          {
+            channel: 'web',
+            price: 10 + i,
+            currency: 'EUR',
+            paymentMethods: ['card'],
+            delivery: { method: 'parcel', days: 3 },
+          },
+        ],
+      },
+      admin,
+    );
     if (r.status !== 201) throw new Error(`register product failed: ${r.status} ${JSON.stringify(r.json)}`);
     const id = String(r.json.productId);
-    const s = await sendJson(t, 'POST', `/products/${id}/stock-receipts`, { quantity: STOCK, reference: 'bench' }, admin);
+    const s = await sendJson(
+      t,
+      'POST',
+      `/products/${id}/stock-receipts`,
+      { quantity: STOCK, reference: 'bench' },
+      admin,
+    );
     if (s.status !== 201) throw new Error(`stock receipt failed: ${s.status} ${JSON.stringify(s.json)}`);
     ids.push(id);
   }
   return ids;
 }
 
-
 /** pg_stat_database counters of one database (flushed by other backends within about a second). */
 async function dbStats(pool: Pool, db: string): Promise<Record<string, number>> {
   const r = await pool.query<Record<string, string>>(
     `SELECT xact_commit, xact_rollback, tup_returned, tup_fetched, tup_inserted, blks_hit + blks_read AS blks
-       FROM pg_stat_database WHERE datname = $1`, [db]);
+       FROM pg_stat_database WHERE datname = $1`,
+    [db],
+  );
   return Object.fromEntries(Object.entries(r.rows[0] ?? {}).map(([k, v]) => [k, Number(v)]));
 }
 
@@ -512,8 +662,18 @@ async function dbStats(pool: Pool, db: string): Promise<Record<string, number>> 
 async function tableStats(pool: Pool): Promise<Map<string, Record<string, number>>> {
   const r = await pool.query<Record<string, string>>(
     `SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan, coalesce(idx_tup_fetch, 0) AS idx_tup_fetch,
-            n_tup_ins + n_tup_upd + n_tup_del AS writes FROM pg_stat_user_tables`);
-  return new Map(r.rows.map((row) => [row.relname!, Object.fromEntries(Object.entries(row).filter(([k]) => k !== 'relname').map(([k, v]) => [k, Number(v)]))]));
+            n_tup_ins + n_tup_upd + n_tup_del AS writes FROM pg_stat_user_tables`,
+  );
+  return new Map(
+    r.rows.map((row) => [
+      row.relname!,
+      Object.fromEntries(
+        Object.entries(row)
+          .filter(([k]) => k !== 'relname')
+          .map(([k, v]) => [k, Number(v)]),
+      ),
+    ]),
+  );
 }
 
 /**
@@ -550,7 +710,8 @@ function pgCpuReader(backendPid: number): (() => number) | undefined {
   };
 }
 
-const diff = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(Object.keys(b).map((k) => [k, b[k]! - (a[k] ?? 0)]));
+const diff = (a: Record<string, number>, b: Record<string, number>) =>
+  Object.fromEntries(Object.keys(b).map((k) => [k, b[k]! - (a[k] ?? 0)]));
 
 async function countEvents(pool: Pool): Promise<number> {
   return Number((await pool.query<{ n: string }>('SELECT count(*) AS n FROM events')).rows[0]!.n);
@@ -570,17 +731,29 @@ async function quiet(pool: Pool, ms: number): Promise<void> {
  * Until `steps` saga steps are recorded in all (they land after the confirmations) and the
  * projections have caught up: nothing of the saga side runs on into the next slice.
  */
-async function settle(running: RunningApp, sagaSteps: () => number, steps: number, lastPosition: number): Promise<void> {
+async function settle(
+  running: RunningApp,
+  sagaSteps: () => number,
+  steps: number,
+  lastPosition: number,
+): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (sagaSteps() < steps) {
     if (Date.now() > deadline) throw new Error(`the saga recorded ${sagaSteps()} steps within 60 s, not ${steps}`);
     await sleep(10);
   }
-  const names = [...new Set((await running.platform.pool.query<{ name: string }>("SELECT name FROM processor_checkpoints WHERE kind = 'projection'")).rows.map((r) => r.name))];
+  const names = [
+    ...new Set(
+      (
+        await running.platform.pool.query<{ name: string }>(
+          "SELECT name FROM processor_checkpoints WHERE kind = 'projection'",
+        )
+      ).rows.map((r) => r.name),
+    ),
+  ];
   const head = Math.max(lastPosition, await running.platform.store.headPosition());
   await Promise.all(names.map((n) => running.platform.projections.waitFor(n, head, 10_000).catch(() => false)));
 }
-
 
 const fmtOrders = (perSec: number) => `${perSec.toFixed(perSec < 100 ? 1 : 0)} orders/s`;
 const runsOf = (xs: readonly number[], digits = 1) => xs.map((x) => x.toFixed(digits)).join(' / ');
@@ -631,9 +804,11 @@ async function main(): Promise<void> {
     const pool = running.platform.pool;
     const { counts: storeCounts, saga: sagaReads, sagaSteps } = instrument(running.platform.store);
     console.log(`orders benchmark — ${await serverSummary(pool)}`);
-    console.log(`app: SAGA_CONCURRENCY=${config.SAGA_CONCURRENCY}, PG_POOL_SIZE=${config.PG_POOL_SIZE}, projections and saga running in-process, `
-      + `load generator in-process (node:http keep-alive); ${CLIENTS} clients, ${CUSTOMERS} customers, ${PRODUCTS} products, `
-      + `${RUNS} runs × ${SLICES} slices of ${SLICE_SECONDS} s per side`);
+    console.log(
+      `app: SAGA_CONCURRENCY=${config.SAGA_CONCURRENCY}, PG_POOL_SIZE=${config.PG_POOL_SIZE}, projections and saga running in-process, ` +
+        `load generator in-process (node:http keep-alive); ${CLIENTS} clients, ${CUSTOMERS} customers, ${PRODUCTS} products, ` +
+        `${RUNS} runs × ${SLICES} slices of ${SLICE_SECONDS} s per side`,
+    );
     console.log(loadLine('start'));
 
     // The raw side's database, on the same server.
@@ -652,18 +827,28 @@ async function main(): Promise<void> {
     const app = target(running.url, CLIENTS + 64, REQUEST_TIMEOUT_MS);
     agent = app.agent;
     const setup = performance.now();
-    const adminLogin = await sendJson(app, 'POST', '/auth/login', { email: config.ADMIN_EMAIL, password: adminPassword });
-    if (adminLogin.status !== 200) throw new Error(`admin login failed: ${adminLogin.status} ${JSON.stringify(adminLogin.json)}`);
+    const adminLogin = await sendJson(app, 'POST', '/auth/login', {
+      email: config.ADMIN_EMAIL,
+      password: adminPassword,
+    });
+    if (adminLogin.status !== 200)
+      throw new Error(`admin login failed: ${adminLogin.status} ${JSON.stringify(adminLogin.json)}`);
     const adminAuth = { authorization: `Bearer ${adminLogin.json.accessToken}` };
     const products = await registerProducts(app, adminAuth, tag);
     const customers = await signUpCustomers(app, tag);
-    console.log(`${PRODUCTS} products with ${STOCK.toLocaleString('en-US')} units each, ${CUSTOMERS} customers signed up and logged in over HTTP `
-      + `in ${((performance.now() - setup) / 1000).toFixed(1)} s`);
+    console.log(
+      `${PRODUCTS} products with ${STOCK.toLocaleString('en-US')} units each, ${CUSTOMERS} customers signed up and logged in over HTTP ` +
+        `in ${((performance.now() - setup) / 1000).toFixed(1)} s`,
+    );
 
     // The inventory streams of the raw side start as the real ones did: with their stock receipt.
     for (const p of products) {
       const first = (await running.platform.store.readStream(`inventory-${p}`, 0, 1))[0]!;
-      await rawStore.append(first.streamId, [{ id: randomUUID(), type: first.type, data: first.data, metadata: first.metadata }], 'no_stream');
+      await rawStore.append(
+        first.streamId,
+        [{ id: randomUUID(), type: first.type, data: first.data, metadata: first.metadata }],
+        'no_stream',
+      );
       raw.revisions.set(first.streamId, 0);
     }
 
@@ -679,7 +864,8 @@ async function main(): Promise<void> {
     // The last saga steps land after the confirmations: copy an order once nothing is written any more.
     await quiet(pool, 300);
     const sample = await pool.query<{ order_id: string }>(
-      `SELECT data->>'orderId' AS order_id FROM events WHERE type = 'sales.OrderConfirmed' ORDER BY position DESC LIMIT 1`);
+      `SELECT data->>'orderId' AS order_id FROM events WHERE type = 'sales.OrderConfirmed' ORDER BY position DESC LIMIT 1`,
+    );
     if (!sample.rows[0]) throw new Error('no order was confirmed during the warm-up');
     const template = await readTemplate(pool, sample.rows[0].order_id);
     await settle(running, sagaSteps, 0, warm.lastPosition);
@@ -687,10 +873,16 @@ async function main(): Promise<void> {
     // Statistics as a long-running database has them: on a table never analysed, the subscriptions'
     // `SELECT 1 FROM events WHERE position >= $1 LIMIT 1` is planned as a sequential scan and reads the whole table.
     await pool.query('ANALYZE');
-    console.log(`warm-up: ${warm.orders} orders in ${(warm.ms / 1000).toFixed(1)} s (${warm.notConfirmed} not confirmed), then ANALYZE of both databases`);
-    console.log(`one order writes ${template.events} events (${template.bytes.toLocaleString('en-US')} bytes of JSON) in ${template.txs.length} transactions `
-      + `(read from order ${template.orderId}):\n  ${template.describe}`);
-    const warmRaw = Array.from({ length: Math.min(200, warm.orders) }, (_, i) => rawOrder(template, products[i % PRODUCTS]!));
+    console.log(
+      `warm-up: ${warm.orders} orders in ${(warm.ms / 1000).toFixed(1)} s (${warm.notConfirmed} not confirmed), then ANALYZE of both databases`,
+    );
+    console.log(
+      `one order writes ${template.events} events (${template.bytes.toLocaleString('en-US')} bytes of JSON) in ${template.txs.length} transactions ` +
+        `(read from order ${template.orderId}):\n  ${template.describe}`,
+    );
+    const warmRaw = Array.from({ length: Math.min(200, warm.orders) }, (_, i) =>
+      rawOrder(template, products[i % PRODUCTS]!),
+    );
     await rawSlice(raw, warmRaw);
     await rawPool.query('ANALYZE');
 
@@ -702,7 +894,9 @@ async function main(): Promise<void> {
       await settle(running, sagaSteps, placed * template.sagaSteps, r.lastPosition);
       ramp.push(`${c} → ${fmtOrders(r.orders / (r.ms / 1000))} (p50 ${fmtMs(percentile(r.latencies, 50))})`);
     }
-    console.log(`ramp, saga side alone, ${RAMP_SECONDS} s each, clients → orders/s to final state (place → confirmed p50):\n  ${ramp.join(', ')}`);
+    console.log(
+      `ramp, saga side alone, ${RAMP_SECONDS} s each, clients → orders/s to final state (place → confirmed p50):\n  ${ramp.join(', ')}`,
+    );
 
     // ---- closed loop: saga and raw slices alternating.
     const sagaRates: number[] = [];
@@ -768,40 +962,70 @@ async function main(): Promise<void> {
     // Idle backends flush their statistics within PGSTAT_IDLE_INTERVAL (10 s).
     await sleep(11_000);
     const sagaStats = diff(sagaStats0, await dbStats(statsPool, sagaDb));
-    const tables = [...(await tableStats(statsPool)).entries()].map(([name, t]) => ({ name, d: diff(tables0.get(name) ?? {}, t) }))
-      .sort((a, b) => (b.d.seq_tup_read! + b.d.idx_tup_fetch!) - (a.d.seq_tup_read! + a.d.idx_tup_fetch!)).slice(0, 6);
+    const tables = [...(await tableStats(statsPool)).entries()]
+      .map(([name, t]) => ({ name, d: diff(tables0.get(name) ?? {}, t) }))
+      .sort((a, b) => b.d.seq_tup_read! + b.d.idx_tup_fetch! - (a.d.seq_tup_read! + a.d.idx_tup_fetch!))
+      .slice(0, 6);
     const rawStats = diff(rawStats0, await dbStats(statsPool, rawDb));
-    const sagaEventsPerOrder = (await countEvents(pool) - events0) / sagaOrders;
-    const rawEventsPerOrder = (await countEvents(rawPool) - rawEvents0) / rawOrders;
+    const sagaEventsPerOrder = ((await countEvents(pool)) - events0) / sagaOrders;
+    const rawEventsPerOrder = ((await countEvents(rawPool)) - rawEvents0) / rawOrders;
 
     const sRate = median(sagaRates);
     const rRate = median(rawRates);
     const ratio = sRate / rRate;
     const w = 40;
-    console.log(`\n1. orders to confirmed at ${CLIENTS} concurrent clients (closed loop: each places an order and waits until it is final), `
-      + `${RUNS} runs × ${SLICES} slices × ${SLICE_SECONDS} s, sides alternating`);
-    console.log(`  ${'saga: POST /orders → confirmed'.padEnd(w)}  ${fmtOrders(sRate).padStart(16)}   (runs: ${runsOf(sagaRates)})   `
-      + `p50 ${fmtMs(median(p50s))}  p99 ${fmtMs(median(p99s))}${notConfirmed ? `   ${notConfirmed} NOT CONFIRMED` : ''}`);
-    console.log(`  ${`raw: the same ${template.txs.length} appends per order`.padEnd(w)}  ${fmtOrders(rRate).padStart(16)}   (runs: ${runsOf(rawRates)})`);
-    console.log(`  ${'ratio'.padEnd(w)}  ${`${ratio.toFixed(2)}×`.padStart(16)}   target ≥ ${TARGET.toFixed(2)}×  ${ratio >= TARGET ? 'PASS' : 'BELOW'}`);
-    info(`place → confirmed p50 runs: ${runsOf(p50s)} ms, p99 runs: ${runsOf(p99s)} ms; POST /orders (202) p50 ${fmtMs(median(postP50))}`);
+    console.log(
+      `\n1. orders to confirmed at ${CLIENTS} concurrent clients (closed loop: each places an order and waits until it is final), ` +
+        `${RUNS} runs × ${SLICES} slices × ${SLICE_SECONDS} s, sides alternating`,
+    );
+    console.log(
+      `  ${'saga: POST /orders → confirmed'.padEnd(w)}  ${fmtOrders(sRate).padStart(16)}   (runs: ${runsOf(sagaRates)})   ` +
+        `p50 ${fmtMs(median(p50s))}  p99 ${fmtMs(median(p99s))}${notConfirmed ? `   ${notConfirmed} NOT CONFIRMED` : ''}`,
+    );
+    console.log(
+      `  ${`raw: the same ${template.txs.length} appends per order`.padEnd(w)}  ${fmtOrders(rRate).padStart(16)}   (runs: ${runsOf(rawRates)})`,
+    );
+    console.log(
+      `  ${'ratio'.padEnd(w)}  ${`${ratio.toFixed(2)}×`.padStart(16)}   target ≥ ${TARGET.toFixed(2)}×  ${ratio >= TARGET ? 'PASS' : 'BELOW'}`,
+    );
+    info(
+      `place → confirmed p50 runs: ${runsOf(p50s)} ms, p99 runs: ${runsOf(p99s)} ms; POST /orders (202) p50 ${fmtMs(median(postP50))}`,
+    );
     info(`saga rate per slice, in order (orders/s): ${sliceRates.join(' ')}`);
-    info(`events per order: saga side ${sagaEventsPerOrder.toFixed(2)}, raw side ${rawEventsPerOrder.toFixed(2)} (template ${template.events}); `
-      + `raw-side inventory conflicts retried: ${raw.conflicts - conflicts0}`);
-    info(`events/s: saga ${Math.round(sRate * template.events).toLocaleString('en-US')}, raw ${Math.round(rRate * template.events).toLocaleString('en-US')}`);
+    info(
+      `events per order: saga side ${sagaEventsPerOrder.toFixed(2)}, raw side ${rawEventsPerOrder.toFixed(2)} (template ${template.events}); ` +
+        `raw-side inventory conflicts retried: ${raw.conflicts - conflicts0}`,
+    );
+    info(
+      `events/s: saga ${Math.round(sRate * template.events).toLocaleString('en-US')}, raw ${Math.round(rRate * template.events).toLocaleString('en-US')}`,
+    );
     const per = (s: Record<string, number>, n: number, k: string) => (s[k]! / n).toFixed(1);
-    info(`per order, from pg_stat_database — saga db: ${per(sagaStats, sagaOrders, 'xact_commit')} transactions (a statement outside BEGIN is one), ${per(sagaStats, sagaOrders, 'tup_returned')} tuples returned, `
-      + `${per(sagaStats, sagaOrders, 'tup_fetched')} fetched, ${per(sagaStats, sagaOrders, 'blks')} buffer accesses; raw db: ${per(rawStats, rawOrders, 'xact_commit')} commits, `
-      + `${per(rawStats, rawOrders, 'tup_returned')} returned, ${per(rawStats, rawOrders, 'tup_fetched')} fetched, ${per(rawStats, rawOrders, 'blks')} buffer accesses`);
-    info(`saga db, per order and table (rows read by sequential scans / scans, rows fetched by index scans / scans, rows written): ${tables
-      .map(({ name, d }) => `${name} ${(d.seq_tup_read! / sagaOrders).toFixed(0)}/${(d.seq_scan! / sagaOrders).toFixed(1)} seq, `
-        + `${(d.idx_tup_fetch! / sagaOrders).toFixed(0)}/${(d.idx_scan! / sagaOrders).toFixed(1)} idx, ${(d.writes! / sagaOrders).toFixed(1)} w`).join('; ')}`);
+    info(
+      `per order, from pg_stat_database — saga db: ${per(sagaStats, sagaOrders, 'xact_commit')} transactions (a statement outside BEGIN is one), ${per(sagaStats, sagaOrders, 'tup_returned')} tuples returned, ` +
+        `${per(sagaStats, sagaOrders, 'tup_fetched')} fetched, ${per(sagaStats, sagaOrders, 'blks')} buffer accesses; raw db: ${per(rawStats, rawOrders, 'xact_commit')} commits, ` +
+        `${per(rawStats, rawOrders, 'tup_returned')} returned, ${per(rawStats, rawOrders, 'tup_fetched')} fetched, ${per(rawStats, rawOrders, 'blks')} buffer accesses`,
+    );
+    info(
+      `saga db, per order and table (rows read by sequential scans / scans, rows fetched by index scans / scans, rows written): ${tables
+        .map(
+          ({ name, d }) =>
+            `${name} ${(d.seq_tup_read! / sagaOrders).toFixed(0)}/${(d.seq_scan! / sagaOrders).toFixed(1)} seq, ` +
+            `${(d.idx_tup_fetch! / sagaOrders).toFixed(0)}/${(d.idx_scan! / sagaOrders).toFixed(1)} idx, ${(d.writes! / sagaOrders).toFixed(1)} w`,
+        )
+        .join('; ')}`,
+    );
     const cores = (ms: number, wall: number) => `${(ms / wall).toFixed(2)} cores`;
-    info(`CPU per order — bench process (app, saga, load generator; all threads): saga ${(sagaCpu / sagaOrders / 1000).toFixed(2)} ms, raw ${(rawCpu / rawOrders / 1000).toFixed(2)} ms`
-      + (pgCpu ? `; PostgreSQL (all its processes): saga ${(sagaPg / sagaOrders).toFixed(2)} ms, raw ${(rawPg / rawOrders).toFixed(2)} ms` : '; PostgreSQL: not local, not measured'));
-    info(`CPU busy while timed — saga slices: bench process ${cores(sagaCpu / 1000, sagaWall)}${pgCpu ? ` + PostgreSQL ${cores(sagaPg, sagaWall)}` : ''}; `
-      + `raw slices: ${cores(rawCpu / 1000, rawWall)}${pgCpu ? ` + ${cores(rawPg, rawWall)}` : ''} (of ${cpus().length}, shared with whatever else runs); `
-      + `watcher polls: ${watcher.polls.toLocaleString('en-US')} in ${((Date.now() - measured0) / 1000).toFixed(0)} s`);
+    info(
+      `CPU per order — bench process (app, saga, load generator; all threads): saga ${(sagaCpu / sagaOrders / 1000).toFixed(2)} ms, raw ${(rawCpu / rawOrders / 1000).toFixed(2)} ms` +
+        (pgCpu
+          ? `; PostgreSQL (all its processes): saga ${(sagaPg / sagaOrders).toFixed(2)} ms, raw ${(rawPg / rawOrders).toFixed(2)} ms`
+          : '; PostgreSQL: not local, not measured'),
+    );
+    info(
+      `CPU busy while timed — saga slices: bench process ${cores(sagaCpu / 1000, sagaWall)}${pgCpu ? ` + PostgreSQL ${cores(sagaPg, sagaWall)}` : ''}; ` +
+        `raw slices: ${cores(rawCpu / 1000, rawWall)}${pgCpu ? ` + ${cores(rawPg, rawWall)}` : ''} (of ${cpus().length}, shared with whatever else runs); ` +
+        `watcher polls: ${watcher.polls.toLocaleString('en-US')} in ${((Date.now() - measured0) / 1000).toFixed(0)} s`,
+    );
 
     // Where an order's time goes on the saga side: gaps between its events (recorded_at), over the measured orders.
     const stages = await pool.query<{ stage: string; n: string; p50: number; p99: number }>(
@@ -815,33 +1039,49 @@ async function main(): Promise<void> {
        SELECT prev || ' → ' || label AS stage, count(*) AS n,
               percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
          FROM g WHERE prev IS NOT NULL GROUP BY 1 HAVING count(*) > 10 ORDER BY avg(k)`,
-      [measured0]);
-    info('saga side, time between an order\'s consecutive events (recorded_at, transaction start), measured slices:');
-    for (const s of stages.rows) console.log(`           ${s.stage.padEnd(62)} p50 ${fmtMs(Number(s.p50)).padStart(9)}  p99 ${fmtMs(Number(s.p99)).padStart(9)}  (n ${s.n})`);
-    info(`the app's event-store calls per order during the measured saga slices (calls, rows read, conflicts, ms spent awaiting, all callers):`);
+      [measured0],
+    );
+    info("saga side, time between an order's consecutive events (recorded_at, transaction start), measured slices:");
+    for (const s of stages.rows)
+      console.log(
+        `           ${s.stage.padEnd(62)} p50 ${fmtMs(Number(s.p50)).padStart(9)}  p99 ${fmtMs(Number(s.p99)).padStart(9)}  (n ${s.n})`,
+      );
+    info(
+      `the app's event-store calls per order during the measured saga slices (calls, rows read, conflicts, ms spent awaiting, all callers):`,
+    );
     for (const [k, c] of [...storeCounts.entries()].sort((a, b) => b[1].calls - a[1].calls)) {
-      console.log(`           ${k.padEnd(40)} ${(c.calls / sagaOrders).toFixed(2).padStart(7)} calls  ${(c.rows / sagaOrders).toFixed(1).padStart(8)} rows  `
-        + `${(c.conflicts / sagaOrders).toFixed(2).padStart(6)} conflicts  ${fmtMs(c.ms / sagaOrders).padStart(9)}`);
+      console.log(
+        `           ${k.padEnd(40)} ${(c.calls / sagaOrders).toFixed(2).padStart(7)} calls  ${(c.rows / sagaOrders).toFixed(1).padStart(8)} rows  ` +
+          `${(c.conflicts / sagaOrders).toFixed(2).padStart(6)} conflicts  ${fmtMs(c.ms / sagaOrders).padStart(9)}`,
+      );
     }
     const sr = { ...sagaReads };
-    info(`the saga runner's reads, measured slices: ${sr.reads.toLocaleString('en-US')} reads (${sr.sizes.length.toLocaleString('en-US')} with triggers), ${(sr.reads ? (100 * sr.blocked) / sr.reads : 0).toFixed(0)} % of them `
-      + `'blocked' (committed events waiting behind an older open transaction); triggers per non-empty read p50 ${percentile(sr.sizes, 50)} max ${Math.max(0, ...sr.sizes)}; `
-      + `from a non-empty read's end to the next read (handling that batch, checkpoint included) p50 ${fmtMs(percentile(sr.handling, 50))} p99 ${fmtMs(percentile(sr.handling, 99))}; `
-      + `trigger recorded_at → delivered to the saga p50 ${fmtMs(percentile(sr.lags, 50))} p99 ${fmtMs(percentile(sr.lags, 99))}`);
+    info(
+      `the saga runner's reads, measured slices: ${sr.reads.toLocaleString('en-US')} reads (${sr.sizes.length.toLocaleString('en-US')} with triggers), ${(sr.reads ? (100 * sr.blocked) / sr.reads : 0).toFixed(0)} % of them ` +
+        `'blocked' (committed events waiting behind an older open transaction); triggers per non-empty read p50 ${percentile(sr.sizes, 50)} max ${Math.max(0, ...sr.sizes)}; ` +
+        `from a non-empty read's end to the next read (handling that batch, checkpoint included) p50 ${fmtMs(percentile(sr.handling, 50))} p99 ${fmtMs(percentile(sr.handling, 99))}; ` +
+        `trigger recorded_at → delivered to the saga p50 ${fmtMs(percentile(sr.lags, 50))} p99 ${fmtMs(percentile(sr.lags, 99))}`,
+    );
     const inv = `inventory-${products[0]}`;
     const invRead = performance.now();
     const invEvents = await running.platform.store.readStream(inv);
-    info(`the inventory stream of one product now holds ${invEvents.length.toLocaleString('en-US')} events (reading it whole here: ${fmtMs(performance.now() - invRead)}); `
-      + 'how much of it each reservation reads: the "readStream inventory" rows above');
+    info(
+      `the inventory stream of one product now holds ${invEvents.length.toLocaleString('en-US')} events (reading it whole here: ${fmtMs(performance.now() - invRead)}); ` +
+        'how much of it each reservation reads: the "readStream inventory" rows above',
+    );
 
     // ---- 2. paced: a steady arrival rate the system sustains.
     const rate = Math.max(1, Math.round((sRate * PACED_PCT) / 100));
     const pr = await paced(shop, rate, PACED_SECONDS * 1000);
     console.log(`\n2. orders paced at ${rate}/s (${PACED_PCT} % of 1's saga rate; open loop), ${PACED_SECONDS} s`);
-    console.log(`  ${'place → confirmed'.padEnd(w)}  p50 ${fmtMs(percentile(pr.latencies, 50)).padStart(9)}   p99 ${fmtMs(percentile(pr.latencies, 99)).padStart(9)}   `
-      + `max ${fmtMs(Math.max(...pr.latencies))}${pr.notConfirmed ? `   ${pr.notConfirmed} NOT CONFIRMED` : ''}`);
-    info(`${pr.placed} orders placed, ${pr.confirmedInWindow} final within the window (${fmtOrders(pr.confirmedInWindow / PACED_SECONDS)}), `
-      + `the rest within ${fmtMs(pr.drainMs)} after it; up to ${pr.maxInFlight} in flight; ${pr.late} placed > 10 ms late`);
+    console.log(
+      `  ${'place → confirmed'.padEnd(w)}  p50 ${fmtMs(percentile(pr.latencies, 50)).padStart(9)}   p99 ${fmtMs(percentile(pr.latencies, 99)).padStart(9)}   ` +
+        `max ${fmtMs(Math.max(...pr.latencies))}${pr.notConfirmed ? `   ${pr.notConfirmed} NOT CONFIRMED` : ''}`,
+    );
+    info(
+      `${pr.placed} orders placed, ${pr.confirmedInWindow} final within the window (${fmtOrders(pr.confirmedInWindow / PACED_SECONDS)}), ` +
+        `the rest within ${fmtMs(pr.drainMs)} after it; up to ${pr.maxInFlight} in flight; ${pr.late} placed > 10 ms late`,
+    );
     console.log(`\n${loadLine('end')}`);
   } finally {
     await watcher?.stop().catch(() => undefined);
@@ -853,10 +1093,15 @@ async function main(): Promise<void> {
     await statsPool?.end();
     if (rawCreated) {
       if (process.env.BENCH_KEEP_DB === '1') console.error(`[bench] kept database ${rawDb}`);
-      else await admin.query(`DROP DATABASE IF EXISTS ${rawDb} WITH (FORCE)`).catch((e: unknown) => console.error(`could not drop ${rawDb}:`, e));
+      else
+        await admin
+          .query(`DROP DATABASE IF EXISTS ${rawDb} WITH (FORCE)`)
+          .catch((e: unknown) => console.error(`could not drop ${rawDb}:`, e));
     }
     await admin.end().catch(() => undefined);
-    await dropRedisKeys(redisUrl, prefix).catch((e: unknown) => console.error('could not drop the benchmark\'s Redis keys:', e));
+    await dropRedisKeys(redisUrl, prefix).catch((e: unknown) =>
+      console.error("could not drop the benchmark's Redis keys:", e),
+    );
     rmSync(dataDir, { recursive: true, force: true });
   }
 }

@@ -5,8 +5,24 @@ import { PostgresEventStore } from '../src/platform/event-store/postgres-event-s
 import { Projections } from '../src/platform/processing/projections';
 import type { Projection, Queryable } from '../projections/projection';
 import {
-  RUNS, checkpoint, concurrently, copyField, copyLines, envInt, fmtMs, fmtRate, info, loadLine, median, openBenchDatabase,
-  percentile, readingEvent, report, serverSummary, sleep, timed,
+  RUNS,
+  checkpoint,
+  concurrently,
+  copyField,
+  copyLines,
+  envInt,
+  fmtMs,
+  fmtRate,
+  info,
+  loadLine,
+  median,
+  openBenchDatabase,
+  percentile,
+  readingEvent,
+  report,
+  serverSummary,
+  sleep,
+  timed,
 } from './support';
 
 /**
@@ -89,10 +105,17 @@ async function rawPipeline(pool: Pool): Promise<number> {
     for (;;) {
       const res = await c.query<RawRow>(
         `SELECT position, stream_id, data, recorded_at FROM events WHERE position > $1 AND type = ANY($2) ORDER BY position LIMIT $3`,
-        [cursor, benchProjection.eventTypes, REBUILD_BATCH]);
+        [cursor, benchProjection.eventTypes, REBUILD_BATCH],
+      );
       if (res.rows.length === 0) break;
-      rows += await copyLines(c, `COPY ${RAW_TABLE} (position, stream_id, device, value, recorded_at) FROM STDIN`,
-        res.rows.map((r) => `${r.position}\t${copyField(r.stream_id)}\t${copyField(String(r.data.device))}\t${Number(r.data.value)}\t${r.recorded_at.toISOString()}\n`));
+      rows += await copyLines(
+        c,
+        `COPY ${RAW_TABLE} (position, stream_id, device, value, recorded_at) FROM STDIN`,
+        res.rows.map(
+          (r) =>
+            `${r.position}\t${copyField(r.stream_id)}\t${copyField(String(r.data.device))}\t${Number(r.data.value)}\t${r.recorded_at.toISOString()}\n`,
+        ),
+      );
       cursor = res.rows.at(-1)!.position;
       if (res.rows.length < REBUILD_BATCH) break;
     }
@@ -110,20 +133,30 @@ async function main(): Promise<void> {
     batchSize: LIVE_BATCH,
     rebuildBatchSize: REBUILD_BATCH,
     maxAttempts: 3,
-    log: (level, msg, extra) => { if (level !== 'info') console.error(`engine ${level}: ${msg}`, extra ?? ''); },
+    log: (level, msg, extra) => {
+      if (level !== 'info') console.error(`engine ${level}: ${msg}`, extra ?? '');
+    },
   });
   try {
     console.log(`projection benchmark — ${await serverSummary(pool)}`);
     console.log(loadLine('start'));
 
     // Events to project: readings from 500 devices, appended 100 per append by 4 writers.
-    const fill = await timed(() => concurrently(4, async (w) => {
-      for (let b = w; b * 100 < EVENTS; b += 4) {
-        const n = Math.min(100, EVENTS - b * 100);
-        await store.append(`dev-${b % 500}-${Math.floor(b / 500)}`, Array.from({ length: n }, (_, i) => readingEvent(b * 100 + i)), 'no_stream');
-      }
-    }));
-    console.log(`filled ${EVENTS.toLocaleString('en-US')} events in ${(fill.ms / 1000).toFixed(1)} s (${fmtRate(EVENTS / (fill.ms / 1000))}, 4 writers × 100 events/append)`);
+    const fill = await timed(() =>
+      concurrently(4, async (w) => {
+        for (let b = w; b * 100 < EVENTS; b += 4) {
+          const n = Math.min(100, EVENTS - b * 100);
+          await store.append(
+            `dev-${b % 500}-${Math.floor(b / 500)}`,
+            Array.from({ length: n }, (_, i) => readingEvent(b * 100 + i)),
+            'no_stream',
+          );
+        }
+      }),
+    );
+    console.log(
+      `filled ${EVENTS.toLocaleString('en-US')} events in ${(fill.ms / 1000).toFixed(1)} s (${fmtRate(EVENTS / (fill.ms / 1000))}, 4 writers × 100 events/append)`,
+    );
     await pool.query('VACUUM ANALYZE events');
     await engine.register();
 
@@ -133,7 +166,8 @@ async function main(): Promise<void> {
     for (let run = 1; run <= RUNS; run++) {
       await checkpoint(pool);
       const r = await timed(() => engine.rebuild(NAME, 'bench'));
-      if (r.value.events !== EVENTS) console.log(`  warning: rebuild applied ${r.value.events} events, expected ${EVENTS}`);
+      if (r.value.events !== EVENTS)
+        console.log(`  warning: rebuild applied ${r.value.events} events, expected ${EVENTS}`);
       rebuildRates.push(r.value.events / (r.ms / 1000));
       await checkpoint(pool);
       const raw = await timed(() => rawPipeline(pool));
@@ -146,7 +180,8 @@ async function main(): Promise<void> {
       TARGET,
     );
     const diff = await pool.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM ((TABLE ${TABLE} EXCEPT ALL TABLE ${RAW_TABLE}) UNION ALL (TABLE ${RAW_TABLE} EXCEPT ALL TABLE ${TABLE})) d`);
+      `SELECT count(*)::int AS n FROM ((TABLE ${TABLE} EXCEPT ALL TABLE ${RAW_TABLE}) UNION ALL (TABLE ${RAW_TABLE} EXCEPT ALL TABLE ${TABLE})) d`,
+    );
     info(`rows differing between the projection's table and the raw table: ${diff.rows[0]?.n ?? '?'}`);
 
     // 2. Live lag at half the maximum single-writer append rate.
@@ -156,16 +191,25 @@ async function main(): Promise<void> {
     const rate = maxRate / 2;
     engine.start();
     const head = await store.headPosition();
-    if (!(await engine.waitFor(NAME, head, 60_000))) console.log('  warning: the live runner did not catch up within 60 s');
-    console.log(`\nlive lag: single-event appends paced at ${fmtRate(rate)} = half the max single-writer rate ${fmtRate(maxRate)}`
-      + ` (runs ${maxRates.map((x) => Math.round(x)).join(' / ')}), ${LAG_SECONDS} s per phase, engine batch size ${LIVE_BATCH}`);
+    if (!(await engine.waitFor(NAME, head, 60_000)))
+      console.log('  warning: the live runner did not catch up within 60 s');
+    console.log(
+      `\nlive lag: single-event appends paced at ${fmtRate(rate)} = half the max single-writer rate ${fmtRate(maxRate)}` +
+        ` (runs ${maxRates.map((x) => Math.round(x)).join(' / ')}), ${LAG_SECONDS} s per phase, engine batch size ${LIVE_BATCH}`,
+    );
     const sampler = await CheckpointSampler.start(url);
     try {
-      printLag('A. checkpoint sampled (1 poller)', await pacedAppends(store, pool, rate, LAG_SECONDS * 1000, (pos) => sampler.seen(pos)));
+      printLag(
+        'A. checkpoint sampled (1 poller)',
+        await pacedAppends(store, pool, rate, LAG_SECONDS * 1000, (pos) => sampler.seen(pos)),
+      );
     } finally {
       await sampler.stop();
     }
-    printLag('B. engine.waitFor per append', await pacedAppends(store, pool, rate, LAG_SECONDS * 1000, (pos) => engine.waitFor(NAME, pos, 10_000)));
+    printLag(
+      'B. engine.waitFor per append',
+      await pacedAppends(store, pool, rate, LAG_SECONDS * 1000, (pos) => engine.waitFor(NAME, pos, 10_000)),
+    );
     await engine.stop();
     console.log(`\n${loadLine('end')}`);
   } finally {
@@ -203,13 +247,19 @@ interface LagResult {
 
 function printLag(title: string, lag: LagResult): void {
   const p = (xs: number[], q: number) => fmtMs(percentile(xs, q));
-  console.log(`  ${title}: ${lag.appended.toLocaleString('en-US')} events appended (${fmtRate(lag.appended / (lag.ms / 1000))}), `
-    + `${lag.runnerCommits.toLocaleString('en-US')} runner commits (${(lag.appended / Math.max(1, lag.runnerCommits)).toFixed(1)} events each), `
-    + `${lag.timeouts} timeouts`);
-  console.log(`    lag, append returned → projected   p50 ${p(lag.lags, 50)}   p99 ${p(lag.lags, 99)}   (p90 ${p(lag.lags, 90)}, max ${fmtMs(Math.max(...lag.lags))})`);
+  console.log(
+    `  ${title}: ${lag.appended.toLocaleString('en-US')} events appended (${fmtRate(lag.appended / (lag.ms / 1000))}), ` +
+      `${lag.runnerCommits.toLocaleString('en-US')} runner commits (${(lag.appended / Math.max(1, lag.runnerCommits)).toFixed(1)} events each), ` +
+      `${lag.timeouts} timeouts`,
+  );
+  console.log(
+    `    lag, append returned → projected   p50 ${p(lag.lags, 50)}   p99 ${p(lag.lags, 99)}   (p90 ${p(lag.lags, 90)}, max ${fmtMs(Math.max(...lag.lags))})`,
+  );
   console.log(`    append call → projected            p50 ${p(lag.endToEnd, 50)}   p99 ${p(lag.endToEnd, 99)}`);
   console.log(`    append call alone                  p50 ${p(lag.appendMs, 50)}   p99 ${p(lag.appendMs, 99)}`);
-  console.log(`    bench process: ${lag.late} appends started > 10 ms late, event-loop delay p99 ${fmtMs(lag.loopDelayP99)}`);
+  console.log(
+    `    bench process: ${lag.late} appends started > 10 ms late, event-loop delay p99 ${fmtMs(lag.loopDelayP99)}`,
+  );
 }
 
 /** One connection polling the checkpoint about every millisecond: when each position became visible, without waitFor's per-caller queries. */
@@ -234,7 +284,10 @@ class CheckpointSampler {
 
   private async run(): Promise<void> {
     while (this.running) {
-      const res = await this.client.query<{ position: number }>('SELECT position FROM processor_checkpoints WHERE name = $1', [NAME]);
+      const res = await this.client.query<{ position: number }>(
+        'SELECT position FROM processor_checkpoints WHERE name = $1',
+        [NAME],
+      );
       const at = res.rows[0]?.position ?? 0;
       if (this.waiting.some((w) => w.position <= at)) {
         const still: typeof this.waiting = [];
@@ -258,7 +311,8 @@ class CheckpointSampler {
 
 async function runnerCommits(pool: Pool): Promise<number> {
   const res = await pool.query<{ n: number }>(
-    "SELECT n_tup_upd AS n FROM pg_stat_user_tables WHERE relname = 'processor_checkpoints'");
+    "SELECT n_tup_upd AS n FROM pg_stat_user_tables WHERE relname = 'processor_checkpoints'",
+  );
   return res.rows[0]?.n ?? 0;
 }
 
@@ -268,11 +322,26 @@ async function runnerCommits(pool: Pool): Promise<number> {
  * or not earlier appends have returned. `projected` resolves once the
  * projection has applied the given position.
  */
-async function pacedAppends(store: PostgresEventStore, pool: Pool, rate: number, durationMs: number,
-  projected: (position: number) => Promise<boolean>): Promise<LagResult> {
+async function pacedAppends(
+  store: PostgresEventStore,
+  pool: Pool,
+  rate: number,
+  durationMs: number,
+  projected: (position: number) => Promise<boolean>,
+): Promise<LagResult> {
   const interval = 1000 / rate;
   const lanes = Array.from({ length: LANES }, () => ({ busy: false, revs: new Array<number>(10).fill(-1), n: 0 }));
-  const out: LagResult = { appended: 0, ms: 0, lags: [], endToEnd: [], appendMs: [], timeouts: 0, late: 0, runnerCommits: 0, loopDelayP99: 0 };
+  const out: LagResult = {
+    appended: 0,
+    ms: 0,
+    lags: [],
+    endToEnd: [],
+    appendMs: [],
+    timeouts: 0,
+    late: 0,
+    runnerCommits: 0,
+    loopDelayP99: 0,
+  };
   const pending = new Set<Promise<void>>();
   const loopDelay = monitorEventLoopDelay({ resolution: 5 });
   const commitsBefore = await runnerCommits(pool);
@@ -306,7 +375,9 @@ async function pacedAppends(store: PostgresEventStore, pool: Pool, rate: number,
       const lane = lanes[l]!;
       lane.busy = true;
       if (performance.now() - (start + i * interval) > 10) out.late++;
-      const p = one(lane, l, i).catch((e: unknown) => { console.error('paced append failed', e); });
+      const p = one(lane, l, i).catch((e: unknown) => {
+        console.error('paced append failed', e);
+      });
       pending.add(p);
       void p.finally(() => pending.delete(p));
       i++;

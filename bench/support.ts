@@ -19,7 +19,8 @@ export const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 
 export function benchDatabaseUrl(): string {
   const url = process.env.BENCH_DATABASE_URL;
-  if (!url) throw new Error('BENCH_DATABASE_URL is not set: run the benchmarks with `bash bench/run.sh <append|projection>`');
+  if (!url)
+    throw new Error('BENCH_DATABASE_URL is not set: run the benchmarks with `bash bench/run.sh <append|projection>`');
   return url;
 }
 
@@ -90,7 +91,9 @@ export function report(title: string, ours: Side, raw: Side, target: number): { 
   console.log(`\n${title}`);
   console.log(`  ${ours.label.padEnd(w)}  ${fmtRate(a).padStart(14)}   (runs: ${runs(ours)})`);
   console.log(`  ${raw.label.padEnd(w)}  ${fmtRate(b).padStart(14)}   (runs: ${runs(raw)})`);
-  console.log(`  ${'ratio'.padEnd(w)}  ${`${ratio.toFixed(2)}×`.padStart(14)}   target ≥ ${target.toFixed(2)}×  ${pass ? 'PASS' : 'BELOW'}`);
+  console.log(
+    `  ${'ratio'.padEnd(w)}  ${`${ratio.toFixed(2)}×`.padStart(14)}   target ≥ ${target.toFixed(2)}×  ${pass ? 'PASS' : 'BELOW'}`,
+  );
   return { ratio, pass };
 }
 
@@ -132,7 +135,14 @@ export function readingEvent(i: number): EventToAppend {
   return {
     id: randomUUID(),
     type: 'bench.Reading',
-    data: { device, sensor: 'temperature', value: Math.round(Math.random() * 4000 - 1000) / 100, unit: 'C', seq: i, at: new Date().toISOString() },
+    data: {
+      device,
+      sensor: 'temperature',
+      value: Math.round(Math.random() * 4000 - 1000) / 100,
+      unit: 'C',
+      seq: i,
+      at: new Date().toISOString(),
+    },
     metadata: { correlationId: randomUUID(), causationId: randomUUID(), actor: `device:${device}` },
   };
 }
@@ -145,7 +155,8 @@ export interface StoredRow {
   event: EventToAppend;
 }
 
-export const EVENT_INSERT_COLUMNS = 'position, event_id, stream_id, stream_revision, type, data, metadata, schema_version';
+export const EVENT_INSERT_COLUMNS =
+  'position, event_id, stream_id, stream_revision, type, data, metadata, schema_version';
 
 /** One COPY text line with the columns es_append writes (recorded_at takes its default, as in es_append). */
 export function eventCopyLine(r: StoredRow): string {
@@ -165,7 +176,8 @@ export function sleep(ms: number): Promise<void> {
 export async function serverSummary(pool: Pool): Promise<string> {
   const res = await pool.query<{ v: string; sc: string; fs: string; sb: string }>(
     `SELECT current_setting('server_version') AS v, current_setting('synchronous_commit') AS sc,
-            current_setting('fsync') AS fs, current_setting('shared_buffers') AS sb`);
+            current_setting('fsync') AS fs, current_setting('shared_buffers') AS sb`,
+  );
   const r = res.rows[0]!;
   return `PostgreSQL ${r.v} (synchronous_commit=${r.sc}, fsync=${r.fs}, shared_buffers=${r.sb}), Node ${process.versions.node}, ${cpus().length} CPUs`;
 }

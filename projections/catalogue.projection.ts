@@ -19,10 +19,27 @@ const channelUpsert = (productId: string, t: ChannelTerms): SqlStatement => ({
          ON CONFLICT (product_id, channel) DO UPDATE SET price_cents = EXCLUDED.price_cents, currency = EXCLUDED.currency,
            payment_methods = EXCLUDED.payment_methods, discount_pct = EXCLUDED.discount_pct,
            delivery_method = EXCLUDED.delivery_method, delivery_days = EXCLUDED.delivery_days`,
-  values: [productId, t.channel, t.priceCents, t.currency, t.paymentMethods, t.discountPct, t.delivery.method, t.delivery.days],
+  values: [
+    productId,
+    t.channel,
+    t.priceCents,
+    t.currency,
+    t.paymentMethods,
+    t.discountPct,
+    t.delivery.method,
+    t.delivery.days,
+  ],
 });
 
-const movement = (e: RecordedEnvelope, kind: string, productId: string, quantity: number, orderId: string | null, reference: string | null, at: string): SqlStatement => ({
+const movement = (
+  e: RecordedEnvelope,
+  kind: string,
+  productId: string,
+  quantity: number,
+  orderId: string | null,
+  reference: string | null,
+  at: string,
+): SqlStatement => ({
   text: `INSERT INTO stock_movements (position, product_id, kind, quantity, order_id, reference, at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
   values: [e.position, productId, kind, quantity, orderId, reference, at],
 });
@@ -37,9 +54,15 @@ const handlers: EventHandlers<Ev> = {
   'sales.ProductRegistered': (e) => {
     const { data: d } = e;
     return [
-      { text: 'INSERT INTO products (product_id, sku, name, unit, registered_at) VALUES ($1, $2, $3, $4, $5)', values: [d.productId, d.sku, d.name, d.unit, d.at] },
+      {
+        text: 'INSERT INTO products (product_id, sku, name, unit, registered_at) VALUES ($1, $2, $3, $4, $5)',
+        values: [d.productId, d.sku, d.name, d.unit, d.at],
+      },
       ...d.channels.map((c) => channelUpsert(d.productId, c)),
-      { text: 'INSERT INTO stock (product_id, on_hand, reserved, shipped) VALUES ($1, 0, 0, 0)', values: [d.productId] },
+      {
+        text: 'INSERT INTO stock (product_id, on_hand, reserved, shipped) VALUES ($1, 0, 0, 0)',
+        values: [d.productId],
+      },
     ];
   },
   'sales.ProductRenamed': (e) => {
@@ -52,11 +75,17 @@ const handlers: EventHandlers<Ev> = {
   },
   'sales.ProductPriceChanged': (e) => {
     const { data: d } = e;
-    return { text: 'UPDATE product_channels SET price_cents = $3, currency = $4 WHERE product_id = $1 AND channel = $2', values: [d.productId, d.channel, d.priceCents, d.currency] };
+    return {
+      text: 'UPDATE product_channels SET price_cents = $3, currency = $4 WHERE product_id = $1 AND channel = $2',
+      values: [d.productId, d.channel, d.priceCents, d.currency],
+    };
   },
   'sales.ProductDiscountChanged': (e) => {
     const { data: d } = e;
-    return { text: 'UPDATE product_channels SET discount_pct = $3 WHERE product_id = $1 AND channel = $2', values: [d.productId, d.channel, d.discountPct] };
+    return {
+      text: 'UPDATE product_channels SET discount_pct = $3 WHERE product_id = $1 AND channel = $2',
+      values: [d.productId, d.channel, d.discountPct],
+    };
   },
   'sales.ProductChannelTermsChanged': (e) => {
     const { data: d } = e;
@@ -67,21 +96,33 @@ const handlers: EventHandlers<Ev> = {
   },
   'sales.StockReceived': (e) => {
     const { data: d } = e;
-    return [stock(d.productId, d.quantity, 0, 0), movement(e, 'received', d.productId, d.quantity, null, d.reference, d.at)];
+    return [
+      stock(d.productId, d.quantity, 0, 0),
+      movement(e, 'received', d.productId, d.quantity, null, d.reference, d.at),
+    ];
   },
   'sales.StockReserved': (e) => {
     const { data: d } = e;
-    return [stock(d.productId, 0, d.quantity, 0), movement(e, 'reserved', d.productId, d.quantity, d.orderId, null, d.at)];
+    return [
+      stock(d.productId, 0, d.quantity, 0),
+      movement(e, 'reserved', d.productId, d.quantity, d.orderId, null, d.at),
+    ];
   },
   // Not a movement: nothing changed hands. The order's timeline shows it.
   'sales.StockReservationRejected': () => [],
   'sales.StockReleased': (e) => {
     const { data: d } = e;
-    return [stock(d.productId, 0, -d.quantity, 0), movement(e, 'released', d.productId, d.quantity, d.orderId, null, d.at)];
+    return [
+      stock(d.productId, 0, -d.quantity, 0),
+      movement(e, 'released', d.productId, d.quantity, d.orderId, null, d.at),
+    ];
   },
   'sales.StockShipped': (e) => {
     const { data: d } = e;
-    return [stock(d.productId, -d.quantity, -d.quantity, d.quantity), movement(e, 'shipped', d.productId, d.quantity, d.orderId, null, d.at)];
+    return [
+      stock(d.productId, -d.quantity, -d.quantity, d.quantity),
+      movement(e, 'shipped', d.productId, d.quantity, d.orderId, null, d.at),
+    ];
   },
 };
 

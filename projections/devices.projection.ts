@@ -22,7 +22,10 @@ const handlers: EventHandlers<DeviceEvent> = {
   'identity.DeviceRevoked': (e) => {
     const { data: d } = e;
     // COALESCE keeps the first revocation time should the event ever be applied again.
-    return { text: `UPDATE devices SET status = 'revoked', revoked_at = COALESCE(revoked_at, $2) WHERE device_id = $1`, values: [d.deviceId, d.at] };
+    return {
+      text: `UPDATE devices SET status = 'revoked', revoked_at = COALESCE(revoked_at, $2) WHERE device_id = $1`,
+      values: [d.deviceId, d.at],
+    };
   },
   'identity.DeviceSecretRotated': (e) => {
     const { data: d } = e;

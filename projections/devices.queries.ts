@@ -57,17 +57,23 @@ export async function findDeviceCredentials(db: Queryable, deviceId: string): Pr
   if (!isUuid(deviceId.toLowerCase())) return undefined;
   const res = await db.query(
     `SELECT device_id::text AS "deviceId", owner_id::text AS "ownerId", status, secret_hash AS "secretHash" FROM devices WHERE device_id = $1`,
-    [deviceId]);
+    [deviceId],
+  );
   return res.rows[0] as DeviceCredentials | undefined;
 }
 
 /** An owner's devices in device-id order (keyset pagination over the (owner_id, device_id) index). */
-export async function listDevicesByOwner(db: Queryable, ownerId: string, options: ListDevicesOptions = {}): Promise<DevicePage> {
+export async function listDevicesByOwner(
+  db: Queryable,
+  ownerId: string,
+  options: ListDevicesOptions = {},
+): Promise<DevicePage> {
   const { limit, after } = pageArgs(options);
   if (!isUuid(ownerId.toLowerCase())) return { items: [], nextAfter: null };
   const res = await db.query(
     `SELECT ${DEVICE_COLUMNS} FROM devices WHERE owner_id = $1 AND ($2::uuid IS NULL OR device_id > $2::uuid) ORDER BY device_id LIMIT $3`,
-    [ownerId, after, limit + 1]);
+    [ownerId, after, limit + 1],
+  );
   return page(res.rows as unknown as DeviceView[], limit);
 }
 
@@ -76,7 +82,8 @@ export async function listAllDevices(db: Queryable, options: ListDevicesOptions 
   const { limit, after } = pageArgs(options);
   const res = await db.query(
     `SELECT ${DEVICE_COLUMNS} FROM devices WHERE ($1::uuid IS NULL OR device_id > $1::uuid) ORDER BY device_id LIMIT $2`,
-    [after, limit + 1]);
+    [after, limit + 1],
+  );
   return page(res.rows as unknown as DeviceView[], limit);
 }
 

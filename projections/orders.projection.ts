@@ -13,7 +13,15 @@ import { sqlProjection, type EventHandlers, type SqlStatement } from './projecti
 
 type Ev = OrderEvent | PaymentEvent | Exclude<InventoryEvent, { type: 'sales.StockReceived' }>;
 
-const step = (e: RecordedEnvelope, orderId: string, at: string, name: string, detail: Record<string, unknown>, compensation = false, reason: string | null = null): SqlStatement => ({
+const step = (
+  e: RecordedEnvelope,
+  orderId: string,
+  at: string,
+  name: string,
+  detail: Record<string, unknown>,
+  compensation = false,
+  reason: string | null = null,
+): SqlStatement => ({
   text: `INSERT INTO sales_order_timeline (position, order_id, at, step, compensation, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
   values: [e.position, orderId, at, name, compensation, reason, JSON.stringify(detail)],
 });
@@ -35,7 +43,17 @@ const handlers: EventHandlers<Ev> = {
       {
         text: `INSERT INTO sales_orders (order_id, customer_id, channel, payment_method, status, items, currency, total_cents, expected_delivery, placed_at, updated_at, payment_status)
                VALUES ($1, $2, $3, $4, 'placed', $5, $6, $7, $8, $9, $9, 'none')`,
-        values: [d.orderId, d.customerId, d.channel, d.paymentMethod, JSON.stringify(d.items), d.currency, d.totalCents, d.expectedDelivery, d.at],
+        values: [
+          d.orderId,
+          d.customerId,
+          d.channel,
+          d.paymentMethod,
+          JSON.stringify(d.items),
+          d.currency,
+          d.totalCents,
+          d.expectedDelivery,
+          d.at,
+        ],
       },
       step(e, d.orderId, d.at, 'placed', { lines: d.items.length, totalCents: d.totalCents, currency: d.currency }),
     ];
@@ -46,8 +64,15 @@ const handlers: EventHandlers<Ev> = {
   },
   'sales.StockReservationRejected': (e) => {
     const { data: d } = e;
-    return step(e, d.orderId, d.at, 'stock-rejected', { productId: d.productId, requested: d.requested, available: d.available }, false,
-      `${d.requested} asked, ${d.available} available`);
+    return step(
+      e,
+      d.orderId,
+      d.at,
+      'stock-rejected',
+      { productId: d.productId, requested: d.requested, available: d.available },
+      false,
+      `${d.requested} asked, ${d.available} available`,
+    );
   },
   'sales.StockReleased': (e) => {
     const { data: d } = e;
@@ -63,11 +88,21 @@ const handlers: EventHandlers<Ev> = {
   },
   'sales.PaymentRequested': (e) => {
     const { data: d } = e;
-    return [payment(d.orderId, 'requested', d.at), step(e, d.orderId, d.at, 'payment-requested', { amountCents: d.amountCents, currency: d.currency, method: d.method })];
+    return [
+      payment(d.orderId, 'requested', d.at),
+      step(e, d.orderId, d.at, 'payment-requested', {
+        amountCents: d.amountCents,
+        currency: d.currency,
+        method: d.method,
+      }),
+    ];
   },
   'sales.PaymentCaptured': (e) => {
     const { data: d } = e;
-    return [payment(d.orderId, 'captured', d.at), step(e, d.orderId, d.at, 'payment-captured', { providerRef: d.providerRef, late: d.late })];
+    return [
+      payment(d.orderId, 'captured', d.at),
+      step(e, d.orderId, d.at, 'payment-captured', { providerRef: d.providerRef, late: d.late }),
+    ];
   },
   'sales.PaymentDeclined': (e) => {
     const { data: d } = e;
@@ -75,11 +110,25 @@ const handlers: EventHandlers<Ev> = {
   },
   'sales.PaymentDeadlineExpired': (e) => {
     const { data: d } = e;
-    return [payment(d.orderId, 'timed-out', d.at), step(e, d.orderId, d.at, 'payment-timed-out', { dueAt: d.dueAt }, false, `no payment answer by ${d.dueAt}`)];
+    return [
+      payment(d.orderId, 'timed-out', d.at),
+      step(e, d.orderId, d.at, 'payment-timed-out', { dueAt: d.dueAt }, false, `no payment answer by ${d.dueAt}`),
+    ];
   },
   'sales.PaymentRefunded': (e) => {
     const { data: d } = e;
-    return [payment(d.orderId, 'refunded', d.at), step(e, d.orderId, d.at, 'payment-refunded', { providerRef: d.providerRef, amountCents: d.amountCents }, true, d.reason)];
+    return [
+      payment(d.orderId, 'refunded', d.at),
+      step(
+        e,
+        d.orderId,
+        d.at,
+        'payment-refunded',
+        { providerRef: d.providerRef, amountCents: d.amountCents },
+        true,
+        d.reason,
+      ),
+    ];
   },
   'sales.OrderPaid': (e) => {
     const { data: d } = e;
@@ -91,23 +140,35 @@ const handlers: EventHandlers<Ev> = {
   },
   'sales.OrderRejected': (e) => {
     const { data: d } = e;
-    return [status(d.orderId, 'rejected', d.at, d.reason), step(e, d.orderId, d.at, 'rejected', d.detail, false, d.reason)];
+    return [
+      status(d.orderId, 'rejected', d.at, d.reason),
+      step(e, d.orderId, d.at, 'rejected', d.detail, false, d.reason),
+    ];
   },
   'sales.OrderCancellationRequested': (e) => {
     const { data: d } = e;
     return [
-      { text: 'UPDATE sales_orders SET cancellation_requested = true, updated_at = $2 WHERE order_id = $1', values: [d.orderId, d.at] },
+      {
+        text: 'UPDATE sales_orders SET cancellation_requested = true, updated_at = $2 WHERE order_id = $1',
+        values: [d.orderId, d.at],
+      },
       step(e, d.orderId, d.at, 'cancellation-requested', { by: d.by }, false, d.reason),
     ];
   },
   'sales.OrderCancelled': (e) => {
     const { data: d } = e;
-    return [status(d.orderId, 'cancelled', d.at, d.reason), step(e, d.orderId, d.at, 'cancelled', d.detail, true, d.reason)];
+    return [
+      status(d.orderId, 'cancelled', d.at, d.reason),
+      step(e, d.orderId, d.at, 'cancelled', d.detail, true, d.reason),
+    ];
   },
   'sales.ShipmentDispatched': (e) => {
     const { data: d } = e;
     return [
-      { text: `UPDATE sales_orders SET status = 'shipped', shipment_id = $2, shipped_at = $3, updated_at = $3 WHERE order_id = $1`, values: [d.orderId, d.shipmentId, d.at] },
+      {
+        text: `UPDATE sales_orders SET status = 'shipped', shipment_id = $2, shipped_at = $3, updated_at = $3 WHERE order_id = $1`,
+        values: [d.orderId, d.shipmentId, d.at],
+      },
       step(e, d.orderId, d.at, 'shipped', { shipmentId: d.shipmentId }),
     ];
   },

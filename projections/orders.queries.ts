@@ -21,10 +21,21 @@ function toSummary(r: Record<string, unknown>) {
     paymentMethod: r.payment_method as string,
     status: r.status as OrderStatusView,
     items: items.map((l) => ({
-      productId: l.productId, sku: l.sku, name: l.name, unit: l.unit, quantity: l.quantity,
-      listPrice: money(l.listPriceCents), discountPct: l.discountPct, unitPrice: money(l.unitPriceCents), lineTotal: money(l.lineTotalCents),
+      productId: l.productId,
+      sku: l.sku,
+      name: l.name,
+      unit: l.unit,
+      quantity: l.quantity,
+      listPrice: money(l.listPriceCents),
+      discountPct: l.discountPct,
+      unitPrice: money(l.unitPriceCents),
+      lineTotal: money(l.lineTotalCents),
     })),
-    totals: { currency: r.currency as string, total: money(r.total_cents as string), quantity: items.reduce((n, l) => n + l.quantity, 0) },
+    totals: {
+      currency: r.currency as string,
+      total: money(r.total_cents as string),
+      quantity: items.reduce((n, l) => n + l.quantity, 0),
+    },
     expectedDelivery: r.expected_delivery as string,
     payment: r.payment_status as string,
     cancellationRequested: r.cancellation_requested as boolean,
@@ -52,18 +63,36 @@ export async function findOrderView(db: Queryable, orderId: string) {
                                                    'detail', t.detail, 'position', t.position) ORDER BY t.position), '[]'::json)
           FROM sales_order_timeline t WHERE t.order_id = o.order_id) AS timeline
      FROM sales_orders o WHERE o.order_id = $1`,
-    [orderId]);
+    [orderId],
+  );
   const row = o.rows[0];
   if (!row) return undefined;
-  const timeline = row.timeline as { at: string; step: string; compensation: boolean; reason: string | null; detail: unknown; position: number | string }[];
+  const timeline = row.timeline as {
+    at: string;
+    step: string;
+    compensation: boolean;
+    reason: string | null;
+    detail: unknown;
+    position: number | string;
+  }[];
   return {
     ...toSummary(row),
-    timeline: timeline.map((r) => ({ at: new Date(r.at), step: r.step, compensation: r.compensation, reason: r.reason, detail: r.detail, position: Number(r.position) })),
+    timeline: timeline.map((r) => ({
+      at: new Date(r.at),
+      step: r.step,
+      compensation: r.compensation,
+      reason: r.reason,
+      detail: r.detail,
+      position: Number(r.position),
+    })),
   };
 }
 
 /** Order history, newest first: one customer's, or everyone's when `customerId` is null (admin). */
-export async function listOrders(db: Queryable, o: { customerId: string | null; status?: string; limit?: number; after?: string }) {
+export async function listOrders(
+  db: Queryable,
+  o: { customerId: string | null; status?: string; limit?: number; after?: string },
+) {
   const limit = pageLimit(o.limit);
   if (o.status !== undefined && !(ORDER_STATUSES as readonly string[]).includes(o.status)) {
     throw invalidQuery('status', `must be one of ${ORDER_STATUSES.join(', ')}`);
@@ -74,15 +103,21 @@ export async function listOrders(db: Queryable, o: { customerId: string | null; 
      WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2)
        AND ($3::timestamptz IS NULL OR (placed_at, order_id) < ($3::timestamptz, $4::uuid))
      ORDER BY placed_at DESC, order_id DESC LIMIT $5`,
-    [o.customerId, o.status ?? null, after?.[0] ?? null, after?.[1] ?? null, limit + 1]);
+    [o.customerId, o.status ?? null, after?.[0] ?? null, after?.[1] ?? null, limit + 1],
+  );
   const items = res.rows.slice(0, limit).map(toSummary);
   const last = items[items.length - 1];
-  return { items, nextAfter: res.rows.length > limit && last ? encodeCursor([last.placedAt.toISOString(), last.orderId]) : null };
+  return {
+    items,
+    nextAfter: res.rows.length > limit && last ? encodeCursor([last.placedAt.toISOString(), last.orderId]) : null,
+  };
 }
 
 /** Orders the shipping batch should dispatch, oldest first. */
 export async function listConfirmedOrderIds(db: Queryable, limit: number): Promise<string[]> {
   const res = await db.query(
-    `SELECT order_id::text AS id FROM sales_orders WHERE status = 'confirmed' AND NOT cancellation_requested ORDER BY placed_at LIMIT $1`, [limit]);
+    `SELECT order_id::text AS id FROM sales_orders WHERE status = 'confirmed' AND NOT cancellation_requested ORDER BY placed_at LIMIT $1`,
+    [limit],
+  );
   return res.rows.map((r) => r.id as string);
 }

@@ -47,7 +47,9 @@ export type EventHandlers<E extends AnyEvent> = {
   // `& { type: T }` narrows the union to its member of type T (the others' literal types conflict,
   // so their intersections are never); for an untyped projection (E's type is just `string`) it
   // keeps the plain event, where `Extract<E, { type: T }>` would be never.
-  readonly [T in E['type']]: (event: string extends E['type'] ? RecordedEvent<E> : RecordedEvent<E> & { readonly type: T }) => SqlStatement | readonly SqlStatement[];
+  readonly [T in E['type']]: (
+    event: string extends E['type'] ? RecordedEvent<E> : RecordedEvent<E> & { readonly type: T },
+  ) => SqlStatement | readonly SqlStatement[];
 };
 
 /** A run-time check that is also the narrowing: `type` has a handler, so it is one of the union's types. */
@@ -56,7 +58,9 @@ function handles<E extends AnyEvent>(handlers: EventHandlers<E>, type: string): 
 }
 
 /** The common case: a few SQL statements per event type. */
-export function sqlProjection<E extends AnyEvent = Event>(def: Omit<Projection<E>, 'eventTypes' | 'apply'> & { handlers: EventHandlers<E> }): Projection<E> {
+export function sqlProjection<E extends AnyEvent = Event>(
+  def: Omit<Projection<E>, 'eventTypes' | 'apply'> & { handlers: EventHandlers<E> },
+): Projection<E> {
   const { handlers, ...rest } = def;
   return {
     ...rest,

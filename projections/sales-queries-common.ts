@@ -13,7 +13,8 @@ export const PAGE_MAX = 200;
 
 export function pageLimit(limit: number | undefined): number {
   const l = limit ?? PAGE_DEFAULT;
-  if (!Number.isInteger(l) || l < 1 || l > PAGE_MAX) throw invalidQuery('limit', `must be an integer from 1 to ${PAGE_MAX}`);
+  if (!Number.isInteger(l) || l < 1 || l > PAGE_MAX)
+    throw invalidQuery('limit', `must be an integer from 1 to ${PAGE_MAX}`);
   return l;
 }
 
@@ -22,12 +23,22 @@ export function encodeCursor(values: readonly unknown[]): string {
 }
 
 /** A cursor is the JSON array of the last row's sort keys; each part is checked so a forged one is a 400, not a failed cast. */
-export function decodeCursor(after: string | undefined, parts: readonly ('text' | 'timestamp' | 'uuid')[]): string[] | null {
+export function decodeCursor(
+  after: string | undefined,
+  parts: readonly ('text' | 'timestamp' | 'uuid')[],
+): string[] | null {
   if (after === undefined || after === '') return null;
-  const ok = { text: () => true, timestamp: (x: string) => !Number.isNaN(Date.parse(x)), uuid: (x: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(x) };
+  const ok = {
+    text: () => true,
+    timestamp: (x: string) => !Number.isNaN(Date.parse(x)),
+    uuid: (x: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(x),
+  };
   try {
     const v: unknown = JSON.parse(Buffer.from(after, 'base64url').toString('utf8'));
-    if (Array.isArray(v) && v.length === parts.length && v.every((x, i) => typeof x === 'string' && ok[parts[i]!](x))) return v as string[];
-  } catch { /* answered below */ }
+    if (Array.isArray(v) && v.length === parts.length && v.every((x, i) => typeof x === 'string' && ok[parts[i]!](x)))
+      return v as string[];
+  } catch {
+    /* answered below */
+  }
   throw invalidQuery('after', 'must be the nextAfter value of a previous page');
 }

@@ -18,7 +18,9 @@ import type { Projection } from './projection';
 export const BUCKETS = { '1m': '1 minute', '5m': '5 minutes', '1h': '1 hour', '1d': '1 day' } as const;
 export type Bucket = keyof typeof BUCKETS;
 
-const WIDTHS = Object.entries(BUCKETS).map(([k, v]) => `('${k}', interval '${v}')`).join(', ');
+const WIDTHS = Object.entries(BUCKETS)
+  .map(([k, v]) => `('${k}', interval '${v}')`)
+  .join(', ');
 
 const APPLY = `
 WITH r AS (

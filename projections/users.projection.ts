@@ -40,7 +40,10 @@ const handlers: EventHandlers<UserEvent> = {
   },
   'identity.RoleRevoked': (e) => {
     const { data: d } = e;
-    return { text: 'UPDATE users SET roles = array_remove(roles, $2), updated_at = $3 WHERE user_id = $1', values: [d.userId, d.role, d.at] };
+    return {
+      text: 'UPDATE users SET roles = array_remove(roles, $2), updated_at = $3 WHERE user_id = $1',
+      values: [d.userId, d.role, d.at],
+    };
   },
   'identity.UserDisabled': (e) => {
     const { data: d } = e;
@@ -52,7 +55,10 @@ const handlers: EventHandlers<UserEvent> = {
   // A rehash on login is not a profile change: `users.updated_at` stays.
   'identity.PasswordRehashed': (e) => {
     const { data: d } = e;
-    return { text: 'UPDATE user_credentials SET password_hash = $2 WHERE user_id = $1', values: [d.userId, d.passwordHash] };
+    return {
+      text: 'UPDATE user_credentials SET password_hash = $2 WHERE user_id = $1',
+      values: [d.userId, d.passwordHash],
+    };
   },
 };
 

@@ -65,7 +65,8 @@ export async function findUserByEmail(db: Queryable, email: string): Promise<Use
 export async function findCredentialsByEmail(db: Queryable, email: string): Promise<UserCredentials | undefined> {
   const res = await db.query(
     `SELECT user_id::text AS "userId", email, password_hash AS "passwordHash", status FROM user_credentials WHERE email = $1`,
-    [email.trim().toLowerCase()]);
+    [email.trim().toLowerCase()],
+  );
   return res.rows[0] as UserCredentials | undefined;
 }
 
@@ -86,7 +87,8 @@ export async function listUsers(db: Queryable, options: ListUsersOptions = {}): 
         AND ($2::text = '' OR strpos(lower(email), lower($2::text)) > 0 OR strpos(lower(name), lower($2::text)) > 0)
       ORDER BY user_id
       LIMIT $3`,
-    [after, q, limit + 1]);
+    [after, q, limit + 1],
+  );
   const rows = res.rows as unknown as UserView[];
   const items = rows.slice(0, limit);
   return { items, nextAfter: rows.length > limit ? items[items.length - 1]!.userId : null };

@@ -57,9 +57,15 @@ const PUBLIC_CREDENTIAL_ROUTES = new Set(['/auth/signup', '/auth/login', '/auth/
 
 class PinoNestLogger implements LoggerService {
   constructor(private readonly pino: Logger) {}
-  log(message: unknown) { this.pino.debug(String(message)); }
-  error(message: unknown, trace?: string) { this.pino.error({ trace }, String(message)); }
-  warn(message: unknown) { this.pino.warn(String(message)); }
+  log(message: unknown) {
+    this.pino.debug(String(message));
+  }
+  error(message: unknown, trace?: string) {
+    this.pino.error({ trace }, String(message));
+  }
+  warn(message: unknown) {
+    this.pino.warn(String(message));
+  }
 }
 
 export async function createApp(config: Config, log: Logger, options: AppOptions = {}): Promise<RunningApp> {
@@ -67,7 +73,10 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   const metrics = new Metrics();
   const store = new PostgresEventStore(infra.pool, {
     listenConnectionString: infra.databaseUrl,
-    onAppended: (n) => { metrics.eventsAppended.inc(n); metrics.appends.inc(); },
+    onAppended: (n) => {
+      metrics.eventsAppended.inc(n);
+      metrics.appends.inc();
+    },
     log: (msg, err) => log.warn({ err }, msg),
   });
   const engine = new Projections(infra.pool, store, [...allProjections, ...(options.projections ?? [])], {
@@ -79,8 +88,16 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   const stale = await engine.register();
   const jobs = new RebuildJobs(infra.redisUrl, config.QUEUE_PREFIX, engine);
   const platform = new Platform({
-    config, log, pool: infra.pool, redis: infra.redis, redisUrl: infra.redisUrl, databaseUrl: infra.databaseUrl,
-    store, projections: engine, jobs, metrics,
+    config,
+    log,
+    pool: infra.pool,
+    redis: infra.redis,
+    redisUrl: infra.redisUrl,
+    databaseUrl: infra.databaseUrl,
+    store,
+    projections: engine,
+    jobs,
+    metrics,
   });
 
   @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ...(options.modules ?? [])] })
@@ -96,28 +113,46 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
     // Whose X-Forwarded-For decides request.ip, which every per-address limit counts by.
     trustProxy: config.TRUST_PROXY,
   });
-  const app = await NestFactory.create<NestFastifyApplication>(AppModule, adapter, { logger: new PinoNestLogger(log), bodyParser: false });
+  const app = await NestFactory.create<NestFastifyApplication>(AppModule, adapter, {
+    logger: new PinoNestLogger(log),
+    bodyParser: false,
+  });
   app.useGlobalFilters(new ProblemDetailsFilter());
   const fastify = app.getHttpAdapter().getInstance();
   // Anyone may post to these, and their fields are small: a tighter body limit than BODY_LIMIT_BYTES,
   // applied while the body streams in. (Routes register at app.init(), after this hook.)
   fastify.addHook('onRoute', (route) => {
-    if (route.method === 'POST' && PUBLIC_CREDENTIAL_ROUTES.has(route.url)) route.bodyLimit = config.AUTH_BODY_LIMIT_BYTES;
+    if (route.method === 'POST' && PUBLIC_CREDENTIAL_ROUTES.has(route.url))
+      route.bodyLimit = config.AUTH_BODY_LIMIT_BYTES;
   });
   // Our JSON parser: a malformed body becomes a problem naming the body, with a stable code
   // (Nest would turn Fastify's SyntaxError into a bare 400). Prototype poisoning is refused.
   fastify.removeContentTypeParser('application/json');
   fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
     try {
-      done(null, body === '' ? undefined : secureJson.parse(body as string, undefined, { protoAction: 'error', constructorAction: 'error' }));
+      done(
+        null,
+        body === ''
+          ? undefined
+          : secureJson.parse(body as string, undefined, { protoAction: 'error', constructorAction: 'error' }),
+      );
     } catch (e) {
-      done(validationError(PlatformErrorCode.MALFORMED_JSON, `the body is not valid JSON: ${(e as Error).message}`, [{ field: '(body)', rule: 'must be valid JSON' }]), undefined);
+      done(
+        validationError(PlatformErrorCode.MALFORMED_JSON, `the body is not valid JSON: ${(e as Error).message}`, [
+          { field: '(body)', rule: 'must be valid JSON' },
+        ]),
+        undefined,
+      );
     }
   });
   fastify.addHook('onRequest', (request, _reply, done) => {
     const header = request.headers['x-correlation-id'];
     if (header !== undefined && acceptedCorrelationId(header) === undefined) {
-      done(validationError(PlatformErrorCode.INVALID_HEADER, `${CORRELATION_ID_HEADER} ${CORRELATION_ID_RULE}`, [{ field: CORRELATION_ID_HEADER, rule: CORRELATION_ID_RULE }]));
+      done(
+        validationError(PlatformErrorCode.INVALID_HEADER, `${CORRELATION_ID_HEADER} ${CORRELATION_ID_RULE}`, [
+          { field: CORRELATION_ID_HEADER, rule: CORRELATION_ID_RULE },
+        ]),
+      );
       return;
     }
     done();

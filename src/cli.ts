@@ -52,7 +52,9 @@ async function main(argv: string[]): Promise<number> {
       try {
         await migrate(pool);
         const userId = await grantAdmin(new PostgresEventStore(pool), email, config.COMMAND_RETRIES);
-        console.log(`user ${userId} (${email}) has the admin role; it applies to tokens issued from now on (log in again)`);
+        console.log(
+          `user ${userId} (${email}) has the admin role; it applies to tokens issued from now on (log in again)`,
+        );
       } finally {
         await pool.end();
         for (const s of local) await s.stop();
@@ -62,17 +64,24 @@ async function main(argv: string[]): Promise<number> {
     case 'keys:rotate': {
       const r = rotateSigningKeys(config);
       console.log(r.kid);
-      console.error(`${r.file}: new signing key ${r.kid}; verifying keys: ${r.kids.join(', ')}`
-        + `${r.pruned.length ? `; pruned (all their tokens have expired): ${r.pruned.join(', ')}` : ''}.`
-        + ' Running instances verify and publish it now and sign with it within a minute.');
+      console.error(
+        `${r.file}: new signing key ${r.kid}; verifying keys: ${r.kids.join(', ')}` +
+          `${r.pruned.length ? `; pruned (all their tokens have expired): ${r.pruned.join(', ')}` : ''}.` +
+          ' Running instances verify and publish it now and sign with it within a minute.',
+      );
       return 0;
     }
     case 'services:run': {
       const envFile = flag(args, '--write-env');
       const pgPort = flag(args, '--pg-port');
       const redisPort = flag(args, '--redis-port');
-      const cfg = loadConfig({ ...process.env, DATABASE_URL: process.env.TEST_DATABASE_URL, REDIS_URL: process.env.TEST_REDIS_URL,
-        ...(pgPort ? { EMBEDDED_PG_PORT: pgPort } : {}), ...(redisPort ? { EMBEDDED_REDIS_PORT: redisPort } : {}) });
+      const cfg = loadConfig({
+        ...process.env,
+        DATABASE_URL: process.env.TEST_DATABASE_URL,
+        REDIS_URL: process.env.TEST_REDIS_URL,
+        ...(pgPort ? { EMBEDDED_PG_PORT: pgPort } : {}),
+        ...(redisPort ? { EMBEDDED_REDIS_PORT: redisPort } : {}),
+      });
       // Listening before anything starts: a script may stop us the moment the env file appears, or while starting.
       // Signal listeners do not keep Node running, nor do the servers (their child handles are unref'd): a timer does.
       const keepAlive = setInterval(() => undefined, 2 ** 30);
@@ -90,7 +99,9 @@ async function main(argv: string[]): Promise<number> {
     }
     case undefined:
     default:
-      console.error('usage: npm run cli -- <migrate | projections:list | projections:rebuild <name> | users:grant-admin <email> | keys:rotate | services:run --write-env F>');
+      console.error(
+        'usage: npm run cli -- <migrate | projections:list | projections:rebuild <name> | users:grant-admin <email> | keys:rotate | services:run --write-env F>',
+      );
       return 2;
   }
 }

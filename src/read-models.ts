@@ -6,4 +6,10 @@ import { telemetryProjection } from '../projections/telemetry.projection';
 import { usersProjection } from '../projections/users.projection';
 
 /** Every projection the application runs. Each bounded context adds its read models here. */
-export const allProjections: readonly Projection[] = [usersProjection, devicesProjection, telemetryProjection, catalogueProjection, ordersProjection];
+export const allProjections: readonly Projection[] = [
+  usersProjection,
+  devicesProjection,
+  telemetryProjection,
+  catalogueProjection,
+  ordersProjection,
+];

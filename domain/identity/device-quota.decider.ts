@@ -14,8 +14,14 @@ import { requireUuid } from './validation';
  * The maximum comes in with the command: it is configuration, not history.
  */
 
-export type TakeDeviceSlot = { readonly type: 'TakeDeviceSlot'; readonly data: { readonly ownerId: string; readonly deviceId: string; readonly max: number; readonly now: Date } };
-export type ReleaseDeviceSlot = { readonly type: 'ReleaseDeviceSlot'; readonly data: { readonly ownerId: string; readonly deviceId: string; readonly now: Date } };
+export type TakeDeviceSlot = {
+  readonly type: 'TakeDeviceSlot';
+  readonly data: { readonly ownerId: string; readonly deviceId: string; readonly max: number; readonly now: Date };
+};
+export type ReleaseDeviceSlot = {
+  readonly type: 'ReleaseDeviceSlot';
+  readonly data: { readonly ownerId: string; readonly deviceId: string; readonly now: Date };
+};
 export type DeviceQuotaCommand = TakeDeviceSlot | ReleaseDeviceSlot;
 
 /** The ids of the owner's devices holding a place, oldest first. */
@@ -24,7 +30,13 @@ export interface DeviceQuotaState {
 }
 
 export const tooManyDevices = (max: number) =>
-  new DomainError('conflict', IdentityErrorCode.TOO_MANY_DEVICES, `a user may have at most ${max} active devices; revoke one first`, [], { max });
+  new DomainError(
+    'conflict',
+    IdentityErrorCode.TOO_MANY_DEVICES,
+    `a user may have at most ${max} active devices; revoke one first`,
+    [],
+    { max },
+  );
 
 export const deviceQuotaDecider: Decider<DeviceQuotaCommand, DeviceQuotaEvent, DeviceQuotaState> = {
   initialState: { active: [] },

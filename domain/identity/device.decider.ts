@@ -11,9 +11,24 @@ import { unreachable } from '../shared/unreachable';
  * or admin) is decided by the caller; the decider records who did (`by`).
  */
 
-export type RegisterDevice = { readonly type: 'RegisterDevice'; readonly data: { readonly deviceId: string; readonly ownerId: string; readonly name: string; readonly secretHash: string; readonly now: Date } };
-export type RevokeDevice = { readonly type: 'RevokeDevice'; readonly data: { readonly deviceId: string; readonly by: string; readonly now: Date } };
-export type RotateDeviceSecret = { readonly type: 'RotateDeviceSecret'; readonly data: { readonly deviceId: string; readonly secretHash: string; readonly by: string; readonly now: Date } };
+export type RegisterDevice = {
+  readonly type: 'RegisterDevice';
+  readonly data: {
+    readonly deviceId: string;
+    readonly ownerId: string;
+    readonly name: string;
+    readonly secretHash: string;
+    readonly now: Date;
+  };
+};
+export type RevokeDevice = {
+  readonly type: 'RevokeDevice';
+  readonly data: { readonly deviceId: string; readonly by: string; readonly now: Date };
+};
+export type RotateDeviceSecret = {
+  readonly type: 'RotateDeviceSecret';
+  readonly data: { readonly deviceId: string; readonly secretHash: string; readonly by: string; readonly now: Date };
+};
 
 export type DeviceCommand = RegisterDevice | RevokeDevice | RotateDeviceSecret;
 
@@ -53,7 +68,9 @@ export function decideDevice(command: DeviceCommand, state: DeviceState): Device
       const name = requireName(d.name);
       const secretHash = requireArgon2idHash(d.secretHash, 'secretHash', IdentityErrorCode.INVALID_SECRET_HASH);
       if (state.status !== 'none') throw conflict(IdentityErrorCode.DEVICE_EXISTS, `device ${deviceId} already exists`);
-      return [{ type: 'identity.DeviceRegistered', data: { deviceId, ownerId, name, secretHash, at: d.now.toISOString() } }];
+      return [
+        { type: 'identity.DeviceRegistered', data: { deviceId, ownerId, name, secretHash, at: d.now.toISOString() } },
+      ];
     }
     case 'RevokeDevice': {
       const { deviceId, by, now } = command.data;
@@ -63,7 +80,11 @@ export function decideDevice(command: DeviceCommand, state: DeviceState): Device
     }
     case 'RotateDeviceSecret': {
       const { deviceId, by, now } = command.data;
-      const secretHash = requireArgon2idHash(command.data.secretHash, 'secretHash', IdentityErrorCode.INVALID_SECRET_HASH);
+      const secretHash = requireArgon2idHash(
+        command.data.secretHash,
+        'secretHash',
+        IdentityErrorCode.INVALID_SECRET_HASH,
+      );
       requireExisting(state, deviceId);
       if (state.status === 'revoked') throw conflict(IdentityErrorCode.DEVICE_REVOKED, `device ${deviceId} is revoked`);
       return [{ type: 'identity.DeviceSecretRotated', data: { deviceId, secretHash, by, at: now.toISOString() } }];

@@ -6,17 +6,26 @@ import type { Event } from '../shared/event';
  * owner and never stored.
  */
 
-export type DeviceRegistered = Event<'identity.DeviceRegistered', {
-  readonly deviceId: string;
-  readonly ownerId: string;
-  readonly name: string;
-  readonly secretHash: string;
-  readonly at: string;
-}>;
+export type DeviceRegistered = Event<
+  'identity.DeviceRegistered',
+  {
+    readonly deviceId: string;
+    readonly ownerId: string;
+    readonly name: string;
+    readonly secretHash: string;
+    readonly at: string;
+  }
+>;
 
-export type DeviceRevoked = Event<'identity.DeviceRevoked', { readonly deviceId: string; readonly by: string; readonly at: string }>;
+export type DeviceRevoked = Event<
+  'identity.DeviceRevoked',
+  { readonly deviceId: string; readonly by: string; readonly at: string }
+>;
 
-export type DeviceSecretRotated = Event<'identity.DeviceSecretRotated', { readonly deviceId: string; readonly secretHash: string; readonly by: string; readonly at: string }>;
+export type DeviceSecretRotated = Event<
+  'identity.DeviceSecretRotated',
+  { readonly deviceId: string; readonly secretHash: string; readonly by: string; readonly at: string }
+>;
 
 export type DeviceEvent = DeviceRegistered | DeviceRevoked | DeviceSecretRotated;
 

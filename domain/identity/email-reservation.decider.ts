@@ -13,12 +13,14 @@ import { requireUuid } from './validation';
  * through; this decider only answers the sequential case.
  */
 
-export type ReserveEmail = { readonly type: 'ReserveEmail'; readonly data: { readonly email: string; readonly userId: string; readonly now: Date } };
+export type ReserveEmail = {
+  readonly type: 'ReserveEmail';
+  readonly data: { readonly email: string; readonly userId: string; readonly now: Date };
+};
 export type EmailCommand = ReserveEmail;
 
 export type EmailReservationState =
-  | { readonly reserved: false }
-  | { readonly reserved: true; readonly email: string; readonly userId: string };
+  { readonly reserved: false } | { readonly reserved: true; readonly email: string; readonly userId: string };
 
 export const emailReservationDecider: Decider<EmailCommand, EmailEvent, EmailReservationState> = {
   initialState: { reserved: false },

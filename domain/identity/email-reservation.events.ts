@@ -6,7 +6,10 @@ import { normaliseEmail } from './email';
  * first account to reserve an address owns it.
  */
 
-export type EmailReserved = Event<'identity.EmailReserved', { readonly email: string; readonly userId: string; readonly at: string }>;
+export type EmailReserved = Event<
+  'identity.EmailReserved',
+  { readonly email: string; readonly userId: string; readonly at: string }
+>;
 export type EmailEvent = EmailReserved;
 export const EMAIL_EVENT_TYPES = ['identity.EmailReserved'] as const satisfies readonly EmailEvent['type'][];
 

@@ -25,13 +25,38 @@ describe('identity email normalisation', () => {
   });
 
   it.each([
-    '', '   ', 'plainaddress', '@example.com', 'ada@', 'ada@localhost', 'ada@@example.com', 'ada@exa mple.com', 'ad a@example.com',
-    '.ada@example.com', 'ada.@example.com', 'a..da@example.com', 'ada@-example.com', 'ada@example-.com', 'ada@example..com',
-    'ada@example.c', 'ada@127.0.0.1', 'ada@[127.0.0.1]', '"ada"@example.com', 'ada@exam_ple.com', 'ädä@example.com',
-    '\u212Aate@example.com', 'ada@example.com\u0000', `${'a'.repeat(65)}@example.com`, `ada@${'l'.repeat(64)}.com`,
+    '',
+    '   ',
+    'plainaddress',
+    '@example.com',
+    'ada@',
+    'ada@localhost',
+    'ada@@example.com',
+    'ada@exa mple.com',
+    'ad a@example.com',
+    '.ada@example.com',
+    'ada.@example.com',
+    'a..da@example.com',
+    'ada@-example.com',
+    'ada@example-.com',
+    'ada@example..com',
+    'ada@example.c',
+    'ada@127.0.0.1',
+    'ada@[127.0.0.1]',
+    '"ada"@example.com',
+    'ada@exam_ple.com',
+    'ädä@example.com',
+    '\u212Aate@example.com',
+    'ada@example.com\u0000',
+    `${'a'.repeat(65)}@example.com`,
+    `ada@${'l'.repeat(64)}.com`,
   ])('refuses %j, naming the email field', (raw) => {
     const e = emailError(raw);
-    expect({ kind: e.kind, code: e.code, fields: e.fields }).toEqual({ kind: 'validation', code: 'IDENTITY.INVALID_EMAIL', fields: [{ field: 'email', rule: EMAIL_RULE }] });
+    expect({ kind: e.kind, code: e.code, fields: e.fields }).toEqual({
+      kind: 'validation',
+      code: 'IDENTITY.INVALID_EMAIL',
+      fields: [{ field: 'email', rule: EMAIL_RULE }],
+    });
   });
 
   it('accepts 254 characters and refuses 255', () => {

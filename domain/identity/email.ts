@@ -25,7 +25,8 @@ const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
  */
 export function normaliseEmail(raw: string): string {
   const trimmed = raw.trim();
-  const fail = () => validationError(IdentityErrorCode.INVALID_EMAIL, `email ${EMAIL_RULE}`, [{ field: 'email', rule: EMAIL_RULE }]);
+  const fail = () =>
+    validationError(IdentityErrorCode.INVALID_EMAIL, `email ${EMAIL_RULE}`, [{ field: 'email', rule: EMAIL_RULE }]);
   if (trimmed.length === 0 || trimmed.length > EMAIL_MAX_LENGTH || !PRINTABLE_ASCII.test(trimmed)) throw fail();
   const email = trimmed.toLowerCase();
   const at = email.lastIndexOf('@');
@@ -34,7 +35,12 @@ export function normaliseEmail(raw: string): string {
   const domain = email.slice(at + 1);
   if (local.length > 64 || !LOCAL_PART.test(local)) throw fail();
   const labels = domain.split('.');
-  if (labels.length < 2 || domain.length > 253 || !labels.every((l) => DOMAIN_LABEL.test(l)) || !TOP_LABEL.test(labels[labels.length - 1]!)) {
+  if (
+    labels.length < 2 ||
+    domain.length > 253 ||
+    !labels.every((l) => DOMAIN_LABEL.test(l)) ||
+    !TOP_LABEL.test(labels[labels.length - 1]!)
+  ) {
     throw fail();
   }
   return email;

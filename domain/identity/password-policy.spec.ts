@@ -24,7 +24,9 @@ describe('identity password policy', () => {
   it('refuses a password under 12 characters with a readable rule', () => {
     const e = weak('Tr0ub4dor&3');
     expect({ kind: e.kind, code: e.code, fields: e.fields }).toEqual({
-      kind: 'validation', code: 'IDENTITY.WEAK_PASSWORD', fields: [{ field: 'password', rule: 'must be at least 12 characters' }],
+      kind: 'validation',
+      code: 'IDENTITY.WEAK_PASSWORD',
+      fields: [{ field: 'password', rule: 'must be at least 12 characters' }],
     });
     expect(e.message).toBe('password must be at least 12 characters');
   });
@@ -97,6 +99,8 @@ describe('identity password policy', () => {
     expect(COMMON_PASSWORDS.length).toBeGreaterThanOrEqual(1000);
     expect(new Set(COMMON_PASSWORDS).size).toBe(COMMON_PASSWORDS.length);
     expect(COMMON_PASSWORDS.filter((p) => p !== p.toLowerCase() || p !== p.trim() || p === '')).toEqual([]);
-    expect(COMMON_PASSWORDS).toEqual(expect.arrayContaining(['123456', 'password', 'qwerty', 'iloveyou', 'letmein', 'trustno1']));
+    expect(COMMON_PASSWORDS).toEqual(
+      expect.arrayContaining(['123456', 'password', 'qwerty', 'iloveyou', 'letmein', 'trustno1']),
+    );
   });
 });

@@ -73,7 +73,10 @@ export function isCommonPassword(password: string): boolean {
  * A password over the maximum length is refused for that alone: nothing else is checked on
  * input that is refused anyway, so its cost stays bounded by the limit, not by the input.
  */
-export function passwordProblems(password: string, context: { readonly email: string; readonly name: string }): PasswordRule[] {
+export function passwordProblems(
+  password: string,
+  context: { readonly email: string; readonly name: string },
+): PasswordRule[] {
   // Code points: an emoji is one character to the person typing it.
   const length = codePointLength(password, PASSWORD_MAX_LENGTH);
   if (length > PASSWORD_MAX_LENGTH) return [PASSWORD_RULES.maxLength];
@@ -88,8 +91,11 @@ export function passwordProblems(password: string, context: { readonly email: st
 export function checkPassword(password: string, context: { readonly email: string; readonly name: string }): void {
   const problems = passwordProblems(password, context);
   if (problems.length === 0) return;
-  throw validationError(IdentityErrorCode.WEAK_PASSWORD, `password ${problems.join('; ')}`,
-    problems.map((rule) => ({ field: 'password', rule })));
+  throw validationError(
+    IdentityErrorCode.WEAK_PASSWORD,
+    `password ${problems.join('; ')}`,
+    problems.map((rule) => ({ field: 'password', rule })),
+  );
 }
 
 function containsPersonal(password: string, context: { readonly email: string; readonly name: string }): boolean {

@@ -13,11 +13,32 @@ import { unreachable } from '../shared/unreachable';
  * in the application, with password-policy.ts; the decider sees only the hash.
  */
 
-export type RegisterUser = { readonly type: 'RegisterUser'; readonly data: { readonly userId: string; readonly email: string; readonly name: string; readonly passwordHash: string; readonly now: Date } };
-export type AssignRole = { readonly type: 'AssignRole'; readonly data: { readonly userId: string; readonly role: string; readonly by: string; readonly now: Date } };
-export type RevokeRole = { readonly type: 'RevokeRole'; readonly data: { readonly userId: string; readonly role: string; readonly by: string; readonly now: Date } };
-export type DisableUser = { readonly type: 'DisableUser'; readonly data: { readonly userId: string; readonly by: string; readonly now: Date } };
-export type RehashPassword = { readonly type: 'RehashPassword'; readonly data: { readonly userId: string; readonly passwordHash: string; readonly now: Date } };
+export type RegisterUser = {
+  readonly type: 'RegisterUser';
+  readonly data: {
+    readonly userId: string;
+    readonly email: string;
+    readonly name: string;
+    readonly passwordHash: string;
+    readonly now: Date;
+  };
+};
+export type AssignRole = {
+  readonly type: 'AssignRole';
+  readonly data: { readonly userId: string; readonly role: string; readonly by: string; readonly now: Date };
+};
+export type RevokeRole = {
+  readonly type: 'RevokeRole';
+  readonly data: { readonly userId: string; readonly role: string; readonly by: string; readonly now: Date };
+};
+export type DisableUser = {
+  readonly type: 'DisableUser';
+  readonly data: { readonly userId: string; readonly by: string; readonly now: Date };
+};
+export type RehashPassword = {
+  readonly type: 'RehashPassword';
+  readonly data: { readonly userId: string; readonly passwordHash: string; readonly now: Date };
+};
 
 export type UserCommand = RegisterUser | AssignRole | RevokeRole | DisableUser | RehashPassword;
 
@@ -32,7 +53,14 @@ export interface UserState {
   readonly passwordHash: string;
 }
 
-export const initialUserState: UserState = { status: 'none', userId: '', email: '', name: '', roles: [], passwordHash: '' };
+export const initialUserState: UserState = {
+  status: 'none',
+  userId: '',
+  email: '',
+  name: '',
+  roles: [],
+  passwordHash: '',
+};
 
 export function evolveUser(state: UserState, event: UserEvent): UserState {
   switch (event.type) {
@@ -63,7 +91,12 @@ export function decideUser(command: UserCommand, state: UserState): UserEvent[] 
       const name = requireName(d.name);
       const passwordHash = requireArgon2idHash(d.passwordHash, 'passwordHash', IdentityErrorCode.INVALID_PASSWORD_HASH);
       if (state.status !== 'none') throw conflict(IdentityErrorCode.USER_EXISTS, `user ${userId} already exists`);
-      return [{ type: 'identity.UserRegistered', data: { userId, email, name, passwordHash, roles: [BASE_ROLE], at: d.now.toISOString() } }];
+      return [
+        {
+          type: 'identity.UserRegistered',
+          data: { userId, email, name, passwordHash, roles: [BASE_ROLE], at: d.now.toISOString() },
+        },
+      ];
     }
     case 'AssignRole': {
       const { userId, by, now } = command.data;
@@ -76,7 +109,10 @@ export function decideUser(command: UserCommand, state: UserState): UserEvent[] 
     case 'RevokeRole': {
       const { userId, by, now } = command.data;
       const role = requireRole(command.data.role);
-      if (role === BASE_ROLE) throw validationError(IdentityErrorCode.ROLE_PROTECTED, RULES.baseRole, [{ field: 'role', rule: RULES.baseRole }]);
+      if (role === BASE_ROLE)
+        throw validationError(IdentityErrorCode.ROLE_PROTECTED, RULES.baseRole, [
+          { field: 'role', rule: RULES.baseRole },
+        ]);
       requireExisting(state, userId);
       // Allowed on a disabled user: taking privileges away is always safe.
       if (!state.roles.includes(role)) return [];
@@ -90,7 +126,11 @@ export function decideUser(command: UserCommand, state: UserState): UserEvent[] 
     }
     case 'RehashPassword': {
       const { userId, now } = command.data;
-      const passwordHash = requireArgon2idHash(command.data.passwordHash, 'passwordHash', IdentityErrorCode.INVALID_PASSWORD_HASH);
+      const passwordHash = requireArgon2idHash(
+        command.data.passwordHash,
+        'passwordHash',
+        IdentityErrorCode.INVALID_PASSWORD_HASH,
+      );
       requireExisting(state, userId);
       requireActive(state, userId);
       if (passwordHash === state.passwordHash) return [];

@@ -6,23 +6,38 @@ import type { Event } from '../shared/event';
  * argon2id PHC string, never a plaintext.
  */
 
-export type UserRegistered = Event<'identity.UserRegistered', {
-  readonly userId: string;
-  /** Normalised (see email.ts). */
-  readonly email: string;
-  readonly name: string;
-  readonly passwordHash: string;
-  readonly roles: readonly string[];
-  readonly at: string;
-}>;
+export type UserRegistered = Event<
+  'identity.UserRegistered',
+  {
+    readonly userId: string;
+    /** Normalised (see email.ts). */
+    readonly email: string;
+    readonly name: string;
+    readonly passwordHash: string;
+    readonly roles: readonly string[];
+    readonly at: string;
+  }
+>;
 
-export type RoleAssigned = Event<'identity.RoleAssigned', { readonly userId: string; readonly role: string; readonly by: string; readonly at: string }>;
+export type RoleAssigned = Event<
+  'identity.RoleAssigned',
+  { readonly userId: string; readonly role: string; readonly by: string; readonly at: string }
+>;
 
-export type RoleRevoked = Event<'identity.RoleRevoked', { readonly userId: string; readonly role: string; readonly by: string; readonly at: string }>;
+export type RoleRevoked = Event<
+  'identity.RoleRevoked',
+  { readonly userId: string; readonly role: string; readonly by: string; readonly at: string }
+>;
 
-export type UserDisabled = Event<'identity.UserDisabled', { readonly userId: string; readonly by: string; readonly at: string }>;
+export type UserDisabled = Event<
+  'identity.UserDisabled',
+  { readonly userId: string; readonly by: string; readonly at: string }
+>;
 
-export type PasswordRehashed = Event<'identity.PasswordRehashed', { readonly userId: string; readonly passwordHash: string; readonly at: string }>;
+export type PasswordRehashed = Event<
+  'identity.PasswordRehashed',
+  { readonly userId: string; readonly passwordHash: string; readonly at: string }
+>;
 
 export type UserEvent = UserRegistered | RoleAssigned | RoleRevoked | UserDisabled | PasswordRehashed;
 

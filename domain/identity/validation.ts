@@ -32,7 +32,8 @@ export function isArgon2idHash(value: string): boolean {
 }
 
 export function requireArgon2idHash(value: string, field: string, code: string): string {
-  if (!isArgon2idHash(value)) throw validationError(code, `${field} ${RULES.argon2id}`, [{ field, rule: RULES.argon2id }]);
+  if (!isArgon2idHash(value))
+    throw validationError(code, `${field} ${RULES.argon2id}`, [{ field, rule: RULES.argon2id }]);
   return value;
 }
 
@@ -41,7 +42,8 @@ export function isUuid(value: string): boolean {
 }
 
 export function requireUuid(value: string, field: string): string {
-  if (!isUuid(value)) throw validationError(IdentityErrorCode.INVALID_ID, `${field} ${RULES.uuid}`, [{ field, rule: RULES.uuid }]);
+  if (!isUuid(value))
+    throw validationError(IdentityErrorCode.INVALID_ID, `${field} ${RULES.uuid}`, [{ field, rule: RULES.uuid }]);
   return value;
 }
 

@@ -13,10 +13,33 @@ import { unreachable } from '../shared/unreachable';
  *   available = onHand − reserved
  */
 
-export type ReceiveStock = { readonly type: 'ReceiveStock'; readonly data: { readonly productId: string; readonly quantity: number; readonly reference: string; readonly by: string; readonly now: Date } };
-export type ReserveStock = { readonly type: 'ReserveStock'; readonly data: { readonly productId: string; readonly orderId: string; readonly quantity: number; readonly now: Date } };
-export type ReleaseStock = { readonly type: 'ReleaseStock'; readonly data: { readonly productId: string; readonly orderId: string; readonly now: Date } };
-export type ShipStock = { readonly type: 'ShipStock'; readonly data: { readonly productId: string; readonly orderId: string; readonly now: Date } };
+export type ReceiveStock = {
+  readonly type: 'ReceiveStock';
+  readonly data: {
+    readonly productId: string;
+    readonly quantity: number;
+    readonly reference: string;
+    readonly by: string;
+    readonly now: Date;
+  };
+};
+export type ReserveStock = {
+  readonly type: 'ReserveStock';
+  readonly data: {
+    readonly productId: string;
+    readonly orderId: string;
+    readonly quantity: number;
+    readonly now: Date;
+  };
+};
+export type ReleaseStock = {
+  readonly type: 'ReleaseStock';
+  readonly data: { readonly productId: string; readonly orderId: string; readonly now: Date };
+};
+export type ShipStock = {
+  readonly type: 'ShipStock';
+  readonly data: { readonly productId: string; readonly orderId: string; readonly now: Date };
+};
 export type InventoryCommand = ReceiveStock | ReserveStock | ReleaseStock | ShipStock;
 
 export type ReservationStatus = 'reserved' | 'rejected' | 'released' | 'shipped';
@@ -33,20 +56,34 @@ export const initialInventoryState: InventoryState = { onHand: 0, reserved: 0, s
 export const available = (s: InventoryState): number => s.onHand - s.reserved;
 
 export function evolveInventory(state: InventoryState, event: InventoryEvent): InventoryState {
-  const set = (orderId: string, quantity: number, status: ReservationStatus) => ({ ...state.reservations, [orderId]: { quantity, status } });
+  const set = (orderId: string, quantity: number, status: ReservationStatus) => ({
+    ...state.reservations,
+    [orderId]: { quantity, status },
+  });
   switch (event.type) {
     case 'sales.StockReceived':
       return { ...state, onHand: state.onHand + event.data.quantity };
     case 'sales.StockReserved':
-      return { ...state, reserved: state.reserved + event.data.quantity, reservations: set(event.data.orderId, event.data.quantity, 'reserved') };
+      return {
+        ...state,
+        reserved: state.reserved + event.data.quantity,
+        reservations: set(event.data.orderId, event.data.quantity, 'reserved'),
+      };
     case 'sales.StockReservationRejected':
       return { ...state, reservations: set(event.data.orderId, event.data.requested, 'rejected') };
     case 'sales.StockReleased':
-      return { ...state, reserved: state.reserved - event.data.quantity, reservations: set(event.data.orderId, event.data.quantity, 'released') };
+      return {
+        ...state,
+        reserved: state.reserved - event.data.quantity,
+        reservations: set(event.data.orderId, event.data.quantity, 'released'),
+      };
     case 'sales.StockShipped':
       return {
-        ...state, reserved: state.reserved - event.data.quantity, onHand: state.onHand - event.data.quantity,
-        shipped: state.shipped + event.data.quantity, reservations: set(event.data.orderId, event.data.quantity, 'shipped'),
+        ...state,
+        reserved: state.reserved - event.data.quantity,
+        onHand: state.onHand - event.data.quantity,
+        shipped: state.shipped + event.data.quantity,
+        reservations: set(event.data.orderId, event.data.quantity, 'shipped'),
       };
     default:
       return unreachable(event, 'event');
@@ -64,7 +101,12 @@ export function decideInventory(command: InventoryCommand, state: InventoryState
       if (state.reservations[orderId]) return []; // this order was answered already
       const free = available(state);
       if (quantity > free) {
-        return [{ type: 'sales.StockReservationRejected', data: { productId, orderId, requested: quantity, available: free, at: now.toISOString() } }];
+        return [
+          {
+            type: 'sales.StockReservationRejected',
+            data: { productId, orderId, requested: quantity, available: free, at: now.toISOString() },
+          },
+        ];
       }
       return [{ type: 'sales.StockReserved', data: { productId, orderId, quantity, at: now.toISOString() } }];
     }
@@ -72,13 +114,17 @@ export function decideInventory(command: InventoryCommand, state: InventoryState
       const { productId, orderId, now } = command.data;
       const r = state.reservations[orderId];
       if (r?.status !== 'reserved') return [];
-      return [{ type: 'sales.StockReleased', data: { productId, orderId, quantity: r.quantity, at: now.toISOString() } }];
+      return [
+        { type: 'sales.StockReleased', data: { productId, orderId, quantity: r.quantity, at: now.toISOString() } },
+      ];
     }
     case 'ShipStock': {
       const { productId, orderId, now } = command.data;
       const r = state.reservations[orderId];
       if (r?.status !== 'reserved') return [];
-      return [{ type: 'sales.StockShipped', data: { productId, orderId, quantity: r.quantity, at: now.toISOString() } }];
+      return [
+        { type: 'sales.StockShipped', data: { productId, orderId, quantity: r.quantity, at: now.toISOString() } },
+      ];
     }
     default:
       return unreachable(command, 'command');

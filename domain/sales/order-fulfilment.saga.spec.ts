@@ -1,5 +1,12 @@
 import type { OrderLine } from './order.events';
-import { emptyHistory, evolveSaga, react, type SagaCommand, type SagaHistory, type SagaTrigger } from './order-fulfilment.saga';
+import {
+  emptyHistory,
+  evolveSaga,
+  react,
+  type SagaCommand,
+  type SagaHistory,
+  type SagaTrigger,
+} from './order-fulfilment.saga';
 
 /**
  * Given/when/then for the saga: given the triggers it already handled, when
@@ -12,23 +19,55 @@ const options = { paymentTimeoutMs: 30_000 };
 const at = '2026-11-23T10:00:00.000Z';
 let seq = 0;
 const t = (type: SagaTrigger['type'], data: Record<string, unknown>): SagaTrigger =>
-  ({ id: `e${++seq}`, type, data: { orderId, at, ...data }, streamId: 's', position: seq, at } as unknown as SagaTrigger);
+  ({
+    id: `e${++seq}`,
+    type,
+    data: { orderId, at, ...data },
+    streamId: 's',
+    position: seq,
+    at,
+  }) as unknown as SagaTrigger;
 
 const line = (productId: string, sku: string, quantity: number): OrderLine => ({
-  productId, sku, name: sku, unit: 'piece', quantity, listPriceCents: 100, discountPct: 0, unitPriceCents: 100, lineTotalCents: 100 * quantity, deliveryDays: 1,
+  productId,
+  sku,
+  name: sku,
+  unit: 'piece',
+  quantity,
+  listPriceCents: 100,
+  discountPct: 0,
+  unitPriceCents: 100,
+  lineTotalCents: 100 * quantity,
+  deliveryDays: 1,
 });
-const placed = () => t('sales.OrderPlaced', {
-  customerId: 'c', channel: 'web', paymentMethod: 'card', items: [line(p1, 'A', 2), line(p2, 'B', 1)], currency: 'EUR', totalCents: 300, expectedDelivery: '2026-11-24',
-});
+const placed = () =>
+  t('sales.OrderPlaced', {
+    customerId: 'c',
+    channel: 'web',
+    paymentMethod: 'card',
+    items: [line(p1, 'A', 2), line(p2, 'B', 1)],
+    currency: 'EUR',
+    totalCents: 300,
+    expectedDelivery: '2026-11-24',
+  });
 const reserved = (productId: string, quantity: number) => t('sales.StockReserved', { productId, quantity });
-const rejected = (productId: string, requested: number, available: number) => t('sales.StockReservationRejected', { productId, requested, available });
+const rejected = (productId: string, requested: number, available: number) =>
+  t('sales.StockReservationRejected', { productId, requested, available });
 const captured = (ref = 'ch1') => t('sales.PaymentCaptured', { providerRef: ref, late: false });
 
 /** Folds the triggers through react, as the runner records them. */
 function given(triggers: SagaTrigger[]): SagaHistory {
   return triggers.reduce((h, trigger) => {
     const { state, commands } = react(h, trigger, options);
-    return evolveSaga(h, { type: 'sales.SagaStepRecorded', data: { orderId, trigger: { id: trigger.id, type: trigger.type, streamId: 's', position: trigger.position, at }, commands, state } });
+    return evolveSaga(h, {
+      type: 'sales.SagaStepRecorded',
+      data: {
+        orderId,
+        trigger: { id: trigger.id, type: trigger.type, streamId: 's', position: trigger.position, at },
+        commands,
+        state,
+      },
+    });
   }, emptyHistory);
 }
 const when = (history: SagaHistory, trigger: SagaTrigger): SagaCommand[] => react(history, trigger, options).commands;
@@ -36,7 +75,8 @@ const when = (history: SagaHistory, trigger: SagaTrigger): SagaCommand[] => reac
 describe('order-fulfilment saga', () => {
   it('an order placed: reserve stock for each line', () => {
     expect(when(given([]), placed())).toEqual([
-      { kind: 'ReserveStock', productId: p1, quantity: 2 }, { kind: 'ReserveStock', productId: p2, quantity: 1 },
+      { kind: 'ReserveStock', productId: p1, quantity: 2 },
+      { kind: 'ReserveStock', productId: p2, quantity: 1 },
     ]);
   });
 
@@ -57,7 +97,11 @@ describe('order-fulfilment saga', () => {
     const h = given([placed(), reserved(p1, 2)]);
     expect(when(h, rejected(p2, 1, 0))).toEqual([
       { kind: 'ReleaseStock', productId: p1 },
-      { kind: 'RejectOrder', reason: 'not enough stock of B: 1 asked, 0 available', detail: { productId: p2, sku: 'B', requested: 1, available: 0 } },
+      {
+        kind: 'RejectOrder',
+        reason: 'not enough stock of B: 1 asked, 0 available',
+        detail: { productId: p2, sku: 'B', requested: 1, available: 0 },
+      },
     ]);
   });
 
@@ -75,7 +119,9 @@ describe('order-fulfilment saga', () => {
   it('payment declined: release everything, cancel with the reason', () => {
     const h = given([placed(), reserved(p1, 2), reserved(p2, 1)]);
     expect(when(h, t('sales.PaymentDeclined', { reason: 'insufficient funds' }))).toEqual([
-      { kind: 'CancelDeadline' }, { kind: 'ReleaseStock', productId: p1 }, { kind: 'ReleaseStock', productId: p2 },
+      { kind: 'CancelDeadline' },
+      { kind: 'ReleaseStock', productId: p1 },
+      { kind: 'ReleaseStock', productId: p2 },
       { kind: 'CancelOrder', reason: 'payment declined: insufficient funds', detail: { payment: 'declined' } },
     ]);
   });
@@ -84,12 +130,29 @@ describe('order-fulfilment saga', () => {
     const h = given([placed(), reserved(p1, 2), reserved(p2, 1)]);
     const deadline = t('sales.PaymentDeadlineExpired', { dueAt: '2026-11-23T10:00:30.000Z' });
     expect(when(h, deadline)).toEqual([
-      { kind: 'ReleaseStock', productId: p1 }, { kind: 'ReleaseStock', productId: p2 },
-      { kind: 'CancelOrder', reason: 'payment not confirmed by 2026-11-23T10:00:30.000Z', detail: { payment: 'timed out', dueAt: '2026-11-23T10:00:30.000Z' } },
+      { kind: 'ReleaseStock', productId: p1 },
+      { kind: 'ReleaseStock', productId: p2 },
+      {
+        kind: 'CancelOrder',
+        reason: 'payment not confirmed by 2026-11-23T10:00:30.000Z',
+        detail: { payment: 'timed out', dueAt: '2026-11-23T10:00:30.000Z' },
+      },
     ]);
-    const released = given([placed(), reserved(p1, 2), reserved(p2, 1), deadline, t('sales.StockReleased', { productId: p1, quantity: 2 }), t('sales.StockReleased', { productId: p2, quantity: 1 })]);
+    const released = given([
+      placed(),
+      reserved(p1, 2),
+      reserved(p2, 1),
+      deadline,
+      t('sales.StockReleased', { productId: p1, quantity: 2 }),
+      t('sales.StockReleased', { productId: p2, quantity: 1 }),
+    ]);
     const late = captured();
-    expect(when(released, late)).toEqual([{ kind: 'RefundPayment', reason: 'captured after the order was cancelled: payment not confirmed by 2026-11-23T10:00:30.000Z' }]);
+    expect(when(released, late)).toEqual([
+      {
+        kind: 'RefundPayment',
+        reason: 'captured after the order was cancelled: payment not confirmed by 2026-11-23T10:00:30.000Z',
+      },
+    ]);
     const afterRefund = given([placed(), reserved(p1, 2), reserved(p2, 1), deadline, late]);
     expect(when(afterRefund, captured())).toEqual([]); // the webhook again, as a new event: nothing more
     expect(when(afterRefund, t('sales.PaymentDeclined', { reason: 'x' }))).toEqual([]);
@@ -105,7 +168,8 @@ describe('order-fulfilment saga', () => {
   it('customer cancels a confirmed order: release, refund, cancel', () => {
     const h = given([placed(), reserved(p1, 2), reserved(p2, 1), captured()]);
     expect(when(h, t('sales.OrderCancellationRequested', { by: 'user:c', reason: 'changed my mind' }))).toEqual([
-      { kind: 'ReleaseStock', productId: p1 }, { kind: 'ReleaseStock', productId: p2 },
+      { kind: 'ReleaseStock', productId: p1 },
+      { kind: 'ReleaseStock', productId: p2 },
       { kind: 'RefundPayment', reason: 'changed my mind' },
       { kind: 'CancelOrder', reason: 'changed my mind', detail: { by: 'user:c' } },
     ]);
@@ -114,7 +178,10 @@ describe('order-fulfilment saga', () => {
   it('customer cancels while reserving: release what is reserved; a line reserved later is released too; a later capture is refunded', () => {
     const cancel = t('sales.OrderCancellationRequested', { by: 'user:c', reason: 'r' });
     const h = given([placed(), reserved(p1, 2)]);
-    expect(when(h, cancel)).toEqual([{ kind: 'ReleaseStock', productId: p1 }, { kind: 'CancelOrder', reason: 'r', detail: { by: 'user:c' } }]);
+    expect(when(h, cancel)).toEqual([
+      { kind: 'ReleaseStock', productId: p1 },
+      { kind: 'CancelOrder', reason: 'r', detail: { by: 'user:c' } },
+    ]);
     const after = given([placed(), reserved(p1, 2), cancel]);
     expect(when(after, reserved(p2, 1))).toEqual([{ kind: 'ReleaseStock', productId: p2 }]);
   });
@@ -123,14 +190,24 @@ describe('order-fulfilment saga', () => {
     const cancel = t('sales.OrderCancellationRequested', { by: 'user:c', reason: 'r' });
     const h = given([placed(), reserved(p1, 2), reserved(p2, 1)]);
     expect(when(h, cancel)[0]).toEqual({ kind: 'CancelDeadline' });
-    expect(when(given([placed(), reserved(p1, 2), reserved(p2, 1), cancel]), captured())).toEqual([{ kind: 'RefundPayment', reason: 'captured after the order was cancelled: r' }]);
+    expect(when(given([placed(), reserved(p1, 2), reserved(p2, 1), cancel]), captured())).toEqual([
+      { kind: 'RefundPayment', reason: 'captured after the order was cancelled: r' },
+    ]);
   });
 
   it('shipment dispatched: move every reserved line to shipped; a cancellation afterwards does nothing', () => {
     const ship = t('sales.ShipmentDispatched', { shipmentId: 's1' });
     const h = given([placed(), reserved(p1, 2), reserved(p2, 1), captured()]);
-    expect(when(h, ship)).toEqual([{ kind: 'ShipStock', productId: p1 }, { kind: 'ShipStock', productId: p2 }]);
-    expect(when(given([placed(), reserved(p1, 2), reserved(p2, 1), captured(), ship]), t('sales.OrderCancellationRequested', { by: 'user:c', reason: 'r' }))).toEqual([]);
+    expect(when(h, ship)).toEqual([
+      { kind: 'ShipStock', productId: p1 },
+      { kind: 'ShipStock', productId: p2 },
+    ]);
+    expect(
+      when(
+        given([placed(), reserved(p1, 2), reserved(p2, 1), captured(), ship]),
+        t('sales.OrderCancellationRequested', { by: 'user:c', reason: 'r' }),
+      ),
+    ).toEqual([]);
   });
 
   it('events of an order the saga never saw placed change nothing', () => {

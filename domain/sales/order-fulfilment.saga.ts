@@ -38,7 +38,12 @@ export type SagaTriggerType = (typeof SAGA_TRIGGER_TYPES)[number];
 export type SagaTriggerEvent = Extract<SalesEvent, { type: SagaTriggerType }>;
 
 /** The event the saga reacts to, with where and when it was recorded. */
-export type SagaTrigger = SagaTriggerEvent & { readonly id: string; readonly streamId: string; readonly position: number; readonly at: string };
+export type SagaTrigger = SagaTriggerEvent & {
+  readonly id: string;
+  readonly streamId: string;
+  readonly position: number;
+  readonly at: string;
+};
 
 export type SagaCommand =
   | { readonly kind: 'ReserveStock'; readonly productId: string; readonly quantity: number }
@@ -47,7 +52,12 @@ export type SagaCommand =
   | { readonly kind: 'MarkOrderReserved' }
   | { readonly kind: 'ScheduleDeadline'; readonly dueAt: string }
   | { readonly kind: 'CancelDeadline' }
-  | { readonly kind: 'RequestPayment'; readonly amountCents: number; readonly currency: string; readonly method: string }
+  | {
+      readonly kind: 'RequestPayment';
+      readonly amountCents: number;
+      readonly currency: string;
+      readonly method: string;
+    }
   | { readonly kind: 'ConfirmOrder'; readonly paymentRef: string }
   | { readonly kind: 'RejectOrder'; readonly reason: string; readonly detail: Record<string, unknown> }
   | { readonly kind: 'CancelOrder'; readonly reason: string; readonly detail: Record<string, unknown> }
@@ -80,8 +90,17 @@ export interface SagaState {
 }
 
 export const initialSagaState: SagaState = {
-  orderId: '', status: 'none', customerId: '', paymentMethod: '', amountCents: 0, currency: '', lines: {},
-  payment: 'none', deadlineDueAt: null, refundRequested: false, reason: null,
+  orderId: '',
+  status: 'none',
+  customerId: '',
+  paymentMethod: '',
+  amountCents: 0,
+  currency: '',
+  lines: {},
+  payment: 'none',
+  deadlineDueAt: null,
+  refundRequested: false,
+  reason: null,
 };
 
 export interface SagaOptions {
@@ -90,12 +109,21 @@ export interface SagaOptions {
 }
 
 /** One recorded step: the trigger, what the saga sent, and its state after. */
-export type SagaStepRecorded = Event<'sales.SagaStepRecorded', {
-  readonly orderId: string;
-  readonly trigger: { readonly id: string; readonly type: SagaTriggerType; readonly streamId: string; readonly position: number; readonly at: string };
-  readonly commands: readonly SagaCommand[];
-  readonly state: SagaState;
-}>;
+export type SagaStepRecorded = Event<
+  'sales.SagaStepRecorded',
+  {
+    readonly orderId: string;
+    readonly trigger: {
+      readonly id: string;
+      readonly type: SagaTriggerType;
+      readonly streamId: string;
+      readonly position: number;
+      readonly at: string;
+    };
+    readonly commands: readonly SagaCommand[];
+    readonly state: SagaState;
+  }
+>;
 
 export interface SagaHistory {
   readonly state: SagaState;
@@ -114,15 +142,23 @@ export function evolveSaga(history: SagaHistory, step: SagaStepRecorded): SagaHi
 }
 
 /** The saga's reaction to one event: the commands to send and the state after. Nothing for a trigger already handled. */
-export function react(history: SagaHistory, t: SagaTrigger, options: SagaOptions): { state: SagaState; commands: SagaCommand[] } {
+export function react(
+  history: SagaHistory,
+  t: SagaTrigger,
+  options: SagaOptions,
+): { state: SagaState; commands: SagaCommand[] } {
   const s = history.state;
   if (history.processed.has(t.id)) return { state: s, commands: [] };
   const same = { state: s, commands: [] as SagaCommand[] };
   // Nothing to act on before the order itself was seen.
   if (s.status === 'none' && t.type !== 'sales.OrderPlaced') return same;
   const open = s.status === 'reserving' || s.status === 'awaiting_payment' || s.status === 'confirmed';
-  const reservedLines = (lines: SagaState['lines']) => Object.entries(lines).filter(([, l]) => l.state === 'reserved').map(([productId]) => productId);
-  const releaseAll = (lines: SagaState['lines']): SagaCommand[] => reservedLines(lines).map((productId) => ({ kind: 'ReleaseStock', productId }));
+  const reservedLines = (lines: SagaState['lines']) =>
+    Object.entries(lines)
+      .filter(([, l]) => l.state === 'reserved')
+      .map(([productId]) => productId);
+  const releaseAll = (lines: SagaState['lines']): SagaCommand[] =>
+    reservedLines(lines).map((productId) => ({ kind: 'ReleaseStock', productId }));
   const line = (productId: string, to: LineState, from: readonly LineState[]) => {
     const l = s.lines[productId];
     return l && from.includes(l.state) ? { ...s.lines, [productId]: { ...l, state: to } } : undefined;
@@ -132,9 +168,20 @@ export function react(history: SagaHistory, t: SagaTrigger, options: SagaOptions
     case 'sales.OrderPlaced': {
       if (s.status !== 'none') return same;
       const d = t.data;
-      const lines = Object.fromEntries(d.items.map((i) => [i.productId, { sku: i.sku, quantity: i.quantity, state: 'pending' as LineState }]));
+      const lines = Object.fromEntries(
+        d.items.map((i) => [i.productId, { sku: i.sku, quantity: i.quantity, state: 'pending' as LineState }]),
+      );
       return {
-        state: { ...s, orderId: d.orderId, status: 'reserving', customerId: d.customerId, paymentMethod: d.paymentMethod, amountCents: d.totalCents, currency: d.currency, lines },
+        state: {
+          ...s,
+          orderId: d.orderId,
+          status: 'reserving',
+          customerId: d.customerId,
+          paymentMethod: d.paymentMethod,
+          amountCents: d.totalCents,
+          currency: d.currency,
+          lines,
+        },
         commands: d.items.map((i) => ({ kind: 'ReserveStock', productId: i.productId, quantity: i.quantity })),
       };
     }
@@ -143,7 +190,8 @@ export function react(history: SagaHistory, t: SagaTrigger, options: SagaOptions
       if (!lines) return same;
       // Reserved after the order was already given up: give it back.
       if (!open) return { state: { ...s, lines }, commands: [{ kind: 'ReleaseStock', productId: t.data.productId }] };
-      if (s.status !== 'reserving' || Object.values(lines).some((l) => l.state !== 'reserved')) return { state: { ...s, lines }, commands: [] };
+      if (s.status !== 'reserving' || Object.values(lines).some((l) => l.state !== 'reserved'))
+        return { state: { ...s, lines }, commands: [] };
       const dueAt = new Date(Date.parse(t.at) + options.paymentTimeoutMs).toISOString();
       return {
         state: { ...s, lines, status: 'awaiting_payment', payment: 'requested', deadlineDueAt: dueAt },
@@ -165,7 +213,10 @@ export function react(history: SagaHistory, t: SagaTrigger, options: SagaOptions
       const reason = `not enough stock of ${sku}: ${requested} asked, ${available} available`;
       return {
         state: { ...s, lines, status: 'rejected', reason },
-        commands: [...releaseAll(lines), { kind: 'RejectOrder', reason, detail: { productId, sku, requested, available } }],
+        commands: [
+          ...releaseAll(lines),
+          { kind: 'RejectOrder', reason, detail: { productId, sku, requested, available } },
+        ],
       };
     }
     case 'sales.StockReleased': {
@@ -188,7 +239,9 @@ export function react(history: SagaHistory, t: SagaTrigger, options: SagaOptions
       if (s.refundRequested) return { state: { ...s, payment: 'captured' }, commands: [] };
       return {
         state: { ...s, payment: 'captured', refundRequested: true },
-        commands: [{ kind: 'RefundPayment', reason: `captured after the order was ${s.status}: ${s.reason ?? ''}`.trim() }],
+        commands: [
+          { kind: 'RefundPayment', reason: `captured after the order was ${s.status}: ${s.reason ?? ''}`.trim() },
+        ],
       };
     }
     case 'sales.PaymentDeclined': {
@@ -196,7 +249,11 @@ export function react(history: SagaHistory, t: SagaTrigger, options: SagaOptions
       const reason = `payment declined: ${t.data.reason}`;
       return {
         state: { ...s, payment: 'declined', status: 'cancelled', reason, deadlineDueAt: null },
-        commands: [{ kind: 'CancelDeadline' }, ...releaseAll(s.lines), { kind: 'CancelOrder', reason, detail: { payment: 'declined' } }],
+        commands: [
+          { kind: 'CancelDeadline' },
+          ...releaseAll(s.lines),
+          { kind: 'CancelOrder', reason, detail: { payment: 'declined' } },
+        ],
       };
     }
     case 'sales.PaymentDeadlineExpired': {
@@ -204,7 +261,10 @@ export function react(history: SagaHistory, t: SagaTrigger, options: SagaOptions
       const reason = `payment not confirmed by ${t.data.dueAt}`;
       return {
         state: { ...s, payment: 'expired', status: 'cancelled', reason, deadlineDueAt: null },
-        commands: [...releaseAll(s.lines), { kind: 'CancelOrder', reason, detail: { payment: 'timed out', dueAt: t.data.dueAt } }],
+        commands: [
+          ...releaseAll(s.lines),
+          { kind: 'CancelOrder', reason, detail: { payment: 'timed out', dueAt: t.data.dueAt } },
+        ],
       };
     }
     case 'sales.PaymentRefunded':
@@ -225,7 +285,10 @@ export function react(history: SagaHistory, t: SagaTrigger, options: SagaOptions
     }
     case 'sales.ShipmentDispatched': {
       if (s.status !== 'confirmed') return same;
-      return { state: { ...s, status: 'shipped' }, commands: reservedLines(s.lines).map((productId) => ({ kind: 'ShipStock', productId })) };
+      return {
+        state: { ...s, status: 'shipped' },
+        commands: reservedLines(s.lines).map((productId) => ({ kind: 'ShipStock', productId })),
+      };
     }
     default: {
       const never: never = t;

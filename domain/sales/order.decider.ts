@@ -25,13 +25,42 @@ export type PlaceOrder = {
     readonly now: Date;
   };
 };
-export type MarkOrderReserved = { readonly type: 'MarkOrderReserved'; readonly data: { readonly orderId: string; readonly now: Date } };
-export type ConfirmOrder = { readonly type: 'ConfirmOrder'; readonly data: { readonly orderId: string; readonly paymentRef: string; readonly now: Date } };
-export type RejectOrder = { readonly type: 'RejectOrder'; readonly data: { readonly orderId: string; readonly reason: string; readonly detail: Record<string, unknown>; readonly now: Date } };
-export type RequestCancellation = { readonly type: 'RequestCancellation'; readonly data: { readonly orderId: string; readonly by: string; readonly reason: string; readonly now: Date } };
-export type CancelOrder = { readonly type: 'CancelOrder'; readonly data: { readonly orderId: string; readonly reason: string; readonly detail: Record<string, unknown>; readonly now: Date } };
-export type DispatchShipment = { readonly type: 'DispatchShipment'; readonly data: { readonly orderId: string; readonly shipmentId: string; readonly now: Date } };
-export type OrderCommand = PlaceOrder | MarkOrderReserved | ConfirmOrder | RejectOrder | RequestCancellation | CancelOrder | DispatchShipment;
+export type MarkOrderReserved = {
+  readonly type: 'MarkOrderReserved';
+  readonly data: { readonly orderId: string; readonly now: Date };
+};
+export type ConfirmOrder = {
+  readonly type: 'ConfirmOrder';
+  readonly data: { readonly orderId: string; readonly paymentRef: string; readonly now: Date };
+};
+export type RejectOrder = {
+  readonly type: 'RejectOrder';
+  readonly data: {
+    readonly orderId: string;
+    readonly reason: string;
+    readonly detail: Record<string, unknown>;
+    readonly now: Date;
+  };
+};
+export type RequestCancellation = {
+  readonly type: 'RequestCancellation';
+  readonly data: { readonly orderId: string; readonly by: string; readonly reason: string; readonly now: Date };
+};
+export type CancelOrder = {
+  readonly type: 'CancelOrder';
+  readonly data: {
+    readonly orderId: string;
+    readonly reason: string;
+    readonly detail: Record<string, unknown>;
+    readonly now: Date;
+  };
+};
+export type DispatchShipment = {
+  readonly type: 'DispatchShipment';
+  readonly data: { readonly orderId: string; readonly shipmentId: string; readonly now: Date };
+};
+export type OrderCommand =
+  PlaceOrder | MarkOrderReserved | ConfirmOrder | RejectOrder | RequestCancellation | CancelOrder | DispatchShipment;
 
 export type OrderStatus = 'none' | 'placed' | 'reserved' | 'paid' | 'confirmed' | 'shipped' | 'rejected' | 'cancelled';
 
@@ -43,7 +72,13 @@ export interface OrderState {
   readonly cancellationRequested: boolean;
 }
 
-export const initialOrderState: OrderState = { status: 'none', orderId: '', customerId: '', items: [], cancellationRequested: false };
+export const initialOrderState: OrderState = {
+  status: 'none',
+  orderId: '',
+  customerId: '',
+  items: [],
+  cancellationRequested: false,
+};
 
 const FINAL: readonly OrderStatus[] = ['shipped', 'rejected', 'cancelled'];
 export const isFinal = (s: OrderStatus): boolean => FINAL.includes(s);
@@ -53,7 +88,13 @@ export const MAX_ORDER_LINES = 50;
 export function evolveOrder(state: OrderState, event: OrderEvent): OrderState {
   switch (event.type) {
     case 'sales.OrderPlaced':
-      return { status: 'placed', orderId: event.data.orderId, customerId: event.data.customerId, items: event.data.items, cancellationRequested: false };
+      return {
+        status: 'placed',
+        orderId: event.data.orderId,
+        customerId: event.data.customerId,
+        items: event.data.items,
+        cancellationRequested: false,
+      };
     case 'sales.OrderReserved':
       return { ...state, status: 'reserved' };
     case 'sales.OrderPaid':
@@ -76,12 +117,15 @@ export function evolveOrder(state: OrderState, event: OrderEvent): OrderState {
 export function decideOrder(command: OrderCommand, state: OrderState): OrderEvent[] {
   switch (command.type) {
     case 'PlaceOrder':
-      if (state.status !== 'none') throw conflict(SalesErrorCode.ORDER_EXISTS, `order ${command.data.orderId} already exists`);
+      if (state.status !== 'none')
+        throw conflict(SalesErrorCode.ORDER_EXISTS, `order ${command.data.orderId} already exists`);
       return [place(command.data)];
     case 'MarkOrderReserved': {
       const { orderId, now } = command.data;
       requireOrder(state, orderId);
-      return state.status === 'placed' ? [{ type: 'sales.OrderReserved', data: { orderId, at: now.toISOString() } }] : [];
+      return state.status === 'placed'
+        ? [{ type: 'sales.OrderReserved', data: { orderId, at: now.toISOString() } }]
+        : [];
     }
     case 'ConfirmOrder': {
       const { orderId, paymentRef, now } = command.data;
@@ -89,7 +133,10 @@ export function decideOrder(command: OrderCommand, state: OrderState): OrderEven
       // A cancellation already asked for wins; the saga refunds the capture.
       if (state.status !== 'reserved' || state.cancellationRequested) return [];
       const at = now.toISOString();
-      return [{ type: 'sales.OrderPaid', data: { orderId, paymentRef, at } }, { type: 'sales.OrderConfirmed', data: { orderId, at } }];
+      return [
+        { type: 'sales.OrderPaid', data: { orderId, paymentRef, at } },
+        { type: 'sales.OrderConfirmed', data: { orderId, at } },
+      ];
     }
     case 'RejectOrder': {
       const { orderId, reason, detail, now } = command.data;
@@ -100,8 +147,10 @@ export function decideOrder(command: OrderCommand, state: OrderState): OrderEven
     case 'RequestCancellation': {
       const { orderId, by, reason, now } = command.data;
       requireOrder(state, orderId);
-      if (state.status === 'shipped') throw conflict(SalesErrorCode.ORDER_SHIPPED, `order ${orderId} has shipped and can no longer be cancelled`);
-      if (state.status === 'rejected' || state.status === 'cancelled') throw conflict(SalesErrorCode.ORDER_CLOSED, `order ${orderId} is already ${state.status}`);
+      if (state.status === 'shipped')
+        throw conflict(SalesErrorCode.ORDER_SHIPPED, `order ${orderId} has shipped and can no longer be cancelled`);
+      if (state.status === 'rejected' || state.status === 'cancelled')
+        throw conflict(SalesErrorCode.ORDER_CLOSED, `order ${orderId} is already ${state.status}`);
       if (state.cancellationRequested) return [];
       return [{ type: 'sales.OrderCancellationRequested', data: { orderId, by, reason, at: now.toISOString() } }];
     }
@@ -130,16 +179,23 @@ function requireOrder(state: OrderState, orderId: string): void {
 function place(d: PlaceOrder['data']): OrderEvent {
   const errors: FieldError[] = [];
   if (d.items.length === 0) errors.push({ field: 'items', rule: 'must list at least one product' });
-  if (d.items.length > MAX_ORDER_LINES) errors.push({ field: 'items', rule: `must list at most ${MAX_ORDER_LINES} products` });
+  if (d.items.length > MAX_ORDER_LINES)
+    errors.push({ field: 'items', rule: `must list at most ${MAX_ORDER_LINES} products` });
   const seen = new Set<string>();
   const lines: OrderLine[] = [];
   const currencies = new Set<string>();
   d.items.forEach((item, i) => {
-    if (seen.has(item.productId)) errors.push({ field: `items.${i}.productId`, rule: 'must not repeat a product: put the whole quantity on one line' });
+    if (seen.has(item.productId))
+      errors.push({
+        field: `items.${i}.productId`,
+        rule: 'must not repeat a product: put the whole quantity on one line',
+      });
     seen.add(item.productId);
     const product = Object.hasOwn(d.products, item.productId) ? d.products[item.productId] : undefined;
     if (!product?.exists) {
-      throw new DomainError('not_found', SalesErrorCode.PRODUCT_NOT_FOUND, `no product ${item.productId}`, [{ field: `items.${i}.productId`, rule: 'must name an existing product' }]);
+      throw new DomainError('not_found', SalesErrorCode.PRODUCT_NOT_FOUND, `no product ${item.productId}`, [
+        { field: `items.${i}.productId`, rule: 'must name an existing product' },
+      ]);
     }
     // Own keys only: a channel named like an Object.prototype member is just an unknown channel.
     const terms = Object.hasOwn(product.channels, d.channel) ? product.channels[d.channel] : undefined;
@@ -148,26 +204,47 @@ function place(d: PlaceOrder['data']): OrderEvent {
       return;
     }
     if (!terms.paymentMethods.includes(d.paymentMethod)) {
-      errors.push({ field: 'paymentMethod', rule: `must be one ${product.sku} accepts on ${d.channel}: ${terms.paymentMethods.join(', ')}` });
+      errors.push({
+        field: 'paymentMethod',
+        rule: `must be one ${product.sku} accepts on ${d.channel}: ${terms.paymentMethods.join(', ')}`,
+      });
     }
     currencies.add(terms.currency);
     const unitPriceCents = discountedCents(terms);
     lines.push({
-      productId: item.productId, sku: product.sku, name: product.name, unit: product.unit, quantity: item.quantity,
-      listPriceCents: terms.priceCents, discountPct: terms.discountPct, unitPriceCents, lineTotalCents: unitPriceCents * item.quantity,
+      productId: item.productId,
+      sku: product.sku,
+      name: product.name,
+      unit: product.unit,
+      quantity: item.quantity,
+      listPriceCents: terms.priceCents,
+      discountPct: terms.discountPct,
+      unitPriceCents,
+      lineTotalCents: unitPriceCents * item.quantity,
       deliveryDays: terms.delivery.days,
     });
   });
-  if (currencies.size > 1) errors.push({ field: 'items', rule: `must all be priced in one currency on ${d.channel}, found ${[...currencies].join(', ')}` });
-  if (errors.length) throw validationError(SalesErrorCode.INVALID_ORDER, errors.map((e) => `${e.field} ${e.rule}`).join('; '), errors);
+  if (currencies.size > 1)
+    errors.push({
+      field: 'items',
+      rule: `must all be priced in one currency on ${d.channel}, found ${[...currencies].join(', ')}`,
+    });
+  if (errors.length)
+    throw validationError(SalesErrorCode.INVALID_ORDER, errors.map((e) => `${e.field} ${e.rule}`).join('; '), errors);
   const days = Math.max(...lines.map((l) => l.deliveryDays));
   const expected = new Date(Date.UTC(d.now.getUTCFullYear(), d.now.getUTCMonth(), d.now.getUTCDate() + days));
   return {
     type: 'sales.OrderPlaced',
     data: {
-      orderId: d.orderId, customerId: d.customerId, channel: d.channel, paymentMethod: d.paymentMethod, items: lines,
-      currency: [...currencies][0]!, totalCents: lines.reduce((s, l) => s + l.lineTotalCents, 0),
-      expectedDelivery: expected.toISOString().slice(0, 10), at: d.now.toISOString(),
+      orderId: d.orderId,
+      customerId: d.customerId,
+      channel: d.channel,
+      paymentMethod: d.paymentMethod,
+      items: lines,
+      currency: [...currencies][0]!,
+      totalCents: lines.reduce((s, l) => s + l.lineTotalCents, 0),
+      expectedDelivery: expected.toISOString().slice(0, 10),
+      at: d.now.toISOString(),
     },
   };
 }

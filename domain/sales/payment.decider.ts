@@ -11,12 +11,36 @@ import { unreachable } from '../shared/unreachable';
 
 export type RequestPayment = {
   readonly type: 'RequestPayment';
-  readonly data: { readonly orderId: string; readonly amountCents: number; readonly currency: string; readonly method: string; readonly idempotencyKey: string; readonly now: Date };
+  readonly data: {
+    readonly orderId: string;
+    readonly amountCents: number;
+    readonly currency: string;
+    readonly method: string;
+    readonly idempotencyKey: string;
+    readonly now: Date;
+  };
 };
-export type RecordCapture = { readonly type: 'RecordCapture'; readonly data: { readonly orderId: string; readonly providerRef: string; readonly now: Date } };
-export type RecordDecline = { readonly type: 'RecordDecline'; readonly data: { readonly orderId: string; readonly reason: string; readonly now: Date } };
-export type ExpirePaymentDeadline = { readonly type: 'ExpirePaymentDeadline'; readonly data: { readonly orderId: string; readonly dueAt: string; readonly now: Date } };
-export type RecordRefund = { readonly type: 'RecordRefund'; readonly data: { readonly orderId: string; readonly providerRef: string; readonly reason: string; readonly now: Date } };
+export type RecordCapture = {
+  readonly type: 'RecordCapture';
+  readonly data: { readonly orderId: string; readonly providerRef: string; readonly now: Date };
+};
+export type RecordDecline = {
+  readonly type: 'RecordDecline';
+  readonly data: { readonly orderId: string; readonly reason: string; readonly now: Date };
+};
+export type ExpirePaymentDeadline = {
+  readonly type: 'ExpirePaymentDeadline';
+  readonly data: { readonly orderId: string; readonly dueAt: string; readonly now: Date };
+};
+export type RecordRefund = {
+  readonly type: 'RecordRefund';
+  readonly data: {
+    readonly orderId: string;
+    readonly providerRef: string;
+    readonly reason: string;
+    readonly now: Date;
+  };
+};
 export type PaymentCommand = RequestPayment | RecordCapture | RecordDecline | ExpirePaymentDeadline | RecordRefund;
 
 export type PaymentStatus = 'none' | 'requested' | 'captured' | 'declined' | 'expired' | 'refunded';
@@ -32,7 +56,15 @@ export interface PaymentState {
   readonly expired: boolean;
 }
 
-export const initialPaymentState: PaymentState = { status: 'none', amountCents: 0, currency: '', method: '', idempotencyKey: '', providerRef: '', expired: false };
+export const initialPaymentState: PaymentState = {
+  status: 'none',
+  amountCents: 0,
+  currency: '',
+  method: '',
+  idempotencyKey: '',
+  providerRef: '',
+  expired: false,
+};
 
 export function evolvePayment(state: PaymentState, event: PaymentEvent): PaymentState {
   switch (event.type) {
@@ -58,12 +90,19 @@ export function decidePayment(command: PaymentCommand, state: PaymentState): Pay
     case 'RequestPayment': {
       if (state.status !== 'none') return [];
       const { orderId, amountCents, currency, method, idempotencyKey, now } = command.data;
-      return [{ type: 'sales.PaymentRequested', data: { orderId, amountCents, currency, method, idempotencyKey, at: now.toISOString() } }];
+      return [
+        {
+          type: 'sales.PaymentRequested',
+          data: { orderId, amountCents, currency, method, idempotencyKey, at: now.toISOString() },
+        },
+      ];
     }
     case 'RecordCapture': {
       if (state.status !== 'requested' && state.status !== 'expired') return [];
       const { orderId, providerRef, now } = command.data;
-      return [{ type: 'sales.PaymentCaptured', data: { orderId, providerRef, late: state.expired, at: now.toISOString() } }];
+      return [
+        { type: 'sales.PaymentCaptured', data: { orderId, providerRef, late: state.expired, at: now.toISOString() } },
+      ];
     }
     case 'RecordDecline': {
       if (state.status !== 'requested') return [];
@@ -78,7 +117,12 @@ export function decidePayment(command: PaymentCommand, state: PaymentState): Pay
     case 'RecordRefund': {
       if (state.status !== 'captured') return [];
       const { orderId, providerRef, reason, now } = command.data;
-      return [{ type: 'sales.PaymentRefunded', data: { orderId, providerRef, amountCents: state.amountCents, reason, at: now.toISOString() } }];
+      return [
+        {
+          type: 'sales.PaymentRefunded',
+          data: { orderId, providerRef, amountCents: state.amountCents, reason, at: now.toISOString() },
+        },
+      ];
     }
     default:
       return unreachable(command, 'command');

@@ -23,11 +23,25 @@ export interface ChannelPatch {
 
 export type RegisterProduct = {
   readonly type: 'RegisterProduct';
-  readonly data: { readonly productId: string; readonly sku: string; readonly name: string; readonly unit: string; readonly channels: readonly ChannelTerms[]; readonly by: string; readonly now: Date };
+  readonly data: {
+    readonly productId: string;
+    readonly sku: string;
+    readonly name: string;
+    readonly unit: string;
+    readonly channels: readonly ChannelTerms[];
+    readonly by: string;
+    readonly now: Date;
+  };
 };
 export type ChangeProduct = {
   readonly type: 'ChangeProduct';
-  readonly data: { readonly productId: string; readonly name?: string; readonly channels?: readonly ChannelPatch[]; readonly by: string; readonly now: Date };
+  readonly data: {
+    readonly productId: string;
+    readonly name?: string;
+    readonly channels?: readonly ChannelPatch[];
+    readonly by: string;
+    readonly now: Date;
+  };
 };
 export type ProductCommand = RegisterProduct | ChangeProduct;
 
@@ -40,13 +54,27 @@ export interface ProductState {
   readonly channels: Readonly<Record<string, ChannelTerms>>;
 }
 
-export const initialProductState: ProductState = { exists: false, productId: '', sku: '', name: '', unit: '', channels: {} };
+export const initialProductState: ProductState = {
+  exists: false,
+  productId: '',
+  sku: '',
+  name: '',
+  unit: '',
+  channels: {},
+};
 
 export function evolveProduct(state: ProductState, event: ProductEvent): ProductState {
   switch (event.type) {
     case 'sales.ProductRegistered': {
       const { productId, sku, name, unit, channels } = event.data;
-      return { exists: true, productId, sku, name, unit, channels: Object.fromEntries(channels.map((c) => [c.channel, c])) };
+      return {
+        exists: true,
+        productId,
+        sku,
+        name,
+        unit,
+        channels: Object.fromEntries(channels.map((c) => [c.channel, c])),
+      };
     }
     case 'sales.ProductRenamed':
       return { ...state, name: event.data.name };
@@ -62,14 +90,19 @@ export function evolveProduct(state: ProductState, event: ProductEvent): Product
     }
     case 'sales.ProductChannelTermsChanged': {
       const c = Object.hasOwn(state.channels, event.data.channel) ? state.channels[event.data.channel] : undefined;
-      return c ? withChannel(state, { ...c, paymentMethods: event.data.paymentMethods, delivery: event.data.delivery }) : state;
+      return c
+        ? withChannel(state, { ...c, paymentMethods: event.data.paymentMethods, delivery: event.data.delivery })
+        : state;
     }
     default:
       return unreachable(event, 'event');
   }
 }
 
-const withChannel = (state: ProductState, terms: ChannelTerms): ProductState => ({ ...state, channels: { ...state.channels, [terms.channel]: terms } });
+const withChannel = (state: ProductState, terms: ChannelTerms): ProductState => ({
+  ...state,
+  channels: { ...state.channels, [terms.channel]: terms },
+});
 
 export function decideProduct(command: ProductCommand, state: ProductState): ProductEvent[] {
   switch (command.type) {
@@ -77,16 +110,28 @@ export function decideProduct(command: ProductCommand, state: ProductState): Pro
       const { productId, sku, name, unit, channels, by, now } = command.data;
       if (state.exists) throw conflict(SalesErrorCode.PRODUCT_EXISTS, `product ${productId} already exists`);
       if (channels.length === 0) throw invalid('channels', 'must list at least one channel');
-      uniqueChannels(channels.map((c) => c.channel), 'channels');
-      return [{ type: 'sales.ProductRegistered', data: { productId, sku, name, unit, channels: channels.map(normaliseTerms), by, at: now.toISOString() } }];
+      uniqueChannels(
+        channels.map((c) => c.channel),
+        'channels',
+      );
+      return [
+        {
+          type: 'sales.ProductRegistered',
+          data: { productId, sku, name, unit, channels: channels.map(normaliseTerms), by, at: now.toISOString() },
+        },
+      ];
     }
     case 'ChangeProduct': {
       const { productId, name, channels = [], by, now } = command.data;
       if (!state.exists) throw notFound(SalesErrorCode.PRODUCT_NOT_FOUND, `no product ${productId}`);
-      uniqueChannels(channels.map((c) => c.channel), 'channels');
+      uniqueChannels(
+        channels.map((c) => c.channel),
+        'channels',
+      );
       const at = now.toISOString();
       const events: ProductEvent[] = [];
-      if (name !== undefined && name !== state.name) events.push({ type: 'sales.ProductRenamed', data: { productId, name, by, at } });
+      if (name !== undefined && name !== state.name)
+        events.push({ type: 'sales.ProductRenamed', data: { productId, name, by, at } });
       channels.forEach((patch, i) => events.push(...changeChannel(state, patch, i, by, at)));
       return events;
     }
@@ -95,19 +140,37 @@ export function decideProduct(command: ProductCommand, state: ProductState): Pro
   }
 }
 
-function changeChannel(state: ProductState, patch: ChannelPatch, index: number, by: string, at: string): ProductEvent[] {
+function changeChannel(
+  state: ProductState,
+  patch: ChannelPatch,
+  index: number,
+  by: string,
+  at: string,
+): ProductEvent[] {
   const { productId } = state;
   const current = Object.hasOwn(state.channels, patch.channel) ? state.channels[patch.channel] : undefined;
   if (!current) {
     // A channel not sold on yet: the patch must describe it whole.
-    const missing = (['priceCents', 'currency', 'paymentMethods', 'delivery'] as const).filter((k) => patch[k] === undefined);
+    const missing = (['priceCents', 'currency', 'paymentMethods', 'delivery'] as const).filter(
+      (k) => patch[k] === undefined,
+    );
     if (missing.length) {
-      throw validationError(SalesErrorCode.INVALID_PRODUCT, `channel ${patch.channel} is new: it needs ${missing.join(', ')}`,
-        missing.map((k) => ({ field: `channels.${index}.${k === 'priceCents' ? 'price' : k}`, rule: 'is required for a channel the product is not sold on yet' })));
+      throw validationError(
+        SalesErrorCode.INVALID_PRODUCT,
+        `channel ${patch.channel} is new: it needs ${missing.join(', ')}`,
+        missing.map((k) => ({
+          field: `channels.${index}.${k === 'priceCents' ? 'price' : k}`,
+          rule: 'is required for a channel the product is not sold on yet',
+        })),
+      );
     }
     const terms = normaliseTerms({
-      channel: patch.channel, priceCents: patch.priceCents!, currency: patch.currency!, paymentMethods: patch.paymentMethods!,
-      delivery: patch.delivery!, discountPct: patch.discountPct ?? 0,
+      channel: patch.channel,
+      priceCents: patch.priceCents!,
+      currency: patch.currency!,
+      paymentMethods: patch.paymentMethods!,
+      delivery: patch.delivery!,
+      discountPct: patch.discountPct ?? 0,
     });
     return [{ type: 'sales.ProductChannelAdded', data: { productId, terms, by, at } }];
   }
@@ -115,23 +178,46 @@ function changeChannel(state: ProductState, patch: ChannelPatch, index: number, 
   const priceCents = patch.priceCents ?? current.priceCents;
   const currency = patch.currency ?? current.currency;
   if (priceCents !== current.priceCents || currency !== current.currency) {
-    events.push({ type: 'sales.ProductPriceChanged', data: { productId, channel: patch.channel, priceCents, currency, by, at } });
+    events.push({
+      type: 'sales.ProductPriceChanged',
+      data: { productId, channel: patch.channel, priceCents, currency, by, at },
+    });
   }
   if (patch.discountPct !== undefined && patch.discountPct !== current.discountPct) {
-    events.push({ type: 'sales.ProductDiscountChanged', data: { productId, channel: patch.channel, discountPct: patch.discountPct, by, at } });
+    events.push({
+      type: 'sales.ProductDiscountChanged',
+      data: { productId, channel: patch.channel, discountPct: patch.discountPct, by, at },
+    });
   }
   const paymentMethods = patch.paymentMethods ? [...new Set(patch.paymentMethods)] : current.paymentMethods;
   const delivery = patch.delivery ?? current.delivery;
-  if (JSON.stringify(paymentMethods) !== JSON.stringify(current.paymentMethods) || JSON.stringify(delivery) !== JSON.stringify(current.delivery)) {
-    events.push({ type: 'sales.ProductChannelTermsChanged', data: { productId, channel: patch.channel, paymentMethods, delivery: { method: delivery.method, days: delivery.days }, by, at } });
+  if (
+    JSON.stringify(paymentMethods) !== JSON.stringify(current.paymentMethods) ||
+    JSON.stringify(delivery) !== JSON.stringify(current.delivery)
+  ) {
+    events.push({
+      type: 'sales.ProductChannelTermsChanged',
+      data: {
+        productId,
+        channel: patch.channel,
+        paymentMethods,
+        delivery: { method: delivery.method, days: delivery.days },
+        by,
+        at,
+      },
+    });
   }
   return events;
 }
 
 function normaliseTerms(t: ChannelTerms): ChannelTerms {
   return {
-    channel: t.channel, priceCents: t.priceCents, currency: t.currency, paymentMethods: [...new Set(t.paymentMethods)],
-    discountPct: t.discountPct, delivery: { method: t.delivery.method, days: t.delivery.days },
+    channel: t.channel,
+    priceCents: t.priceCents,
+    currency: t.currency,
+    paymentMethods: [...new Set(t.paymentMethods)],
+    discountPct: t.discountPct,
+    delivery: { method: t.delivery.method, days: t.delivery.days },
   };
 }
 
@@ -143,7 +229,8 @@ function uniqueChannels(names: readonly string[], field: string): void {
   });
 }
 
-const invalid = (field: string, rule: string) => validationError(SalesErrorCode.INVALID_PRODUCT, `${field} ${rule}`, [{ field, rule }]);
+const invalid = (field: string, rule: string) =>
+  validationError(SalesErrorCode.INVALID_PRODUCT, `${field} ${rule}`, [{ field, rule }]);
 
 /** The price one unit costs on a channel after its discount, in minor units. */
 export function discountedCents(terms: Pick<ChannelTerms, 'priceCents' | 'discountPct'>): number {

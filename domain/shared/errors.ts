@@ -2,7 +2,8 @@
  * The one small set of errors the platform speaks. Each has a stable string
  * `code` and a kind; the HTTP layer maps kinds to status codes (RFC 9457).
  */
-export type ErrorKind = 'validation' | 'unauthenticated' | 'forbidden' | 'not_found' | 'conflict' | 'rate_limited' | 'unavailable';
+export type ErrorKind =
+  'validation' | 'unauthenticated' | 'forbidden' | 'not_found' | 'conflict' | 'rate_limited' | 'unavailable';
 
 export interface FieldError {
   /** Dotted path of the offending field, e.g. `items.0.quantity`. */

@@ -26,6 +26,9 @@ export interface Decider<C extends Command, E extends Event, S> {
 }
 
 /** Folds events into state. */
-export function fold<E extends Event, S>(decider: Pick<Decider<never, E, S>, 'initialState' | 'evolve'>, events: readonly E[]): S {
+export function fold<E extends Event, S>(
+  decider: Pick<Decider<never, E, S>, 'initialState' | 'evolve'>,
+  events: readonly E[],
+): S {
   return events.reduce((s, e) => decider.evolve(s, e), decider.initialState);
 }

@@ -54,7 +54,11 @@ export function given<C extends Command, E extends Event, S>(decider: Decider<C,
           } catch (e) {
             if (!(e instanceof DomainError)) throw e;
             const actual = { code: e.code, kind: e.kind, fields: e.fields.map((f) => f.field) };
-            expect(actual).toEqual({ code, kind: expected.kind ?? actual.kind, fields: expected.fields ?? actual.fields });
+            expect(actual).toEqual({
+              code,
+              kind: expected.kind ?? actual.kind,
+              fields: expected.fields ?? actual.fields,
+            });
             return e;
           }
           throw new Error(`expected ${code}, but the decider answered ${JSON.stringify(events)}`);

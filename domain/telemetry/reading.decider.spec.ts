@@ -1,5 +1,12 @@
 import { DomainError } from '../shared/errors';
-import { MAX_FUTURE_MS, decideIngest, parseReadings, readingDedupKey, recordedDedupKey, RULES } from './reading.decider';
+import {
+  MAX_FUTURE_MS,
+  decideIngest,
+  parseReadings,
+  readingDedupKey,
+  recordedDedupKey,
+  RULES,
+} from './reading.decider';
 
 const now = new Date('2026-05-01T12:00:00.000Z');
 
@@ -19,11 +26,18 @@ function fieldsOf(fn: () => unknown): { field: string; rule: string }[] {
 
 describe('parseReadings', () => {
   it('takes one object or an array; ts as ISO-8601 or epoch ms, default the receive time; numeric ids become strings', () => {
-    expect(parseReadings({ metric: 'temp', value: 21.5 }, now)).toEqual([{ metric: 'temp', value: 21.5, ts: '2026-05-01T12:00:00.000Z' }]);
-    expect(parseReadings([
-      { metric: 'a.b_c-1', value: -1e300, ts: '2026-05-01T13:00:00+02:00', id: 'x-1' },
-      { metric: 'hum', value: 0, ts: 1767225600000, id: 42 },
-    ], now)).toEqual([
+    expect(parseReadings({ metric: 'temp', value: 21.5 }, now)).toEqual([
+      { metric: 'temp', value: 21.5, ts: '2026-05-01T12:00:00.000Z' },
+    ]);
+    expect(
+      parseReadings(
+        [
+          { metric: 'a.b_c-1', value: -1e300, ts: '2026-05-01T13:00:00+02:00', id: 'x-1' },
+          { metric: 'hum', value: 0, ts: 1767225600000, id: 42 },
+        ],
+        now,
+      ),
+    ).toEqual([
       { metric: 'a.b_c-1', value: -1e300, ts: '2026-05-01T11:00:00.000Z', id: 'x-1' },
       { metric: 'hum', value: 0, ts: '2026-01-01T00:00:00.000Z', id: '42' },
     ]);
@@ -52,16 +66,33 @@ describe('parseReadings', () => {
   it('refuses a timestamp more than 5 minutes ahead of the receive time, accepts one just within', () => {
     const ok = now.getTime() + MAX_FUTURE_MS;
     expect(parseReadings({ metric: 't', value: 1, ts: ok }, now)[0]!.ts).toBe(new Date(ok).toISOString());
-    expect(fieldsOf(() => parseReadings({ metric: 't', value: 1, ts: ok + 1 }, now))).toEqual([{ field: 'ts', rule: RULES.future }]);
+    expect(fieldsOf(() => parseReadings({ metric: 't', value: 1, ts: ok + 1 }, now))).toEqual([
+      { field: 'ts', rule: RULES.future },
+    ]);
   });
 
   it('names the failing element of an array; refuses empty and over-long arrays and non-objects', () => {
-    expect(fieldsOf(() => parseReadings([{ metric: 't', value: 1 }, { metric: 't', value: 'x' }, 7], now)))
-      .toEqual([{ field: '1.value', rule: RULES.value }, { field: '2', rule: RULES.shape }]);
+    expect(fieldsOf(() => parseReadings([{ metric: 't', value: 1 }, { metric: 't', value: 'x' }, 7], now))).toEqual([
+      { field: '1.value', rule: RULES.value },
+      { field: '2', rule: RULES.shape },
+    ]);
     expect(fieldsOf(() => parseReadings([], now))).toEqual([{ field: '(payload)', rule: RULES.count }]);
-    expect(fieldsOf(() => parseReadings(Array.from({ length: 1001 }, () => ({ metric: 't', value: 1 })), now))).toEqual([{ field: '(payload)', rule: RULES.count }]);
-    expect(parseReadings(Array.from({ length: 1000 }, (_, i) => ({ metric: 't', value: i })), now)).toHaveLength(1000);
-    for (const p of [null, 'x', 3, true]) expect(fieldsOf(() => parseReadings(p, now))).toEqual([{ field: '(payload)', rule: RULES.shape }]);
+    expect(
+      fieldsOf(() =>
+        parseReadings(
+          Array.from({ length: 1001 }, () => ({ metric: 't', value: 1 })),
+          now,
+        ),
+      ),
+    ).toEqual([{ field: '(payload)', rule: RULES.count }]);
+    expect(
+      parseReadings(
+        Array.from({ length: 1000 }, (_, i) => ({ metric: 't', value: i })),
+        now,
+      ),
+    ).toHaveLength(1000);
+    for (const p of [null, 'x', 3, true])
+      expect(fieldsOf(() => parseReadings(p, now))).toEqual([{ field: '(payload)', rule: RULES.shape }]);
   });
 
   it('a 10,000-deep nesting is refused at the first level, without recursing', () => {
@@ -72,39 +103,58 @@ describe('parseReadings', () => {
 });
 
 describe('IngestReading', () => {
-  const readings = parseReadings([
-    { metric: 'temp', value: 1, id: 'a' },
-    { metric: 'temp', value: 2, id: 'a' },
-    { metric: 'temp', value: 3, ts: 1000 },
-    { metric: 'temp', value: 4, ts: 1000 },
-    { metric: 'hum', value: 5, ts: 1000 },
-  ], now);
+  const readings = parseReadings(
+    [
+      { metric: 'temp', value: 1, id: 'a' },
+      { metric: 'temp', value: 2, id: 'a' },
+      { metric: 'temp', value: 3, ts: 1000 },
+      { metric: 'temp', value: 4, ts: 1000 },
+      { metric: 'hum', value: 5, ts: 1000 },
+    ],
+    now,
+  );
   const command = { type: 'IngestReading' as const, data: { deviceId: 'd1', readings } };
 
-  it('an active device\'s readings become ReadingRecorded events, each dedup key once (the first wins)', () => {
+  it("an active device's readings become ReadingRecorded events, each dedup key once (the first wins)", () => {
     const events = decideIngest(command, { status: 'active' });
     expect(events).toEqual([
-      { type: 'telemetry.ReadingRecorded', data: { deviceId: 'd1', metric: 'temp', value: 1, ts: '2026-05-01T12:00:00.000Z', readingId: 'a' } },
-      { type: 'telemetry.ReadingRecorded', data: { deviceId: 'd1', metric: 'temp', value: 3, ts: '1970-01-01T00:00:01.000Z' } },
-      { type: 'telemetry.ReadingRecorded', data: { deviceId: 'd1', metric: 'hum', value: 5, ts: '1970-01-01T00:00:01.000Z' } },
+      {
+        type: 'telemetry.ReadingRecorded',
+        data: { deviceId: 'd1', metric: 'temp', value: 1, ts: '2026-05-01T12:00:00.000Z', readingId: 'a' },
+      },
+      {
+        type: 'telemetry.ReadingRecorded',
+        data: { deviceId: 'd1', metric: 'temp', value: 3, ts: '1970-01-01T00:00:01.000Z' },
+      },
+      {
+        type: 'telemetry.ReadingRecorded',
+        data: { deviceId: 'd1', metric: 'hum', value: 5, ts: '1970-01-01T00:00:01.000Z' },
+      },
     ]);
     expect(JSON.parse(JSON.stringify(events))).toEqual(events);
     expect(events.map(recordedDedupKey)).toEqual([readings[0]!, readings[2]!, readings[4]!].map(readingDedupKey));
   });
 
   it('refuses an unknown device (404) and a revoked one (403)', () => {
-    expect(() => decideIngest(command, { status: 'none' })).toThrow(expect.objectContaining({ code: 'TELEMETRY.DEVICE_NOT_FOUND', kind: 'not_found' }));
-    expect(() => decideIngest(command, { status: 'revoked' })).toThrow(expect.objectContaining({ code: 'TELEMETRY.DEVICE_REVOKED', kind: 'forbidden' }));
+    expect(() => decideIngest(command, { status: 'none' })).toThrow(
+      expect.objectContaining({ code: 'TELEMETRY.DEVICE_NOT_FOUND', kind: 'not_found' }),
+    );
+    expect(() => decideIngest(command, { status: 'revoked' })).toThrow(
+      expect.objectContaining({ code: 'TELEMETRY.DEVICE_REVOKED', kind: 'forbidden' }),
+    );
   });
 
   it('refuses the readings of a device whose owner is disabled (403)', () => {
-    expect(() => decideIngest(command, { status: 'owner_disabled' }))
-      .toThrow(expect.objectContaining({ code: 'TELEMETRY.DEVICE_OWNER_DISABLED', kind: 'forbidden' }));
+    expect(() => decideIngest(command, { status: 'owner_disabled' })).toThrow(
+      expect.objectContaining({ code: 'TELEMETRY.DEVICE_OWNER_DISABLED', kind: 'forbidden' }),
+    );
   });
 
   it('the dedup key is the device-side id when given, else metric and timestamp', () => {
     expect(readingDedupKey({ metric: 'm', value: 1, ts: '2026-01-01T00:00:00.000Z', id: '7' })).toBe('id:7');
     expect(readingDedupKey({ metric: 'm', value: 1, ts: '2026-01-01T00:00:00.000Z' })).toBe('at:m:1767225600000');
-    expect(readingDedupKey({ metric: 'n', value: 1, ts: '2026-01-01T00:00:00.000Z' })).not.toBe(readingDedupKey({ metric: 'm', value: 1, ts: '2026-01-01T00:00:00.000Z' }));
+    expect(readingDedupKey({ metric: 'n', value: 1, ts: '2026-01-01T00:00:00.000Z' })).not.toBe(
+      readingDedupKey({ metric: 'm', value: 1, ts: '2026-01-01T00:00:00.000Z' }),
+    );
   });
 });

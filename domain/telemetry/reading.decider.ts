@@ -58,8 +58,10 @@ export function parseReadings(payload: unknown, receivedAt: Date): Reading[] {
     const r = item as Record<string, unknown>;
     const before = errors.length;
     for (const k of Object.keys(r)) if (!ALLOWED.has(k)) errors.push({ field: at(k), rule: RULES.unknown });
-    if (typeof r.metric !== 'string' || !METRIC_PATTERN.test(r.metric)) errors.push({ field: at('metric'), rule: RULES.metric });
-    if (typeof r.value !== 'number' || !Number.isFinite(r.value)) errors.push({ field: at('value'), rule: RULES.value });
+    if (typeof r.metric !== 'string' || !METRIC_PATTERN.test(r.metric))
+      errors.push({ field: at('metric'), rule: RULES.metric });
+    if (typeof r.value !== 'number' || !Number.isFinite(r.value))
+      errors.push({ field: at('value'), rule: RULES.value });
     let ts = receivedAt.getTime();
     if (r.ts !== undefined) {
       const parsed = parseTs(r.ts);
@@ -74,7 +76,12 @@ export function parseReadings(payload: unknown, receivedAt: Date): Reading[] {
       else errors.push({ field: at('id'), rule: RULES.id });
     }
     if (errors.length > before) return;
-    out.push({ metric: r.metric as string, value: r.value as number, ts: new Date(ts).toISOString(), ...(id !== undefined ? { id } : {}) });
+    out.push({
+      metric: r.metric as string,
+      value: r.value as number,
+      ts: new Date(ts).toISOString(),
+      ...(id !== undefined ? { id } : {}),
+    });
   });
   // Enough to act on; a 1000-reading payload with every field wrong need not list 3000 errors.
   if (errors.length) throw invalid(errors.slice(0, 20));
@@ -89,8 +96,11 @@ function parseTs(v: unknown): number | undefined {
 }
 
 function invalid(fields: readonly FieldError[]): DomainError {
-  return validationError(TelemetryErrorCode.INVALID_READING,
-    `invalid reading: ${fields.map((f) => `${f.field}: ${f.rule}`).join('; ')}`, fields);
+  return validationError(
+    TelemetryErrorCode.INVALID_READING,
+    `invalid reading: ${fields.map((f) => `${f.field}: ${f.rule}`).join('; ')}`,
+    fields,
+  );
 }
 
 /**
@@ -121,10 +131,16 @@ export interface DeviceStatus {
  */
 export function decideIngest(command: IngestReading, device: DeviceStatus): ReadingRecorded[] {
   const { deviceId, readings } = command.data;
-  if (device.status === 'none') throw new DomainError('not_found', TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
-  if (device.status === 'revoked') throw new DomainError('forbidden', TelemetryErrorCode.DEVICE_REVOKED, `device ${deviceId} is revoked`);
+  if (device.status === 'none')
+    throw new DomainError('not_found', TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
+  if (device.status === 'revoked')
+    throw new DomainError('forbidden', TelemetryErrorCode.DEVICE_REVOKED, `device ${deviceId} is revoked`);
   if (device.status === 'owner_disabled') {
-    throw new DomainError('forbidden', TelemetryErrorCode.DEVICE_OWNER_DISABLED, `device ${deviceId} belongs to a disabled user`);
+    throw new DomainError(
+      'forbidden',
+      TelemetryErrorCode.DEVICE_OWNER_DISABLED,
+      `device ${deviceId} belongs to a disabled user`,
+    );
   }
   const seen = new Set<string>();
   const out: ReadingRecorded[] = [];
@@ -134,7 +150,13 @@ export function decideIngest(command: IngestReading, device: DeviceStatus): Read
     seen.add(key);
     out.push({
       type: 'telemetry.ReadingRecorded',
-      data: { deviceId, metric: r.metric, value: r.value, ts: r.ts, ...(r.id !== undefined ? { readingId: r.id } : {}) },
+      data: {
+        deviceId,
+        metric: r.metric,
+        value: r.value,
+        ts: r.ts,
+        ...(r.id !== undefined ? { readingId: r.id } : {}),
+      },
     });
   }
   return out;

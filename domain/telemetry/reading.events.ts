@@ -5,15 +5,18 @@ import type { Event } from '../shared/event';
  * per accepted reading; its id derives from the reading's dedup key, so a
  * resent reading is stored once.
  */
-export type ReadingRecorded = Event<'telemetry.ReadingRecorded', {
-  readonly deviceId: string;
-  readonly metric: string;
-  readonly value: number;
-  /** When the device measured it (ISO-8601, UTC, ms); the receive time when the device sent none. */
-  readonly ts: string;
-  /** The device-side unique id, when it sent one. */
-  readonly readingId?: string;
-}>;
+export type ReadingRecorded = Event<
+  'telemetry.ReadingRecorded',
+  {
+    readonly deviceId: string;
+    readonly metric: string;
+    readonly value: number;
+    /** When the device measured it (ISO-8601, UTC, ms); the receive time when the device sent none. */
+    readonly ts: string;
+    /** The device-side unique id, when it sent one. */
+    readonly readingId?: string;
+  }
+>;
 
 export type TelemetryEvent = ReadingRecorded;
 

@@ -7,10 +7,18 @@ import { IdentityServices } from './identity.services';
 
 /** Assign a role to a user. Admins only; the user's next token carries it. */
 
-export const roleSchema = z.object({ role: z.string().min(1, 'must not be empty').max(32, 'must be at most 32 characters') }).strict();
+export const roleSchema = z
+  .object({ role: z.string().min(1, 'must not be empty').max(32, 'must be at most 32 characters') })
+  .strict();
 
 export class AssignRole extends Command<CommandResult> {
-  constructor(readonly input: { userId: string; role: string }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
+  constructor(
+    readonly input: { userId: string; role: string },
+    readonly by: Caller,
+    readonly ctx: CommandContext,
+  ) {
+    super();
+  }
 }
 
 @CommandHandler(AssignRole)
@@ -24,5 +32,8 @@ export class AssignRoleHandler implements ICommandHandler<AssignRole> {
 
 /** POST /commands/AssignRole (the resource route is POST /admin/users/:id/roles). */
 export const assignRoleCommand = defineCommand({
-  name: 'AssignRole', schema: userRoleSchema, access: 'admin', create: (i, ctx, by) => new AssignRole(i, by!, ctx),
+  name: 'AssignRole',
+  schema: userRoleSchema,
+  access: 'admin',
+  create: (i, ctx, by) => new AssignRole(i, by!, ctx),
 });

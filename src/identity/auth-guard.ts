@@ -12,7 +12,10 @@ import { AUTH_KIND, IS_PUBLIC, ROLES, type AuthMode, type AuthenticatedRequest }
  */
 @Injectable()
 export class AuthGuard implements CanActivate {
-  constructor(private readonly reflector: Reflector, private readonly identity: IdentityServices) {}
+  constructor(
+    private readonly reflector: Reflector,
+    private readonly identity: IdentityServices,
+  ) {}
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const targets = [context.getHandler(), context.getClass()];

@@ -9,7 +9,13 @@ import { devicesOwnedBy } from './session-watch';
 /** Disable a user. Admins only; their sessions, tokens and devices stop with them. */
 
 export class DisableUser extends Command<CommandResult> {
-  constructor(readonly input: { userId: string }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
+  constructor(
+    readonly input: { userId: string },
+    readonly by: Caller,
+    readonly ctx: CommandContext,
+  ) {
+    super();
+  }
 }
 
 @CommandHandler(DisableUser)
@@ -23,12 +29,17 @@ export class DisableUserHandler implements ICommandHandler<DisableUser> {
     await refresh.revokeAllForUser(userId, 'user disabled');
     // Their devices stop with them: current device tokens end here; minting, MQTT CONNECT and
     // ingestion check the owner's status themselves.
-    await Promise.all((await devicesOwnedBy(platform.pool, userId)).map((deviceId) => revocation.revokeSubject(deviceId)));
+    await Promise.all(
+      (await devicesOwnedBy(platform.pool, userId)).map((deviceId) => revocation.revokeSubject(deviceId)),
+    );
     return r;
   }
 }
 
 /** POST /commands/DisableUser (the resource route is POST /admin/users/:id/disable). */
 export const disableUserCommand = defineCommand({
-  name: 'DisableUser', schema: z.object({ userId: uuid }).strict(), access: 'admin', create: (i, ctx, by) => new DisableUser(i, by!, ctx),
+  name: 'DisableUser',
+  schema: z.object({ userId: uuid }).strict(),
+  access: 'admin',
+  create: (i, ctx, by) => new DisableUser(i, by!, ctx),
 });

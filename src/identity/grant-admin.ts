@@ -16,9 +16,12 @@ export async function grantAdmin(store: EventStore, rawEmail: string, retries: n
   if (typeof userId !== 'string') throw notFound(IdentityErrorCode.USER_NOT_FOUND, `no account with email ${email}`);
   const id = randomUUID();
   await handleCommand({
-    store, decider: userDecider, streamId: userStreamId(userId),
+    store,
+    decider: userDecider,
+    streamId: userStreamId(userId),
     command: { type: 'AssignRole', data: { userId, role: 'admin', by: 'system:cli', now: new Date() } },
-    ctx: { correlationId: id, causationId: 'cli:users:grant-admin', actor: 'system:cli', now: new Date() }, retries,
+    ctx: { correlationId: id, causationId: 'cli:users:grant-admin', actor: 'system:cli', now: new Date() },
+    retries,
   });
   return userId;
 }

@@ -27,13 +27,19 @@ import { RevokeRole } from './revoke-role';
  * logout and device tokens are IdentityServices; reads query the read models.
  */
 
-const loginSchema = z.object({
-  email: z.string().max(EMAIL_MAX_LENGTH, `must be at most ${EMAIL_MAX_LENGTH} characters`),
-  password: z.string().max(1024, 'must be at most 1024 characters'),
-}).strict();
-const refreshSchema = z.object({ refreshToken: z.string().min(1, 'must not be empty').max(512, 'must be at most 512 characters') }).strict();
+const loginSchema = z
+  .object({
+    email: z.string().max(EMAIL_MAX_LENGTH, `must be at most ${EMAIL_MAX_LENGTH} characters`),
+    password: z.string().max(1024, 'must be at most 1024 characters'),
+  })
+  .strict();
+const refreshSchema = z
+  .object({ refreshToken: z.string().min(1, 'must not be empty').max(512, 'must be at most 512 characters') })
+  .strict();
 const logoutSchema = z.object({ refreshToken: z.string().min(1).max(512).optional() }).strict();
-const deviceTokenSchema = z.object({ secret: z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters') }).strict();
+const deviceTokenSchema = z
+  .object({ secret: z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters') })
+  .strict();
 const listSchema = z.object({
   limit: z.coerce.number().int().min(1).max(200).optional(),
   after: uuid.optional(),
@@ -45,7 +51,10 @@ const clientAddress = (req: FastifyRequest) => req.ip;
 
 @Controller('auth')
 export class AuthController {
-  constructor(private readonly identity: IdentityServices, private readonly bus: CommandBus) {}
+  constructor(
+    private readonly identity: IdentityServices,
+    private readonly bus: CommandBus,
+  ) {}
 
   @Public()
   @Post('signup')
@@ -79,7 +88,11 @@ export class AuthController {
 
 @Controller()
 export class UsersController {
-  constructor(private readonly identity: IdentityServices, private readonly bus: CommandBus, private readonly platform: Platform) {}
+  constructor(
+    private readonly identity: IdentityServices,
+    private readonly bus: CommandBus,
+    private readonly platform: Platform,
+  ) {}
 
   @Public()
   @Get('.well-known/jwks.json')
@@ -100,7 +113,11 @@ export class UsersController {
   async list(@Query() query: unknown, @MinPosition() minPosition: number | undefined) {
     const q = parseInput(listSchema, query ?? {});
     await this.platform.readAfter('users', minPosition);
-    return listUsers(this.platform.pool, { ...(q.limit ? { limit: q.limit } : {}), ...(q.after ? { after: q.after } : {}), ...(q.q ? { q: q.q } : {}) });
+    return listUsers(this.platform.pool, {
+      ...(q.limit ? { limit: q.limit } : {}),
+      ...(q.after ? { after: q.after } : {}),
+      ...(q.q ? { q: q.q } : {}),
+    });
   }
 
   @Roles('admin')
@@ -122,7 +139,12 @@ export class UsersController {
 
   @Roles('admin')
   @Delete('admin/users/:id/roles/:role')
-  revokeRole(@Param('id') id: string, @Param('role') role: string, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
+  revokeRole(
+    @Param('id') id: string,
+    @Param('role') role: string,
+    @Req() req: FastifyRequest,
+    @Ctx() ctx: CommandContext,
+  ) {
     const userId = parseInput(idSchema, { id }).id;
     return this.bus.execute(new RevokeRole({ userId, role }, principalOf(req), ctx));
   }
@@ -138,7 +160,11 @@ export class UsersController {
 
 @Controller('devices')
 export class DevicesController {
-  constructor(private readonly identity: IdentityServices, private readonly bus: CommandBus, private readonly platform: Platform) {}
+  constructor(
+    private readonly identity: IdentityServices,
+    private readonly bus: CommandBus,
+    private readonly platform: Platform,
+  ) {}
 
   @Post()
   register(@Body() body: unknown, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
@@ -151,7 +177,9 @@ export class DevicesController {
     const q = parseInput(listSchema, query ?? {});
     await this.platform.readAfter('devices', minPosition);
     const opts = { ...(q.limit ? { limit: q.limit } : {}), ...(q.after ? { after: q.after } : {}) };
-    return p.roles.includes('admin') ? listAllDevices(this.platform.pool, opts) : listDevicesByOwner(this.platform.pool, p.id, opts);
+    return p.roles.includes('admin')
+      ? listAllDevices(this.platform.pool, opts)
+      : listDevicesByOwner(this.platform.pool, p.id, opts);
   }
 
   /** The device's own credential exchange: id + secret for a short-lived device token. */

@@ -21,11 +21,25 @@ import { RevokeRoleHandler, revokeRoleCommand } from './revoke-role';
 @Module({
   controllers: [AuthController, UsersController, DevicesController],
   providers: [
-    IdentityServices, AdminBootstrap, { provide: APP_GUARD, useClass: AuthGuard },
+    IdentityServices,
+    AdminBootstrap,
+    { provide: APP_GUARD, useClass: AuthGuard },
     // The platform's port for routes that authenticate a caller themselves (POST /commands/:name).
     { provide: Authenticator, useExisting: IdentityServices },
-    RegisterUserHandler, AssignRoleHandler, RevokeRoleHandler, DisableUserHandler, RegisterDeviceHandler, RevokeDeviceHandler,
-    registersCommands(registerUserCommand, assignRoleCommand, revokeRoleCommand, disableUserCommand, registerDeviceCommand, revokeDeviceCommand),
+    RegisterUserHandler,
+    AssignRoleHandler,
+    RevokeRoleHandler,
+    DisableUserHandler,
+    RegisterDeviceHandler,
+    RevokeDeviceHandler,
+    registersCommands(
+      registerUserCommand,
+      assignRoleCommand,
+      revokeRoleCommand,
+      disableUserCommand,
+      registerDeviceCommand,
+      revokeDeviceCommand,
+    ),
   ],
   exports: [IdentityServices, Authenticator],
 })

@@ -15,7 +15,16 @@ import type { CommandContext, CommandResult } from '../platform/commands/command
 import { handleCommand } from '../platform/commands/command-handling';
 import { Platform } from '../platform/platform';
 import {
-  DEFAULT_KEY_RELOAD_INTERVAL_MS, LoginLimiter, PasswordHasher, RefreshTokenStore, RevocationList, SignupLimiter, SigningKeys, TokenService, authRedisOptions, issuedAt,
+  DEFAULT_KEY_RELOAD_INTERVAL_MS,
+  LoginLimiter,
+  PasswordHasher,
+  RefreshTokenStore,
+  RevocationList,
+  SignupLimiter,
+  SigningKeys,
+  TokenService,
+  authRedisOptions,
+  issuedAt,
   normaliseAccount,
   type AccessTokenClaims,
 } from './auth';
@@ -31,8 +40,10 @@ export interface Session {
   expiresIn: number;
 }
 
-const invalidCredentials = () => new DomainError('unauthenticated', AuthErrorCode.INVALID_CREDENTIALS, 'the email or the password is wrong');
-const missingToken = () => new DomainError('unauthenticated', AuthErrorCode.MISSING_TOKEN, 'this route needs Authorization: Bearer <token>');
+const invalidCredentials = () =>
+  new DomainError('unauthenticated', AuthErrorCode.INVALID_CREDENTIALS, 'the email or the password is wrong');
+const missingToken = () =>
+  new DomainError('unauthenticated', AuthErrorCode.MISSING_TOKEN, 'this route needs Authorization: Bearer <token>');
 /** Far above any token this platform issues (an ES256 access token is under 1 KiB); checked before any parsing. */
 export const AUTHORIZATION_MAX_LENGTH = 4096;
 const AUTHORIZATION_RULE = `must be at most ${AUTHORIZATION_MAX_LENGTH} characters`;
@@ -61,17 +72,24 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
     this.keys = SigningKeys.fromConfig(c, {
       configuredKeys: c.JWT_KEYS,
       reloadIntervalMs: DEFAULT_KEY_RELOAD_INTERVAL_MS,
-      onReloadError: (e) => platform.log.warn({ err: e }, 'could not re-read the JWT key file; the keys in memory stay in use'),
+      onReloadError: (e) =>
+        platform.log.warn({ err: e }, 'could not re-read the JWT key file; the keys in memory stay in use'),
     });
     this.tokens = new TokenService(this.keys, {
-      issuer: c.JWT_ISSUER, userAudience: c.JWT_AUDIENCE, deviceAudience: c.JWT_DEVICE_AUDIENCE,
-      accessTokenTtlS: c.ACCESS_TOKEN_TTL_S, deviceTokenTtlS: c.DEVICE_TOKEN_TTL_S,
+      issuer: c.JWT_ISSUER,
+      userAudience: c.JWT_AUDIENCE,
+      deviceAudience: c.JWT_DEVICE_AUDIENCE,
+      accessTokenTtlS: c.ACCESS_TOKEN_TTL_S,
+      deviceTokenTtlS: c.DEVICE_TOKEN_TTL_S,
     });
     // Its own connection with a short command timeout: auth fails closed (503) rather than hanging.
     this.redis = new Redis(platform.redisUrl, { ...authRedisOptions(), enableAutoPipelining: true });
     this.redis.on('error', () => undefined);
     const prefix = `${c.QUEUE_PREFIX}:auth:`;
-    this.revocation = new RevocationList(this.redis, { keyPrefix: `${prefix}revoked:`, maxTokenLifeS: this.tokens.maxTokenLifeS });
+    this.revocation = new RevocationList(this.redis, {
+      keyPrefix: `${prefix}revoked:`,
+      maxTokenLifeS: this.tokens.maxTokenLifeS,
+    });
     this.refresh = new RefreshTokenStore(platform.pool, {
       ttlS: c.REFRESH_TOKEN_TTL_S,
       // A rotated token presented again means that login session was stolen: its access tokens end
@@ -87,7 +105,11 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
     });
     this.hasher = PasswordHasher.fromConfig(c);
     this.limiter = LoginLimiter.fromConfig(this.redis, c, { keyPrefix: `${prefix}login:` });
-    this.signupLimiter = new SignupLimiter(this.redis, { maxPerAddress: c.SIGNUP_MAX_PER_ADDRESS, windowS: c.SIGNUP_WINDOW_S, keyPrefix: `${prefix}signup:` });
+    this.signupLimiter = new SignupLimiter(this.redis, {
+      maxPerAddress: c.SIGNUP_MAX_PER_ADDRESS,
+      windowS: c.SIGNUP_WINDOW_S,
+      keyPrefix: `${prefix}signup:`,
+    });
   }
 
   async onModuleInit(): Promise<void> {
@@ -123,9 +145,10 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
       if (!(e instanceof DomainError && e.kind === 'validation')) throw e;
     }
     // Unknown accounts burn the same argon2 time as known ones: one answer, one timing.
-    const ok = user?.status === 'active' || user?.status === 'disabled'
-      ? (await this.hasher.verify(user.passwordHash, input.password)) && user.status === 'active'
-      : await this.hasher.verifyAgainstDummy(input.password);
+    const ok =
+      user?.status === 'active' || user?.status === 'disabled'
+        ? (await this.hasher.verify(user.passwordHash, input.password)) && user.status === 'active'
+        : await this.hasher.verifyAgainstDummy(input.password);
     if (!ok || !user) {
       await this.limiter.recordFailure(account, address);
       throw invalidCredentials();
@@ -133,14 +156,22 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
     await this.limiter.recordSuccess(account, address);
     if (this.hasher.needsRehash(user.passwordHash)) {
       const passwordHash = await this.hasher.hash(input.password, 'verify');
-      await this.userCommand({ type: 'RehashPassword', data: { userId: user.userId, passwordHash, now: new Date() } }, systemContext('login-rehash'));
+      await this.userCommand(
+        { type: 'RehashPassword', data: { userId: user.userId, passwordHash, now: new Date() } },
+        systemContext('login-rehash'),
+      );
     }
     return this.issueSession(user);
   }
 
   private async issueSession(user: UserState, refreshed?: { token: string; familyId: string }): Promise<Session> {
     const rt = refreshed ?? (await this.refresh.issue(user.userId));
-    const at = await this.tokens.issueAccessToken({ sub: user.userId, roles: user.roles, kind: 'user', sid: rt.familyId });
+    const at = await this.tokens.issueAccessToken({
+      sub: user.userId,
+      roles: user.roles,
+      kind: 'user',
+      sid: rt.familyId,
+    });
     return { tokenType: 'Bearer', accessToken: at.token, refreshToken: rt.token, expiresIn: at.expiresIn };
   }
 
@@ -173,7 +204,9 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
   /** Verifies a bearer token of the kind the route takes, then the revocation list (fails closed). */
   async authenticate(header: string | undefined, mode: AuthMode): Promise<Principal> {
     if (header !== undefined && header.length > AUTHORIZATION_MAX_LENGTH) {
-      throw validationError(PlatformErrorCode.INVALID_HEADER, `Authorization ${AUTHORIZATION_RULE}`, [{ field: 'Authorization', rule: AUTHORIZATION_RULE }]);
+      throw validationError(PlatformErrorCode.INVALID_HEADER, `Authorization ${AUTHORIZATION_RULE}`, [
+        { field: 'Authorization', rule: AUTHORIZATION_RULE },
+      ]);
     }
     const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(header ?? '');
     if (!m) throw missingToken();
@@ -186,12 +219,25 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
     }
     await this.revocation.check(claims);
     return {
-      kind: claims.kind, id: claims.sub, roles: claims.roles, jti: claims.jti, exp: claims.exp, iat: issuedAt(claims), ...(claims.sid ? { sid: claims.sid } : {}),
+      kind: claims.kind,
+      id: claims.sub,
+      roles: claims.roles,
+      jti: claims.jti,
+      exp: claims.exp,
+      iat: issuedAt(claims),
+      ...(claims.sid ? { sid: claims.sid } : {}),
     };
   }
 
   async userCommand(command: UserCommand, ctx: CommandContext): Promise<CommandResult> {
-    return handleCommand({ store: this.platform.store, decider: userDecider, streamId: userStreamId(command.data.userId), command, ctx, retries: this.platform.config.COMMAND_RETRIES });
+    return handleCommand({
+      store: this.platform.store,
+      decider: userDecider,
+      streamId: userStreamId(command.data.userId),
+      command,
+      ctx,
+      retries: this.platform.config.COMMAND_RETRIES,
+    });
   }
 
   // ---- devices -----------------------------------------------------------
@@ -227,27 +273,44 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
 
   async loadDeviceQuota(ownerId: string): Promise<{ state: DeviceQuotaState; revision: number }> {
     const events = await this.platform.store.readStream<DeviceQuotaEvent>(deviceQuotaStreamId(ownerId));
-    return { state: fold(deviceQuotaDecider, events), revision: events.length ? events[events.length - 1]!.revision : -1 };
+    return {
+      state: fold(deviceQuotaDecider, events),
+      revision: events.length ? events[events.length - 1]!.revision : -1,
+    };
   }
 
-  async deviceToken(deviceId: string, secret: string, address: string): Promise<{ accessToken: string; expiresIn: number; tokenType: 'Bearer' }> {
+  async deviceToken(
+    deviceId: string,
+    secret: string,
+    address: string,
+  ): Promise<{ accessToken: string; expiresIn: number; tokenType: 'Bearer' }> {
     const account = `device:${deviceId}`;
     await this.limiter.check(account, address);
     const device = /^[0-9a-f-]{36}$/i.test(deviceId) ? await this.loadDevice(deviceId) : initialDeviceState;
-    const ok = device.status === 'active' ? await this.hasher.verify(device.secretHash, secret) : await this.hasher.verifyAgainstDummy(secret);
+    const ok =
+      device.status === 'active'
+        ? await this.hasher.verify(device.secretHash, secret)
+        : await this.hasher.verifyAgainstDummy(secret);
     if (!ok) {
       await this.limiter.recordFailure(account, address);
-      throw new DomainError('unauthenticated', AuthErrorCode.INVALID_DEVICE_CREDENTIALS, 'the device id or secret is wrong, or the device is revoked');
+      throw new DomainError(
+        'unauthenticated',
+        AuthErrorCode.INVALID_DEVICE_CREDENTIALS,
+        'the device id or secret is wrong, or the device is revoked',
+      );
     }
     await this.limiter.recordSuccess(account, address);
     // Told only to a caller that proved it holds the secret.
     if ((await this.loadUser(device.ownerId)).status !== 'active') {
-      throw new DomainError('forbidden', AuthErrorCode.DEVICE_OWNER_DISABLED, 'the device belongs to a disabled user; it may not obtain tokens');
+      throw new DomainError(
+        'forbidden',
+        AuthErrorCode.DEVICE_OWNER_DISABLED,
+        'the device belongs to a disabled user; it may not obtain tokens',
+      );
     }
     const at = await this.tokens.issueAccessToken({ sub: deviceId, kind: 'device', roles: [] });
     return { tokenType: 'Bearer', accessToken: at.token, expiresIn: at.expiresIn };
   }
-
 }
 
 export function systemContext(component: string): CommandContext {

@@ -18,12 +18,20 @@ import { IdentityServices } from './identity.services';
  * once, which the device exchanges for tokens (POST /devices/:id/tokens).
  */
 
-export const deviceSchema = z.object({ name: z.string().trim().min(1, 'must not be empty').max(100, 'must be at most 100 characters') }).strict();
+export const deviceSchema = z
+  .object({ name: z.string().trim().min(1, 'must not be empty').max(100, 'must be at most 100 characters') })
+  .strict();
 
 type Registered = CommandResult & { deviceId: string; secret: string };
 
 export class RegisterDevice extends Command<Registered> {
-  constructor(readonly input: { name: string }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
+  constructor(
+    readonly input: { name: string },
+    readonly by: Caller,
+    readonly ctx: CommandContext,
+  ) {
+    super();
+  }
 }
 
 /**
@@ -40,26 +48,54 @@ export class RegisterDeviceHandler implements ICommandHandler<RegisterDevice> {
     const key = ctx.idempotencyKey;
     const deviceId = key ? eventId(ctx.actor, key, 'device', 0) : randomUUID();
     const deviceStream = deviceStreamId(deviceId);
-    const secretShown = () => new DomainError('conflict', IdentityErrorCode.DEVICE_SECRET_SHOWN,
-      'this device was registered by an earlier request with the same Idempotency-Key; its secret was shown then', [], { deviceId });
-    if (key && (await platform.store.findAppend(deviceStream, eventId(ctx.actor, key, deviceStream, 0)))) throw secretShown();
+    const secretShown = () =>
+      new DomainError(
+        'conflict',
+        IdentityErrorCode.DEVICE_SECRET_SHOWN,
+        'this device was registered by an earlier request with the same Idempotency-Key; its secret was shown then',
+        [],
+        { deviceId },
+      );
+    if (key && (await platform.store.findAppend(deviceStream, eventId(ctx.actor, key, deviceStream, 0))))
+      throw secretShown();
     const quotaStream = deviceQuotaStreamId(owner.id);
     const max = platform.config.DEVICES_MAX_PER_USER;
     const take = { type: 'TakeDeviceSlot', data: { ownerId: owner.id, deviceId, max, now: ctx.now } } as const;
     deviceQuotaDecider.decide(take, (await this.identity.loadDeviceQuota(owner.id)).state);
     const secret = randomBytes(32).toString('base64url');
     const secretHash = await hasher.hash(secret, 'create');
-    const deviceEvents = deviceDecider.decide({ type: 'RegisterDevice', data: { deviceId, ownerId: owner.id, name, secretHash, now: ctx.now } }, initialDeviceState);
-    const meta = { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, command: 'RegisterDevice' };
+    const deviceEvents = deviceDecider.decide(
+      { type: 'RegisterDevice', data: { deviceId, ownerId: owner.id, name, secretHash, now: ctx.now } },
+      initialDeviceState,
+    );
+    const meta = {
+      correlationId: ctx.correlationId,
+      causationId: ctx.causationId,
+      actor: ctx.actor,
+      command: 'RegisterDevice',
+    };
     const id = (stream: string, i: number) => (key ? eventId(ctx.actor, key, stream, i) : randomUUID());
     const toAppend = (stream: string, events: readonly { type: string; data: object }[]) =>
-      events.map((e, i) => ({ type: e.type, data: e.data as Record<string, unknown>, id: id(stream, i), metadata: meta }));
+      events.map((e, i) => ({
+        type: e.type,
+        data: e.data as Record<string, unknown>,
+        id: id(stream, i),
+        metadata: meta,
+      }));
     for (let attempt = 0; ; attempt++) {
       const quota = await this.identity.loadDeviceQuota(owner.id);
       const slotEvents = deviceQuotaDecider.decide(take, quota.state);
       try {
         const results = await platform.store.appendMulti([
-          ...(slotEvents.length ? [{ streamId: quotaStream, expected: quota.revision < 0 ? 'no_stream' as const : quota.revision, events: toAppend(quotaStream, slotEvents) }] : []),
+          ...(slotEvents.length
+            ? [
+                {
+                  streamId: quotaStream,
+                  expected: quota.revision < 0 ? ('no_stream' as const) : quota.revision,
+                  events: toAppend(quotaStream, slotEvents),
+                },
+              ]
+            : []),
           { streamId: deviceStream, expected: 'no_stream', events: toAppend(deviceStream, deviceEvents) },
         ]);
         const device = results[results.length - 1]!;
@@ -67,7 +103,8 @@ export class RegisterDeviceHandler implements ICommandHandler<RegisterDevice> {
         return { deviceId, secret, position: device.position, revision: device.nextRevision, duplicate: false };
       } catch (e) {
         // Another registration of this owner took a place meanwhile: count again.
-        if (e instanceof ConcurrencyError && e.streamId === quotaStream && attempt < platform.config.COMMAND_RETRIES) continue;
+        if (e instanceof ConcurrencyError && e.streamId === quotaStream && attempt < platform.config.COMMAND_RETRIES)
+          continue;
         if (e instanceof ConcurrencyError && e.streamId === deviceStream) throw secretShown();
         throw e;
       }
@@ -77,5 +114,8 @@ export class RegisterDeviceHandler implements ICommandHandler<RegisterDevice> {
 
 /** POST /commands/RegisterDevice (the resource route is POST /devices). */
 export const registerDeviceCommand = defineCommand({
-  name: 'RegisterDevice', schema: deviceSchema, access: 'authenticated', create: (i, ctx, by) => new RegisterDevice(i, by!, ctx),
+  name: 'RegisterDevice',
+  schema: deviceSchema,
+  access: 'authenticated',
+  create: (i, ctx, by) => new RegisterDevice(i, by!, ctx),
 });

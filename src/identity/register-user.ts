@@ -18,27 +18,44 @@ import { IdentityServices } from './identity.services';
 
 /** Register a user (sign-up): anyone, rate limited per address. The first account to reserve an email owns it. */
 
-export const signupSchema = z.object({
-  email: z.string().max(EMAIL_MAX_LENGTH, `must be at most ${EMAIL_MAX_LENGTH} characters`),
-  // Any string over twice the maximum in UTF-16 units has more code points than the maximum:
-  // refused here, before the password policy reads it (the policy counts code points exactly).
-  password: z.string().max(PASSWORD_MAX_LENGTH * 2, PASSWORD_RULES.maxLength),
-  name: z.string().trim().min(1, 'must not be empty').max(100, 'must be at most 100 characters'),
-}).strict();
+export const signupSchema = z
+  .object({
+    email: z.string().max(EMAIL_MAX_LENGTH, `must be at most ${EMAIL_MAX_LENGTH} characters`),
+    // Any string over twice the maximum in UTF-16 units has more code points than the maximum:
+    // refused here, before the password policy reads it (the policy counts code points exactly).
+    password: z.string().max(PASSWORD_MAX_LENGTH * 2, PASSWORD_RULES.maxLength),
+    name: z.string().trim().min(1, 'must not be empty').max(100, 'must be at most 100 characters'),
+  })
+  .strict();
 
 type Signup = z.infer<typeof signupSchema>;
 type Registered = CommandResult & { userId: string; email: string };
 
 export class RegisterUser extends Command<Registered> {
-  constructor(readonly input: Signup, readonly ctx: CommandContext) { super(); }
+  constructor(
+    readonly input: Signup,
+    readonly ctx: CommandContext,
+  ) {
+    super();
+  }
 }
 
-const keyReused = () => new DomainError('conflict', PlatformErrorCode.IDEMPOTENCY_KEY_REUSED,
-  'this Idempotency-Key was already used for a different sign-up; send a new key with a new request',
-  [{ field: 'Idempotency-Key', rule: 'must not be reused with a different request' }]);
+const keyReused = () =>
+  new DomainError(
+    'conflict',
+    PlatformErrorCode.IDEMPOTENCY_KEY_REUSED,
+    'this Idempotency-Key was already used for a different sign-up; send a new key with a new request',
+    [{ field: 'Idempotency-Key', rule: 'must not be reused with a different request' }],
+  );
 
-const emailTaken = (email: string) => new DomainError('conflict', IdentityErrorCode.EMAIL_TAKEN, 'an account with this email exists',
-  [{ field: 'email', rule: 'must not belong to an existing account' }], { email });
+const emailTaken = (email: string) =>
+  new DomainError(
+    'conflict',
+    IdentityErrorCode.EMAIL_TAKEN,
+    'an account with this email exists',
+    [{ field: 'email', rule: 'must not belong to an existing account' }],
+    { email },
+  );
 
 @CommandHandler(RegisterUser)
 export class RegisterUserHandler implements ICommandHandler<RegisterUser> {
@@ -57,22 +74,42 @@ export class RegisterUserHandler implements ICommandHandler<RegisterUser> {
     const userId = key ? eventId(ctx.actor, key, `signup:${email}`, 0) : randomUUID();
     // A taken address is either this very sign-up sent again (same key) or someone else's account.
     const takenOrReplay = async (): Promise<Registered> => {
-      const original = key ? await store.findAppend(userStreamId(userId), eventId(ctx.actor, key, userStreamId(userId), 0)) : undefined;
+      const original = key
+        ? await store.findAppend(userStreamId(userId), eventId(ctx.actor, key, userStreamId(userId), 0))
+        : undefined;
       if (original) return this.replay(userId, email, input, original);
       throw emailTaken(email);
     };
     if ((await store.readStream(emailStreamId(email), 0, 1)).length > 0) return takenOrReplay();
     const passwordHash = await hasher.hash(input.password, 'create');
-    const emailEvents: readonly EmailEvent[] = emailReservationDecider.decide({ type: 'ReserveEmail', data: { email, userId, now: ctx.now } }, emailReservationDecider.initialState);
+    const emailEvents: readonly EmailEvent[] = emailReservationDecider.decide(
+      { type: 'ReserveEmail', data: { email, userId, now: ctx.now } },
+      emailReservationDecider.initialState,
+    );
     const userEvents: readonly UserEvent[] = userDecider.decide(
-      { type: 'RegisterUser', data: { userId, email, name: input.name, passwordHash, now: ctx.now } }, initialUserState);
-    const meta = { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, command: 'RegisterUser' };
+      { type: 'RegisterUser', data: { userId, email, name: input.name, passwordHash, now: ctx.now } },
+      initialUserState,
+    );
+    const meta = {
+      correlationId: ctx.correlationId,
+      causationId: ctx.causationId,
+      actor: ctx.actor,
+      command: 'RegisterUser',
+    };
     const id = (stream: string, i: number) => (key ? eventId(ctx.actor, key, stream, i) : randomUUID());
     try {
       // One transaction: the email reservation (unique through "no stream") and the user's first events.
       const [, user] = await store.appendMulti([
-        { streamId: emailStreamId(email), expected: 'no_stream', events: emailEvents.map((e, i) => ({ ...e, id: id(emailStreamId(email), i), metadata: meta })) },
-        { streamId: userStreamId(userId), expected: 'no_stream', events: userEvents.map((e, i) => ({ ...e, id: id(userStreamId(userId), i), metadata: meta })) },
+        {
+          streamId: emailStreamId(email),
+          expected: 'no_stream',
+          events: emailEvents.map((e, i) => ({ ...e, id: id(emailStreamId(email), i), metadata: meta })),
+        },
+        {
+          streamId: userStreamId(userId),
+          expected: 'no_stream',
+          events: userEvents.map((e, i) => ({ ...e, id: id(userStreamId(userId), i), metadata: meta })),
+        },
       ]);
       // A concurrent request with this key got there first: answer as a replay, after the same checks.
       if (user!.duplicate) return await this.replay(userId, email, input, user!);
@@ -89,10 +126,17 @@ export class RegisterUserHandler implements ICommandHandler<RegisterUser> {
    * else 409 PLATFORM.IDEMPOTENCY_KEY_REUSED. The password is compared with argon2, never kept:
    * a fingerprint of it in an event would be a fast hash of a password.
    */
-  private async replay(userId: string, email: string, input: { password: string; name: string }, original: { position: number; nextRevision: number }): Promise<Registered> {
+  private async replay(
+    userId: string,
+    email: string,
+    input: { password: string; name: string },
+    original: { position: number; nextRevision: number },
+  ): Promise<Registered> {
     const user = await this.identity.loadUser(userId);
-    const same = (user.status === 'active' || user.status === 'disabled') && user.name === input.name.trim()
-      && (await this.identity.hasher.verify(user.passwordHash, input.password, 'create'));
+    const same =
+      (user.status === 'active' || user.status === 'disabled') &&
+      user.name === input.name.trim() &&
+      (await this.identity.hasher.verify(user.passwordHash, input.password, 'create'));
     if (!same) throw keyReused();
     return { userId, email, position: original.position, revision: original.nextRevision, duplicate: true };
   }
@@ -100,5 +144,8 @@ export class RegisterUserHandler implements ICommandHandler<RegisterUser> {
 
 /** POST /commands/RegisterUser (the resource route is POST /auth/signup). */
 export const registerUserCommand = defineCommand({
-  name: 'RegisterUser', schema: signupSchema, access: 'public', create: (i, ctx) => new RegisterUser(i, ctx),
+  name: 'RegisterUser',
+  schema: signupSchema,
+  access: 'public',
+  create: (i, ctx) => new RegisterUser(i, ctx),
 });

@@ -16,7 +16,13 @@ import { IdentityServices } from './identity.services';
 /** Revoke a device: its owner or an admin. Its tokens end at once and its place in the owner's quota is given back. */
 
 export class RevokeDevice extends Command<CommandResult> {
-  constructor(readonly input: { deviceId: string }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
+  constructor(
+    readonly input: { deviceId: string },
+    readonly by: Caller,
+    readonly ctx: CommandContext,
+  ) {
+    super();
+  }
 }
 
 @CommandHandler(RevokeDevice)
@@ -31,16 +37,29 @@ export class RevokeDeviceHandler implements ICommandHandler<RevokeDevice> {
       throw new DomainError('forbidden', AuthErrorCode.FORBIDDEN, 'only the device owner or an admin may revoke it');
     }
     const r = await handleCommand({
-      store: platform.store, decider: deviceDecider, streamId: deviceStreamId(deviceId),
-      command: { type: 'RevokeDevice', data: { deviceId, by: by.id, now: ctx.now } }, ctx, retries: platform.config.COMMAND_RETRIES,
+      store: platform.store,
+      decider: deviceDecider,
+      streamId: deviceStreamId(deviceId),
+      command: { type: 'RevokeDevice', data: { deviceId, by: by.id, now: ctx.now } },
+      ctx,
+      retries: platform.config.COMMAND_RETRIES,
     });
     await revocation.revokeSubject(deviceId);
     // Also after a repeated revoke (nothing new above): a crash between the two appends is repaired by retrying.
     // Without the key: the decider makes the release idempotent, and the key may have named a registration on this stream.
-    const unkeyed: CommandContext = { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, now: ctx.now };
+    const unkeyed: CommandContext = {
+      correlationId: ctx.correlationId,
+      causationId: ctx.causationId,
+      actor: ctx.actor,
+      now: ctx.now,
+    };
     await handleCommand({
-      store: platform.store, decider: deviceQuotaDecider, streamId: deviceQuotaStreamId(device.ownerId),
-      command: { type: 'ReleaseDeviceSlot', data: { ownerId: device.ownerId, deviceId, now: ctx.now } }, ctx: unkeyed, retries: platform.config.COMMAND_RETRIES,
+      store: platform.store,
+      decider: deviceQuotaDecider,
+      streamId: deviceQuotaStreamId(device.ownerId),
+      command: { type: 'ReleaseDeviceSlot', data: { ownerId: device.ownerId, deviceId, now: ctx.now } },
+      ctx: unkeyed,
+      retries: platform.config.COMMAND_RETRIES,
     });
     return r;
   }
@@ -48,5 +67,8 @@ export class RevokeDeviceHandler implements ICommandHandler<RevokeDevice> {
 
 /** POST /commands/RevokeDevice (the resource route is POST /devices/:id/revoke). */
 export const revokeDeviceCommand = defineCommand({
-  name: 'RevokeDevice', schema: z.object({ deviceId: uuid }).strict(), access: 'authenticated', create: (i, ctx, by) => new RevokeDevice(i, by!, ctx),
+  name: 'RevokeDevice',
+  schema: z.object({ deviceId: uuid }).strict(),
+  access: 'authenticated',
+  create: (i, ctx, by) => new RevokeDevice(i, by!, ctx),
 });

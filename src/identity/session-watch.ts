@@ -2,7 +2,13 @@ import { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import type { DeviceState } from '../../domain/identity/device.decider';
 import type { UserState } from '../../domain/identity/user.decider';
-import { parseRevocationNotice, type RefreshTokenStore, type RevocationList, type RevocationNotice, type RevokedBy } from './auth';
+import {
+  parseRevocationNotice,
+  type RefreshTokenStore,
+  type RevocationList,
+  type RevocationNotice,
+  type RevokedBy,
+} from './auth';
 import type { Principal } from '../platform/http/access';
 
 /**
@@ -26,8 +32,15 @@ import type { Principal } from '../platform/http/access';
  */
 
 export type SessionEndReason =
-  | 'token expired' | 'token revoked' | 'session ended' | 'access withdrawn'
-  | 'user disabled' | 'role revoked' | 'device revoked' | 'device owner disabled' | 'access unverifiable';
+  | 'token expired'
+  | 'token revoked'
+  | 'session ended'
+  | 'access withdrawn'
+  | 'user disabled'
+  | 'role revoked'
+  | 'device revoked'
+  | 'device owner disabled'
+  | 'access unverifiable';
 
 export interface SessionWatchOptions {
   readonly redisUrl: string;
@@ -92,7 +105,11 @@ export class SessionWatch {
    */
   async start(timeoutMs = 5000): Promise<void> {
     if (this.subscriber) return;
-    const sub = new Redis(this.options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: null, enableOfflineQueue: true });
+    const sub = new Redis(this.options.redisUrl, {
+      lazyConnect: true,
+      maxRetriesPerRequest: null,
+      enableOfflineQueue: true,
+    });
     this.subscriber = sub;
     sub.on('error', () => undefined); // reconnects by itself; the re-check covers the gap
     sub.on('message', (channel: string, message: string) => {
@@ -110,9 +127,17 @@ export class SessionWatch {
     let timer: NodeJS.Timeout | undefined;
     const subscribed = sub.connect().then(() => sub.subscribe(this.options.channel));
     try {
-      await Promise.race([subscribed, new Promise((res) => { timer = setTimeout(res, timeoutMs); })]);
+      await Promise.race([
+        subscribed,
+        new Promise((res) => {
+          timer = setTimeout(res, timeoutMs);
+        }),
+      ]);
     } catch (e) {
-      this.options.log.warn({ err: e }, 'sessions: could not subscribe to revocation notices yet; re-checks cover the gap');
+      this.options.log.warn(
+        { err: e },
+        'sessions: could not subscribe to revocation notices yet; re-checks cover the gap',
+      );
     } finally {
       clearTimeout(timer);
     }
@@ -151,7 +176,9 @@ export class SessionWatch {
 
   /** Re-checks every session now (also runs every recheckIntervalMs); concurrent calls share one run. */
   recheckNow(): Promise<void> {
-    this.rechecking ??= this.recheckAll().finally(() => { this.rechecking = undefined; });
+    this.rechecking ??= this.recheckAll().finally(() => {
+      this.rechecking = undefined;
+    });
     return this.rechecking;
   }
 
@@ -192,7 +219,10 @@ export class SessionWatch {
       // Ended on the next tick, not inside watch(): the caller has not stored the unwatch function yet.
       w.timer = setTimeout(() => this.finish(w, 'token expired'), 0);
     } else {
-      w.timer = setTimeout(() => (this.now() >= w.principal.exp * 1000 ? this.finish(w, 'token expired') : this.armExpiry(w)), Math.min(ms, MAX_TIMER_MS));
+      w.timer = setTimeout(
+        () => (this.now() >= w.principal.exp * 1000 ? this.finish(w, 'token expired') : this.armExpiry(w)),
+        Math.min(ms, MAX_TIMER_MS),
+      );
     }
     w.timer.unref();
   }
@@ -207,7 +237,10 @@ export class SessionWatch {
         reasons = await this.options.recheck(chunk.map((w) => w.principal));
       } catch (e) {
         const now = this.now();
-        this.options.log.warn({ err: e, sessions: chunk.length }, 'sessions: re-check failed; sessions not confirmed twice in a row are ended');
+        this.options.log.warn(
+          { err: e, sessions: chunk.length },
+          'sessions: re-check failed; sessions not confirmed twice in a row are ended',
+        );
         for (const w of chunk) {
           w.unconfirmedSince ??= now;
           if (now - w.unconfirmedSince >= 2 * this.options.recheckIntervalMs) this.finish(w, 'access unverifiable');
@@ -224,7 +257,10 @@ export class SessionWatch {
 
   private finish(w: Watched, reason: SessionEndReason): void {
     if (!this.forget(w)) return;
-    this.options.log.info({ kind: w.principal.kind, subject: w.principal.id, reason }, 'sessions: access withdrawn; ending a long-lived session');
+    this.options.log.info(
+      { kind: w.principal.kind, subject: w.principal.id, reason },
+      'sessions: access withdrawn; ending a long-lived session',
+    );
     try {
       w.end(reason);
     } catch (e) {
@@ -264,17 +300,34 @@ const LOAD_CONCURRENCY = 8;
  * the event store (each loaded once), so that a session ends even when the
  * Redis write that should have ended it was lost.
  */
-export async function checkSessions(deps: SessionCheckDeps, principals: readonly Principal[]): Promise<(SessionEndReason | undefined)[]> {
-  const revokedBy = await deps.revocation.whyRevoked(principals.map((p) => {
-    const iat = p.iat ?? 0; // unknown issue time: any subject cutoff revokes it (fail closed)
-    return { jti: p.jti, sub: p.id, iat: Math.floor(iat), iatMs: Math.round(iat * 1000), ...(p.sid ? { sid: p.sid } : {}) };
-  }));
-  const ended = await deps.refresh.endedFamilies(principals.flatMap((p) => (p.kind === 'user' && p.sid ? [p.sid] : [])));
+export async function checkSessions(
+  deps: SessionCheckDeps,
+  principals: readonly Principal[],
+): Promise<(SessionEndReason | undefined)[]> {
+  const revokedBy = await deps.revocation.whyRevoked(
+    principals.map((p) => {
+      const iat = p.iat ?? 0; // unknown issue time: any subject cutoff revokes it (fail closed)
+      return {
+        jti: p.jti,
+        sub: p.id,
+        iat: Math.floor(iat),
+        iatMs: Math.round(iat * 1000),
+        ...(p.sid ? { sid: p.sid } : {}),
+      };
+    }),
+  );
+  const ended = await deps.refresh.endedFamilies(
+    principals.flatMap((p) => (p.kind === 'user' && p.sid ? [p.sid] : [])),
+  );
   const users = new Map<string, Promise<UserState>>();
   const devices = new Map<string, Promise<DeviceState>>();
   const user = (id: string) => memo(users, id, (u) => deps.loadUser(u));
   const device = (id: string) => memo(devices, id, (d) => deps.loadDevice(d));
-  const byRevocation: Record<RevokedBy, SessionEndReason> = { token: 'token revoked', family: 'session ended', subject: 'access withdrawn' };
+  const byRevocation: Record<RevokedBy, SessionEndReason> = {
+    token: 'token revoked',
+    family: 'session ended',
+    subject: 'access withdrawn',
+  };
   const one = async (p: Principal, i: number): Promise<SessionEndReason | undefined> => {
     const r = revokedBy[i];
     if (r) return byRevocation[r];
@@ -309,6 +362,8 @@ function memo<T>(cache: Map<string, Promise<T>>, id: string, load: (id: string) 
  */
 export async function devicesOwnedBy(pool: Pick<Pool, 'query'>, userId: string): Promise<string[]> {
   const { rows } = await pool.query<{ device_id: string }>(
-    `SELECT data->>'deviceId' AS device_id FROM events WHERE type = 'identity.DeviceRegistered' AND data->>'ownerId' = $1`, [userId]);
+    `SELECT data->>'deviceId' AS device_id FROM events WHERE type = 'identity.DeviceRegistered' AND data->>'ownerId' = $1`,
+    [userId],
+  );
   return rows.map((r) => r.device_id);
 }

@@ -19,7 +19,10 @@ export interface Infrastructure {
 }
 
 /** The database and Redis: external when configured, otherwise local processes under DATA_DIR. */
-export async function resolveServices(config: Config, log: Logger): Promise<{ databaseUrl: string; redisUrl: string; local: LocalService[] }> {
+export async function resolveServices(
+  config: Config,
+  log: Logger,
+): Promise<{ databaseUrl: string; redisUrl: string; local: LocalService[] }> {
   const local: LocalService[] = [];
   let databaseUrl = config.DATABASE_URL;
   if (!databaseUrl) {
@@ -41,12 +44,16 @@ export async function connectInfrastructure(config: Config, log: Logger): Promis
   const pool = new Pool({ connectionString: databaseUrl, max: config.PG_POOL_SIZE, application_name: 'platform' });
   let closing = false;
   // pool.end() resolves before every socket is closed: errors from connections being closed are expected then.
-  pool.on('error', (e) => { if (!closing) log.warn({ err: e.message }, 'idle PostgreSQL connection failed'); });
+  pool.on('error', (e) => {
+    if (!closing) log.warn({ err: e.message }, 'idle PostgreSQL connection failed');
+  });
   const { applied, positions } = await migrate(pool);
   if (applied.length) log.info({ applied }, 'migrations applied');
   if (positions?.raised) {
-    log.warn({ previousOffset: positions.previousOffset, offset: positions.offset },
-      'event store restored from another cluster: positions now continue above the stored ones (transaction-id offset raised)');
+    log.warn(
+      { previousOffset: positions.previousOffset, offset: positions.offset },
+      'event store restored from another cluster: positions now continue above the stored ones (transaction-id offset raised)',
+    );
   }
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
   redis.on('error', (e) => log.warn({ err: e.message }, 'Redis connection error'));

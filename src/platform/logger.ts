@@ -9,6 +9,9 @@ export function createLogger(level: string, name = 'platform'): Logger {
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
     // Never log credentials, even by accident.
-    redact: { paths: ['*.password', '*.secret', '*.token', '*.accessToken', '*.refreshToken', 'req.headers.authorization'], censor: '[redacted]' },
+    redact: {
+      paths: ['*.password', '*.secret', '*.token', '*.accessToken', '*.refreshToken', 'req.headers.authorization'],
+      censor: '[redacted]',
+    },
   });
 }

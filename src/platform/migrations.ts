@@ -30,7 +30,9 @@ export async function migrate(pool: Pool, dir = join(projectRoot(), 'migrations'
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
-    const done = new Set((await client.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map((r) => r.version));
+    const done = new Set(
+      (await client.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map((r) => r.version),
+    );
     for (const file of files) {
       const version = Number(file.slice(0, 4));
       if (done.has(version)) continue;
@@ -47,7 +49,9 @@ export async function migrate(pool: Pool, dir = join(projectRoot(), 'migrations'
       applied.push(file);
     }
     const current = Math.max(0, ...files.map((f) => Number(f.slice(0, 4))));
-    const aligns = await client.query<{ ok: boolean }>(`SELECT to_regprocedure('es_align_positions()') IS NOT NULL AS ok`);
+    const aligns = await client.query<{ ok: boolean }>(
+      `SELECT to_regprocedure('es_align_positions()') IS NOT NULL AS ok`,
+    );
     return { applied, current, ...(aligns.rows[0]?.ok ? { positions: await alignPositions(client) } : {}) };
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);

@@ -41,10 +41,16 @@ export class HealthController {
   async health(@Res() reply: FastifyReply): Promise<void> {
     const p = this.platform;
     const [postgres, redis, eventStore, jobs] = await Promise.all([
-      timed(async () => { await p.pool.query('SELECT 1'); }),
-      timed(async () => { await p.redis.ping(); }),
+      timed(async () => {
+        await p.pool.query('SELECT 1');
+      }),
+      timed(async () => {
+        await p.redis.ping();
+      }),
       timed(async () => ({ headPosition: await p.store.headPosition() })),
-      timed(async () => { await p.jobs.ping(); }),
+      timed(async () => {
+        await p.jobs.ping();
+      }),
     ]);
     let projections: ComponentHealth;
     try {
@@ -93,7 +99,10 @@ export class AdminController {
   @Get('projections/:name')
   async projection(@Param('name') name: string) {
     const p = this.platform.projections.get(name);
-    return { ...(await this.platform.projections.info(p)), operatorLog: await this.platform.projections.operatorLog(name) };
+    return {
+      ...(await this.platform.projections.info(p)),
+      operatorLog: await this.platform.projections.operatorLog(name),
+    };
   }
 
   @Post('projections/:name/rebuild')
@@ -118,7 +127,9 @@ export class AdminController {
   @Get('jobs/:id')
   job(@Param('id') id: string) {
     // BullMQ numbers its jobs; anything else is not one of ours and never reaches Redis.
-    return this.platform.jobs.get(parseInput(z.object({ id: z.string().regex(/^\d{1,20}$/, 'must be a job number') }), { id }).id);
+    return this.platform.jobs.get(
+      parseInput(z.object({ id: z.string().regex(/^\d{1,20}$/, 'must be a job number') }), { id }).id,
+    );
   }
 }
 
@@ -126,7 +137,11 @@ export class AdminController {
 @Public()
 @Controller('commands')
 export class CommandsController {
-  constructor(private readonly registry: CommandRegistry, private readonly bus: CommandBus, private readonly auth: Authenticator) {}
+  constructor(
+    private readonly registry: CommandRegistry,
+    private readonly bus: CommandBus,
+    private readonly auth: Authenticator,
+  ) {}
 
   @Get()
   list() {
@@ -134,10 +149,16 @@ export class CommandsController {
   }
 
   @Post(':name')
-  async send(@Param('name') name: string, @Body() body: unknown, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply) {
+  async send(
+    @Param('name') name: string,
+    @Body() body: unknown,
+    @Req() req: FastifyRequest,
+    @Res({ passthrough: true }) reply: FastifyReply,
+  ) {
     const def = this.registry.get(name);
     // The route is public; each command says who may send it.
-    const caller = def.access === 'public' ? undefined : await this.auth.authenticate(req.headers.authorization, 'user');
+    const caller =
+      def.access === 'public' ? undefined : await this.auth.authenticate(req.headers.authorization, 'user');
     if (caller) (req as AuthenticatedRequest).actor = `${caller.kind}:${caller.id}`;
     if (def.access === 'admin' && !caller?.roles.includes('admin')) {
       throw new DomainError('forbidden', AuthErrorCode.FORBIDDEN, `command ${name} needs the admin role`);

@@ -66,8 +66,13 @@ export class Platform implements PlatformParts {
     if (minPosition === undefined || minPosition <= 0) return;
     const reached = await this.projections.waitFor(projection, minPosition, this.config.READ_WAIT_TIMEOUT_MS);
     if (!reached) {
-      throw new DomainError('unavailable', PlatformErrorCode.READ_MODEL_BEHIND,
-        `read model ${projection} has not reached position ${minPosition} yet`, [], { retryAfterSeconds: 1, projection, minPosition });
+      throw new DomainError(
+        'unavailable',
+        PlatformErrorCode.READ_MODEL_BEHIND,
+        `read model ${projection} has not reached position ${minPosition} yet`,
+        [],
+        { retryAfterSeconds: 1, projection, minPosition },
+      );
     }
   }
 }

@@ -12,10 +12,21 @@ import { SalesServices } from './sales.services';
  * releases the stock, refunds and cancels. The owner or an admin only.
  */
 
-export const cancelOrderSchema = z.object({ reason: z.string().trim().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional() }).strict();
+export const cancelOrderSchema = z
+  .object({
+    reason: z.string().trim().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
+  })
+  .strict();
 
 export class CancelOrder extends Command<Created<'orderId'>> {
-  constructor(readonly orderId: string, readonly reason: string | undefined, readonly by: Caller, readonly ctx: CommandContext) { super(); }
+  constructor(
+    readonly orderId: string,
+    readonly reason: string | undefined,
+    readonly by: Caller,
+    readonly ctx: CommandContext,
+  ) {
+    super();
+  }
 }
 
 @CommandHandler(CancelOrder)
@@ -28,16 +39,22 @@ export class CancelOrderHandler implements ICommandHandler<CancelOrder> {
     if (order.status === 'none' || (order.customerId !== by.id && !by.roles.includes('admin'))) {
       throw notFound(SalesErrorCode.ORDER_NOT_FOUND, `no order ${orderId}`);
     }
-    const r = await this.sales.order(orderId, {
-      type: 'RequestCancellation',
-      data: { orderId, by: `${by.kind}:${by.id}`, reason: reason ?? 'cancelled by the customer', now: ctx.now },
-    }, ctx);
+    const r = await this.sales.order(
+      orderId,
+      {
+        type: 'RequestCancellation',
+        data: { orderId, by: `${by.kind}:${by.id}`, reason: reason ?? 'cancelled by the customer', now: ctx.now },
+      },
+      ctx,
+    );
     return created('orderId', orderId, r);
   }
 }
 
 /** POST /commands/CancelOrder (the resource route is POST /orders/:id/cancel). */
 export const cancelOrderCommand = defineCommand({
-  name: 'CancelOrder', schema: cancelOrderSchema.extend({ orderId: uuid }), access: 'authenticated',
+  name: 'CancelOrder',
+  schema: cancelOrderSchema.extend({ orderId: uuid }),
+  access: 'authenticated',
   create: ({ orderId, reason }, ctx, by) => new CancelOrder(orderId, reason, by!, ctx),
 });

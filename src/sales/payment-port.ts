@@ -64,15 +64,26 @@ export class SandboxPaymentProvider implements PaymentPort {
   }
 
   async charge(r: ChargeRequest): Promise<ChargeOutcome> {
-    const status = r.method === SANDBOX_METHODS.declined ? 'declined' : r.method === SANDBOX_METHODS.noResponse ? 'pending' : 'captured';
+    const status =
+      r.method === SANDBOX_METHODS.declined
+        ? 'declined'
+        : r.method === SANDBOX_METHODS.noResponse
+          ? 'pending'
+          : 'captured';
     await this.pool.query(
       `INSERT INTO sandbox_payments (idempotency_key, order_id, method, amount_cents, currency, status, provider_ref)
        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING`,
-      [r.idempotencyKey, r.orderId, r.method, r.amountCents, r.currency, status, ref('ch', r.idempotencyKey)]);
-    const row = (await this.pool.query<{ status: string; provider_ref: string }>(
-      'SELECT status, provider_ref FROM sandbox_payments WHERE idempotency_key = $1', [r.idempotencyKey])).rows[0]!;
+      [r.idempotencyKey, r.orderId, r.method, r.amountCents, r.currency, status, ref('ch', r.idempotencyKey)],
+    );
+    const row = (
+      await this.pool.query<{ status: string; provider_ref: string }>(
+        'SELECT status, provider_ref FROM sandbox_payments WHERE idempotency_key = $1',
+        [r.idempotencyKey],
+      )
+    ).rows[0]!;
     if (row.status === 'captured') return { status: 'captured', providerRef: row.provider_ref };
-    if (row.status === 'declined') return { status: 'declined', reason: 'the card was declined (sandbox test card card-declined)' };
+    if (row.status === 'declined')
+      return { status: 'declined', reason: 'the card was declined (sandbox test card card-declined)' };
     return { status: 'pending' };
   }
 
@@ -81,7 +92,8 @@ export class SandboxPaymentProvider implements PaymentPort {
     await this.pool.query(
       `INSERT INTO sandbox_refunds (idempotency_key, order_id, payment_ref, amount_cents, currency, provider_ref)
        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING`,
-      [r.idempotencyKey, r.orderId, r.providerRef, r.amountCents, r.currency, providerRef]);
+      [r.idempotencyKey, r.orderId, r.providerRef, r.amountCents, r.currency, providerRef],
+    );
     return { providerRef };
   }
 
@@ -89,7 +101,9 @@ export class SandboxPaymentProvider implements PaymentPort {
   async capturePending(orderId: string): Promise<boolean> {
     const res = await this.pool.query<{ provider_ref: string }>(
       `UPDATE sandbox_payments SET status = 'captured', answered_at = now()
-       WHERE order_id = $1 AND status IN ('pending', 'captured') RETURNING provider_ref`, [orderId]);
+       WHERE order_id = $1 AND status IN ('pending', 'captured') RETURNING provider_ref`,
+      [orderId],
+    );
     const row = res.rows[0];
     if (!row) return false;
     await this.listener?.(orderId, { status: 'captured', providerRef: row.provider_ref });
@@ -99,8 +113,14 @@ export class SandboxPaymentProvider implements PaymentPort {
   /** The sandbox's books for one order (tests and operators compare them with the events). */
   async books(orderId: string): Promise<{ charges: Record<string, unknown>[]; refunds: Record<string, unknown>[] }> {
     const [charges, refunds] = await Promise.all([
-      this.pool.query('SELECT idempotency_key AS "idempotencyKey", method, amount_cents AS "amountCents", status, provider_ref AS "providerRef" FROM sandbox_payments WHERE order_id = $1', [orderId]),
-      this.pool.query('SELECT idempotency_key AS "idempotencyKey", payment_ref AS "paymentRef", amount_cents AS "amountCents", provider_ref AS "providerRef" FROM sandbox_refunds WHERE order_id = $1', [orderId]),
+      this.pool.query(
+        'SELECT idempotency_key AS "idempotencyKey", method, amount_cents AS "amountCents", status, provider_ref AS "providerRef" FROM sandbox_payments WHERE order_id = $1',
+        [orderId],
+      ),
+      this.pool.query(
+        'SELECT idempotency_key AS "idempotencyKey", payment_ref AS "paymentRef", amount_cents AS "amountCents", provider_ref AS "providerRef" FROM sandbox_refunds WHERE order_id = $1',
+        [orderId],
+      ),
     ]);
     return { charges: charges.rows as Record<string, unknown>[], refunds: refunds.rows as Record<string, unknown>[] };
   }

@@ -13,17 +13,36 @@ import { SalesServices } from './sales.services';
  * compensates.
  */
 
-export const placeOrderSchema = z.object({
-  channel: code,
-  paymentMethod: code,
-  items: z.array(z.object({
-    productId: uuid,
-    quantity: z.number('must be a number').int('must be a whole number').min(1, 'must be at least 1').max(1000, 'must be at most 1000'),
-  }).strict()).min(1, 'must list at least one product').max(50, 'must list at most 50 products'),
-}).strict();
+export const placeOrderSchema = z
+  .object({
+    channel: code,
+    paymentMethod: code,
+    items: z
+      .array(
+        z
+          .object({
+            productId: uuid,
+            quantity: z
+              .number('must be a number')
+              .int('must be a whole number')
+              .min(1, 'must be at least 1')
+              .max(1000, 'must be at most 1000'),
+          })
+          .strict(),
+      )
+      .min(1, 'must list at least one product')
+      .max(50, 'must list at most 50 products'),
+  })
+  .strict();
 
 export class PlaceOrder extends Command<Created<'orderId'>> {
-  constructor(readonly input: z.infer<typeof placeOrderSchema>, readonly by: Caller, readonly ctx: CommandContext) { super(); }
+  constructor(
+    readonly input: z.infer<typeof placeOrderSchema>,
+    readonly by: Caller,
+    readonly ctx: CommandContext,
+  ) {
+    super();
+  }
 }
 
 @CommandHandler(PlaceOrder)
@@ -36,12 +55,19 @@ export class PlaceOrderHandler implements ICommandHandler<PlaceOrder> {
     const ids = [...new Set(input.items.map((i) => i.productId))];
     const states = await Promise.all(ids.map((id) => this.sales.loadProduct(id)));
     const products = Object.fromEntries(ids.map((id, i) => [id, states[i]!]));
-    const r = await this.sales.order(orderId, { type: 'PlaceOrder', data: { orderId, customerId: by.id, ...input, products, now: ctx.now } }, ctx);
+    const r = await this.sales.order(
+      orderId,
+      { type: 'PlaceOrder', data: { orderId, customerId: by.id, ...input, products, now: ctx.now } },
+      ctx,
+    );
     return created('orderId', orderId, r);
   }
 }
 
 /** POST /commands/PlaceOrder (the resource route is POST /orders). */
 export const placeOrderCommand = defineCommand({
-  name: 'PlaceOrder', schema: placeOrderSchema, access: 'authenticated', create: (i, ctx, by) => new PlaceOrder(i, by!, ctx),
+  name: 'PlaceOrder',
+  schema: placeOrderSchema,
+  access: 'authenticated',
+  create: (i, ctx, by) => new PlaceOrder(i, by!, ctx),
 });

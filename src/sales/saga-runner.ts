@@ -1,5 +1,18 @@
 import type { Pool } from 'pg';
-import { emptyHistory, evolveSaga, react, SAGA_TRIGGER_TYPES, orderIdOf, sagaStreamId, type SagaCommand, type SagaHistory, type SagaOptions, type SagaStepRecorded, type SagaTrigger, type SagaTriggerEvent } from '../../domain/sales/order-fulfilment.saga';
+import {
+  emptyHistory,
+  evolveSaga,
+  react,
+  SAGA_TRIGGER_TYPES,
+  orderIdOf,
+  sagaStreamId,
+  type SagaCommand,
+  type SagaHistory,
+  type SagaOptions,
+  type SagaStepRecorded,
+  type SagaTrigger,
+  type SagaTriggerEvent,
+} from '../../domain/sales/order-fulfilment.saga';
 import type { CommandContext } from '../platform/commands/command-context';
 import { eventId, StateCache } from '../platform/commands/command-handling';
 import { ConcurrencyError, type RecordedEvent } from '../platform/event-store/event-store';
@@ -39,7 +52,12 @@ const SAGA_BACKOFF = { initialMs: 400, maxMs: 30_000 };
 async function withTimeout<T>(ms: number, what: string, call: () => Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([call(), new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms); })]);
+    return await Promise.race([
+      call(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+      }),
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -71,16 +89,27 @@ export class SagaRunner {
     options: SagaRunnerOptions,
   ) {
     const observe = options.observe;
-    this.runner = new ProcessorRunner(new OrderFulfilment(services, payments, jobs, options), pool, services.platform.store, {
-      connectionString: options.connectionString,
-      batchSize: options.batchSize,
-      maxAttempts: 1,
-      backoff: SAGA_BACKOFF,
-      log: (level, msg, extra) => log[level]({ saga: NAME, ...extra }, msg),
-      ...(observe ? {
-        observe: { active: (on) => observe.active(on), failure: () => observe.failure(), committed: (position) => observe.checkpoint(position) },
-      } : {}),
-    });
+    this.runner = new ProcessorRunner(
+      new OrderFulfilment(services, payments, jobs, options),
+      pool,
+      services.platform.store,
+      {
+        connectionString: options.connectionString,
+        batchSize: options.batchSize,
+        maxAttempts: 1,
+        backoff: SAGA_BACKOFF,
+        log: (level, msg, extra) => log[level]({ saga: NAME, ...extra }, msg),
+        ...(observe
+          ? {
+              observe: {
+                active: (on) => observe.active(on),
+                failure: () => observe.failure(),
+                committed: (position) => observe.checkpoint(position),
+              },
+            }
+          : {}),
+      },
+    );
   }
 
   /** Position of the last batch fully handled. */
@@ -144,9 +173,12 @@ class OrderFulfilment implements IdempotentProcessor {
   /** The saga's stream folded: from the cache plus newer events (a takeover elsewhere is read, never missed). */
   private async history(orderId: string): Promise<{ history: SagaHistory; revision: number }> {
     const cached = this.histories.get(orderId);
-    const events = (await this.services.platform.store.readStream<SagaStepRecorded>(sagaStreamId(orderId), cached ? cached.revision + 1 : 0));
+    const events = await this.services.platform.store.readStream<SagaStepRecorded>(
+      sagaStreamId(orderId),
+      cached ? cached.revision + 1 : 0,
+    );
     const history = events.reduce(evolveSaga, cached?.state ?? emptyHistory);
-    const revision = events.length ? events[events.length - 1]!.revision : cached?.revision ?? -1;
+    const revision = events.length ? events[events.length - 1]!.revision : (cached?.revision ?? -1);
     this.histories.set(orderId, revision, history);
     return { history, revision };
   }
@@ -161,18 +193,35 @@ class OrderFulfilment implements IdempotentProcessor {
       const { state, commands } = react(history, trigger, this.options);
       for (const [i, command] of commands.entries()) {
         await this.send(orderId, command, {
-          actor: ACTOR, idempotencyKey: `${e.id}:${i}`, correlationId: String(e.metadata.correlationId ?? e.id), causationId: e.id, now: new Date(),
+          actor: ACTOR,
+          idempotencyKey: `${e.id}:${i}`,
+          correlationId: String(e.metadata.correlationId ?? e.id),
+          causationId: e.id,
+          now: new Date(),
         });
       }
       const step: SagaStepRecorded = {
         type: 'sales.SagaStepRecorded',
-        data: { orderId, trigger: { id: e.id, type: trigger.type, streamId: e.streamId, position: e.position, at: trigger.at }, commands, state },
+        data: {
+          orderId,
+          trigger: { id: e.id, type: trigger.type, streamId: e.streamId, position: e.position, at: trigger.at },
+          commands,
+          state,
+        },
       };
       try {
-        await this.services.platform.store.append(streamId, [{
-          id: eventId(ACTOR, e.id, streamId, 0), type: step.type, data: step.data,
-          metadata: { correlationId: String(e.metadata.correlationId ?? e.id), causationId: e.id, actor: ACTOR },
-        }], revision === -1 ? 'no_stream' : revision);
+        await this.services.platform.store.append(
+          streamId,
+          [
+            {
+              id: eventId(ACTOR, e.id, streamId, 0),
+              type: step.type,
+              data: step.data,
+              metadata: { correlationId: String(e.metadata.correlationId ?? e.id), causationId: e.id, actor: ACTOR },
+            },
+          ],
+          revision === -1 ? 'no_stream' : revision,
+        );
         this.histories.set(orderId, revision + 1, evolveSaga(history, step));
         this.options.observe?.step(trigger.type, commands);
         return;
@@ -190,25 +239,55 @@ class OrderFulfilment implements IdempotentProcessor {
     const sub = (suffix: string): CommandContext => ({ ...ctx, idempotencyKey: `${ctx.idempotencyKey}:${suffix}` });
     switch (c.kind) {
       case 'ReserveStock':
-        await s.inventory(c.productId, { type: 'ReserveStock', data: { productId: c.productId, orderId, quantity: c.quantity, now } }, ctx, FROM_SAGA);
+        await s.inventory(
+          c.productId,
+          { type: 'ReserveStock', data: { productId: c.productId, orderId, quantity: c.quantity, now } },
+          ctx,
+          FROM_SAGA,
+        );
         return;
       case 'ReleaseStock':
-        await s.inventory(c.productId, { type: 'ReleaseStock', data: { productId: c.productId, orderId, now } }, ctx, FROM_SAGA);
+        await s.inventory(
+          c.productId,
+          { type: 'ReleaseStock', data: { productId: c.productId, orderId, now } },
+          ctx,
+          FROM_SAGA,
+        );
         return;
       case 'ShipStock':
-        await s.inventory(c.productId, { type: 'ShipStock', data: { productId: c.productId, orderId, now } }, ctx, FROM_SAGA);
+        await s.inventory(
+          c.productId,
+          { type: 'ShipStock', data: { productId: c.productId, orderId, now } },
+          ctx,
+          FROM_SAGA,
+        );
         return;
       case 'MarkOrderReserved':
         await s.order(orderId, { type: 'MarkOrderReserved', data: { orderId, now } }, ctx, FROM_SAGA);
         return;
       case 'ConfirmOrder':
-        await s.order(orderId, { type: 'ConfirmOrder', data: { orderId, paymentRef: c.paymentRef, now } }, ctx, FROM_SAGA);
+        await s.order(
+          orderId,
+          { type: 'ConfirmOrder', data: { orderId, paymentRef: c.paymentRef, now } },
+          ctx,
+          FROM_SAGA,
+        );
         return;
       case 'RejectOrder':
-        await s.order(orderId, { type: 'RejectOrder', data: { orderId, reason: c.reason, detail: c.detail, now } }, ctx, FROM_SAGA);
+        await s.order(
+          orderId,
+          { type: 'RejectOrder', data: { orderId, reason: c.reason, detail: c.detail, now } },
+          ctx,
+          FROM_SAGA,
+        );
         return;
       case 'CancelOrder':
-        await s.order(orderId, { type: 'CancelOrder', data: { orderId, reason: c.reason, detail: c.detail, now } }, ctx, FROM_SAGA);
+        await s.order(
+          orderId,
+          { type: 'CancelOrder', data: { orderId, reason: c.reason, detail: c.detail, now } },
+          ctx,
+          FROM_SAGA,
+        );
         return;
       case 'ScheduleDeadline':
         await this.jobs.scheduleDeadline(orderId, c.dueAt);
@@ -219,22 +298,59 @@ class OrderFulfilment implements IdempotentProcessor {
       case 'RequestPayment': {
         // The provider's idempotency key is per order and step: a resend after a crash charges once.
         const idempotencyKey = `${orderId}:charge`;
-        await s.payment(orderId, { type: 'RequestPayment', data: { orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey, now } }, sub('request'), FROM_SAGA);
-        const outcome = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider charge', () => this.payments.charge({ orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey }));
+        await s.payment(
+          orderId,
+          {
+            type: 'RequestPayment',
+            data: { orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey, now },
+          },
+          sub('request'),
+          FROM_SAGA,
+        );
+        const outcome = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider charge', () =>
+          this.payments.charge({
+            orderId,
+            amountCents: c.amountCents,
+            currency: c.currency,
+            method: c.method,
+            idempotencyKey,
+          }),
+        );
         if (outcome.status === 'captured') {
-          await s.payment(orderId, { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } }, sub('answer'), FROM_SAGA);
+          await s.payment(
+            orderId,
+            { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } },
+            sub('answer'),
+            FROM_SAGA,
+          );
         } else if (outcome.status === 'declined') {
-          await s.payment(orderId, { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } }, sub('answer'), FROM_SAGA);
+          await s.payment(
+            orderId,
+            { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } },
+            sub('answer'),
+            FROM_SAGA,
+          );
         }
         return;
       }
       case 'RefundPayment': {
         const payment = await s.loadPayment(orderId);
         if (payment.status !== 'captured') return;
-        const refund = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider refund', () => this.payments.refund({
-          orderId, providerRef: payment.providerRef, amountCents: payment.amountCents, currency: payment.currency, idempotencyKey: `${orderId}:refund`,
-        }));
-        await s.payment(orderId, { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } }, ctx, FROM_SAGA);
+        const refund = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider refund', () =>
+          this.payments.refund({
+            orderId,
+            providerRef: payment.providerRef,
+            amountCents: payment.amountCents,
+            currency: payment.currency,
+            idempotencyKey: `${orderId}:refund`,
+          }),
+        );
+        await s.payment(
+          orderId,
+          { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } },
+          ctx,
+          FROM_SAGA,
+        );
         return;
       }
       default: {

@@ -1,6 +1,9 @@
 import { Queue, Worker, type Job } from 'bullmq';
 
-interface DeadlineData { orderId: string; dueAt: string }
+interface DeadlineData {
+  orderId: string;
+  dueAt: string;
+}
 import { Redis } from 'ioredis';
 import type { Logger } from '../platform/logger';
 import { listConfirmedOrderIds } from '../../projections/orders.queries';
@@ -59,10 +62,18 @@ export class SalesJobs {
   /** Idempotent: the job id is the order's, so a saga step repeated after a crash schedules nothing new. */
   async scheduleDeadline(orderId: string, dueAt: string): Promise<void> {
     const delay = Math.max(0, Date.parse(dueAt) - Date.now());
-    await this.deadlines.add('expire', { orderId, dueAt }, {
-      jobId: deadlineJobId(orderId), delay, attempts: 1000, backoff: { type: 'fixed', delay: 2000 },
-      removeOnComplete: { age: 7 * 86_400 }, removeOnFail: { age: 30 * 86_400 },
-    });
+    await this.deadlines.add(
+      'expire',
+      { orderId, dueAt },
+      {
+        jobId: deadlineJobId(orderId),
+        delay,
+        attempts: 1000,
+        backoff: { type: 'fixed', delay: 2000 },
+        removeOnComplete: { age: 7 * 86_400 },
+        removeOnFail: { age: 30 * 86_400 },
+      },
+    );
   }
 
   /** Best effort: a deadline that fires anyway finds the payment answered and changes nothing. */
@@ -78,18 +89,40 @@ export class SalesJobs {
   }
 
   async startWorkers(): Promise<void> {
-    this.workers.push(new Worker(DEADLINE_QUEUE, async (job: Job<DeadlineData>) => {
-      const { orderId, dueAt } = job.data;
-      // A deadline never expires a payment not asked for yet (the saga may still be sending it after a
-      // crash): fail, and BullMQ tries again with backoff, so the deadline is not spent on nothing.
-      if ((await this.services.loadPayment(orderId)).status === 'none') throw new Error(`payment of order ${orderId} not requested yet`);
-      await this.services.payment(orderId, { type: 'ExpirePaymentDeadline', data: { orderId, dueAt, now: new Date() } }, systemContext('payment-deadline', `deadline-${orderId}`));
-    }, { connection: this.connection(), prefix: this.prefix, concurrency: 8 }));
-    this.workers.push(new Worker(SHIPPING_QUEUE, async () => this.shipBatch(), { connection: this.connection(), prefix: this.prefix, concurrency: 1 }));
+    this.workers.push(
+      new Worker(
+        DEADLINE_QUEUE,
+        async (job: Job<DeadlineData>) => {
+          const { orderId, dueAt } = job.data;
+          // A deadline never expires a payment not asked for yet (the saga may still be sending it after a
+          // crash): fail, and BullMQ tries again with backoff, so the deadline is not spent on nothing.
+          if ((await this.services.loadPayment(orderId)).status === 'none')
+            throw new Error(`payment of order ${orderId} not requested yet`);
+          await this.services.payment(
+            orderId,
+            { type: 'ExpirePaymentDeadline', data: { orderId, dueAt, now: new Date() } },
+            systemContext('payment-deadline', `deadline-${orderId}`),
+          );
+        },
+        { connection: this.connection(), prefix: this.prefix, concurrency: 8 },
+      ),
+    );
+    this.workers.push(
+      new Worker(SHIPPING_QUEUE, async () => this.shipBatch(), {
+        connection: this.connection(),
+        prefix: this.prefix,
+        concurrency: 1,
+      }),
+    );
     for (const w of this.workers) w.on('error', (e) => this.log.warn({ err: e }, 'sales job worker error'));
-    await this.shipping.upsertJobScheduler('shipping-batch', { every: this.options.shippingIntervalMs }, {
-      name: 'ship-batch', opts: { removeOnComplete: 100, removeOnFail: 100 },
-    });
+    await this.shipping.upsertJobScheduler(
+      'shipping-batch',
+      { every: this.options.shippingIntervalMs },
+      {
+        name: 'ship-batch',
+        opts: { removeOnComplete: 100, removeOnFail: 100 },
+      },
+    );
   }
 
   /** Dispatches every confirmed order (up to the batch size). Returns how many were shipped by this call. */
@@ -98,8 +131,12 @@ export class SalesJobs {
     let shipped = 0;
     for (const orderId of orderIds) {
       const shipmentId = eventId('system:shipping', orderId, 'shipment', 0);
-      const r = await this.services.order(orderId, { type: 'DispatchShipment', data: { orderId, shipmentId, now: new Date() } },
-        systemContext('shipping', `ship-${orderId}`), { retries: 20 });
+      const r = await this.services.order(
+        orderId,
+        { type: 'DispatchShipment', data: { orderId, shipmentId, now: new Date() } },
+        systemContext('shipping', `ship-${orderId}`),
+        { retries: 20 },
+      );
       if (!r.duplicate && r.position > 0) shipped++;
     }
     if (shipped) this.log.info({ shipped }, 'shipping batch dispatched orders');
@@ -120,6 +157,11 @@ export class SalesJobs {
 const deadlineJobId = (orderId: string) => `deadline-${orderId}`;
 
 /** The context of a command the platform sends itself (jobs, the saga, webhooks). */
-export function systemContext(component: string, idempotencyKey: string, correlationId = idempotencyKey, causationId = idempotencyKey) {
+export function systemContext(
+  component: string,
+  idempotencyKey: string,
+  correlationId = idempotencyKey,
+  causationId = idempotencyKey,
+) {
   return { actor: `system:${component}`, idempotencyKey, correlationId, causationId, now: new Date() };
 }

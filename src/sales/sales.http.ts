@@ -55,7 +55,10 @@ const caller = (req: FastifyRequest): Caller => {
 
 @Controller('products')
 export class ProductsController {
-  constructor(private readonly bus: CommandBus, private readonly platform: Platform) {}
+  constructor(
+    private readonly bus: CommandBus,
+    private readonly platform: Platform,
+  ) {}
 
   @Roles('admin')
   @Post()
@@ -74,8 +77,11 @@ export class ProductsController {
     const q = parseInput(catalogueQuery, query ?? {});
     await this.platform.readAfter(catalogueProjection.name, minPosition);
     return listCatalogue(this.platform.pool, {
-      channel: q.channel, today: new Date(),
-      ...(q.q ? { q: q.q } : {}), ...(q.limit ? { limit: q.limit } : {}), ...(q.after ? { after: q.after } : {}),
+      channel: q.channel,
+      today: new Date(),
+      ...(q.q ? { q: q.q } : {}),
+      ...(q.limit ? { limit: q.limit } : {}),
+      ...(q.after ? { after: q.after } : {}),
     });
   }
 
@@ -107,7 +113,10 @@ export class ProductsController {
 
 @Controller('orders')
 export class OrdersController {
-  constructor(private readonly bus: CommandBus, private readonly platform: Platform) {}
+  constructor(
+    private readonly bus: CommandBus,
+    private readonly platform: Platform,
+  ) {}
 
   /** 202: the order is recorded; the saga reserves, charges and confirms (or compensates) asynchronously. */
   @Post()
@@ -123,7 +132,9 @@ export class OrdersController {
     await this.platform.readAfter(ordersProjection.name, minPosition);
     return listOrders(this.platform.pool, {
       customerId: who.roles.includes('admin') ? null : who.id,
-      ...(q.status ? { status: q.status } : {}), ...(q.limit ? { limit: q.limit } : {}), ...(q.after ? { after: q.after } : {}),
+      ...(q.status ? { status: q.status } : {}),
+      ...(q.limit ? { limit: q.limit } : {}),
+      ...(q.after ? { after: q.after } : {}),
     });
   }
 
@@ -134,7 +145,8 @@ export class OrdersController {
     const who = caller(req);
     await this.platform.readAfter(ordersProjection.name, minPosition);
     const view = await findOrderView(this.platform.pool, orderId);
-    if (!view || (view.customerId !== who.id && !who.roles.includes('admin'))) throw notFound(SalesErrorCode.ORDER_NOT_FOUND, `no order ${orderId}`);
+    if (!view || (view.customerId !== who.id && !who.roles.includes('admin')))
+      throw notFound(SalesErrorCode.ORDER_NOT_FOUND, `no order ${orderId}`);
     return view;
   }
 
@@ -142,14 +154,19 @@ export class OrdersController {
   @Post(':id/cancel')
   @HttpCode(202)
   cancel(@Param('id') id: string, @Body() body: unknown, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
-    return this.bus.execute(new CancelOrder(idParam(id), parseInput(cancelOrderSchema, body ?? {}).reason, caller(req), ctx));
+    return this.bus.execute(
+      new CancelOrder(idParam(id), parseInput(cancelOrderSchema, body ?? {}).reason, caller(req), ctx),
+    );
   }
 }
 
 @Roles('admin')
 @Controller('admin')
 export class SalesAdminController {
-  constructor(private readonly sales: SalesServices, private readonly runtime: SalesRuntime) {}
+  constructor(
+    private readonly sales: SalesServices,
+    private readonly runtime: SalesRuntime,
+  ) {}
 
   /** The saga of one order as it stands in the store: state, pending deadline, every event it handled and what it sent. */
   @Get('sagas/:orderId')
@@ -164,7 +181,12 @@ export class SalesAdminController {
       state: history.state,
       pendingDeadline: history.state.deadlineDueAt ? { dueAt: history.state.deadlineDueAt, job: deadline } : null,
       deadlineJob: deadline,
-      processedEvents: steps.map((s) => ({ ...s.data.trigger, commands: s.data.commands, statusAfter: s.data.state.status, recordedAt: s.recordedAt })),
+      processedEvents: steps.map((s) => ({
+        ...s.data.trigger,
+        commands: s.data.commands,
+        statusAfter: s.data.state.status,
+        recordedAt: s.recordedAt,
+      })),
       runner: { checkpoint: this.runtime.saga.position },
     };
   }

@@ -16,9 +16,20 @@ import { SalesServices } from './sales.services';
 @Module({
   controllers: [ProductsController, OrdersController, SalesAdminController],
   providers: [
-    SalesServices, SalesRuntime,
-    RegisterProductHandler, ChangeProductHandler, ReceiveStockHandler, PlaceOrderHandler, CancelOrderHandler,
-    registersCommands(registerProductCommand, changeProductCommand, receiveStockCommand, placeOrderCommand, cancelOrderCommand),
+    SalesServices,
+    SalesRuntime,
+    RegisterProductHandler,
+    ChangeProductHandler,
+    ReceiveStockHandler,
+    PlaceOrderHandler,
+    CancelOrderHandler,
+    registersCommands(
+      registerProductCommand,
+      changeProductCommand,
+      receiveStockCommand,
+      placeOrderCommand,
+      cancelOrderCommand,
+    ),
   ],
 })
 export class SalesModule {}

@@ -17,22 +17,44 @@ export class SalesRuntime implements OnApplicationBootstrap, OnModuleDestroy {
   readonly jobs: SalesJobs;
   readonly saga: SagaRunner;
 
-  constructor(private readonly platform: Platform, services: SalesServices) {
+  constructor(
+    private readonly platform: Platform,
+    services: SalesServices,
+  ) {
     const c = platform.config;
     this.payments = new SandboxPaymentProvider(platform.pool);
     this.jobs = new SalesJobs(platform.redisUrl, c.QUEUE_PREFIX, services, platform.log, {
-      shippingIntervalMs: c.SHIPPING_INTERVAL_MS, shippingBatchSize: c.SHIPPING_BATCH_SIZE,
+      shippingIntervalMs: c.SHIPPING_INTERVAL_MS,
+      shippingBatchSize: c.SHIPPING_BATCH_SIZE,
     });
     this.saga = new SagaRunner(platform.pool, services, this.payments, this.jobs, platform.log, {
-      connectionString: platform.databaseUrl, concurrency: c.SAGA_CONCURRENCY, batchSize: 200, paymentTimeoutMs: c.PAYMENT_TIMEOUT_MS,
+      connectionString: platform.databaseUrl,
+      concurrency: c.SAGA_CONCURRENCY,
+      batchSize: 200,
+      paymentTimeoutMs: c.PAYMENT_TIMEOUT_MS,
       observe: sagaMetrics(platform),
     });
     // Answers that arrive later (a provider's webhook; the sandbox's late capture) land on the payment stream.
     this.payments.onResult(async (orderId, outcome) => {
-      const ctx = systemContext('payment-webhook', outcome.status === 'captured' ? `capture-${outcome.providerRef}` : `decline-${orderId}`);
+      const ctx = systemContext(
+        'payment-webhook',
+        outcome.status === 'captured' ? `capture-${outcome.providerRef}` : `decline-${orderId}`,
+      );
       const now = new Date();
-      if (outcome.status === 'captured') await services.payment(orderId, { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } }, ctx, { retries: 30 });
-      else await services.payment(orderId, { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } }, ctx, { retries: 30 });
+      if (outcome.status === 'captured')
+        await services.payment(
+          orderId,
+          { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } },
+          ctx,
+          { retries: 30 },
+        );
+      else
+        await services.payment(
+          orderId,
+          { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } },
+          ctx,
+          { retries: 30 },
+        );
     });
   }
 
@@ -51,11 +73,33 @@ export class SalesRuntime implements OnApplicationBootstrap, OnModuleDestroy {
 /** What an operator watches of the saga on /metrics. */
 function sagaMetrics(platform: Platform): NonNullable<ConstructorParameters<typeof SagaRunner>[5]['observe']> {
   const registers = [platform.metrics.registry];
-  const steps = new Counter({ name: 'saga_steps_total', help: 'Saga steps recorded, by trigger event type', labelNames: ['trigger'], registers });
-  const commands = new Counter({ name: 'saga_commands_total', help: 'Commands the saga sent, by kind (compensations: ReleaseStock, CancelOrder, RejectOrder, RefundPayment)', labelNames: ['kind'], registers });
-  const failures = new Counter({ name: 'saga_failures_total', help: 'Saga batches that failed and were retried from the checkpoint', registers });
-  const active = new Gauge({ name: 'saga_runner_active', help: '1 when this instance runs the saga (advisory lock held)', registers });
-  const checkpoint = new Gauge({ name: 'saga_checkpoint_position', help: 'Global position the saga has handled', registers });
+  const steps = new Counter({
+    name: 'saga_steps_total',
+    help: 'Saga steps recorded, by trigger event type',
+    labelNames: ['trigger'],
+    registers,
+  });
+  const commands = new Counter({
+    name: 'saga_commands_total',
+    help: 'Commands the saga sent, by kind (compensations: ReleaseStock, CancelOrder, RejectOrder, RefundPayment)',
+    labelNames: ['kind'],
+    registers,
+  });
+  const failures = new Counter({
+    name: 'saga_failures_total',
+    help: 'Saga batches that failed and were retried from the checkpoint',
+    registers,
+  });
+  const active = new Gauge({
+    name: 'saga_runner_active',
+    help: '1 when this instance runs the saga (advisory lock held)',
+    registers,
+  });
+  const checkpoint = new Gauge({
+    name: 'saga_checkpoint_position',
+    help: 'Global position the saga has handled',
+    registers,
+  });
   return {
     step(trigger, sent) {
       steps.inc({ trigger });

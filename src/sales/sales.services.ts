@@ -4,7 +4,13 @@ import { inventoryDecider, type InventoryCommand, type InventoryState } from '..
 import { orderDecider, type OrderCommand, type OrderState } from '../../domain/sales/order.decider';
 import { paymentDecider, type PaymentCommand, type PaymentState } from '../../domain/sales/payment.decider';
 import { productDecider, type ProductState } from '../../domain/sales/product.decider';
-import { emptyHistory, evolveSaga, sagaStreamId, type SagaHistory, type SagaStepRecorded } from '../../domain/sales/order-fulfilment.saga';
+import {
+  emptyHistory,
+  evolveSaga,
+  sagaStreamId,
+  type SagaHistory,
+  type SagaStepRecorded,
+} from '../../domain/sales/order-fulfilment.saga';
 import { inventoryStreamId } from '../../domain/sales/inventory.events';
 import { orderStreamId } from '../../domain/sales/order.events';
 import { paymentStreamId } from '../../domain/sales/payment.events';
@@ -34,7 +40,9 @@ export interface SendOptions {
 export class SalesServices {
   constructor(readonly platform: Platform) {}
 
-  private get store() { return this.platform.store; }
+  private get store() {
+    return this.platform.store;
+  }
 
   /**
    * Order, payment and inventory streams are written step after step by the saga: decide from
@@ -47,7 +55,10 @@ export class SalesServices {
     payment: new StateCache<PaymentState>(),
   };
 
-  private async load<E extends Event, S>(decider: Pick<Decider<never, E, S>, 'initialState' | 'evolve'>, streamId: string): Promise<{ state: S; revision: number }> {
+  private async load<E extends Event, S>(
+    decider: Pick<Decider<never, E, S>, 'initialState' | 'evolve'>,
+    streamId: string,
+  ): Promise<{ state: S; revision: number }> {
     const events = await this.store.readStream<E>(streamId);
     return { state: fold(decider, events), revision: events.length - 1 };
   }
@@ -64,20 +75,64 @@ export class SalesServices {
   async loadPayment(orderId: string): Promise<PaymentState> {
     return (await this.load(paymentDecider, paymentStreamId(orderId))).state;
   }
-  async loadSaga(orderId: string): Promise<{ history: SagaHistory; revision: number; steps: RecordedEvent<SagaStepRecorded>[] }> {
+  async loadSaga(
+    orderId: string,
+  ): Promise<{ history: SagaHistory; revision: number; steps: RecordedEvent<SagaStepRecorded>[] }> {
     const events = await this.store.readStream<SagaStepRecorded>(sagaStreamId(orderId));
     return { history: events.reduce(evolveSaga, emptyHistory), revision: events.length - 1, steps: events };
   }
 
-  inventory(productId: string, command: InventoryCommand, ctx: CommandContext, options: SendOptions = {}): Promise<CommandResult> {
-    return handleCommand({ store: this.store, decider: inventoryDecider, streamId: inventoryStreamId(productId), command, ctx, retries: options.retries ?? this.platform.config.COMMAND_RETRIES, cache: this.caches.inventory, lookupKey: !options.fromSaga });
+  inventory(
+    productId: string,
+    command: InventoryCommand,
+    ctx: CommandContext,
+    options: SendOptions = {},
+  ): Promise<CommandResult> {
+    return handleCommand({
+      store: this.store,
+      decider: inventoryDecider,
+      streamId: inventoryStreamId(productId),
+      command,
+      ctx,
+      retries: options.retries ?? this.platform.config.COMMAND_RETRIES,
+      cache: this.caches.inventory,
+      lookupKey: !options.fromSaga,
+    });
   }
 
-  order(orderId: string, command: OrderCommand, ctx: CommandContext, options: SendOptions = {}): Promise<CommandResult> {
-    return handleCommand({ store: this.store, decider: orderDecider, streamId: orderStreamId(orderId), command, ctx, retries: options.retries ?? this.platform.config.COMMAND_RETRIES, cache: this.caches.order, lookupKey: !options.fromSaga });
+  order(
+    orderId: string,
+    command: OrderCommand,
+    ctx: CommandContext,
+    options: SendOptions = {},
+  ): Promise<CommandResult> {
+    return handleCommand({
+      store: this.store,
+      decider: orderDecider,
+      streamId: orderStreamId(orderId),
+      command,
+      ctx,
+      retries: options.retries ?? this.platform.config.COMMAND_RETRIES,
+      cache: this.caches.order,
+      lookupKey: !options.fromSaga,
+    });
   }
 
-  payment(orderId: string, command: PaymentCommand, ctx: CommandContext, options: SendOptions = {}): Promise<CommandResult> {
-    return handleCommand({ store: this.store, decider: paymentDecider, streamId: paymentStreamId(orderId), command, ctx, retries: options.retries ?? this.platform.config.COMMAND_RETRIES, cache: this.caches.payment, lookupKey: !options.fromSaga });
+  payment(
+    orderId: string,
+    command: PaymentCommand,
+    ctx: CommandContext,
+    options: SendOptions = {},
+  ): Promise<CommandResult> {
+    return handleCommand({
+      store: this.store,
+      decider: paymentDecider,
+      streamId: paymentStreamId(orderId),
+      command,
+      ctx,
+      retries: options.retries ?? this.platform.config.COMMAND_RETRIES,
+      cache: this.caches.payment,
+      lookupKey: !options.fromSaga,
+    });
   }
 }

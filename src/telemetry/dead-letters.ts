@@ -28,17 +28,47 @@ export interface DeadLetterView {
 export async function storeDeadLetter(pool: Pool, d: DeadLetter): Promise<void> {
   await pool.query(
     'INSERT INTO telemetry_dead_letters (device_id, topic, payload, payload_size, code, reason) VALUES ($1, $2, $3, $4, $5, $6)',
-    [d.deviceId, d.topic.slice(0, 1024), d.payload.subarray(0, DEAD_LETTER_PAYLOAD_MAX), d.payload.length, d.code, d.reason.slice(0, 2000)]);
+    [
+      d.deviceId,
+      d.topic.slice(0, 1024),
+      d.payload.subarray(0, DEAD_LETTER_PAYLOAD_MAX),
+      d.payload.length,
+      d.code,
+      d.reason.slice(0, 2000),
+    ],
+  );
 }
 
 /** Newest first; `before` is the keyset cursor (an id from the previous page). */
-export async function listDeadLetters(pool: Pool, limit: number, before?: number): Promise<{ items: DeadLetterView[]; nextBefore: number | null }> {
-  const res = await pool.query<{ id: number; device_id: string | null; topic: string; payload: Buffer; payload_size: number; code: string; reason: string; received_at: Date }>(
+export async function listDeadLetters(
+  pool: Pool,
+  limit: number,
+  before?: number,
+): Promise<{ items: DeadLetterView[]; nextBefore: number | null }> {
+  const res = await pool.query<{
+    id: number;
+    device_id: string | null;
+    topic: string;
+    payload: Buffer;
+    payload_size: number;
+    code: string;
+    reason: string;
+    received_at: Date;
+  }>(
     `SELECT id, device_id, topic, payload, payload_size, code, reason, received_at FROM telemetry_dead_letters
-      WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2`, [before ?? null, limit + 1]);
+      WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2`,
+    [before ?? null, limit + 1],
+  );
   const items = res.rows.slice(0, limit).map((r) => ({
-    id: r.id, deviceId: r.device_id, topic: r.topic, payload: r.payload.toString('utf8'), payloadSize: r.payload_size,
-    truncated: r.payload_size > r.payload.length, code: r.code, reason: r.reason, receivedAt: r.received_at,
+    id: r.id,
+    deviceId: r.device_id,
+    topic: r.topic,
+    payload: r.payload.toString('utf8'),
+    payloadSize: r.payload_size,
+    truncated: r.payload_size > r.payload.length,
+    code: r.code,
+    reason: r.reason,
+    receivedAt: r.received_at,
   }));
   return { items, nextBefore: res.rows.length > limit ? items[items.length - 1]!.id : null };
 }
@@ -47,7 +77,9 @@ export async function listDeadLetters(pool: Pool, limit: number, before?: number
 export async function deleteDeadLettersBefore(pool: Pool, before: Date, limit: number): Promise<number> {
   const res = await pool.query(
     `DELETE FROM telemetry_dead_letters WHERE id IN (
-       SELECT id FROM telemetry_dead_letters WHERE received_at < $1 ORDER BY received_at LIMIT $2)`, [before, limit]);
+       SELECT id FROM telemetry_dead_letters WHERE received_at < $1 ORDER BY received_at LIMIT $2)`,
+    [before, limit],
+  );
   return res.rowCount ?? 0;
 }
 
@@ -64,7 +96,11 @@ export class DeadLetterRate {
   private readonly windows = new Map<string, { start: number; count: number }>();
   private sweepAt = 1024;
 
-  constructor(private readonly max: number, private readonly windowMs: number, private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly max: number,
+    private readonly windowMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   take(key: string): RateVerdict {
     const t = this.now();

@@ -1,6 +1,13 @@
 import type { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket } from 'aedes';
+import {
+  Aedes,
+  type AedesPublishPacket,
+  type AuthenticateError,
+  type Client,
+  type ConnectPacket,
+  type PublishPacket,
+} from 'aedes';
 import memoryPersistence from 'aedes-persistence';
 import { writeToStream } from 'mqtt-packet';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -159,7 +166,10 @@ const ERROR_REASONS: [RegExp, string][] = [
   [/identifier rejected|client id/i, 'client_id_refused'],
   [/username|password|token|revoked|not authorized|unavailable/i, 'connect_refused'],
   [/ECONNRESET|EPIPE|ETIMEDOUT|write after end|socket|connection closed/i, 'socket'],
-  [/invalid|malformed|unknown|not allowed|only allowed|not supported|too short|impossible|protocol|wrong|cannot parse|header|length|qos|reserved|flag|topic|utf|payload|property|string/i, 'protocol'],
+  [
+    /invalid|malformed|unknown|not allowed|only allowed|not supported|too short|impossible|protocol|wrong|cannot parse|header|length|qos|reserved|flag|topic|utf|payload|property|string/i,
+    'protocol',
+  ],
 ];
 function reasonOf(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
@@ -185,9 +195,22 @@ export class EmbeddedBroker {
   constructor(private readonly options: EmbeddedBrokerOptions) {
     const log = options.log;
     const registers = options.registry ? [options.registry] : [];
-    this.clientErrors = new Counter({ name: 'mqtt_client_errors_total', help: 'MQTT connections closed by an error in handling them, by reason', labelNames: ['reason'], registers });
-    this.refusedConnections = new Counter({ name: 'mqtt_connections_refused_total', help: 'MQTT connections closed on arrival: MQTT_MAX_CONNECTIONS reached', registers });
-    const retainedRefused = new Counter({ name: 'mqtt_retained_refused_total', help: 'Retained PUBLISHes not kept: MQTT_MAX_RETAINED_BYTES reached', registers });
+    this.clientErrors = new Counter({
+      name: 'mqtt_client_errors_total',
+      help: 'MQTT connections closed by an error in handling them, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.refusedConnections = new Counter({
+      name: 'mqtt_connections_refused_total',
+      help: 'MQTT connections closed on arrival: MQTT_MAX_CONNECTIONS reached',
+      registers,
+    });
+    const retainedRefused = new Counter({
+      name: 'mqtt_retained_refused_total',
+      help: 'Retained PUBLISHes not kept: MQTT_MAX_RETAINED_BYTES reached',
+      registers,
+    });
     const persistence = memoryPersistence() as unknown as MemoryStore;
     this.boundPersistence(persistence, () => retainedRefused.inc());
     this.aedes = new Aedes({
@@ -206,10 +229,14 @@ export class EmbeddedBroker {
         done(null, true);
       },
       authenticate: (client, username, password, done) => {
-        this.authenticate(client, username, password).then(() => done(null, true), (e: unknown) => {
-          if ((e as Partial<AuthenticateError>).returnCode === undefined) log.error({ err: e, clientId: client.id }, 'mqtt: authentication failed unexpectedly');
-          done(e as AuthenticateError, false);
-        });
+        this.authenticate(client, username, password).then(
+          () => done(null, true),
+          (e: unknown) => {
+            if ((e as Partial<AuthenticateError>).returnCode === undefined)
+              log.error({ err: e, clientId: client.id }, 'mqtt: authentication failed unexpectedly');
+            done(e as AuthenticateError, false);
+          },
+        );
       },
       authorizePublish: (client, packet, done) => {
         try {
@@ -223,12 +250,22 @@ export class EmbeddedBroker {
         try {
           const deviceId = deviceOf.get(client);
           const own = deviceId ? `devices/${deviceId}` : undefined;
-          const inOwnNamespace = own !== undefined && sub.topic.length <= MAX_FILTER_LENGTH && (sub.topic === own || sub.topic.startsWith(`${own}/`));
+          const inOwnNamespace =
+            own !== undefined &&
+            sub.topic.length <= MAX_FILTER_LENGTH &&
+            (sub.topic === own || sub.topic.startsWith(`${own}/`));
           // aedes adds each granted filter to client.subscriptions before it authorizes the next one of the packet.
           const held = internals(client).subscriptions;
           const room = sub.topic in held || Object.keys(held).length < options.maxSubscriptions;
           if (inOwnNamespace && room) return done(null, sub);
-          log.info({ clientId: client.id, topic: sub.topic.slice(0, 300), reason: inOwnNamespace ? 'too many subscriptions' : 'outside devices/<own id>/#' }, 'mqtt: subscription refused');
+          log.info(
+            {
+              clientId: client.id,
+              topic: sub.topic.slice(0, 300),
+              reason: inOwnNamespace ? 'too many subscriptions' : 'outside devices/<own id>/#',
+            },
+            'mqtt: subscription refused',
+          );
           done(null, null); // SUBACK 0x80 for this filter
         } catch (e) {
           this.failed(client, e, 'authorizeSubscribe');
@@ -262,11 +299,21 @@ export class EmbeddedBroker {
       // One line a second at most: a connection flood must not become a log flood.
       if (Date.now() - lastDropLog > 1000) {
         lastDropLog = Date.now();
-        log.warn({ remoteAddress: data?.remoteAddress, maxConnections: options.maxConnections }, 'mqtt: connection refused (MQTT_MAX_CONNECTIONS reached)');
+        log.warn(
+          { remoteAddress: data?.remoteAddress, maxConnections: options.maxConnections },
+          'mqtt: connection refused (MQTT_MAX_CONNECTIONS reached)',
+        );
       }
     });
     const connections = () => this.connections();
-    new Gauge({ name: 'mqtt_connections', help: 'Open MQTT connections to the embedded broker', registers, async collect() { this.set(await connections()); } });
+    new Gauge({
+      name: 'mqtt_connections',
+      help: 'Open MQTT connections to the embedded broker',
+      registers,
+      async collect() {
+        this.set(await connections());
+      },
+    });
   }
 
   /**
@@ -285,7 +332,10 @@ export class EmbeddedBroker {
       const size = packet.payload.length;
       if (size > 0 && this.retainedBytes - old + size > this.options.maxRetainedBytes) {
         refused();
-        this.options.log.info({ topic: packet.topic, size, maxRetainedBytes: this.options.maxRetainedBytes }, 'mqtt: retained message not kept (MQTT_MAX_RETAINED_BYTES)');
+        this.options.log.info(
+          { topic: packet.topic, size, maxRetainedBytes: this.options.maxRetainedBytes },
+          'mqtt: retained message not kept (MQTT_MAX_RETAINED_BYTES)',
+        );
         return;
       }
       await storeRetained(packet);
@@ -319,24 +369,40 @@ export class EmbeddedBroker {
     };
     socket.once('close', () => this.forget(client));
     // aedes buffers a whole packet whatever its size: watch the framing and cut an oversized one short.
-    watchPacketSizes(socket, () => (deviceOf.has(client) ? this.options.maxPacketBytes : this.options.maxConnectPacketBytes), (size, limit) => {
-      const deviceId = deviceOf.get(client) ?? null;
-      this.clientErrors.inc({ reason: deviceId ? 'packet_too_large' : 'connect_packet_too_large' });
-      this.options.log.warn({ clientId: client.id, deviceId, size, limit }, 'mqtt: packet too large; closing the connection');
-      socket.destroy();
-      // Only an authenticated device leaves a dead letter (rate limited per device); before
-      // CONNECT is accepted nothing is written anywhere but the log and the metric.
-      if (!deviceId) return;
-      void this.options.sinks.deadLetter(deviceId, '(unread: packet too large)', EMPTY, TelemetryErrorCode.PACKET_TOO_LARGE,
-        `an MQTT packet of ${size} bytes exceeds the limit of ${limit} bytes; the connection was closed`)
-        .catch((e: unknown) => this.options.log.warn({ err: e }, 'mqtt: could not dead-letter an oversized packet'));
-    });
+    watchPacketSizes(
+      socket,
+      () => (deviceOf.has(client) ? this.options.maxPacketBytes : this.options.maxConnectPacketBytes),
+      (size, limit) => {
+        const deviceId = deviceOf.get(client) ?? null;
+        this.clientErrors.inc({ reason: deviceId ? 'packet_too_large' : 'connect_packet_too_large' });
+        this.options.log.warn(
+          { clientId: client.id, deviceId, size, limit },
+          'mqtt: packet too large; closing the connection',
+        );
+        socket.destroy();
+        // Only an authenticated device leaves a dead letter (rate limited per device); before
+        // CONNECT is accepted nothing is written anywhere but the log and the metric.
+        if (!deviceId) return;
+        void this.options.sinks
+          .deadLetter(
+            deviceId,
+            '(unread: packet too large)',
+            EMPTY,
+            TelemetryErrorCode.PACKET_TOO_LARGE,
+            `an MQTT packet of ${size} bytes exceeds the limit of ${limit} bytes; the connection was closed`,
+          )
+          .catch((e: unknown) => this.options.log.warn({ err: e }, 'mqtt: could not dead-letter an oversized packet'));
+      },
+    );
   }
 
   /** An error of ours while handling a client's packet: that connection ends, the broker goes on. */
   private failed(client: Client, err: unknown, where: string): void {
     this.clientErrors.inc({ reason: 'internal' });
-    this.options.log.error({ err, clientId: client.id, where }, 'mqtt: error while handling a packet; closing the connection');
+    this.options.log.error(
+      { err, clientId: client.id, where },
+      'mqtt: error while handling a packet; closing the connection',
+    );
     try {
       internals(client).conn.destroy();
       client.close();
@@ -349,7 +415,15 @@ export class EmbeddedBroker {
     const reason = reasonOf(err);
     this.clientErrors.inc({ reason });
     const level = reason === 'other' ? 'warn' : 'info';
-    this.options.log[level]({ clientId: client?.id ?? null, deviceId: client ? deviceOf.get(client) ?? null : null, reason, err: err.message.slice(0, 300) }, 'mqtt: connection closed by an error');
+    this.options.log[level](
+      {
+        clientId: client?.id ?? null,
+        deviceId: client ? (deviceOf.get(client) ?? null) : null,
+        reason,
+        err: err.message.slice(0, 300),
+      },
+      'mqtt: connection closed by an error',
+    );
   }
 
   private authorizePublish(client: Client | null, packet: PublishPacket, done: (error?: Error | null) => void): void {
@@ -357,14 +431,21 @@ export class EmbeddedBroker {
     if (!client) return done(null); // the broker's own messages ($SYS)
     const deviceId = deviceOf.get(client);
     if (!deviceId || packet.topic !== readingsTopic(deviceId)) {
-      log.info({ clientId: client.id, topic: packet.topic.slice(0, 300) }, 'mqtt: publish refused (not the device\'s readings topic)');
+      log.info(
+        { clientId: client.id, topic: packet.topic.slice(0, 300) },
+        "mqtt: publish refused (not the device's readings topic)",
+      );
       return done(new Error(`publish to ${packet.topic.slice(0, 300)} is not allowed`));
     }
     if (this.closing) return done(new Error('shutting down')); // no PUBACK: the device resends to the next instance
     // aedes refuses a QoS 2 PUBLISH past maxInflightInbound only after this hook: refuse it here, before its readings are stored.
     const inflightQos2 = internals(client)._inboundInflight;
     if (packet.qos === 2 && inflightQos2.size >= this.options.maxInflightQos2 && !inflightQos2.has(packet.messageId!)) {
-      return done(new Error(`maxInflightInbound exceeded: ${this.options.maxInflightQos2} QoS 2 messages already awaiting PUBREL`));
+      return done(
+        new Error(
+          `maxInflightInbound exceeded: ${this.options.maxInflightQos2} QoS 2 messages already awaiting PUBREL`,
+        ),
+      );
     }
     // Readings are the record; a retained copy is kept only within MQTT_MAX_RETAINED_BYTES.
     if (packet.retain && this.options.maxRetainedBytes === 0) packet.retain = false;
@@ -388,39 +469,51 @@ export class EmbeddedBroker {
       this.inFlight++;
       const stored = handleReadingsMessage(this.options.sinks, packet.topic, payload, new Date());
       if (ackLater) done(null);
-      stored.then(
-        (result) => {
-          if (result.kind === 'rate-limited') {
-            // Past the device's dead-letter rate the message is not kept here: it is not
-            // acknowledged either, so the device still holds it, and it loses the connection.
-            if (!ackLater) return this.acks.complete(ticket, () => done(new Error('dead-letter rate exceeded')));
-            this.countError(client, new Error('dead-letter rate exceeded; closing the connection without PUBACK'));
-            client.close();
-            return;
-          }
-          this.acks.complete(ticket);
-        },
-        (e: unknown) => {
-          log.warn({ err: e, clientId: client.id }, 'mqtt: could not store a message; closing the connection without PUBACK');
-          if (ackLater) {
-            this.clientErrors.inc({ reason: 'store_failed' });
-            client.close();
-          }
-          else this.acks.complete(ticket, () => done(e instanceof Error ? e : new Error(String(e))));
-        },
-      ).finally(() => {
-        this.release(cost);
-        this.inFlight--;
-        if (this.inFlight === 0) for (const r of this.idle.splice(0)) r();
-      }).catch((e: unknown) => this.failed(client, e, 'publish'));
+      stored
+        .then(
+          (result) => {
+            if (result.kind === 'rate-limited') {
+              // Past the device's dead-letter rate the message is not kept here: it is not
+              // acknowledged either, so the device still holds it, and it loses the connection.
+              if (!ackLater) return this.acks.complete(ticket, () => done(new Error('dead-letter rate exceeded')));
+              this.countError(client, new Error('dead-letter rate exceeded; closing the connection without PUBACK'));
+              client.close();
+              return;
+            }
+            this.acks.complete(ticket);
+          },
+          (e: unknown) => {
+            log.warn(
+              { err: e, clientId: client.id },
+              'mqtt: could not store a message; closing the connection without PUBACK',
+            );
+            if (ackLater) {
+              this.clientErrors.inc({ reason: 'store_failed' });
+              client.close();
+            } else this.acks.complete(ticket, () => done(e instanceof Error ? e : new Error(String(e))));
+          },
+        )
+        .finally(() => {
+          this.release(cost);
+          this.inFlight--;
+          if (this.inFlight === 0) for (const r of this.idle.splice(0)) r();
+        })
+        .catch((e: unknown) => this.failed(client, e, 'publish'));
     });
   }
 
-  private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
-    if (!client.id || WILDCARDS.test(client.id)) throw authError(IDENTIFIER_REJECTED, 'client id must not contain + # /');
-    if (!username || !password || WILDCARDS.test(username)) throw authError(BAD_USERNAME_OR_PASSWORD, 'username must be the device id, password a device token');
+  private async authenticate(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+  ): Promise<void> {
+    if (!client.id || WILDCARDS.test(client.id))
+      throw authError(IDENTIFIER_REJECTED, 'client id must not contain + # /');
+    if (!username || !password || WILDCARDS.test(username))
+      throw authError(BAD_USERNAME_OR_PASSWORD, 'username must be the device id, password a device token');
     // A device's client id is its own (refused before any token work): no device can take over another's session.
-    if (client.id !== username) throw authError(IDENTIFIER_REJECTED, 'the client id must be the device id (the username)');
+    if (client.id !== username)
+      throw authError(IDENTIFIER_REJECTED, 'the client id must be the device id (the username)');
     let principal: Principal;
     try {
       principal = await this.options.authenticate(password.toString('utf8'));
@@ -429,10 +522,12 @@ export class EmbeddedBroker {
       if (kind === 'unavailable') throw authError(SERVER_UNAVAILABLE, 'authentication is unavailable');
       throw authError(BAD_USERNAME_OR_PASSWORD, 'invalid device token');
     }
-    if (principal.kind !== 'device' || principal.id !== username) throw authError(BAD_USERNAME_OR_PASSWORD, 'the token is not this device\'s');
+    if (principal.kind !== 'device' || principal.id !== username)
+      throw authError(BAD_USERNAME_OR_PASSWORD, "the token is not this device's");
     // Verification allows a few seconds of clock skew past exp; a session would end at once anyway.
     if (principal.exp * 1000 <= Date.now()) throw authError(BAD_USERNAME_OR_PASSWORD, 'the device token has expired');
-    if (!(await this.options.deviceActive(username))) throw authError(BAD_USERNAME_OR_PASSWORD, 'unknown or revoked device');
+    if (!(await this.options.deviceActive(username)))
+      throw authError(BAD_USERNAME_OR_PASSWORD, 'unknown or revoked device');
     if (internals(client).closed) return; // gone while we checked: nothing to watch
     deviceOf.set(client, username);
     this.forget(client);
@@ -467,7 +562,10 @@ export class EmbeddedBroker {
     await this.aedes.listen();
     await new Promise<void>((res, rej) => {
       this.server.once('error', rej);
-      this.server.listen(this.options.port, this.options.host, () => { this.server.off('error', rej); res(); });
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off('error', rej);
+        res();
+      });
     });
     return (this.server.address() as AddressInfo).port;
   }
@@ -502,7 +600,11 @@ export class EmbeddedBroker {
  * listener next to aedes's 'readable' one sees each chunk aedes reads without
  * changing the flow ('readable' takes precedence).
  */
-export function watchPacketSizes(socket: NodeJS.EventEmitter, max: () => number, tooLarge: (size: number, limit: number) => void): void {
+export function watchPacketSizes(
+  socket: NodeJS.EventEmitter,
+  max: () => number,
+  tooLarge: (size: number, limit: number) => void,
+): void {
   let state: 'header' | 'length' | 'body' = 'header';
   let value = 0;
   let multiplier = 1;

@@ -72,11 +72,15 @@ export class ExternalSubscriber {
     client.on('offline', () => o.log.warn('mqtt: external broker unreachable; reconnecting'));
     // Start-up waits for the first subscription (bounded): an unreachable broker is retried in the background.
     return new Promise<void>((resolve) => {
-      const t = setTimeout(() => { o.log.warn('mqtt: external broker not reached yet; still trying'); resolve(); }, 10_000);
+      const t = setTimeout(() => {
+        o.log.warn('mqtt: external broker not reached yet; still trying');
+        resolve();
+      }, 10_000);
       t.unref();
       client.on('connect', () => {
         client.subscribe(this.topic, { qos: 1 }, (err, granted) => {
-          if (err || granted?.some((g) => g.qos === 128)) o.log.error({ err, granted }, 'mqtt: shared subscription refused');
+          if (err || granted?.some((g) => g.qos === 128))
+            o.log.error({ err, granted }, 'mqtt: shared subscription refused');
           else o.log.info({ topic: this.topic, clientId: o.clientId }, 'mqtt: subscribed at the external broker');
           clearTimeout(t);
           resolve();

@@ -17,20 +17,36 @@ import { TelemetryServices } from './telemetry.services';
  * ingestor from mqtt-ingest.ts.
  */
 
-export const deviceIdSchema = z.string().uuid('must be a UUID').transform((s) => s.toLowerCase());
+export const deviceIdSchema = z
+  .string()
+  .uuid('must be a UUID')
+  .transform((s) => s.toLowerCase());
 
 export class IngestReading extends Command<IngestOutcome> {
-  constructor(readonly input: { deviceId: string; readings: unknown }, readonly by: Caller, readonly ctx: CommandContext) { super(); }
+  constructor(
+    readonly input: { deviceId: string; readings: unknown },
+    readonly by: Caller,
+    readonly ctx: CommandContext,
+  ) {
+    super();
+  }
 }
 
 @CommandHandler(IngestReading)
 export class IngestReadingHandler implements ICommandHandler<IngestReading> {
-  constructor(private readonly telemetry: TelemetryServices, private readonly identity: IdentityServices) {}
+  constructor(
+    private readonly telemetry: TelemetryServices,
+    private readonly identity: IdentityServices,
+  ) {}
 
   async execute({ input: { deviceId, readings: payload }, by, ctx }: IngestReading): Promise<IngestOutcome> {
     await this.ensureMayWrite(deviceId, by);
     const readings = parseReadings(payload, ctx.now);
-    return this.telemetry.ingestor.ingest(deviceId, readings, { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor });
+    return this.telemetry.ingestor.ingest(deviceId, readings, {
+      correlationId: ctx.correlationId,
+      causationId: ctx.causationId,
+      actor: ctx.actor,
+    });
   }
 
   /** The device itself or its owner may send readings; to anyone else the device does not exist. */
@@ -40,7 +56,8 @@ export class IngestReadingHandler implements ICommandHandler<IngestReading> {
       return;
     }
     const device = await this.identity.loadDevice(deviceId);
-    if (device.status === 'none' || device.ownerId !== by.id) throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
+    if (device.status === 'none' || device.ownerId !== by.id)
+      throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
   }
 }
 
@@ -48,7 +65,9 @@ export class IngestReadingHandler implements ICommandHandler<IngestReading> {
 export const ingestReadingCommand = defineCommand({
   name: 'IngestReading',
   // readings: validated by the domain rules (parseReadings), which name each failing field.
-  schema: z.object({ deviceId: deviceIdSchema, readings: z.unknown().refine((v) => v !== undefined, 'is required') }).strict() as z.ZodType<{ deviceId: string; readings: unknown }>,
+  schema: z
+    .object({ deviceId: deviceIdSchema, readings: z.unknown().refine((v) => v !== undefined, 'is required') })
+    .strict() as z.ZodType<{ deviceId: string; readings: unknown }>,
   access: 'authenticated',
   create: (i, ctx, by) => new IngestReading(i, by!, ctx),
 });

@@ -3,7 +3,12 @@ import { DomainError } from '../../domain/shared/errors';
 import { deviceStreamId } from '../../domain/identity/device.events';
 import { userStreamId } from '../../domain/identity/user.events';
 import { telemetryStreamId, type ReadingRecorded } from '../../domain/telemetry/reading.events';
-import { decideIngest, recordedDedupKey, type DeviceStatus, type Reading } from '../../domain/telemetry/reading.decider';
+import {
+  decideIngest,
+  recordedDedupKey,
+  type DeviceStatus,
+  type Reading,
+} from '../../domain/telemetry/reading.decider';
 import { eventId } from '../platform/commands/command-handling';
 import type { EventMetadata, EventToAppend } from '../platform/event-store/event-store';
 import type { PostgresEventStore } from '../platform/event-store/postgres-event-store';
@@ -60,13 +65,20 @@ export class ReadingIngestor {
   private idle: (() => void)[] = [];
   private closed = false;
 
-  constructor(private readonly pool: Pool, private readonly store: PostgresEventStore, private readonly options: IngestOptions) {}
+  constructor(
+    private readonly pool: Pool,
+    private readonly store: PostgresEventStore,
+    private readonly options: IngestOptions,
+  ) {}
 
   ingest(deviceId: string, readings: readonly Reading[], meta: EventMetadata): Promise<IngestOutcome> {
-    return this.admit(readings.length).then(() => new Promise<IngestOutcome>((resolve, reject) => {
-      this.queue.push({ deviceId, readings, meta, resolve, reject });
-      this.kick();
-    }));
+    return this.admit(readings.length).then(
+      () =>
+        new Promise<IngestOutcome>((resolve, reject) => {
+          this.queue.push({ deviceId, readings, meta, resolve, reject });
+          this.kick();
+        }),
+    );
   }
 
   /** Readings queued or being appended (for metrics and tests). */
@@ -87,7 +99,14 @@ export class ReadingIngestor {
     while (!this.closed && this.pending > 0 && this.pending + n > this.options.maxPending) {
       await new Promise<void>((res) => this.waiting.push(res));
     }
-    if (this.closed) throw new DomainError('unavailable', TelemetryErrorCode.SHUTTING_DOWN, 'the platform is shutting down; send again later', [], { retryAfterSeconds: 1 });
+    if (this.closed)
+      throw new DomainError(
+        'unavailable',
+        TelemetryErrorCode.SHUTTING_DOWN,
+        'the platform is shutting down; send again later',
+        [],
+        { retryAfterSeconds: 1 },
+      );
     this.pending += n;
   }
 
@@ -95,7 +114,10 @@ export class ReadingIngestor {
     while (this.flushing < (this.options.concurrency ?? 2) && this.queue.length > 0) {
       const batch: Submission[] = [];
       let n = 0;
-      while (this.queue.length > 0 && (batch.length === 0 || n + this.queue[0]!.readings.length <= this.options.maxBatch)) {
+      while (
+        this.queue.length > 0 &&
+        (batch.length === 0 || n + this.queue[0]!.readings.length <= this.options.maxBatch)
+      ) {
         const s = this.queue.shift()!;
         batch.push(s);
         n += s.readings.length;
@@ -123,7 +145,10 @@ export class ReadingIngestor {
       for (const s of batch) {
         let events: ReadingRecorded[];
         try {
-          events = decideIngest({ type: 'IngestReading', data: { deviceId: s.deviceId, readings: s.readings } }, status.get(s.deviceId) ?? { status: 'none' });
+          events = decideIngest(
+            { type: 'IngestReading', data: { deviceId: s.deviceId, readings: s.readings } },
+            status.get(s.deviceId) ?? { status: 'none' },
+          );
         } catch (e) {
           s.reject(e);
           continue;
@@ -142,17 +167,28 @@ export class ReadingIngestor {
         }
         idsOf.set(s, ids);
       }
-      const writes = [...byStream].filter(([, events]) => events.length > 0).map(([streamId, events]) => ({ streamId, events }));
+      const writes = [...byStream]
+        .filter(([, events]) => events.length > 0)
+        .map(([streamId, events]) => ({ streamId, events }));
       if (writes.length === 0) return;
       const results = await this.store.appendSkippingKnown(writes);
       const fresh = new Set(results.flatMap((r) => r.newIds));
       const byId = new Map(results.map((r) => [r.streamId, r]));
-      this.options.onBatch?.(writes.reduce((a, w) => a + w.events.length, 0), fresh.size);
+      this.options.onBatch?.(
+        writes.reduce((a, w) => a + w.events.length, 0),
+        fresh.size,
+      );
       for (const s of live) {
         const ids = idsOf.get(s) ?? [];
         const accepted = ids.filter((id) => fresh.has(id) && owner.get(id) === s).length;
         const r = byId.get(telemetryStreamId(s.deviceId));
-        s.resolve({ accepted, duplicates: s.readings.length - accepted, position: r?.position ?? 0, revision: r?.nextRevision ?? -1, duplicate: accepted === 0 });
+        s.resolve({
+          accepted,
+          duplicates: s.readings.length - accepted,
+          position: r?.position ?? 0,
+          revision: r?.nextRevision ?? -1,
+          duplicate: accepted === 0,
+        });
       }
     } catch (e) {
       for (const s of batch) s.reject(e);
@@ -166,7 +202,12 @@ export class ReadingIngestor {
    * disabled, a moment ago is refused now).
    */
   private async deviceStatuses(deviceIds: readonly string[]): Promise<Map<string, DeviceStatus>> {
-    const res = await this.pool.query<{ stream_id: string; revoked: boolean; registered: boolean; owner_disabled: boolean }>(
+    const res = await this.pool.query<{
+      stream_id: string;
+      revoked: boolean;
+      registered: boolean;
+      owner_disabled: boolean;
+    }>(
       `WITH d AS (
          SELECT stream_id, bool_or(type = 'identity.DeviceRevoked') AS revoked, bool_or(type = 'identity.DeviceRegistered') AS registered,
                 max(data->>'ownerId') FILTER (WHERE type = 'identity.DeviceRegistered') AS owner_id
@@ -174,11 +215,14 @@ export class ReadingIngestor {
        SELECT d.stream_id, d.revoked, d.registered,
               EXISTS (SELECT 1 FROM events u WHERE u.stream_id = $2 || d.owner_id AND u.type = 'identity.UserDisabled') AS owner_disabled
          FROM d`,
-      [deviceIds.map(deviceStreamId), userStreamId('')]);
+      [deviceIds.map(deviceStreamId), userStreamId('')],
+    );
     const out = new Map<string, DeviceStatus>();
     for (const id of deviceIds) {
       const row = res.rows.find((r) => r.stream_id === deviceStreamId(id));
-      out.set(id, { status: !row?.registered ? 'none' : row.revoked ? 'revoked' : row.owner_disabled ? 'owner_disabled' : 'active' });
+      out.set(id, {
+        status: !row?.registered ? 'none' : row.revoked ? 'revoked' : row.owner_disabled ? 'owner_disabled' : 'active',
+      });
     }
     return out;
   }

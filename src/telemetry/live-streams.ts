@@ -16,9 +16,19 @@ import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 export type StreamEndReason = string;
 
 const METRIC_REASONS = new Set([
-  'client closed', 'stalled', 'shutdown', 'failed',
-  'token expired', 'token revoked', 'session ended', 'access withdrawn', 'user disabled', 'role revoked', 'device revoked',
-  'device owner disabled', 'access unverifiable',
+  'client closed',
+  'stalled',
+  'shutdown',
+  'failed',
+  'token expired',
+  'token revoked',
+  'session ended',
+  'access withdrawn',
+  'user disabled',
+  'role revoked',
+  'device revoked',
+  'device owner disabled',
+  'access unverifiable',
 ]);
 
 export interface LiveStreamsOptions {
@@ -36,12 +46,24 @@ export class LiveStreams {
 
   constructor(private readonly options: LiveStreamsOptions) {
     const registers = [options.registry];
-    const open: Gauge = new Gauge({ name: 'telemetry_streams_open', help: 'Live SSE streams open in this instance', registers, collect: () => open.set(this.total) });
+    const open: Gauge = new Gauge({
+      name: 'telemetry_streams_open',
+      help: 'Live SSE streams open in this instance',
+      registers,
+      collect: () => open.set(this.total),
+    });
     const paused: Gauge = new Gauge({
-      name: 'telemetry_streams_paused', help: 'Live SSE streams waiting for their client to read (socket buffer full)', registers,
+      name: 'telemetry_streams_paused',
+      help: 'Live SSE streams waiting for their client to read (socket buffer full)',
+      registers,
       collect: () => paused.set(this.pausedNow),
     });
-    this.ended = new Counter({ name: 'telemetry_streams_ended_total', help: 'Live SSE streams ended, by reason', labelNames: ['reason'], registers });
+    this.ended = new Counter({
+      name: 'telemetry_streams_ended_total',
+      help: 'Live SSE streams ended, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
   }
 
   /** Takes a stream slot for `principal`, or throws 429. Returns the release function (idempotent). */
@@ -49,13 +71,22 @@ export class LiveStreams {
     const key = `${principal.kind}:${principal.id}`;
     const mine = this.held.get(key) ?? 0;
     if (mine >= this.options.maxPerPrincipal) {
-      throw new DomainError('rate_limited', TelemetryErrorCode.TOO_MANY_STREAMS,
-        `at most ${this.options.maxPerPrincipal} live streams per ${principal.kind} at once; close one first`, [],
-        { limit: this.options.maxPerPrincipal, retryAfterSeconds: 5 });
+      throw new DomainError(
+        'rate_limited',
+        TelemetryErrorCode.TOO_MANY_STREAMS,
+        `at most ${this.options.maxPerPrincipal} live streams per ${principal.kind} at once; close one first`,
+        [],
+        { limit: this.options.maxPerPrincipal, retryAfterSeconds: 5 },
+      );
     }
     if (this.total >= this.options.maxTotal) {
-      throw new DomainError('rate_limited', TelemetryErrorCode.TOO_MANY_STREAMS, 'this instance holds as many live streams as it may; try again later', [],
-        { retryAfterSeconds: 5 });
+      throw new DomainError(
+        'rate_limited',
+        TelemetryErrorCode.TOO_MANY_STREAMS,
+        'this instance holds as many live streams as it may; try again later',
+        [],
+        { retryAfterSeconds: 5 },
+      );
     }
     this.held.set(key, mine + 1);
     this.total++;
@@ -73,7 +104,9 @@ export class LiveStreams {
   /** A writer for one stream's response, counted in the metrics. */
   writer(raw: ServerResponse): SseWriter {
     return new SseWriter(raw, this.options.stallTimeoutMs, {
-      paused: (on) => { this.pausedNow += on ? 1 : -1; },
+      paused: (on) => {
+        this.pausedNow += on ? 1 : -1;
+      },
       ended: (reason) => this.ended.inc({ reason }),
     });
   }

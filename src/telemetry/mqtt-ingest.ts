@@ -23,7 +23,13 @@ export interface MessageSinks {
   readonly maxPayloadBytes: number;
   ingest(deviceId: string, readings: ReturnType<typeof parseReadings>, correlationId: string): Promise<IngestOutcome>;
   /** Keeps a message that can never be stored as readings, unless its device is past its dead-letter rate. */
-  deadLetter(deviceId: string | null, topic: string, payload: Buffer, code: string, reason: string): Promise<DeadLetterOutcome>;
+  deadLetter(
+    deviceId: string | null,
+    topic: string,
+    payload: Buffer,
+    code: string,
+    reason: string,
+  ): Promise<DeadLetterOutcome>;
 }
 
 export type DeadLetterOutcome = 'stored' | 'rate-limited';
@@ -33,7 +39,12 @@ export type MessageResult =
   | { kind: 'dead-lettered'; code: string }
   | { kind: 'rate-limited'; code: string };
 
-export async function handleReadingsMessage(sinks: MessageSinks, topic: string, payload: Buffer, receivedAt: Date): Promise<MessageResult> {
+export async function handleReadingsMessage(
+  sinks: MessageSinks,
+  topic: string,
+  payload: Buffer,
+  receivedAt: Date,
+): Promise<MessageResult> {
   const m = READINGS_TOPIC.exec(topic);
   const deviceId = m ? m[1]! : null;
   const dead = async (code: string, reason: string): Promise<MessageResult> => {
@@ -42,21 +53,28 @@ export async function handleReadingsMessage(sinks: MessageSinks, topic: string, 
   };
   if (!deviceId) return dead(TelemetryErrorCode.INVALID_TOPIC, 'topic must be devices/<device id>/readings');
   if (payload.length > sinks.maxPayloadBytes) {
-    return dead(TelemetryErrorCode.PAYLOAD_TOO_LARGE, `payload of ${payload.length} bytes exceeds the limit of ${sinks.maxPayloadBytes} bytes`);
+    return dead(
+      TelemetryErrorCode.PAYLOAD_TOO_LARGE,
+      `payload of ${payload.length} bytes exceeds the limit of ${sinks.maxPayloadBytes} bytes`,
+    );
   }
   let value: unknown;
   try {
     // Refuses __proto__ / constructor.prototype keys (prototype poisoning).
     value = secureJson.parse(payload.toString('utf8'), undefined, { protoAction: 'error', constructorAction: 'error' });
   } catch (e) {
-    return dead(TelemetryErrorCode.MALFORMED_JSON, `payload is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
+    return dead(
+      TelemetryErrorCode.MALFORMED_JSON,
+      `payload is not valid JSON: ${e instanceof Error ? e.message : String(e)}`,
+    );
   }
   try {
     const readings = parseReadings(value, receivedAt);
     return { kind: 'stored', outcome: await sinks.ingest(deviceId, readings, randomUUID()) };
   } catch (e) {
     // Invalid readings, unknown or revoked device: the message can never be stored; keep it for an operator.
-    if (e instanceof DomainError && (e.kind === 'validation' || e.kind === 'not_found' || e.kind === 'forbidden')) return dead(e.code, e.message);
+    if (e instanceof DomainError && (e.kind === 'validation' || e.kind === 'not_found' || e.kind === 'forbidden'))
+      return dead(e.code, e.message);
     throw e;
   }
 }

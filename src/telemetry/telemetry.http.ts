@@ -5,7 +5,14 @@ import { z } from 'zod';
 import { notFound, validationError } from '../../domain/shared/errors';
 import { METRIC_PATTERN } from '../../domain/telemetry/reading.decider';
 import { BUCKETS, type Bucket } from '../../projections/telemetry.projection';
-import { bucketSeries, latestValue, listMetrics, rawSeries, readingsAfter, type Agg } from '../../projections/telemetry.queries';
+import {
+  bucketSeries,
+  latestValue,
+  listMetrics,
+  rawSeries,
+  readingsAfter,
+  type Agg,
+} from '../../projections/telemetry.queries';
 import { readCheckpoint } from '../platform/processing/checkpoints';
 import type { CommandContext } from '../platform/commands/command-context';
 import { Ctx, MinPosition } from '../platform/http/request';
@@ -22,23 +29,43 @@ import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 import { PlatformErrorCode } from '../platform/platform-errors';
 
 const deviceParam = z.object({ id: deviceIdSchema });
-const metricParam = z.object({ id: deviceIdSchema, metric: z.string().regex(METRIC_PATTERN, 'must be 1-64 characters of a-z, 0-9, _ . -') });
-const instant = z.union([
-  z.string().regex(/^\d{1,15}$/).transform((s) => new Date(Number(s))),
-  z.string().datetime({ offset: true, message: 'must be an ISO-8601 date-time with a zone, or epoch milliseconds' }).transform((s) => new Date(s)),
-], { message: 'must be an ISO-8601 date-time with a zone, or epoch milliseconds' });
-const seriesQuery = z.object({
-  from: instant.optional(),
-  to: instant.optional(),
-  bucket: z.enum(Object.keys(BUCKETS) as [Bucket, ...Bucket[]], { message: 'must be one of 1m, 5m, 1h, 1d' }).optional(),
-  agg: z.enum(['avg', 'min', 'max', 'count', 'sum'], { message: 'must be one of avg, min, max, count, sum' }).optional(),
-  limit: z.coerce.number().int().min(1).max(10_000).default(1000),
-  minPosition: z.string().optional(),
-}).strict();
-const deadLetterQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(500).default(50),
-  before: z.coerce.number().int().positive().optional(),
-}).strict();
+const metricParam = z.object({
+  id: deviceIdSchema,
+  metric: z.string().regex(METRIC_PATTERN, 'must be 1-64 characters of a-z, 0-9, _ . -'),
+});
+const instant = z.union(
+  [
+    z
+      .string()
+      .regex(/^\d{1,15}$/)
+      .transform((s) => new Date(Number(s))),
+    z
+      .string()
+      .datetime({ offset: true, message: 'must be an ISO-8601 date-time with a zone, or epoch milliseconds' })
+      .transform((s) => new Date(s)),
+  ],
+  { message: 'must be an ISO-8601 date-time with a zone, or epoch milliseconds' },
+);
+const seriesQuery = z
+  .object({
+    from: instant.optional(),
+    to: instant.optional(),
+    bucket: z
+      .enum(Object.keys(BUCKETS) as [Bucket, ...Bucket[]], { message: 'must be one of 1m, 5m, 1h, 1d' })
+      .optional(),
+    agg: z
+      .enum(['avg', 'min', 'max', 'count', 'sum'], { message: 'must be one of avg, min, max, count, sum' })
+      .optional(),
+    limit: z.coerce.number().int().min(1).max(10_000).default(1000),
+    minPosition: z.string().optional(),
+  })
+  .strict();
+const deadLetterQuery = z
+  .object({
+    limit: z.coerce.number().int().min(1).max(500).default(50),
+    before: z.coerce.number().int().positive().optional(),
+  })
+  .strict();
 const DAY_MS = 86_400_000;
 /** Rows one live stream reads per query. */
 const STREAM_PAGE = 500;
@@ -50,12 +77,16 @@ export class TelemetryController {
   private readonly streams: LiveStreams;
 
   constructor(
-    private readonly telemetry: TelemetryServices, private readonly bus: CommandBus, private readonly platform: Platform,
+    private readonly telemetry: TelemetryServices,
+    private readonly bus: CommandBus,
+    private readonly platform: Platform,
     private readonly identity: IdentityServices,
   ) {
     const c = platform.config;
     this.streams = new LiveStreams({
-      maxPerPrincipal: c.STREAMS_MAX_PER_PRINCIPAL, maxTotal: c.STREAMS_MAX_TOTAL, stallTimeoutMs: c.STREAM_STALL_TIMEOUT_MS,
+      maxPerPrincipal: c.STREAMS_MAX_PER_PRINCIPAL,
+      maxTotal: c.STREAMS_MAX_TOTAL,
+      stallTimeoutMs: c.STREAM_STALL_TIMEOUT_MS,
       registry: platform.metrics.registry,
     });
   }
@@ -64,7 +95,12 @@ export class TelemetryController {
   @DeviceAuth('user-or-device')
   @Post(':id/readings')
   @HttpCode(202)
-  async ingest(@Param('id') id: string, @Body() body: unknown, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext): Promise<Pick<IngestOutcome, 'accepted' | 'duplicates' | 'position'>> {
+  async ingest(
+    @Param('id') id: string,
+    @Body() body: unknown,
+    @Req() req: FastifyRequest,
+    @Ctx() ctx: CommandContext,
+  ): Promise<Pick<IngestOutcome, 'accepted' | 'duplicates' | 'position'>> {
     const { id: deviceId } = parseInput(deviceParam, { id });
     const r = await this.bus.execute(new IngestReading({ deviceId, readings: body }, principalOf(req), ctx));
     return { accepted: r.accepted, duplicates: r.duplicates, position: r.position };
@@ -81,7 +117,12 @@ export class TelemetryController {
 
   @DeviceAuth('user-or-device')
   @Get(':id/metrics/:metric/latest')
-  async latest(@Param('id') id: string, @Param('metric') metric: string, @Req() req: FastifyRequest, @MinPosition() minPosition: number | undefined) {
+  async latest(
+    @Param('id') id: string,
+    @Param('metric') metric: string,
+    @Req() req: FastifyRequest,
+    @MinPosition() minPosition: number | undefined,
+  ) {
     const p = parseInput(metricParam, { id, metric });
     await this.telemetry.ensureMayRead(p.id, principalOf(req));
     await this.platform.readAfter('telemetry', minPosition);
@@ -93,13 +134,25 @@ export class TelemetryController {
   /** Raw points, or aggregates per bucket from the rollups. Default range: the last 24 hours. */
   @DeviceAuth('user-or-device')
   @Get(':id/metrics/:metric')
-  async series(@Param('id') id: string, @Param('metric') metric: string, @Query() query: unknown, @Req() req: FastifyRequest, @MinPosition() minPosition: number | undefined) {
+  async series(
+    @Param('id') id: string,
+    @Param('metric') metric: string,
+    @Query() query: unknown,
+    @Req() req: FastifyRequest,
+    @MinPosition() minPosition: number | undefined,
+  ) {
     const p = parseInput(metricParam, { id, metric });
     const q = parseInput(seriesQuery, query ?? {});
-    if (q.agg && !q.bucket) throw validationError(PlatformErrorCode.INVALID_INPUT, 'agg needs a bucket', [{ field: 'agg', rule: 'needs bucket (1m, 5m, 1h or 1d)' }]);
+    if (q.agg && !q.bucket)
+      throw validationError(PlatformErrorCode.INVALID_INPUT, 'agg needs a bucket', [
+        { field: 'agg', rule: 'needs bucket (1m, 5m, 1h or 1d)' },
+      ]);
     const to = q.to ?? new Date();
     const from = q.from ?? new Date(to.getTime() - DAY_MS);
-    if (from.getTime() >= to.getTime()) throw validationError(PlatformErrorCode.INVALID_INPUT, 'from must be before to', [{ field: 'from', rule: 'must be before to' }]);
+    if (from.getTime() >= to.getTime())
+      throw validationError(PlatformErrorCode.INVALID_INPUT, 'from must be before to', [
+        { field: 'from', rule: 'must be before to' },
+      ]);
     await this.telemetry.ensureMayRead(p.id, principalOf(req));
     await this.platform.readAfter('telemetry', minPosition);
     if (q.bucket) {
@@ -107,7 +160,13 @@ export class TelemetryController {
       const points = await bucketSeries(this.platform.pool, p.id, p.metric, from, to, q.bucket, agg, q.limit);
       return { deviceId: p.id, metric: p.metric, from, to, bucket: q.bucket, agg, points };
     }
-    return { deviceId: p.id, metric: p.metric, from, to, points: await rawSeries(this.platform.pool, p.id, p.metric, from, to, q.limit) };
+    return {
+      deviceId: p.id,
+      metric: p.metric,
+      from,
+      to,
+      points: await rawSeries(this.platform.pool, p.id, p.metric, from, to, q.limit),
+    };
   }
 
   /**
@@ -125,7 +184,12 @@ export class TelemetryController {
    */
   @DeviceAuth('user-or-device')
   @Get(':id/metrics/:metric/stream')
-  async stream(@Param('id') id: string, @Param('metric') metric: string, @Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
+  async stream(
+    @Param('id') id: string,
+    @Param('metric') metric: string,
+    @Req() req: FastifyRequest,
+    @Res() reply: FastifyReply,
+  ): Promise<void> {
     const p = parseInput(metricParam, { id, metric });
     const principal = principalOf(req);
     await this.telemetry.ensureMayRead(p.id, principal);
@@ -135,13 +199,18 @@ export class TelemetryController {
     let untrack: () => void = () => undefined;
     try {
       const lastId = req.headers['last-event-id'];
-      let position = typeof lastId === 'string' && /^\d{1,18}$/.test(lastId)
-        ? Number(lastId) : (await readCheckpoint(this.platform.pool, 'telemetry'))?.position ?? 0;
+      let position =
+        typeof lastId === 'string' && /^\d{1,18}$/.test(lastId)
+          ? Number(lastId)
+          : ((await readCheckpoint(this.platform.pool, 'telemetry'))?.position ?? 0);
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, {
-        'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive',
-        'x-accel-buffering': 'no', 'x-correlation-id': req.id,
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-cache',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+        'x-correlation-id': req.id,
       });
       const stream = (sse = this.streams.writer(raw));
       unwatch = this.identity.watchSession(principal, (reason) => {
@@ -150,19 +219,31 @@ export class TelemetryController {
         stream.end(reason);
       });
       const tracked = this.telemetry.trackStream(() => stream.end('shutdown'));
-      untrack = () => { tracked(); };
+      untrack = () => {
+        tracked();
+      };
       await stream.send(': connected\n\n');
       while (stream.open) {
         const checkpoint = (await readCheckpoint(this.platform.pool, 'telemetry'))?.position ?? 0;
         const rows = await readingsAfter(this.platform.pool, p.id, p.metric, position, STREAM_PAGE);
         for (const r of rows) {
           // Waits while the client's socket buffer is full: no more rows are read until it drains.
-          if (!(await stream.send(`id: ${r.position}\nevent: reading\ndata: ${JSON.stringify({ value: r.value, ts: r.ts })}\n\n`))) break;
+          if (
+            !(await stream.send(
+              `id: ${r.position}\nevent: reading\ndata: ${JSON.stringify({ value: r.value, ts: r.ts })}\n\n`,
+            ))
+          )
+            break;
           position = r.position;
         }
         if (rows.length === STREAM_PAGE || !stream.open) continue;
         position = Math.max(position, checkpoint);
-        const moved = await this.platform.projections.waitFor('telemetry', checkpoint + 1, KEEP_ALIVE_MS, stream.signal);
+        const moved = await this.platform.projections.waitFor(
+          'telemetry',
+          checkpoint + 1,
+          KEEP_ALIVE_MS,
+          stream.signal,
+        );
         if (!moved && stream.open) await stream.send(': keep-alive\n\n');
       }
     } catch (e) {

@@ -38,14 +38,39 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
   readonly stored: Counter;
   readonly duplicates: Counter;
 
-  constructor(private readonly platform: Platform, private readonly identity: IdentityServices) {
+  constructor(
+    private readonly platform: Platform,
+    private readonly identity: IdentityServices,
+  ) {
     const c = platform.config;
     const registers = [platform.metrics.registry];
-    this.deadLetters = new Counter({ name: 'telemetry_dead_letters_total', help: 'MQTT messages dead-lettered, by reason code', labelNames: ['code'], registers });
-    this.stored = new Counter({ name: 'telemetry_readings_stored_total', help: 'Readings appended as telemetry.ReadingRecorded', registers });
-    this.duplicates = new Counter({ name: 'telemetry_readings_duplicate_total', help: 'Readings received again and stored once', registers });
-    this.deadLettersRateLimited = new Counter({ name: 'telemetry_dead_letters_rate_limited_total', help: 'Dead letters not stored: their device was past TELEMETRY_DEAD_LETTERS_PER_DEVICE', labelNames: ['code'], registers });
-    const batches = new Counter({ name: 'telemetry_ingest_batches_total', help: 'Group-commit appends of readings', registers });
+    this.deadLetters = new Counter({
+      name: 'telemetry_dead_letters_total',
+      help: 'MQTT messages dead-lettered, by reason code',
+      labelNames: ['code'],
+      registers,
+    });
+    this.stored = new Counter({
+      name: 'telemetry_readings_stored_total',
+      help: 'Readings appended as telemetry.ReadingRecorded',
+      registers,
+    });
+    this.duplicates = new Counter({
+      name: 'telemetry_readings_duplicate_total',
+      help: 'Readings received again and stored once',
+      registers,
+    });
+    this.deadLettersRateLimited = new Counter({
+      name: 'telemetry_dead_letters_rate_limited_total',
+      help: 'Dead letters not stored: their device was past TELEMETRY_DEAD_LETTERS_PER_DEVICE',
+      labelNames: ['code'],
+      registers,
+    });
+    const batches = new Counter({
+      name: 'telemetry_ingest_batches_total',
+      help: 'Group-commit appends of readings',
+      registers,
+    });
     this.ingestor = new ReadingIngestor(platform.pool, platform.store, {
       maxBatch: c.TELEMETRY_BATCH_MAX_READINGS,
       maxPending: c.TELEMETRY_MAX_PENDING_READINGS,
@@ -56,13 +81,23 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
       },
     });
     const ingestor = this.ingestor;
-    new Gauge({ name: 'telemetry_ingest_pending_readings', help: 'Readings waiting for or in an append', registers, collect() { this.set(ingestor.inFlight); } });
+    new Gauge({
+      name: 'telemetry_ingest_pending_readings',
+      help: 'Readings waiting for or in an append',
+      registers,
+      collect() {
+        this.set(ingestor.inFlight);
+      },
+    });
     const rate = new DeadLetterRate(c.TELEMETRY_DEAD_LETTERS_PER_DEVICE, c.TELEMETRY_DEAD_LETTER_WINDOW_S * 1000);
     this.sinks = {
       maxPayloadBytes: c.TELEMETRY_MAX_PAYLOAD_BYTES,
-      ingest: (deviceId, readings, correlationId) => this.ingestor.ingest(deviceId, readings, {
-        correlationId, causationId: `mqtt:${correlationId}`, actor: `device:${deviceId}`,
-      }),
+      ingest: (deviceId, readings, correlationId) =>
+        this.ingestor.ingest(deviceId, readings, {
+          correlationId,
+          causationId: `mqtt:${correlationId}`,
+          actor: `device:${deviceId}`,
+        }),
       deadLetter: async (deviceId, topic, payload, code, reason) => {
         // A device that keeps sending what cannot be stored must not fill the disk: past its
         // rate, one row says so (with the message that crossed it) and the rest are not
@@ -70,17 +105,33 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
         const verdict = rate.take(deviceId ?? '(no device)');
         if (verdict === 'over') {
           this.deadLettersRateLimited.inc({ code });
-          platform.log.warn({ deviceId, topic: topic.slice(0, 300), code, bytes: payload.length }, 'mqtt: dead letter not stored (device past TELEMETRY_DEAD_LETTERS_PER_DEVICE)');
+          platform.log.warn(
+            { deviceId, topic: topic.slice(0, 300), code, bytes: payload.length },
+            'mqtt: dead letter not stored (device past TELEMETRY_DEAD_LETTERS_PER_DEVICE)',
+          );
           return 'rate-limited';
         }
-        const stored = verdict === 'within' ? { code, reason } : {
-          code: TelemetryErrorCode.DEAD_LETTER_RATE_EXCEEDED,
-          reason: `${code}: ${reason} -- and more than ${c.TELEMETRY_DEAD_LETTERS_PER_DEVICE} dead letters from this device within `
-            + `${c.TELEMETRY_DEAD_LETTER_WINDOW_S} s: the next ones in this window are not stored (logged, counted in telemetry_dead_letters_rate_limited_total)`,
-        };
+        const stored =
+          verdict === 'within'
+            ? { code, reason }
+            : {
+                code: TelemetryErrorCode.DEAD_LETTER_RATE_EXCEEDED,
+                reason:
+                  `${code}: ${reason} -- and more than ${c.TELEMETRY_DEAD_LETTERS_PER_DEVICE} dead letters from this device within ` +
+                  `${c.TELEMETRY_DEAD_LETTER_WINDOW_S} s: the next ones in this window are not stored (logged, counted in telemetry_dead_letters_rate_limited_total)`,
+              };
         await storeDeadLetter(platform.pool, { deviceId, topic, payload, ...stored });
         this.deadLetters.inc({ code: stored.code });
-        platform.log.info({ deviceId, topic: topic.slice(0, 300), code: stored.code, reason: stored.reason.slice(0, 300), bytes: payload.length }, 'mqtt: message dead-lettered');
+        platform.log.info(
+          {
+            deviceId,
+            topic: topic.slice(0, 300),
+            code: stored.code,
+            reason: stored.reason.slice(0, 300),
+            bytes: payload.length,
+          },
+          'mqtt: message dead-lettered',
+        );
         return 'stored';
       },
     };
@@ -96,13 +147,22 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     const log = this.platform.log;
     if (c.MQTT_ENABLED && c.MQTT_URL) {
       this.subscriber = new ExternalSubscriber({
-        url: c.MQTT_URL, clientId: c.MQTT_CLIENT_ID, group: c.MQTT_SHARE_GROUP, log, sinks: this.sinks,
-        ...(c.MQTT_USERNAME ? { username: c.MQTT_USERNAME } : {}), ...(c.MQTT_PASSWORD ? { password: c.MQTT_PASSWORD } : {}),
+        url: c.MQTT_URL,
+        clientId: c.MQTT_CLIENT_ID,
+        group: c.MQTT_SHARE_GROUP,
+        log,
+        sinks: this.sinks,
+        ...(c.MQTT_USERNAME ? { username: c.MQTT_USERNAME } : {}),
+        ...(c.MQTT_PASSWORD ? { password: c.MQTT_PASSWORD } : {}),
       });
       await this.subscriber.start();
     } else if (c.MQTT_ENABLED) {
       this.broker = new EmbeddedBroker({
-        host: c.MQTT_HOST, port: c.MQTT_PORT, log, sinks: this.sinks, registry: this.platform.metrics.registry,
+        host: c.MQTT_HOST,
+        port: c.MQTT_PORT,
+        log,
+        sinks: this.sinks,
+        registry: this.platform.metrics.registry,
         maxPacketBytes: c.TELEMETRY_MAX_PACKET_BYTES,
         maxConnectPacketBytes: c.MQTT_MAX_CONNECT_PACKET_BYTES,
         maxConnections: c.MQTT_MAX_CONNECTIONS,
@@ -118,7 +178,12 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
       log.info({ mqttPort: port }, 'mqtt: embedded broker listening');
     }
     if (c.RUN_PROJECTIONS && (c.TELEMETRY_RETENTION_DAYS > 0 || c.TELEMETRY_DEAD_LETTER_RETENTION_DAYS > 0)) {
-      const run = () => { this.retentionRun = this.applyRetention().then(() => undefined, (e: unknown) => log.warn({ err: e }, 'telemetry: retention failed')); };
+      const run = () => {
+        this.retentionRun = this.applyRetention().then(
+          () => undefined,
+          (e: unknown) => log.warn({ err: e }, 'telemetry: retention failed'),
+        );
+      };
       this.retentionTimer = setInterval(run, c.TELEMETRY_RETENTION_INTERVAL_S * 1000);
       this.retentionTimer.unref();
       run();
@@ -172,7 +237,8 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     }
     if (by.roles.includes('admin')) return;
     const device = await this.identity.loadDevice(deviceId);
-    if (device.status === 'none' || device.ownerId !== by.id) throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
+    if (device.status === 'none' || device.ownerId !== by.id)
+      throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
   }
 
   /** Registers a live stream's "end now", for shutdown. Returns the unregister function. */
@@ -182,6 +248,9 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
   }
 
   assertAccepting(): void {
-    if (!this.platform.accepting) throw new DomainError('unavailable', TelemetryErrorCode.SHUTTING_DOWN, 'the platform is shutting down', [], { retryAfterSeconds: 1 });
+    if (!this.platform.accepting)
+      throw new DomainError('unavailable', TelemetryErrorCode.SHUTTING_DOWN, 'the platform is shutting down', [], {
+        retryAfterSeconds: 1,
+      });
   }
 }

@@ -83,10 +83,21 @@ async function login(s: Running, email: string, pw: string): Promise<Auth> {
 }
 
 /** Polls `check` until true; a timeout names `what` and the last thing `check` saw. */
-async function until(what: string, check: (seen: (x: unknown) => void) => Promise<boolean>, timeoutMs = 90_000): Promise<void> {
+async function until(
+  what: string,
+  check: (seen: (x: unknown) => void) => Promise<boolean>,
+  timeoutMs = 90_000,
+): Promise<void> {
   let last: unknown;
   try {
-    await eventually(() => check((x) => { last = x; }), what, timeoutMs);
+    await eventually(
+      () =>
+        check((x) => {
+          last = x;
+        }),
+      what,
+      timeoutMs,
+    );
   } catch (e) {
     throw new Error(`${(e as Error).message} (last seen: ${JSON.stringify(last)?.slice(0, 2000)})`);
   }
@@ -97,7 +108,8 @@ async function settled(s: Running, adminAuth: Auth, orders: string[]): Promise<v
   await until('projections caught up and orders confirmed or shipped', async (seen) => {
     const p = await s.http('GET', '/admin/projections', undefined, adminAuth);
     seen(p.body);
-    if (p.status !== 200 || !(p.body.projections as { lagEvents: number }[]).every((x) => x.lagEvents === 0)) return false;
+    if (p.status !== 200 || !(p.body.projections as { lagEvents: number }[]).every((x) => x.lagEvents === 0))
+      return false;
     for (const id of orders) {
       const o = await s.http('GET', `/orders/${id}`, undefined, adminAuth);
       seen(o.body);
@@ -108,7 +120,11 @@ async function settled(s: Running, adminAuth: Auth, orders: string[]): Promise<v
 }
 
 /** The read models as clients see them. */
-async function views(s: Running, adminAuth: Auth, extra: { userIds: string[]; productIds: string[]; orderIds: string[] }): Promise<Record<string, unknown>> {
+async function views(
+  s: Running,
+  adminAuth: Auth,
+  extra: { userIds: string[]; productIds: string[]; orderIds: string[] },
+): Promise<Record<string, unknown>> {
   const get = (path: string, auth: Auth) => ok(s.http('GET', path, undefined, auth), 200, `GET ${path}`);
   const out: Record<string, unknown> = {
     users: await get('/admin/users?limit=100', adminAuth),
@@ -128,13 +144,20 @@ async function views(s: Running, adminAuth: Auth, extra: { userIds: string[]; pr
 beforeAll(async () => {
   a = await startCluster('a');
   // A long-lived production cluster has used far more transaction ids than a fresh one.
-  await a.query('postgres', 'DO $$ BEGIN FOR i IN 1..30000 LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$');
+  await a.query(
+    'postgres',
+    'DO $$ BEGIN FOR i IN 1..30000 LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$',
+  );
   await a.query('postgres', 'CREATE DATABASE platform');
   onA = await start(a, `restore-a-${randomUUID().slice(0, 8)}`);
   const s = onA;
   const adminAuth = await login(s, admin.email, admin.password);
 
-  const ada = await ok(s.http('POST', '/auth/signup', { email: written.ada.email, password, name: 'Ada' }), 201, 'signup');
+  const ada = await ok(
+    s.http('POST', '/auth/signup', { email: written.ada.email, password, name: 'Ada' }),
+    201,
+    'signup',
+  );
   written.ada.userId = ada.userId;
   written.ada.auth = await login(s, written.ada.email, password);
   const ownerEmail = `owner-${randomUUID().slice(0, 8)}@example.test`;
@@ -143,15 +166,58 @@ beforeAll(async () => {
   const dev = await ok(s.http('POST', '/devices', { name: 'press-7' }, written.owner.auth), 201, 'register device');
   written.deviceId = dev.deviceId;
   written.deviceSecret = dev.secret;
-  await ok(s.http('POST', `/devices/${written.deviceId}/readings`,
-    [{ metric: 'temp', value: 21.5, ts: at(0) }, { metric: 'temp', value: 22.5, ts: at(30) }], written.owner.auth), 202, 'readings');
-  const p = await ok(s.http('POST', '/products', {
-    sku: `KB-${randomUUID().slice(0, 8)}`, name: 'Keyboard', unit: 'piece',
-    channels: [{ channel: 'web', price: 49.9, currency: 'EUR', paymentMethods: ['card'], delivery: { method: 'parcel', days: 3 } }],
-  }, adminAuth), 201, 'register product');
+  await ok(
+    s.http(
+      'POST',
+      `/devices/${written.deviceId}/readings`,
+      [
+        { metric: 'temp', value: 21.5, ts: at(0) },
+        { metric: 'temp', value: 22.5, ts: at(30) },
+      ],
+      written.owner.auth,
+    ),
+    202,
+    'readings',
+  );
+  const p = await ok(
+    s.http(
+      'POST',
+      '/products',
+      {
+        sku: `KB-${randomUUID().slice(0, 8)}`,
+        name: 'Keyboard',
+        unit: 'piece',
+        channels: [
+          {
+            channel: 'web',
+            price: 49.9,
+            currency: 'EUR',
+            paymentMethods: ['card'],
+            delivery: { method: 'parcel', days: 3 },
+          },
+        ],
+      },
+      adminAuth,
+    ),
+    201,
+    'register product',
+  );
   written.productId = p.productId;
-  await ok(s.http('POST', `/products/${written.productId}/stock-receipts`, { quantity: 5, reference: 'PO-1' }, adminAuth), 201, 'stock');
-  const o = await ok(s.http('POST', '/orders', { channel: 'web', paymentMethod: 'card', items: [{ productId: written.productId, quantity: 2 }] }, written.ada.auth), 202, 'order');
+  await ok(
+    s.http('POST', `/products/${written.productId}/stock-receipts`, { quantity: 5, reference: 'PO-1' }, adminAuth),
+    201,
+    'stock',
+  );
+  const o = await ok(
+    s.http(
+      'POST',
+      '/orders',
+      { channel: 'web', paymentMethod: 'card', items: [{ productId: written.productId, quantity: 2 }] },
+      written.ada.auth,
+    ),
+    202,
+    'order',
+  );
   written.orderId = o.orderId;
   await settled(s, adminAuth, [written.orderId]);
   // Shipped before the dump, so B's first shipping batch (at start) finds nothing to change.
@@ -162,16 +228,45 @@ beforeAll(async () => {
     return r.body?.status === 'shipped';
   });
   await settled(s, adminAuth, [written.orderId]);
-  viewsOnA = await views(s, adminAuth, { userIds: [written.ada.userId], productIds: [written.productId], orderIds: [written.orderId] });
+  viewsOnA = await views(s, adminAuth, {
+    userIds: [written.ada.userId],
+    productIds: [written.productId],
+    orderIds: [written.orderId],
+  });
   await onA.app.close();
   onA = undefined;
-  written.head = Number((await a.query<{ p: string }>('platform', 'SELECT max(position)::text AS p FROM events'))[0]!.p);
+  written.head = Number(
+    (await a.query<{ p: string }>('platform', 'SELECT max(position)::text AS p FROM events'))[0]!.p,
+  );
 
   // Back up A, restore into a fresh cluster B: the standard tools, default options.
-  await pgTool('pg_dump', ['-Fc', '-h', '127.0.0.1', '-p', String(a.port), '-U', 'postgres', '-d', 'platform', '-f', dumpFile]);
+  await pgTool('pg_dump', [
+    '-Fc',
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(a.port),
+    '-U',
+    'postgres',
+    '-d',
+    'platform',
+    '-f',
+    dumpFile,
+  ]);
   b = await startCluster('b');
   await b.query('postgres', 'CREATE DATABASE platform');
-  await pgTool('pg_restore', ['--exit-on-error', '-h', '127.0.0.1', '-p', String(b.port), '-U', 'postgres', '-d', 'platform', dumpFile]);
+  await pgTool('pg_restore', [
+    '--exit-on-error',
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(b.port),
+    '-U',
+    'postgres',
+    '-d',
+    'platform',
+    dumpFile,
+  ]);
   // The case this test is about: B's next transaction would get a position below A's events.
   const next = await b.query<{ x: string }>('platform', 'SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS x');
   expect(Number(next[0]!.x) * 65536).toBeLessThan(written.head);
@@ -188,17 +283,30 @@ afterAll(async () => {
 });
 
 describe('pg_dump of cluster A, pg_restore into a fresh cluster B, the app started on B', () => {
-  it('(1) with no new writes: every read model is as it was on A, and A\'s tokens still work (the keys are in DATA_DIR)', async () => {
+  it("(1) with no new writes: every read model is as it was on A, and A's tokens still work (the keys are in DATA_DIR)", async () => {
     const s = onB!;
     const health = await s.http('GET', '/health');
     expect(health).toMatchObject({ status: 200, body: { status: 'ok' } });
     const me = await ok(s.http('GET', '/users/me', undefined, written.ada.auth), 200, 'users/me with a token from A');
     expect(me.userId).toBe(written.ada.userId);
     const adminAuth = await login(s, admin.email, admin.password);
-    expect(await views(s, adminAuth, { userIds: [written.ada.userId], productIds: [written.productId], orderIds: [written.orderId] })).toEqual(viewsOnA);
+    expect(
+      await views(s, adminAuth, {
+        userIds: [written.ada.userId],
+        productIds: [written.productId],
+        orderIds: [written.orderId],
+      }),
+    ).toEqual(viewsOnA);
     // The start on B noticed where the store came from and moved its positions on, once.
-    const [offset] = await b!.query<{ xid_offset: string; system_identifier: string; own: string; misaligned: boolean }>('platform',
-      'SELECT o.xid_offset::text, o.system_identifier, (SELECT system_identifier::text FROM pg_control_system()) AS own, es_positions_misaligned() AS misaligned FROM es_position_offset o');
+    const [offset] = await b!.query<{
+      xid_offset: string;
+      system_identifier: string;
+      own: string;
+      misaligned: boolean;
+    }>(
+      'platform',
+      'SELECT o.xid_offset::text, o.system_identifier, (SELECT system_identifier::text FROM pg_control_system()) AS own, es_positions_misaligned() AS misaligned FROM es_position_offset o',
+    );
     expect(Number(offset!.xid_offset)).toBeGreaterThan(0);
     expect(offset).toMatchObject({ system_identifier: offset!.own, misaligned: false });
   });
@@ -208,7 +316,11 @@ describe('pg_dump of cluster A, pg_restore into a fresh cluster B, the app start
     const adminAuth = await login(s, admin.email, admin.password);
     const email = `grace-${randomUUID().slice(0, 8)}@example.test`;
     const signup = await ok(s.http('POST', '/auth/signup', { email, password, name: 'Grace' }), 201, 'signup on B');
-    const users = await ok(s.http('GET', `/admin/users?q=${encodeURIComponent(email)}&minPosition=${signup.position}`, undefined, adminAuth), 200, 'users');
+    const users = await ok(
+      s.http('GET', `/admin/users?q=${encodeURIComponent(email)}&minPosition=${signup.position}`, undefined, adminAuth),
+      200,
+      'users',
+    );
     expect(users.items.map((u: { userId: string }) => u.userId)).toEqual([signup.userId]);
     expect(signup.position).toBeGreaterThan(written.head);
 
@@ -216,27 +328,96 @@ describe('pg_dump of cluster A, pg_restore into a fresh cluster B, the app start
     const dev = await ok(s.http('POST', '/devices', { name: 'press-8' }, grace), 201, 'device on B');
     const devices = await ok(s.http('GET', `/devices?minPosition=${dev.position}`, undefined, grace), 200, 'devices');
     expect(devices.items.map((d: { deviceId: string }) => d.deviceId)).toEqual([dev.deviceId]);
-    const reading = await ok(s.http('POST', `/devices/${written.deviceId}/readings`, { metric: 'temp', value: 30, ts: at(45) }, written.owner.auth), 202, 'reading on B');
-    const latest = await ok(s.http('GET', `/devices/${written.deviceId}/metrics/temp/latest?minPosition=${reading.position}`, undefined, written.owner.auth), 200, 'latest');
+    const reading = await ok(
+      s.http(
+        'POST',
+        `/devices/${written.deviceId}/readings`,
+        { metric: 'temp', value: 30, ts: at(45) },
+        written.owner.auth,
+      ),
+      202,
+      'reading on B',
+    );
+    const latest = await ok(
+      s.http(
+        'GET',
+        `/devices/${written.deviceId}/metrics/temp/latest?minPosition=${reading.position}`,
+        undefined,
+        written.owner.auth,
+      ),
+      200,
+      'latest',
+    );
     expect(latest.value).toBe(30);
 
-    const p = await ok(s.http('POST', '/products', {
-      sku: `MS-${randomUUID().slice(0, 8)}`, name: 'Mouse', unit: 'piece',
-      channels: [{ channel: 'web', price: 19.9, currency: 'EUR', paymentMethods: ['card'], delivery: { method: 'parcel', days: 2 } }],
-    }, adminAuth), 201, 'product on B');
-    const receipt = await ok(s.http('POST', `/products/${p.productId}/stock-receipts`, { quantity: 3, reference: 'PO-2' }, adminAuth), 201, 'stock on B');
-    const catalogue = await ok(s.http('GET', `/products?channel=web&limit=100&minPosition=${receipt.position}`, undefined, grace), 200, 'catalogue');
-    expect(catalogue.items.map((i: { productId: string }) => i.productId)).toEqual(expect.arrayContaining([written.productId, p.productId]));
-    expect(catalogue.items.find((i: { productId: string }) => i.productId === p.productId)).toMatchObject({ available: 3 });
+    const p = await ok(
+      s.http(
+        'POST',
+        '/products',
+        {
+          sku: `MS-${randomUUID().slice(0, 8)}`,
+          name: 'Mouse',
+          unit: 'piece',
+          channels: [
+            {
+              channel: 'web',
+              price: 19.9,
+              currency: 'EUR',
+              paymentMethods: ['card'],
+              delivery: { method: 'parcel', days: 2 },
+            },
+          ],
+        },
+        adminAuth,
+      ),
+      201,
+      'product on B',
+    );
+    const receipt = await ok(
+      s.http('POST', `/products/${p.productId}/stock-receipts`, { quantity: 3, reference: 'PO-2' }, adminAuth),
+      201,
+      'stock on B',
+    );
+    const catalogue = await ok(
+      s.http('GET', `/products?channel=web&limit=100&minPosition=${receipt.position}`, undefined, grace),
+      200,
+      'catalogue',
+    );
+    expect(catalogue.items.map((i: { productId: string }) => i.productId)).toEqual(
+      expect.arrayContaining([written.productId, p.productId]),
+    );
+    expect(catalogue.items.find((i: { productId: string }) => i.productId === p.productId)).toMatchObject({
+      available: 3,
+    });
 
     // The saga's checkpoint came from A too: orders on B (new and restored product) must still be fulfilled.
-    const o1 = await ok(s.http('POST', '/orders', { channel: 'web', paymentMethod: 'card', items: [{ productId: p.productId, quantity: 1 }] }, grace), 202, 'order on B');
-    const o2 = await ok(s.http('POST', '/orders', { channel: 'web', paymentMethod: 'card', items: [{ productId: written.productId, quantity: 3 }] }, written.ada.auth), 202, 'order 2 on B');
+    const o1 = await ok(
+      s.http(
+        'POST',
+        '/orders',
+        { channel: 'web', paymentMethod: 'card', items: [{ productId: p.productId, quantity: 1 }] },
+        grace,
+      ),
+      202,
+      'order on B',
+    );
+    const o2 = await ok(
+      s.http(
+        'POST',
+        '/orders',
+        { channel: 'web', paymentMethod: 'card', items: [{ productId: written.productId, quantity: 3 }] },
+        written.ada.auth,
+      ),
+      202,
+      'order 2 on B',
+    );
     await settled(s, adminAuth, [written.orderId, o1.orderId, o2.orderId]);
     const stock = await ok(s.http('GET', `/products/${written.productId}/stock`, undefined, adminAuth), 200, 'stock');
     expect(stock).toMatchObject({ available: 0, shipped: 2 });
     const list = await ok(s.http('GET', '/admin/users?limit=100', undefined, adminAuth), 200, 'all users');
-    expect(list.items.map((u: { userId: string }) => u.userId)).toEqual(expect.arrayContaining([written.ada.userId, signup.userId]));
+    expect(list.items.map((u: { userId: string }) => u.userId)).toEqual(
+      expect.arrayContaining([written.ada.userId, signup.userId]),
+    );
   });
 
   it('(3) after every projection is rebuilt on B, the same rows', async () => {
@@ -244,7 +425,11 @@ describe('pg_dump of cluster A, pg_restore into a fresh cluster B, the app start
     const adminAuth = await login(s, admin.email, admin.password);
     const users = await ok(s.http('GET', '/admin/users?limit=100', undefined, adminAuth), 200, 'users');
     const orders = await ok(s.http('GET', '/orders?limit=100', undefined, adminAuth), 200, 'orders');
-    const catalogue = await ok(s.http('GET', '/products?channel=web&limit=100', undefined, adminAuth), 200, 'catalogue');
+    const catalogue = await ok(
+      s.http('GET', '/products?channel=web&limit=100', undefined, adminAuth),
+      200,
+      'catalogue',
+    );
     const ids = {
       userIds: users.items.map((u: { userId: string }) => u.userId) as string[],
       productIds: catalogue.items.map((i: { productId: string }) => i.productId) as string[],
@@ -255,13 +440,21 @@ describe('pg_dump of cluster A, pg_restore into a fresh cluster B, the app start
 
     const { projections } = await ok(s.http('GET', '/admin/projections', undefined, adminAuth), 200, 'projections');
     for (const { name } of projections as { name: string }[]) {
-      const { jobId } = await ok(s.http('POST', `/admin/projections/${name}/rebuild`, undefined, adminAuth), 202, `rebuild ${name}`);
-      await until(`rebuild of ${name}`, async (seen) => {
-        const j = await s.http('GET', `/admin/jobs/${jobId as string}`, undefined, adminAuth);
-        seen(j.body);
-        if (j.body?.state === 'failed') throw new Error(`rebuild of ${name} failed: ${JSON.stringify(j.body)}`);
-        return j.body?.state === 'completed';
-      }, 120_000);
+      const { jobId } = await ok(
+        s.http('POST', `/admin/projections/${name}/rebuild`, undefined, adminAuth),
+        202,
+        `rebuild ${name}`,
+      );
+      await until(
+        `rebuild of ${name}`,
+        async (seen) => {
+          const j = await s.http('GET', `/admin/jobs/${jobId as string}`, undefined, adminAuth);
+          seen(j.body);
+          if (j.body?.state === 'failed') throw new Error(`rebuild of ${name} failed: ${JSON.stringify(j.body)}`);
+          return j.body?.state === 'completed';
+        },
+        120_000,
+      );
     }
     expect(await views(s, adminAuth, ids)).toEqual(before);
   });

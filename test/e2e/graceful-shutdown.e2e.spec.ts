@@ -18,11 +18,18 @@ it('finishes in-flight appends, then refuses new work', async () => {
   const prefix = randomUUID().slice(0, 8);
   let closeStarted = false;
   let firstAck: () => void = () => undefined;
-  const acked = new Promise<void>((r) => { firstAck = r; });
+  const acked = new Promise<void>((r) => {
+    firstAck = r;
+  });
   const sends = Array.from({ length: 200 }, (_, i) =>
     app.http('POST', '/notes', { noteId: `${prefix}-${i}`, title: 't' }).then(
-      (r) => { if (r.status === 201) firstAck(); return { i, status: r.status, afterClose: closeStarted }; },
-      () => ({ i, status: 0, afterClose: closeStarted })));
+      (r) => {
+        if (r.status === 201) firstAck();
+        return { i, status: r.status, afterClose: closeStarted };
+      },
+      () => ({ i, status: 0, afterClose: closeStarted }),
+    ),
+  );
   await acked;
   const inspect = await createInspector(app);
   closeStarted = true;
@@ -48,7 +55,9 @@ async function createInspector(a: TestApp) {
   return async (prefix: string) => {
     const pool = new Pool({ connectionString: a.db.url, max: 1 });
     try {
-      const r = await pool.query<{ stream_id: string }>(`SELECT stream_id FROM events WHERE stream_id LIKE $1`, [`note-${prefix}-%`]);
+      const r = await pool.query<{ stream_id: string }>(`SELECT stream_id FROM events WHERE stream_id LIKE $1`, [
+        `note-${prefix}-%`,
+      ]);
       return r.rows.map((x) => x.stream_id);
     } finally {
       await pool.end();

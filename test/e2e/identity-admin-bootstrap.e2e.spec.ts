@@ -29,20 +29,40 @@ afterAll(async () => {
 interface Started {
   app: RunningApp;
   lines: { level: number; msg: string; outcome?: string; adminEmail?: string }[];
-  http(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
+  http(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: any }>;
 }
 
 async function start(env: Record<string, string>): Promise<Started> {
   const lines: Started['lines'] = [];
-  const log = pino({ level: 'info' }, { write: (line: string) => { lines.push(JSON.parse(line)); } });
+  const log = pino(
+    { level: 'info' },
+    {
+      write: (line: string) => {
+        lines.push(JSON.parse(line));
+      },
+    },
+  );
   const config = loadConfig({
-    DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir,
-    QUEUE_PREFIX: `test-${db.name}`, MQTT_ENABLED: 'false', RUN_PROJECTIONS: 'false', ...env,
+    DATABASE_URL: db.url,
+    REDIS_URL: testRedisUrl(),
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATA_DIR: dataDir,
+    QUEUE_PREFIX: `test-${db.name}`,
+    MQTT_ENABLED: 'false',
+    RUN_PROJECTIONS: 'false',
+    ...env,
   });
   const app = await createApp(config, log);
   const http: Started['http'] = async (method, path, body, headers = {}) => {
     const res = await fetch(app.url + path, {
-      method, headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      method,
+      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     const text = await res.text();
@@ -61,11 +81,13 @@ async function roles(s: Started, email: string, password: string): Promise<strin
 const adminLines = (s: Started) => s.lines.filter((l) => l.adminEmail !== undefined);
 
 describe('ADMIN_EMAIL / ADMIN_PASSWORD at start-up', () => {
-  it('does not promote an account someone else registered with the operator\'s address; says so in one error line', async () => {
+  it("does not promote an account someone else registered with the operator's address; says so in one error line", async () => {
     // Mallory signs up with the operator's address while no admin is configured.
     const before = await start({});
     try {
-      expect((await before.http('POST', '/auth/signup', { email: OPS, password: MALLORY_PASSWORD, name: 'Eve' })).status).toBe(201);
+      expect(
+        (await before.http('POST', '/auth/signup', { email: OPS, password: MALLORY_PASSWORD, name: 'Eve' })).status,
+      ).toBe(201);
       expect(adminLines(before)).toEqual([]);
     } finally {
       await before.app.close();
@@ -87,10 +109,20 @@ describe('ADMIN_EMAIL / ADMIN_PASSWORD at start-up', () => {
   it('creates the admin when the address is free, promotes an account whose password is ADMIN_PASSWORD, and confirms it in one info line each start', async () => {
     const created = await start({ ADMIN_EMAIL: 'boss@example.test', ADMIN_PASSWORD: OPERATOR_PASSWORD });
     try {
-      expect(adminLines(created)).toEqual([expect.objectContaining({ level: 30, outcome: 'created', adminEmail: 'boss@example.test' })]);
+      expect(adminLines(created)).toEqual([
+        expect.objectContaining({ level: 30, outcome: 'created', adminEmail: 'boss@example.test' }),
+      ]);
       expect(await roles(created, 'boss@example.test', OPERATOR_PASSWORD)).toEqual(['user', 'admin']);
       // Someone who knows the password registered this one: it may be promoted.
-      expect((await created.http('POST', '/auth/signup', { email: 'deputy@example.test', password: OPERATOR_PASSWORD, name: 'Deputy' })).status).toBe(201);
+      expect(
+        (
+          await created.http('POST', '/auth/signup', {
+            email: 'deputy@example.test',
+            password: OPERATOR_PASSWORD,
+            name: 'Deputy',
+          })
+        ).status,
+      ).toBe(201);
     } finally {
       await created.app.close();
     }
@@ -114,7 +146,9 @@ describe('ADMIN_EMAIL / ADMIN_PASSWORD at start-up', () => {
     const s = await start({ ADMIN_EMAIL: 'nopass@example.test' });
     try {
       expect(adminLines(s)).toEqual([expect.objectContaining({ level: 40 })]);
-      expect((await s.http('POST', '/auth/login', { email: 'nopass@example.test', password: OPERATOR_PASSWORD })).status).toBe(401);
+      expect(
+        (await s.http('POST', '/auth/login', { email: 'nopass@example.test', password: OPERATOR_PASSWORD })).status,
+      ).toBe(401);
     } finally {
       await s.app.close();
     }

@@ -36,7 +36,12 @@ afterAll(async () => {
 });
 
 async function signup(e = email(), headers: Record<string, string> = {}) {
-  const r = await app.http('POST', '/auth/signup', { email: e, password, name: 'Ada Lovelace' }, { ...from(address()), ...headers });
+  const r = await app.http(
+    'POST',
+    '/auth/signup',
+    { email: e, password, name: 'Ada Lovelace' },
+    { ...from(address()), ...headers },
+  );
   expect(r.status).toBe(201);
   return { email: e, userId: r.body.userId as string };
 }
@@ -53,7 +58,9 @@ describe('a hostile password cannot freeze the event loop', () => {
     const hostile = ['a' + '!'.repeat(200_000) + 'b', 'a' + '1 '.repeat(100_000) + 'b'];
     const [health, ...answers] = await Promise.all([
       app.http('GET', '/health'),
-      ...hostile.map((p) => app.http('POST', '/commands/RegisterUser', { email: email(), password: p, name: 'Mallory' }, from(address()))),
+      ...hostile.map((p) =>
+        app.http('POST', '/commands/RegisterUser', { email: email(), password: p, name: 'Mallory' }, from(address())),
+      ),
     ]);
     expect(health.status).toBe(200);
     for (const r of answers) {
@@ -68,7 +75,12 @@ describe('a hostile password cannot freeze the event loop', () => {
     const hostile = 'a' + '!'.repeat(1_000_000) + 'b';
     const [health, generic, resource] = await Promise.all([
       app.http('GET', '/health'),
-      app.http('POST', '/commands/RegisterUser', { email: email(), password: hostile, name: 'Mallory' }, from(address())),
+      app.http(
+        'POST',
+        '/commands/RegisterUser',
+        { email: email(), password: hostile, name: 'Mallory' },
+        from(address()),
+      ),
       app.http('POST', '/auth/signup', { email: email(), password: hostile, name: 'Mallory' }, from(address())),
     ]);
     expect(health.status).toBe(200);
@@ -78,7 +90,12 @@ describe('a hostile password cannot freeze the event loop', () => {
   }, 30_000);
 
   it('a password of 129 code points that fits the schema is refused by the policy with the same rule', async () => {
-    const r = await app.http('POST', '/auth/signup', { email: email(), password: 'p'.repeat(129), name: 'Mallory' }, from(address()));
+    const r = await app.http(
+      'POST',
+      '/auth/signup',
+      { email: email(), password: 'p'.repeat(129), name: 'Mallory' },
+      from(address()),
+    );
     expect(fields(r)).toEqual([{ field: 'password', rule: 'must be at most 128 characters' }]);
   });
 });
@@ -86,17 +103,37 @@ describe('a hostile password cannot freeze the event loop', () => {
 describe('Idempotency-Key on sign-up: strangers never share an account', () => {
   it('two strangers sending the same key get two accounts, each their own id', async () => {
     const key = `signup-${randomUUID()}`;
-    const a = await app.http('POST', '/auth/signup', { email: email(), password, name: 'Alice' }, from(address(), { 'idempotency-key': key }));
+    const a = await app.http(
+      'POST',
+      '/auth/signup',
+      { email: email(), password, name: 'Alice' },
+      from(address(), { 'idempotency-key': key }),
+    );
     const bEmail = email();
-    const b = await app.http('POST', '/auth/signup', { email: bEmail, password: 'another long passphrase 7', name: 'Bob' }, from(address(), { 'idempotency-key': key }));
+    const b = await app.http(
+      'POST',
+      '/auth/signup',
+      { email: bEmail, password: 'another long passphrase 7', name: 'Bob' },
+      from(address(), { 'idempotency-key': key }),
+    );
     expect(a).toMatchObject({ status: 201, body: { duplicate: false } });
     expect(b).toMatchObject({ status: 201, body: { duplicate: false, email: bEmail } });
     expect(b.body.userId).not.toBe(a.body.userId);
     expect((await app.login(bEmail, 'another long passphrase 7')).accessToken).toEqual(expect.any(String));
     // The same through the generic route.
     const key2 = `signup-${randomUUID()}`;
-    const c = await app.http('POST', '/commands/RegisterUser', { email: email(), password, name: 'Carol' }, from(address(), { 'idempotency-key': key2 }));
-    const d = await app.http('POST', '/commands/RegisterUser', { email: email(), password, name: 'Dave' }, from(address(), { 'idempotency-key': key2 }));
+    const c = await app.http(
+      'POST',
+      '/commands/RegisterUser',
+      { email: email(), password, name: 'Carol' },
+      from(address(), { 'idempotency-key': key2 }),
+    );
+    const d = await app.http(
+      'POST',
+      '/commands/RegisterUser',
+      { email: email(), password, name: 'Dave' },
+      from(address(), { 'idempotency-key': key2 }),
+    );
     expect([c.status, d.status]).toEqual([201, 201]);
     expect(d.body.userId).not.toBe(c.body.userId);
   });
@@ -105,10 +142,21 @@ describe('Idempotency-Key on sign-up: strangers never share an account', () => {
     const key = `signup-${randomUUID()}`;
     const body = { email: email(), password, name: 'Alice' };
     const first = await app.http('POST', '/auth/signup', body, from(address(), { 'idempotency-key': key }));
-    const again = await app.http('POST', '/auth/signup', { ...body, email: `  ${body.email.toUpperCase()} ` }, from(address(), { 'idempotency-key': key }));
+    const again = await app.http(
+      'POST',
+      '/auth/signup',
+      { ...body, email: `  ${body.email.toUpperCase()} ` },
+      from(address(), { 'idempotency-key': key }),
+    );
     expect(first.status).toBe(201);
-    expect(again).toMatchObject({ status: 200, body: { userId: first.body.userId, duplicate: true, position: first.body.position } });
-    for (const other of [{ ...body, password: 'not the same passphrase 1' }, { ...body, name: 'Mallory' }]) {
+    expect(again).toMatchObject({
+      status: 200,
+      body: { userId: first.body.userId, duplicate: true, position: first.body.position },
+    });
+    for (const other of [
+      { ...body, password: 'not the same passphrase 1' },
+      { ...body, name: 'Mallory' },
+    ]) {
       const r = await app.http('POST', '/auth/signup', other, from(address(), { 'idempotency-key': key }));
       expect(r).toMatchObject({ status: 409, body: { code: 'PLATFORM.IDEMPOTENCY_KEY_REUSED' } });
       expect(fields(r)).toEqual([{ field: 'Idempotency-Key', rule: 'must not be reused with a different request' }]);
@@ -119,7 +167,11 @@ describe('Idempotency-Key on sign-up: strangers never share an account', () => {
   it('five concurrent copies of one keyed sign-up: one account, one 201, the rest the same result as duplicates', async () => {
     const key = `signup-${randomUUID()}`;
     const body = { email: email(), password, name: 'Alice' };
-    const results = await Promise.all(Array.from({ length: 5 }, () => app.http('POST', '/auth/signup', body, from(address(), { 'idempotency-key': key }))));
+    const results = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        app.http('POST', '/auth/signup', body, from(address(), { 'idempotency-key': key })),
+      ),
+    );
     expect(results.map((r) => r.status).sort()).toEqual([200, 200, 200, 200, 201]);
     expect(new Set(results.map((r) => r.body.userId as string)).size).toBe(1);
   });
@@ -146,17 +198,24 @@ describe('a stranger cannot lock the owner out; guessing stays throttled', () =>
     expect(dev.status).toBe(201);
     const stranger = address();
     const tries = [];
-    for (let i = 0; i < 15; i++) tries.push(await app.http('POST', `/devices/${dev.body.deviceId}/tokens`, { secret: `guess-${i}` }, from(stranger)));
+    for (let i = 0; i < 15; i++)
+      tries.push(
+        await app.http('POST', `/devices/${dev.body.deviceId}/tokens`, { secret: `guess-${i}` }, from(stranger)),
+      );
     expect(tries.slice(0, 5).every((r) => r.status === 401)).toBe(true);
     expect(tries.slice(5).every((r) => r.status === 429)).toBe(true);
-    expect((await app.http('POST', `/devices/${dev.body.deviceId}/tokens`, { secret: dev.body.secret }, from(address()))).status).toBe(200);
+    expect(
+      (await app.http('POST', `/devices/${dev.body.deviceId}/tokens`, { secret: dev.body.secret }, from(address())))
+        .status,
+    ).toBe(200);
   });
 
-  it('a guesser spread over many addresses hits the account-wide cap: new addresses get 429, the owner\'s known address does not', async () => {
+  it("a guesser spread over many addresses hits the account-wide cap: new addresses get 429, the owner's known address does not", async () => {
     const owner = await signup();
     const home = address();
     expect((await loginFrom(home, owner.email)).status).toBe(200);
-    for (let i = 0; i < 12; i++) expect((await loginFrom(address(), owner.email, `spread guess ${i}`)).status).toBe(401);
+    for (let i = 0; i < 12; i++)
+      expect((await loginFrom(address(), owner.email, `spread guess ${i}`)).status).toBe(401);
     const fresh = await loginFrom(address(), owner.email);
     expect(fresh).toMatchObject({ status: 429, body: { code: 'AUTH.TOO_MANY_ATTEMPTS' } });
     expect((await loginFrom(home, owner.email)).status).toBe(200);
@@ -186,7 +245,9 @@ describe('sign-up limits', () => {
     expect(results[3]!.body.code).toBe('AUTH.TOO_MANY_SIGNUPS');
     expect(Number(results[3]!.headers.get('retry-after'))).toBeGreaterThan(0);
     // Other addresses are not affected.
-    expect((await app.http('POST', '/auth/signup', { email: email(), password, name: 'Six' }, from(address()))).status).toBe(201);
+    expect(
+      (await app.http('POST', '/auth/signup', { email: email(), password, name: 'Six' }, from(address()))).status,
+    ).toBe(201);
   });
 });
 
@@ -212,10 +273,17 @@ describe('devices per user', () => {
   it('ten concurrent registrations of one user: exactly the cap succeeds', async () => {
     const owner = await signup();
     const auth = { authorization: (await app.login(owner.email, password)).authorization };
-    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => app.http('POST', '/devices', { name: `burst-${i}` }, auth)));
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => app.http('POST', '/devices', { name: `burst-${i}` }, auth)),
+    );
     expect(results.filter((r) => r.status === 201)).toHaveLength(3);
     expect(results.filter((r) => r.status === 409 && r.body.code === 'IDENTITY.TOO_MANY_DEVICES')).toHaveLength(7);
-    const mine = await app.http('GET', `/devices?minPosition=${Math.max(...results.map((r) => Number(r.body.position ?? 0)))}`, undefined, auth);
+    const mine = await app.http(
+      'GET',
+      `/devices?minPosition=${Math.max(...results.map((r) => Number(r.body.position ?? 0)))}`,
+      undefined,
+      auth,
+    );
     expect(mine.body.items).toHaveLength(3);
   });
 });
@@ -224,7 +292,12 @@ describe('X-Correlation-Id', () => {
   it('an acceptable one is echoed and lands in the event metadata', async () => {
     const id = `trace-${'x'.repeat(122)}`; // 128 characters
     const e = email();
-    const r = await app.http('POST', '/auth/signup', { email: e, password, name: 'Ada' }, from(address(), { 'x-correlation-id': id }));
+    const r = await app.http(
+      'POST',
+      '/auth/signup',
+      { email: e, password, name: 'Ada' },
+      from(address(), { 'x-correlation-id': id }),
+    );
     expect(r.status).toBe(201);
     expect(r.headers.get('x-correlation-id')).toBe(id);
     const [event] = await app.platform.store.readStream(`user-${r.body.userId}`);
@@ -238,10 +311,17 @@ describe('X-Correlation-Id', () => {
     ['non-ASCII', 'caf\u00e9'],
   ])('one with %s is refused: 400 naming the header and its rule, nothing stored', async (_what, id) => {
     const e = email();
-    const r = await app.http('POST', '/auth/signup', { email: e, password, name: 'Ada' }, from(address(), { 'x-correlation-id': id }));
+    const r = await app.http(
+      'POST',
+      '/auth/signup',
+      { email: e, password, name: 'Ada' },
+      from(address(), { 'x-correlation-id': id }),
+    );
     expect(r.status).toBe(400);
     expect(r.body.code).toBe('PLATFORM.INVALID_HEADER');
-    expect(fields(r)).toEqual([{ field: 'X-Correlation-Id', rule: 'must be 1-128 printable ASCII characters without spaces' }]);
+    expect(fields(r)).toEqual([
+      { field: 'X-Correlation-Id', rule: 'must be 1-128 printable ASCII characters without spaces' },
+    ]);
     expect(r.headers.get('x-correlation-id')).not.toBe(id);
     expect((await app.http('POST', '/auth/login', { email: e, password }, from(address()))).status).toBe(401);
   });
@@ -254,12 +334,48 @@ describe('input limits: oversized values get a problem naming the field and the 
   });
 
   it.each([
-    ['/auth/signup email', '/auth/signup', { email: `${'a'.repeat(250)}@example.test`, password, name: 'A' }, 'email', 'must be at most 254 characters'],
-    ['/auth/signup name', '/auth/signup', { email: 'n@example.test', password, name: 'n'.repeat(101) }, 'name', 'must be at most 100 characters'],
-    ['/auth/login password', '/auth/login', { email: 'x@example.test', password: 'p'.repeat(1025) }, 'password', 'must be at most 1024 characters'],
-    ['/auth/login email', '/auth/login', { email: 'e'.repeat(300), password }, 'email', 'must be at most 254 characters'],
-    ['/auth/refresh token', '/auth/refresh', { refreshToken: 'r'.repeat(513) }, 'refreshToken', 'must be at most 512 characters'],
-    ['/devices/:id/tokens secret', `/devices/${randomUUID()}/tokens`, { secret: 's'.repeat(257) }, 'secret', 'must be at most 256 characters'],
+    [
+      '/auth/signup email',
+      '/auth/signup',
+      { email: `${'a'.repeat(250)}@example.test`, password, name: 'A' },
+      'email',
+      'must be at most 254 characters',
+    ],
+    [
+      '/auth/signup name',
+      '/auth/signup',
+      { email: 'n@example.test', password, name: 'n'.repeat(101) },
+      'name',
+      'must be at most 100 characters',
+    ],
+    [
+      '/auth/login password',
+      '/auth/login',
+      { email: 'x@example.test', password: 'p'.repeat(1025) },
+      'password',
+      'must be at most 1024 characters',
+    ],
+    [
+      '/auth/login email',
+      '/auth/login',
+      { email: 'e'.repeat(300), password },
+      'email',
+      'must be at most 254 characters',
+    ],
+    [
+      '/auth/refresh token',
+      '/auth/refresh',
+      { refreshToken: 'r'.repeat(513) },
+      'refreshToken',
+      'must be at most 512 characters',
+    ],
+    [
+      '/devices/:id/tokens secret',
+      `/devices/${randomUUID()}/tokens`,
+      { secret: 's'.repeat(257) },
+      'secret',
+      'must be at most 256 characters',
+    ],
     ['/devices/:id/tokens id', '/devices/not-a-device/tokens', { secret: 's' }, 'id', 'must be a UUID'],
   ])('%s', async (_what, path, body, field, rule) => {
     const r = await app.http('POST', path, body, from(address()));
@@ -295,7 +411,12 @@ describe('input limits: oversized values get a problem naming the field and the 
   });
 
   it('a body over the limit of the public credential routes is 413 naming the body and its limit', async () => {
-    const r = await app.http('POST', '/auth/login', { email: 'x@example.test', password: 'p', pad: 'x'.repeat(20_000) }, from(address()));
+    const r = await app.http(
+      'POST',
+      '/auth/login',
+      { email: 'x@example.test', password: 'p', pad: 'x'.repeat(20_000) },
+      from(address()),
+    );
     expect(r.status).toBe(413);
     expect(r.body.code).toBe('PLATFORM.BODY_TOO_LARGE');
     expect(fields(r)).toEqual([{ field: '(body)', rule: 'must be at most 16384 bytes' }]);
@@ -321,7 +442,14 @@ describe('without TRUST_PROXY, X-Forwarded-For changes nothing', () => {
   it('a client cannot escape its limits by sending a different X-Forwarded-For each time', async () => {
     const tries = [];
     for (let i = 0; i < 5; i++) {
-      tries.push(await plain.http('POST', '/auth/login', { email: plain.admin.email, password: `guess ${i} guess guess` }, { 'x-forwarded-for': address() }));
+      tries.push(
+        await plain.http(
+          'POST',
+          '/auth/login',
+          { email: plain.admin.email, password: `guess ${i} guess guess` },
+          { 'x-forwarded-for': address() },
+        ),
+      );
     }
     expect(tries.map((r) => r.status)).toEqual([401, 401, 401, 429, 429]);
   });

@@ -53,11 +53,25 @@ describe('rehash on login when the argon2 parameters changed', () => {
     const email = normaliseEmail(`legacy-${randomUUID().slice(0, 8)}@example.test`);
     const userId = randomUUID();
     const now = new Date();
-    const emailEvents = emailReservationDecider.decide({ type: 'ReserveEmail', data: { email, userId, now } }, emailReservationDecider.initialState);
-    const userEvents = userDecider.decide({ type: 'RegisterUser', data: { userId, email, name: 'Legacy User', passwordHash, now } }, initialUserState);
+    const emailEvents = emailReservationDecider.decide(
+      { type: 'ReserveEmail', data: { email, userId, now } },
+      emailReservationDecider.initialState,
+    );
+    const userEvents = userDecider.decide(
+      { type: 'RegisterUser', data: { userId, email, name: 'Legacy User', passwordHash, now } },
+      initialUserState,
+    );
     await app.platform.store.appendMulti([
-      { streamId: emailStreamId(email), expected: 'no_stream', events: emailEvents.map((e) => ({ ...e, id: randomUUID(), metadata: meta() })) },
-      { streamId: userStreamId(userId), expected: 'no_stream', events: userEvents.map((e) => ({ ...e, id: randomUUID(), metadata: meta() })) },
+      {
+        streamId: emailStreamId(email),
+        expected: 'no_stream',
+        events: emailEvents.map((e) => ({ ...e, id: randomUUID(), metadata: meta() })),
+      },
+      {
+        streamId: userStreamId(userId),
+        expected: 'no_stream',
+        events: userEvents.map((e) => ({ ...e, id: randomUUID(), metadata: meta() })),
+      },
     ]);
     return { userId, email };
   }
@@ -68,14 +82,21 @@ describe('rehash on login when the argon2 parameters changed', () => {
 
     const login = await app.http('POST', '/auth/login', { email, password });
     expect(login.status).toBe(200);
-    expect((await app.http('GET', '/users/me', undefined, bearer(login.body.accessToken))).body).toMatchObject({ userId, email });
+    expect((await app.http('GET', '/users/me', undefined, bearer(login.body.accessToken))).body).toMatchObject({
+      userId,
+      email,
+    });
 
     const after = await app.platform.store.readStream(userStreamId(userId));
     const added = after.slice(before.length);
     expect(added.map((e) => e.type)).toEqual(['identity.PasswordRehashed']);
     const newHash = added[0]!.data.passwordHash as string;
     expect(newHash).not.toBe(oldHash);
-    expect(newHash).toMatch(new RegExp(`^\\$argon2id\\$v=19\\$m=${OWASP_ARGON2ID.memoryCost},t=${OWASP_ARGON2ID.timeCost},p=${OWASP_ARGON2ID.parallelism}\\$`));
+    expect(newHash).toMatch(
+      new RegExp(
+        `^\\$argon2id\\$v=19\\$m=${OWASP_ARGON2ID.memoryCost},t=${OWASP_ARGON2ID.timeCost},p=${OWASP_ARGON2ID.parallelism}\\$`,
+      ),
+    );
     expect(hasher.needsRehash(newHash)).toBe(false);
     expect(await argon2.verify(newHash, password)).toBe(true);
     expect(added[0]!.data).toEqual({ userId, passwordHash: newHash, at: expect.any(String) });
@@ -102,15 +123,33 @@ describe('rehash on login when the argon2 parameters changed', () => {
   });
 
   it('a user whose latest identity.PasswordRehashed holds an older-parameter hash is rehashed again', async () => {
-    const signup = await app.http('POST', '/auth/signup', { email: `re-${randomUUID().slice(0, 8)}@example.test`, password, name: 'Re Hash' });
+    const signup = await app.http('POST', '/auth/signup', {
+      email: `re-${randomUUID().slice(0, 8)}@example.test`,
+      password,
+      name: 'Re Hash',
+    });
     expect(signup.status).toBe(201);
     const { userId, email } = signup.body as { userId: string; email: string };
-    const oldHash = await argon2.hash(password, { type: argon2.argon2id, memoryCost: 8192, timeCost: 2, parallelism: 1 });
+    const oldHash = await argon2.hash(password, {
+      type: argon2.argon2id,
+      memoryCost: 8192,
+      timeCost: 2,
+      parallelism: 1,
+    });
     const stream = userStreamId(userId);
     const [registered] = await app.platform.store.readStream(stream);
-    await app.platform.store.append(stream, [{
-      id: randomUUID(), type: 'identity.PasswordRehashed', data: { userId, passwordHash: oldHash, at: new Date().toISOString() }, metadata: meta(),
-    }], registered!.revision);
+    await app.platform.store.append(
+      stream,
+      [
+        {
+          id: randomUUID(),
+          type: 'identity.PasswordRehashed',
+          data: { userId, passwordHash: oldHash, at: new Date().toISOString() },
+          metadata: meta(),
+        },
+      ],
+      registered!.revision,
+    );
     await expectRehashedOnLogin(userId, email, oldHash);
   });
 });
@@ -133,8 +172,26 @@ interface RedisProcess {
 
 async function startRedis(port: number, dir: string, password: string): Promise<RedisProcess> {
   // As startLocalRedis runs it, without persistence: this server holds nothing worth keeping.
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no',
-    '--maxmemory-policy', 'noeviction', '--requirepass', password], { stdio: 'ignore' });
+  const child = spawn(
+    'redis-server',
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--maxmemory-policy',
+      'noeviction',
+      '--requirepass',
+      password,
+    ],
+    { stdio: 'ignore' },
+  );
   const exited = new Promise((r) => child.once('exit', r));
   await until(async () => {
     if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
@@ -165,7 +222,8 @@ describe('fail closed over HTTP when Redis becomes unreachable', () => {
   afterAll(async () => {
     try {
       // Shutting down waits on Redis clients (BullMQ): give them their server back if a test left it dead.
-      if (redis && (redis.child.exitCode !== null || redis.child.signalCode !== null)) redis = await startRedis(port, dir, redisPassword);
+      if (redis && (redis.child.exitCode !== null || redis.child.signalCode !== null))
+        redis = await startRedis(port, dir, redisPassword);
       await app?.stop();
     } finally {
       await kill(redis, 'SIGTERM');
@@ -189,12 +247,22 @@ describe('fail closed over HTTP when Redis becomes unreachable', () => {
       statuses.push(r.status);
       expect(r.status).toBe(503);
       expect(r.headers.get('content-type')).toContain('application/problem+json');
-      expect(r.body).toMatchObject({ status: 503, code: 'AUTH.REVOCATION_UNAVAILABLE', type: 'urn:problem:AUTH.REVOCATION_UNAVAILABLE' });
+      expect(r.body).toMatchObject({
+        status: 503,
+        code: 'AUTH.REVOCATION_UNAVAILABLE',
+        type: 'urn:problem:AUTH.REVOCATION_UNAVAILABLE',
+      });
       expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
     }
     // Other authenticated routes, and an admin route, refuse the same way.
-    for (const [method, path] of [['GET', '/admin/users'], ['GET', '/devices'], ['POST', '/auth/logout']] as const) {
-      const r = await a.http(method, path, method === 'POST' ? {} : undefined, { authorization: session.authorization });
+    for (const [method, path] of [
+      ['GET', '/admin/users'],
+      ['GET', '/devices'],
+      ['POST', '/auth/logout'],
+    ] as const) {
+      const r = await a.http(method, path, method === 'POST' ? {} : undefined, {
+        authorization: session.authorization,
+      });
       statuses.push(r.status);
       expect(r).toMatchObject({ status: 503, body: { code: 'AUTH.REVOCATION_UNAVAILABLE' } });
     }
@@ -218,7 +286,9 @@ describe('fail closed over HTTP when Redis becomes unreachable', () => {
     // Redis back on the same address: the same token works again, without a restart.
     redis = await startRedis(port, dir, redisPassword);
     await until(async () => (await me()).status === 200, 'GET /users/me answers 200 again');
-    expect((await a.http('POST', '/auth/login', { email: a.admin.email, password: a.admin.password })).status).toBe(200);
+    expect((await a.http('POST', '/auth/login', { email: a.admin.email, password: a.admin.password })).status).toBe(
+      200,
+    );
     expect((await a.http('GET', '/health')).body.components.redis.status).toBe('ok');
   });
 

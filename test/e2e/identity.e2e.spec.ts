@@ -25,7 +25,13 @@ describe('sign-up', () => {
     const raw = `  MiXeD-${randomUUID().slice(0, 6)}@Example.TEST `;
     const r = await app.http('POST', '/auth/signup', { email: raw, password, name: 'Grace' });
     expect(r.status).toBe(201);
-    expect(r.body).toEqual({ userId: expect.any(String), email: raw.trim().toLowerCase(), position: expect.any(Number), revision: 0, duplicate: false });
+    expect(r.body).toEqual({
+      userId: expect.any(String),
+      email: raw.trim().toLowerCase(),
+      position: expect.any(Number),
+      revision: 0,
+      duplicate: false,
+    });
   });
 
   it('a taken email is 409, also differently cased', async () => {
@@ -49,7 +55,9 @@ describe('sign-up', () => {
 
   it('20 concurrent sign-ups with one email: exactly one succeeds', async () => {
     const e = email();
-    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => app.http('POST', '/auth/signup', { email: e, password, name: `N${i}` })));
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => app.http('POST', '/auth/signup', { email: e, password, name: `N${i}` })),
+    );
     expect(results.filter((r) => r.status === 201)).toHaveLength(1);
     expect(results.filter((r) => r.status === 409)).toHaveLength(19);
   });
@@ -67,7 +75,12 @@ describe('login, refresh, logout', () => {
     const u = await signup();
     const r = await app.http('POST', '/auth/login', { email: u.email, password });
     expect(r.status).toBe(200);
-    expect(r.body).toEqual({ tokenType: 'Bearer', accessToken: expect.any(String), refreshToken: expect.any(String), expiresIn: 900 });
+    expect(r.body).toEqual({
+      tokenType: 'Bearer',
+      accessToken: expect.any(String),
+      refreshToken: expect.any(String),
+      expiresIn: 900,
+    });
     const me = await app.http('GET', '/users/me', undefined, bearer(r.body.accessToken));
     expect(me.body).toMatchObject({ userId: u.userId, email: u.email, name: 'Ada Lovelace', roles: ['user'] });
     expect(JSON.stringify(me.body)).not.toContain('argon2');
@@ -132,7 +145,8 @@ describe('login, refresh, logout', () => {
   it('login is rate limited per account: 429 with Retry-After', async () => {
     const u = await signup();
     const results = [];
-    for (let i = 0; i < 7; i++) results.push(await app.http('POST', '/auth/login', { email: u.email, password: 'wrong wrong wrong 1' }));
+    for (let i = 0; i < 7; i++)
+      results.push(await app.http('POST', '/auth/login', { email: u.email, password: 'wrong wrong wrong 1' }));
     const limited = results.find((r) => r.status === 429);
     expect(limited?.body.code).toBe('AUTH.TOO_MANY_ATTEMPTS');
     expect(Number(limited?.headers.get('retry-after'))).toBeGreaterThan(0);
@@ -160,7 +174,12 @@ describe('admin', () => {
     const page1 = await app.http('GET', `/admin/users?q=${tag}&limit=2&minPosition=${last}`, undefined, auth);
     expect(page1.status).toBe(200);
     expect(page1.body.items).toHaveLength(2);
-    const page2 = await app.http('GET', `/admin/users?q=${tag}&limit=2&after=${page1.body.nextAfter ?? page1.body.items[1].userId}`, undefined, auth);
+    const page2 = await app.http(
+      'GET',
+      `/admin/users?q=${tag}&limit=2&after=${page1.body.nextAfter ?? page1.body.items[1].userId}`,
+      undefined,
+      auth,
+    );
     expect(page2.body.items).toHaveLength(1);
     expect(JSON.stringify([page1.body, page2.body])).not.toContain('argon2');
     const user = await app.login(`page-${tag}-0@example.test`, password);
@@ -172,11 +191,17 @@ describe('admin', () => {
     const auth = await app.adminAuth();
     expect((await app.http('POST', `/admin/users/${u.userId}/roles`, { role: 'admin' }, auth)).status).toBe(201);
     const promoted = await app.login(u.email, password);
-    expect((await app.http('GET', '/admin/projections', undefined, { authorization: promoted.authorization })).status).toBe(200);
+    expect(
+      (await app.http('GET', '/admin/projections', undefined, { authorization: promoted.authorization })).status,
+    ).toBe(200);
     expect((await app.http('DELETE', `/admin/users/${u.userId}/roles/admin`, undefined, auth)).status).toBe(200);
-    expect((await app.http('GET', '/admin/projections', undefined, { authorization: promoted.authorization })).status).toBe(401);
+    expect(
+      (await app.http('GET', '/admin/projections', undefined, { authorization: promoted.authorization })).status,
+    ).toBe(401);
     const fresh = await app.login(u.email, password);
-    expect((await app.http('GET', '/admin/projections', undefined, { authorization: fresh.authorization })).status).toBe(403);
+    expect(
+      (await app.http('GET', '/admin/projections', undefined, { authorization: fresh.authorization })).status,
+    ).toBe(403);
     const bad = await app.http('POST', `/admin/users/${u.userId}/roles`, { role: 'Not A Role!' }, auth);
     expect(bad).toMatchObject({ status: 400 });
   });
@@ -194,9 +219,19 @@ describe('admin', () => {
   it('admin commands through POST /commands/:name need the admin role', async () => {
     const u = await signup();
     const user = await app.login(u.email, password);
-    const asUser = await app.http('POST', '/commands/AssignRole', { userId: u.userId, role: 'ops' }, { authorization: user.authorization });
+    const asUser = await app.http(
+      'POST',
+      '/commands/AssignRole',
+      { userId: u.userId, role: 'ops' },
+      { authorization: user.authorization },
+    );
     expect(asUser.status).toBe(403);
-    const asAdmin = await app.http('POST', '/commands/AssignRole', { userId: u.userId, role: 'ops' }, await app.adminAuth());
+    const asAdmin = await app.http(
+      'POST',
+      '/commands/AssignRole',
+      { userId: u.userId, role: 'ops' },
+      await app.adminAuth(),
+    );
     expect(asAdmin.status).toBe(201);
     expect((await app.http('POST', '/commands/AssignRole', { userId: u.userId, role: 'ops' })).status).toBe(401);
   });
@@ -208,12 +243,20 @@ describe('devices', () => {
     const other = await app.login((await signup()).email, password);
     const reg = await app.http('POST', '/devices', { name: 'press-7' }, { authorization: owner.authorization });
     expect(reg.status).toBe(201);
-    expect(reg.body).toMatchObject({ deviceId: expect.any(String), secret: expect.any(String), position: expect.any(Number) });
+    expect(reg.body).toMatchObject({
+      deviceId: expect.any(String),
+      secret: expect.any(String),
+      position: expect.any(Number),
+    });
     const { deviceId, secret } = reg.body;
-    const mine = await app.http('GET', `/devices?minPosition=${reg.body.position}`, undefined, { authorization: owner.authorization });
+    const mine = await app.http('GET', `/devices?minPosition=${reg.body.position}`, undefined, {
+      authorization: owner.authorization,
+    });
     expect(mine.body.items.map((d: { deviceId: string }) => d.deviceId)).toEqual([deviceId]);
     expect(JSON.stringify(mine.body)).not.toContain(secret);
-    const theirs = await app.http('GET', `/devices?minPosition=${reg.body.position}`, undefined, { authorization: other.authorization });
+    const theirs = await app.http('GET', `/devices?minPosition=${reg.body.position}`, undefined, {
+      authorization: other.authorization,
+    });
     expect(theirs.body.items).toEqual([]);
 
     expect((await app.http('POST', `/devices/${deviceId}/tokens`, { secret: 'wrong' })).status).toBe(401);
@@ -221,13 +264,22 @@ describe('devices', () => {
     expect(tok.status).toBe(200);
     expect(tok.body).toMatchObject({ accessToken: expect.any(String), expiresIn: 600 });
     const device = bearer(tok.body.accessToken);
-    expect((await app.http('GET', '/devices/me/identity', undefined, device)).body).toEqual({ deviceId, kind: 'device' });
+    expect((await app.http('GET', '/devices/me/identity', undefined, device)).body).toEqual({
+      deviceId,
+      kind: 'device',
+    });
     // A device token is not a user token, and a user token is not a device token.
     expect((await app.http('GET', '/users/me', undefined, device)).status).toBe(401);
-    expect((await app.http('GET', '/devices/me/identity', undefined, { authorization: owner.authorization })).status).toBe(401);
+    expect(
+      (await app.http('GET', '/devices/me/identity', undefined, { authorization: owner.authorization })).status,
+    ).toBe(401);
 
-    expect((await app.http('POST', `/devices/${deviceId}/revoke`, undefined, { authorization: other.authorization })).status).toBe(403);
-    expect((await app.http('POST', `/devices/${deviceId}/revoke`, undefined, { authorization: owner.authorization })).status).toBe(200);
+    expect(
+      (await app.http('POST', `/devices/${deviceId}/revoke`, undefined, { authorization: other.authorization })).status,
+    ).toBe(403);
+    expect(
+      (await app.http('POST', `/devices/${deviceId}/revoke`, undefined, { authorization: owner.authorization })).status,
+    ).toBe(200);
     expect((await app.http('GET', '/devices/me/identity', undefined, device)).status).toBe(401);
     expect((await app.http('POST', `/devices/${deviceId}/tokens`, { secret })).status).toBe(401);
   });
@@ -235,7 +287,12 @@ describe('devices', () => {
   it('an admin sees every device', async () => {
     const owner = await app.login((await signup()).email, password);
     const reg = await app.http('POST', '/devices', { name: 'kiosk' }, { authorization: owner.authorization });
-    const all = await app.http('GET', `/devices?limit=200&minPosition=${reg.body.position}`, undefined, await app.adminAuth());
+    const all = await app.http(
+      'GET',
+      `/devices?limit=200&minPosition=${reg.body.position}`,
+      undefined,
+      await app.adminAuth(),
+    );
     expect(all.body.items.map((d: { deviceId: string }) => d.deviceId)).toContain(reg.body.deviceId);
   });
 });

@@ -27,9 +27,17 @@ beforeAll(async () => {
   a = await startTestApp({ env: { SESSION_RECHECK_INTERVAL_S: '3600' } });
   b = await startTestApp({
     sharing: a,
-    env: { SESSION_RECHECK_INTERVAL_S: '3600', RUN_PROJECTIONS: 'false', RUN_SAGAS: 'false', MQTT_ENABLED: 'false', STREAMS_MAX_PER_PRINCIPAL: String(IDLE_STREAMS) },
+    env: {
+      SESSION_RECHECK_INTERVAL_S: '3600',
+      RUN_PROJECTIONS: 'false',
+      RUN_SAGAS: 'false',
+      MQTT_ENABLED: 'false',
+      STREAMS_MAX_PER_PRINCIPAL: String(IDLE_STREAMS),
+    },
   });
-  c = await startTestApp({ env: { SESSION_RECHECK_INTERVAL_S: '1', ACCESS_TOKEN_TTL_S: String(ACCESS_TTL_S), MQTT_ENABLED: 'false' } });
+  c = await startTestApp({
+    env: { SESSION_RECHECK_INTERVAL_S: '1', ACCESS_TOKEN_TTL_S: String(ACCESS_TTL_S), MQTT_ENABLED: 'false' },
+  });
 });
 afterAll(async () => {
   for (const s of streams) s.close();
@@ -38,10 +46,16 @@ afterAll(async () => {
   await c?.stop();
 });
 
-const streamUrl = (app: TestApp, deviceId: string, metric = 'temp') => `${app.url}/devices/${deviceId}/metrics/${metric}/stream`;
+const streamUrl = (app: TestApp, deviceId: string, metric = 'temp') =>
+  `${app.url}/devices/${deviceId}/metrics/${metric}/stream`;
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
-async function open(app: TestApp, deviceId: string, headers: Record<string, string>, metric = 'temp'): Promise<SseClient> {
+async function open(
+  app: TestApp,
+  deviceId: string,
+  headers: Record<string, string>,
+  metric = 'temp',
+): Promise<SseClient> {
   const s = await openStream(streamUrl(app, deviceId, metric), headers);
   expect(s.status).toBe(200);
   streams.push(s);
@@ -51,8 +65,13 @@ async function open(app: TestApp, deviceId: string, headers: Record<string, stri
 /** Posts a reading through `via` and waits until `s` delivers it. */
 async function delivered(via: TestApp, owned: OwnedDevice, s: SseClient): Promise<void> {
   const value = Math.random();
-  expect((await via.http('POST', `/devices/${owned.deviceId}/readings`, { metric: 'temp', value }, owned.owner)).status).toBe(202);
-  await s.next((e) => e.event === 'reading' && (JSON.parse(e.data) as { value: number }).value === value, 'the reading on the stream');
+  expect(
+    (await via.http('POST', `/devices/${owned.deviceId}/readings`, { metric: 'temp', value }, owned.owner)).status,
+  ).toBe(202);
+  await s.next(
+    (e) => e.event === 'reading' && (JSON.parse(e.data) as { value: number }).value === value,
+    'the reading on the stream',
+  );
 }
 
 async function endReason(s: SseClient): Promise<string | undefined> {
@@ -83,7 +102,9 @@ describe('two instances sharing PostgreSQL and Redis', () => {
     const owned = await ownerWithDevice(a.http);
     const me = (await a.http('GET', '/users/me', undefined, owned.owner)).body as { userId: string };
     const s = await open(a, owned.deviceId, owned.owner);
-    expect((await b.http('POST', `/admin/users/${me.userId}/disable`, undefined, await b.adminAuth())).status).toBe(200);
+    expect((await b.http('POST', `/admin/users/${me.userId}/disable`, undefined, await b.adminAuth())).status).toBe(
+      200,
+    );
     expect(await endReason(s)).toBe('access withdrawn');
   });
 
@@ -125,7 +146,12 @@ describe('expiry and the periodic re-check', () => {
     const asUser = await open(c, owned.deviceId, owned.owner);
     const asDevice = await open(c, owned.deviceId, bearer(owned.token));
     // DisableUser straight into the event store: no revocation key, no notice.
-    await c.app.get(IdentityServices).userCommand({ type: 'DisableUser', data: { userId: me.userId, by: 'test', now: new Date() } }, systemContext('test'));
+    await c.app
+      .get(IdentityServices)
+      .userCommand(
+        { type: 'DisableUser', data: { userId: me.userId, by: 'test', now: new Date() } },
+        systemContext('test'),
+      );
     expect(await endReason(asUser)).toBe('user disabled');
     expect(await endReason(asDevice)).toBe('device owner disabled');
   });

@@ -58,7 +58,10 @@ async function openLive(owned: OwnedDevice, headers: Record<string, string>): Pr
   const value = Math.random();
   const r = await app.http('POST', `/devices/${owned.deviceId}/readings`, { metric: 'temp', value }, owned.owner);
   expect(r.status).toBe(202);
-  await s.next((e) => e.event === 'reading' && (JSON.parse(e.data) as { value: number }).value === value, 'the live reading');
+  await s.next(
+    (e) => e.event === 'reading' && (JSON.parse(e.data) as { value: number }).value === value,
+    'the live reading',
+  );
   return s;
 }
 
@@ -102,7 +105,10 @@ describe('a live stream ends when its access is withdrawn', () => {
 
     expect((await app.http('POST', '/auth/logout', {}, second)).status).toBe(204);
     // The first access token of that session is dead too, not only the one presented.
-    expect((await app.http('GET', '/users/me', undefined, { authorization: first.authorization })).body).toMatchObject({ status: 401, code: 'AUTH.TOKEN_REVOKED' });
+    expect((await app.http('GET', '/users/me', undefined, { authorization: first.authorization })).body).toMatchObject({
+      status: 401,
+      code: 'AUTH.TOKEN_REVOKED',
+    });
     expect((await app.http('GET', '/users/me', undefined, second)).status).toBe(401);
     expect(await endReason(s)).toBe('session ended');
     // The user's other session stands.
@@ -114,7 +120,9 @@ describe('a live stream ends when its access is withdrawn', () => {
     const me = (await app.http('GET', '/users/me', undefined, owned.owner)).body as { userId: string };
     const asUser = await openLive(owned, owned.owner);
     const asDevice = await openLive(owned, bearer(owned.token));
-    expect((await app.http('POST', `/admin/users/${me.userId}/disable`, undefined, await app.adminAuth())).status).toBe(200);
+    expect((await app.http('POST', `/admin/users/${me.userId}/disable`, undefined, await app.adminAuth())).status).toBe(
+      200,
+    );
     expect(await endReason(asUser)).toBe('access withdrawn');
     expect(await endReason(asDevice)).toBe('access withdrawn');
   });
@@ -123,11 +131,15 @@ describe('a live stream ends when its access is withdrawn', () => {
     const owned = await ownerWithDevice(app.http);
     const operator = await signUp();
     const admin = await app.adminAuth();
-    expect((await app.http('POST', `/admin/users/${operator.userId}/roles`, { role: 'admin' }, admin)).status).toBe(201);
+    expect((await app.http('POST', `/admin/users/${operator.userId}/roles`, { role: 'admin' }, admin)).status).toBe(
+      201,
+    );
     const asAdmin = await app.login(operator.email, PASSWORD);
     // As an admin the operator may watch anyone's device.
     const s = await openLive(owned, { authorization: asAdmin.authorization });
-    expect((await app.http('DELETE', `/admin/users/${operator.userId}/roles/admin`, undefined, admin)).status).toBe(200);
+    expect((await app.http('DELETE', `/admin/users/${operator.userId}/roles/admin`, undefined, admin)).status).toBe(
+      200,
+    );
     expect(await endReason(s)).toBe('access withdrawn');
     // Logging in again gives a token without the role, and the device is no longer theirs to watch.
     const again = await app.login(operator.email, PASSWORD);
@@ -142,7 +154,9 @@ describe('a live stream ends when its access is withdrawn', () => {
     expect(await endReason(s)).toBe('access withdrawn');
     // The owner's own stream is the owner's access, which stands.
     expect(ownerStream.events.some((e) => e.event === 'end')).toBe(false);
-    expect((await app.http('GET', `/devices/${owned.deviceId}/metrics/temp/latest`, undefined, owned.owner)).status).toBe(200);
+    expect(
+      (await app.http('GET', `/devices/${owned.deviceId}/metrics/temp/latest`, undefined, owned.owner)).status,
+    ).toBe(200);
   });
 });
 
@@ -153,9 +167,16 @@ describe('devices of a disabled user', () => {
     const port = app.app.get(TelemetryServices).mqttPort;
     const connected = await connectDevice(port, owned.deviceId, owned.token);
     const heldToken = owned.token;
-    const stored = async () => (await app.db.pool.query('SELECT count(*)::int AS n FROM events WHERE stream_id = $1', [`telemetry-${owned.deviceId}`])).rows[0].n as number;
+    const stored = async () =>
+      (
+        await app.db.pool.query('SELECT count(*)::int AS n FROM events WHERE stream_id = $1', [
+          `telemetry-${owned.deviceId}`,
+        ])
+      ).rows[0].n as number;
     try {
-      expect((await app.http('POST', `/admin/users/${me.userId}/disable`, undefined, await app.adminAuth())).status).toBe(200);
+      expect(
+        (await app.http('POST', `/admin/users/${me.userId}/disable`, undefined, await app.adminAuth())).status,
+      ).toBe(200);
       const before = await stored();
 
       const minted = await app.http('POST', `/devices/${owned.deviceId}/tokens`, { secret: owned.secret });
@@ -163,7 +184,12 @@ describe('devices of a disabled user', () => {
       expect(minted.body).toMatchObject({ code: 'AUTH.DEVICE_OWNER_DISABLED', status: 403 });
       expect(minted.headers.get('content-type')).toMatch(/application\/problem\+json/);
 
-      const posted = await app.http('POST', `/devices/${owned.deviceId}/readings`, { metric: 'temp', value: 1 }, bearer(heldToken));
+      const posted = await app.http(
+        'POST',
+        `/devices/${owned.deviceId}/readings`,
+        { metric: 'temp', value: 1 },
+        bearer(heldToken),
+      );
       expect(posted.status).toBe(401);
       await expect(connectDevice(port, owned.deviceId, heldToken)).rejects.toThrow();
       expect(await app.app.get(IdentityServices).deviceMayConnect(owned.deviceId)).toBe(false);
@@ -171,10 +197,19 @@ describe('devices of a disabled user', () => {
       // A connection opened before the disable: its next message is not stored (dead-lettered, or the session is ended first).
       // (MQTT.js keeps a publish on a closed client queued forever: only publish on a live one.)
       const outcome = connected.connected
-        ? await publishAcked(connected, `devices/${owned.deviceId}/readings`, JSON.stringify({ metric: 'temp', value: 2 })).then(() => 'acked', () => 'closed')
+        ? await publishAcked(
+            connected,
+            `devices/${owned.deviceId}/readings`,
+            JSON.stringify({ metric: 'temp', value: 2 }),
+          ).then(
+            () => 'acked',
+            () => 'closed',
+          )
         : 'closed';
       if (outcome === 'acked') {
-        const dead = await app.db.pool.query('SELECT code FROM telemetry_dead_letters WHERE device_id = $1', [owned.deviceId]);
+        const dead = await app.db.pool.query('SELECT code FROM telemetry_dead_letters WHERE device_id = $1', [
+          owned.deviceId,
+        ]);
         expect(dead.rows.map((r) => r.code as string)).toContain('TELEMETRY.DEVICE_OWNER_DISABLED');
       }
       expect(await stored()).toBe(before);
@@ -212,7 +247,11 @@ describe('live streams are bounded', () => {
     const post = async (batches: number, from: number) => {
       let last = 0;
       for (let b = from; b < from + batches; b++) {
-        const readings = Array.from({ length: 1000 }, (_, i) => ({ metric: 'flood', value: Math.random(), ts: new Date(Date.UTC(2026, 0, 1) + b * 1000 + i).toISOString() }));
+        const readings = Array.from({ length: 1000 }, (_, i) => ({
+          metric: 'flood',
+          value: Math.random(),
+          ts: new Date(Date.UTC(2026, 0, 1) + b * 1000 + i).toISOString(),
+        }));
         const r = await app.http('POST', `/devices/${owned.deviceId}/readings`, readings, owned.owner);
         expect(r.status).toBe(202);
         last = r.body.position as number;
@@ -222,9 +261,13 @@ describe('live streams are bounded', () => {
     };
     const server = app.app.getHttpServer() as Server;
     const streamSockets = new Set<Socket>();
-    const onRequest = (req: IncomingMessage) => { if (req.url?.endsWith('/metrics/flood/stream')) streamSockets.add(req.socket); };
+    const onRequest = (req: IncomingMessage) => {
+      if (req.url?.endsWith('/metrics/flood/stream')) streamSockets.add(req.socket);
+    };
     let maxBuffered = 0;
-    const sample = () => { for (const s of streamSockets) maxBuffered = Math.max(maxBuffered, s.writableLength); };
+    const sample = () => {
+      for (const s of streamSockets) maxBuffered = Math.max(maxBuffered, s.writableLength);
+    };
     const sampler = setInterval(sample, 5);
     const ctrl = new AbortController();
     const stalled = () => metric('telemetry_streams_ended_total{reason="stalled"}');
@@ -234,13 +277,20 @@ describe('live streams are bounded', () => {
       // The device's history: 64,000 readings, ~6 MB of events, more than the kernel's socket buffers on both ends take.
       await post(64, 0);
       // Opened from the start of that history, and never read from.
-      const res = await fetch(app.url + streamPath(owned.deviceId, 'flood'), { headers: { ...owned.owner, 'last-event-id': '0' }, signal: ctrl.signal });
+      const res = await fetch(app.url + streamPath(owned.deviceId, 'flood'), {
+        headers: { ...owned.owner, 'last-event-id': '0' },
+        signal: ctrl.signal,
+      });
       expect(res.status).toBe(200);
       expect(streamSockets.size).toBe(1);
       // Either the stream waits for the socket to drain (or has dropped the client already), or it buffered past the bound.
       await eventually(async () => {
         sample();
-        return maxBuffered > BUFFER_BOUND || (await metric('telemetry_streams_paused')) > 0 || (await stalled()) > stalledBefore;
+        return (
+          maxBuffered > BUFFER_BOUND ||
+          (await metric('telemetry_streams_paused')) > 0 ||
+          (await stalled()) > stalledBefore
+        );
       }, 'the stream to fill the socket');
       expect(maxBuffered).toBeLessThan(BUFFER_BOUND);
       // More readings arrive while it waits: still nothing more is buffered for it.

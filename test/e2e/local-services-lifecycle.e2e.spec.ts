@@ -27,14 +27,27 @@ interface Started {
 const dataDirs: string[] = [];
 const children: ChildProcess[] = [];
 
-async function start(ports: { http: number; pg: number; redis: number }, dataDir: string, viaNpm = false): Promise<Started> {
+async function start(
+  ports: { http: number; pg: number; redis: number },
+  dataDir: string,
+  viaNpm = false,
+): Promise<Started> {
   const [command, args] = viaNpm ? ['npm', ['start']] : [process.execPath, [MAIN]];
   const child = spawn(command, args, {
     cwd: join(__dirname, '../..'),
     env: {
-      ...process.env, LOG_LEVEL: 'info', HOST: '127.0.0.1', PORT: String(ports.http), MQTT_PORT: '0', MQTT_HOST: '127.0.0.1',
-      DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(ports.pg), EMBEDDED_REDIS_PORT: String(ports.redis),
-      DATABASE_URL: '', REDIS_URL: '', QUEUE_PREFIX: 'lifecycle',
+      ...process.env,
+      LOG_LEVEL: 'info',
+      HOST: '127.0.0.1',
+      PORT: String(ports.http),
+      MQTT_PORT: '0',
+      MQTT_HOST: '127.0.0.1',
+      DATA_DIR: dataDir,
+      EMBEDDED_PG_PORT: String(ports.pg),
+      EMBEDDED_REDIS_PORT: String(ports.redis),
+      DATABASE_URL: '',
+      REDIS_URL: '',
+      QUEUE_PREFIX: 'lifecycle',
     },
     // Its own process group, as a shell gives a foreground job: a signal to the group reaches every process in it.
     detached: true,
@@ -44,16 +57,23 @@ async function start(ports: { http: number; pg: number; redis: number }, dataDir
   const lines: string[] = [];
   createInterface({ input: child.stdout }).on('line', (l) => lines.push(l));
   createInterface({ input: child.stderr }).on('line', (l) => lines.push(`stderr: ${l}`));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.once('exit', (code, signal) => res({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
+    child.once('exit', (code, signal) => res({ code, signal })),
+  );
   const url = `http://127.0.0.1:${ports.http}`;
-  await eventually(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`exited before it was healthy:\n${lines.join('\n')}`);
-    try {
-      return (await fetch(`${url}/health`)).status === 200;
-    } catch {
-      return false;
-    }
-  }, 'the app to answer /health with 200', 180_000);
+  await eventually(
+    async () => {
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`exited before it was healthy:\n${lines.join('\n')}`);
+      try {
+        return (await fetch(`${url}/health`)).status === 200;
+      } catch {
+        return false;
+      }
+    },
+    'the app to answer /health with 200',
+    180_000,
+  );
   return { child, lines, exited, url };
 }
 
@@ -61,7 +81,8 @@ async function distinctPorts(): Promise<{ http: number; pg: number; redis: numbe
   const taken = new Set<number>();
   const next = async () => {
     let p: number;
-    do p = await pickPort(); while (taken.has(p));
+    do p = await pickPort();
+    while (taken.has(p));
     taken.add(p);
     return p;
   };
@@ -94,7 +115,11 @@ beforeAll(() => {
 afterAll(() => {
   for (const c of children) {
     if (c.exitCode === null && c.signalCode === null) {
-      try { process.kill(-c.pid!, 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(-c.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }
   }
   // Each test waited for its app's exit; a server still stopping on its parent-death signal loses nothing it needs.
@@ -107,7 +132,11 @@ it('a SIGKILLed app leaves no server behind: the next start, with a fresh DATA_D
   first.child.kill('SIGKILL');
   expect((await first.exited).signal).toBe('SIGKILL');
   // Its PostgreSQL and Redis go with it (before: Redis ran on, detached, and PostgreSQL too).
-  await eventually(async () => !(await portOpen(ports.pg)) && !(await portOpen(ports.redis)), 'the killed app\'s servers to stop', 60_000);
+  await eventually(
+    async () => !(await portOpen(ports.pg)) && !(await portOpen(ports.redis)),
+    "the killed app's servers to stop",
+    60_000,
+  );
 
   const second = await start(ports, privateDataDir());
   expect(second.lines.join('\n')).toContain(`PostgreSQL started on 127.0.0.1:${ports.pg}`);
@@ -134,7 +163,8 @@ it('Ctrl-C (SIGINT to the whole process group) stops as cleanly as SIGTERM: exit
   const app = await start(ports, privateDataDir());
   // A request in flight and projections running, as in the terminal where this went wrong.
   const signup = await fetch(`${app.url}/auth/signup`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ email: 'ctrl-c@example.com', password: 'a long enough passphrase 7', name: 'C' }),
   });
   expect(signup.status).toBe(201);

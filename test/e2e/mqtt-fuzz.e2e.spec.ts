@@ -40,41 +40,77 @@ function prng(seed: number): () => number {
 
 class Gen {
   constructor(readonly rnd: () => number) {}
-  int(n: number): number { return Math.floor(this.rnd() * n); }
-  pick<T>(xs: readonly T[]): T { return xs[this.int(xs.length)]!; }
-  chance(p: number): boolean { return this.rnd() < p; }
-  bytes(n: number): Buffer { return Buffer.from(Array.from({ length: n }, () => this.int(256))); }
-  text(n: number): string { return String.fromCharCode(...Array.from({ length: n }, () => 32 + this.int(95))); }
+  int(n: number): number {
+    return Math.floor(this.rnd() * n);
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.int(xs.length)]!;
+  }
+  chance(p: number): boolean {
+    return this.rnd() < p;
+  }
+  bytes(n: number): Buffer {
+    return Buffer.from(Array.from({ length: n }, () => this.int(256)));
+  }
+  text(n: number): string {
+    return String.fromCharCode(...Array.from({ length: n }, () => 32 + this.int(95)));
+  }
 }
 
 function topicFor(g: Gen, own: string | undefined, others: string[]): string {
   const id = own ?? g.pick(others);
   switch (g.int(12)) {
-    case 0: return `devices/${id}/readings`;
-    case 1: return `devices/${g.pick(others)}/readings`;
-    case 2: return `devices/${id}/${'a/'.repeat(95 + g.int(20))}z`;
-    case 3: return `$SYS/${g.text(8)}`;
-    case 4: return g.text(1 + g.int(40));
-    case 5: return `devices/${id}/${g.text(g.int(300))}`;
-    case 6: return '/'.repeat(g.int(130));
-    case 7: return `devices/+/readings`;
-    case 8: return `devices/${id}/#`;
-    case 9: return '#';
-    case 10: return `devices/${id}/readings/${g.int(10)}`;
-    default: return `devices/${id}/readings`;
+    case 0:
+      return `devices/${id}/readings`;
+    case 1:
+      return `devices/${g.pick(others)}/readings`;
+    case 2:
+      return `devices/${id}/${'a/'.repeat(95 + g.int(20))}z`;
+    case 3:
+      return `$SYS/${g.text(8)}`;
+    case 4:
+      return g.text(1 + g.int(40));
+    case 5:
+      return `devices/${id}/${g.text(g.int(300))}`;
+    case 6:
+      return '/'.repeat(g.int(130));
+    case 7:
+      return `devices/+/readings`;
+    case 8:
+      return `devices/${id}/#`;
+    case 9:
+      return '#';
+    case 10:
+      return `devices/${id}/readings/${g.int(10)}`;
+    default:
+      return `devices/${id}/readings`;
   }
 }
 
 function payloadFor(g: Gen): Buffer | string {
   switch (g.int(8)) {
-    case 0: return JSON.stringify({ metric: g.pick(['temp', 'hum', 'Bad!', '']), value: g.pick([1, -2.5, 'x', null, 1e308]), id: `f-${g.int(1e6)}` });
-    case 1: return JSON.stringify(Array.from({ length: g.int(20) }, (_, i) => ({ metric: 'fuzz', value: i, id: `a-${g.int(1e6)}` })));
-    case 2: return '{'.repeat(g.int(50));
-    case 3: return g.bytes(g.int(2000));
-    case 4: return '['.repeat(g.int(5000)) + ']'.repeat(g.int(5000));
-    case 5: return '{"__proto__":{"x":1},"metric":"m","value":1}';
-    case 6: return '';
-    default: return g.bytes(g.int(64));
+    case 0:
+      return JSON.stringify({
+        metric: g.pick(['temp', 'hum', 'Bad!', '']),
+        value: g.pick([1, -2.5, 'x', null, 1e308]),
+        id: `f-${g.int(1e6)}`,
+      });
+    case 1:
+      return JSON.stringify(
+        Array.from({ length: g.int(20) }, (_, i) => ({ metric: 'fuzz', value: i, id: `a-${g.int(1e6)}` })),
+      );
+    case 2:
+      return '{'.repeat(g.int(50));
+    case 3:
+      return g.bytes(g.int(2000));
+    case 4:
+      return '['.repeat(g.int(5000)) + ']'.repeat(g.int(5000));
+    case 5:
+      return '{"__proto__":{"x":1},"metric":"m","value":1}';
+    case 6:
+      return '';
+    default:
+      return g.bytes(g.int(64));
   }
 }
 
@@ -83,24 +119,63 @@ function randomPacket(g: Gen, own: string | undefined, others: string[], device?
   const qos = g.pick([0, 1, 2] as const);
   switch (g.int(11)) {
     case 0: {
-      const will = g.chance(0.3) ? { will: { topic: topicFor(g, own, others), payload: Buffer.from(payloadFor(g)), qos, retain: g.chance(0.5) } } : {};
-      const auth = device && g.chance(0.5)
-        ? { username: device.deviceId, password: Buffer.from(device.token) }
-        : g.chance(0.5) ? { username: g.text(g.int(50)), password: g.bytes(g.int(100)) } : {};
-      return { cmd: 'connect', protocolId: g.pick(['MQTT', 'MQIsdp', 'XX']), protocolVersion: g.pick([3, 4, 4, 5, 9]) as 4, clean: g.chance(0.6),
-        keepalive: g.pick([0, 1, 60, 65535]), clientId: g.pick([device?.deviceId ?? '', g.text(g.int(30)), '', `${g.pick(others)}`]), ...auth, ...will } as Packet;
+      const will = g.chance(0.3)
+        ? { will: { topic: topicFor(g, own, others), payload: Buffer.from(payloadFor(g)), qos, retain: g.chance(0.5) } }
+        : {};
+      const auth =
+        device && g.chance(0.5)
+          ? { username: device.deviceId, password: Buffer.from(device.token) }
+          : g.chance(0.5)
+            ? { username: g.text(g.int(50)), password: g.bytes(g.int(100)) }
+            : {};
+      return {
+        cmd: 'connect',
+        protocolId: g.pick(['MQTT', 'MQIsdp', 'XX']),
+        protocolVersion: g.pick([3, 4, 4, 5, 9]) as 4,
+        clean: g.chance(0.6),
+        keepalive: g.pick([0, 1, 60, 65535]),
+        clientId: g.pick([device?.deviceId ?? '', g.text(g.int(30)), '', `${g.pick(others)}`]),
+        ...auth,
+        ...will,
+      } as Packet;
     }
-    case 1: case 2: case 3:
-      return { cmd: 'publish', topic: topicFor(g, own, others), payload: payloadFor(g), qos, retain: g.chance(0.2), dup: g.chance(0.1), ...(qos > 0 ? { messageId } : {}) };
+    case 1:
+    case 2:
+    case 3:
+      return {
+        cmd: 'publish',
+        topic: topicFor(g, own, others),
+        payload: payloadFor(g),
+        qos,
+        retain: g.chance(0.2),
+        dup: g.chance(0.1),
+        ...(qos > 0 ? { messageId } : {}),
+      };
     case 4:
-      return { cmd: 'subscribe', messageId, subscriptions: Array.from({ length: 1 + g.int(6) }, () => ({ topic: topicFor(g, own, others), qos: g.pick([0, 1, 2] as const) })) };
+      return {
+        cmd: 'subscribe',
+        messageId,
+        subscriptions: Array.from({ length: 1 + g.int(6) }, () => ({
+          topic: topicFor(g, own, others),
+          qos: g.pick([0, 1, 2] as const),
+        })),
+      };
     case 5:
-      return { cmd: 'unsubscribe', messageId, unsubscriptions: Array.from({ length: 1 + g.int(3) }, () => topicFor(g, own, others)) };
-    case 6: return { cmd: 'pubrel', messageId };
-    case 7: return { cmd: 'pubrec', messageId };
-    case 8: return { cmd: g.pick(['pubcomp', 'puback'] as const), messageId };
-    case 9: return { cmd: 'pingreq' };
-    default: return g.chance(0.1) ? { cmd: 'disconnect' } : { cmd: 'pingreq' };
+      return {
+        cmd: 'unsubscribe',
+        messageId,
+        unsubscriptions: Array.from({ length: 1 + g.int(3) }, () => topicFor(g, own, others)),
+      };
+    case 6:
+      return { cmd: 'pubrel', messageId };
+    case 7:
+      return { cmd: 'pubrec', messageId };
+    case 8:
+      return { cmd: g.pick(['pubcomp', 'puback'] as const), messageId };
+    case 9:
+      return { cmd: 'pingreq' };
+    default:
+      return g.chance(0.1) ? { cmd: 'disconnect' } : { cmd: 'pingreq' };
   }
 }
 
@@ -114,12 +189,26 @@ function encode(g: Gen, p: Packet): Buffer {
   }
   if (g.chance(0.6)) return b;
   switch (g.int(6)) {
-    case 0: { const c = Buffer.from(b); for (let i = 0; i < 1 + g.int(4); i++) c[g.int(c.length)] = g.int(256); return c; }
-    case 1: return b.subarray(0, g.int(b.length));
-    case 2: return Buffer.concat([b, b]);
-    case 3: { const at = g.int(b.length); return Buffer.concat([b.subarray(0, at), g.bytes(1 + g.int(32)), b.subarray(at)]); }
-    case 4: { const c = Buffer.from(b); c[0] = g.int(256); return c; }
-    default: return Buffer.concat([Buffer.from([g.int(256)]), Buffer.from([0xff, 0xff, 0xff, g.int(128)])]);
+    case 0: {
+      const c = Buffer.from(b);
+      for (let i = 0; i < 1 + g.int(4); i++) c[g.int(c.length)] = g.int(256);
+      return c;
+    }
+    case 1:
+      return b.subarray(0, g.int(b.length));
+    case 2:
+      return Buffer.concat([b, b]);
+    case 3: {
+      const at = g.int(b.length);
+      return Buffer.concat([b.subarray(0, at), g.bytes(1 + g.int(32)), b.subarray(at)]);
+    }
+    case 4: {
+      const c = Buffer.from(b);
+      c[0] = g.int(256);
+      return c;
+    }
+    default:
+      return Buffer.concat([Buffer.from([g.int(256)]), Buffer.from([0xff, 0xff, 0xff, g.int(128)])]);
   }
 }
 
@@ -142,13 +231,22 @@ const rss = () => {
   return process.memoryUsage().rss;
 };
 
-interface Conn { socket: Socket; closed: Promise<void>; isClosed: () => boolean }
+interface Conn {
+  socket: Socket;
+  closed: Promise<void>;
+  isClosed: () => boolean;
+}
 
 function open(): Promise<Conn> {
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1');
     let closed = false;
-    const whenClosed = new Promise<void>((res) => socket.once('close', () => { closed = true; res(); }));
+    const whenClosed = new Promise<void>((res) =>
+      socket.once('close', () => {
+        closed = true;
+        res();
+      }),
+    );
     socket.on('error', () => undefined);
     socket.resume(); // the broker's answers are read and dropped: a fuzzer that never reads would only test backpressure
     socket.once('connect', () => resolve({ socket, closed: whenClosed, isClosed: () => closed }));
@@ -172,11 +270,25 @@ async function fuzzLoop(g: Gen, budget: { left: number }, others: string[], devi
         c.socket.once('data', (d: Buffer) => res(d[0] === 0x20 && d[3] === 0));
         void c.closed.then(() => res(false));
       });
-      await send(c, mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: g.chance(0.7), keepalive: 0,
-        clientId: device.deviceId, username: device.deviceId, password: Buffer.from(device.token) }));
+      await send(
+        c,
+        mqttPacket.generate({
+          cmd: 'connect',
+          protocolId: 'MQTT',
+          protocolVersion: 4,
+          clean: g.chance(0.7),
+          keepalive: 0,
+          clientId: device.deviceId,
+          username: device.deviceId,
+          password: Buffer.from(device.token),
+        }),
+      );
       budget.left--;
       sent++;
-      if (!(await connack)) { c.socket.destroy(); continue; }
+      if (!(await connack)) {
+        c.socket.destroy();
+        continue;
+      }
     }
     const burst = 1 + g.int(300);
     for (let i = 0; i < burst && budget.left > 0; i++) {
@@ -211,20 +323,34 @@ it(`${PACKETS} random and mutated packets from ${DEVICE_CONNECTIONS + STRANGER_C
   expect(total).toBeGreaterThanOrEqual(20_000);
 
   // Every fuzzing connection is gone (ours are closed; the broker lets go of its side).
-  await eventually(async () => metric((await app.http('GET', '/metrics')).body as string, 'mqtt_connections') === 0, 'the broker to drop every fuzz connection', 60_000);
+  await eventually(
+    async () => metric((await app.http('GET', '/metrics')).body as string, 'mqtt_connections') === 0,
+    'the broker to drop every fuzz connection',
+    60_000,
+  );
   expect((await app.http('GET', '/health')).status).toBe(200);
 
   // A normal device does normal work.
   const c = await connectDevice(port, probe.deviceId, probe.token);
-  await publishAcked(c, `devices/${probe.deviceId}/readings`, JSON.stringify({ metric: 'after', value: 42, ts: '2026-01-01T00:00:00Z' }));
+  await publishAcked(
+    c,
+    `devices/${probe.deviceId}/readings`,
+    JSON.stringify({ metric: 'after', value: 42, ts: '2026-01-01T00:00:00Z' }),
+  );
   c.end(true);
-  const latest = await app.http('GET', `/devices/${probe.deviceId}/metrics/after/latest`, undefined,
-    { ...probe.owner, 'x-min-position': String(await app.platform.store.headPosition()) });
+  const latest = await app.http('GET', `/devices/${probe.deviceId}/metrics/after/latest`, undefined, {
+    ...probe.owner,
+    'x-min-position': String(await app.platform.store.headPosition()),
+  });
   expect(latest).toMatchObject({ status: 200, body: { value: 42 } });
 
   await app.app.get(TelemetryServices).ingestor.drain();
   const after = rss();
-  const errors = (((await app.http('GET', '/metrics')).body as string).match(/^mqtt_client_errors_total\{.*$/gm) ?? []).join(', ');
-  console.log(`mqtt fuzz: seed ${SEED}, ${total} packets; rss ${(before / 1048576).toFixed(0)} MB -> ${(after / 1048576).toFixed(0)} MB; ${errors}`);
+  const errors = (
+    ((await app.http('GET', '/metrics')).body as string).match(/^mqtt_client_errors_total\{.*$/gm) ?? []
+  ).join(', ');
+  console.log(
+    `mqtt fuzz: seed ${SEED}, ${total} packets; rss ${(before / 1048576).toFixed(0)} MB -> ${(after / 1048576).toFixed(0)} MB; ${errors}`,
+  );
   expect(after - before).toBeLessThan(50 * 1024 * 1024);
 });

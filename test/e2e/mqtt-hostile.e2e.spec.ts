@@ -22,8 +22,15 @@ const gc = runInNewContext('gc') as () => void;
 const topic = (id: string) => `devices/${id}/readings`;
 const reading = (i: number | string) => JSON.stringify({ metric: 'm', value: 1, id: `r-${i}` });
 const INFLIGHT_QOS2 = 40;
-const publish = (t: string, qos: 0 | 1 | 2, payload: string, messageId?: number): IPublishPacket =>
-  ({ cmd: 'publish', topic: t, qos, payload, dup: false, retain: false, ...(messageId !== undefined ? { messageId } : {}) });
+const publish = (t: string, qos: 0 | 1 | 2, payload: string, messageId?: number): IPublishPacket => ({
+  cmd: 'publish',
+  topic: t,
+  qos,
+  payload,
+  dup: false,
+  retain: false,
+  ...(messageId !== undefined ? { messageId } : {}),
+});
 
 let app: TestApp;
 let port: number;
@@ -46,10 +53,19 @@ afterAll(async () => {
 });
 
 const metrics = async () => (await app.http('GET', '/metrics')).body as string;
-const deadLetterCodes = async (deviceId: string | null) => (await app.db.pool.query<{ code: string }>(
-  'SELECT code FROM telemetry_dead_letters WHERE device_id IS NOT DISTINCT FROM $1 ORDER BY id', [deviceId])).rows.map((r) => r.code);
-const eventsOf = async (deviceId: string) => (await app.db.pool.query<{ n: number }>(
-  'SELECT count(*)::int AS n FROM events WHERE stream_id = $1', [`telemetry-${deviceId}`])).rows[0]!.n;
+const deadLetterCodes = async (deviceId: string | null) =>
+  (
+    await app.db.pool.query<{ code: string }>(
+      'SELECT code FROM telemetry_dead_letters WHERE device_id IS NOT DISTINCT FROM $1 ORDER BY id',
+      [deviceId],
+    )
+  ).rows.map((r) => r.code);
+const eventsOf = async (deviceId: string) =>
+  (
+    await app.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE stream_id = $1', [
+      `telemetry-${deviceId}`,
+    ])
+  ).rows[0]!.n;
 
 describe('one client cannot end the process', () => {
   it('a SUBSCRIBE 100+ levels deep (GHSA-xxqp-5qx8-gj5q) closes that connection only; it is logged and counted', async () => {
@@ -57,7 +73,10 @@ describe('one client cannot end the process', () => {
     const bystander = await ownerWithDevice(app.http);
     const other = await connectDevice(port, bystander.deviceId, bystander.token);
     try {
-      for (const filter of [`devices/${d.deviceId}/${'a/'.repeat(101)}b`, `devices/${d.deviceId}/${'+/'.repeat(120)}#`]) {
+      for (const filter of [
+        `devices/${d.deviceId}/${'a/'.repeat(101)}b`,
+        `devices/${d.deviceId}/${'+/'.repeat(120)}#`,
+      ]) {
         const { c, returnCode } = await RawMqtt.connectAs(port, d.deviceId, d.deviceId, d.token);
         expect(returnCode).toBe(0);
         c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: filter, qos: 1 }] });
@@ -81,17 +100,23 @@ describe('one client cannot end the process', () => {
   });
 });
 
-describe('a device\'s session is its own', () => {
+describe("a device's session is its own", () => {
   it('another device cannot connect with its client id (CONNACK 2), clean session or not; the owner stays connected', async () => {
     const a = await ownerWithDevice(app.http);
     const b = await ownerWithDevice(app.http);
     const ca = await connectDevice(port, a.deviceId, a.token, { clean: false });
     let aClosed = false;
-    ca.on('close', () => { aClosed = true; });
+    ca.on('close', () => {
+      aClosed = true;
+    });
     try {
       for (const clean of [true, false]) {
-        await expect(connectDevice(port, b.deviceId, b.token, { clientId: a.deviceId, clean })).rejects.toThrow(/Identifier rejected/i);
-        await expect(connectDevice(port, a.deviceId, b.token, { clientId: a.deviceId, clean })).rejects.toThrow(/Bad username or password/i);
+        await expect(connectDevice(port, b.deviceId, b.token, { clientId: a.deviceId, clean })).rejects.toThrow(
+          /Identifier rejected/i,
+        );
+        await expect(connectDevice(port, a.deviceId, b.token, { clientId: a.deviceId, clean })).rejects.toThrow(
+          /Bad username or password/i,
+        );
       }
       // Any client id other than the device's own is refused, an empty one too (no id assigned by the server).
       for (const clientId of ['greenhouse-1', `${b.deviceId}-x`, '']) {
@@ -105,7 +130,7 @@ describe('a device\'s session is its own', () => {
     }
   });
 
-  it('access withdrawn (identity\'s watchSession calls end) closes the session', async () => {
+  it("access withdrawn (identity's watchSession calls end) closes the session", async () => {
     const d = await ownerWithDevice(app.http);
     const identity = app.app.get(IdentityServices);
     const real = IdentityServices.prototype.watchSession;
@@ -131,7 +156,12 @@ describe('what the broker keeps for a client is bounded', () => {
   it('unreleased QoS 2 PUBLISHes: stored without their payloads, at most MQTT_MAX_INFLIGHT_QOS2, freed when the client goes', async () => {
     const d = await ownerWithDevice(app.http);
     const pad = ' '.repeat(1_000_000); // valid JSON: a reading and whitespace, 1 MB
-    const measure = () => { gc(); gc(); const m = process.memoryUsage(); return m.heapUsed + m.external; };
+    const measure = () => {
+      gc();
+      gc();
+      const m = process.memoryUsage();
+      return m.heapUsed + m.external;
+    };
     const { c } = await RawMqtt.connectAs(port, d.deviceId, d.deviceId, d.token);
     const before = measure();
     for (let i = 1; i <= INFLIGHT_QOS2; i++) {
@@ -139,8 +169,9 @@ describe('what the broker keeps for a client is bounded', () => {
     }
     await c.next((p) => p.cmd === 'pubrec' && p.messageId === INFLIGHT_QOS2, 'the last PUBREC');
     // In the order the PUBLISHes arrived (MQTT-4.6.0-3), whatever order they were stored in.
-    expect(c.received.filter((p) => p.cmd === 'pubrec').map((p) => (p as { messageId?: number }).messageId))
-      .toEqual(Array.from({ length: INFLIGHT_QOS2 }, (_, i) => i + 1));
+    expect(c.received.filter((p) => p.cmd === 'pubrec').map((p) => (p as { messageId?: number }).messageId)).toEqual(
+      Array.from({ length: INFLIGHT_QOS2 }, (_, i) => i + 1),
+    );
     // 40 MB were sent and none released: what stays is bytes per message, not megabytes.
     const held = measure() - before;
     expect(held).toBeLessThan(15 * 1024 * 1024);
@@ -163,10 +194,17 @@ describe('what the broker keeps for a client is bounded', () => {
     const b = await ownerWithDevice(app.http);
     const { c: a1, returnCode } = await RawMqtt.connectAs(port, a.deviceId, a.deviceId, a.token, { clean: false });
     expect(returnCode).toBe(0);
-    a1.send({ cmd: 'subscribe', messageId: 7, subscriptions: [
-      { topic: `devices/${a.deviceId}/#`, qos: 2 }, { topic: topic(b.deviceId), qos: 2 }, { topic: '#', qos: 2 }, { topic: 'devices/+/readings', qos: 2 },
-    ] });
-    const suback = await a1.next((p) => p.cmd === 'suback', 'SUBACK') as ISubackPacket;
+    a1.send({
+      cmd: 'subscribe',
+      messageId: 7,
+      subscriptions: [
+        { topic: `devices/${a.deviceId}/#`, qos: 2 },
+        { topic: topic(b.deviceId), qos: 2 },
+        { topic: '#', qos: 2 },
+        { topic: 'devices/+/readings', qos: 2 },
+      ],
+    });
+    const suback = (await a1.next((p) => p.cmd === 'suback', 'SUBACK')) as ISubackPacket;
     expect(suback.granted).toEqual([2, 128, 128, 128]);
     a1.end();
     await a1.whenClosed;
@@ -183,20 +221,35 @@ describe('what the broker keeps for a client is bounded', () => {
     a2.send({ cmd: 'subscribe', messageId: 8, subscriptions: [{ topic: topic(a.deviceId), qos: 0 }] });
     await a2.next((p) => p.cmd === 'suback', 'SUBACK');
     a2.send(publish(topic(a.deviceId), 0, reading('marker')));
-    await a2.next((p) => p.cmd === 'publish' && (p).topic === topic(a.deviceId), 'its own marker');
-    expect(a2.received.filter((p) => p.cmd === 'publish' && (p).topic !== topic(a.deviceId))).toEqual([]);
+    await a2.next((p) => p.cmd === 'publish' && p.topic === topic(a.deviceId), 'its own marker');
+    expect(a2.received.filter((p) => p.cmd === 'publish' && p.topic !== topic(a.deviceId))).toEqual([]);
     a2.end();
   });
 
   it('at most MQTT_MAX_SUBSCRIPTIONS filters per connection (the rest SUBACK 0x80); filters stay short', async () => {
     const d = await ownerWithDevice(app.http);
     const { c } = await RawMqtt.connectAs(port, d.deviceId, d.deviceId, d.token);
-    c.send({ cmd: 'subscribe', messageId: 1, subscriptions: Array.from({ length: 6 }, (_, i) => ({ topic: `devices/${d.deviceId}/s${i}`, qos: 0 as const })) });
-    expect((await c.next((p) => p.cmd === 'suback', 'SUBACK') as ISubackPacket).granted).toEqual([0, 0, 0, 0, 128, 128]);
+    c.send({
+      cmd: 'subscribe',
+      messageId: 1,
+      subscriptions: Array.from({ length: 6 }, (_, i) => ({ topic: `devices/${d.deviceId}/s${i}`, qos: 0 as const })),
+    });
+    expect(((await c.next((p) => p.cmd === 'suback', 'SUBACK')) as ISubackPacket).granted).toEqual([
+      0, 0, 0, 0, 128, 128,
+    ]);
     c.send({ cmd: 'unsubscribe', messageId: 2, unsubscriptions: [`devices/${d.deviceId}/s0`] });
     await c.next((p) => p.cmd === 'unsuback', 'UNSUBACK');
-    c.send({ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: `devices/${d.deviceId}/s9`, qos: 0 }, { topic: `devices/${d.deviceId}/${'x'.repeat(300)}`, qos: 0 }] });
-    expect((await c.next((p) => p.cmd === 'suback' && p.messageId === 3, 'SUBACK') as ISubackPacket).granted).toEqual([0, 128]);
+    c.send({
+      cmd: 'subscribe',
+      messageId: 3,
+      subscriptions: [
+        { topic: `devices/${d.deviceId}/s9`, qos: 0 },
+        { topic: `devices/${d.deviceId}/${'x'.repeat(300)}`, qos: 0 },
+      ],
+    });
+    expect(((await c.next((p) => p.cmd === 'suback' && p.messageId === 3, 'SUBACK')) as ISubackPacket).granted).toEqual(
+      [0, 128],
+    );
     c.end();
   });
 
@@ -215,9 +268,9 @@ describe('what the broker keeps for a client is bounded', () => {
       c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: topic(d.deviceId), qos: 0 }] });
       await c.next((p) => p.cmd === 'suback', 'SUBACK');
       c.send(publish(topic(d.deviceId), 0, reading('marker')));
-      await c.next((p) => p.cmd === 'publish' && !(p).retain, 'the marker');
+      await c.next((p) => p.cmd === 'publish' && !p.retain, 'the marker');
       c.end();
-      return c.received.filter((p) => p.cmd === 'publish' && (p).retain).length;
+      return c.received.filter((p) => p.cmd === 'publish' && p.retain).length;
     };
     expect(await retainedFor(d1)).toBe(1);
     expect(await retainedFor(d2)).toBe(0);
@@ -227,17 +280,25 @@ describe('what the broker keeps for a client is bounded', () => {
 
 describe('before CONNECT', () => {
   it('a packet over MQTT_MAX_CONNECT_PACKET_BYTES closes the connection at its header, with no database write', async () => {
-    const rowsBefore = (await app.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM telemetry_dead_letters')).rows[0]!.n;
+    const rowsBefore = (await app.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM telemetry_dead_letters'))
+      .rows[0]!.n;
     const countBefore = metric(await metrics(), 'mqtt_client_errors_total', 'reason="connect_packet_too_large"');
     // CONNECT announcing 1 MB (far under the 16 MiB packet limit for devices), then a PUBLISH announcing 20 MiB.
-    for (const header of [[0x10, 0xc0, 0x84, 0x3d], [0x30, 0x80, 0x80, 0x80, 0x0a]]) {
+    for (const header of [
+      [0x10, 0xc0, 0x84, 0x3d],
+      [0x30, 0x80, 0x80, 0x80, 0x0a],
+    ]) {
       const raw = await RawMqtt.open(port);
       raw.write(Buffer.from(header));
       raw.write(Buffer.alloc(64 * 1024, 1));
       await raw.closedByBroker('oversized packet before CONNECT');
     }
-    expect(metric(await metrics(), 'mqtt_client_errors_total', 'reason="connect_packet_too_large"')).toBe(countBefore + 2);
-    expect((await app.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM telemetry_dead_letters')).rows[0]!.n).toBe(rowsBefore);
+    expect(metric(await metrics(), 'mqtt_client_errors_total', 'reason="connect_packet_too_large"')).toBe(
+      countBefore + 2,
+    );
+    expect(
+      (await app.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM telemetry_dead_letters')).rows[0]!.n,
+    ).toBe(rowsBefore);
   });
 
   it('a connection that sends no CONNECT is closed after MQTT_CONNECT_TIMEOUT_MS', async () => {
@@ -258,9 +319,14 @@ describe('dead letters', () => {
     } finally {
       c.end(true);
     }
-    expect(await deadLetterCodes(d.deviceId)).toEqual([...Array<string>(5).fill('TELEMETRY.MALFORMED_JSON'), 'TELEMETRY.DEAD_LETTER_RATE_EXCEEDED']);
+    expect(await deadLetterCodes(d.deviceId)).toEqual([
+      ...Array<string>(5).fill('TELEMETRY.MALFORMED_JSON'),
+      'TELEMETRY.DEAD_LETTER_RATE_EXCEEDED',
+    ]);
     const text = await metrics();
-    expect(metric(text, 'telemetry_dead_letters_rate_limited_total', 'code="TELEMETRY.MALFORMED_JSON"')).toBeGreaterThanOrEqual(1);
+    expect(
+      metric(text, 'telemetry_dead_letters_rate_limited_total', 'code="TELEMETRY.MALFORMED_JSON"'),
+    ).toBeGreaterThanOrEqual(1);
     expect(metric(text, 'mqtt_client_errors_total', 'reason="dead_letter_rate"')).toBeGreaterThanOrEqual(1);
     // Good readings of the same device still go in; another device's bad message is still kept.
     const again = await connectDevice(port, d.deviceId, d.token);
@@ -279,8 +345,11 @@ describe('dead letters', () => {
     await publishAcked(c, topic(d.deviceId), '[');
     await publishAcked(c, topic(d.deviceId), '[]');
     c.end(true);
-    await app.db.pool.query(`UPDATE telemetry_dead_letters SET received_at = now() - interval '31 days'
-      WHERE id = (SELECT min(id) FROM telemetry_dead_letters WHERE device_id = $1)`, [d.deviceId]);
+    await app.db.pool.query(
+      `UPDATE telemetry_dead_letters SET received_at = now() - interval '31 days'
+      WHERE id = (SELECT min(id) FROM telemetry_dead_letters WHERE device_id = $1)`,
+      [d.deviceId],
+    );
     expect(await app.app.get(TelemetryServices).applyDeadLetterRetention()).toBe(1);
     expect(await deadLetterCodes(d.deviceId)).toEqual(['TELEMETRY.INVALID_READING']);
   });
@@ -298,10 +367,15 @@ describe('connections', () => {
   it('past MQTT_MAX_CONNECTIONS a new connection is closed on arrival; counted; room again once one goes', async () => {
     const p = capped.app.get(TelemetryServices).mqttPort;
     const open = await Promise.all([RawMqtt.open(p), RawMqtt.open(p), RawMqtt.open(p)]);
-    await eventually(async () => metric((await capped.http('GET', '/metrics')).body as string, 'mqtt_connections') === 3, 'three connections open');
+    await eventually(
+      async () => metric((await capped.http('GET', '/metrics')).body as string, 'mqtt_connections') === 3,
+      'three connections open',
+    );
     const extra = await RawMqtt.open(p);
     await extra.closedByBroker('connection cap');
-    expect(metric((await capped.http('GET', '/metrics')).body as string, 'mqtt_connections_refused_total')).toBeGreaterThanOrEqual(1);
+    expect(
+      metric((await capped.http('GET', '/metrics')).body as string, 'mqtt_connections_refused_total'),
+    ).toBeGreaterThanOrEqual(1);
     open[0].end();
     const d = await ownerWithDevice(capped.http);
     await eventually(async () => {
@@ -321,7 +395,10 @@ describe('connections', () => {
     const c = await connectDevice(p, d.deviceId, d.token);
     await c.publishAsync(topic(d.deviceId), reading('retained'), { qos: 1, retain: true });
     c.end(true);
-    await eventually(async () => metric((await capped.http('GET', '/metrics')).body as string, 'mqtt_connections') === 0, 'the connection to go');
+    await eventually(
+      async () => metric((await capped.http('GET', '/metrics')).body as string, 'mqtt_connections') === 0,
+      'the connection to go',
+    );
     const { c: again } = await RawMqtt.connectAs(p, d.deviceId, d.deviceId, d.token);
     again.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: topic(d.deviceId), qos: 0 }] });
     await again.next((x) => x.cmd === 'suback', 'SUBACK');
@@ -329,7 +406,13 @@ describe('connections', () => {
     await again.next((x) => x.cmd === 'publish', 'the marker');
     again.end();
     expect(again.received.filter((x) => x.cmd === 'publish' && x.retain)).toEqual([]);
-    expect((await capped.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE stream_id = $1', [`telemetry-${d.deviceId}`])).rows[0]!.n).toBe(2);
+    expect(
+      (
+        await capped.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE stream_id = $1', [
+          `telemetry-${d.deviceId}`,
+        ])
+      ).rows[0]!.n,
+    ).toBe(2);
   });
 });
 
@@ -338,7 +421,14 @@ describe('external broker (mosquitto)', () => {
   let ext: TestApp;
   beforeAll(async () => {
     broker = await startMosquitto();
-    ext = await startTestApp({ env: { MQTT_URL: broker.url, MQTT_CLIENT_ID: 'app-hostile', TELEMETRY_DEAD_LETTERS_PER_DEVICE: '3', TELEMETRY_DEAD_LETTER_WINDOW_S: '3600' } });
+    ext = await startTestApp({
+      env: {
+        MQTT_URL: broker.url,
+        MQTT_CLIENT_ID: 'app-hostile',
+        TELEMETRY_DEAD_LETTERS_PER_DEVICE: '3',
+        TELEMETRY_DEAD_LETTER_WINDOW_S: '3600',
+      },
+    });
   });
   afterAll(async () => {
     await ext?.stop();
@@ -354,10 +444,31 @@ describe('external broker (mosquitto)', () => {
     } finally {
       await pub.endAsync();
     }
-    await eventually(async () => (await ext.db.pool.query<{ n: number }>(
-      'SELECT count(*)::int AS n FROM events WHERE stream_id = $1', [`telemetry-${d.deviceId}`])).rows[0]!.n === 1, 'the good reading after the flood');
-    const codes = (await ext.db.pool.query<{ code: string }>('SELECT code FROM telemetry_dead_letters WHERE device_id = $1 ORDER BY id', [d.deviceId])).rows.map((r) => r.code);
-    expect(codes).toEqual([...Array<string>(3).fill('TELEMETRY.MALFORMED_JSON'), 'TELEMETRY.DEAD_LETTER_RATE_EXCEEDED']);
-    expect(metric((await ext.http('GET', '/metrics')).body as string, 'telemetry_dead_letters_rate_limited_total', 'code="TELEMETRY.MALFORMED_JSON"')).toBe(4);
+    await eventually(
+      async () =>
+        (
+          await ext.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE stream_id = $1', [
+            `telemetry-${d.deviceId}`,
+          ])
+        ).rows[0]!.n === 1,
+      'the good reading after the flood',
+    );
+    const codes = (
+      await ext.db.pool.query<{ code: string }>(
+        'SELECT code FROM telemetry_dead_letters WHERE device_id = $1 ORDER BY id',
+        [d.deviceId],
+      )
+    ).rows.map((r) => r.code);
+    expect(codes).toEqual([
+      ...Array<string>(3).fill('TELEMETRY.MALFORMED_JSON'),
+      'TELEMETRY.DEAD_LETTER_RATE_EXCEEDED',
+    ]);
+    expect(
+      metric(
+        (await ext.http('GET', '/metrics')).body as string,
+        'telemetry_dead_letters_rate_limited_total',
+        'code="TELEMETRY.MALFORMED_JSON"',
+      ),
+    ).toBe(4);
   });
 });

@@ -10,7 +10,11 @@ const admin = () => adminHeader;
 const newId = () => randomUUID().slice(0, 8);
 
 beforeAll(async () => {
-  app = await startTestApp({ modules: [NotesModule], projections: [notesProjection], env: { READ_WAIT_TIMEOUT_MS: '1000' } });
+  app = await startTestApp({
+    modules: [NotesModule],
+    projections: [notesProjection],
+    env: { READ_WAIT_TIMEOUT_MS: '1000' },
+  });
   adminHeader = await app.adminAuth();
 });
 afterAll(async () => {
@@ -22,7 +26,8 @@ describe('health and metrics', () => {
     const r = await app.http('GET', '/health');
     expect(r.status).toBe(200);
     expect(r.body.status).toBe('ok');
-    for (const c of ['postgres', 'redis', 'eventStore', 'projections', 'jobs']) expect(r.body.components[c].status).toBe('ok');
+    for (const c of ['postgres', 'redis', 'eventStore', 'projections', 'jobs'])
+      expect(r.body.components[c].status).toBe('ok');
   });
 
   it('exposes appends, projection lag, parked projections and request latency to Prometheus', async () => {
@@ -36,7 +41,7 @@ describe('health and metrics', () => {
     expect(r.body).toMatch(/^http_request_duration_seconds_count\{method="POST",route="\/notes",status="201"\} [1-9]/m);
   });
 
-  it('echoes the caller\'s correlation id and stores it in the event metadata', async () => {
+  it("echoes the caller's correlation id and stores it in the event metadata", async () => {
     const correlationId = randomUUID();
     const noteId = `c-${newId()}`;
     const r = await app.http('POST', '/notes', { noteId, title: 'x' }, { 'x-correlation-id': correlationId });
@@ -56,7 +61,9 @@ describe('commands', () => {
     const read = await app.http('GET', `/notes/${noteId}?minPosition=${created.body.position}`);
     expect(read).toMatchObject({ status: 200, body: { noteId, title: 'first', renames: 0 } });
     const renamed = await app.http('POST', '/commands/RenameNote', { noteId, title: 'second' });
-    const viaHeader = await app.http('GET', `/notes/${noteId}`, undefined, { 'x-min-position': String(renamed.body.position) });
+    const viaHeader = await app.http('GET', `/notes/${noteId}`, undefined, {
+      'x-min-position': String(renamed.body.position),
+    });
     expect(viaHeader.body).toMatchObject({ title: 'second', renames: 1 });
   });
 
@@ -68,11 +75,16 @@ describe('commands', () => {
     expect(r.body.code).toBe('PLATFORM.READ_MODEL_BEHIND');
   });
 
-  it('the generic route validates the body against that command\'s schema and names the field', async () => {
+  it("the generic route validates the body against that command's schema and names the field", async () => {
     const r = await app.http('POST', '/commands/CreateNote', { noteId: 'Bad Id!', title: '' });
     expect(r.status).toBe(400);
     expect(r.headers.get('content-type')).toContain('application/problem+json');
-    expect(r.body).toMatchObject({ status: 400, code: 'PLATFORM.INVALID_INPUT', type: expect.any(String), title: 'Bad Request' });
+    expect(r.body).toMatchObject({
+      status: 400,
+      code: 'PLATFORM.INVALID_INPUT',
+      type: expect.any(String),
+      title: 'Bad Request',
+    });
     expect(r.body.errors.map((e: { field: string }) => e.field).sort()).toEqual(['noteId', 'title']);
     const extra = await app.http('POST', '/commands/CreateNote', { noteId: 'ok', title: 't', admin: true });
     expect(extra.status).toBe(400);
@@ -82,7 +94,9 @@ describe('commands', () => {
   it('rejects unknown commands, malformed JSON and bad read positions with problem details', async () => {
     const unknown = await app.http('POST', '/commands/DropDatabase', {});
     expect(unknown).toMatchObject({ status: 404, body: { code: 'PLATFORM.UNKNOWN_COMMAND' } });
-    expect((await app.http('GET', '/commands')).body.commands).toEqual(expect.arrayContaining(['CreateNote', 'RenameNote', 'RegisterUser']));
+    expect((await app.http('GET', '/commands')).body.commands).toEqual(
+      expect.arrayContaining(['CreateNote', 'RenameNote', 'RegisterUser']),
+    );
     const malformed = await app.http('POST', '/commands/CreateNote', '{"noteId": ');
     expect(malformed).toMatchObject({ status: 400, body: { code: 'PLATFORM.MALFORMED_JSON' } });
     const badPos = await app.http('GET', '/notes/x?minPosition=-4');
@@ -101,7 +115,12 @@ describe('commands', () => {
     const again = await app.http('POST', '/notes', { noteId, title: 'once' }, { 'idempotency-key': key });
     expect(first.body.duplicate).toBe(false);
     expect(again.body).toMatchObject({ position: first.body.position, duplicate: true });
-    const viaGeneric = await app.http('POST', '/commands/CreateNote', { noteId, title: 'once' }, { 'idempotency-key': key });
+    const viaGeneric = await app.http(
+      'POST',
+      '/commands/CreateNote',
+      { noteId, title: 'once' },
+      { 'idempotency-key': key },
+    );
     expect(viaGeneric).toMatchObject({ status: 200, body: { position: first.body.position, duplicate: true } });
     expect(await app.platform.store.readStream(`note-${noteId}`)).toHaveLength(1);
   });
@@ -109,7 +128,9 @@ describe('commands', () => {
   it('concurrent commands on one stream are retried on conflict and all land', async () => {
     const noteId = `r-${newId()}`;
     await app.http('POST', '/notes', { noteId, title: 'start' });
-    const results = await Promise.all(Array.from({ length: 4 }, (_, i) => app.http('POST', '/commands/RenameNote', { noteId, title: `t${i}` })));
+    const results = await Promise.all(
+      Array.from({ length: 4 }, (_, i) => app.http('POST', '/commands/RenameNote', { noteId, title: `t${i}` })),
+    );
     expect(results.map((r) => r.status)).toEqual([201, 201, 201, 201]);
     const last = Math.max(...results.map((r) => r.body.position as number));
     const read = await app.http('GET', `/notes/${noteId}?minPosition=${last}`);
@@ -127,19 +148,27 @@ describe('admin', () => {
     const email = `plain-${newId()}@example.test`;
     await app.http('POST', '/auth/signup', { email, password: 'a long enough passphrase 7', name: 'Plain' });
     const user = await app.login(email, 'a long enough passphrase 7');
-    expect((await app.http('GET', '/admin/projections', undefined, { authorization: user.authorization })).status).toBe(403);
+    expect((await app.http('GET', '/admin/projections', undefined, { authorization: user.authorization })).status).toBe(
+      403,
+    );
   });
 
   it('lists projections with checkpoint, lag and status', async () => {
     const r = await app.http('GET', '/admin/projections', undefined, admin());
     expect(r.status).toBe(200);
     const notes = r.body.projections.find((p: { name: string }) => p.name === 'notes');
-    expect(notes).toMatchObject({ name: 'notes', status: 'running', lagEvents: expect.any(Number), checkpoint: expect.any(Number) });
+    expect(notes).toMatchObject({
+      name: 'notes',
+      status: 'running',
+      lagEvents: expect.any(Number),
+      checkpoint: expect.any(Number),
+    });
   });
 
   it('rebuilds a projection as a job with visible progress, giving the same rows', async () => {
     let last = 0;
-    for (let i = 0; i < 20; i++) last = (await app.http('POST', '/notes', { noteId: `b-${newId()}`, title: `t${i}` })).body.position;
+    for (let i = 0; i < 20; i++)
+      last = (await app.http('POST', '/notes', { noteId: `b-${newId()}`, title: `t${i}` })).body.position;
     expect(await app.platform.projections.waitFor('notes', last, 10_000)).toBe(true);
     const before = (await app.db.pool.query('SELECT * FROM notes ORDER BY note_id')).rows;
     const started = await app.http('POST', '/admin/projections/notes/rebuild', undefined, admin());
@@ -149,7 +178,11 @@ describe('admin', () => {
       job = (await app.http('GET', `/admin/jobs/${started.body.jobId}`, undefined, admin())).body;
       return job.state === 'completed' || job.state === 'failed';
     }, 'rebuild job to finish');
-    expect(job).toMatchObject({ state: 'completed', progress: { percent: 100 }, data: { projection: 'notes', requestedBy: expect.stringMatching(/^user:/) } });
+    expect(job).toMatchObject({
+      state: 'completed',
+      progress: { percent: 100 },
+      data: { projection: 'notes', requestedBy: expect.stringMatching(/^user:/) },
+    });
     expect(job.result.events).toBeGreaterThanOrEqual(before.length);
     const after = (await app.db.pool.query('SELECT * FROM notes ORDER BY note_id')).rows;
     expect(after).toEqual(before);
@@ -158,7 +191,9 @@ describe('admin', () => {
   });
 
   it('answers 404 for an unknown projection or job', async () => {
-    expect((await app.http('POST', '/admin/projections/nope/rebuild', undefined, admin())).body.code).toBe('PLATFORM.PROJECTION_NOT_FOUND');
+    expect((await app.http('POST', '/admin/projections/nope/rebuild', undefined, admin())).body.code).toBe(
+      'PLATFORM.PROJECTION_NOT_FOUND',
+    );
     expect((await app.http('GET', '/admin/jobs/999999', undefined, admin())).body.code).toBe('PLATFORM.JOB_NOT_FOUND');
   });
 });

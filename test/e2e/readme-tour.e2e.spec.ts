@@ -71,7 +71,10 @@ function commandSpans(lines: Block['lines']): { start: number; end: number }[] {
         c++;
       } else if (top === '"') {
         if (ch === '"') stack.pop();
-        else if (ch === '$' && text[c + 1] === '(') { stack.push('('); c++; }
+        else if (ch === '$' && text[c + 1] === '(') {
+          stack.push('(');
+          c++;
+        }
       } else if (ch === "'" || ch === '"') {
         stack.push(ch);
       } else if (ch === '(') {
@@ -167,7 +170,9 @@ function calls(callDir: string): Call[] {
   return readdirSync(callDir)
     .filter((f) => /^\d+\.\w+$/.test(f))
     .map((f) => {
-      const [status = ''] = readFileSync(join(callDir, `${f}.meta`), 'utf8').trim().split(' ');
+      const [status = ''] = readFileSync(join(callDir, `${f}.meta`), 'utf8')
+        .trim()
+        .split(' ');
       return { line: Number(f.split('.')[0]), status, body: readFileSync(join(callDir, f), 'utf8') };
     });
 }
@@ -200,17 +205,33 @@ function commandLines(no: number): number[] {
 
 beforeAll(async () => {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first (npx tsc -p tsconfig.json)`);
-  expect(blocks.map((b) => b.section)).toEqual([TOUR_SECTIONS[0], TOUR_SECTIONS[0], TOUR_SECTIONS[1], TOUR_SECTIONS[2]]);
+  expect(blocks.map((b) => b.section)).toEqual([
+    TOUR_SECTIONS[0],
+    TOUR_SECTIONS[0],
+    TOUR_SECTIONS[1],
+    TOUR_SECTIONS[2],
+  ]);
   const first = blocks[0]!.lines.find((l) => /\bnpm run up\b/.test(l.text));
   const admin = first && /ADMIN_EMAIL=(\S+) ADMIN_PASSWORD='([^']+)'/.exec(first.text);
-  if (!admin) throw new Error('the tour no longer starts with ADMIN_EMAIL=… ADMIN_PASSWORD=\'…\' npm run up &');
+  if (!admin) throw new Error("the tour no longer starts with ADMIN_EMAIL=… ADMIN_PASSWORD='…' npm run up &");
   db = await createTestDatabase('tour', { migrate: false });
   dataDir = mkdtempSync(join(tmpdir(), 'readme-tour-'));
   mqttPort = await pickPort();
-  app = await spawnApp('tour', {
-    DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), DATA_DIR: dataDir, QUEUE_PREFIX: `tour-${db.name}`,
-    MQTT_PORT: String(mqttPort), MQTT_HOST: '127.0.0.1', ADMIN_EMAIL: admin[1]!, ADMIN_PASSWORD: admin[2]!, LOG_LEVEL: 'info',
-  }, { keep: /admin account/ });
+  app = await spawnApp(
+    'tour',
+    {
+      DATABASE_URL: db.url,
+      REDIS_URL: testRedisUrl(),
+      DATA_DIR: dataDir,
+      QUEUE_PREFIX: `tour-${db.name}`,
+      MQTT_PORT: String(mqttPort),
+      MQTT_HOST: '127.0.0.1',
+      ADMIN_EMAIL: admin[1]!,
+      ADMIN_PASSWORD: admin[2]!,
+      LOG_LEVEL: 'info',
+    },
+    { keep: /admin account/ },
+  );
   await app.ready(120_000);
 });
 
@@ -230,19 +251,39 @@ it('the README tour runs as written, end to end, and prints what it says', async
 
   // Its own process group, so the background jobs the tour starts (mosquitto_sub) end with it.
   const shell = spawn('bash', [join(work, 'tour.sh')], {
-    cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: ROOT,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
     // The CLI part reaches the same database, Redis and DATA_DIR as the app, as it would with the defaults.
-    env: { ...process.env, TOUR_PRELUDE: join(work, 'prelude.sh'), DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), DATA_DIR: dataDir, QUEUE_PREFIX: `tour-${db.name}` },
+    env: {
+      ...process.env,
+      TOUR_PRELUDE: join(work, 'prelude.sh'),
+      DATABASE_URL: db.url,
+      REDIS_URL: testRedisUrl(),
+      DATA_DIR: dataDir,
+      QUEUE_PREFIX: `tour-${db.name}`,
+    },
   });
   let output = '';
-  shell.stdout.on('data', (d: Buffer) => { output += d.toString(); });
-  shell.stderr.on('data', (d: Buffer) => { output += d.toString(); });
+  shell.stdout.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
+  shell.stderr.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
   const code = await new Promise<number | null>((res) => shell.once('exit', (c) => res(c)));
-  try { process.kill(-shell.pid!, 'SIGTERM'); } catch { /* no job left */ }
+  try {
+    process.kill(-shell.pid!, 'SIGTERM');
+  } catch {
+    /* no job left */
+  }
 
   try {
     const violations = existsSync(join(callDir, 'violations')) ? readFileSync(join(callDir, 'violations'), 'utf8') : '';
-    if (code !== 0 || violations) throw new Error(`the tour failed (bash exit ${String(code)}):\n${violations}\n--- its output:\n${output}\n--- the app's log:\n${app.tail()}`);
+    if (code !== 0 || violations)
+      throw new Error(
+        `the tour failed (bash exit ${String(code)}):\n${violations}\n--- its output:\n${output}\n--- the app's log:\n${app.tail()}`,
+      );
 
     const made = calls(callDir);
     const at = (needle: string) => {
@@ -256,18 +297,33 @@ it('the README tour runs as written, end to end, and prints what it says', async
     expect(made.length).toBeGreaterThanOrEqual(30);
 
     // "postgres, redis, eventStore, projections, jobs: all ok"
-    const health = JSON.parse(at('curl -s localhost:3000/health | jq').body) as { components: Record<string, { status: string }> };
-    expect(Object.fromEntries(Object.entries(health.components).map(([k, v]) => [k, v.status])))
-      .toEqual({ postgres: 'ok', redis: 'ok', eventStore: 'ok', projections: 'ok', jobs: 'ok' });
+    const health = JSON.parse(at('curl -s localhost:3000/health | jq').body) as {
+      components: Record<string, { status: string }>;
+    };
+    expect(Object.fromEntries(Object.entries(health.components).map(([k, v]) => [k, v.status]))).toEqual({
+      postgres: 'ok',
+      redis: 'ok',
+      eventStore: 'ok',
+      projections: 'ok',
+      jobs: 'ok',
+    });
 
     // "one line confirms the admin account ADMIN_EMAIL (created, or given the admin role)"
-    expect(app.kept.filter((l) => l.includes(`admin account ${blocks[0]!.lines.map((x) => /ADMIN_EMAIL=(\S+)/.exec(x.text)?.[1]).find(Boolean)!}`))).toHaveLength(1);
+    expect(
+      app.kept.filter((l) =>
+        l.includes(
+          `admin account ${blocks[0]!.lines.map((x) => /ADMIN_EMAIL=(\S+)/.exec(x.text)?.[1]).find(Boolean)!}`,
+        ),
+      ),
+    ).toHaveLength(1);
 
     // The list of commands in the README is the app's list.
     const commandsLine = lineOf('curl -s localhost:3000/commands | jq -c .commands');
     const claimed = /# -> (\[.*\])/.exec(readmeLines[commandsLine - 1 + 1]!)?.[1]; // the annotation line below it
     expect(claimed).toBeDefined();
-    expect((JSON.parse(at('curl -s localhost:3000/commands | jq -c .commands').body) as { commands: string[] }).commands).toEqual(JSON.parse(claimed!));
+    expect(
+      (JSON.parse(at('curl -s localhost:3000/commands | jq -c .commands').body) as { commands: string[] }).commands,
+    ).toEqual(JSON.parse(claimed!));
 
     // The validation examples name the email rule, and the missing fields.
     const bad = JSON.parse(at('"email":"nope","password"').body) as { status: number; errors: { field: string }[] };
@@ -284,7 +340,9 @@ it('the README tour runs as written, end to end, and prints what it says', async
     expect(events).toContain('"value":22');
 
     // "price 44.91, available 5"
-    const catalogue = JSON.parse(at('products?channel=web&minPosition').body) as { items: { price: number; available: number }[] };
+    const catalogue = JSON.parse(at('products?channel=web&minPosition').body) as {
+      items: { price: number; available: number }[];
+    };
     expect(catalogue.items[0]).toMatchObject({ price: 44.91, available: 5 });
   } finally {
     rmSync(work, { recursive: true, force: true });

@@ -28,7 +28,12 @@ it('50 concurrent orders for 5 units: 5 confirmed, 45 rejected with the reason; 
   expect(rejected).toHaveLength(45);
   for (const o of rejected) {
     expect(o.reason).toMatch(/^not enough stock of SKU-[\w-]+: 1 asked, 0 available$/);
-    expect(o.timeline.find((t) => t.step === 'rejected')?.detail).toEqual({ productId: p, sku: expect.any(String), requested: 1, available: 0 });
+    expect(o.timeline.find((t) => t.step === 'rejected')?.detail).toEqual({
+      productId: p,
+      sku: expect.any(String),
+      requested: 1,
+      available: 0,
+    });
     expect(o.payment).toBe('none'); // never charged
   }
   await stockReaches(app, p, { onHand: 5, reserved: 5, available: 0, shipped: 0 });
@@ -47,11 +52,21 @@ it('50 concurrent orders for 5 units: 5 confirmed, 45 rejected with the reason; 
 
   // The read models rebuilt from the events give the same numbers.
   const before = await stockOf(app, p);
-  const summary = async () => (await app.db.pool.query<{ status: string; n: number }>(`SELECT status, count(*)::int AS n FROM sales_orders GROUP BY status ORDER BY status`)).rows;
+  const summary = async () =>
+    (
+      await app.db.pool.query<{ status: string; n: number }>(
+        `SELECT status, count(*)::int AS n FROM sales_orders GROUP BY status ORDER BY status`,
+      )
+    ).rows;
   const ordersBefore = await summary();
   await app.platform.projections.rebuild('sales-catalogue', 'test:oversell');
   await app.platform.projections.rebuild('sales-orders', 'test:oversell');
   expect(await stockOf(app, p)).toEqual(before);
   expect(await summary()).toEqual(ordersBefore);
-  expect(ordersBefore).toEqual(expect.arrayContaining([{ status: 'confirmed', n: 5 }, { status: 'rejected', n: 45 }]));
+  expect(ordersBefore).toEqual(
+    expect.arrayContaining([
+      { status: 'confirmed', n: 5 },
+      { status: 'rejected', n: 45 },
+    ]),
+  );
 });

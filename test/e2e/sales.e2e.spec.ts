@@ -45,27 +45,68 @@ describe('catalogue', () => {
 
   it('only admins register products or receive stock', async () => {
     const c = await customer(app);
-    expect((await app.http('POST', '/products', { sku: 'NOPE', name: 'X', unit: 'piece', channels: [webChannel()] }, c)).status).toBe(403);
+    expect(
+      (await app.http('POST', '/products', { sku: 'NOPE', name: 'X', unit: 'piece', channels: [webChannel()] }, c))
+        .status,
+    ).toBe(403);
     const id = await product(app, 0);
-    expect((await app.http('POST', `/products/${id}/stock-receipts`, { quantity: 1, reference: 'x' }, c)).status).toBe(403);
+    expect((await app.http('POST', `/products/${id}/stock-receipts`, { quantity: 1, reference: 'x' }, c)).status).toBe(
+      403,
+    );
     expect((await app.http('GET', `/products/${id}/stock`, undefined, c)).status).toBe(403);
   });
 
   it('the channel catalogue shows the price after discount, payment methods, delivery and available stock; PATCH changes it by events', async () => {
     const channel = `shop-${randomUUID().slice(0, 6)}`;
-    const id = await product(app, 7, [webChannel({ channel, price: 20, discountPct: 25, paymentMethods: ['card', 'invoice'], delivery: { method: 'courier', days: 2 } })]);
+    const id = await product(app, 7, [
+      webChannel({
+        channel,
+        price: 20,
+        discountPct: 25,
+        paymentMethods: ['card', 'invoice'],
+        delivery: { method: 'courier', days: 2 },
+      }),
+    ]);
     const list = await app.http('GET', `/products?channel=${channel}`, undefined, await customer(app));
     expect(list.status).toBe(200);
-    expect(list.body.items).toEqual([expect.objectContaining({
-      productId: id, price: 15, listPrice: 20, discountPct: 25, currency: 'EUR', paymentMethods: ['card', 'invoice'], unit: 'piece',
-      delivery: expect.objectContaining({ method: 'courier', days: 2, estimatedDate: expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/) }), available: 7,
-    })]);
-    const patch = await app.http('PATCH', `/products/${id}`, { name: 'Renamed', channels: [{ channel, price: 30, discountPct: 50 }] }, admin);
+    expect(list.body.items).toEqual([
+      expect.objectContaining({
+        productId: id,
+        price: 15,
+        listPrice: 20,
+        discountPct: 25,
+        currency: 'EUR',
+        paymentMethods: ['card', 'invoice'],
+        unit: 'piece',
+        delivery: expect.objectContaining({
+          method: 'courier',
+          days: 2,
+          estimatedDate: expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/),
+        }),
+        available: 7,
+      }),
+    ]);
+    const patch = await app.http(
+      'PATCH',
+      `/products/${id}`,
+      { name: 'Renamed', channels: [{ channel, price: 30, discountPct: 50 }] },
+      admin,
+    );
     expect(patch.status).toBe(200);
-    const after = await app.http('GET', `/products?channel=${channel}&minPosition=${patch.body.position}`, undefined, admin);
+    const after = await app.http(
+      'GET',
+      `/products?channel=${channel}&minPosition=${patch.body.position}`,
+      undefined,
+      admin,
+    );
     expect(after.body.items[0]).toMatchObject({ name: 'Renamed', price: 15, listPrice: 30, discountPct: 50 });
     const types = (await app.platform.store.readStream(`product-${id}`)).map((e) => e.type);
-    expect(types).toEqual(['sales.ProductRegistered', 'sales.ProductRenamed', 'sales.ProductPriceChanged', 'sales.ProductDiscountChanged']);
+    expect(types).toEqual([
+      'sales.ProductRegistered',
+      'sales.ProductRenamed',
+      'sales.ProductPriceChanged',
+      'sales.ProductDiscountChanged',
+    ]);
     const q = await app.http('GET', `/products?channel=${channel}&q=renam`, undefined, admin);
     expect(q.body.items).toHaveLength(1);
     expect((await app.http('GET', '/products', undefined, admin)).body.errors[0].field).toBe('channel');
@@ -80,12 +121,21 @@ describe('orders and the saga', () => {
     expect(placed).toMatchObject({ orderId: expect.any(String), position: expect.any(Number) });
     const order = await orderIn(app, c, placed.orderId);
     expect(order).toMatchObject({
-      status: 'confirmed', payment: 'captured',
+      status: 'confirmed',
+      payment: 'captured',
       items: [{ productId: p, quantity: 3, unitPrice: 10, listPrice: 12.5, discountPct: 20, lineTotal: 30 }],
-      totals: { currency: 'EUR', total: 30, quantity: 3 }, expectedDelivery: expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/),
+      totals: { currency: 'EUR', total: 30, quantity: 3 },
+      expectedDelivery: expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/),
     });
-    expect(order.timeline.map((t: { step: string }) => t.step)).toEqual(
-      ['placed', 'stock-reserved', 'reserved', 'payment-requested', 'payment-captured', 'paid', 'confirmed']);
+    expect(order.timeline.map((t: { step: string }) => t.step)).toEqual([
+      'placed',
+      'stock-reserved',
+      'reserved',
+      'payment-requested',
+      'payment-captured',
+      'paid',
+      'confirmed',
+    ]);
     await stockReaches(app, p, { onHand: 10, reserved: 3, available: 7, shipped: 0 });
   });
 
@@ -104,7 +154,10 @@ describe('orders and the saga', () => {
     expect(all.body.items.map((o: { orderId: string }) => o.orderId)).toContain(orderId);
     expect((await app.http('GET', '/orders?status=lost', undefined, a)).body.errors[0].field).toBe('status');
     const forged = Buffer.from(JSON.stringify(['x', 'y'])).toString('base64url');
-    expect(await app.http('GET', `/orders?after=${forged}`, undefined, a)).toMatchObject({ status: 400, body: { errors: [{ field: 'after' }] } });
+    expect(await app.http('GET', `/orders?after=${forged}`, undefined, a)).toMatchObject({
+      status: 400,
+      body: { errors: [{ field: 'after' }] },
+    });
   });
 
   it.each([
@@ -120,10 +173,23 @@ describe('orders and the saga', () => {
 
   it('an unknown product is 404, a payment method the channel does not take is 400, and neither stores an order', async () => {
     const c = await customer(app);
-    const unknown = await app.http('POST', '/orders', { channel: 'web', paymentMethod: 'card', items: [{ productId: randomUUID(), quantity: 1 }] }, c);
-    expect(unknown).toMatchObject({ status: 404, body: { code: 'SALES.PRODUCT_NOT_FOUND', errors: [{ field: 'items.0.productId' }] } });
+    const unknown = await app.http(
+      'POST',
+      '/orders',
+      { channel: 'web', paymentMethod: 'card', items: [{ productId: randomUUID(), quantity: 1 }] },
+      c,
+    );
+    expect(unknown).toMatchObject({
+      status: 404,
+      body: { code: 'SALES.PRODUCT_NOT_FOUND', errors: [{ field: 'items.0.productId' }] },
+    });
     const p = await product(app, 5);
-    const method = await app.http('POST', '/orders', { channel: 'web', paymentMethod: 'bitcoin', items: [{ productId: p, quantity: 1 }] }, c);
+    const method = await app.http(
+      'POST',
+      '/orders',
+      { channel: 'web', paymentMethod: 'bitcoin', items: [{ productId: p, quantity: 1 }] },
+      c,
+    );
     expect(method).toMatchObject({ status: 400, body: { errors: [{ field: 'paymentMethod' }] } });
     expect((await app.http('GET', '/orders', undefined, c)).body.items).toEqual([]);
   });
@@ -131,12 +197,18 @@ describe('orders and the saga', () => {
   it('a two-line order whose second line is short is rejected with the reason, and the first line is released', async () => {
     const c = await customer(app);
     const [p1, p2] = [await product(app, 10), await product(app, 1)];
-    const { orderId } = await placeOrder(app, c, [{ productId: p1, quantity: 4 }, { productId: p2, quantity: 3 }]);
+    const { orderId } = await placeOrder(app, c, [
+      { productId: p1, quantity: 4 },
+      { productId: p2, quantity: 3 },
+    ]);
     const order = await orderIn(app, c, orderId, ['rejected'], 'stock-released');
     expect(order.reason).toMatch(/not enough stock of SKU-.*: 3 asked, 1 available/);
     const rejected = order.timeline.find((t: { step: string }) => t.step === 'rejected');
     expect(rejected?.detail).toMatchObject({ productId: p2, requested: 3, available: 1 });
-    expect(order.timeline.find((t: { step: string }) => t.step === 'stock-released')).toMatchObject({ compensation: true, detail: { productId: p1, quantity: 4 } });
+    expect(order.timeline.find((t: { step: string }) => t.step === 'stock-released')).toMatchObject({
+      compensation: true,
+      detail: { productId: p1, quantity: 4 },
+    });
     await stockReaches(app, p1, { onHand: 10, reserved: 0, available: 10 });
     await stockReaches(app, p2, { onHand: 1, reserved: 0, available: 1 });
   });
@@ -173,7 +245,12 @@ describe('orders and the saga', () => {
     const books = await app.http('GET', `/admin/sandbox/payments/${orderId}`, undefined, admin);
     expect(books.body.refunds).toHaveLength(1);
     const payment = await app.platform.store.readStream(`payment-${orderId}`);
-    expect(payment.map((e) => e.type)).toEqual(['sales.PaymentRequested', 'sales.PaymentDeadlineExpired', 'sales.PaymentCaptured', 'sales.PaymentRefunded']);
+    expect(payment.map((e) => e.type)).toEqual([
+      'sales.PaymentRequested',
+      'sales.PaymentDeadlineExpired',
+      'sales.PaymentCaptured',
+      'sales.PaymentRefunded',
+    ]);
     expect(payment[2]!.data.late).toBe(true);
     await stockReaches(app, p, { reserved: 0, available: 3 });
   });
@@ -188,7 +265,10 @@ describe('orders and the saga', () => {
     const order = await orderIn(app, c, orderId, ['cancelled'], 'payment-refunded');
     expect(order.reason).toBe('changed my mind');
     await stockReaches(app, p, { onHand: 4, reserved: 0, available: 4 });
-    expect((await app.http('POST', `/orders/${orderId}/cancel`, {}, c))).toMatchObject({ status: 409, body: { code: 'SALES.ORDER_CLOSED' } });
+    expect(await app.http('POST', `/orders/${orderId}/cancel`, {}, c)).toMatchObject({
+      status: 409,
+      body: { code: 'SALES.ORDER_CLOSED' },
+    });
     const books = await app.http('GET', `/admin/sandbox/payments/${orderId}`, undefined, admin);
     expect(books.body.refunds).toHaveLength(1);
   });
@@ -198,13 +278,21 @@ describe('orders and the saga', () => {
     const p = await product(app, 6);
     const { orderId } = await placeOrder(app, c, [{ productId: p, quantity: 2 }]);
     await orderIn(app, c, orderId, ['confirmed']);
-    const [a, b] = await Promise.all([app.http('POST', '/admin/shipping/run', undefined, admin), app.http('POST', '/admin/shipping/run', undefined, admin)]);
+    const [a, b] = await Promise.all([
+      app.http('POST', '/admin/shipping/run', undefined, admin),
+      app.http('POST', '/admin/shipping/run', undefined, admin),
+    ]);
     expect([a.status, b.status]).toEqual([200, 200]);
     const order = await orderIn(app, c, orderId, ['shipped'], 'stock-shipped');
     expect(order.shipmentId).toEqual(expect.any(String));
-    expect((await app.platform.store.readStream(`order-${orderId}`)).filter((e) => e.type === 'sales.ShipmentDispatched')).toHaveLength(1);
+    expect(
+      (await app.platform.store.readStream(`order-${orderId}`)).filter((e) => e.type === 'sales.ShipmentDispatched'),
+    ).toHaveLength(1);
     await stockReaches(app, p, { onHand: 4, reserved: 0, available: 4, shipped: 2 });
-    expect(await app.http('POST', `/orders/${orderId}/cancel`, {}, c)).toMatchObject({ status: 409, body: { code: 'SALES.ORDER_SHIPPED' } });
+    expect(await app.http('POST', `/orders/${orderId}/cancel`, {}, c)).toMatchObject({
+      status: 409,
+      body: { code: 'SALES.ORDER_SHIPPED' },
+    });
   });
 
   it('GET /admin/sagas/:orderId shows the state, the pending deadline and every processed event with what it sent', async () => {
@@ -217,15 +305,27 @@ describe('orders and the saga', () => {
       return saga.state?.status === 'awaiting_payment';
     }, 'saga awaiting payment');
     expect(saga.pendingDeadline).toMatchObject({ dueAt: expect.any(String), job: { state: 'delayed' } });
-    expect(saga.processedEvents.map((e: { type: string }) => e.type)).toEqual(['sales.OrderPlaced', 'sales.StockReserved']);
-    expect(saga.processedEvents[1].commands.map((k: { kind: string }) => k.kind)).toEqual(['MarkOrderReserved', 'RequestPayment', 'ScheduleDeadline']);
+    expect(saga.processedEvents.map((e: { type: string }) => e.type)).toEqual([
+      'sales.OrderPlaced',
+      'sales.StockReserved',
+    ]);
+    expect(saga.processedEvents[1].commands.map((k: { kind: string }) => k.kind)).toEqual([
+      'MarkOrderReserved',
+      'RequestPayment',
+      'ScheduleDeadline',
+    ]);
     expect((await app.http('GET', `/admin/sagas/${orderId}`, undefined, c)).status).toBe(403);
   });
 
   it('PlaceOrder and CancelOrder also go through POST /commands/:name', async () => {
     const c = await customer(app);
     const p = await product(app, 2);
-    const r = await app.http('POST', '/commands/PlaceOrder', { channel: 'web', paymentMethod: 'card', items: [{ productId: p, quantity: 1 }] }, c);
+    const r = await app.http(
+      'POST',
+      '/commands/PlaceOrder',
+      { channel: 'web', paymentMethod: 'card', items: [{ productId: p, quantity: 1 }] },
+      c,
+    );
     expect(r.status).toBeLessThan(300);
     await orderIn(app, c, r.body.orderId, ['confirmed']);
     const bad = await app.http('POST', '/commands/ReceiveStock', { productId: p, quantity: 5, reference: 'x' }, c);
@@ -258,10 +358,19 @@ describe('replay', () => {
   it('the saga replayed from the very first event sends nothing twice: no second reservation, payment, refund or shipment', async () => {
     const runtime = app.app.get(SalesRuntime);
     const q = async (sql: string) => (await app.db.pool.query<{ n: string }>(sql)).rows[0]!.n;
-    const lastTrigger = async () => Number(await q(`SELECT COALESCE(max(position), 0) AS n FROM events WHERE type = ANY('{${SAGA_TRIGGER_TYPES.join(',')}}')`));
+    const lastTrigger = async () =>
+      Number(
+        await q(
+          `SELECT COALESCE(max(position), 0) AS n FROM events WHERE type = ANY('{${SAGA_TRIGGER_TYPES.join(',')}}')`,
+        ),
+      );
     // Everything the tests above started has settled: every order final, the saga past the last trigger.
-    await eventually(async () => Number(await q("SELECT count(*) AS n FROM sales_orders WHERE status IN ('placed', 'reserved', 'paid')")) === 0
-      && runtime.saga.position >= (await lastTrigger()), 'sagas settled');
+    await eventually(
+      async () =>
+        Number(await q("SELECT count(*) AS n FROM sales_orders WHERE status IN ('placed', 'reserved', 'paid')")) ===
+          0 && runtime.saga.position >= (await lastTrigger()),
+      'sagas settled',
+    );
     const before = await q('SELECT count(*) AS n FROM events');
     const target = await lastTrigger();
     await runtime.saga.stop();

@@ -19,7 +19,10 @@ afterAll(async () => {
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const me = async (token: string) => (await app.http('GET', '/users/me', undefined, bearer(token))).status;
 
-interface Tokens { accessToken: string; refreshToken: string }
+interface Tokens {
+  accessToken: string;
+  refreshToken: string;
+}
 
 async function user(): Promise<string> {
   const email = `sessions-${randomUUID().slice(0, 8)}@example.test`;
@@ -48,18 +51,24 @@ describe('logout', () => {
     const other = await login(email);
     expect((await app.http('POST', '/auth/logout', {}, bearer(third.accessToken))).status).toBe(204);
     for (const t of [first, second, third]) {
-      expect((await app.http('GET', '/users/me', undefined, bearer(t.accessToken))).body).toMatchObject({ status: 401, code: 'AUTH.TOKEN_REVOKED' });
+      expect((await app.http('GET', '/users/me', undefined, bearer(t.accessToken))).body).toMatchObject({
+        status: 401,
+        code: 'AUTH.TOKEN_REVOKED',
+      });
     }
     expect((await app.http('POST', '/auth/refresh', { refreshToken: third.refreshToken })).status).toBe(401);
     expect(await me(other.accessToken)).toBe(200);
   });
 
-  it('with the refresh token of another of the user\'s sessions, ends that session\'s access tokens too', async () => {
+  it("with the refresh token of another of the user's sessions, ends that session's access tokens too", async () => {
     const email = await user();
     const here = await login(email);
     const there = await login(email);
     const thereLater = await refresh(there.refreshToken);
-    expect((await app.http('POST', '/auth/logout', { refreshToken: thereLater.refreshToken }, bearer(here.accessToken))).status).toBe(204);
+    expect(
+      (await app.http('POST', '/auth/logout', { refreshToken: thereLater.refreshToken }, bearer(here.accessToken)))
+        .status,
+    ).toBe(204);
     expect(await me(there.accessToken)).toBe(401);
     expect(await me(thereLater.accessToken)).toBe(401);
     expect((await app.http('POST', '/auth/refresh', { refreshToken: thereLater.refreshToken })).status).toBe(401);
@@ -67,7 +76,7 @@ describe('logout', () => {
 });
 
 describe('refresh-token reuse', () => {
-  it('ends the session the reused token belongs to (all its access tokens), and the user\'s other sessions stand', async () => {
+  it("ends the session the reused token belongs to (all its access tokens), and the user's other sessions stand", async () => {
     const email = await user();
     const stolen = await login(email);
     const rotated = await refresh(stolen.refreshToken);

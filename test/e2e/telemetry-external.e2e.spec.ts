@@ -30,11 +30,18 @@ beforeAll(async () => {
   const common = { MQTT_URL: broker.url, MQTT_SHARE_GROUP: 'platform-test' };
   a = await startTestApp({ env: { ...common, MQTT_CLIENT_ID: 'app-a' } });
   configB = loadConfig({
-    DATABASE_URL: a.db.url, REDIS_URL: process.env.TEST_REDIS_URL, PORT: '0', HOST: '127.0.0.1',
-    DATA_DIR: mkdtempSync(join(tmpdir(), 'platform-b-')), QUEUE_PREFIX: `test-${a.db.name}`,
-    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent', ...common, MQTT_CLIENT_ID: 'app-b',
+    DATABASE_URL: a.db.url,
+    REDIS_URL: process.env.TEST_REDIS_URL,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATA_DIR: mkdtempSync(join(tmpdir(), 'platform-b-')),
+    QUEUE_PREFIX: `test-${a.db.name}`,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    ...common,
+    MQTT_CLIENT_ID: 'app-b',
     // b answers no authenticated request here; HS256 spares generating a key pair.
-    JWT_ALG: 'HS256', JWT_HS256_SECRET: 'x'.repeat(40),
+    JWT_ALG: 'HS256',
+    JWT_HS256_SECRET: 'x'.repeat(40),
   });
   b = await createApp(configB, createLogger(configB.LOG_LEVEL));
 });
@@ -55,15 +62,20 @@ it('two instances share the subscription: every reading is stored once', async (
         const batch = Array.from({ length: 5 }, (_, k) => ({ metric: 'seq', value: i + k, id: i + k }));
         sends.push(pub.publishAsync(`devices/${d.deviceId}/readings`, JSON.stringify(batch), { qos: 1 }));
         // A resend of every tenth message: stored once.
-        if (i % 50 === 0) sends.push(pub.publishAsync(`devices/${d.deviceId}/readings`, JSON.stringify(batch), { qos: 1 }));
+        if (i % 50 === 0)
+          sends.push(pub.publishAsync(`devices/${d.deviceId}/readings`, JSON.stringify(batch), { qos: 1 }));
       }
     }
     await Promise.all(sends);
   } finally {
     await pub.endAsync();
   }
-  const count = async () => (await a.db.pool.query<{ n: number; distinct: number }>(
-    `SELECT count(*)::int AS n, count(DISTINCT (stream_id, data->>'readingId'))::int AS distinct FROM events WHERE type = 'telemetry.ReadingRecorded'`)).rows[0]!;
+  const count = async () =>
+    (
+      await a.db.pool.query<{ n: number; distinct: number }>(
+        `SELECT count(*)::int AS n, count(DISTINCT (stream_id, data->>'readingId'))::int AS distinct FROM events WHERE type = 'telemetry.ReadingRecorded'`,
+      )
+    ).rows[0]!;
   await eventually(async () => (await count()).n >= devices.length * perDevice, 'every reading stored', 60_000);
   expect(await count()).toEqual({ n: devices.length * perDevice, distinct: devices.length * perDevice });
   // Both instances took part (mosquitto hands shared-subscription messages out in turn).
@@ -75,10 +87,23 @@ it('two instances share the subscription: every reading is stored once', async (
 it('an instance that stops mid-stream and comes back with its client id loses nothing: its persistent session kept the rest', async () => {
   const d = await ownerWithDevice(a.http);
   const pub = await mqtt.connectAsync(broker.url, { clientId: 'publisher-2', protocolVersion: 4, clean: true });
-  const send = (from: number, to: number) => Promise.all(Array.from({ length: to - from }, (_, i) =>
-    pub.publishAsync(`devices/${d.deviceId}/readings`, JSON.stringify({ metric: 'seq', value: from + i, id: from + i }), { qos: 1 })));
-  const stored = async () => (await a.db.pool.query<{ n: number; distinct: number }>(
-    `SELECT count(*)::int AS n, count(DISTINCT data->>'readingId')::int AS distinct FROM events WHERE stream_id = $1`, [`telemetry-${d.deviceId}`])).rows[0]!;
+  const send = (from: number, to: number) =>
+    Promise.all(
+      Array.from({ length: to - from }, (_, i) =>
+        pub.publishAsync(
+          `devices/${d.deviceId}/readings`,
+          JSON.stringify({ metric: 'seq', value: from + i, id: from + i }),
+          { qos: 1 },
+        ),
+      ),
+    );
+  const stored = async () =>
+    (
+      await a.db.pool.query<{ n: number; distinct: number }>(
+        `SELECT count(*)::int AS n, count(DISTINCT data->>'readingId')::int AS distinct FROM events WHERE stream_id = $1`,
+        [`telemetry-${d.deviceId}`],
+      )
+    ).rows[0]!;
   try {
     const first = send(0, 400);
     // b leaves while messages are flowing (graceful: what it took is stored and acknowledged first).

@@ -21,8 +21,14 @@ afterAll(async () => {
   await app.stop();
 });
 
-async function rowsOf(deviceId: string, metric: string): Promise<{ value: number; ts: Date; reading_id: string | null }[]> {
-  const r = await app.db.pool.query('SELECT value, ts, reading_id FROM telemetry_readings WHERE device_id = $1 AND metric = $2 ORDER BY ts', [deviceId, metric]);
+async function rowsOf(
+  deviceId: string,
+  metric: string,
+): Promise<{ value: number; ts: Date; reading_id: string | null }[]> {
+  const r = await app.db.pool.query(
+    'SELECT value, ts, reading_id FROM telemetry_readings WHERE device_id = $1 AND metric = $2 ORDER BY ts',
+    [deviceId, metric],
+  );
   return r.rows as { value: number; ts: Date; reading_id: string | null }[];
 }
 
@@ -30,16 +36,26 @@ describe('MQTT ingestion (embedded broker)', () => {
   it('an MQTT.js device publishes at QoS 1 with its token; the readings become queryable', async () => {
     const c = await connectDevice(port, dev.deviceId, dev.token);
     try {
-      await publishAcked(c, topic(dev.deviceId), JSON.stringify({ metric: 'temp', value: 21.5, ts: '2026-01-01T00:00:00Z', id: 'a1' }));
-      await publishAcked(c, topic(dev.deviceId), JSON.stringify([
-        { metric: 'temp', value: 22, ts: '2026-01-01T00:00:30Z' },
-        { metric: 'humidity', value: 40, ts: 1767225600000 },
-      ]));
+      await publishAcked(
+        c,
+        topic(dev.deviceId),
+        JSON.stringify({ metric: 'temp', value: 21.5, ts: '2026-01-01T00:00:00Z', id: 'a1' }),
+      );
+      await publishAcked(
+        c,
+        topic(dev.deviceId),
+        JSON.stringify([
+          { metric: 'temp', value: 22, ts: '2026-01-01T00:00:30Z' },
+          { metric: 'humidity', value: 40, ts: 1767225600000 },
+        ]),
+      );
     } finally {
       c.end(true);
     }
     // Every PUBACKed reading is already in the event store.
-    const events = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [`telemetry-${dev.deviceId}`]);
+    const events = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [
+      `telemetry-${dev.deviceId}`,
+    ]);
     expect(events.rows[0].n).toBe(3);
     await eventually(async () => (await rowsOf(dev.deviceId, 'temp')).length === 2, 'readings projected');
     const latest = await app.http('GET', `/devices/${dev.deviceId}/metrics/temp/latest`, undefined, dev.owner);
@@ -52,35 +68,69 @@ describe('MQTT ingestion (embedded broker)', () => {
   });
 
   it('the Debian mosquitto_pub client publishes with a device token', async () => {
-    const { stdout, stderr } = await exec('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-q', '1', '-V', 'mqttv311',
-      '-i', dev.deviceId, '-u', dev.deviceId, '-P', dev.token, '-t', topic(dev.deviceId),
-      '-m', JSON.stringify({ metric: 'pressure', value: 1013.25, ts: '2026-01-01T00:01:00Z' })]);
+    const { stdout, stderr } = await exec('mosquitto_pub', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-q',
+      '1',
+      '-V',
+      'mqttv311',
+      '-i',
+      dev.deviceId,
+      '-u',
+      dev.deviceId,
+      '-P',
+      dev.token,
+      '-t',
+      topic(dev.deviceId),
+      '-m',
+      JSON.stringify({ metric: 'pressure', value: 1013.25, ts: '2026-01-01T00:01:00Z' }),
+    ]);
     expect(stdout + stderr).toBe('');
-    const r = await app.http('GET', `/devices/${dev.deviceId}/metrics/pressure/latest`, undefined, { ...dev.owner, 'x-min-position': String(await app.platform.store.headPosition()) });
+    const r = await app.http('GET', `/devices/${dev.deviceId}/metrics/pressure/latest`, undefined, {
+      ...dev.owner,
+      'x-min-position': String(await app.platform.store.headPosition()),
+    });
     expect(r).toMatchObject({ status: 200, body: { value: 1013.25 } });
   });
 
-  it('a wrong token, another device\'s token, and a wildcard client id are refused at CONNECT', async () => {
+  it("a wrong token, another device's token, and a wildcard client id are refused at CONNECT", async () => {
     const other = await ownerWithDevice(app.http);
-    await expect(connectDevice(port, dev.deviceId, 'not-a-token')).rejects.toThrow(/Bad username or password|Not authorized/i);
-    await expect(connectDevice(port, dev.deviceId, other.token)).rejects.toThrow(/Bad username or password|Not authorized/i);
+    await expect(connectDevice(port, dev.deviceId, 'not-a-token')).rejects.toThrow(
+      /Bad username or password|Not authorized/i,
+    );
+    await expect(connectDevice(port, dev.deviceId, other.token)).rejects.toThrow(
+      /Bad username or password|Not authorized/i,
+    );
     const owner = await app.http('POST', '/auth/login', { email: app.admin.email, password: app.admin.password });
-    await expect(connectDevice(port, dev.deviceId, owner.body.accessToken)).rejects.toThrow(/Bad username or password|Not authorized/i);
+    await expect(connectDevice(port, dev.deviceId, owner.body.accessToken)).rejects.toThrow(
+      /Bad username or password|Not authorized/i,
+    );
     for (const id of ['dev/1', 'dev+', 'dev#']) {
-      await expect(connectDevice(port, dev.deviceId, dev.token, { clientId: id })).rejects.toThrow(/Identifier rejected/i);
+      await expect(connectDevice(port, dev.deviceId, dev.token, { clientId: id })).rejects.toThrow(
+        /Identifier rejected/i,
+      );
     }
-    await expect(connectDevice(port, `${dev.deviceId}/x`, dev.token, { clientId: dev.deviceId })).rejects.toThrow(/Bad username or password/i);
+    await expect(connectDevice(port, `${dev.deviceId}/x`, dev.token, { clientId: dev.deviceId })).rejects.toThrow(
+      /Bad username or password/i,
+    );
   });
 
-  it('publishing to another device\'s topic closes the connection without PUBACK and stores nothing', async () => {
+  it("publishing to another device's topic closes the connection without PUBACK and stores nothing", async () => {
     const other = await ownerWithDevice(app.http);
     const c = await connectDevice(port, dev.deviceId, dev.token);
     try {
-      await expect(publishAcked(c, topic(other.deviceId), JSON.stringify({ metric: 'temp', value: 1 }))).rejects.toThrow(/closed before PUBACK/);
+      await expect(
+        publishAcked(c, topic(other.deviceId), JSON.stringify({ metric: 'temp', value: 1 })),
+      ).rejects.toThrow(/closed before PUBACK/);
     } finally {
       c.end(true);
     }
-    const n = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [`telemetry-${other.deviceId}`]);
+    const n = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [
+      `telemetry-${other.deviceId}`,
+    ]);
     expect(n.rows[0].n).toBe(0);
   });
 
@@ -90,8 +140,16 @@ describe('MQTT ingestion (embedded broker)', () => {
     try {
       const granted = await c.subscribeAsync(`devices/${dev.deviceId}/#`, { qos: 1 });
       expect(granted.map((g) => g.qos)).toEqual([1]);
-      for (const t of [`devices/${other.deviceId}/#`, 'devices/+/readings', '#', `$share/g/devices/${dev.deviceId}/readings`]) {
-        const refused = await c.subscribeAsync(t, { qos: 1 }).then(() => undefined, (e: { packet?: { granted?: number[] } }) => e);
+      for (const t of [
+        `devices/${other.deviceId}/#`,
+        'devices/+/readings',
+        '#',
+        `$share/g/devices/${dev.deviceId}/readings`,
+      ]) {
+        const refused = await c.subscribeAsync(t, { qos: 1 }).then(
+          () => undefined,
+          (e: { packet?: { granted?: number[] } }) => e,
+        );
         expect(refused?.packet?.granted).toEqual([128]);
       }
     } finally {
@@ -109,14 +167,21 @@ describe('MQTT ingestion (embedded broker)', () => {
       ['TELEMETRY.MALFORMED_JSON', '{"metric": "temp", "value": NaN}'],
       ['TELEMETRY.INVALID_READING', JSON.stringify({ metric: 'Temp!', value: 1 })],
       ['TELEMETRY.INVALID_READING', JSON.stringify({ metric: 'temp', value: 1, ts: future })],
-      ['TELEMETRY.INVALID_READING', JSON.stringify(Array.from({ length: 1001 }, (_, i) => ({ metric: 'temp', value: i })))],
+      [
+        'TELEMETRY.INVALID_READING',
+        JSON.stringify(Array.from({ length: 1001 }, (_, i) => ({ metric: 'temp', value: i }))),
+      ],
       ['TELEMETRY.INVALID_READING', '['.repeat(10_000) + ']'.repeat(10_000)],
       ['TELEMETRY.PAYLOAD_TOO_LARGE', Buffer.alloc(5 * 1024 * 1024, 'x')],
     ];
     try {
       for (const [, payload] of bad) await publishAcked(c, topic(owned.deviceId), payload);
       // Still connected: a good reading after them is stored.
-      await publishAcked(c, topic(owned.deviceId), JSON.stringify({ metric: 'temp', value: 5, ts: '2026-01-02T00:00:00Z' }));
+      await publishAcked(
+        c,
+        topic(owned.deviceId),
+        JSON.stringify({ metric: 'temp', value: 5, ts: '2026-01-02T00:00:00Z' }),
+      );
     } finally {
       c.end(true);
     }
@@ -139,7 +204,9 @@ describe('MQTT ingestion (embedded broker)', () => {
     expect(metrics.body).toMatch(/telemetry_dead_letters_total\{code="TELEMETRY.INVALID_READING"\} [1-9]/);
     expect(metrics.body).toMatch(/telemetry_dead_letters_total\{code="TELEMETRY.PAYLOAD_TOO_LARGE"\} 1/);
     expect((await app.http('GET', '/health')).status).toBe(200);
-    const events = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [`telemetry-${owned.deviceId}`]);
+    const events = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [
+      `telemetry-${owned.deviceId}`,
+    ]);
     expect(events.rows[0].n).toBe(1);
   });
 
@@ -154,7 +221,9 @@ describe('MQTT ingestion (embedded broker)', () => {
     } finally {
       c.end(true);
     }
-    const events = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [`telemetry-${owned.deviceId}`]);
+    const events = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [
+      `telemetry-${owned.deviceId}`,
+    ]);
     expect(events.rows[0].n).toBe(2);
   });
 });
@@ -162,16 +231,33 @@ describe('MQTT ingestion (embedded broker)', () => {
 describe('POST /devices/:id/readings', () => {
   it('the device or its owner sends readings: 202 {accepted, duplicates, position}; others get 404', async () => {
     const owned = await ownerWithDevice(app.http);
-    const body = [{ metric: 'temp', value: 1, id: 'h1' }, { metric: 'temp', value: 2, id: 'h2' }, { metric: 'temp', value: 2, id: 'h2' }];
-    const r = await app.http('POST', `/devices/${owned.deviceId}/readings`, body, { authorization: `Bearer ${owned.token}` });
+    const body = [
+      { metric: 'temp', value: 1, id: 'h1' },
+      { metric: 'temp', value: 2, id: 'h2' },
+      { metric: 'temp', value: 2, id: 'h2' },
+    ];
+    const r = await app.http('POST', `/devices/${owned.deviceId}/readings`, body, {
+      authorization: `Bearer ${owned.token}`,
+    });
     expect(r).toMatchObject({ status: 202, body: { accepted: 2, duplicates: 1, position: expect.any(Number) } });
     const again = await app.http('POST', `/devices/${owned.deviceId}/readings`, body.slice(0, 1), owned.owner);
     expect(again).toMatchObject({ status: 202, body: { accepted: 0, duplicates: 1 } });
     const stranger = await ownerWithDevice(app.http);
     expect((await app.http('POST', `/devices/${owned.deviceId}/readings`, body, stranger.owner)).status).toBe(404);
-    expect((await app.http('POST', `/devices/${owned.deviceId}/readings`, body, { authorization: `Bearer ${stranger.token}` })).status).toBe(404);
+    expect(
+      (
+        await app.http('POST', `/devices/${owned.deviceId}/readings`, body, {
+          authorization: `Bearer ${stranger.token}`,
+        })
+      ).status,
+    ).toBe(404);
     // Read-your-writes with the returned position.
-    const series = await app.http('GET', `/devices/${owned.deviceId}/metrics/temp?minPosition=${r.body.position}`, undefined, owned.owner);
+    const series = await app.http(
+      'GET',
+      `/devices/${owned.deviceId}/metrics/temp?minPosition=${r.body.position}`,
+      undefined,
+      owned.owner,
+    );
     expect(series.body.points.map((p: { value: number }) => p.value)).toEqual([1, 2]);
     expect((await app.http('GET', `/devices/${owned.deviceId}/metrics`, undefined, stranger.owner)).status).toBe(404);
     const admin = await app.adminAuth();
@@ -180,15 +266,26 @@ describe('POST /devices/:id/readings', () => {
 
   it('bad input is a 400 problem naming the field and the rule', async () => {
     const owned = await ownerWithDevice(app.http);
-    const r = await app.http('POST', `/devices/${owned.deviceId}/readings`, [{ metric: 'temp', value: 1 }, { metric: 'x', value: null }], owned.owner);
+    const r = await app.http(
+      'POST',
+      `/devices/${owned.deviceId}/readings`,
+      [
+        { metric: 'temp', value: 1 },
+        { metric: 'x', value: null },
+      ],
+      owned.owner,
+    );
     expect(r.status).toBe(400);
     expect(r.headers.get('content-type')).toMatch(/application\/problem\+json/);
-    expect(r.body).toMatchObject({ code: 'TELEMETRY.INVALID_READING', errors: [{ field: '1.value', rule: 'must be a finite number' }] });
+    expect(r.body).toMatchObject({
+      code: 'TELEMETRY.INVALID_READING',
+      errors: [{ field: '1.value', rule: 'must be a finite number' }],
+    });
     const q = await app.http('GET', `/devices/${owned.deviceId}/metrics/temp?bucket=2m`, undefined, owned.owner);
     expect(q).toMatchObject({ status: 400, body: { errors: [{ field: 'bucket' }] } });
   });
 
-  it('a revoked device\'s readings are refused', async () => {
+  it("a revoked device's readings are refused", async () => {
     const owned = await ownerWithDevice(app.http);
     expect((await app.http('POST', `/devices/${owned.deviceId}/revoke`, undefined, owned.owner)).status).toBe(200);
     const r = await app.http('POST', `/devices/${owned.deviceId}/readings`, { metric: 'temp', value: 1 }, owned.owner);
@@ -197,9 +294,19 @@ describe('POST /devices/:id/readings', () => {
 
   it('is also POST /commands/IngestReading', async () => {
     const owned = await ownerWithDevice(app.http);
-    const r = await app.http('POST', '/commands/IngestReading', { deviceId: owned.deviceId, readings: [{ metric: 'rpm', value: 900, id: 'c1' }] }, owned.owner);
+    const r = await app.http(
+      'POST',
+      '/commands/IngestReading',
+      { deviceId: owned.deviceId, readings: [{ metric: 'rpm', value: 900, id: 'c1' }] },
+      owned.owner,
+    );
     expect(r).toMatchObject({ status: 201, body: { accepted: 1, duplicates: 0, duplicate: false } });
-    const again = await app.http('POST', '/commands/IngestReading', { deviceId: owned.deviceId, readings: [{ metric: 'rpm', value: 900, id: 'c1' }] }, owned.owner);
+    const again = await app.http(
+      'POST',
+      '/commands/IngestReading',
+      { deviceId: owned.deviceId, readings: [{ metric: 'rpm', value: 900, id: 'c1' }] },
+      owned.owner,
+    );
     expect(again).toMatchObject({ status: 200, body: { accepted: 0, duplicates: 1, duplicate: true } });
   });
 });
@@ -209,7 +316,11 @@ describe('sensor history', () => {
     const owned = await ownerWithDevice(app.http);
     const start = Date.parse('2026-02-01T00:00:00Z');
     // 3 hours at one reading every 7 s, integer values (sums are exact), sent in batches of 500.
-    const readings = Array.from({ length: 1543 }, (_, i) => ({ metric: 'load', value: (i * 37) % 101 - 50, ts: start + i * 7000 }));
+    const readings = Array.from({ length: 1543 }, (_, i) => ({
+      metric: 'load',
+      value: ((i * 37) % 101) - 50,
+      ts: start + i * 7000,
+    }));
     let position = 0;
     for (let i = 0; i < readings.length; i += 500) {
       const r = await app.http('POST', `/devices/${owned.deviceId}/readings`, readings.slice(i, i + 500), owned.owner);
@@ -219,22 +330,46 @@ describe('sensor history', () => {
     await app.platform.projections.waitFor('telemetry', position, 30_000);
     const from = '2026-02-01T00:10:00Z';
     const to = '2026-02-01T02:30:00Z';
-    for (const [bucket, secs] of [['1m', 60], ['5m', 300], ['1h', 3600], ['1d', 86400]] as const) {
+    for (const [bucket, secs] of [
+      ['1m', 60],
+      ['5m', 300],
+      ['1h', 3600],
+      ['1d', 86400],
+    ] as const) {
       const direct = await app.db.pool.query(
         `SELECT date_bin($3::interval, ts, timestamptz '1970-01-01') AS b, avg(value) AS avg, min(value) AS min, max(value) AS max, count(*)::float8 AS count, sum(value) AS sum
            FROM telemetry_readings WHERE device_id = $1 AND metric = 'load'
             AND date_bin($3::interval, ts, timestamptz '1970-01-01') >= date_bin($3::interval, $4::timestamptz, timestamptz '1970-01-01')
             AND date_bin($3::interval, ts, timestamptz '1970-01-01') < $2
-          GROUP BY 1 ORDER BY 1`, [owned.deviceId, to, `${secs} seconds`, from]);
+          GROUP BY 1 ORDER BY 1`,
+        [owned.deviceId, to, `${secs} seconds`, from],
+      );
       for (const agg of ['avg', 'min', 'max', 'count', 'sum'] as const) {
-        const r = await app.http('GET', `/devices/${owned.deviceId}/metrics/load?from=${from}&to=${to}&bucket=${bucket}&agg=${agg}&limit=10000&minPosition=${position}`, undefined, owned.owner);
+        const r = await app.http(
+          'GET',
+          `/devices/${owned.deviceId}/metrics/load?from=${from}&to=${to}&bucket=${bucket}&agg=${agg}&limit=10000&minPosition=${position}`,
+          undefined,
+          owned.owner,
+        );
         expect(r.status).toBe(200);
-        expect(r.body.points.map((p: { ts: string }) => p.ts)).toEqual(direct.rows.map((d) => (d.b as Date).toISOString()));
-        r.body.points.forEach((p: { value: number }, i: number) => expect(p.value).toBeCloseTo(Number(direct.rows[i][agg]), 9));
+        expect(r.body.points.map((p: { ts: string }) => p.ts)).toEqual(
+          direct.rows.map((d) => (d.b as Date).toISOString()),
+        );
+        r.body.points.forEach((p: { value: number }, i: number) =>
+          expect(p.value).toBeCloseTo(Number(direct.rows[i][agg]), 9),
+        );
       }
     }
-    const raw = await app.http('GET', `/devices/${owned.deviceId}/metrics/load?from=${from}&to=${to}&limit=10000`, undefined, owned.owner);
-    const direct = await app.db.pool.query(`SELECT value FROM telemetry_readings WHERE device_id = $1 AND metric = 'load' AND ts >= $2 AND ts < $3 ORDER BY ts`, [owned.deviceId, from, to]);
+    const raw = await app.http(
+      'GET',
+      `/devices/${owned.deviceId}/metrics/load?from=${from}&to=${to}&limit=10000`,
+      undefined,
+      owned.owner,
+    );
+    const direct = await app.db.pool.query(
+      `SELECT value FROM telemetry_readings WHERE device_id = $1 AND metric = 'load' AND ts >= $2 AND ts < $3 ORDER BY ts`,
+      [owned.deviceId, from, to],
+    );
     expect(raw.body.points.map((p: { value: number }) => p.value)).toEqual(direct.rows.map((d) => d.value as number));
     expect(direct.rows.length).toBeGreaterThan(1000);
   });
@@ -242,12 +377,23 @@ describe('sensor history', () => {
   it('live values arrive as server-sent events', async () => {
     const owned = await ownerWithDevice(app.http);
     const ctrl = new AbortController();
-    const res = await fetch(`${app.url}/devices/${owned.deviceId}/metrics/temp/stream`, { headers: owned.owner, signal: ctrl.signal });
+    const res = await fetch(`${app.url}/devices/${owned.deviceId}/metrics/temp/stream`, {
+      headers: owned.owner,
+      signal: ctrl.signal,
+    });
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
     const reader = res.body!.getReader();
     let text = '';
-    const post = await app.http('POST', `/devices/${owned.deviceId}/readings`, [{ metric: 'temp', value: 7, ts: '2026-03-01T00:00:00Z' }, { metric: 'other', value: 8 }], owned.owner);
+    const post = await app.http(
+      'POST',
+      `/devices/${owned.deviceId}/readings`,
+      [
+        { metric: 'temp', value: 7, ts: '2026-03-01T00:00:00Z' },
+        { metric: 'other', value: 8 },
+      ],
+      owned.owner,
+    );
     expect(post.status).toBe(202);
     while (!text.includes('event: reading')) {
       const { value, done } = await reader.read();
@@ -262,7 +408,11 @@ describe('sensor history', () => {
   it('a rebuild gives the same read model', async () => {
     const dump = async () => {
       const out: unknown[] = [];
-      for (const [t, order] of [['telemetry_readings', 'position'], ['telemetry_latest', 'device_id, metric'], ['telemetry_rollups', 'device_id, metric, width, bucket_start']]) {
+      for (const [t, order] of [
+        ['telemetry_readings', 'position'],
+        ['telemetry_latest', 'device_id, metric'],
+        ['telemetry_rollups', 'device_id, metric, width, bucket_start'],
+      ]) {
         out.push((await app.db.pool.query(`SELECT * FROM ${t} ORDER BY ${order}`)).rows);
       }
       return out;
@@ -276,14 +426,29 @@ describe('sensor history', () => {
 
   it('retention drops raw rows older than N days; rollups and latest values stay', async () => {
     const owned = await ownerWithDevice(app.http);
-    const r = await app.http('POST', `/devices/${owned.deviceId}/readings`, [{ metric: 'old', value: 1, ts: '2020-01-01T00:00:00Z' }, { metric: 'old', value: 2, ts: new Date().toISOString() }], owned.owner);
+    const r = await app.http(
+      'POST',
+      `/devices/${owned.deviceId}/readings`,
+      [
+        { metric: 'old', value: 1, ts: '2020-01-01T00:00:00Z' },
+        { metric: 'old', value: 2, ts: new Date().toISOString() },
+      ],
+      owned.owner,
+    );
     await app.platform.projections.waitFor('telemetry', r.body.position, 30_000);
     const dropped = await app.app.get(TelemetryServices).applyRetention();
     expect(dropped).toBeGreaterThanOrEqual(1);
     expect((await rowsOf(owned.deviceId, 'old')).map((x) => x.value)).toEqual([2]);
-    const day = await app.http('GET', `/devices/${owned.deviceId}/metrics/old?from=2019-12-31T00:00:00Z&to=2020-01-02T00:00:00Z&bucket=1d&agg=count`, undefined, owned.owner);
+    const day = await app.http(
+      'GET',
+      `/devices/${owned.deviceId}/metrics/old?from=2019-12-31T00:00:00Z&to=2020-01-02T00:00:00Z&bucket=1d&agg=count`,
+      undefined,
+      owned.owner,
+    );
     expect(day.body.points).toEqual([{ ts: '2020-01-01T00:00:00.000Z', value: 1 }]);
-    const events = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [`telemetry-${owned.deviceId}`]);
+    const events = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [
+      `telemetry-${owned.deviceId}`,
+    ]);
     expect(events.rows[0].n).toBe(2);
   });
 });
@@ -295,13 +460,17 @@ describe('device token lifetime', () => {
       const owned = await ownerWithDevice(short.http);
       const c = await connectDevice(short.app.get(TelemetryServices).mqttPort, owned.deviceId, owned.token);
       let closed = false;
-      c.on('close', () => { closed = true; });
+      c.on('close', () => {
+        closed = true;
+      });
       await publishAcked(c, topic(owned.deviceId), JSON.stringify({ metric: 'temp', value: 1 }));
       // The broker closes the connection at the token's expiry (no reconnect: reconnectPeriod 0).
       await eventually(() => closed, 'the broker to end the session', 30_000);
       c.end(true);
       // And the expired token no longer connects.
-      await expect(connectDevice(short.app.get(TelemetryServices).mqttPort, owned.deviceId, owned.token)).rejects.toThrow(/Bad username or password/i);
+      await expect(
+        connectDevice(short.app.get(TelemetryServices).mqttPort, owned.deviceId, owned.token),
+      ).rejects.toThrow(/Bad username or password/i);
     } finally {
       await short.stop();
     }

@@ -13,7 +13,9 @@ const log = () => undefined;
 
 beforeAll(async () => {
   db = await createTestDatabase('ckpt_notify');
-  await db.pool.query(`INSERT INTO processor_checkpoints (name, kind, position, version) VALUES ('probe', 'projection', 100, 1)`);
+  await db.pool.query(
+    `INSERT INTO processor_checkpoints (name, kind, position, version) VALUES ('probe', 'projection', 100, 1)`,
+  );
   here = new CheckpointNotifier(db.pool, { connectionString: db.url, log });
   there = new CheckpointNotifier(db.pool, { connectionString: db.url, log });
 });

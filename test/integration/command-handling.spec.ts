@@ -31,7 +31,17 @@ afterAll(async () => {
 
 it('three writers, two with their own cache and one without, never take more than there is, and each decision saw the true state', async () => {
   const caches = [new StateCache<number>(), new StateCache<number>(), undefined];
-  const takes = Array.from({ length: 60 }, (_, i) => handleCommand({ store, decider, streamId: 'stock-1', command: { type: 'Take', data: { n: 1 + (i % 3) } }, ctx: ctx(), retries: 100, cache: caches[i % 3] }));
+  const takes = Array.from({ length: 60 }, (_, i) =>
+    handleCommand({
+      store,
+      decider,
+      streamId: 'stock-1',
+      command: { type: 'Take', data: { n: 1 + (i % 3) } },
+      ctx: ctx(),
+      retries: 100,
+      cache: caches[i % 3],
+    }),
+  );
   await Promise.all(takes);
   const events = await store.readStream('stock-1');
   let left = STOCK;
@@ -45,10 +55,33 @@ it('three writers, two with their own cache and one without, never take more tha
 
 it('a cache reads only the new events: after a write elsewhere it catches up, and a stale entry is never worse than no entry', async () => {
   const cache = new StateCache<number>();
-  await handleCommand({ store, decider, streamId: 'stock-2', command: { type: 'Take', data: { n: 5 } }, ctx: ctx(), retries: 5, cache });
+  await handleCommand({
+    store,
+    decider,
+    streamId: 'stock-2',
+    command: { type: 'Take', data: { n: 5 } },
+    ctx: ctx(),
+    retries: 5,
+    cache,
+  });
   expect(cache.get('stock-2')).toEqual({ revision: 0, state: 35 });
-  await handleCommand({ store, decider, streamId: 'stock-2', command: { type: 'Take', data: { n: 30 } }, ctx: ctx(), retries: 5 }); // another process
-  await handleCommand({ store, decider, streamId: 'stock-2', command: { type: 'Take', data: { n: 10 } }, ctx: ctx(), retries: 5, cache }); // does not fit: 5 left
+  await handleCommand({
+    store,
+    decider,
+    streamId: 'stock-2',
+    command: { type: 'Take', data: { n: 30 } },
+    ctx: ctx(),
+    retries: 5,
+  }); // another process
+  await handleCommand({
+    store,
+    decider,
+    streamId: 'stock-2',
+    command: { type: 'Take', data: { n: 10 } },
+    ctx: ctx(),
+    retries: 5,
+    cache,
+  }); // does not fit: 5 left
   expect(cache.get('stock-2')).toEqual({ revision: 1, state: 5 });
   expect((await store.readStream('stock-2')).map((e) => e.data.n)).toEqual([5, 30]);
 });
@@ -65,7 +98,15 @@ it('the cache is bounded: the least recently used stream goes first', () => {
 // Issue 9: two strangers sending one Idempotency-Key to a public command got one result (the
 // first one's): every stranger is "anonymous", so ids derived from (anonymous, key) were shared.
 it('an anonymous idempotency key only answers the identical request; a different request with it is decided afresh', async () => {
-  const anonymous = (n: number) => handleCommand({ store, decider, streamId: 'stock-anon', command: { type: 'Take', data: { n } }, ctx: { ...ctx(), actor: 'anonymous', idempotencyKey: 'shared-key-1' }, retries: 5 });
+  const anonymous = (n: number) =>
+    handleCommand({
+      store,
+      decider,
+      streamId: 'stock-anon',
+      command: { type: 'Take', data: { n } },
+      ctx: { ...ctx(), actor: 'anonymous', idempotencyKey: 'shared-key-1' },
+      retries: 5,
+    });
   const first = await anonymous(1);
   const retry = await anonymous(1);
   expect(retry).toMatchObject({ duplicate: true, position: first.position });
@@ -74,14 +115,31 @@ it('an anonymous idempotency key only answers the identical request; a different
   expect(stranger.position).not.toBe(first.position);
   expect((await store.readStream('stock-anon')).map((e) => e.data.n)).toEqual([1, 2]);
   // An authenticated caller's keys are its own: unchanged.
-  const mine = await handleCommand({ store, decider, streamId: 'stock-anon', command: { type: 'Take', data: { n: 3 } }, ctx: { ...ctx(), actor: 'user:1', idempotencyKey: 'shared-key-1' }, retries: 5 });
-  expect((await handleCommand({ store, decider, streamId: 'stock-anon', command: { type: 'Take', data: { n: 4 } }, ctx: { ...ctx(), actor: 'user:1', idempotencyKey: 'shared-key-1' }, retries: 5 })))
-    .toMatchObject({ duplicate: true, position: mine.position });
+  const mine = await handleCommand({
+    store,
+    decider,
+    streamId: 'stock-anon',
+    command: { type: 'Take', data: { n: 3 } },
+    ctx: { ...ctx(), actor: 'user:1', idempotencyKey: 'shared-key-1' },
+    retries: 5,
+  });
+  expect(
+    await handleCommand({
+      store,
+      decider,
+      streamId: 'stock-anon',
+      command: { type: 'Take', data: { n: 4 } },
+      ctx: { ...ctx(), actor: 'user:1', idempotencyKey: 'shared-key-1' },
+      retries: 5,
+    }),
+  ).toMatchObject({ duplicate: true, position: mine.position });
 });
 
 it('the request fingerprint ignores the clock and key order, not the content', () => {
   const at = (now: Date, data: Record<string, unknown>) => requestFingerprint({ type: 'Take', data: { ...data, now } });
   expect(at(new Date(1), { n: 1, m: { b: 1, a: 2 } })).toBe(at(new Date(2), { m: { a: 2, b: 1 }, n: 1 }));
   expect(at(new Date(1), { n: 1 })).not.toBe(at(new Date(1), { n: 2 }));
-  expect(requestFingerprint({ type: 'Take', data: { n: 1 } })).not.toBe(requestFingerprint({ type: 'Give', data: { n: 1 } }));
+  expect(requestFingerprint({ type: 'Take', data: { n: 1 } })).not.toBe(
+    requestFingerprint({ type: 'Give', data: { n: 1 } }),
+  );
 });

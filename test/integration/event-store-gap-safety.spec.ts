@@ -1,6 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { PoolClient } from 'pg';
-import type { EventToAppend, ExpectedRevision, RecordedEvent, Subscription } from '../../src/platform/event-store/event-store';
+import type {
+  EventToAppend,
+  ExpectedRevision,
+  RecordedEvent,
+  Subscription,
+} from '../../src/platform/event-store/event-store';
 import { PostgresEventStore, type ReadBatch } from '../../src/platform/event-store/postgres-event-store';
 import { createTestDatabase, type TestDatabase } from '../support/services';
 import { eventually, testEvent } from '../support/events';
@@ -55,8 +60,14 @@ function release(c: PoolClient): void {
 }
 
 /** Calls es_append inside the client's open transaction, with the JSON the adapter sends; returns the events' positions. */
-async function appendInTransaction(c: PoolClient, streamId: string, events: readonly EventToAppend[]): Promise<number[]> {
-  const payload = JSON.stringify(events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: 1 })));
+async function appendInTransaction(
+  c: PoolClient,
+  streamId: string,
+  events: readonly EventToAppend[],
+): Promise<number[]> {
+  const payload = JSON.stringify(
+    events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: 1 })),
+  );
   const res = await c.query(`SELECT * FROM es_append($1, 'any', NULL, $2::jsonb, false)`, [streamId, payload]);
   expect(res.rows[0]).toMatchObject({ status: 'ok' });
   const last = Number(res.rows[0].last_position);
@@ -164,7 +175,11 @@ describe('postgres event store: gap safety', () => {
 
       expect(ids(sub.events)).toEqual([kept.id, sentinel.id]);
       expect(ids(await store.readAll(start, 100))).toEqual([kept.id, sentinel.id]);
-      expect(await store.readBatch(sub.events.at(-1)!.position, 100)).toEqual({ events: [], position: sub.events.at(-1)!.position, blocked: false });
+      expect(await store.readBatch(sub.events.at(-1)!.position, 100)).toEqual({
+        events: [],
+        position: sub.events.at(-1)!.position,
+        blocked: false,
+      });
     } finally {
       await t1.query('ROLLBACK').catch(() => undefined);
       release(t1);
@@ -184,11 +199,16 @@ describe('postgres event store: gap safety', () => {
       const t2 = await store.append(stream('t2'), [early], 'no_stream');
 
       // A naive reader has read T2's event and checkpointed its position by now ...
-      const naive = await db.pool.query<{ position: number }>('SELECT position FROM events WHERE position > $1 ORDER BY position', [start]);
+      const naive = await db.pool.query<{ position: number }>(
+        'SELECT position FROM events WHERE position > $1 ORDER BY position',
+        [start],
+      );
       expect(naive.rows.map((r) => r.position)).toEqual([t2.position]);
       // ... but T1 appends below it, so "position > checkpoint" would never see T1's event.
       const [latePosition] = await appendInTransaction(t1, stream('t1'), [late]);
-      const offset = Number((await db.pool.query<{ o: string }>('SELECT xid_offset AS o FROM es_position_offset')).rows[0]!.o);
+      const offset = Number(
+        (await db.pool.query<{ o: string }>('SELECT xid_offset AS o FROM es_position_offset')).rows[0]!.o,
+      );
       expect(latePosition).toBe((Number(xid.rows[0]!.xid) + offset) * 65536);
       expect(latePosition).toBeLessThan(t2.position);
 
@@ -202,7 +222,11 @@ describe('postgres event store: gap safety', () => {
       await store.append(stream('sentinel'), [sentinel], 'no_stream');
       await eventually(() => sub.events.length >= 3, 'sentinel delivered');
 
-      expect(sub.events.map((e) => [e.id, e.position])).toEqual([[late.id, latePosition], [early.id, t2.position], [sentinel.id, sub.events[2]!.position]]);
+      expect(sub.events.map((e) => [e.id, e.position])).toEqual([
+        [late.id, latePosition],
+        [early.id, t2.position],
+        [sentinel.id, sub.events[2]!.position],
+      ]);
       expect(ids(await store.readAll(start, 100))).toEqual([late.id, early.id, sentinel.id]);
     } finally {
       await t1.query('ROLLBACK').catch(() => undefined);
@@ -211,7 +235,7 @@ describe('postgres event store: gap safety', () => {
     }
   });
 
-  it('keeps a stream\'s revisions in position order: an older transaction may not append after a newer one', async () => {
+  it("keeps a stream's revisions in position order: an older transaction may not append after a newer one", async () => {
     const start = await store.headPosition();
     const s = stream('shared');
     const t1 = await txClient();
@@ -221,8 +245,12 @@ describe('postgres event store: gap safety', () => {
       const first = testEvent('gap.Rev0');
       const t2 = await store.append(s, [first], 'no_stream');
       // T1's positions would sort before revision 0's: revision 1 would reach readers before revision 0.
-      const payload = JSON.stringify([{ id: randomUUID(), type: 'gap.Rev1', data: {}, metadata: first.metadata, v: 1 }]);
-      const refused = await t1.query(`SELECT * FROM es_append($1, 'any', NULL, $2::jsonb, false)`, [s, payload]).catch((e: unknown) => e);
+      const payload = JSON.stringify([
+        { id: randomUUID(), type: 'gap.Rev1', data: {}, metadata: first.metadata, v: 1 },
+      ]);
+      const refused = await t1
+        .query(`SELECT * FROM es_append($1, 'any', NULL, $2::jsonb, false)`, [s, payload])
+        .catch((e: unknown) => e);
       expect(refused).toMatchObject({ code: '40001' });
       await t1.query('ROLLBACK');
 
@@ -232,7 +260,10 @@ describe('postgres event store: gap safety', () => {
       await t1.query('COMMIT');
       expect(retried).toBeGreaterThan(t2.position);
       const all = await store.readAll(start, 100);
-      expect(all.map((e) => [e.streamId, e.revision, e.type])).toEqual([[s, 0, 'gap.Rev0'], [s, 1, 'gap.Rev1']]);
+      expect(all.map((e) => [e.streamId, e.revision, e.type])).toEqual([
+        [s, 0, 'gap.Rev0'],
+        [s, 1, 'gap.Rev1'],
+      ]);
 
       // An older transaction appending to a stream nobody newer touched is fine, and twice in one transaction too.
       const other = stream('older-ok');
@@ -243,7 +274,10 @@ describe('postgres event store: gap safety', () => {
       const [b] = await appendInTransaction(t1, other, [testEvent('gap.B')]);
       await t1.query('COMMIT');
       expect(b).toBe(a! + 1);
-      expect((await store.readStream(other)).map((e) => [e.revision, e.position])).toEqual([[0, a], [1, b]]);
+      expect((await store.readStream(other)).map((e) => [e.revision, e.position])).toEqual([
+        [0, a],
+        [1, b],
+      ]);
     } finally {
       await t1.query('ROLLBACK').catch(() => undefined);
       release(t1);
@@ -305,11 +339,17 @@ describe('postgres event store: gap safety', () => {
       await Promise.all(Array.from({ length: WRITERS }, (_, w) => writer(w)));
       const wrote = Date.now();
       for (const [i, s] of subscribers.entries()) {
-        await eventually(() => s.events.length >= TOTAL, `subscriber ${i} caught up (${s.events.length}/${TOTAL})`, 90_000);
+        await eventually(
+          () => s.events.length >= TOTAL,
+          `subscriber ${i} caught up (${s.events.length}/${TOTAL})`,
+          90_000,
+        );
       }
       const delivered = Date.now();
-      console.log(`gap-safety load: ${TOTAL} events in ${appends.length} appends written in ${wrote - began} ms; ` +
-        `subscribers caught up ${delivered - wrote} ms later; ${store.blockedReads - blockedBefore} reads found the horizon blocked`);
+      console.log(
+        `gap-safety load: ${TOTAL} events in ${appends.length} appends written in ${wrote - began} ms; ` +
+          `subscribers caught up ${delivered - wrote} ms later; ${store.blockedReads - blockedBefore} reads found the horizon blocked`,
+      );
 
       // Everything written is stored once; appends' positions are their last events'.
       const all: RecordedEvent[] = [];
@@ -326,7 +366,9 @@ describe('postgres event store: gap safety', () => {
       expect(all.filter((e, i) => i > 0 && e.position <= all[i - 1]!.position)).toEqual([]);
       // An append's events are consecutive, and its result names its last event's position.
       const positionOf = new Map(all.map((e) => [e.id, e.position]));
-      const badAppends = appends.filter((a) => a.ids.some((id, i) => positionOf.get(id) !== a.position - (a.ids.length - 1 - i)));
+      const badAppends = appends.filter((a) =>
+        a.ids.some((id, i) => positionOf.get(id) !== a.position - (a.ids.length - 1 - i)),
+      );
       expect(badAppends).toEqual([]);
       // Each stream's revisions run 0, 1, 2... in position order.
       const nextRevision = new Map<string, number>();
@@ -341,7 +383,12 @@ describe('postgres event store: gap safety', () => {
       const expected = all.map((e) => `${e.position}:${e.id}`);
       for (const s of subscribers) {
         expect(s.events).toHaveLength(TOTAL);
-        expect(firstDifference(s.events.map((e) => `${e.position}:${e.id}`), expected)).toBeUndefined();
+        expect(
+          firstDifference(
+            s.events.map((e) => `${e.position}:${e.id}`),
+            expected,
+          ),
+        ).toBeUndefined();
       }
     } finally {
       for (const s of subscribers) await s.sub.stop();
@@ -351,9 +398,17 @@ describe('postgres event store: gap safety', () => {
 });
 
 /** Where two long sequences first differ (a readable failure instead of a 50,000-line diff). */
-function firstDifference(actual: readonly string[], expected: readonly string[]): { index: number; actual?: string; expected?: string } | undefined {
+function firstDifference(
+  actual: readonly string[],
+  expected: readonly string[],
+): { index: number; actual?: string; expected?: string } | undefined {
   for (let i = 0; i < Math.max(actual.length, expected.length); i++) {
-    if (actual[i] !== expected[i]) return { index: i, ...(actual[i] === undefined ? {} : { actual: actual[i] }), ...(expected[i] === undefined ? {} : { expected: expected[i] }) };
+    if (actual[i] !== expected[i])
+      return {
+        index: i,
+        ...(actual[i] === undefined ? {} : { actual: actual[i] }),
+        ...(expected[i] === undefined ? {} : { expected: expected[i] }),
+      };
   }
   return undefined;
 }

@@ -22,7 +22,8 @@ import { eventually, testEvent } from '../support/events';
 /** The migrations before 0024: a store as deployed before positions had an offset. */
 const beforeOffset = mkdtempSync(join(tmpdir(), 'migrations-0020-'));
 for (const f of readdirSync(join(__dirname, '../../migrations'))) {
-  if (/^\d{4}_/.test(f) && Number(f.slice(0, 4)) < 24) copyFileSync(join(__dirname, '../../migrations', f), join(beforeOffset, f));
+  if (/^\d{4}_/.test(f) && Number(f.slice(0, 4)) < 24)
+    copyFileSync(join(__dirname, '../../migrations', f), join(beforeOffset, f));
 }
 afterAll(() => rmSync(beforeOffset, { recursive: true, force: true }));
 
@@ -65,7 +66,9 @@ async function txClient(): Promise<PoolClient> {
 }
 
 async function appendInTransaction(c: PoolClient, streamId: string, events: readonly EventToAppend[]): Promise<number> {
-  const payload = JSON.stringify(events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: 1 })));
+  const payload = JSON.stringify(
+    events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: 1 })),
+  );
   const res = await c.query(`SELECT * FROM es_append($1, 'any', NULL, $2::jsonb, false)`, [streamId, payload]);
   expect(res.rows[0]).toMatchObject({ status: 'ok' });
   return Number(res.rows[0].last_position);
@@ -83,7 +86,8 @@ async function restoreRowsFromAheadCluster(count: number, ahead = 1_000_000): Pr
     const e = testEvent('restore.Restored', { i });
     await db.pool.query(
       `INSERT INTO events (position, event_id, stream_id, stream_revision, type, data, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-      [base + i * 65536, e.id, stream, i, e.type, e.data, e.metadata]);
+      [base + i * 65536, e.id, stream, i, e.type, e.data, e.metadata],
+    );
   }
   return base + (count - 1) * 65536;
 }
@@ -143,7 +147,9 @@ describe('postgres event store: positions after a restore into another cluster',
         { streamId: `m2-${randomUUID()}`, events: [testEvent('restore.M2')], expected: 'no_stream' },
       ]);
       expect(r[0]!.position).toBeGreaterThan(restoredHead);
-      const skip = await store.appendSkippingKnown([{ streamId: `t-${randomUUID()}`, events: [testEvent('restore.T')] }]);
+      const skip = await store.appendSkippingKnown([
+        { streamId: `t-${randomUUID()}`, events: [testEvent('restore.T')] },
+      ]);
       expect(skip[0]!.position).toBeGreaterThan(r[1]!.position);
       await eventually(() => reader.events.length >= 3, 'all three delivered');
       expect(reader.events.map((e) => e.type)).toEqual(['restore.M1', 'restore.M2', 'restore.T']);
@@ -164,14 +170,16 @@ describe('postgres event store: positions after a restore into another cluster',
     expect(r.position).toBeGreaterThan(restoredHead);
   });
 
-  it('the store\'s own cluster id recorded by another cluster also triggers the check, and a store whose ids are ahead is left alone', async () => {
+  it("the store's own cluster id recorded by another cluster also triggers the check, and a store whose ids are ahead is left alone", async () => {
     const store = newStore();
     const first = await store.append(`s-${randomUUID()}`, [testEvent('restore.One')], 'no_stream');
     // Restored into a cluster whose ids are ahead of the dump's: positions already continue above.
     await db.pool.query(`UPDATE es_position_offset SET system_identifier = 'another-cluster'`);
     const a = await alignPositions(db.pool);
     expect(a).toEqual({ previousOffset: 0, offset: 0, raised: false });
-    const row = await db.pool.query<{ system_identifier: string | null }>('SELECT system_identifier FROM es_position_offset');
+    const row = await db.pool.query<{ system_identifier: string | null }>(
+      'SELECT system_identifier FROM es_position_offset',
+    );
     const own = await db.pool.query<{ id: string | null }>('SELECT es_cluster_id() AS id');
     expect(row.rows[0]!.system_identifier).toBe(own.rows[0]!.id);
     const next = await store.append(`s-${randomUUID()}`, [testEvent('restore.Two')], 'no_stream');
@@ -210,10 +218,17 @@ describe('postgres event store: positions after a restore into another cluster',
       const sentinel = testEvent('restore.Sentinel');
       await store.append(`s-${randomUUID()}`, [sentinel], 'no_stream');
       await eventually(() => reader.events.length >= 5, 'the sentinel delivered');
-      expect(reader.events.map((e) => e.type)).toEqual(
-        ['restore.InFlight', 'restore.Restored', 'restore.Restored', 'restore.AfterRaise', 'restore.Sentinel']);
+      expect(reader.events.map((e) => e.type)).toEqual([
+        'restore.InFlight',
+        'restore.Restored',
+        'restore.Restored',
+        'restore.AfterRaise',
+        'restore.Sentinel',
+      ]);
       expect(reader.events[0]!.position).toBe(earlyPosition);
-      expect(reader.events.map((e) => e.position)).toEqual([...reader.events.map((e) => e.position)].sort((x, y) => x - y));
+      expect(reader.events.map((e) => e.position)).toEqual(
+        [...reader.events.map((e) => e.position)].sort((x, y) => x - y),
+      );
       expect(await newestPosition()).toBe(reader.events.at(-1)!.position);
     } finally {
       await t1.query('ROLLBACK').catch(() => undefined);
@@ -244,17 +259,22 @@ describe('postgres event store: positions after a restore into another cluster',
         const before = await oldStore.append(`s-${randomUUID()}`, [testEvent('restore.Old')], 'no_stream');
         let head = before.position;
         if (restored) {
-          const xid = Number((await old.pool.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]!.x);
+          const xid = Number(
+            (await old.pool.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]!.x,
+          );
           head = (xid + 1_000_000) * 65536;
           const e = testEvent('restore.Restored');
-          await old.pool.query(`INSERT INTO events (position, event_id, stream_id, stream_revision, type, data, metadata) VALUES ($1, $2, $3, 0, $4, '{}', $5)`,
-            [head, e.id, `restored-${randomUUID()}`, e.type, e.metadata]);
+          await old.pool.query(
+            `INSERT INTO events (position, event_id, stream_id, stream_revision, type, data, metadata) VALUES ($1, $2, $3, 0, $4, '{}', $5)`,
+            [head, e.id, `restored-${randomUUID()}`, e.type, e.metadata],
+          );
         }
         const { positions } = await migrate(old.pool);
         expect(positions?.raised).toBe(restored);
         const after = await oldStore.append(`s-${randomUUID()}`, [testEvent('restore.New')], 'no_stream');
         expect(after.position).toBeGreaterThan(head);
-        if (!restored) expect((await old.pool.query('SELECT xid_offset FROM es_position_offset')).rows).toEqual([{ xid_offset: 0 }]);
+        if (!restored)
+          expect((await old.pool.query('SELECT xid_offset FROM es_position_offset')).rows).toEqual([{ xid_offset: 0 }]);
         await oldStore.close();
       } finally {
         old.pool.on('error', () => undefined);
@@ -266,16 +286,21 @@ describe('postgres event store: positions after a restore into another cluster',
   it('refuses the repair and appends under a transaction snapshot, and an append past 2^53, with clear errors', async () => {
     const c = await txClient();
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-    await expect(c.query('SELECT * FROM es_align_positions()')).rejects.toMatchObject({ message: expect.stringContaining('READ COMMITTED') });
+    await expect(c.query('SELECT * FROM es_align_positions()')).rejects.toMatchObject({
+      message: expect.stringContaining('READ COMMITTED'),
+    });
     await c.query('ROLLBACK');
     // An append too: its snapshot could predate a raise, and its positions would sort below the restored events.
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-    await expect(appendInTransaction(c, `rr-${randomUUID()}`, [testEvent('restore.RR')])).rejects.toMatchObject({ code: '25000' });
+    await expect(appendInTransaction(c, `rr-${randomUUID()}`, [testEvent('restore.RR')])).rejects.toMatchObject({
+      code: '25000',
+    });
     await c.query('ROLLBACK');
 
     await db.pool.query(`UPDATE es_position_offset SET xid_offset = $1`, [2 ** 37]);
-    await expect(newStore(newPool()).append(`big-${randomUUID()}`, [testEvent('restore.Big')], 'no_stream'))
-      .rejects.toMatchObject({ code: '54000', message: expect.stringContaining('positions exhausted') });
+    await expect(
+      newStore(newPool()).append(`big-${randomUUID()}`, [testEvent('restore.Big')], 'no_stream'),
+    ).rejects.toMatchObject({ code: '54000', message: expect.stringContaining('positions exhausted') });
   });
 });
 
@@ -283,6 +308,8 @@ describe('postgres event store: positions after a restore into another cluster',
 async function waitingForOffsetLock(): Promise<number> {
   const res = await db.pool.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND classid = 0 AND objid = $1 AND objsubid = 1`, [ADVISORY_LOCKS.eventStorePositions]);
+        AND classid = 0 AND objid = $1 AND objsubid = 1`,
+    [ADVISORY_LOCKS.eventStorePositions],
+  );
   return res.rows[0]!.n;
 }

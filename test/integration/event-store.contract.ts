@@ -1,5 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { ConcurrencyError, IdempotencyConflictError, type EventStore, type RecordedEvent } from '../../src/platform/event-store/event-store';
+import {
+  ConcurrencyError,
+  IdempotencyConflictError,
+  type EventStore,
+  type RecordedEvent,
+} from '../../src/platform/event-store/event-store';
 import { eventually, testEvent } from '../support/events';
 
 /**
@@ -18,7 +23,10 @@ export function eventStoreContract(adapter: string, getStore: () => EventStore):
         expect(r.position).toBeGreaterThan(0);
         expect(r.duplicate).toBe(false);
         const read = await getStore().readStream(s);
-        expect(read.map((e) => [e.type, e.revision])).toEqual([['test.A', 0], ['test.B', 1]]);
+        expect(read.map((e) => [e.type, e.revision])).toEqual([
+          ['test.A', 0],
+          ['test.B', 1],
+        ]);
         expect(read[1]?.position).toBe(r.position);
       });
 
@@ -33,21 +41,27 @@ export function eventStoreContract(adapter: string, getStore: () => EventStore):
         await getStore().append(s, [testEvent('test.A')], 'no_stream');
         const ok = await getStore().append(s, [testEvent('test.B')], 0);
         expect(ok.nextRevision).toBe(1);
-        const err = await getStore().append(s, [testEvent('test.C')], 0).catch((e: unknown) => e);
+        const err = await getStore()
+          .append(s, [testEvent('test.C')], 0)
+          .catch((e: unknown) => e);
         expect(err).toBeInstanceOf(ConcurrencyError);
         expect((err as ConcurrencyError).actual).toBe(1);
         expect((await getStore().readStream(s)).map((e) => e.type)).toEqual(['test.A', 'test.B']);
       });
 
       it('rejects an exact revision on a stream that does not exist', async () => {
-        const err = await getStore().append(stream('missing'), [testEvent('test.A')], 3).catch((e: unknown) => e);
+        const err = await getStore()
+          .append(stream('missing'), [testEvent('test.A')], 3)
+          .catch((e: unknown) => e);
         expect(err).toBeInstanceOf(ConcurrencyError);
         expect((err as ConcurrencyError).actual).toBe('no_stream');
       });
 
       it('stream_exists needs the stream; any takes whatever is there', async () => {
         const s = stream('any');
-        await expect(getStore().append(s, [testEvent('test.A')], 'stream_exists')).rejects.toBeInstanceOf(ConcurrencyError);
+        await expect(getStore().append(s, [testEvent('test.A')], 'stream_exists')).rejects.toBeInstanceOf(
+          ConcurrencyError,
+        );
         expect((await getStore().append(s, [testEvent('test.A')], 'any')).nextRevision).toBe(0);
         expect((await getStore().append(s, [testEvent('test.B')], 'any')).nextRevision).toBe(1);
         expect((await getStore().append(s, [testEvent('test.C')], 'stream_exists')).nextRevision).toBe(2);
@@ -57,7 +71,8 @@ export function eventStoreContract(adapter: string, getStore: () => EventStore):
         const s = stream('race');
         await getStore().append(s, [testEvent('test.A')], 'no_stream');
         const results = await Promise.allSettled(
-          Array.from({ length: 10 }, (_, i) => getStore().append(s, [testEvent('test.B', { i })], 0)));
+          Array.from({ length: 10 }, (_, i) => getStore().append(s, [testEvent('test.B', { i })], 0)),
+        );
         expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
         const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
         expect(rejected).toHaveLength(9);
@@ -67,7 +82,9 @@ export function eventStoreContract(adapter: string, getStore: () => EventStore):
 
       it('serialises concurrent "any" appends without losing one', async () => {
         const s = stream('any-race');
-        await Promise.all(Array.from({ length: 20 }, (_, i) => getStore().append(s, [testEvent('test.N', { i })], 'any')));
+        await Promise.all(
+          Array.from({ length: 20 }, (_, i) => getStore().append(s, [testEvent('test.N', { i })], 'any')),
+        );
         const events = await getStore().readStream(s);
         expect(events.map((e) => e.revision)).toEqual(Array.from({ length: 20 }, (_, i) => i));
         expect(new Set(events.map((e) => e.data.i)).size).toBe(20);
@@ -95,11 +112,13 @@ export function eventStoreContract(adapter: string, getStore: () => EventStore):
         expect(await getStore().readStream(s)).toHaveLength(1);
       });
 
-      it('refuses an append that reuses some of an earlier append\'s ids with new ones', async () => {
+      it("refuses an append that reuses some of an earlier append's ids with new ones", async () => {
         const s = stream('idem-mixed');
         const a = testEvent('test.A');
         await getStore().append(s, [a], 'no_stream');
-        await expect(getStore().append(s, [a, testEvent('test.B')], 'any')).rejects.toBeInstanceOf(IdempotencyConflictError);
+        await expect(getStore().append(s, [a, testEvent('test.B')], 'any')).rejects.toBeInstanceOf(
+          IdempotencyConflictError,
+        );
         expect(await getStore().readStream(s)).toHaveLength(1);
       });
 
@@ -116,17 +135,34 @@ export function eventStoreContract(adapter: string, getStore: () => EventStore):
     describe('reading', () => {
       it('keeps data and metadata as written', async () => {
         const s = stream('meta');
-        const e = { id: randomUUID(), type: 'test.Meta', data: { nested: { a: [1, 2, 3] }, text: 'é✓' },
-          metadata: { correlationId: 'corr-1', causationId: 'cause-1', actor: 'user:42' }, schemaVersion: 1 };
+        const e = {
+          id: randomUUID(),
+          type: 'test.Meta',
+          data: { nested: { a: [1, 2, 3] }, text: 'é✓' },
+          metadata: { correlationId: 'corr-1', causationId: 'cause-1', actor: 'user:42' },
+          schemaVersion: 1,
+        };
         await getStore().append(s, [e], 'no_stream');
         const [read] = await getStore().readStream(s);
-        expect(read).toMatchObject({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, streamId: s, revision: 0, schemaVersion: 1 });
+        expect(read).toMatchObject({
+          id: e.id,
+          type: e.type,
+          data: e.data,
+          metadata: e.metadata,
+          streamId: s,
+          revision: 0,
+          schemaVersion: 1,
+        });
         expect(read?.recordedAt).toBeInstanceOf(Date);
       });
 
       it('reads a stream from a revision', async () => {
         const s = stream('from');
-        await getStore().append(s, [1, 2, 3, 4].map((n) => testEvent('test.N', { n })), 'no_stream');
+        await getStore().append(
+          s,
+          [1, 2, 3, 4].map((n) => testEvent('test.N', { n })),
+          'no_stream',
+        );
         expect((await getStore().readStream(s, 2)).map((e) => e.data.n)).toEqual([3, 4]);
       });
 
@@ -155,7 +191,11 @@ export function eventStoreContract(adapter: string, getStore: () => EventStore):
         const start = await getStore().headPosition();
         const s = stream('types');
         const t = `test.Typed${randomUUID().slice(0, 8)}`;
-        await getStore().append(s, [testEvent(t, { n: 1 }), testEvent('test.Other'), testEvent(t, { n: 2 })], 'no_stream');
+        await getStore().append(
+          s,
+          [testEvent(t, { n: 1 }), testEvent('test.Other'), testEvent(t, { n: 2 })],
+          'no_stream',
+        );
         expect((await getStore().readAll(start, 100, [t])).map((e) => e.data.n)).toEqual([1, 2]);
       });
 

@@ -66,13 +66,18 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       expect(issued.token).toMatch(/^[A-Za-z0-9_-]{43}$/);
       expect(Buffer.from(issued.token, 'base64url')).toHaveLength(32);
       expect(issued.familyId).toMatch(/^[0-9a-f-]{36}$/);
-      const { rows } = await db.pool.query('SELECT *, extract(epoch FROM expires_at - issued_at)::int AS life FROM refresh_tokens WHERE family_id = $1', [issued.familyId]);
+      const { rows } = await db.pool.query(
+        'SELECT *, extract(epoch FROM expires_at - issued_at)::int AS life FROM refresh_tokens WHERE family_id = $1',
+        [issued.familyId],
+      );
       expect(rows).toHaveLength(1);
       expect(rows[0].token_hash).toEqual(createHash('sha256').update(issued.token).digest());
       expect(rows[0]).toMatchObject({ subject: user, life: TTL, rotated_at: null, revoked_at: null });
       expect(rows[0].expires_at).toEqual(issued.expiresAt);
       // The token itself is nowhere in the database.
-      const all = await db.pool.query(`SELECT row_to_json(t)::text AS j FROM refresh_tokens t UNION ALL SELECT row_to_json(f)::text FROM refresh_token_families f`);
+      const all = await db.pool.query(
+        `SELECT row_to_json(t)::text AS j FROM refresh_tokens t UNION ALL SELECT row_to_json(f)::text FROM refresh_token_families f`,
+      );
       for (const r of all.rows) expect(r.j).not.toContain(issued.token);
     });
 
@@ -84,9 +89,14 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       expect(second.token).not.toBe(first.token);
       const third = await store.rotate(second.token);
       expect(third.familyId).toBe(first.familyId);
-      const { rows } = await db.pool.query('SELECT count(*)::int AS n, count(rotated_at)::int AS rotated FROM refresh_tokens WHERE family_id = $1', [first.familyId]);
+      const { rows } = await db.pool.query(
+        'SELECT count(*)::int AS n, count(rotated_at)::int AS rotated FROM refresh_tokens WHERE family_id = $1',
+        [first.familyId],
+      );
       expect(rows[0]).toEqual({ n: 3, rotated: 2 });
-      const old = await db.pool.query('SELECT replaced_by FROM refresh_tokens WHERE token_hash = $1', [createHash('sha256').update(first.token).digest()]);
+      const old = await db.pool.query('SELECT replaced_by FROM refresh_tokens WHERE token_hash = $1', [
+        createHash('sha256').update(first.token).digest(),
+      ]);
       expect(old.rows[0].replaced_by).toEqual(createHash('sha256').update(second.token).digest());
     });
 
@@ -99,9 +109,14 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       await expectDomainError(store.rotate(third.token), 'unauthenticated', 'AUTH.INVALID_REFRESH_TOKEN');
       await expectDomainError(store.rotate(second.token), 'unauthenticated', 'AUTH.REFRESH_REUSED');
       expect(reused).toContainEqual({ familyId: first.familyId, userId: user });
-      const { rows } = await db.pool.query('SELECT revoke_reason FROM refresh_token_families WHERE family_id = $1', [first.familyId]);
+      const { rows } = await db.pool.query('SELECT revoke_reason FROM refresh_token_families WHERE family_id = $1', [
+        first.familyId,
+      ]);
       expect(rows[0].revoke_reason).toBe('reuse');
-      const tokens = await db.pool.query('SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NULL', [first.familyId]);
+      const tokens = await db.pool.query(
+        'SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NULL',
+        [first.familyId],
+      );
       expect(tokens.rows[0].n).toBe(0);
       // Other sessions of the same user are untouched.
       const other = await store.issue(user);
@@ -115,7 +130,9 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
         expect(ok).toHaveLength(1);
         expect(failed).toHaveLength(1);
         expect(failed[0]!.code).toBe('AUTH.REFRESH_REUSED');
-        const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1', [issued.familyId]);
+        const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1', [
+          issued.familyId,
+        ]);
         expect(rows[0].n).toBe(2);
       }
     });
@@ -125,7 +142,9 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
         const issued = await store.issue(`race8-${run}`);
         const { ok } = await outcomes(Array.from({ length: 8 }, () => store.rotate(issued.token)));
         expect(ok).toHaveLength(1);
-        const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1', [issued.familyId]);
+        const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1', [
+          issued.familyId,
+        ]);
         expect(rows[0].n).toBe(2);
       }
     });
@@ -133,7 +152,10 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
     it('a rotation racing a family revocation never leaves a working successor (30 runs)', async () => {
       for (let run = 0; run < 30; run++) {
         const issued = await store.issue(`revoke-race-${run}`);
-        const [rotated] = await Promise.allSettled([store.rotate(issued.token), store.revokeFamily(issued.familyId, 'logout')]);
+        const [rotated] = await Promise.allSettled([
+          store.rotate(issued.token),
+          store.revokeFamily(issued.familyId, 'logout'),
+        ]);
         if (rotated.status === 'fulfilled') {
           await expectDomainError(store.rotate(rotated.value.token), 'unauthenticated', 'AUTH.INVALID_REFRESH_TOKEN');
         }
@@ -142,9 +164,18 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
 
     it('refuses expired, unknown and malformed tokens', async () => {
       const issued = await store.issue(randomUUID());
-      await db.pool.query(`UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE family_id = $1`, [issued.familyId]);
+      await db.pool.query(`UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE family_id = $1`, [
+        issued.familyId,
+      ]);
       await expectDomainError(store.rotate(issued.token), 'unauthenticated', 'AUTH.INVALID_REFRESH_TOKEN');
-      for (const t of [randomBytes(32).toString('base64url'), 'short', '', `${issued.token}x`, 'eyJhbGciOiJFUzI1NiJ9.e30.sig', undefined as unknown as string]) {
+      for (const t of [
+        randomBytes(32).toString('base64url'),
+        'short',
+        '',
+        `${issued.token}x`,
+        'eyJhbGciOiJFUzI1NiJ9.e30.sig',
+        undefined as unknown as string,
+      ]) {
         await expectDomainError(store.rotate(t), 'unauthenticated', 'AUTH.INVALID_REFRESH_TOKEN');
       }
     });
@@ -162,11 +193,14 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       await expectDomainError(store.rotate(b2.token), 'unauthenticated', 'AUTH.INVALID_REFRESH_TOKEN');
       expect(await store.revokeFamily(randomUUID(), 'logout')).toBe(false);
       expect(await store.revokeFamily('not-a-token', 'logout')).toBe(false);
-      const { rows } = await db.pool.query<{ revoke_reason: string }>('SELECT revoke_reason FROM refresh_tokens WHERE family_id = $1', [b.familyId]);
+      const { rows } = await db.pool.query<{ revoke_reason: string }>(
+        'SELECT revoke_reason FROM refresh_tokens WHERE family_id = $1',
+        [b.familyId],
+      );
       expect(rows.map((r) => r.revoke_reason)).toEqual(['logout', 'logout']);
     });
 
-    it('revokeAllForUser ends every session of that user and no one else\'s', async () => {
+    it("revokeAllForUser ends every session of that user and no one else's", async () => {
       const user = randomUUID();
       const other = randomUUID();
       const [m0, m1, m2] = await Promise.all([store.issue(user), store.issue(user), store.issue(user)]);
@@ -182,9 +216,13 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
 
     it('purges families whose tokens expired long ago', async () => {
       const issued = await store.issue(randomUUID());
-      await db.pool.query(`UPDATE refresh_tokens SET expires_at = now() - interval '2 days' WHERE family_id = $1`, [issued.familyId]);
+      await db.pool.query(`UPDATE refresh_tokens SET expires_at = now() - interval '2 days' WHERE family_id = $1`, [
+        issued.familyId,
+      ]);
       expect(await store.purgeExpired(86_400)).toBeGreaterThanOrEqual(1);
-      const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1', [issued.familyId]);
+      const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1', [
+        issued.familyId,
+      ]);
       expect(rows[0].n).toBe(0);
     });
   });
@@ -194,8 +232,18 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
     let revocation: RevocationList;
 
     beforeAll(() => {
-      const keys = new SigningKeys({ alg: 'HS256', hs256Secret: 'revocation-test-secret-0123456789abcdef', maxTokenLifeS: 900 });
-      tokens = new TokenService(keys, { issuer: 'iss', userAudience: 'api', deviceAudience: 'devices', accessTokenTtlS: 900, deviceTokenTtlS: 600 });
+      const keys = new SigningKeys({
+        alg: 'HS256',
+        hs256Secret: 'revocation-test-secret-0123456789abcdef',
+        maxTokenLifeS: 900,
+      });
+      tokens = new TokenService(keys, {
+        issuer: 'iss',
+        userAudience: 'api',
+        deviceAudience: 'devices',
+        accessTokenTtlS: 900,
+        deviceTokenTtlS: 600,
+      });
       revocation = new RevocationList(redis, { keyPrefix: `${PREFIX}revoked:`, maxTokenLifeS: tokens.maxTokenLifeS });
     });
 
@@ -247,19 +295,27 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       await revocation.revokeSubject(sub, claims.iatMs! / 1000);
       await expectDomainError(revocation.check(claims), 'unauthenticated', 'AUTH.TOKEN_REVOKED');
       // Issued one millisecond after the cutoff (same second): still good.
-      await expect(revocation.check({ sub, jti: randomUUID(), iat: claims.iat, iatMs: claims.iatMs! + 1 })).resolves.toBeUndefined();
+      await expect(
+        revocation.check({ sub, jti: randomUUID(), iat: claims.iat, iatMs: claims.iatMs! + 1 }),
+      ).resolves.toBeUndefined();
       await expect(revocation.check({ sub, jti: randomUUID(), iat: claims.iat + 1 })).resolves.toBeUndefined();
     });
   });
 
   describe('login limiter', () => {
     let limiter: LoginLimiter;
-    const addr = () => `10.${Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}`;
+    const addr = () =>
+      `10.${Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}`;
     const limited = (p: Promise<unknown>) => expectDomainError(p, 'rate_limited', 'AUTH.TOO_MANY_ATTEMPTS');
 
     beforeAll(() => {
       limiter = new LoginLimiter(redis, {
-        keyPrefix: `${PREFIX}login:`, maxPerAccountAddress: 3, maxPerAddress: 5, maxPerAccount: 8, windowS: 120, knownAddressTtlS: 600,
+        keyPrefix: `${PREFIX}login:`,
+        maxPerAccountAddress: 3,
+        maxPerAddress: 5,
+        maxPerAccount: 8,
+        windowS: 120,
+        knownAddressTtlS: 600,
       });
     });
 
@@ -274,7 +330,12 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       expect(err.extra.retryAfterSeconds).toBeGreaterThan(0);
       expect(err.extra.retryAfterSeconds).toBeLessThanOrEqual(120);
       // No e-mail address in Redis keys.
-      for (const key of [limiter.accountKey(account), limiter.pairKey(account, address), limiter.knownKey(account, address)]) expect(key).not.toContain('@');
+      for (const key of [
+        limiter.accountKey(account),
+        limiter.pairKey(account, address),
+        limiter.knownKey(account, address),
+      ])
+        expect(key).not.toContain('@');
     });
 
     it("a stranger's failures lock only the stranger's pair: the owner, from another address, may still log in", async () => {
@@ -365,11 +426,15 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
 
     beforeAll(async () => {
       const probe = createServer();
-      closedPort = await new Promise<number>((resolve) => probe.listen(0, '127.0.0.1', () => resolve((probe.address() as { port: number }).port)));
+      closedPort = await new Promise<number>((resolve) =>
+        probe.listen(0, '127.0.0.1', () => resolve((probe.address() as { port: number }).port)),
+      );
       await new Promise<void>((resolve) => probe.close(() => resolve()));
       // Accepts connections and never answers: a hung Redis.
       silent = createServer((s) => sockets.push(s));
-      silentPort = await new Promise<number>((resolve) => silent.listen(0, '127.0.0.1', () => resolve((silent.address() as { port: number }).port)));
+      silentPort = await new Promise<number>((resolve) =>
+        silent.listen(0, '127.0.0.1', () => resolve((silent.address() as { port: number }).port)),
+      );
     });
 
     afterAll(async () => {
@@ -379,7 +444,11 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
 
     const clients: [string, () => number, RedisOptions][] = [
       ['closed port, default client options', () => closedPort, {}],
-      ['closed port, commands queued forever (maxRetriesPerRequest: null)', () => closedPort, { maxRetriesPerRequest: null }],
+      [
+        'closed port, commands queued forever (maxRetriesPerRequest: null)',
+        () => closedPort,
+        { maxRetriesPerRequest: null },
+      ],
       ['closed port, no offline queue', () => closedPort, { enableOfflineQueue: false }],
       ['closed port, authRedisOptions', () => closedPort, authRedisOptions(200)],
       ['server that never answers', () => silentPort, { maxRetriesPerRequest: null }],
@@ -389,20 +458,53 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       const dead = new Redis({ host: '127.0.0.1', port: port(), ...options, retryStrategy: () => 100 });
       dead.on('error', () => undefined);
       try {
-        const revocation = new RevocationList(dead, { keyPrefix: `${PREFIX}dead:`, maxTokenLifeS: 900, timeoutMs: 300 });
+        const revocation = new RevocationList(dead, {
+          keyPrefix: `${PREFIX}dead:`,
+          maxTokenLifeS: 900,
+          timeoutMs: 300,
+        });
         const claims = { sub: 'user-1', jti: randomUUID(), iat: Math.floor(Date.now() / 1000) };
         await expectDomainError(revocation.check(claims), 'unavailable', 'AUTH.REVOCATION_UNAVAILABLE');
-        await expectDomainError(revocation.revokeToken(claims.jti, claims.iat + 900), 'unavailable', 'AUTH.REVOCATION_UNAVAILABLE');
+        await expectDomainError(
+          revocation.revokeToken(claims.jti, claims.iat + 900),
+          'unavailable',
+          'AUTH.REVOCATION_UNAVAILABLE',
+        );
         await expectDomainError(revocation.revokeSubject('user-1'), 'unavailable', 'AUTH.REVOCATION_UNAVAILABLE');
         const limiter = new LoginLimiter(dead, {
-          keyPrefix: `${PREFIX}dead:`, maxPerAccountAddress: 3, maxPerAddress: 5, maxPerAccount: 8, windowS: 60, knownAddressTtlS: 600, timeoutMs: 300,
+          keyPrefix: `${PREFIX}dead:`,
+          maxPerAccountAddress: 3,
+          maxPerAddress: 5,
+          maxPerAccount: 8,
+          windowS: 60,
+          knownAddressTtlS: 600,
+          timeoutMs: 300,
         });
-        await expectDomainError(limiter.check('a@example.com', '10.0.0.1'), 'unavailable', 'AUTH.LOGIN_LIMITER_UNAVAILABLE');
-        await expectDomainError(limiter.recordFailure('a@example.com', '10.0.0.1'), 'unavailable', 'AUTH.LOGIN_LIMITER_UNAVAILABLE');
-        await expectDomainError(limiter.recordSuccess('a@example.com', '10.0.0.1'), 'unavailable', 'AUTH.LOGIN_LIMITER_UNAVAILABLE');
-        const signups = new SignupLimiter(dead, { keyPrefix: `${PREFIX}dead:`, maxPerAddress: 3, windowS: 60, timeoutMs: 300 });
+        await expectDomainError(
+          limiter.check('a@example.com', '10.0.0.1'),
+          'unavailable',
+          'AUTH.LOGIN_LIMITER_UNAVAILABLE',
+        );
+        await expectDomainError(
+          limiter.recordFailure('a@example.com', '10.0.0.1'),
+          'unavailable',
+          'AUTH.LOGIN_LIMITER_UNAVAILABLE',
+        );
+        await expectDomainError(
+          limiter.recordSuccess('a@example.com', '10.0.0.1'),
+          'unavailable',
+          'AUTH.LOGIN_LIMITER_UNAVAILABLE',
+        );
+        const signups = new SignupLimiter(dead, {
+          keyPrefix: `${PREFIX}dead:`,
+          maxPerAddress: 3,
+          windowS: 60,
+          timeoutMs: 300,
+        });
         await expectDomainError(signups.take('10.0.0.1'), 'unavailable', 'AUTH.SIGNUP_LIMITER_UNAVAILABLE');
-        const err = (await revocation.check(claims).catch((e: unknown) => e)) as { extra: { retryAfterSeconds: number } };
+        const err = (await revocation.check(claims).catch((e: unknown) => e)) as {
+          extra: { retryAfterSeconds: number };
+        };
         expect(err.extra.retryAfterSeconds).toBeGreaterThan(0);
       } finally {
         dead.disconnect();
@@ -434,7 +536,12 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       const stronger = new PasswordHasher({ concurrency: 1, timeCost: 3 });
       expect(stronger.needsRehash(hash)).toBe(true);
       expect(new PasswordHasher({ concurrency: 1, memoryCost: 65_536 }).needsRehash(hash)).toBe(true);
-      const argon2i = await argon2.hash('a password of some length', { type: argon2.argon2i, memoryCost: 19_456, timeCost: 2, parallelism: 1 });
+      const argon2i = await argon2.hash('a password of some length', {
+        type: argon2.argon2i,
+        memoryCost: 19_456,
+        timeCost: 2,
+        parallelism: 1,
+      });
       expect(hasher.needsRehash(argon2i)).toBe(true);
       expect(hasher.needsRehash('$2b$12$abcdefghijklmnopqrstuv')).toBe(true);
       expect(hasher.needsRehash('')).toBe(true);
@@ -485,7 +592,11 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       expect(await Promise.all(more)).toEqual([true, false, false, false, false]);
 
       const tiny = new PasswordHasher({ concurrency: 1, maxQueue: 1, maxSignupQueue: 1 });
-      const { ok, failed } = await outcomes([tiny.hash('first password'), tiny.hash('second password'), tiny.hash('third password')]);
+      const { ok, failed } = await outcomes([
+        tiny.hash('first password'),
+        tiny.hash('second password'),
+        tiny.hash('third password'),
+      ]);
       expect(ok).toHaveLength(2);
       expect(failed).toEqual([expect.objectContaining({ kind: 'unavailable', code: 'AUTH.BUSY' })]);
     });
@@ -495,11 +606,21 @@ describe('identity auth state (refresh tokens, revocation, login limiter, passwo
       const one = new PasswordHasher({ concurrency: 1, maxQueue: 5, maxSignupQueue: 10 });
       const stored = await one.hash('the right password');
       const done: string[] = [];
-      const signups = Array.from({ length: 15 }, (_, i) => one.hash(`sign-up password ${i}`).then(() => { done.push(`signup ${i}`); }, (e: Error) => {
-        done.push(`signup ${i} refused`);
-        throw e;
-      }));
-      const login = one.verify(stored, 'the right password').then((ok) => { done.push('login'); return ok; });
+      const signups = Array.from({ length: 15 }, (_, i) =>
+        one.hash(`sign-up password ${i}`).then(
+          () => {
+            done.push(`signup ${i}`);
+          },
+          (e: Error) => {
+            done.push(`signup ${i} refused`);
+            throw e;
+          },
+        ),
+      );
+      const login = one.verify(stored, 'the right password').then((ok) => {
+        done.push('login');
+        return ok;
+      });
       const { failed } = await outcomes(signups);
       expect(await login).toBe(true);
       // One sign-up held the only slot; ten waited; four found their queue full. The login went next.

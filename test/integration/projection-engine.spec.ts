@@ -3,7 +3,14 @@ import type { Projection } from '../../projections/projection';
 import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
 import { Projections, type ProjectionsOptions } from '../../src/platform/processing/projections';
 import {
-  ACCOUNT_EVENTS, AccountsWorkload, IGNORED_EVENT, accountsProjection, accountsTable, allEvents, foldAccounts, readAccounts,
+  ACCOUNT_EVENTS,
+  AccountsWorkload,
+  IGNORED_EVENT,
+  accountsProjection,
+  accountsTable,
+  allEvents,
+  foldAccounts,
+  readAccounts,
   type AccountsControl,
 } from '../fixtures/accounts-projection';
 import { eventually, testEvent } from '../support/events';
@@ -38,12 +45,17 @@ function instance(projections: Projection[], options: Partial<ProjectionsOptions
     batchSize: 50,
     maxAttempts: 3,
     standbyRetryMs: 50,
-    log: (level, msg) => { logs.push({ level, msg }); },
+    log: (level, msg) => {
+      logs.push({ level, msg });
+    },
     ...options,
   });
   let closed = false;
   const inst: Instance = {
-    pool, store: s, engine, logs,
+    pool,
+    store: s,
+    engine,
+    logs,
     close: async () => {
       if (closed) return;
       closed = true;
@@ -106,7 +118,11 @@ describe('projection engine', () => {
     // rows that are exactly the fold of the events up to the checkpoint.
     let appending = true;
     const appender = (async () => {
-      try { await appendWorkload(w, 100); } finally { appending = false; }
+      try {
+        await appendWorkload(w, 100);
+      } finally {
+        appending = false;
+      }
     })();
     let snapshots = 0;
     const reader = new Pool({ connectionString: db.url, max: 1 });
@@ -115,10 +131,14 @@ describe('projection engine', () => {
         const c = await reader.connect();
         try {
           await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-          const cp = await c.query<{ position: number }>('SELECT position FROM processor_checkpoints WHERE name = $1', [name]);
+          const cp = await c.query<{ position: number }>('SELECT position FROM processor_checkpoints WHERE name = $1', [
+            name,
+          ]);
           const checkpoint = cp.rows[0]!.position;
           const rows = await readAccounts(c, name);
-          const upTo = (await c.query<{ position: number }>('SELECT position FROM events WHERE position <= $1', [checkpoint])).rowCount;
+          const upTo = (
+            await c.query<{ position: number }>('SELECT position FROM events WHERE position <= $1', [checkpoint])
+          ).rowCount;
           await c.query('COMMIT');
           const seen = (await allEvents(db.pool)).filter((e) => e.position <= checkpoint);
           expect(seen.length).toBe(upTo);
@@ -138,7 +158,16 @@ describe('projection engine', () => {
     expect(await engine.waitFor(name, head, 30_000)).toBe(true);
     expect(await readAccounts(db.pool, name)).toEqual(await expected());
     const [info] = await engine.status();
-    expect(info).toMatchObject({ name, status: 'running', version: 1, definedVersion: 1, lagEvents: 0, lagSeconds: 0, activeHere: true, parked: null });
+    expect(info).toMatchObject({
+      name,
+      status: 'running',
+      version: 1,
+      definedVersion: 1,
+      lagEvents: 0,
+      lagSeconds: 0,
+      activeHere: true,
+      parked: null,
+    });
     expect(info!.checkpoint).toBeGreaterThanOrEqual(head);
   });
 
@@ -156,7 +185,9 @@ describe('projection engine', () => {
     }
     // A position nobody has written yet: waitFor gives up and says so.
     expect(await engine.waitFor(name, (await lastAppended()) + 1_000_000_000, 200)).toBe(false);
-    await expect(engine.waitFor('no_such_projection', 1, 10)).rejects.toMatchObject({ code: 'PLATFORM.PROJECTION_NOT_FOUND' });
+    await expect(engine.waitFor('no_such_projection', 1, 10)).rejects.toMatchObject({
+      code: 'PLATFORM.PROJECTION_NOT_FOUND',
+    });
   });
 
   it('moves the checkpoint past events of types it does not handle', async () => {
@@ -166,7 +197,11 @@ describe('projection engine', () => {
     engine.start();
     expect(await engine.waitFor(name, await lastAppended(), 30_000)).toBe(true);
     const before = await readAccounts(db.pool, name);
-    const { position } = await store.append('noted-1', [testEvent(IGNORED_EVENT), testEvent(IGNORED_EVENT)], 'no_stream');
+    const { position } = await store.append(
+      'noted-1',
+      [testEvent(IGNORED_EVENT), testEvent(IGNORED_EVENT)],
+      'no_stream',
+    );
     expect(await engine.waitFor(name, position, 30_000)).toBe(true);
     const info = await engine.info(engine.get(name));
     expect(info.checkpoint).toBeGreaterThanOrEqual(position);
@@ -202,7 +237,10 @@ describe('projection engine', () => {
         appendedSince++;
       }
     })();
-    await eventually(async () => (await a.engine.info(a.engine.get(name))).checkpoint > head, 'a applied some of the new events');
+    await eventually(
+      async () => (await a.engine.info(a.engine.get(name))).checkpoint > head,
+      'a applied some of the new events',
+    );
     await a.close();
     await eventually(async () => (await b.engine.status())[0]!.activeHere, 'instance b took over');
     // Events appended while b was taking over, and after.
@@ -232,7 +270,8 @@ describe('projection engine', () => {
       await eventually(async () => (await engine.status())[0]!.activeHere, `active (${i})`);
       const r = await db.pool.query(
         'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1',
-        [`projection:${name}`]);
+        [`projection:${name}`],
+      );
       expect(r.rowCount).toBe(1);
       await eventually(() => lost() >= i, `lock loss ${i} noticed`);
     }
@@ -255,7 +294,8 @@ describe('projection engine', () => {
         if (!killed && /runner active in this process/.test(msg)) {
           killed = db.pool.query(
             'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1',
-            [`projection:${name}`]);
+            [`projection:${name}`],
+          );
         }
       },
     });
@@ -283,17 +323,25 @@ describe('projection engine', () => {
     engine.start();
     expect(await engine.waitFor(name, await lastAppended(), 30_000)).toBe(true);
     const before = await readAccounts(db.pool, name);
-    const rebuildConnections = async () => (await db.pool.query(
-      'SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1', [`projection-rebuild:${name}`])).rowCount;
+    const rebuildConnections = async () =>
+      (
+        await db.pool.query(
+          'SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1',
+          [`projection-rebuild:${name}`],
+        )
+      ).rowCount;
     let killed = false;
-    await expect(engine.rebuild(name, 'user:ops', async () => {
-      if (killed) return;
-      killed = true;
-      await db.pool.query(
-        'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1',
-        [`projection-rebuild:${name}`]);
-      await eventually(async () => (await rebuildConnections()) === 0, 'rebuild lock connection gone');
-    })).rejects.toThrow(/lost the rebuild lock/);
+    await expect(
+      engine.rebuild(name, 'user:ops', async () => {
+        if (killed) return;
+        killed = true;
+        await db.pool.query(
+          'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1',
+          [`projection-rebuild:${name}`],
+        );
+        await eventually(async () => (await rebuildConnections()) === 0, 'rebuild lock connection gone');
+      }),
+    ).rejects.toThrow(/lost the rebuild lock/);
     expect(killed).toBe(true);
     expect(await readAccounts(db.pool, name)).toEqual(before);
     expect((await engine.operatorLog(name)).filter((l) => l.action === 'rebuilt')).toEqual([]);
@@ -316,18 +364,32 @@ describe('projection engine', () => {
     // One append: a good deposit, the poison (its UPDATE runs, then it fails), two more good ones.
     const poison = testEvent(ACCOUNT_EVENTS.deposited, { amount: 100 });
     control.failOn.add(poison.id);
-    const res = await store.append('poison-1', [
-      testEvent(ACCOUNT_EVENTS.deposited, { amount: 10 }), poison,
-      testEvent(ACCOUNT_EVENTS.deposited, { amount: 1000 }), testEvent(ACCOUNT_EVENTS.deposited, { amount: 10000 }),
-    ], 'any');
+    const res = await store.append(
+      'poison-1',
+      [
+        testEvent(ACCOUNT_EVENTS.deposited, { amount: 10 }),
+        poison,
+        testEvent(ACCOUNT_EVENTS.deposited, { amount: 1000 }),
+        testEvent(ACCOUNT_EVENTS.deposited, { amount: 10000 }),
+      ],
+      'any',
+    );
     const poisonPosition = res.position - 2;
     await eventually(async () => (await engine.info(engine.get(name))).status === 'parked', 'projection parked');
     const parked = await engine.info(engine.get(name));
-    expect(parked.parked).toEqual({ position: poisonPosition, eventId: poison.id, eventType: ACCOUNT_EVENTS.deposited, error: expect.stringMatching(/division by zero/), attempts: 3 });
+    expect(parked.parked).toEqual({
+      position: poisonPosition,
+      eventId: poison.id,
+      eventType: ACCOUNT_EVENTS.deposited,
+      error: expect.stringMatching(/division by zero/),
+      attempts: 3,
+    });
     // The events before the poison were applied, the poison's own UPDATE rolled back, nothing after it applied.
     expect(parked.checkpoint).toBe(poisonPosition - 1);
     expect(parked.lagEvents).toBe(3);
-    const balance = async () => (await db.pool.query<{ balance: number }>(`SELECT balance FROM ${accountsTable(name)} WHERE id = 'poison-1'`)).rows[0]?.balance;
+    const balance = async () =>
+      (await db.pool.query<{ balance: number }>(`SELECT balance FROM ${accountsTable(name)} WHERE id = 'poison-1'`))
+        .rows[0]?.balance;
     expect(await balance()).toBe(11);
     expect(await engine.waitFor(name, res.position, 300)).toBe(false);
     // Still parked after more events arrive.
@@ -336,7 +398,12 @@ describe('projection engine', () => {
     expect(await balance()).toBe(11);
     expect(logs.some((l) => l.level === 'error' && /parked/.test(l.msg))).toBe(true);
     const parkedLog = await engine.operatorLog(name);
-    expect(parkedLog[0]).toMatchObject({ action: 'parked', position: poisonPosition, eventId: poison.id, actor: 'system:projection-engine' });
+    expect(parkedLog[0]).toMatchObject({
+      action: 'parked',
+      position: poisonPosition,
+      eventId: poison.id,
+      actor: 'system:projection-engine',
+    });
 
     // Retry while the handler still fails: parked again, one more log entry.
     await engine.retry(name, 'user:ops');
@@ -355,8 +422,15 @@ describe('projection engine', () => {
     // A second poison, skipped: the checkpoint moves past it without applying it; later events apply.
     const poison2 = testEvent(ACCOUNT_EVENTS.deposited, { amount: 7 });
     control.failOn.add(poison2.id);
-    const res2 = await store.append('poison-1', [poison2, testEvent(ACCOUNT_EVENTS.deposited, { amount: 20000 })], 'any');
-    await eventually(async () => (await engine.info(engine.get(name))).status === 'parked', 'parked on the second poison');
+    const res2 = await store.append(
+      'poison-1',
+      [poison2, testEvent(ACCOUNT_EVENTS.deposited, { amount: 20000 })],
+      'any',
+    );
+    await eventually(
+      async () => (await engine.info(engine.get(name))).status === 'parked',
+      'parked on the second poison',
+    );
     expect((await engine.info(engine.get(name))).parked?.eventId).toBe(poison2.id);
     const skipped = await engine.skip(name, 'user:ops');
     expect(skipped).toMatchObject({ status: 'running', position: res2.position - 1 });
@@ -388,7 +462,9 @@ describe('projection engine', () => {
     let head = await appendWorkload(w, 150);
     expect(await engine.waitFor(name, head, 30_000)).toBe(true);
     // Damage the live table: only a real rebuild from the events repairs it.
-    await db.pool.query(`UPDATE ${accountsTable(name)} SET balance = -1 WHERE id = (SELECT min(id) FROM ${accountsTable(name)})`);
+    await db.pool.query(
+      `UPDATE ${accountsTable(name)} SET balance = -1 WHERE id = (SELECT min(id) FROM ${accountsTable(name)})`,
+    );
 
     // Queries against the live table, all through the rebuild: every one must answer.
     let reading = true;
@@ -398,7 +474,9 @@ describe('projection engine', () => {
     const reader = async () => {
       while (reading) {
         try {
-          const r = await readers.query(`SELECT count(*)::int AS n, coalesce(sum(balance), 0)::bigint AS total FROM ${accountsTable(name)}`);
+          const r = await readers.query(
+            `SELECT count(*)::int AS n, coalesce(sum(balance), 0)::bigint AS total FROM ${accountsTable(name)}`,
+          );
           if (typeof r.rows[0]?.n !== 'number') throw new Error('no answer');
           await readers.query(`SELECT * FROM ${accountsTable(name)} WHERE id = $1`, ['rb-1']);
           answered++;
@@ -475,7 +553,7 @@ describe('projection engine', () => {
     const result = await first.engine.rebuild(name, 'user:ops');
     expect(result.position).toBeGreaterThanOrEqual(res.position);
     expect(await first.engine.waitFor(name, await lastAppended(), 30_000)).toBe(true);
-    expect((await first.engine.info(first.engine.get(name)))).toMatchObject({ status: 'running', parked: null });
+    expect(await first.engine.info(first.engine.get(name))).toMatchObject({ status: 'running', parked: null });
     expect(await readAccounts(db.pool, name)).toEqual(await expected());
     expect((await first.engine.operatorLog(name)).map((l) => l.action)).toEqual(['rebuilt', 'parked']);
     await first.close();
@@ -497,10 +575,17 @@ describe('projection engine', () => {
     const { engine } = instance([accountsProjection(name)], { rebuildBatchSize: 500 });
     await engine.register();
     let release!: () => void;
-    const gate = new Promise<void>((r) => { release = r; });
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
     let started!: () => void;
-    const running = new Promise<void>((r) => { started = r; });
-    const first = engine.rebuild(name, 'user:a', async () => { started(); await gate; });
+    const running = new Promise<void>((r) => {
+      started = r;
+    });
+    const first = engine.rebuild(name, 'user:a', async () => {
+      started();
+      await gate;
+    });
     await running;
     await expect(engine.rebuild(name, 'user:b')).rejects.toMatchObject({ code: 'PLATFORM.REBUILD_RUNNING' });
     release();

@@ -83,7 +83,12 @@ describe('refresh-token reuse', () => {
 describe('revocation by refresh family, and notices', () => {
   it('revoking a family rejects every access token of it, and only those', async () => {
     const sid = randomUUID();
-    const claims = (s: string | undefined) => ({ jti: randomUUID(), sub: 'user-f', iat: Math.floor(nowS()), ...(s ? { sid: s } : {}) });
+    const claims = (s: string | undefined) => ({
+      jti: randomUUID(),
+      sub: 'user-f',
+      iat: Math.floor(nowS()),
+      ...(s ? { sid: s } : {}),
+    });
     const [one, two, other, none] = [claims(sid), claims(sid), claims(randomUUID()), claims(undefined)];
     await revocation.revokeFamily(sid);
     await expect(revocation.check(one)).rejects.toMatchObject({ code: 'AUTH.TOKEN_REVOKED' });
@@ -100,7 +105,10 @@ describe('revocation by refresh family, and notices', () => {
     const sub = new Redis(testRedisUrl());
     const heard: RevocationNotice[] = [];
     try {
-      sub.on('message', (_c: string, m: string) => { const n = parseRevocationNotice(m); if (n) heard.push(n); });
+      sub.on('message', (_c: string, m: string) => {
+        const n = parseRevocationNotice(m);
+        if (n) heard.push(n);
+      });
       await sub.subscribe(revocation.channel);
       const jti = randomUUID();
       const sid = randomUUID();
@@ -125,10 +133,24 @@ describe('revocation by refresh family, and notices', () => {
 
   it('a SessionWatch ends exactly the sessions a notice concerns, once each', async () => {
     const log = { info: () => undefined, warn: () => undefined };
-    const watch = new SessionWatch({ redisUrl: testRedisUrl(), channel: revocation.channel, recheckIntervalMs: 3_600_000, recheck: (ps) => Promise.resolve(ps.map(() => undefined)), log });
+    const watch = new SessionWatch({
+      redisUrl: testRedisUrl(),
+      channel: revocation.channel,
+      recheckIntervalMs: 3_600_000,
+      recheck: (ps) => Promise.resolve(ps.map(() => undefined)),
+      log,
+    });
     await watch.start();
     const ended: [string, SessionEndReason][] = [];
-    const principal = (over: Partial<Principal>): Principal => ({ kind: 'user', id: randomUUID(), roles: ['user'], jti: randomUUID(), exp: Math.floor(nowS()) + 600, iat: nowS(), ...over });
+    const principal = (over: Partial<Principal>): Principal => ({
+      kind: 'user',
+      id: randomUUID(),
+      roles: ['user'],
+      jti: randomUUID(),
+      exp: Math.floor(nowS()) + 600,
+      iat: nowS(),
+      ...over,
+    });
     try {
       const sid = randomUUID();
       const userId = randomUUID();
@@ -146,9 +168,14 @@ describe('revocation by refresh family, and notices', () => {
       await revocation.revokeFamily(sid);
       await revocation.revokeSubject(userId);
       await eventually(() => ended.length >= 4, 'four sessions ended');
-      expect(new Map(ended)).toEqual(new Map<string, SessionEndReason>([
-        ['byJti', 'token revoked'], ['familyA', 'session ended'], ['familyB', 'session ended'], ['issuedBefore', 'access withdrawn'],
-      ]));
+      expect(new Map(ended)).toEqual(
+        new Map<string, SessionEndReason>([
+          ['byJti', 'token revoked'],
+          ['familyA', 'session ended'],
+          ['familyB', 'session ended'],
+          ['issuedBefore', 'access withdrawn'],
+        ]),
+      );
       // A session registered just after the notice that concerns it (the route was still setting up) ends too.
       const late: SessionEndReason[] = [];
       watch.watch(principal({ id: userId, iat: beforeRevocation }), (r) => late.push(r));

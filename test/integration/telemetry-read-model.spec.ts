@@ -1,6 +1,13 @@
 import type { TelemetryEvent } from '../../domain/telemetry/reading.events';
 import { telemetryProjection } from '../../projections/telemetry.projection';
-import { bucketSeries, deleteReadingsBefore, latestValue, listMetrics, rawSeries, readingsAfter } from '../../projections/telemetry.queries';
+import {
+  bucketSeries,
+  deleteReadingsBefore,
+  latestValue,
+  listMetrics,
+  rawSeries,
+  readingsAfter,
+} from '../../projections/telemetry.queries';
 import { readModel } from '../support/read-model';
 
 /**
@@ -40,10 +47,13 @@ describe('telemetry read model', () => {
       reading(d1, 'humidity', '00:00:05', 40),
       reading(d2, 'temp', '00:00:01', 5),
     );
-    await s.thenQuery((db) => listMetrics(db, d1), [
-      { metric: 'humidity', value: 40, ts: new Date(t('00:00:05')) },
-      { metric: 'temp', value: 23, ts: new Date(t('00:00:30')) },
-    ]);
+    await s.thenQuery(
+      (db) => listMetrics(db, d1),
+      [
+        { metric: 'humidity', value: 40, ts: new Date(t('00:00:05')) },
+        { metric: 'temp', value: 23, ts: new Date(t('00:00:30')) },
+      ],
+    );
     await s.thenQuery((db) => latestValue(db, d2, 'temp'), { value: 5, ts: new Date(t('00:00:01')) });
     await s.thenQuery((db) => latestValue(db, d2, 'humidity'), undefined);
   });
@@ -70,7 +80,14 @@ describe('telemetry read model', () => {
       { width: '1h', bucket_start: new Date(t('00:00:00')), count: 4, sum: 19, min: 1, max: 10 },
       { width: '1d', bucket_start: new Date(t('00:00:00')), count: 4, sum: 19, min: 1, max: 10 },
     ];
-    const d2Rollups = ['1m', '5m', '1h', '1d'].map((width) => ({ width, bucket_start: new Date(t('00:00:00')), count: 1, sum: 100, min: 100, max: 100 }));
+    const d2Rollups = ['1m', '5m', '1h', '1d'].map((width) => ({
+      width,
+      bucket_start: new Date(t('00:00:00')),
+      count: 1,
+      sum: 100,
+      min: 100,
+      max: 100,
+    }));
     await s.thenRows('telemetry_rollups', [
       ...d1Rollups.map((r) => ({ device_id: d1, metric: 'temp', ...r })),
       ...d2Rollups.map((r) => ({ device_id: d2, metric: 'temp', ...r })),
@@ -78,21 +95,36 @@ describe('telemetry read model', () => {
     // The query reads one device's series: d2's reading is in none of these.
     const from = new Date(t('00:00:30'));
     const to = new Date(t('00:06:00'));
-    await s.thenQuery((db) => bucketSeries(db, d1, 'temp', from, to, '1m', 'avg', 100), [
-      { ts: new Date(t('00:00:00')), value: 2 },
-      { ts: new Date(t('00:01:00')), value: 5 },
-      { ts: new Date(t('00:05:00')), value: 10 },
-    ]);
-    await s.thenQuery((db) => bucketSeries(db, d1, 'temp', from, to, '5m', 'count', 100), [
-      { ts: new Date(t('00:00:00')), value: 3 },
-      { ts: new Date(t('00:05:00')), value: 1 },
-    ]);
-    await s.thenQuery((db) => bucketSeries(db, d1, 'temp', from, to, '1h', 'max', 1), [{ ts: new Date(t('00:00:00')), value: 10 }]);
-    await s.thenQuery((db) => bucketSeries(db, d1, 'temp', from, to, '5m', 'sum', 1), [{ ts: new Date(t('00:00:00')), value: 9 }]);
-    await s.thenQuery((db) => bucketSeries(db, d1, 'temp', from, to, '5m', 'min', 100), [
-      { ts: new Date(t('00:00:00')), value: 1 },
-      { ts: new Date(t('00:05:00')), value: 10 },
-    ]);
+    await s.thenQuery(
+      (db) => bucketSeries(db, d1, 'temp', from, to, '1m', 'avg', 100),
+      [
+        { ts: new Date(t('00:00:00')), value: 2 },
+        { ts: new Date(t('00:01:00')), value: 5 },
+        { ts: new Date(t('00:05:00')), value: 10 },
+      ],
+    );
+    await s.thenQuery(
+      (db) => bucketSeries(db, d1, 'temp', from, to, '5m', 'count', 100),
+      [
+        { ts: new Date(t('00:00:00')), value: 3 },
+        { ts: new Date(t('00:05:00')), value: 1 },
+      ],
+    );
+    await s.thenQuery(
+      (db) => bucketSeries(db, d1, 'temp', from, to, '1h', 'max', 1),
+      [{ ts: new Date(t('00:00:00')), value: 10 }],
+    );
+    await s.thenQuery(
+      (db) => bucketSeries(db, d1, 'temp', from, to, '5m', 'sum', 1),
+      [{ ts: new Date(t('00:00:00')), value: 9 }],
+    );
+    await s.thenQuery(
+      (db) => bucketSeries(db, d1, 'temp', from, to, '5m', 'min', 100),
+      [
+        { ts: new Date(t('00:00:00')), value: 1 },
+        { ts: new Date(t('00:05:00')), value: 10 },
+      ],
+    );
   });
 
   it('rawSeries is [from, to) oldest first; readingsAfter follows positions', async () => {
@@ -103,15 +135,24 @@ describe('telemetry read model', () => {
       reading(d1, 'humidity', '00:00:15', 50),
     );
     const [p1, p2, p3] = (await s.recorded()).map((e) => e.position);
-    await s.thenQuery((db) => rawSeries(db, d1, 'temp', new Date(t('00:00:10')), new Date(t('00:00:30')), 100), [
-      { ts: new Date(t('00:00:10')), value: 1 },
-      { ts: new Date(t('00:00:20')), value: 2 },
-    ]);
-    await s.thenQuery((db) => rawSeries(db, d1, 'temp', new Date(t('00:00:00')), new Date(t('00:01:00')), 1), [{ ts: new Date(t('00:00:10')), value: 1 }]);
-    await s.thenQuery((db) => readingsAfter(db, d1, 'temp', p1!, 100), [
-      { position: p2, ts: new Date(t('00:00:10')), value: 1 },
-      { position: p3, ts: new Date(t('00:00:30')), value: 3 },
-    ]);
+    await s.thenQuery(
+      (db) => rawSeries(db, d1, 'temp', new Date(t('00:00:10')), new Date(t('00:00:30')), 100),
+      [
+        { ts: new Date(t('00:00:10')), value: 1 },
+        { ts: new Date(t('00:00:20')), value: 2 },
+      ],
+    );
+    await s.thenQuery(
+      (db) => rawSeries(db, d1, 'temp', new Date(t('00:00:00')), new Date(t('00:01:00')), 1),
+      [{ ts: new Date(t('00:00:10')), value: 1 }],
+    );
+    await s.thenQuery(
+      (db) => readingsAfter(db, d1, 'temp', p1!, 100),
+      [
+        { position: p2, ts: new Date(t('00:00:10')), value: 1 },
+        { position: p3, ts: new Date(t('00:00:30')), value: 3 },
+      ],
+    );
   });
 
   it('retention deletes old raw rows, a bounded number per call; rollups and latest stay', async () => {
@@ -124,7 +165,10 @@ describe('telemetry read model', () => {
     await s.thenQuery((db) => deleteReadingsBefore(db, new Date(t('00:00:30')), 10), 1);
     await s.thenQuery((db) => deleteReadingsBefore(db, new Date(t('00:00:30')), 10), 0);
     await s.thenRows('telemetry_readings', [{ ts: new Date(t('00:00:30')) }], { columns: ['ts'] });
-    await s.thenQuery(async (db) => (await db.query(`SELECT count, sum FROM telemetry_rollups WHERE width = '1m'`)).rows, [{ count: 3, sum: 6 }]);
+    await s.thenQuery(
+      async (db) => (await db.query(`SELECT count, sum FROM telemetry_rollups WHERE width = '1m'`)).rows,
+      [{ count: 3, sum: 6 }],
+    );
     await s.thenQuery((db) => latestValue(db, d1, 'temp'), { value: 3, ts: new Date(t('00:00:30')) });
   });
 });

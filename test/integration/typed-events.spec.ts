@@ -20,7 +20,10 @@ type Erased = Event<'test.Erased', { readonly noteId: string }>;
 type NoteEvent = Noted | Erased;
 
 const noteHandlers: EventHandlers<NoteEvent> = {
-  'test.Noted': (e) => ({ text: 'INSERT INTO notes (note_id, text) VALUES ($1, $2)', values: [e.data.noteId, e.data.text] }),
+  'test.Noted': (e) => ({
+    text: 'INSERT INTO notes (note_id, text) VALUES ($1, $2)',
+    values: [e.data.noteId, e.data.text],
+  }),
   'test.Erased': (e) => ({ text: 'DELETE FROM notes WHERE note_id = $1', values: [e.data.noteId] }),
 };
 
@@ -62,15 +65,20 @@ describe('typed events', () => {
 
     it('readStream<E> and readAll<E> narrow data by type', async () => {
       const from = await store.headPosition();
-      await store.append('user-typed', [
-        testEvent('identity.RoleAssigned', { userId: 'u', role: 'admin', by: 'a', at: '2025-01-01T00:00:00.000Z' }),
-        testEvent('identity.UserDisabled', { userId: 'u', by: 'a', at: '2025-01-01T00:00:01.000Z' }),
-      ], 'no_stream');
-      const seen = (events: readonly RecordedEvent<UserEvent>[]) => events.map((e) => {
-        if (e.type === 'identity.RoleAssigned') return `role ${e.data.role}`;
-        if (e.type === 'identity.UserDisabled') return `disabled by ${e.data.by}`;
-        return e.type;
-      });
+      await store.append(
+        'user-typed',
+        [
+          testEvent('identity.RoleAssigned', { userId: 'u', role: 'admin', by: 'a', at: '2025-01-01T00:00:00.000Z' }),
+          testEvent('identity.UserDisabled', { userId: 'u', by: 'a', at: '2025-01-01T00:00:01.000Z' }),
+        ],
+        'no_stream',
+      );
+      const seen = (events: readonly RecordedEvent<UserEvent>[]) =>
+        events.map((e) => {
+          if (e.type === 'identity.RoleAssigned') return `role ${e.data.role}`;
+          if (e.type === 'identity.UserDisabled') return `disabled by ${e.data.by}`;
+          return e.type;
+        });
       expect(seen(await store.readStream<UserEvent>('user-typed'))).toEqual(['role admin', 'disabled by a']);
       expect(seen(await store.readAll<UserEvent>(from, 10, ['identity.UserDisabled']))).toEqual(['disabled by a']);
       // @ts-expect-error the type filter only takes types of the union read
@@ -85,7 +93,11 @@ describe('typed events', () => {
       const erased: Projection = notesProjection;
       expect(erased.eventTypes).toEqual(['test.Noted', 'test.Erased']);
       const from = await store.headPosition();
-      await store.append('notes-1', [testEvent('test.Noted', { noteId: 'n1', text: 'hello' }), testEvent('test.Unrelated', { noteId: 'n1' })], 'no_stream');
+      await store.append(
+        'notes-1',
+        [testEvent('test.Noted', { noteId: 'n1', text: 'hello' }), testEvent('test.Unrelated', { noteId: 'n1' })],
+        'no_stream',
+      );
       const events = await store.readAll(from, 10);
       expect(events.map((e) => e.type)).toEqual(['test.Noted', 'test.Unrelated']);
       await inTransaction(db.pool, (tx) => erased.apply(events, tx));
@@ -97,18 +109,22 @@ describe('typed events', () => {
     const notes = readModel(notesProjection);
 
     it('given notes and an erasure, then the rows left', async () => {
-      await notes.given(
-        { type: 'test.Noted', data: { noteId: 'a', text: 'first' } },
-        { type: 'test.Noted', data: { noteId: 'b', text: 'second' } },
-        { type: 'test.Erased', data: { noteId: 'a' } },
-      ).thenRows('notes', [{ note_id: 'b', text: 'second' }]);
+      await notes
+        .given(
+          { type: 'test.Noted', data: { noteId: 'a', text: 'first' } },
+          { type: 'test.Noted', data: { noteId: 'b', text: 'second' } },
+          { type: 'test.Erased', data: { noteId: 'a' } },
+        )
+        .thenRows('notes', [{ note_id: 'b', text: 'second' }]);
     });
 
     it('given events that break a constraint, then the failure the runtime would park on', async () => {
-      await notes.given(
-        { type: 'test.Noted', data: { noteId: 'a', text: 'first' } },
-        { type: 'test.Noted', data: { noteId: 'a', text: 'again' } },
-      ).thenFails(/duplicate key/);
+      await notes
+        .given(
+          { type: 'test.Noted', data: { noteId: 'a', text: 'first' } },
+          { type: 'test.Noted', data: { noteId: 'a', text: 'again' } },
+        )
+        .thenFails(/duplicate key/);
     });
   });
 });

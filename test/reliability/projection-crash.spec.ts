@@ -5,7 +5,13 @@ import { createInterface } from 'node:readline';
 import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
 import { Projections } from '../../src/platform/processing/projections';
 import {
-  AccountsWorkload, IGNORED_EVENT, accountsProjection, allEvents, foldAccounts, ledgerTable, readAccounts,
+  AccountsWorkload,
+  IGNORED_EVENT,
+  accountsProjection,
+  allEvents,
+  foldAccounts,
+  ledgerTable,
+  readAccounts,
 } from '../fixtures/accounts-projection';
 import { eventually } from '../support/events';
 import { createTestDatabase, type TestDatabase } from '../support/services';
@@ -46,7 +52,10 @@ function childSources(): string[] {
     for (const m of text.matchAll(/(?:from|import)\s+'(\.{1,2}\/[^']+)'/g)) {
       const target = resolve(dirname(file), m[1]!);
       for (const candidate of [`${target}.ts`, join(target, 'index.ts')]) {
-        if (existsSync(candidate)) { visit(candidate); break; }
+        if (existsSync(candidate)) {
+          visit(candidate);
+          break;
+        }
       }
     }
   };
@@ -71,7 +80,10 @@ function staleOutputs(): string[] {
 function ensureChildBuilt(): void {
   if (staleOutputs().length === 0) return;
   try {
-    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'pipe' });
+    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], {
+      cwd: ROOT,
+      stdio: 'pipe',
+    });
   } catch {
     // Type errors elsewhere in the tree: tsc still emits.
   }
@@ -94,14 +106,20 @@ function spawnChild(batchSize: number, index: number): Child {
     cwd: ROOT,
     env: {
       ...process.env,
-      PROJECTOR_DATABASE_URL: db.url, PROJECTOR_NAME: NAME, PROJECTOR_BATCH_SIZE: String(batchSize), PROJECTOR_APPLICATION_NAME: appName,
+      PROJECTOR_DATABASE_URL: db.url,
+      PROJECTOR_NAME: NAME,
+      PROJECTOR_BATCH_SIZE: String(batchSize),
+      PROJECTOR_APPLICATION_NAME: appName,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
   const stderr: string[] = [];
   createInterface({ input: proc.stdout }).on('line', (l) => lines.push(l));
-  createInterface({ input: proc.stderr }).on('line', (l) => { stderr.push(l); if (stderr.length > 200) stderr.shift(); });
+  createInterface({ input: proc.stderr }).on('line', (l) => {
+    stderr.push(l);
+    if (stderr.length > 200) stderr.shift();
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
     proc.once('exit', (code, signal) => res({ code, signal }));
   });
@@ -113,7 +131,8 @@ function spawnChild(batchSize: number, index: number): Child {
 async function kill(child: Child): Promise<void> {
   child.proc.kill('SIGKILL');
   const { code, signal } = await child.exited;
-  if (signal !== 'SIGKILL') throw new Error(`${child.appName} had already exited (code ${code}); its stderr:\n${child.stderr.join('\n')}`);
+  if (signal !== 'SIGKILL')
+    throw new Error(`${child.appName} had already exited (code ${code}); its stderr:\n${child.stderr.join('\n')}`);
 }
 
 let db: TestDatabase;
@@ -153,7 +172,9 @@ async function ledgerHead(): Promise<number> {
 }
 
 async function checkpoint(): Promise<number> {
-  const r = await db.pool.query<{ position: number }>('SELECT position FROM processor_checkpoints WHERE name = $1', [NAME]);
+  const r = await db.pool.query<{ position: number }>('SELECT position FROM processor_checkpoints WHERE name = $1', [
+    NAME,
+  ]);
   return r.rows[0]?.position ?? 0;
 }
 
@@ -161,7 +182,9 @@ async function checkpoint(): Promise<number> {
 async function childTransactions(appName: string): Promise<{ open: number; sleeping: number }> {
   const r = await db.pool.query<{ open: number; sleeping: number }>(
     `SELECT count(*)::int AS open, count(*) FILTER (WHERE state = 'active' AND query ILIKE '%pg_sleep%')::int AS sleeping
-       FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1 AND xact_start IS NOT NULL`, [appName]);
+       FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1 AND xact_start IS NOT NULL`,
+    [appName],
+  );
   return r.rows[0]!;
 }
 
@@ -178,7 +201,13 @@ describe('projection crash safety (real processes, SIGKILL)', () => {
     };
     await append(600);
 
-    const kills: { mode: Mode; batchSize: number; inTransaction: boolean; inSlowHandler: boolean; checkpoint: number }[] = [];
+    const kills: {
+      mode: Mode;
+      batchSize: number;
+      inTransaction: boolean;
+      inSlowHandler: boolean;
+      checkpoint: number;
+    }[] = [];
     for (let k = 0; k < KILLS; k++) {
       const mode = MODES[k % MODES.length]!;
       const batchSize = BATCH_SIZES[k % BATCH_SIZES.length]!;
@@ -194,11 +223,18 @@ describe('projection crash safety (real processes, SIGKILL)', () => {
       } else {
         await eventually(() => child.lines.includes('active'), `child ${k} active`, 60_000);
         if (mode === 'mid-batch') {
-          await eventually(async () => (state = await childTransactions(child.appName)).sleeping > 0, `child ${k} inside a batch`, 60_000);
+          await eventually(
+            async () => (state = await childTransactions(child.appName)).sleeping > 0,
+            `child ${k} inside a batch`,
+            60_000,
+          );
         } else if (mode === 'between-batches') {
           const from = await checkpoint();
-          await eventually(async () => (await checkpoint()) > from && (state = await childTransactions(child.appName)).open === 0,
-            `child ${k} between batches`, 60_000);
+          await eventually(
+            async () => (await checkpoint()) > from && (state = await childTransactions(child.appName)).open === 0,
+            `child ${k} between batches`,
+            60_000,
+          );
         } else {
           // No pause between looks: kill as soon as a batch shows.
           await db.pool.query('UPDATE crash_test_control SET slow_checkpoint_ms = 50');
@@ -211,14 +247,24 @@ describe('projection crash safety (real processes, SIGKILL)', () => {
       }
       await kill(child);
       await db.pool.query('UPDATE crash_test_control SET slow_checkpoint_ms = 0');
-      kills.push({ mode, batchSize, inTransaction: state.open > 0, inSlowHandler: state.sleeping > 0, checkpoint: await checkpoint() });
+      kills.push({
+        mode,
+        batchSize,
+        inTransaction: state.open > 0,
+        inSlowHandler: state.sleeping > 0,
+        checkpoint: await checkpoint(),
+      });
       await more;
     }
 
     // A last projector catches up, then stops cleanly.
     const last = spawnChild(10, KILLS);
     const observer = new Projections(db.pool, store, [accountsProjection(NAME)], {
-      connectionString: db.url, batchSize: 100, maxAttempts: 3, rebuildBatchSize: 500, log: () => undefined,
+      connectionString: db.url,
+      batchSize: 100,
+      maxAttempts: 3,
+      rebuildBatchSize: 500,
+      log: () => undefined,
     });
     // The newest event (not store.headPosition(), which stops below transactions in flight).
     const head = (await db.pool.query<{ max: number }>('SELECT max(position) AS max FROM events')).rows[0]!.max;
@@ -240,7 +286,9 @@ describe('projection crash safety (real processes, SIGKILL)', () => {
     expect(await observer.operatorLog(NAME)).toEqual([]);
 
     // No ledger row twice; the read model is the fold of every event, exactly once each.
-    const doubles = await db.pool.query(`SELECT position, count(*)::int AS n FROM ${ledgerTable(NAME)} GROUP BY position HAVING count(*) > 1`);
+    const doubles = await db.pool.query(
+      `SELECT position, count(*)::int AS n FROM ${ledgerTable(NAME)} GROUP BY position HAVING count(*) > 1`,
+    );
     expect(doubles.rows).toEqual([]);
     const events = await allEvents(db.pool);
     expect(events.length).toBe(appended);
@@ -256,7 +304,9 @@ describe('projection crash safety (real processes, SIGKILL)', () => {
     expect(await readAccounts(db.pool, NAME)).toEqual(live);
 
     const byMode = MODES.map((m) => `${kills.filter((k) => k.mode === m).length} ${m}`).join(', ');
-    process.stdout.write(`projection crash test: ${KILLS} kills (${byMode}; ${kills.filter((k) => k.inSlowHandler).length} seen inside a slow handler, `
-      + `${kills.filter((k) => k.inTransaction).length} with a transaction open), ${appended} events, ${live.ledger.length} ledger rows\n`);
+    process.stdout.write(
+      `projection crash test: ${KILLS} kills (${byMode}; ${kills.filter((k) => k.inSlowHandler).length} seen inside a slow handler, ` +
+        `${kills.filter((k) => k.inTransaction).length} with a transaction open), ${appended} events, ${live.ledger.length} ledger rows\n`,
+    );
   }, 600_000);
 });

@@ -37,16 +37,33 @@ const PASSWORD = 'a perfectly long passphrase 9';
 const SEED = Number(process.env.SALES_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const TRIGGERS: ReadonlySet<string> = new Set(SAGA_TRIGGER_TYPES);
 
-type KillPoint = { readonly kind: 'after'; readonly type: string } | { readonly kind: 'random' } | { readonly kind: 'startup' };
+type KillPoint =
+  { readonly kind: 'after'; readonly type: string } | { readonly kind: 'random' } | { readonly kind: 'startup' };
 const after = (type: string): KillPoint => ({ kind: 'after', type });
 /** One process per entry, killed there. */
 const KILL_PLAN: readonly KillPoint[] = [
-  after('sales.StockReserved'), after('sales.PaymentRequested'), after('sales.PaymentCaptured'), after('sales.OrderCancellationRequested'),
-  after('sales.ShipmentDispatched'), after('sales.OrderConfirmed'), after('sales.StockReleased'), after('sales.PaymentDeclined'),
-  after('sales.PaymentDeadlineExpired'), after('sales.PaymentRefunded'), after('sales.StockReservationRejected'), after('sales.StockShipped'),
-  after('sales.SagaStepRecorded'), { kind: 'random' }, { kind: 'startup' },
-  after('sales.StockReserved'), after('sales.PaymentRequested'), after('sales.PaymentCaptured'), after('sales.OrderCancellationRequested'),
-  after('sales.ShipmentDispatched'), { kind: 'random' }, { kind: 'startup' },
+  after('sales.StockReserved'),
+  after('sales.PaymentRequested'),
+  after('sales.PaymentCaptured'),
+  after('sales.OrderCancellationRequested'),
+  after('sales.ShipmentDispatched'),
+  after('sales.OrderConfirmed'),
+  after('sales.StockReleased'),
+  after('sales.PaymentDeclined'),
+  after('sales.PaymentDeadlineExpired'),
+  after('sales.PaymentRefunded'),
+  after('sales.StockReservationRejected'),
+  after('sales.StockShipped'),
+  after('sales.SagaStepRecorded'),
+  { kind: 'random' },
+  { kind: 'startup' },
+  after('sales.StockReserved'),
+  after('sales.PaymentRequested'),
+  after('sales.PaymentCaptured'),
+  after('sales.OrderCancellationRequested'),
+  after('sales.ShipmentDispatched'),
+  { kind: 'random' },
+  { kind: 'startup' },
 ];
 
 /** Seeded, so a failing run's choices can be replayed (SALES_CRASH_SEED); the kill timing is not. */
@@ -61,17 +78,42 @@ function prng(seed: number): () => number {
 }
 const rand = prng(SEED);
 const pick = <T>(list: readonly T[]): T => list[Math.floor(rand() * list.length)]!;
-const shuffle = <T>(list: readonly T[]): T[] => list.map((x) => [rand(), x] as const).sort((a, b) => a[0] - b[0]).map(([, x]) => x);
+const shuffle = <T>(list: readonly T[]): T[] =>
+  list
+    .map((x) => [rand(), x] as const)
+    .sort((a, b) => a[0] - b[0])
+    .map(([, x]) => x);
 /** Sleeps, but no longer than the process lives. */
-const pause = (ms: number, app?: AppProcess) => Promise.race([new Promise((r) => setTimeout(r, ms)), ...(app ? [app.exited] : [])]);
+const pause = (ms: number, app?: AppProcess) =>
+  Promise.race([new Promise((r) => setTimeout(r, ms)), ...(app ? [app.exited] : [])]);
 
 // ---- the invariants, over what the event store and the sandbox provider recorded ----------
 
-interface StoredEvent { readonly position: number; readonly id: string; readonly streamId: string; readonly type: string; readonly data: Record<string, any> }
-interface SandboxPayment { readonly orderId: string; readonly status: string; readonly amountCents: number; readonly providerRef: string }
-interface SandboxRefund { readonly orderId: string; readonly paymentRef: string; readonly amountCents: number }
+interface StoredEvent {
+  readonly position: number;
+  readonly id: string;
+  readonly streamId: string;
+  readonly type: string;
+  readonly data: Record<string, any>;
+}
+interface SandboxPayment {
+  readonly orderId: string;
+  readonly status: string;
+  readonly amountCents: number;
+  readonly providerRef: string;
+}
+interface SandboxRefund {
+  readonly orderId: string;
+  readonly paymentRef: string;
+  readonly amountCents: number;
+}
 
-interface LineFacts { reserved: number[]; rejected: number; released: number[]; shipped: number[] }
+interface LineFacts {
+  reserved: number[];
+  rejected: number;
+  released: number[];
+  shipped: number[];
+}
 interface OrderFacts {
   readonly orderId: string;
   placed?: { totalCents: number; paymentMethod: string; items: { productId: string; quantity: number }[] };
@@ -88,36 +130,67 @@ interface OrderFacts {
   readonly triggers: string[];
   readonly steps: Map<string, number>;
 }
-interface StockFold { onHand: number; reserved: number; shipped: number }
+interface StockFold {
+  onHand: number;
+  reserved: number;
+  shipped: number;
+}
 
 const FINAL = ['shipped', 'rejected', 'cancelled'];
 const AT_MOST_ONCE = [
-  'sales.OrderPlaced', 'sales.OrderReserved', 'sales.OrderPaid', 'sales.OrderConfirmed', 'sales.OrderRejected', 'sales.OrderCancellationRequested',
-  'sales.OrderCancelled', 'sales.ShipmentDispatched', 'sales.PaymentRequested', 'sales.PaymentCaptured', 'sales.PaymentDeclined',
-  'sales.PaymentDeadlineExpired', 'sales.PaymentRefunded',
+  'sales.OrderPlaced',
+  'sales.OrderReserved',
+  'sales.OrderPaid',
+  'sales.OrderConfirmed',
+  'sales.OrderRejected',
+  'sales.OrderCancellationRequested',
+  'sales.OrderCancelled',
+  'sales.ShipmentDispatched',
+  'sales.PaymentRequested',
+  'sales.PaymentCaptured',
+  'sales.PaymentDeclined',
+  'sales.PaymentDeadlineExpired',
+  'sales.PaymentRefunded',
 ];
 
 /**
  * Folds every sales event (global order) and answers each broken invariant as a sentence.
  * Run after the system settled: every order must be shipped, rejected or cancelled.
  */
-function checkStore(events: readonly StoredEvent[], payments: readonly SandboxPayment[], refunds: readonly SandboxRefund[]) {
+function checkStore(
+  events: readonly StoredEvent[],
+  payments: readonly SandboxPayment[],
+  refunds: readonly SandboxRefund[],
+) {
   const v: string[] = [];
   const orders = new Map<string, OrderFacts>();
   const stock = new Map<string, StockFold>();
   const order = (orderId: string): OrderFacts => {
     let o = orders.get(orderId);
-    if (!o) orders.set(orderId, o = { orderId, status: 'none', count: new Map(), types: [], expired: false, lines: new Map(), triggers: [], steps: new Map() });
+    if (!o)
+      orders.set(
+        orderId,
+        (o = {
+          orderId,
+          status: 'none',
+          count: new Map(),
+          types: [],
+          expired: false,
+          lines: new Map(),
+          triggers: [],
+          steps: new Map(),
+        }),
+      );
     return o;
   };
   const stockOf = (productId: string): StockFold => {
     let s = stock.get(productId);
-    if (!s) stock.set(productId, s = { onHand: 0, reserved: 0, shipped: 0 });
+    if (!s) stock.set(productId, (s = { onHand: 0, reserved: 0, shipped: 0 }));
     return s;
   };
   const line = (o: OrderFacts, productId: string): LineFacts => {
     let l = o.lines.get(productId);
-    if (!l) o.lines.set(productId, l = { reserved: [], rejected: 0, released: [], shipped: [] });
+    if (!l) o.lines.set(productId, (l = { reserved: [], rejected: 0, released: [], shipped: [] }));
     return l;
   };
 
@@ -140,20 +213,41 @@ function checkStore(events: readonly StoredEvent[], payments: readonly SandboxPa
     if (TRIGGERS.has(e.type)) o.triggers.push(e.id);
     switch (e.type) {
       case 'sales.OrderPlaced':
-        o.placed = { totalCents: d.totalCents as number, paymentMethod: d.paymentMethod as string, items: d.items as { productId: string; quantity: number }[] };
+        o.placed = {
+          totalCents: d.totalCents as number,
+          paymentMethod: d.paymentMethod as string,
+          items: d.items as { productId: string; quantity: number }[],
+        };
         o.status = 'placed';
         break;
-      case 'sales.OrderReserved': o.status = 'reserved'; break;
-      case 'sales.OrderConfirmed': o.status = 'confirmed'; break;
-      case 'sales.OrderRejected': o.status = 'rejected'; break;
-      case 'sales.OrderCancelled': o.status = 'cancelled'; break;
-      case 'sales.ShipmentDispatched': o.status = 'shipped'; break;
-      case 'sales.PaymentRequested': o.requested = { amountCents: d.amountCents as number, method: d.method as string }; break;
-      case 'sales.PaymentDeadlineExpired': o.expired = true; break;
+      case 'sales.OrderReserved':
+        o.status = 'reserved';
+        break;
+      case 'sales.OrderConfirmed':
+        o.status = 'confirmed';
+        break;
+      case 'sales.OrderRejected':
+        o.status = 'rejected';
+        break;
+      case 'sales.OrderCancelled':
+        o.status = 'cancelled';
+        break;
+      case 'sales.ShipmentDispatched':
+        o.status = 'shipped';
+        break;
+      case 'sales.PaymentRequested':
+        o.requested = { amountCents: d.amountCents as number, method: d.method as string };
+        break;
+      case 'sales.PaymentDeadlineExpired':
+        o.expired = true;
+        break;
       case 'sales.PaymentCaptured':
         if (o.capture) break;
         o.capture = { providerRef: d.providerRef as string, late: d.late as boolean };
-        if (o.capture.late !== o.expired) v.push(`order ${o.orderId}: capture marked late=${o.capture.late} but the deadline ${o.expired ? 'had' : 'had not'} expired`);
+        if (o.capture.late !== o.expired)
+          v.push(
+            `order ${o.orderId}: capture marked late=${o.capture.late} but the deadline ${o.expired ? 'had' : 'had not'} expired`,
+          );
         break;
       case 'sales.PaymentRefunded':
         if (!o.capture) v.push(`order ${o.orderId}: refunded at ${e.position} without a capture before it`);
@@ -167,12 +261,25 @@ function checkStore(events: readonly StoredEvent[], payments: readonly SandboxPa
         const l = line(o, productId);
         const s = stockOf(productId);
         const q = d.quantity as number;
-        if (e.type === 'sales.StockReserved') { l.reserved.push(q); s.reserved += q; }
-        if (e.type === 'sales.StockReleased') { l.released.push(q); s.reserved -= q; }
-        if (e.type === 'sales.StockShipped') { l.shipped.push(q); s.reserved -= q; s.onHand -= q; s.shipped += q; }
+        if (e.type === 'sales.StockReserved') {
+          l.reserved.push(q);
+          s.reserved += q;
+        }
+        if (e.type === 'sales.StockReleased') {
+          l.released.push(q);
+          s.reserved -= q;
+        }
+        if (e.type === 'sales.StockShipped') {
+          l.shipped.push(q);
+          s.reserved -= q;
+          s.onHand -= q;
+          s.shipped += q;
+        }
         if (e.type === 'sales.StockReservationRejected') l.rejected++;
         if (s.reserved < 0 || s.onHand - s.reserved < 0) {
-          v.push(`product ${productId}: after position ${e.position} (${e.type} of order ${o.orderId}) on hand ${s.onHand}, reserved ${s.reserved}, available ${s.onHand - s.reserved}`);
+          v.push(
+            `product ${productId}: after position ${e.position} (${e.type} of order ${o.orderId}) on hand ${s.onHand}, reserved ${s.reserved}, available ${s.onHand - s.reserved}`,
+          );
         }
         break;
       }
@@ -192,7 +299,10 @@ function checkStore(events: readonly StoredEvent[], payments: readonly SandboxPa
   for (const o of orders.values()) {
     const n = (type: string) => o.count.get(type) ?? 0;
     const id = `order ${o.orderId}`;
-    if (!o.placed) { v.push(`${id}: events without OrderPlaced`); continue; }
+    if (!o.placed) {
+      v.push(`${id}: events without OrderPlaced`);
+      continue;
+    }
     for (const type of AT_MOST_ONCE) if (n(type) > 1) v.push(`${id}: ${type} ${n(type)} times`);
     const terminal = n('sales.OrderRejected') + n('sales.OrderCancelled') + n('sales.ShipmentDispatched');
     if (terminal !== 1) v.push(`${id}: ${terminal} terminal events (rejected/cancelled/shipped), status ${o.status}`);
@@ -209,27 +319,37 @@ function checkStore(events: readonly StoredEvent[], payments: readonly SandboxPa
       if (l.released.length > 1) v.push(`${at}: released ${l.released.length} times`);
       if (l.shipped.length > 1) v.push(`${at}: shipped ${l.shipped.length} times`);
       if (l.released.length && l.shipped.length) v.push(`${at}: both released and shipped`);
-      if ((l.released.length || l.shipped.length) && !l.reserved.length) v.push(`${at}: released or shipped without a reservation`);
-      for (const q of [...l.reserved, ...l.released, ...l.shipped]) if (q !== items.get(productId)) v.push(`${at}: moved ${q} units, the line has ${items.get(productId)}`);
-      if ((o.status === 'rejected' || o.status === 'cancelled') && l.reserved.length && !l.released.length) v.push(`${at}: ${o.status} but its reservation was never released`);
+      if ((l.released.length || l.shipped.length) && !l.reserved.length)
+        v.push(`${at}: released or shipped without a reservation`);
+      for (const q of [...l.reserved, ...l.released, ...l.shipped])
+        if (q !== items.get(productId)) v.push(`${at}: moved ${q} units, the line has ${items.get(productId)}`);
+      if ((o.status === 'rejected' || o.status === 'cancelled') && l.reserved.length && !l.released.length)
+        v.push(`${at}: ${o.status} but its reservation was never released`);
     }
 
     // Payment and the provider's books.
     const charges = paymentRows.get(o.orderId) ?? [];
     const refundBooks = refundRows.get(o.orderId) ?? [];
     if (o.requested) {
-      if (o.requested.amountCents !== o.placed.totalCents) v.push(`${id}: payment of ${o.requested.amountCents} requested for a total of ${o.placed.totalCents}`);
-      if (o.requested.method !== o.placed.paymentMethod) v.push(`${id}: payment requested with ${o.requested.method}, ordered with ${o.placed.paymentMethod}`);
+      if (o.requested.amountCents !== o.placed.totalCents)
+        v.push(`${id}: payment of ${o.requested.amountCents} requested for a total of ${o.placed.totalCents}`);
+      if (o.requested.method !== o.placed.paymentMethod)
+        v.push(`${id}: payment requested with ${o.requested.method}, ordered with ${o.placed.paymentMethod}`);
       if (charges.length !== 1) v.push(`${id}: ${charges.length} charges in the sandbox books`);
     } else if (charges.length) v.push(`${id}: charged in the sandbox without a PaymentRequested`);
     const charge = charges[0];
     if (charge) {
-      if (charge.amountCents !== o.placed.totalCents) v.push(`${id}: charged ${charge.amountCents} for a total of ${o.placed.totalCents}`);
-      if ((charge.status === 'captured') !== Boolean(o.capture)) v.push(`${id}: the sandbox says ${charge.status}, the store ${o.capture ? 'has' : 'has no'} PaymentCaptured`);
-      if (n('sales.PaymentDeclined') && charge.status !== 'declined') v.push(`${id}: PaymentDeclined, but the sandbox says ${charge.status}`);
+      if (charge.amountCents !== o.placed.totalCents)
+        v.push(`${id}: charged ${charge.amountCents} for a total of ${o.placed.totalCents}`);
+      if ((charge.status === 'captured') !== Boolean(o.capture))
+        v.push(`${id}: the sandbox says ${charge.status}, the store ${o.capture ? 'has' : 'has no'} PaymentCaptured`);
+      if (n('sales.PaymentDeclined') && charge.status !== 'declined')
+        v.push(`${id}: PaymentDeclined, but the sandbox says ${charge.status}`);
       // A decline the saga gets to only after the deadline fired (a crash in between) changes nothing: the order timed out.
-      if (charge.status === 'declined' && !n('sales.PaymentDeclined') && !o.expired) v.push(`${id}: declined by the sandbox, neither PaymentDeclined nor PaymentDeadlineExpired stored`);
-      if (o.capture && o.capture.providerRef !== charge.providerRef) v.push(`${id}: captured ${o.capture.providerRef}, the sandbox charged ${charge.providerRef}`);
+      if (charge.status === 'declined' && !n('sales.PaymentDeclined') && !o.expired)
+        v.push(`${id}: declined by the sandbox, neither PaymentDeclined nor PaymentDeadlineExpired stored`);
+      if (o.capture && o.capture.providerRef !== charge.providerRef)
+        v.push(`${id}: captured ${o.capture.providerRef}, the sandbox charged ${charge.providerRef}`);
     }
     if (n('sales.PaymentCaptured') && n('sales.PaymentDeclined')) v.push(`${id}: both captured and declined`);
 
@@ -240,7 +360,8 @@ function checkStore(events: readonly StoredEvent[], payments: readonly SandboxPa
       if (n('sales.OrderCancellationRequested')) v.push(`${id}: shipped although its cancellation was requested`);
       for (const [productId, quantity] of items) {
         const l = o.lines.get(productId);
-        if (l?.shipped.length !== 1 || l.shipped[0] !== quantity) v.push(`${id}: shipped but product ${productId} shows ${l?.shipped.length ?? 0} StockShipped of ${quantity}`);
+        if (l?.shipped.length !== 1 || l.shipped[0] !== quantity)
+          v.push(`${id}: shipped but product ${productId} shows ${l?.shipped.length ?? 0} StockShipped of ${quantity}`);
       }
     }
     if (o.status === 'rejected') {
@@ -249,28 +370,39 @@ function checkStore(events: readonly StoredEvent[], payments: readonly SandboxPa
     }
     if (o.status === 'rejected' || o.status === 'cancelled') {
       if (o.capture) {
-        if (n('sales.PaymentRefunded') !== 1) v.push(`${id}: ${o.status} with a capture, ${n('sales.PaymentRefunded')} PaymentRefunded`);
-        if (o.refund && o.refund.amountCents !== o.requested?.amountCents) v.push(`${id}: refunded ${o.refund.amountCents} of ${o.requested?.amountCents}`);
-        if (refundBooks.length !== 1) v.push(`${id}: ${o.status} with a capture, ${refundBooks.length} refunds in the sandbox books`);
+        if (n('sales.PaymentRefunded') !== 1)
+          v.push(`${id}: ${o.status} with a capture, ${n('sales.PaymentRefunded')} PaymentRefunded`);
+        if (o.refund && o.refund.amountCents !== o.requested?.amountCents)
+          v.push(`${id}: refunded ${o.refund.amountCents} of ${o.requested?.amountCents}`);
+        if (refundBooks.length !== 1)
+          v.push(`${id}: ${o.status} with a capture, ${refundBooks.length} refunds in the sandbox books`);
         for (const r of refundBooks) {
-          if (r.paymentRef !== o.capture.providerRef || r.amountCents !== o.placed.totalCents) v.push(`${id}: sandbox refund ${JSON.stringify(r)} does not match the capture`);
+          if (r.paymentRef !== o.capture.providerRef || r.amountCents !== o.placed.totalCents)
+            v.push(`${id}: sandbox refund ${JSON.stringify(r)} does not match the capture`);
         }
       } else if (n('sales.PaymentRefunded') || refundBooks.length) v.push(`${id}: refunded without a capture`);
     }
-    if (n('sales.OrderCancellationRequested') && o.status !== 'cancelled' && o.status !== 'rejected') v.push(`${id}: cancellation requested, yet ${o.status}`);
+    if (n('sales.OrderCancellationRequested') && o.status !== 'cancelled' && o.status !== 'rejected')
+      v.push(`${id}: cancellation requested, yet ${o.status}`);
 
     // The saga handled every trigger of the order exactly once.
     const triggers = new Set(o.triggers);
-    for (const t of o.triggers) if (o.steps.get(t) !== 1) v.push(`${id}: trigger ${t} has ${o.steps.get(t) ?? 0} saga steps`);
-    for (const t of o.steps.keys()) if (!triggers.has(t)) v.push(`${id}: a saga step for ${t}, which is not one of its triggers`);
+    for (const t of o.triggers)
+      if (o.steps.get(t) !== 1) v.push(`${id}: trigger ${t} has ${o.steps.get(t) ?? 0} saga steps`);
+    for (const t of o.steps.keys())
+      if (!triggers.has(t)) v.push(`${id}: a saga step for ${t}, which is not one of its triggers`);
   }
-  for (const [productId, s] of stock) if (s.reserved !== 0) v.push(`product ${productId}: ${s.reserved} still reserved after every order settled`);
+  for (const [productId, s] of stock)
+    if (s.reserved !== 0) v.push(`product ${productId}: ${s.reserved} still reserved after every order settled`);
   return { violations: v, orders, stock };
 }
 
 // ---- the run ------------------------------------------------------------------------------
 
-interface Customer { readonly userId: string; readonly authorization: string }
+interface Customer {
+  readonly userId: string;
+  readonly authorization: string;
+}
 interface OrderRequest {
   readonly key: string;
   readonly customer: Customer;
@@ -278,7 +410,11 @@ interface OrderRequest {
   readonly round: number;
   orderId?: string;
 }
-interface Pending { readonly order: OrderRequest; done: boolean; attempts: number }
+interface Pending {
+  readonly order: OrderRequest;
+  done: boolean;
+  attempts: number;
+}
 interface Kill {
   readonly round: number;
   readonly point: string;
@@ -307,7 +443,9 @@ afterAll(async () => {
 
 async function appendedSince(position: number, type?: string): Promise<number> {
   const r = await db.pool.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM events WHERE position > $1 AND ($2::text IS NULL OR type = $2)', [position, type ?? null]);
+    'SELECT count(*)::int AS n FROM events WHERE position > $1 AND ($2::text IS NULL OR type = $2)',
+    [position, type ?? null],
+  );
   return r.rows[0]!.n;
 }
 async function head(): Promise<number> {
@@ -316,7 +454,9 @@ async function head(): Promise<number> {
 async function sagaBacklog(): Promise<number> {
   const r = await db.pool.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM events
-      WHERE type = ANY($1) AND position > COALESCE((SELECT position FROM processor_checkpoints WHERE name = 'order-fulfilment'), 0)`, [[...TRIGGERS]]);
+      WHERE type = ANY($1) AND position > COALESCE((SELECT position FROM processor_checkpoints WHERE name = 'order-fulfilment'), 0)`,
+    [[...TRIGGERS]],
+  );
   return r.rows[0]!.n;
 }
 
@@ -324,9 +464,16 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
   it(`survives ${KILL_PLAN.length} SIGKILLs: every order ends final, consistent with stock, payments and refunds`, async () => {
     const started = Date.now();
     const env = {
-      DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), DATA_DIR: dataDir, QUEUE_PREFIX: `crash-${db.name}`,
-      ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password, LOG_LEVEL: 'warn', MQTT_PORT: '0',
-      PAYMENT_TIMEOUT_MS: String(PAYMENT_TIMEOUT_MS), SHIPPING_INTERVAL_MS: String(SHIPPING_INTERVAL_MS),
+      DATABASE_URL: db.url,
+      REDIS_URL: testRedisUrl(),
+      DATA_DIR: dataDir,
+      QUEUE_PREFIX: `crash-${db.name}`,
+      ADMIN_EMAIL: admin.email,
+      ADMIN_PASSWORD: admin.password,
+      LOG_LEVEL: 'warn',
+      MQTT_PORT: '0',
+      PAYMENT_TIMEOUT_MS: String(PAYMENT_TIMEOUT_MS),
+      SHIPPING_INTERVAL_MS: String(SHIPPING_INTERVAL_MS),
     };
     let spawned = 0;
     const start = () => spawnApp(`sales-app-${spawned++}`, env);
@@ -337,15 +484,33 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
     await app.ready();
     const adminAuth = await login(app, admin.email, admin.password);
     const customers: Customer[] = [];
-    for (let i = 0; i < 4; i++) customers.push(await signUp(app, `crash-${i}-${randomUUID().slice(0, 8)}@example.test`, PASSWORD));
+    for (let i = 0; i < 4; i++)
+      customers.push(await signUp(app, `crash-${i}-${randomUUID().slice(0, 8)}@example.test`, PASSWORD));
     const products: string[] = [];
     for (const quantity of STOCK) {
       const sku = `CRASH-${randomUUID().slice(0, 8)}`;
-      const channels = [{ channel: 'web', price: 10 + products.length, currency: 'EUR', paymentMethods: ['card', 'card-declined', 'card-no-response'], delivery: { method: 'parcel', days: 2 } }];
+      const channels = [
+        {
+          channel: 'web',
+          price: 10 + products.length,
+          currency: 'EUR',
+          paymentMethods: ['card', 'card-declined', 'card-no-response'],
+          delivery: { method: 'parcel', days: 2 },
+        },
+      ];
       const r = await app.http('POST', '/products', { sku, name: `Crash ${sku}`, unit: 'piece', channels }, adminAuth);
       expect(r.status).toBe(201);
       products.push(r.body.productId as string);
-      expect((await app.http('POST', `/products/${r.body.productId as string}/stock-receipts`, { quantity, reference: 'initial' }, adminAuth)).status).toBe(201);
+      expect(
+        (
+          await app.http(
+            'POST',
+            `/products/${r.body.productId as string}/stock-receipts`,
+            { quantity, reference: 'initial' },
+            adminAuth,
+          )
+        ).status,
+      ).toBe(201);
     }
 
     // What clients asked for, and what still waits for an answer (a process died under it).
@@ -355,11 +520,20 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
     const serverErrors: string[] = [];
     const unexpected: string[] = [];
     /** undefined: no answer (the process died, or was not listening): the client retries later. */
-    const call = async (a: AppProcess, method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<HttpResult | undefined> => {
+    const call = async (
+      a: AppProcess,
+      method: string,
+      path: string,
+      body?: unknown,
+      headers?: Record<string, string>,
+    ): Promise<HttpResult | undefined> => {
       if (!a.alive()) return undefined;
       try {
         const r = await a.http(method, path, body, headers);
-        if (r.status >= 500) { serverErrors.push(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`); return undefined; }
+        if (r.status >= 500) {
+          serverErrors.push(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+          return undefined;
+        }
         return r;
       } catch {
         return undefined;
@@ -367,14 +541,23 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
     };
     const submitOrder = async (a: AppProcess, o: OrderRequest) => {
       if (o.orderId) return;
-      const r = await call(a, 'POST', '/orders', o.body, { authorization: o.customer.authorization, 'idempotency-key': o.key });
+      const r = await call(a, 'POST', '/orders', o.body, {
+        authorization: o.customer.authorization,
+        'idempotency-key': o.key,
+      });
       if (!r) return;
       if (r.status === 202) o.orderId = r.body.orderId as string;
       else unexpected.push(`POST /orders: ${r.status} ${JSON.stringify(r.body)}`);
     };
     const submitCancel = async (a: AppProcess, c: Pending) => {
       if (c.done) return;
-      const r = await call(a, 'POST', `/orders/${c.order.orderId!}/cancel`, { reason: 'changed my mind (crash test)' }, { authorization: c.order.customer.authorization });
+      const r = await call(
+        a,
+        'POST',
+        `/orders/${c.order.orderId!}/cancel`,
+        { reason: 'changed my mind (crash test)' },
+        { authorization: c.order.customer.authorization },
+      );
       if (!r) return;
       c.attempts++;
       // 409: already closed or shipped.
@@ -393,7 +576,10 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
     };
     const flush = async (a: AppProcess, lastChance: boolean) => {
       await Promise.all(orders.map((o) => submitOrder(a, o)));
-      await Promise.all([...cancels.map((c) => submitCancel(a, c)), ...captures.map((c) => submitCapture(a, c, lastChance))]);
+      await Promise.all([
+        ...cancels.map((c) => submitCancel(a, c)),
+        ...captures.map((c) => submitCapture(a, c, lastChance)),
+      ]);
     };
     const newOrder = (round: number, paymentMethod: string): OrderRequest => {
       const first = pickProduct();
@@ -402,11 +588,18 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
         const second = pickProduct();
         if (second !== first) items.push({ productId: second, quantity: 1 + Math.floor(rand() * 3) });
       }
-      return { key: `crash-order-${randomUUID()}`, customer: pick(customers), body: { channel: 'web', paymentMethod, items }, round };
+      return {
+        key: `crash-order-${randomUUID()}`,
+        customer: pick(customers),
+        body: { channel: 'web', paymentMethod, items },
+        round,
+      };
     };
     const pickProduct = () => {
       let x = rand();
-      for (const [i, w] of PRODUCT_WEIGHTS.entries()) { if ((x -= w) < 0) return products[i]!; }
+      for (const [i, w] of PRODUCT_WEIGHTS.entries()) {
+        if ((x -= w) < 0) return products[i]!;
+      }
       return products[0]!;
     };
 
@@ -414,34 +607,45 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
     const work = async (a: AppProcess, round: number) => {
       await flush(a, false);
       const older = orders.filter((o) => o.orderId && o.round < round);
-      const olderCancels = shuffle(older).slice(0, 2).map((order) => ({ order, done: false, attempts: 0 }));
-      const olderCaptures = shuffle(older.filter((o) => o.body.paymentMethod === 'card-no-response' && !captures.some((c) => c.order === o)))
-        .slice(0, 2).map((order) => ({ order, done: false, attempts: 0 }));
+      const olderCancels = shuffle(older)
+        .slice(0, 2)
+        .map((order) => ({ order, done: false, attempts: 0 }));
+      const olderCaptures = shuffle(
+        older.filter((o) => o.body.paymentMethod === 'card-no-response' && !captures.some((c) => c.order === o)),
+      )
+        .slice(0, 2)
+        .map((order) => ({ order, done: false, attempts: 0 }));
       cancels.push(...olderCancels);
       captures.push(...olderCaptures);
-      await Promise.all([...olderCancels.map((c) => submitCancel(a, c)), ...olderCaptures.map((c) => submitCapture(a, c, false))]);
+      await Promise.all([
+        ...olderCancels.map((c) => submitCancel(a, c)),
+        ...olderCaptures.map((c) => submitCapture(a, c, false)),
+      ]);
       const fresh = shuffle(ROUND_METHODS).map((m) => newOrder(round, m));
       // One order a round wants the scarce product: once it is gone, a reservation is rejected and other lines released.
       const scarce = products[products.length - 1]!;
-      if (!fresh[0]!.body.items.some((i) => i.productId === scarce)) fresh[0]!.body.items.push({ productId: scarce, quantity: 2 });
+      if (!fresh[0]!.body.items.some((i) => i.productId === scarce))
+        fresh[0]!.body.items.push({ productId: scarce, quantity: 2 });
       orders.push(...fresh);
-      await Promise.all(fresh.map(async (o, i) => {
-        await submitOrder(a, o);
-        if (!o.orderId || !a.alive()) return;
-        // At least one cancellation a round, racing the saga (reserving, awaiting payment, confirmed).
-        if (i === 1 || rand() < 0.15) {
-          const c = { order: o, done: false, attempts: 0 };
-          cancels.push(c);
-          await pause(rand() * 600, a);
-          await submitCancel(a, c);
-        } else if (o.body.paymentMethod === 'card-no-response' && rand() < 0.5) {
-          // Before the deadline (confirmed), or racing it.
-          const c = { order: o, done: false, attempts: 0 };
-          captures.push(c);
-          await pause(200 + rand() * 1400, a);
-          await submitCapture(a, c, false);
-        }
-      }));
+      await Promise.all(
+        fresh.map(async (o, i) => {
+          await submitOrder(a, o);
+          if (!o.orderId || !a.alive()) return;
+          // At least one cancellation a round, racing the saga (reserving, awaiting payment, confirmed).
+          if (i === 1 || rand() < 0.15) {
+            const c = { order: o, done: false, attempts: 0 };
+            cancels.push(c);
+            await pause(rand() * 600, a);
+            await submitCancel(a, c);
+          } else if (o.body.paymentMethod === 'card-no-response' && rand() < 0.5) {
+            // Before the deadline (confirmed), or racing it.
+            const c = { order: o, done: false, attempts: 0 };
+            captures.push(c);
+            await pause(200 + rand() * 1400, a);
+            await submitCapture(a, c, false);
+          }
+        }),
+      );
     };
 
     // The kill rounds.
@@ -465,7 +669,10 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
           const until = Date.now() + 6000;
           for (;;) {
             if ((await appendedSince(roundStart, point.type)) > 0) break;
-            if (Date.now() > until || !app.alive()) { hit = false; break; }
+            if (Date.now() > until || !app.alive()) {
+              hit = false;
+              break;
+            }
             await pause(5);
           }
         }
@@ -476,8 +683,13 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
       if (!alive) throw new Error(`${app.name} exited before it was killed (${signal}); its output:\n${app.tail()}`);
       const msAfterSpawn = Date.now() - spawnedAt;
       kills.push({
-        round, point: point.kind === 'after' ? point.type : point.kind, hit, msAfterSpawn,
-        eventsInRound: await appendedSince(roundStart), backlog: await sagaBacklog(), signal,
+        round,
+        point: point.kind === 'after' ? point.type : point.kind,
+        hit,
+        msAfterSpawn,
+        eventsInRound: await appendedSince(roundStart),
+        backlog: await sagaBacklog(),
+        signal,
       });
       await clients;
     }
@@ -485,106 +697,187 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
     // A last process: the clients' retries go through, more late captures come in, and everything settles.
     app = await start();
     await app.ready();
-    await eventually(async () => {
-      await flush(app, true);
-      return orders.every((o) => o.orderId) && [...cancels, ...captures].every((c) => c.done);
-    }, 'every client request answered by the last process', 60_000);
-    const lateCaptures = shuffle(orders.filter((o) => o.body.paymentMethod === 'card-no-response' && !captures.some((c) => c.order === o)))
-      .slice(0, 6).map((order) => ({ order, done: false, attempts: 0 }));
+    await eventually(
+      async () => {
+        await flush(app, true);
+        return orders.every((o) => o.orderId) && [...cancels, ...captures].every((c) => c.done);
+      },
+      'every client request answered by the last process',
+      60_000,
+    );
+    const lateCaptures = shuffle(
+      orders.filter((o) => o.body.paymentMethod === 'card-no-response' && !captures.some((c) => c.order === o)),
+    )
+      .slice(0, 6)
+      .map((order) => ({ order, done: false, attempts: 0 }));
     captures.push(...lateCaptures);
-    await eventually(async () => {
-      await Promise.all(lateCaptures.map((c) => submitCapture(app, c, true)));
-      return lateCaptures.every((c) => c.done);
-    }, 'late captures delivered', 30_000);
+    await eventually(
+      async () => {
+        await Promise.all(lateCaptures.map((c) => submitCapture(app, c, true)));
+        return lateCaptures.every((c) => c.done);
+      },
+      'late captures delivered',
+      30_000,
+    );
 
     // Settled: every order shipped, rejected or cancelled, the saga past every trigger, nothing appended for a while.
     const settled = async () => {
-      const r = await db.pool.query<{ placed: number; closed: number; backlog: number; head: number }>(`
+      const r = await db.pool.query<{ placed: number; closed: number; backlog: number; head: number }>(
+        `
         SELECT (SELECT count(*)::int FROM events WHERE type = 'sales.OrderPlaced') AS placed,
                (SELECT count(DISTINCT stream_id)::int FROM events WHERE type IN ('sales.OrderRejected', 'sales.OrderCancelled', 'sales.ShipmentDispatched')) AS closed,
                (SELECT count(*)::int FROM events WHERE type = ANY($1)
                   AND position > COALESCE((SELECT position FROM processor_checkpoints WHERE name = 'order-fulfilment'), 0)) AS backlog,
-               (SELECT max(position) FROM events) AS head`, [[...TRIGGERS]]);
+               (SELECT max(position) FROM events) AS head`,
+        [[...TRIGGERS]],
+      );
       return r.rows[0]!;
     };
     let last = await settled();
     try {
-      await eventually(async () => {
-        await pause(300);
-        const now = await settled();
-        const quiet = now.placed === now.closed && now.backlog === 0 && now.head === last.head;
-        last = now;
-        return quiet;
-      }, 'every order closed and the saga idle', 90_000);
+      await eventually(
+        async () => {
+          await pause(300);
+          const now = await settled();
+          const quiet = now.placed === now.closed && now.backlog === 0 && now.head === last.head;
+          last = now;
+          return quiet;
+        },
+        'every order closed and the saga idle',
+        90_000,
+      );
     } catch (e) {
       const open = await db.pool.query(`
         SELECT o.stream_id, array_agg(x.type ORDER BY x.position) AS types FROM events o JOIN events x ON x.data->>'orderId' = o.data->>'orderId'
          WHERE o.type = 'sales.OrderPlaced' AND NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = o.stream_id
            AND t.type IN ('sales.OrderRejected', 'sales.OrderCancelled', 'sales.ShipmentDispatched'))
          GROUP BY o.stream_id LIMIT 10`);
-      const sagas = await Promise.all(open.rows.slice(0, 5).map(async (r: { stream_id: string }) => {
-        const saga = await app.http('GET', `/admin/sagas/${r.stream_id.slice('order-'.length)}`, undefined, adminAuth).catch(() => undefined);
-        const body = saga?.body as { state?: Record<string, unknown>; deadlineJob?: unknown } | undefined;
-        return { order: r.stream_id, saga: body?.state && { status: body.state.status, payment: body.state.payment, method: body.state.paymentMethod, deadlineDueAt: body.state.deadlineDueAt }, deadlineJob: body?.deadlineJob };
-      }));
-      throw new Error(`${(e as Error).message}; last ${JSON.stringify(last)}; open orders: ${JSON.stringify(open.rows)}; their sagas: ${JSON.stringify(sagas)}\n${app.tail()}`);
+      const sagas = await Promise.all(
+        open.rows.slice(0, 5).map(async (r: { stream_id: string }) => {
+          const saga = await app
+            .http('GET', `/admin/sagas/${r.stream_id.slice('order-'.length)}`, undefined, adminAuth)
+            .catch(() => undefined);
+          const body = saga?.body as { state?: Record<string, unknown>; deadlineJob?: unknown } | undefined;
+          return {
+            order: r.stream_id,
+            saga: body?.state && {
+              status: body.state.status,
+              payment: body.state.payment,
+              method: body.state.paymentMethod,
+              deadlineDueAt: body.state.deadlineDueAt,
+            },
+            deadlineJob: body?.deadlineJob,
+          };
+        }),
+      );
+      throw new Error(
+        `${(e as Error).message}; last ${JSON.stringify(last)}; open orders: ${JSON.stringify(open.rows)}; their sagas: ${JSON.stringify(sagas)}\n${app.tail()}`,
+      );
     }
 
     // The invariants, from the event store and the sandbox provider's books.
-    const events = (await db.pool.query<StoredEvent>(
-      `SELECT position, event_id::text AS id, stream_id AS "streamId", type, data FROM events WHERE type LIKE 'sales.%' ORDER BY position`)).rows;
-    const payments = (await db.pool.query<SandboxPayment>(
-      'SELECT order_id::text AS "orderId", status, amount_cents::int AS "amountCents", provider_ref AS "providerRef" FROM sandbox_payments')).rows;
-    const refunds = (await db.pool.query<SandboxRefund>(
-      'SELECT order_id::text AS "orderId", payment_ref AS "paymentRef", amount_cents::int AS "amountCents" FROM sandbox_refunds')).rows;
+    const events = (
+      await db.pool.query<StoredEvent>(
+        `SELECT position, event_id::text AS id, stream_id AS "streamId", type, data FROM events WHERE type LIKE 'sales.%' ORDER BY position`,
+      )
+    ).rows;
+    const payments = (
+      await db.pool.query<SandboxPayment>(
+        'SELECT order_id::text AS "orderId", status, amount_cents::int AS "amountCents", provider_ref AS "providerRef" FROM sandbox_payments',
+      )
+    ).rows;
+    const refunds = (
+      await db.pool.query<SandboxRefund>(
+        'SELECT order_id::text AS "orderId", payment_ref AS "paymentRef", amount_cents::int AS "amountCents" FROM sandbox_refunds',
+      )
+    ).rows;
     const facts = checkStore(events, payments, refunds);
     if (facts.violations.length) {
       const named = [...facts.orders.values()].filter((o) => facts.violations.some((x) => x.includes(o.orderId)));
-      process.stdout.write(`orders with violations:\n${named.map((o) => `  ${o.orderId} ${o.placed?.paymentMethod ?? '?'}: ${o.types.join(' ')}`).join('\n')}\n`);
+      process.stdout.write(
+        `orders with violations:\n${named.map((o) => `  ${o.orderId} ${o.placed?.paymentMethod ?? '?'}: ${o.types.join(' ')}`).join('\n')}\n`,
+      );
     }
     expect(facts.violations).toEqual([]);
     expect(serverErrors).toEqual([]);
     expect(unexpected).toEqual([]);
 
     // Every order a client placed exists once (the Idempotency-Key held across the crashes), and no other.
-    const placedIds = [...facts.orders.values()].filter((o) => o.placed).map((o) => o.orderId).sort();
+    const placedIds = [...facts.orders.values()]
+      .filter((o) => o.placed)
+      .map((o) => o.orderId)
+      .sort();
     expect(placedIds).toEqual(orders.map((o) => o.orderId!).sort());
 
     // The checks have teeth: a second reservation or a second refund, slipped into a copy of the events, is caught.
     const lastPosition = events[events.length - 1]!.position;
-    const copy = (type: string, i: number) => ({ ...events.find((e) => e.type === type)!, id: randomUUID(), position: lastPosition + i });
-    expect(checkStore([...events, copy('sales.StockReserved', 1)], payments, refunds).violations.join('\n')).toMatch(/reserved 2 times/);
+    const copy = (type: string, i: number) => ({
+      ...events.find((e) => e.type === type)!,
+      id: randomUUID(),
+      position: lastPosition + i,
+    });
+    expect(checkStore([...events, copy('sales.StockReserved', 1)], payments, refunds).violations.join('\n')).toMatch(
+      /reserved 2 times/,
+    );
     const byStatus = (s: string) => [...facts.orders.values()].filter((o) => o.status === s).length;
     const refunded = [...facts.orders.values()].filter((o) => o.refund).length;
-    if (refunded) expect(checkStore([...events, copy('sales.PaymentRefunded', 1)], payments, refunds).violations.join('\n')).toMatch(/PaymentRefunded 2 times/);
+    if (refunded)
+      expect(
+        checkStore([...events, copy('sales.PaymentRefunded', 1)], payments, refunds).violations.join('\n'),
+      ).toMatch(/PaymentRefunded 2 times/);
 
     // The read models, once they caught up, say the same: each order's status, and each product's stock.
     const readOrders = async () => {
       const seen = new Map<string, string>();
       let afterCursor: string | null = null;
       do {
-        const r = await app.http('GET', `/orders?limit=200${afterCursor ? `&after=${encodeURIComponent(afterCursor)}` : ''}`, undefined, adminAuth);
+        const r = await app.http(
+          'GET',
+          `/orders?limit=200${afterCursor ? `&after=${encodeURIComponent(afterCursor)}` : ''}`,
+          undefined,
+          adminAuth,
+        );
         for (const o of r.body.items as { orderId: string; status: string }[]) seen.set(o.orderId, o.status);
         afterCursor = r.body.nextAfter as string | null;
       } while (afterCursor);
       return seen;
     };
-    const expectedOrders = new Map([...facts.orders.values()].filter((o) => o.placed).map((o) => [o.orderId, o.status]));
+    const expectedOrders = new Map(
+      [...facts.orders.values()].filter((o) => o.placed).map((o) => [o.orderId, o.status]),
+    );
     let readModel = new Map<string, string>();
-    await eventually(async () => {
-      readModel = await readOrders();
-      return [...expectedOrders].every(([id, s]) => readModel.get(id) === s);
-    }, 'the orders read model to agree with the event store', 30_000).catch(() => undefined);
+    await eventually(
+      async () => {
+        readModel = await readOrders();
+        return [...expectedOrders].every(([id, s]) => readModel.get(id) === s);
+      },
+      'the orders read model to agree with the event store',
+      30_000,
+    ).catch(() => undefined);
     expect(Object.fromEntries(readModel)).toEqual(Object.fromEntries(expectedOrders));
     for (const productId of products) {
       const fold = facts.stock.get(productId)!;
-      const expected = { onHand: fold.onHand, reserved: fold.reserved, available: fold.onHand - fold.reserved, shipped: fold.shipped };
+      const expected = {
+        onHand: fold.onHand,
+        reserved: fold.reserved,
+        available: fold.onHand - fold.reserved,
+        shipped: fold.shipped,
+      };
       let seen: Record<string, unknown> = {};
-      await eventually(async () => {
-        const r = await app.http('GET', `/products/${productId}/stock`, undefined, adminAuth);
-        seen = { onHand: r.body.onHand, reserved: r.body.reserved, available: r.body.available, shipped: r.body.shipped };
-        return JSON.stringify(seen) === JSON.stringify(expected);
-      }, `stock of ${productId}`, 30_000).catch(() => undefined);
+      await eventually(
+        async () => {
+          const r = await app.http('GET', `/products/${productId}/stock`, undefined, adminAuth);
+          seen = {
+            onHand: r.body.onHand,
+            reserved: r.body.reserved,
+            available: r.body.available,
+            shipped: r.body.shipped,
+          };
+          return JSON.stringify(seen) === JSON.stringify(expected);
+        },
+        `stock of ${productId}`,
+        30_000,
+      ).catch(() => undefined);
       expect(seen).toEqual(expected);
     }
 
@@ -598,10 +891,17 @@ describe('sales saga crash safety (real processes, SIGKILL at each saga step)', 
     expect(byStatus('cancelled')).toBeGreaterThan(0);
 
     const late = [...facts.orders.values()].filter((o) => o.capture?.late).length;
-    process.stdout.write(`sales crash test (seed ${SEED}): ${kills.length} kills in ${Math.round((Date.now() - started) / 1000)} s\n`
-      + kills.map((k) => `  ${String(k.round).padStart(2)} ${k.point.padEnd(36)} ${k.point.startsWith('sales.') ? (k.hit ? 'hit ' : 'MISS') : '    '} ${String(k.msAfterSpawn).padStart(5)} ms after spawn, `
-        + `${k.eventsInRound} events in round, ${k.backlog} triggers in flight`).join('\n')
-      + `\n  orders: ${expectedOrders.size} (${byStatus('shipped')} shipped, ${byStatus('rejected')} rejected, ${byStatus('cancelled')} cancelled); `
-      + `${refunded} refunded (${late} late captures); ${events.length} sales events\n`);
+    process.stdout.write(
+      `sales crash test (seed ${SEED}): ${kills.length} kills in ${Math.round((Date.now() - started) / 1000)} s\n` +
+        kills
+          .map(
+            (k) =>
+              `  ${String(k.round).padStart(2)} ${k.point.padEnd(36)} ${k.point.startsWith('sales.') ? (k.hit ? 'hit ' : 'MISS') : '    '} ${String(k.msAfterSpawn).padStart(5)} ms after spawn, ` +
+              `${k.eventsInRound} events in round, ${k.backlog} triggers in flight`,
+          )
+          .join('\n') +
+        `\n  orders: ${expectedOrders.size} (${byStatus('shipped')} shipped, ${byStatus('rejected')} rejected, ${byStatus('cancelled')} cancelled); ` +
+        `${refunded} refunded (${late} late captures); ${events.length} sales events\n`,
+    );
   }, 240_000);
 });

@@ -32,31 +32,53 @@ function start(): NonNullable<typeof child> {
   let out = '';
   const proc = spawn(process.execPath, [MAIN], {
     env: {
-      ...process.env, DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), PORT: String(httpPort), HOST: '127.0.0.1',
-      MQTT_PORT: String(mqttPort), MQTT_HOST: '127.0.0.1', DATA_DIR: dataDir, QUEUE_PREFIX: `crash-${db.name}`, LOG_LEVEL: 'warn',
+      ...process.env,
+      DATABASE_URL: db.url,
+      REDIS_URL: testRedisUrl(),
+      PORT: String(httpPort),
+      HOST: '127.0.0.1',
+      MQTT_PORT: String(mqttPort),
+      MQTT_HOST: '127.0.0.1',
+      DATA_DIR: dataDir,
+      QUEUE_PREFIX: `crash-${db.name}`,
+      LOG_LEVEL: 'warn',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  proc.stdout?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-20_000); });
-  proc.stderr?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-20_000); });
+  proc.stdout?.on('data', (d: Buffer) => {
+    out = (out + d.toString()).slice(-20_000);
+  });
+  proc.stderr?.on('data', (d: Buffer) => {
+    out = (out + d.toString()).slice(-20_000);
+  });
   const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
   return { proc, exited, out: () => out };
 }
 
 async function healthy(): Promise<void> {
-  await eventually(async () => {
-    if (child?.proc.exitCode !== null) throw new Error(`app exited: ${child?.out()}`);
-    try {
-      return (await fetch(`http://127.0.0.1:${httpPort}/health`)).status === 200;
-    } catch {
-      return false;
-    }
-  }, 'the app to be healthy', 60_000);
+  await eventually(
+    async () => {
+      if (child?.proc.exitCode !== null) throw new Error(`app exited: ${child?.out()}`);
+      try {
+        return (await fetch(`http://127.0.0.1:${httpPort}/health`)).status === 200;
+      } catch {
+        return false;
+      }
+    },
+    'the app to be healthy',
+    60_000,
+  );
 }
 
-const http = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult> => {
+const http = async (
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<HttpResult> => {
   const res = await fetch(`http://127.0.0.1:${httpPort}${path}`, {
-    method, headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+    method,
+    headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
     ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
   });
   const text = await res.text();
@@ -67,7 +89,8 @@ beforeAll(async () => {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first (npx tsc -p tsconfig.json)`);
   db = await createTestDatabase('telecrash');
   httpPort = await pickPort();
-  do mqttPort = await pickPort(); while (mqttPort === httpPort);
+  do mqttPort = await pickPort();
+  while (mqttPort === httpPort);
 });
 afterAll(async () => {
   if (child && child.proc.exitCode === null) {
@@ -132,7 +155,9 @@ it('every PUBACKed reading is stored exactly once across SIGKILLs mid-stream', a
   expect(unacked.size).toBe(0);
 
   const rows = await db.pool.query<{ id: string; n: number }>(
-    `SELECT data->>'readingId' AS id, count(*)::int AS n FROM events WHERE stream_id = $1 GROUP BY 1`, [`telemetry-${dev.deviceId}`]);
+    `SELECT data->>'readingId' AS id, count(*)::int AS n FROM events WHERE stream_id = $1 GROUP BY 1`,
+    [`telemetry-${dev.deviceId}`],
+  );
   const stored = new Map(rows.rows.map((r) => [Number(r.id), r.n]));
   const duplicated = [...stored].filter(([, n]) => n !== 1);
   expect(duplicated).toEqual([]);

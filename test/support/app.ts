@@ -30,10 +30,15 @@ export interface TestApp extends RunningApp {
  * The real application (Fastify, PostgreSQL, Redis, BullMQ) on a random port, with its own database, queue prefix and data dir.
  * With `sharing`, a second instance of that app: same database, Redis keys and signing keys (its stop() leaves the database).
  */
-export async function startTestApp(options: { modules?: Type[]; projections?: Projection[]; env?: Record<string, string>; sharing?: TestApp } = {}): Promise<TestApp> {
+export async function startTestApp(
+  options: { modules?: Type[]; projections?: Projection[]; env?: Record<string, string>; sharing?: TestApp } = {},
+): Promise<TestApp> {
   const shared = options.sharing;
-  const db = shared?.db ?? await createTestDatabase('app');
-  const admin = shared?.admin ?? { email: `admin-${db.name}@example.test`, password: 'correct horse battery staple 42' };
+  const db = shared?.db ?? (await createTestDatabase('app'));
+  const admin = shared?.admin ?? {
+    email: `admin-${db.name}@example.test`,
+    password: 'correct horse battery staple 42',
+  };
   const config = loadConfig({
     DATABASE_URL: db.url,
     REDIS_URL: testRedisUrl(),
@@ -62,13 +67,21 @@ export async function startTestApp(options: { modules?: Type[]; projections?: Pr
     });
     const text = await res.text();
     let parsed: unknown = text;
-    try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON (e.g. /metrics) */ }
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      /* not JSON (e.g. /metrics) */
+    }
     return { status: res.status, headers: res.headers, body: parsed };
   };
   const login: TestApp['login'] = async (email, password) => {
     const r = await http('POST', '/auth/login', { email, password });
     if (r.status !== 200) throw new Error(`login of ${email} failed: ${r.status} ${JSON.stringify(r.body)}`);
-    return { authorization: `Bearer ${r.body.accessToken}`, accessToken: r.body.accessToken, refreshToken: r.body.refreshToken };
+    return {
+      authorization: `Bearer ${r.body.accessToken}`,
+      accessToken: r.body.accessToken,
+      refreshToken: r.body.refreshToken,
+    };
   };
   let adminHeader: { authorization: string } | undefined;
   return {

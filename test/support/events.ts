@@ -6,7 +6,11 @@ export function testEvent(type: string, data: Record<string, unknown> = {}, id: 
 }
 
 /** Polls until `check` is true; for tests that watch another process. Never asserts on time. */
-export async function eventually(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 30_000): Promise<void> {
+export async function eventually(
+  check: () => Promise<boolean> | boolean,
+  what: string,
+  timeoutMs = 30_000,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return;

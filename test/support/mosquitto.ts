@@ -29,17 +29,28 @@ export async function startMosquitto(): Promise<Mosquitto> {
     .replace(/^(password_file|acl_file) .*$/gm, '')
     .replace(/^log_dest .*$/m, 'log_dest stderr');
   writeFileSync(join(dir, 'mosquitto.conf'), conf);
-  const proc: ChildProcess = spawn('mosquitto', ['-c', join(dir, 'mosquitto.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc: ChildProcess = spawn('mosquitto', ['-c', join(dir, 'mosquitto.conf')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let err = '';
-  proc.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
+  proc.stderr?.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   const exited = new Promise((res) => proc.once('exit', res));
-  await eventually(() => {
-    if (proc.exitCode !== null) throw new Error(`mosquitto exited: ${err}`);
-    return new Promise<boolean>((res) => {
-      const s = createConnection(port, '127.0.0.1', () => { s.end(); res(true); });
-      s.on('error', () => res(false));
-    });
-  }, 'mosquitto to listen', 10_000);
+  await eventually(
+    () => {
+      if (proc.exitCode !== null) throw new Error(`mosquitto exited: ${err}`);
+      return new Promise<boolean>((res) => {
+        const s = createConnection(port, '127.0.0.1', () => {
+          s.end();
+          res(true);
+        });
+        s.on('error', () => res(false));
+      });
+    },
+    'mosquitto to listen',
+    10_000,
+  );
   return {
     port,
     url: `mqtt://127.0.0.1:${port}`,

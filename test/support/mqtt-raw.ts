@@ -14,26 +14,53 @@ export class RawMqtt {
 
   private constructor(readonly socket: Socket) {
     const parser = mqttPacket.parser({ protocolVersion: 4 });
-    parser.on('packet', (p: Packet) => { this.received.push(p); this.wake(); });
+    parser.on('packet', (p: Packet) => {
+      this.received.push(p);
+      this.wake();
+    });
     parser.on('error', () => socket.destroy());
     socket.on('data', (d: Buffer) => parser.parse(d));
     socket.on('error', () => undefined);
-    this.whenClosed = new Promise((res) => socket.once('close', () => { this.closed = true; this.wake(); res(); }));
+    this.whenClosed = new Promise((res) =>
+      socket.once('close', () => {
+        this.closed = true;
+        this.wake();
+        res();
+      }),
+    );
   }
 
   static open(port: number): Promise<RawMqtt> {
     return new Promise((resolve, reject) => {
-      const s = connect(port, '127.0.0.1', () => { s.off('error', reject); resolve(new RawMqtt(s)); });
+      const s = connect(port, '127.0.0.1', () => {
+        s.off('error', reject);
+        resolve(new RawMqtt(s));
+      });
       s.once('error', reject);
     });
   }
 
   /** Opens and sends CONNECT; resolves with the CONNACK's return code (the connection stays open when 0). */
-  static async connectAs(port: number, clientId: string, username?: string, password?: string, extra: Partial<mqttPacket.IConnectPacket> = {}): Promise<{ c: RawMqtt; returnCode: number; sessionPresent: boolean }> {
+  static async connectAs(
+    port: number,
+    clientId: string,
+    username?: string,
+    password?: string,
+    extra: Partial<mqttPacket.IConnectPacket> = {},
+  ): Promise<{ c: RawMqtt; returnCode: number; sessionPresent: boolean }> {
     const c = await RawMqtt.open(port);
-    c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId,
-      ...(username !== undefined ? { username } : {}), ...(password !== undefined ? { password: Buffer.from(password) } : {}), ...extra });
-    const ack = await c.next((p) => p.cmd === 'connack', 'CONNACK') as mqttPacket.IConnackPacket;
+    c.send({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      keepalive: 0,
+      clientId,
+      ...(username !== undefined ? { username } : {}),
+      ...(password !== undefined ? { password: Buffer.from(password) } : {}),
+      ...extra,
+    });
+    const ack = (await c.next((p) => p.cmd === 'connack', 'CONNACK')) as mqttPacket.IConnackPacket;
     return { c, returnCode: ack.returnCode ?? -1, sessionPresent: ack.sessionPresent };
   }
 
@@ -55,7 +82,10 @@ export class RawMqtt {
       if (Date.now() > deadline) throw new Error(`no ${what} within ${timeoutMs} ms`);
       await new Promise<void>((res) => {
         const t = setTimeout(res, 200);
-        this.waiters.add(() => { clearTimeout(t); res(); });
+        this.waiters.add(() => {
+          clearTimeout(t);
+          res();
+        });
       });
     }
   }
@@ -64,7 +94,15 @@ export class RawMqtt {
   async closedByBroker(what: string, timeoutMs = 30_000): Promise<void> {
     let t: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([this.whenClosed, new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`broker did not close the connection (${what}) within ${timeoutMs} ms`)), timeoutMs); })]);
+      await Promise.race([
+        this.whenClosed,
+        new Promise((_, rej) => {
+          t = setTimeout(
+            () => rej(new Error(`broker did not close the connection (${what}) within ${timeoutMs} ms`)),
+            timeoutMs,
+          );
+        }),
+      ]);
     } finally {
       clearTimeout(t);
     }

@@ -30,7 +30,9 @@ export interface Cluster {
 export function pgBinaries(): string {
   for (const b of ['initdb', 'postgres', 'pg_dump', 'pg_restore']) {
     if (!existsSync(join(PG_BIN, b))) {
-      throw new Error(`${join(PG_BIN, b)} is missing: install Debian's postgresql-15 (scripts/setup.sh does) or set TEST_PG_BIN_DIR`);
+      throw new Error(
+        `${join(PG_BIN, b)} is missing: install Debian's postgresql-15 (scripts/setup.sh does) or set TEST_PG_BIN_DIR`,
+      );
     }
   }
   return PG_BIN;
@@ -53,34 +55,67 @@ export async function startCluster(label: string): Promise<Cluster> {
   // No HOME of root's for the server user to trip over; LC_ALL=C so initdb needs no locale.
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' };
   await new Promise<void>((resolve, reject) => {
-    const p = spawn(join(bin, 'initdb'), ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync'],
-      { ...asServer, env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(join(bin, 'initdb'), ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync'], {
+      ...asServer,
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let err = '';
-    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     p.once('error', reject);
-    p.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`initdb ${dataDir} failed (${code}): ${err}`))));
+    p.once('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`initdb ${dataDir} failed (${code}): ${err}`)),
+    );
   });
 
   const port = await freePort();
-  const server: ChildProcess = spawn(join(bin, 'postgres'), ['-D', dataDir, '-p', String(port),
-    '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'fsync=off', '-c', 'synchronous_commit=off',
-    '-c', 'full_page_writes=off', '-c', 'max_connections=100'], { ...asServer, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const server: ChildProcess = spawn(
+    join(bin, 'postgres'),
+    [
+      '-D',
+      dataDir,
+      '-p',
+      String(port),
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'unix_socket_directories=',
+      '-c',
+      'fsync=off',
+      '-c',
+      'synchronous_commit=off',
+      '-c',
+      'full_page_writes=off',
+      '-c',
+      'max_connections=100',
+    ],
+    { ...asServer, env, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   const log: string[] = [];
-  server.stderr?.on('data', (d: Buffer) => { log.push(d.toString()); if (log.length > 200) log.shift(); });
+  server.stderr?.on('data', (d: Buffer) => {
+    log.push(d.toString());
+    if (log.length > 200) log.shift();
+  });
   const exited = new Promise<void>((res) => server.once('exit', () => res()));
   const url = (db: string) => `postgres://postgres@127.0.0.1:${port}/${db}`;
-  await eventually(async () => {
-    if (server.exitCode !== null) throw new Error(`postgres (${label}) exited: ${log.join('')}`);
-    const c = new Client({ connectionString: url('postgres') });
-    try {
-      await c.connect();
-      return true;
-    } catch {
-      return false;
-    } finally {
-      await c.end().catch(() => undefined);
-    }
-  }, `PostgreSQL cluster ${label} on port ${port}`, 60_000);
+  await eventually(
+    async () => {
+      if (server.exitCode !== null) throw new Error(`postgres (${label}) exited: ${log.join('')}`);
+      const c = new Client({ connectionString: url('postgres') });
+      try {
+        await c.connect();
+        return true;
+      } catch {
+        return false;
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+    },
+    `PostgreSQL cluster ${label} on port ${port}`,
+    60_000,
+  );
 
   return {
     port,
@@ -108,7 +143,10 @@ export async function startCluster(label: string): Promise<Cluster> {
 /** Runs one of the cluster's client programs (pg_dump, pg_restore), failing with its stderr. */
 export async function pgTool(tool: 'pg_dump' | 'pg_restore', args: string[]): Promise<string> {
   try {
-    const { stdout } = await run(join(pgBinaries(), tool), args, { env: { ...process.env, PGCONNECT_TIMEOUT: '30' }, maxBuffer: 64 * 1024 * 1024 });
+    const { stdout } = await run(join(pgBinaries(), tool), args, {
+      env: { ...process.env, PGCONNECT_TIMEOUT: '30' },
+      maxBuffer: 64 * 1024 * 1024,
+    });
     return stdout;
   } catch (e) {
     const err = e as { stderr?: string; message: string };

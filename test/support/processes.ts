@@ -42,7 +42,13 @@ export function freePort(): Promise<number> {
   return pickPort();
 }
 
-export async function httpJson(baseUrl: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult> {
+export async function httpJson(
+  baseUrl: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<HttpResult> {
   const res = await fetch(baseUrl + path, {
     method,
     headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
@@ -50,12 +56,20 @@ export async function httpJson(baseUrl: string, method: string, path: string, bo
   });
   const text = await res.text();
   let parsed: unknown = text;
-  try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    /* not JSON */
+  }
   return { status: res.status, headers: res.headers, body: parsed };
 }
 
 /** Starts `node dist/src/main.js` with `env` (PORT chosen here unless given) on 127.0.0.1. */
-export async function spawnApp(name: string, env: Record<string, string>, options: { keep?: RegExp } = {}): Promise<AppProcess> {
+export async function spawnApp(
+  name: string,
+  env: Record<string, string>,
+  options: { keep?: RegExp } = {},
+): Promise<AppProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
   const proc = spawn(process.execPath, [MAIN], {
     env: { ...process.env, HOST: '127.0.0.1', ...env, PORT: String(port) },
@@ -76,18 +90,28 @@ export async function spawnApp(name: string, env: Record<string, string>, option
   const url = `http://127.0.0.1:${port}`;
   const alive = () => proc.exitCode === null && proc.signalCode === null;
   const app: AppProcess = {
-    name, proc, port, url, kept, exited, alive,
+    name,
+    proc,
+    port,
+    url,
+    kept,
+    exited,
+    alive,
     tail: () => lines.join('\n'),
     http: (method, path, body, headers) => httpJson(url, method, path, body, headers),
     async ready(timeoutMs = 60_000) {
-      await eventually(async () => {
-        if (!alive()) throw new Error(`${name} exited before it was ready; its output:\n${lines.join('\n')}`);
-        try {
-          return (await fetch(`${url}/health`)).status === 200;
-        } catch {
-          return false;
-        }
-      }, `${name} to answer GET /health with 200`, timeoutMs);
+      await eventually(
+        async () => {
+          if (!alive()) throw new Error(`${name} exited before it was ready; its output:\n${lines.join('\n')}`);
+          try {
+            return (await fetch(`${url}/health`)).status === 200;
+          } catch {
+            return false;
+          }
+        },
+        `${name} to answer GET /health with 200`,
+        timeoutMs,
+      );
     },
     async kill() {
       if (alive()) proc.kill('SIGKILL');
@@ -108,14 +132,22 @@ export async function killAllApps(): Promise<void> {
 }
 
 /** Logs in over HTTP; returns `{ authorization: 'Bearer …' }`. */
-export async function login(app: Pick<AppProcess, 'http'>, email: string, password: string): Promise<{ authorization: string }> {
+export async function login(
+  app: Pick<AppProcess, 'http'>,
+  email: string,
+  password: string,
+): Promise<{ authorization: string }> {
   const r = await app.http('POST', '/auth/login', { email, password });
   if (r.status !== 200) throw new Error(`login of ${email} failed: ${r.status} ${JSON.stringify(r.body)}`);
   return { authorization: `Bearer ${r.body.accessToken as string}` };
 }
 
 /** Signs a customer up over HTTP and logs in. */
-export async function signUp(app: Pick<AppProcess, 'http'>, email: string, password: string): Promise<{ userId: string; authorization: string }> {
+export async function signUp(
+  app: Pick<AppProcess, 'http'>,
+  email: string,
+  password: string,
+): Promise<{ userId: string; authorization: string }> {
   const r = await app.http('POST', '/auth/signup', { email, password, name: 'Customer' });
   if (r.status !== 201) throw new Error(`signup of ${email} failed: ${r.status} ${JSON.stringify(r.body)}`);
   return { userId: r.body.userId as string, ...(await login(app, email, password)) };

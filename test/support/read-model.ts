@@ -29,7 +29,11 @@ import { testEvent } from './events';
 
 export interface Scenario {
   /** The rows of `table` equal `expected`, in any order (a table is a set); `columns` limits the comparison. */
-  thenRows(table: string, expected: readonly Record<string, unknown>[], options?: { columns?: readonly string[] }): Promise<void>;
+  thenRows(
+    table: string,
+    expected: readonly Record<string, unknown>[],
+    options?: { columns?: readonly string[] },
+  ): Promise<void>;
   /** What `query` answers over the read model equals `expected` (toEqual). */
   thenQuery<T>(query: (db: Queryable) => Promise<T>, expected: T): Promise<void>;
   /** Applying the events fails with this message: the runtime would park the projection on that event. */
@@ -69,7 +73,11 @@ export function readModel<E extends AnyEvent>(projection: Projection<E>): ReadMo
   async function record(events: readonly E[]): Promise<RecordedEvent<E>[]> {
     const from = await store.headPosition();
     if (events.length > 0) {
-      await store.append(`given-${randomUUID()}`, events.map((e) => testEvent(e.type, { ...e.data })), 'no_stream');
+      await store.append(
+        `given-${randomUUID()}`,
+        events.map((e) => testEvent(e.type, { ...e.data })),
+        'no_stream',
+      );
     }
     return store.readAll<E>(from, events.length + 1, projection.eventTypes);
   }
@@ -103,21 +111,26 @@ export function readModel<E extends AnyEvent>(projection: Projection<E>): ReadMo
       let recorded: Promise<RecordedEvent<E>[]> | undefined;
       const once = () => (recorded ??= record(events));
       let runs: Promise<{ mode: Mode; pool: Pool; error: unknown }[]> | undefined;
-      const run = () => (runs ??= (async () => {
-        const read = await once();
-        return Promise.all(MODES.map(async (mode) => {
-          const pool = await schema();
-          try {
-            await apply(pool, read, mode);
-            return { mode, pool, error: undefined };
-          } catch (error) {
-            return { mode, pool, error };
-          }
-        }));
-      })());
+      const run = () =>
+        (runs ??= (async () => {
+          const read = await once();
+          return Promise.all(
+            MODES.map(async (mode) => {
+              const pool = await schema();
+              try {
+                await apply(pool, read, mode);
+                return { mode, pool, error: undefined };
+              } catch (error) {
+                return { mode, pool, error };
+              }
+            }),
+          );
+        })());
       const applied = async () => {
         const out = await run();
-        for (const r of out) if (r.error !== undefined) throw new Error(`applying the given events (${r.mode}) failed: ${errorText(r.error)}`, { cause: r.error });
+        for (const r of out)
+          if (r.error !== undefined)
+            throw new Error(`applying the given events (${r.mode}) failed: ${errorText(r.error)}`, { cause: r.error });
         return out;
       };
       const read = async <T>(query: (db: Queryable) => Promise<T>): Promise<T> => {
@@ -135,7 +148,9 @@ export function readModel<E extends AnyEvent>(projection: Projection<E>): ReadMo
         },
         async thenRows(table, expected, options = {}) {
           const cols = options.columns ? options.columns.map(quoteIdent).join(', ') : '*';
-          const rows = await read(async (q) => sortRows((await q.query(`SELECT ${cols} FROM ${quoteIdent(table)}`)).rows));
+          const rows = await read(async (q) =>
+            sortRows((await q.query(`SELECT ${cols} FROM ${quoteIdent(table)}`)).rows),
+          );
           expect(rows).toEqual(sortRows(expected));
         },
         async thenFails(message) {
@@ -156,7 +171,9 @@ function sortRows<R extends Record<string, unknown>>(rows: readonly R[]): R[] {
 
 /** JSON with object keys sorted at every depth (jsonb does not keep the order a test writes keys in). */
 function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) => (v !== null && typeof v === 'object' && !Array.isArray(v)
-    ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b)))
-    : v));
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b)))
+      : v,
+  );
 }

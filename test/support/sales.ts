@@ -16,7 +16,12 @@ export async function customer(app: TestApp): Promise<{ userId: string; authoriz
 }
 
 export const webChannel = (over: Record<string, unknown> = {}) => ({
-  channel: 'web', price: 10, currency: 'EUR', paymentMethods: ['card', 'card-declined', 'card-no-response'], delivery: { method: 'parcel', days: 3 }, ...over,
+  channel: 'web',
+  price: 10,
+  currency: 'EUR',
+  paymentMethods: ['card', 'card-declined', 'card-no-response'],
+  delivery: { method: 'parcel', days: 3 },
+  ...over,
 });
 
 /** Registers a product (admin) and receives `stock` units; returns its id. */
@@ -27,47 +32,87 @@ export async function product(app: TestApp, stock: number, channels: unknown[] =
   if (r.status !== 201) throw new Error(`register product failed: ${r.status} ${JSON.stringify(r.body)}`);
   const productId = r.body.productId as string;
   if (stock > 0) {
-    const s = await app.http('POST', `/products/${productId}/stock-receipts`, { quantity: stock, reference: 'initial' }, admin);
+    const s = await app.http(
+      'POST',
+      `/products/${productId}/stock-receipts`,
+      { quantity: stock, reference: 'initial' },
+      admin,
+    );
     if (s.status !== 201) throw new Error(`stock receipt failed: ${s.status} ${JSON.stringify(s.body)}`);
   }
   return productId;
 }
 
-export async function placeOrder(app: TestApp, auth: { authorization: string }, items: { productId: string; quantity: number }[], paymentMethod = 'card', channel = 'web') {
+export async function placeOrder(
+  app: TestApp,
+  auth: { authorization: string },
+  items: { productId: string; quantity: number }[],
+  paymentMethod = 'card',
+  channel = 'web',
+) {
   const r = await app.http('POST', '/orders', { channel, paymentMethod, items }, auth);
   if (r.status !== 202) throw new Error(`place order failed: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body as { orderId: string; position: number };
 }
 
 /** The GET /orders/:id body, loosely typed for assertions. */
-export type OrderBody = Record<string, any> & { status: string; timeline: { step: string; compensation: boolean; reason: string | null; detail: any }[] };
+export type OrderBody = Record<string, any> & {
+  status: string;
+  timeline: { step: string; compensation: boolean; reason: string | null; detail: any }[];
+};
 
 /** Polls GET /orders/:id until the order is in one of `statuses` (default: any final one) and the timeline shows `step` when given. */
-export async function orderIn(app: TestApp, auth: { authorization: string }, orderId: string, statuses: readonly string[] = FINAL_STATUSES, step?: string) {
+export async function orderIn(
+  app: TestApp,
+  auth: { authorization: string },
+  orderId: string,
+  statuses: readonly string[] = FINAL_STATUSES,
+  step?: string,
+) {
   let last: any;
-  await eventually(async () => {
-    const r = await app.http('GET', `/orders/${orderId}`, undefined, auth);
-    last = r.body as unknown;
-    const body = r.body as OrderBody;
-    return r.status === 200 && statuses.includes(body.status) && (!step || body.timeline.some((t) => t.step === step));
-  }, `order ${orderId} in ${statuses.join('|')}${step ? ` with step ${step}` : ''} (last: ${JSON.stringify(last)?.slice(0, 400)})`, 60_000);
+  await eventually(
+    async () => {
+      const r = await app.http('GET', `/orders/${orderId}`, undefined, auth);
+      last = r.body as unknown;
+      const body = r.body as OrderBody;
+      return (
+        r.status === 200 && statuses.includes(body.status) && (!step || body.timeline.some((t) => t.step === step))
+      );
+    },
+    `order ${orderId} in ${statuses.join('|')}${step ? ` with step ${step}` : ''} (last: ${JSON.stringify(last)?.slice(0, 400)})`,
+    60_000,
+  );
   return last as OrderBody;
 }
 
 export async function stockOf(app: TestApp, productId: string) {
   const r = await app.http('GET', `/products/${productId}/stock`, undefined, await app.adminAuth());
   if (r.status !== 200) throw new Error(`stock failed: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body as { onHand: number; reserved: number; available: number; shipped: number; movements: { kind: string; quantity: number; orderId: string | null }[] };
+  return r.body as {
+    onHand: number;
+    reserved: number;
+    available: number;
+    shipped: number;
+    movements: { kind: string; quantity: number; orderId: string | null }[];
+  };
 }
 
 /** Waits until the stock read model shows these figures (the catalogue projection may trail the orders one), then asserts them. */
-export async function stockReaches(app: TestApp, productId: string, expected: Partial<Record<'onHand' | 'reserved' | 'available' | 'shipped', number>>) {
+export async function stockReaches(
+  app: TestApp,
+  productId: string,
+  expected: Partial<Record<'onHand' | 'reserved' | 'available' | 'shipped', number>>,
+) {
   let last: Awaited<ReturnType<typeof stockOf>> | undefined;
   try {
-    await eventually(async () => {
-      last = await stockOf(app, productId);
-      return Object.entries(expected).every(([k, v]) => last![k as keyof typeof expected] === v);
-    }, `stock of ${productId} at ${JSON.stringify(expected)}`, 30_000);
+    await eventually(
+      async () => {
+        last = await stockOf(app, productId);
+        return Object.entries(expected).every(([k, v]) => last![k as keyof typeof expected] === v);
+      },
+      `stock of ${productId} at ${JSON.stringify(expected)}`,
+      30_000,
+    );
   } finally {
     expect(last).toMatchObject(expected);
   }

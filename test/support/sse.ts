@@ -31,8 +31,21 @@ export async function openStream(url: string, headers: Record<string, string>): 
   if (!(res.headers.get('content-type') ?? '').startsWith('text/event-stream')) {
     const raw = await res.text();
     let body: unknown = raw;
-    try { body = JSON.parse(raw); } catch { /* not JSON */ }
-    return { status: res.status, headers: res.headers, body, events: [], text: () => raw, ended: Promise.resolve('done'), next: () => Promise.reject(new Error(`no stream: ${res.status} ${raw}`)), close: () => undefined };
+    try {
+      body = JSON.parse(raw);
+    } catch {
+      /* not JSON */
+    }
+    return {
+      status: res.status,
+      headers: res.headers,
+      body,
+      events: [],
+      text: () => raw,
+      ended: Promise.resolve('done'),
+      next: () => Promise.reject(new Error(`no stream: ${res.status} ${raw}`)),
+      close: () => undefined,
+    };
   }
   const events: SseEvent[] = [];
   const listeners = new Set<() => void>();
@@ -60,7 +73,11 @@ export async function openStream(url: string, headers: Record<string, string>): 
             fields[key] = i < 0 ? '' : line.slice(i + 1).replace(/^ /, '');
           }
           if (fields.data === undefined && fields.event === undefined) continue;
-          events.push({ event: fields.event ?? 'message', data: fields.data ?? '', ...(fields.id !== undefined ? { id: fields.id } : {}) });
+          events.push({
+            event: fields.event ?? 'message',
+            data: fields.data ?? '',
+            ...(fields.id !== undefined ? { id: fields.id } : {}),
+          });
         }
         for (const l of [...listeners]) l();
       }
@@ -71,7 +88,9 @@ export async function openStream(url: string, headers: Record<string, string>): 
     }
   })();
   let finished = false;
-  void ended.then(() => { finished = true; });
+  void ended.then(() => {
+    finished = true;
+  });
   return {
     status: res.status,
     headers: res.headers,
@@ -83,10 +102,22 @@ export async function openStream(url: string, headers: Record<string, string>): 
       return new Promise<SseEvent>((resolve, reject) => {
         const check = () => {
           const hit = events.find(match);
-          if (hit) { done(); resolve(hit); } else if (finished) { done(); reject(new Error(`stream ended before ${what}: ${all}`)); }
+          if (hit) {
+            done();
+            resolve(hit);
+          } else if (finished) {
+            done();
+            reject(new Error(`stream ended before ${what}: ${all}`));
+          }
         };
-        const timer = setTimeout(() => { done(); reject(new Error(`timed out waiting for ${what}; received: ${all.slice(-2000)}`)); }, timeoutMs);
-        const done = () => { clearTimeout(timer); listeners.delete(check); };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`timed out waiting for ${what}; received: ${all.slice(-2000)}`));
+        }, timeoutMs);
+        const done = () => {
+          clearTimeout(timer);
+          listeners.delete(check);
+        };
         listeners.add(check);
         void ended.then(check);
         check();
@@ -102,7 +133,13 @@ export async function endOf(stream: SseClient, timeoutMs = 60_000): Promise<'don
   try {
     return await Promise.race([
       stream.ended,
-      new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`the stream did not end within ${timeoutMs} ms; received: ${stream.text().slice(-2000)}`)), timeoutMs); }),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(new Error(`the stream did not end within ${timeoutMs} ms; received: ${stream.text().slice(-2000)}`)),
+          timeoutMs,
+        );
+      }),
     ]);
   } finally {
     clearTimeout(timer);

@@ -34,13 +34,26 @@ export async function deviceToken(http: Http, deviceId: string, secret: string):
 }
 
 /** Connects (client id = the device id unless given); resolves with the client once CONNACK accepted, rejects with the refusal otherwise. */
-export function connectDevice(port: number, username: string, password: string, options: IClientOptions = {}): Promise<MqttClient> {
+export function connectDevice(
+  port: number,
+  username: string,
+  password: string,
+  options: IClientOptions = {},
+): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
-      username, password, clientId: username, reconnectPeriod: 0, protocolVersion: 4, ...options,
+      username,
+      password,
+      clientId: username,
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+      ...options,
     });
     c.once('connect', () => resolve(c));
-    c.once('error', (e) => { c.end(true); reject(e); });
+    c.once('error', (e) => {
+      c.end(true);
+      reject(e);
+    });
     c.once('close', () => reject(new Error('closed before CONNACK')));
   });
 }

@@ -31,8 +31,12 @@ describe('configuration', () => {
     expect(loadConfig({ TRUST_PROXY: 'false' }).TRUST_PROXY).toBe(false);
     expect(loadConfig({ TRUST_PROXY: 'TRUE' }).TRUST_PROXY).toBe(true);
     expect(loadConfig({ TRUST_PROXY: '2' }).TRUST_PROXY).toBe(2);
-    expect(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 192.168.1.7,fd00::/8, loopback' }).TRUST_PROXY)
-      .toEqual(['10.0.0.0/8', '192.168.1.7', 'fd00::/8', 'loopback']);
+    expect(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 192.168.1.7,fd00::/8, loopback' }).TRUST_PROXY).toEqual([
+      '10.0.0.0/8',
+      '192.168.1.7',
+      'fd00::/8',
+      'loopback',
+    ]);
     for (const bad of ['yes', '0', '10.0.0.0/33', 'proxy.internal', ',', '::1/129', '10.0.0.1/8/8']) {
       expect(() => loadConfig({ TRUST_PROXY: bad })).toThrow(/TRUST_PROXY: must be false, true, a hop count/);
     }
@@ -40,8 +44,15 @@ describe('configuration', () => {
 
   it('identity limits have safe defaults', () => {
     expect(loadConfig({})).toMatchObject({
-      LOGIN_MAX_PER_ACCOUNT_ADDRESS: 10, LOGIN_MAX_PER_ADDRESS: 50, LOGIN_MAX_PER_ACCOUNT: 100, LOGIN_KNOWN_ADDRESS_TTL_S: 2_592_000,
-      SIGNUP_MAX_PER_ADDRESS: 20, SIGNUP_WINDOW_S: 3600, ARGON2_SIGNUP_MAX_QUEUE: 50, AUTH_BODY_LIMIT_BYTES: 16_384, DEVICES_MAX_PER_USER: 100,
+      LOGIN_MAX_PER_ACCOUNT_ADDRESS: 10,
+      LOGIN_MAX_PER_ADDRESS: 50,
+      LOGIN_MAX_PER_ACCOUNT: 100,
+      LOGIN_KNOWN_ADDRESS_TTL_S: 2_592_000,
+      SIGNUP_MAX_PER_ADDRESS: 20,
+      SIGNUP_WINDOW_S: 3600,
+      ARGON2_SIGNUP_MAX_QUEUE: 50,
+      AUTH_BODY_LIMIT_BYTES: 16_384,
+      DEVICES_MAX_PER_USER: 100,
     });
   });
 });

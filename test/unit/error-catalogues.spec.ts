@@ -14,7 +14,11 @@ import { PlatformErrorCode } from '../../src/platform/platform-errors';
  */
 const ROOT = join(__dirname, '../..');
 const CATALOGUES = {
-  AUTH: AuthErrorCode, PLATFORM: PlatformErrorCode, IDENTITY: IdentityErrorCode, SALES: SalesErrorCode, TELEMETRY: TelemetryErrorCode,
+  AUTH: AuthErrorCode,
+  PLATFORM: PlatformErrorCode,
+  IDENTITY: IdentityErrorCode,
+  SALES: SalesErrorCode,
+  TELEMETRY: TelemetryErrorCode,
 } as const;
 /** Made-up codes that tests use to exercise the error mapping itself, not codes a client can meet. */
 const MADE_UP_IN_TESTS = new Set(['AUTH.SLOW_DOWN']);
@@ -30,10 +34,13 @@ function tsFiles(dir: string): string[] {
 }
 
 describe('error catalogues', () => {
-  it.each(Object.entries(CATALOGUES))('%s: every code is <CONTEXT>.<KEY>, named after its key, and distinct', (context, catalogue) => {
-    for (const [key, code] of Object.entries(catalogue)) expect(code).toBe(`${context}.${key}`);
-    expect(new Set(Object.values(catalogue)).size).toBe(Object.values(catalogue).length);
-  });
+  it.each(Object.entries(CATALOGUES))(
+    '%s: every code is <CONTEXT>.<KEY>, named after its key, and distinct',
+    (context, catalogue) => {
+      for (const [key, code] of Object.entries(catalogue)) expect(code).toBe(`${context}.${key}`);
+      expect(new Set(Object.values(catalogue)).size).toBe(Object.values(catalogue).length);
+    },
+  );
 
   it('every code spelled out in src, domain, projections, bench or test is in a catalogue', () => {
     const known = new Set(Object.values(CATALOGUES).flatMap((c) => Object.values(c) as string[]));

@@ -22,7 +22,11 @@ describe('advisory lock registry', () => {
   });
 
   it('is the only place an id is written down', () => {
-    const literal = new RegExp(`\\b(${Object.values(ADVISORY_LOCKS).map((id) => `${Math.floor(id / 1000)}_?${String(id % 1000).padStart(3, '0')}`).join('|')})\\b`);
+    const literal = new RegExp(
+      `\\b(${Object.values(ADVISORY_LOCKS)
+        .map((id) => `${Math.floor(id / 1000)}_?${String(id % 1000).padStart(3, '0')}`)
+        .join('|')})\\b`,
+    );
     const offenders = ['src', 'domain', 'projections', 'test', 'bench']
       .flatMap((d) => tsFiles(join(ROOT, d)))
       .map((f) => relative(ROOT, f))
@@ -33,8 +37,13 @@ describe('advisory lock registry', () => {
 
   it('holds every id the SQL migrations take', () => {
     const dir = join(ROOT, 'migrations');
-    const taken = readdirSync(dir).filter((f) => f.endsWith('.sql'))
-      .flatMap((f) => [...readFileSync(join(dir, f), 'utf8').matchAll(/pg_advisory_(?:xact_)?lock(?:_shared)?\((\d+)\)/g)].map((m) => Number(m[1])));
+    const taken = readdirSync(dir)
+      .filter((f) => f.endsWith('.sql'))
+      .flatMap((f) =>
+        [...readFileSync(join(dir, f), 'utf8').matchAll(/pg_advisory_(?:xact_)?lock(?:_shared)?\((\d+)\)/g)].map((m) =>
+          Number(m[1]),
+        ),
+      );
     expect(taken.length).toBeGreaterThan(0);
     for (const id of taken) expect(Object.values(ADVISORY_LOCKS)).toContain(id);
   });

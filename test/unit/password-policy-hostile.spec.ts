@@ -14,7 +14,8 @@ function withinDeadline<T>(what: string, work: () => T): T {
   try {
     return runInNewContext('work()', { work }, { timeout: DEADLINE_MS }) as T;
   } catch (e) {
-    if ((e as { code?: string }).code === 'ERR_SCRIPT_EXECUTION_TIMEOUT') throw new Error(`${what} ran past ${DEADLINE_MS} ms: not linear in its input`);
+    if ((e as { code?: string }).code === 'ERR_SCRIPT_EXECUTION_TIMEOUT')
+      throw new Error(`${what} ran past ${DEADLINE_MS} ms: not linear in its input`);
     throw e;
   }
 }
@@ -33,6 +34,8 @@ describe('password policy against hostile input', () => {
   });
 
   it.each(HOSTILE)('passwordProblems(%s) refuses the length, in linear time', (what, password) => {
-    expect(withinDeadline(`passwordProblems(${what})`, () => passwordProblems(password, who))).toEqual([PASSWORD_RULES.maxLength]);
+    expect(withinDeadline(`passwordProblems(${what})`, () => passwordProblems(password, who))).toEqual([
+      PASSWORD_RULES.maxLength,
+    ]);
   });
 });

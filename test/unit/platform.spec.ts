@@ -9,8 +9,15 @@ describe('deterministic event ids', () => {
     const a = eventId('user:1', 'key', 'stream', 0);
     expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(eventId('user:1', 'key', 'stream', 0)).toBe(a);
-    expect(new Set([a, eventId('user:2', 'key', 'stream', 0), eventId('user:1', 'key2', 'stream', 0),
-      eventId('user:1', 'key', 'stream2', 0), eventId('user:1', 'key', 'stream', 1)]).size).toBe(5);
+    expect(
+      new Set([
+        a,
+        eventId('user:2', 'key', 'stream', 0),
+        eventId('user:1', 'key2', 'stream', 0),
+        eventId('user:1', 'key', 'stream2', 0),
+        eventId('user:1', 'key', 'stream', 1),
+      ]).size,
+    ).toBe(5);
   });
 });
 
@@ -29,14 +36,22 @@ describe('upcasters', () => {
 describe('problem details', () => {
   it('map error kinds to statuses with stable codes and fields', () => {
     expect(toProblem(validationError('X.BAD', 'bad', [{ field: 'email', rule: 'must be an email' }]))).toMatchObject({
-      status: 400, code: 'X.BAD', title: 'Bad Request', type: 'urn:problem:X.BAD', errors: [{ field: 'email', rule: 'must be an email' }],
+      status: 400,
+      code: 'X.BAD',
+      title: 'Bad Request',
+      type: 'urn:problem:X.BAD',
+      errors: [{ field: 'email', rule: 'must be an email' }],
     });
-    expect(toProblem(new ConcurrencyError('s', 3, 4))).toMatchObject({ status: 409, code: 'PLATFORM.CONCURRENCY_CONFLICT', actual: '4' });
+    expect(toProblem(new ConcurrencyError('s', 3, 4))).toMatchObject({
+      status: 409,
+      code: 'PLATFORM.CONCURRENCY_CONFLICT',
+      actual: '4',
+    });
     expect(toProblem(new DomainError('rate_limited', 'AUTH.SLOW_DOWN', 'x')).status).toBe(429);
     expect(toProblem(new DomainError('forbidden', 'AUTH.FORBIDDEN', 'x')).status).toBe(403);
   });
 
-  it('never leak an unexpected error\'s message', () => {
+  it("never leak an unexpected error's message", () => {
     const p = toProblem(new Error('password=hunter2 at db.internal'));
     expect(p.status).toBe(500);
     expect(JSON.stringify(p)).not.toContain('hunter2');

@@ -88,7 +88,13 @@ export function normaliseAddress(address: string): string {
 }
 
 const tooManyAttempts = (retryAfterSeconds: number) =>
-  new DomainError('rate_limited', AuthErrorCode.TOO_MANY_ATTEMPTS, 'too many failed login attempts; try again later', [], { retryAfterSeconds });
+  new DomainError(
+    'rate_limited',
+    AuthErrorCode.TOO_MANY_ATTEMPTS,
+    'too many failed login attempts; try again later',
+    [],
+    { retryAfterSeconds },
+  );
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
@@ -96,17 +102,33 @@ export class LoginLimiter {
   private readonly prefix: string;
   private readonly timeoutMs: number;
 
-  constructor(private readonly redis: Redis, private readonly options: LoginLimiterOptions) {
+  constructor(
+    private readonly redis: Redis,
+    private readonly options: LoginLimiterOptions,
+  ) {
     this.prefix = options.keyPrefix ?? 'auth:login:';
     this.timeoutMs = options.timeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS;
-    for (const n of ['maxPerAccountAddress', 'maxPerAddress', 'maxPerAccount', 'windowS', 'knownAddressTtlS'] as const) {
+    for (const n of [
+      'maxPerAccountAddress',
+      'maxPerAddress',
+      'maxPerAccount',
+      'windowS',
+      'knownAddressTtlS',
+    ] as const) {
       if (!Number.isInteger(options[n]) || options[n] <= 0) throw new Error(`${n} must be a positive integer`);
     }
   }
 
   static fromConfig(
     redis: Redis,
-    config: Pick<Config, 'LOGIN_MAX_PER_ACCOUNT_ADDRESS' | 'LOGIN_MAX_PER_ACCOUNT' | 'LOGIN_MAX_PER_ADDRESS' | 'LOGIN_WINDOW_S' | 'LOGIN_KNOWN_ADDRESS_TTL_S'>,
+    config: Pick<
+      Config,
+      | 'LOGIN_MAX_PER_ACCOUNT_ADDRESS'
+      | 'LOGIN_MAX_PER_ACCOUNT'
+      | 'LOGIN_MAX_PER_ADDRESS'
+      | 'LOGIN_WINDOW_S'
+      | 'LOGIN_KNOWN_ADDRESS_TTL_S'
+    >,
     extra: { keyPrefix?: string | undefined; timeoutMs?: number | undefined } = {},
   ): LoginLimiter {
     return new LoginLimiter(redis, {
@@ -142,11 +164,13 @@ export class LoginLimiter {
     const addr = this.addressKey(address);
     const acct = this.accountKey(account);
     const [pairCount, pairTtl, addrCount, addrTtl, acctCount, acctTtl, known] = await this.exec((m) =>
-      m.get(pair).ttl(pair).get(addr).ttl(addr).get(acct).ttl(acct).exists(this.knownKey(account, address)));
+      m.get(pair).ttl(pair).get(addr).ttl(addr).get(acct).ttl(acct).exists(this.knownKey(account, address)),
+    );
     const waits: number[] = [];
     if (Number(pairCount ?? 0) >= this.options.maxPerAccountAddress) waits.push(this.retryAfter(pairTtl));
     if (Number(addrCount ?? 0) >= this.options.maxPerAddress) waits.push(this.retryAfter(addrTtl));
-    if (Number(acctCount ?? 0) >= this.options.maxPerAccount && Number(known) === 0) waits.push(this.retryAfter(acctTtl));
+    if (Number(acctCount ?? 0) >= this.options.maxPerAccount && Number(known) === 0)
+      waits.push(this.retryAfter(acctTtl));
     if (waits.length) throw tooManyAttempts(Math.max(...waits));
   }
 
@@ -157,13 +181,25 @@ export class LoginLimiter {
     const addr = this.addressKey(address);
     const acct = this.accountKey(account);
     // SET NX EX starts the window at the first failure; INCR never extends it.
-    const r = await this.exec((m) => m.set(pair, '0', 'EX', w, 'NX').incr(pair).set(addr, '0', 'EX', w, 'NX').incr(addr).set(acct, '0', 'EX', w, 'NX').incr(acct));
+    const r = await this.exec((m) =>
+      m
+        .set(pair, '0', 'EX', w, 'NX')
+        .incr(pair)
+        .set(addr, '0', 'EX', w, 'NX')
+        .incr(addr)
+        .set(acct, '0', 'EX', w, 'NX')
+        .incr(acct),
+    );
     return { pair: Number(r[1]), address: Number(r[3]), account: Number(r[5]) };
   }
 
   /** A successful login: clears the pair's failures and makes the address known to the account. */
   async recordSuccess(account: string, address: string): Promise<void> {
-    await this.exec((m) => m.del(this.pairKey(account, address)).set(this.knownKey(account, address), '1', 'EX', this.options.knownAddressTtlS));
+    await this.exec((m) =>
+      m
+        .del(this.pairKey(account, address))
+        .set(this.knownKey(account, address), '1', 'EX', this.options.knownAddressTtlS),
+    );
   }
 
   private retryAfter(ttl: unknown): number {
@@ -174,14 +210,19 @@ export class LoginLimiter {
   }
 
   private exec(build: (m: ChainableCommander) => ChainableCommander): Promise<unknown[]> {
-    return redisCall(async () => {
-      const res = await build(this.redis.multi()).exec();
-      if (!res) throw new Error('transaction aborted');
-      return res.map(([err, value]) => {
-        if (err) throw err;
-        return value;
-      });
-    }, this.timeoutMs, UNAVAILABLE, 'the login rate limiter');
+    return redisCall(
+      async () => {
+        const res = await build(this.redis.multi()).exec();
+        if (!res) throw new Error('transaction aborted');
+        return res.map(([err, value]) => {
+          if (err) throw err;
+          return value;
+        });
+      },
+      this.timeoutMs,
+      UNAVAILABLE,
+      'the login rate limiter',
+    );
   }
 }
 
@@ -195,12 +236,15 @@ export class SignupLimiter {
   private readonly prefix: string;
   private readonly timeoutMs: number;
 
-  constructor(private readonly redis: Redis, private readonly options: {
-    readonly maxPerAddress: number;
-    readonly windowS: number;
-    readonly keyPrefix?: string | undefined;
-    readonly timeoutMs?: number | undefined;
-  }) {
+  constructor(
+    private readonly redis: Redis,
+    private readonly options: {
+      readonly maxPerAddress: number;
+      readonly windowS: number;
+      readonly keyPrefix?: string | undefined;
+      readonly timeoutMs?: number | undefined;
+    },
+  ) {
     this.prefix = options.keyPrefix ?? 'auth:signup:';
     this.timeoutMs = options.timeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS;
     for (const n of ['maxPerAddress', 'windowS'] as const) {
@@ -215,18 +259,28 @@ export class SignupLimiter {
   /** Counts one attempt from `address`; throws 429 AUTH.TOO_MANY_SIGNUPS once the address is over its limit. */
   async take(address: string): Promise<void> {
     const key = this.addressKey(address);
-    const [, count, ttl] = await redisCall(async () => {
-      const res = await this.redis.multi().set(key, '0', 'EX', this.options.windowS, 'NX').incr(key).ttl(key).exec();
-      if (!res) throw new Error('transaction aborted');
-      return res.map(([err, value]) => {
-        if (err) throw err;
-        return value;
-      });
-    }, this.timeoutMs, AuthErrorCode.SIGNUP_LIMITER_UNAVAILABLE, 'the sign-up rate limiter');
+    const [, count, ttl] = await redisCall(
+      async () => {
+        const res = await this.redis.multi().set(key, '0', 'EX', this.options.windowS, 'NX').incr(key).ttl(key).exec();
+        if (!res) throw new Error('transaction aborted');
+        return res.map(([err, value]) => {
+          if (err) throw err;
+          return value;
+        });
+      },
+      this.timeoutMs,
+      AuthErrorCode.SIGNUP_LIMITER_UNAVAILABLE,
+      'the sign-up rate limiter',
+    );
     if (Number(count) > this.options.maxPerAddress) {
       const t = Number(ttl);
-      throw new DomainError('rate_limited', AuthErrorCode.TOO_MANY_SIGNUPS, 'too many sign-ups from this address; try again later', [],
-        { retryAfterSeconds: t > 0 ? t : this.options.windowS });
+      throw new DomainError(
+        'rate_limited',
+        AuthErrorCode.TOO_MANY_SIGNUPS,
+        'too many sign-ups from this address; try again later',
+        [],
+        { retryAfterSeconds: t > 0 ? t : this.options.windowS },
+      );
     }
   }
 }

@@ -48,7 +48,11 @@ class LanedSemaphore {
   private activeCreate = 0;
   private readonly queues: Record<HashLane, (() => void)[]> = { verify: [], create: [] };
 
-  constructor(private readonly slots: number, private readonly createSlots: number, private readonly maxQueue: Record<HashLane, number>) {}
+  constructor(
+    private readonly slots: number,
+    private readonly createSlots: number,
+    private readonly maxQueue: Record<HashLane, number>,
+  ) {}
 
   get running(): number {
     return this.active;
@@ -64,7 +68,9 @@ class LanedSemaphore {
     } else {
       if (this.queues[lane].length >= this.maxQueue[lane]) {
         const what = lane === 'verify' ? 'logins' : 'sign-ups';
-        throw new DomainError('unavailable', AuthErrorCode.BUSY, `too many ${what} at once; try again shortly`, [], { retryAfterSeconds: 1 });
+        throw new DomainError('unavailable', AuthErrorCode.BUSY, `too many ${what} at once; try again shortly`, [], {
+          retryAfterSeconds: 1,
+        });
       }
       // `dispatch` takes the slot on this caller's behalf before waking it.
       await new Promise<void>((resolve) => this.queues[lane].push(resolve));
@@ -109,13 +115,21 @@ export class PasswordHasher {
       parallelism: options.parallelism ?? OWASP_ARGON2ID.parallelism,
     };
     const { memoryCost, timeCost, parallelism } = this.params;
-    if (!Number.isInteger(memoryCost) || !Number.isInteger(timeCost) || !Number.isInteger(parallelism) || parallelism < 1) {
+    if (
+      !Number.isInteger(memoryCost) ||
+      !Number.isInteger(timeCost) ||
+      !Number.isInteger(parallelism) ||
+      parallelism < 1
+    ) {
       throw new Error('argon2 parameters must be positive integers');
     }
     if (memoryCost < OWASP_ARGON2ID.memoryCost || timeCost < OWASP_ARGON2ID.timeCost) {
-      throw new Error(`argon2id parameters below OWASP's (m=${OWASP_ARGON2ID.memoryCost} KiB, t=${OWASP_ARGON2ID.timeCost}) are refused`);
+      throw new Error(
+        `argon2id parameters below OWASP's (m=${OWASP_ARGON2ID.memoryCost} KiB, t=${OWASP_ARGON2ID.timeCost}) are refused`,
+      );
     }
-    if (!Number.isInteger(options.concurrency) || options.concurrency < 1) throw new Error('concurrency must be a positive integer');
+    if (!Number.isInteger(options.concurrency) || options.concurrency < 1)
+      throw new Error('concurrency must be a positive integer');
     this.semaphore = new LanedSemaphore(options.concurrency, Math.max(1, Math.floor(options.concurrency / 2)), {
       verify: options.maxQueue ?? 1000,
       create: options.maxSignupQueue ?? 50,
@@ -123,7 +137,10 @@ export class PasswordHasher {
   }
 
   static fromConfig(config: Pick<Config, 'ARGON2_CONCURRENCY' | 'ARGON2_SIGNUP_MAX_QUEUE'>): PasswordHasher {
-    return new PasswordHasher({ concurrency: config.ARGON2_CONCURRENCY, maxSignupQueue: config.ARGON2_SIGNUP_MAX_QUEUE });
+    return new PasswordHasher({
+      concurrency: config.ARGON2_CONCURRENCY,
+      maxSignupQueue: config.ARGON2_SIGNUP_MAX_QUEUE,
+    });
   }
 
   /** The parameters new hashes are made with. */
@@ -154,7 +171,8 @@ export class PasswordHasher {
   /** True when `plain` matches `hash`. A malformed stored hash is an error, not a mismatch. */
   async verify(hash: string, plain: string, lane: HashLane = 'verify'): Promise<boolean> {
     if (typeof plain !== 'string') return false;
-    if (typeof hash !== 'string' || !hash.startsWith('$argon2')) throw new Error('stored password hash is not an argon2 hash');
+    if (typeof hash !== 'string' || !hash.startsWith('$argon2'))
+      throw new Error('stored password hash is not an argon2 hash');
     return this.semaphore.run(lane, () => argon2.verify(hash, plain));
   }
 

@@ -17,7 +17,8 @@ export function authRedisOptions(timeoutMs = DEFAULT_REDIS_TIMEOUT_MS): RedisOpt
 
 export async function redisCall<T>(op: () => Promise<T>, timeoutMs: number, code: string, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const unavailable = () => new DomainError('unavailable', code, `${what} is unavailable; try again shortly`, [], { retryAfterSeconds: 1 });
+  const unavailable = () =>
+    new DomainError('unavailable', code, `${what} is unavailable; try again shortly`, [], { retryAfterSeconds: 1 });
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(unavailable()), timeoutMs);
   });

@@ -40,8 +40,14 @@ export interface RotatedRefreshToken extends IssuedRefreshToken {
 const TOKEN_FORMAT = /^[A-Za-z0-9_-]{43}$/;
 const UUID_FORMAT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-const invalidToken = () => new DomainError('unauthenticated', AuthErrorCode.INVALID_REFRESH_TOKEN, 'the refresh token is not valid');
-const reused = () => new DomainError('unauthenticated', AuthErrorCode.REFRESH_REUSED, 'the refresh token was already used; the session has been ended');
+const invalidToken = () =>
+  new DomainError('unauthenticated', AuthErrorCode.INVALID_REFRESH_TOKEN, 'the refresh token is not valid');
+const reused = () =>
+  new DomainError(
+    'unauthenticated',
+    AuthErrorCode.REFRESH_REUSED,
+    'the refresh token was already used; the session has been ended',
+  );
 
 export const hashRefreshToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
 
@@ -51,21 +57,30 @@ function newToken(): { token: string; hash: Buffer } {
 }
 
 function checkReason(reason: string): void {
-  if (typeof reason !== 'string' || reason.length < 1 || reason.length > 64) throw new Error('revoke reason must be 1..64 characters');
+  if (typeof reason !== 'string' || reason.length < 1 || reason.length > 64)
+    throw new Error('revoke reason must be 1..64 characters');
 }
 
 export class RefreshTokenStore {
-  constructor(private readonly pool: Pick<Pool, 'query'>, private readonly options: RefreshTokenStoreOptions) {
+  constructor(
+    private readonly pool: Pick<Pool, 'query'>,
+    private readonly options: RefreshTokenStoreOptions,
+  ) {
     if (!Number.isInteger(options.ttlS) || options.ttlS <= 0) throw new Error('ttlS must be a positive integer');
   }
 
-  static fromConfig(pool: Pick<Pool, 'query'>, config: Pick<Config, 'REFRESH_TOKEN_TTL_S'>, extra: Pick<RefreshTokenStoreOptions, 'onReuse'> = {}): RefreshTokenStore {
+  static fromConfig(
+    pool: Pick<Pool, 'query'>,
+    config: Pick<Config, 'REFRESH_TOKEN_TTL_S'>,
+    extra: Pick<RefreshTokenStoreOptions, 'onReuse'> = {},
+  ): RefreshTokenStore {
     return new RefreshTokenStore(pool, { ttlS: config.REFRESH_TOKEN_TTL_S, onReuse: extra.onReuse });
   }
 
   /** A new family (login) for the user, with its first token. */
   async issue(userId: string): Promise<IssuedRefreshToken> {
-    if (typeof userId !== 'string' || !userId || userId.length > 200) throw new Error('userId must be 1..200 characters');
+    if (typeof userId !== 'string' || !userId || userId.length > 200)
+      throw new Error('userId must be 1..200 characters');
     const familyId = randomUUID();
     const { token, hash } = newToken();
     const { rows } = await this.pool.query<{ expires_at: Date }>(
@@ -114,7 +129,8 @@ export class RefreshTokenStore {
     const old = found.rows[0];
     if (!old || !old.rotated) throw invalidToken();
     const revoked = await this.revokeFamilyById(old.family_id, 'reuse', undefined);
-    if (revoked > 0 && this.options.onReuse) await this.options.onReuse({ familyId: old.family_id, userId: old.subject });
+    if (revoked > 0 && this.options.onReuse)
+      await this.options.onReuse({ familyId: old.family_id, userId: old.subject });
     throw reused();
   }
 
@@ -125,13 +141,19 @@ export class RefreshTokenStore {
   async familyOf(familyIdOrToken: string, options: { subject?: string | undefined } = {}): Promise<string | undefined> {
     let row: { family_id: string } | undefined;
     if (typeof familyIdOrToken === 'string' && UUID_FORMAT.test(familyIdOrToken)) {
-      ({ rows: [row] } = await this.pool.query<{ family_id: string }>(
+      ({
+        rows: [row],
+      } = await this.pool.query<{ family_id: string }>(
         'SELECT family_id FROM refresh_token_families WHERE family_id = $1 AND ($2::text IS NULL OR subject = $2)',
-        [familyIdOrToken.toLowerCase(), options.subject ?? null]));
+        [familyIdOrToken.toLowerCase(), options.subject ?? null],
+      ));
     } else if (typeof familyIdOrToken === 'string' && TOKEN_FORMAT.test(familyIdOrToken)) {
-      ({ rows: [row] } = await this.pool.query<{ family_id: string }>(
+      ({
+        rows: [row],
+      } = await this.pool.query<{ family_id: string }>(
         'SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND ($2::text IS NULL OR subject = $2)',
-        [hashRefreshToken(familyIdOrToken), options.subject ?? null]));
+        [hashRefreshToken(familyIdOrToken), options.subject ?? null],
+      ));
     }
     return row?.family_id;
   }
@@ -144,7 +166,9 @@ export class RefreshTokenStore {
     const ids = [...new Set(familyIds.filter((f) => UUID_FORMAT.test(f)).map((f) => f.toLowerCase()))];
     if (ids.length === 0) return new Set();
     const { rows } = await this.pool.query<{ family_id: string }>(
-      'SELECT family_id FROM refresh_token_families WHERE family_id = ANY($1::uuid[]) AND revoked_at IS NULL', [ids]);
+      'SELECT family_id FROM refresh_token_families WHERE family_id = ANY($1::uuid[]) AND revoked_at IS NULL',
+      [ids],
+    );
     const live = new Set(rows.map((r) => r.family_id));
     return new Set(ids.filter((f) => !live.has(f)));
   }
@@ -154,15 +178,20 @@ export class RefreshTokenStore {
    * With `subject`, only a family of that user is revoked. True when a family
    * was revoked by this call.
    */
-  async revokeFamily(familyIdOrToken: string, reason: string, options: { subject?: string | undefined } = {}): Promise<boolean> {
+  async revokeFamily(
+    familyIdOrToken: string,
+    reason: string,
+    options: { subject?: string | undefined } = {},
+  ): Promise<boolean> {
     checkReason(reason);
     let familyId: string | undefined;
     if (typeof familyIdOrToken === 'string' && UUID_FORMAT.test(familyIdOrToken)) {
       familyId = familyIdOrToken.toLowerCase();
     } else if (typeof familyIdOrToken === 'string' && TOKEN_FORMAT.test(familyIdOrToken)) {
-      const { rows } = await this.pool.query<{ family_id: string }>('SELECT family_id FROM refresh_tokens WHERE token_hash = $1', [
-        hashRefreshToken(familyIdOrToken),
-      ]);
+      const { rows } = await this.pool.query<{ family_id: string }>(
+        'SELECT family_id FROM refresh_tokens WHERE token_hash = $1',
+        [hashRefreshToken(familyIdOrToken)],
+      );
       familyId = rows[0]?.family_id;
     }
     if (!familyId) return false;

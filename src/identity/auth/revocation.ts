@@ -49,7 +49,11 @@ export type RevocationNotice =
 /** Parses a notice from the channel; undefined for anything malformed (the channel is not trusted to be tidy). */
 export function parseRevocationNotice(message: string): RevocationNotice | undefined {
   let v: unknown;
-  try { v = JSON.parse(message); } catch { return undefined; }
+  try {
+    v = JSON.parse(message);
+  } catch {
+    return undefined;
+  }
   if (typeof v !== 'object' || v === null) return undefined;
   const { kind, id, at } = v as Record<string, unknown>;
   if (typeof id !== 'string' || !id || id.length > 200) return undefined;
@@ -86,7 +90,10 @@ export class RevocationList {
   private readonly timeoutMs: number;
   private readonly now: () => number;
 
-  constructor(private readonly redis: Redis, options: RevocationListOptions) {
+  constructor(
+    private readonly redis: Redis,
+    options: RevocationListOptions,
+  ) {
     this.prefix = options.keyPrefix ?? 'auth:revoked:';
     this.maxTokenLifeS = options.maxTokenLifeS;
     this.toleranceS = options.clockToleranceS ?? 5;
@@ -117,7 +124,9 @@ export class RevocationList {
     if (typeof jti !== 'string' || !jti) throw new Error('jti must be a non-empty string');
     const ttl = Math.ceil(exp + this.toleranceS - this.now() / 1000);
     if (!(ttl > 0)) return; // already expired: verification rejects it without our help
-    await this.call(() => this.redis.eval(REVOKE_ONE, 1, this.jtiKey(jti), ttl, this.channel, JSON.stringify({ kind: 'jti', id: jti })));
+    await this.call(() =>
+      this.redis.eval(REVOKE_ONE, 1, this.jtiKey(jti), ttl, this.channel, JSON.stringify({ kind: 'jti', id: jti })),
+    );
   }
 
   /**
@@ -128,7 +137,9 @@ export class RevocationList {
   async revokeFamily(sid: string): Promise<void> {
     if (typeof sid !== 'string' || !sid) throw new Error('sid must be a non-empty string');
     const ttl = Math.ceil(this.maxTokenLifeS + this.toleranceS);
-    await this.call(() => this.redis.eval(REVOKE_ONE, 1, this.familyKey(sid), ttl, this.channel, JSON.stringify({ kind: 'sid', id: sid })));
+    await this.call(() =>
+      this.redis.eval(REVOKE_ONE, 1, this.familyKey(sid), ttl, this.channel, JSON.stringify({ kind: 'sid', id: sid })),
+    );
   }
 
   /**
@@ -139,7 +150,18 @@ export class RevocationList {
     if (typeof sub !== 'string' || !sub) throw new Error('sub must be a non-empty string');
     if (!Number.isFinite(atEpochSeconds)) throw new Error('atEpochSeconds must be a number');
     const nowS = Math.floor(this.now() / 1000);
-    await this.call(() => this.redis.eval(REVOKE_SUBJECT, 1, this.subjectKey(sub), atEpochSeconds, this.maxTokenLifeS + this.toleranceS, nowS, sub, this.channel));
+    await this.call(() =>
+      this.redis.eval(
+        REVOKE_SUBJECT,
+        1,
+        this.subjectKey(sub),
+        atEpochSeconds,
+        this.maxTokenLifeS + this.toleranceS,
+        nowS,
+        sub,
+        this.channel,
+      ),
+    );
   }
 
   /** Throws unless the token is still good: 401 AUTH.TOKEN_REVOKED, or 503 when Redis does not answer. */
@@ -156,12 +178,14 @@ export class RevocationList {
   async whyRevoked(tokens: readonly RevocableClaims[]): Promise<(RevokedBy | undefined)[]> {
     if (tokens.length > MAX_TOKENS_PER_CHECK) {
       const out: (RevokedBy | undefined)[] = [];
-      for (let at = 0; at < tokens.length; at += MAX_TOKENS_PER_CHECK) out.push(...(await this.whyRevoked(tokens.slice(at, at + MAX_TOKENS_PER_CHECK))));
+      for (let at = 0; at < tokens.length; at += MAX_TOKENS_PER_CHECK)
+        out.push(...(await this.whyRevoked(tokens.slice(at, at + MAX_TOKENS_PER_CHECK))));
       return out;
     }
     if (tokens.length === 0) return [];
     const keys: string[] = [];
-    for (const c of tokens) keys.push(this.jtiKey(c.jti), this.subjectKey(c.sub), ...(c.sid ? [this.familyKey(c.sid)] : []));
+    for (const c of tokens)
+      keys.push(this.jtiKey(c.jti), this.subjectKey(c.sub), ...(c.sid ? [this.familyKey(c.sid)] : []));
     const values = await this.call(() => this.redis.mget(keys));
     let i = 0;
     return tokens.map((c) => {
@@ -188,6 +212,8 @@ export type RevocableClaims = Pick<AccessTokenClaims, 'jti' | 'sub' | 'iat' | 'i
 export type RevokedBy = 'token' | 'family' | 'subject';
 
 /** Issue time in seconds, to the millisecond when the token says (`iat_ms`). */
-export const issuedAt = (c: Pick<AccessTokenClaims, 'iat' | 'iatMs'>): number => (c.iatMs !== undefined ? c.iatMs / 1000 : c.iat);
+export const issuedAt = (c: Pick<AccessTokenClaims, 'iat' | 'iatMs'>): number =>
+  c.iatMs !== undefined ? c.iatMs / 1000 : c.iat;
 
-const revoked = () => new DomainError('unauthenticated', AuthErrorCode.TOKEN_REVOKED, 'the access token has been revoked');
+const revoked = () =>
+  new DomainError('unauthenticated', AuthErrorCode.TOKEN_REVOKED, 'the access token has been revoked');

@@ -1,5 +1,27 @@
-import { createHash, createPrivateKey, createPublicKey, createSecretKey, generateKeyPairSync, randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type BigIntStats } from 'node:fs';
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  createSecretKey,
+  generateKeyPairSync,
+  randomBytes,
+  type JsonWebKey,
+  type KeyObject,
+} from 'node:crypto';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  type BigIntStats,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import type { Config } from '../../config';
 import { secretPath } from '../../platform/local/secrets';
@@ -102,7 +124,13 @@ interface StoredKey {
   readonly kid: string;
   readonly alg: 'ES256';
   readonly createdAt: string;
-  readonly jwk: { readonly kty: 'EC'; readonly crv: 'P-256'; readonly x: string; readonly y: string; readonly d: string };
+  readonly jwk: {
+    readonly kty: 'EC';
+    readonly crv: 'P-256';
+    readonly x: string;
+    readonly y: string;
+    readonly d: string;
+  };
 }
 
 interface KeyFile {
@@ -142,7 +170,12 @@ function generateStoredKey(nowMs: number): StoredKey {
   const jwk = privateKey.export({ format: 'jwk' });
   const { x, y, d } = jwk;
   if (!x || !y || !d) throw new Error('generated EC key has no x/y/d');
-  return { kid: jwkThumbprint({ crv: 'P-256', x, y }), alg: 'ES256', createdAt: new Date(nowMs).toISOString(), jwk: { kty: 'EC', crv: 'P-256', x, y, d } };
+  return {
+    kid: jwkThumbprint({ crv: 'P-256', x, y }),
+    alg: 'ES256',
+    createdAt: new Date(nowMs).toISOString(),
+    jwk: { kty: 'EC', crv: 'P-256', x, y, d },
+  };
 }
 
 function parseKeyFile(text: string, source: string): StoredKey[] {
@@ -160,17 +193,29 @@ function parseKeyFile(text: string, source: string): StoredKey[] {
   return file.keys.map((k: Partial<StoredKey> | null, i) => {
     const where = `${source}: keys[${i}]`;
     if (!k || typeof k !== 'object') throw new Error(`${where}: not an object`);
-    if (typeof k.kid !== 'string' || !k.kid || k.kid.length > 128) throw new Error(`${where}: kid must be a non-empty string`);
+    if (typeof k.kid !== 'string' || !k.kid || k.kid.length > 128)
+      throw new Error(`${where}: kid must be a non-empty string`);
     if (k.kid === HS256_KID) throw new Error(`${where}: kid "${HS256_KID}" is reserved`);
     if (kids.has(k.kid)) throw new Error(`${where}: duplicate kid ${k.kid}`);
     kids.add(k.kid);
     if (k.alg !== 'ES256') throw new Error(`${where}: alg must be ES256`);
-    if (typeof k.createdAt !== 'string' || Number.isNaN(Date.parse(k.createdAt))) throw new Error(`${where}: createdAt must be an ISO date`);
+    if (typeof k.createdAt !== 'string' || Number.isNaN(Date.parse(k.createdAt)))
+      throw new Error(`${where}: createdAt must be an ISO date`);
     const jwk = k.jwk;
-    if (!jwk || jwk.kty !== 'EC' || jwk.crv !== 'P-256' || ![jwk.x, jwk.y, jwk.d].every((v) => typeof v === 'string' && b64u.test(v))) {
+    if (
+      !jwk ||
+      jwk.kty !== 'EC' ||
+      jwk.crv !== 'P-256' ||
+      ![jwk.x, jwk.y, jwk.d].every((v) => typeof v === 'string' && b64u.test(v))
+    ) {
       throw new Error(`${where}: jwk must be a private P-256 key (kty EC, crv P-256, x, y, d)`);
     }
-    return { kid: k.kid, alg: 'ES256', createdAt: k.createdAt, jwk: { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y, d: jwk.d } };
+    return {
+      kid: k.kid,
+      alg: 'ES256',
+      createdAt: k.createdAt,
+      jwk: { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y, d: jwk.d },
+    };
   });
 }
 
@@ -184,7 +229,8 @@ function loadKey(stored: StoredKey, source: string): LoadedKey {
   const publicKey = createPublicKey(privateKey);
   const pub = publicKey.export({ format: 'jwk' });
   // The stored x/y must be the public half of d: a mismatch would publish a key that verifies nothing.
-  if (pub.x !== stored.jwk.x || pub.y !== stored.jwk.y) throw new Error(`${source}: key ${stored.kid}: x/y do not belong to d`);
+  if (pub.x !== stored.jwk.x || pub.y !== stored.jwk.y)
+    throw new Error(`${source}: key ${stored.kid}: x/y do not belong to d`);
   return {
     kid: stored.kid,
     alg: 'ES256',
@@ -236,12 +282,14 @@ export class SigningKeys {
     this.unknownKidReloadIntervalMs = options.unknownKidReloadIntervalMs ?? DEFAULT_UNKNOWN_KID_RELOAD_INTERVAL_MS;
     this.signingLagS = options.retiredKeySigningLagS ?? 0;
     this.onReloadError = options.onReloadError ?? (() => undefined);
-    if (!Number.isFinite(this.maxTokenLifeS) || this.maxTokenLifeS <= 0) throw new Error('maxTokenLifeS must be positive');
+    if (!Number.isFinite(this.maxTokenLifeS) || this.maxTokenLifeS <= 0)
+      throw new Error('maxTokenLifeS must be positive');
     if (!(this.unknownKidReloadIntervalMs >= 0)) throw new Error('unknownKidReloadIntervalMs must not be negative');
     if (!(this.signingLagS >= 0)) throw new Error('retiredKeySigningLagS must not be negative');
     if (options.alg === 'HS256') {
       const secret = options.hs256Secret;
-      if (!secret || Buffer.byteLength(secret, 'utf8') < 32) throw new Error('JWT_HS256_SECRET must be at least 32 bytes with JWT_ALG=HS256');
+      if (!secret || Buffer.byteLength(secret, 'utf8') < 32)
+        throw new Error('JWT_HS256_SECRET must be at least 32 bytes with JWT_ALG=HS256');
       this.hsKey = { kid: HS256_KID, alg: 'HS256', key: createSecretKey(Buffer.from(secret, 'utf8')) };
       this.byKid.set(HS256_KID, this.hsKey);
       this.file = undefined;
@@ -433,7 +481,8 @@ export class SigningKeys {
 
   private assertWritable(what: string): void {
     if (this.alg === 'HS256') throw new Error(`cannot ${what} with JWT_ALG=HS256: change JWT_HS256_SECRET instead`);
-    if (this.readOnly || !this.file) throw new Error(`cannot ${what} configured JWT keys: change them in the configuration`);
+    if (this.readOnly || !this.file)
+      throw new Error(`cannot ${what} configured JWT keys: change them in the configuration`);
   }
 
   private createFileIfMissing(): void {
@@ -458,7 +507,11 @@ export class SigningKeys {
       writeFileSync(tmp, serialise(keys), { mode: 0o600, flag: 'wx' });
       renameSync(tmp, file);
     } catch (e) {
-      try { unlinkSync(tmp); } catch { /* already renamed or never written */ }
+      try {
+        unlinkSync(tmp);
+      } catch {
+        /* already renamed or never written */
+      }
       throw e;
     }
     chmodSync(file, 0o600);
@@ -483,7 +536,10 @@ export interface RotationResult {
  * Refuses with JWT_ALG=HS256 or JWT_KEYS (keys from configuration are changed there).
  */
 export function rotateSigningKeys(
-  config: Pick<Config, 'JWT_ALG' | 'JWT_HS256_SECRET' | 'JWT_KEYS' | 'DATA_DIR' | 'ACCESS_TOKEN_TTL_S' | 'DEVICE_TOKEN_TTL_S'>,
+  config: Pick<
+    Config,
+    'JWT_ALG' | 'JWT_HS256_SECRET' | 'JWT_KEYS' | 'DATA_DIR' | 'ACCESS_TOKEN_TTL_S' | 'DEVICE_TOKEN_TTL_S'
+  >,
   extra: { now?: (() => number) | undefined } = {},
 ): RotationResult {
   const keys = SigningKeys.fromConfig(config, { configuredKeys: config.JWT_KEYS, now: extra.now });

@@ -75,19 +75,29 @@ function parseHeader(segment: string): Record<string, unknown> | undefined {
 }
 
 export class TokenService {
-  private readonly verified = new Map<string, { claims: AccessTokenClaims; kid: string; kind: TokenKind; untilMs: number }>();
+  private readonly verified = new Map<
+    string,
+    { claims: AccessTokenClaims; kid: string; kind: TokenKind; untilMs: number }
+  >();
   private readonly toleranceS: number;
   private readonly now: () => number;
 
-  constructor(private readonly keys: SigningKeys, private readonly options: TokenServiceOptions) {
+  constructor(
+    private readonly keys: SigningKeys,
+    private readonly options: TokenServiceOptions,
+  ) {
     this.toleranceS = options.clockToleranceS ?? 5;
-    if (!(this.toleranceS >= 0 && this.toleranceS <= 5)) throw new Error('clockToleranceS must be between 0 and 5 seconds');
+    if (!(this.toleranceS >= 0 && this.toleranceS <= 5))
+      throw new Error('clockToleranceS must be between 0 and 5 seconds');
     if (options.userAudience === options.deviceAudience) throw new Error('user and device audiences must differ');
     this.now = options.now ?? Date.now;
   }
 
   static fromConfig(
-    config: Pick<Config, 'JWT_ISSUER' | 'JWT_AUDIENCE' | 'JWT_DEVICE_AUDIENCE' | 'ACCESS_TOKEN_TTL_S' | 'DEVICE_TOKEN_TTL_S'>,
+    config: Pick<
+      Config,
+      'JWT_ISSUER' | 'JWT_AUDIENCE' | 'JWT_DEVICE_AUDIENCE' | 'ACCESS_TOKEN_TTL_S' | 'DEVICE_TOKEN_TTL_S'
+    >,
     keys: SigningKeys,
   ): TokenService {
     return new TokenService(keys, {
@@ -112,7 +122,12 @@ export class TokenService {
     return kind === 'user' ? this.options.accessTokenTtlS : this.options.deviceTokenTtlS;
   }
 
-  async issueAccessToken(input: { sub: string; roles?: readonly string[] | undefined; kind: TokenKind; sid?: string | undefined }): Promise<IssuedAccessToken> {
+  async issueAccessToken(input: {
+    sub: string;
+    roles?: readonly string[] | undefined;
+    kind: TokenKind;
+    sid?: string | undefined;
+  }): Promise<IssuedAccessToken> {
     const { sub, kind, sid } = input;
     const roles = [...(input.roles ?? [])];
     if (typeof sub !== 'string' || !sub) throw new Error('sub must be a non-empty string');
@@ -125,7 +140,9 @@ export class TokenService {
     const expiresIn = this.ttl(kind);
     const exp = iat + expiresIn;
     const jti = randomUUID();
-    const token = await new SignJWT(sid === undefined ? { kind, roles, iat_ms: nowMs } : { kind, roles, sid, iat_ms: nowMs })
+    const token = await new SignJWT(
+      sid === undefined ? { kind, roles, iat_ms: nowMs } : { kind, roles, sid, iat_ms: nowMs },
+    )
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYP })
       .setIssuer(this.options.issuer)
       .setAudience(this.audience(kind))
@@ -156,7 +173,12 @@ export class TokenService {
       const oldest = this.verified.keys().next();
       if (!oldest.done) this.verified.delete(oldest.value);
     }
-    this.verified.set(token, { claims, kid, kind: expected, untilMs: Math.min(claims.exp * 1000, nowMs + VERIFIED_CACHE_S * 1000) });
+    this.verified.set(token, {
+      claims,
+      kid,
+      kind: expected,
+      untilMs: Math.min(claims.exp * 1000, nowMs + VERIFIED_CACHE_S * 1000),
+    });
     return claims;
   }
 
@@ -195,10 +217,27 @@ export class TokenService {
     const { sub, jti, exp, iat, aud, kind, roles, sid, iat_ms: iatMs } = payload;
     if (kind !== expected || aud !== audience) throw invalid();
     if (typeof sub !== 'string' || !sub || typeof jti !== 'string' || !jti) throw invalid();
-    if (typeof exp !== 'number' || typeof iat !== 'number' || !Number.isInteger(exp) || !Number.isInteger(iat)) throw invalid();
+    if (typeof exp !== 'number' || typeof iat !== 'number' || !Number.isInteger(exp) || !Number.isInteger(iat))
+      throw invalid();
     if (!isStringArray(roles)) throw invalid();
     if (sid !== undefined && (typeof sid !== 'string' || !sid)) throw invalid();
-    if (iatMs !== undefined && (typeof iatMs !== 'number' || !Number.isInteger(iatMs) || Math.floor(iatMs / 1000) !== iat)) throw invalid();
-    return { kid, claims: { sub, roles, jti, exp, iat, kind: expected, ...(sid === undefined ? {} : { sid }), ...(iatMs === undefined ? {} : { iatMs }) } };
+    if (
+      iatMs !== undefined &&
+      (typeof iatMs !== 'number' || !Number.isInteger(iatMs) || Math.floor(iatMs / 1000) !== iat)
+    )
+      throw invalid();
+    return {
+      kid,
+      claims: {
+        sub,
+        roles,
+        jti,
+        exp,
+        iat,
+        kind: expected,
+        ...(sid === undefined ? {} : { sid }),
+        ...(iatMs === undefined ? {} : { iatMs }),
+      },
+    };
   }
 }

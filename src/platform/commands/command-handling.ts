@@ -58,11 +58,21 @@ export async function handleCommand<C extends Command, E extends Event, S>(
           id: idKey ? eventId(ctx.actor, idKey, streamId, i) : randomUUID(),
           type: e.type,
           data: e.data,
-          metadata: { correlationId: ctx.correlationId, causationId: ctx.causationId, actor: ctx.actor, command: command.type },
+          metadata: {
+            correlationId: ctx.correlationId,
+            causationId: ctx.causationId,
+            actor: ctx.actor,
+            command: command.type,
+          },
         })),
         current === -1 ? 'no_stream' : current,
       );
-      if (!result.duplicate) cache?.set(streamId, result.nextRevision, events.reduce((s, e) => decider.evolve(s, e), state));
+      if (!result.duplicate)
+        cache?.set(
+          streamId,
+          result.nextRevision,
+          events.reduce((s, e) => decider.evolve(s, e), state),
+        );
       return { position: result.position, revision: result.nextRevision, duplicate: result.duplicate, events };
     } catch (e) {
       if (e instanceof ConcurrencyError && attempt < retries) continue;
@@ -80,9 +90,16 @@ export function requestFingerprint(command: Command): string {
     if (Array.isArray(v)) return v.map(canonical);
     if (v === null || typeof v !== 'object' || v instanceof Date) return v;
     const o = v as Record<string, unknown>;
-    return Object.fromEntries(Object.keys(o).filter((k) => k !== 'now').sort().map((k) => [k, canonical(o[k])]));
+    return Object.fromEntries(
+      Object.keys(o)
+        .filter((k) => k !== 'now')
+        .sort()
+        .map((k) => [k, canonical(o[k])]),
+    );
   };
-  return createHash('sha256').update(JSON.stringify(canonical({ type: command.type, data: command.data }))).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify(canonical({ type: command.type, data: command.data })))
+    .digest('hex');
 }
 
 /** A deterministic UUID (version 8 layout) for the i-th event of a keyed command. */

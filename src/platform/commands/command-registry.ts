@@ -40,7 +40,9 @@ export class CommandRegistry {
   get(name: string): CommandDefinition<unknown> {
     const def = this.byName.get(name);
     if (!def) {
-      throw new DomainError('not_found', PlatformErrorCode.UNKNOWN_COMMAND, `no command named ${name}`, [], { known: this.names() });
+      throw new DomainError('not_found', PlatformErrorCode.UNKNOWN_COMMAND, `no command named ${name}`, [], {
+        known: this.names(),
+      });
     }
     return def as unknown as CommandDefinition<unknown>;
   }

@@ -58,11 +58,22 @@ export interface SubscribeOptions<E extends AnyEvent = Event> {
 export interface EventStore {
   append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult>;
   /** Events of one stream from `fromRevision` (inclusive), in revision order. */
-  readStream<E extends AnyEvent = Event>(streamId: string, fromRevision?: number, limit?: number): Promise<RecordedEvent<E>[]>;
+  readStream<E extends AnyEvent = Event>(
+    streamId: string,
+    fromRevision?: number,
+    limit?: number,
+  ): Promise<RecordedEvent<E>[]>;
   /** Up to `limit` events after `fromPosition` (exclusive), in global order; never skips a late commit. */
-  readAll<E extends AnyEvent = Event>(fromPosition: number, limit: number, eventTypes?: readonly E['type'][]): Promise<RecordedEvent<E>[]>;
+  readAll<E extends AnyEvent = Event>(
+    fromPosition: number,
+    limit: number,
+    eventTypes?: readonly E['type'][],
+  ): Promise<RecordedEvent<E>[]>;
   /** Catches up from `fromPosition`, then follows new events. The handler is awaited before the next batch. */
-  subscribe<E extends AnyEvent = Event>(options: SubscribeOptions<E>, handler: (events: RecordedEvent<E>[]) => Promise<void>): Subscription;
+  subscribe<E extends AnyEvent = Event>(
+    options: SubscribeOptions<E>,
+    handler: (events: RecordedEvent<E>[]) => Promise<void>,
+  ): Subscription;
   /** The position of the newest event any reader may see now (0 when empty). */
   headPosition(): Promise<number>;
   /** The original result of an append whose first event had this id, if it was stored. */
@@ -77,9 +88,13 @@ export class ConcurrencyError extends DomainError {
     readonly expected: ExpectedRevision,
     readonly actual: number | 'no_stream',
   ) {
-    super('conflict', PlatformErrorCode.CONCURRENCY_CONFLICT,
+    super(
+      'conflict',
+      PlatformErrorCode.CONCURRENCY_CONFLICT,
       `stream ${streamId}: expected revision ${String(expected)}, found ${String(actual)}`,
-      [], { streamId, expected: String(expected), actual: String(actual) });
+      [],
+      { streamId, expected: String(expected), actual: String(actual) },
+    );
     this.name = 'ConcurrencyError';
   }
 }
@@ -87,8 +102,11 @@ export class ConcurrencyError extends DomainError {
 /** Some but not all of an append's event ids were stored before: the idempotency key was reused for a different command. */
 export class IdempotencyConflictError extends DomainError {
   constructor(readonly streamId: string) {
-    super('conflict', PlatformErrorCode.IDEMPOTENCY_KEY_REUSED,
-      `stream ${streamId}: the idempotency key was already used for a different command`);
+    super(
+      'conflict',
+      PlatformErrorCode.IDEMPOTENCY_KEY_REUSED,
+      `stream ${streamId}: the idempotency key was already used for a different command`,
+    );
     this.name = 'IdempotencyConflictError';
   }
 }
@@ -107,7 +125,11 @@ export class UpcasterRegistry {
     return this;
   }
   /** Applies upcasters one version at a time until none matches. */
-  apply(type: string, version: number, data: Record<string, unknown>): { data: Record<string, unknown>; version: number } {
+  apply(
+    type: string,
+    version: number,
+    data: Record<string, unknown>,
+  ): { data: Record<string, unknown>; version: number } {
     let v = version;
     let d = data;
     for (let u = this.byKey.get(`${type}@${v}`); u; u = this.byKey.get(`${type}@${v}`)) {

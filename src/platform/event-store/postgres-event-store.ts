@@ -1,8 +1,17 @@
 import { Client, type Pool, type PoolClient } from 'pg';
 import {
-  ConcurrencyError, IdempotencyConflictError, UpcasterRegistry,
-  type AppendResult, type EventStore, type EventToAppend, type ExpectedRevision, type EventMetadata,
-  type AnyEvent, type RecordedEvent, type SubscribeOptions, type Subscription,
+  ConcurrencyError,
+  IdempotencyConflictError,
+  UpcasterRegistry,
+  type AppendResult,
+  type EventStore,
+  type EventToAppend,
+  type ExpectedRevision,
+  type EventMetadata,
+  type AnyEvent,
+  type RecordedEvent,
+  type SubscribeOptions,
+  type Subscription,
 } from './event-store';
 import type { Event } from '../../../domain/shared/event';
 import { backoffMs, type BackoffPolicy } from '../processing/backoff';
@@ -33,7 +42,8 @@ interface EventRow {
   recorded_at: Date;
 }
 
-const EVENT_COLUMNS = 'position, event_id, stream_id, stream_revision, type, data, metadata, schema_version, recorded_at';
+const EVENT_COLUMNS =
+  'position, event_id, stream_id, stream_revision, type, data, metadata, schema_version, recorded_at';
 // Everything below the oldest in-flight transaction's first possible position is final
 // (es_horizon() adds the store's transaction-id offset; it runs in the calling statement's snapshot).
 const HORIZON = 'es_horizon()';
@@ -63,7 +73,8 @@ export interface PositionAlignment {
  */
 export async function alignPositions(pool: Pool | PoolClient): Promise<PositionAlignment> {
   const res = await pool.query<{ previous_offset: string; xid_offset: string; raised: boolean }>(
-    'SELECT previous_offset, xid_offset, raised FROM es_align_positions()');
+    'SELECT previous_offset, xid_offset, raised FROM es_align_positions()',
+  );
   const r = res.rows[0];
   if (!r) throw new Error('es_align_positions returned no row');
   return { previousOffset: Number(r.previous_offset), offset: Number(r.xid_offset), raised: r.raised };
@@ -97,7 +108,10 @@ export class PostgresEventStore implements EventStore {
   private closed = false;
   private readonly subscriptions = new Set<Subscription>();
 
-  constructor(private readonly pool: Pool, private readonly options: PostgresEventStoreOptions = {}) {
+  constructor(
+    private readonly pool: Pool,
+    private readonly options: PostgresEventStoreOptions = {},
+  ) {
     this.upcasters = options.upcasters ?? new UpcasterRegistry();
   }
 
@@ -113,7 +127,9 @@ export class PostgresEventStore implements EventStore {
    * 'no_stream' next to the entity's first events). PostgreSQL adapter only.
    * When every write is a re-sent duplicate, returns their original results.
    */
-  async appendMulti(writes: readonly { streamId: string; events: readonly EventToAppend[]; expected: ExpectedRevision }[]): Promise<AppendResult[]> {
+  async appendMulti(
+    writes: readonly { streamId: string; events: readonly EventToAppend[]; expected: ExpectedRevision }[],
+  ): Promise<AppendResult[]> {
     const results = await this.retrying(async (again) => {
       const client = await this.pool.connect();
       try {
@@ -121,7 +137,8 @@ export class PostgresEventStore implements EventStore {
         const out: AppendResult[] = [];
         for (const w of writes) out.push(await this.appendOn(client, w.streamId, w.events, w.expected, again));
         const dupes = out.filter((r) => r.duplicate).length;
-        if (dupes > 0 && dupes < out.length) throw new IdempotencyConflictError(writes[out.findIndex((r) => r.duplicate)]!.streamId);
+        if (dupes > 0 && dupes < out.length)
+          throw new IdempotencyConflictError(writes[out.findIndex((r) => r.duplicate)]!.streamId);
         await client.query(dupes ? 'ROLLBACK' : 'COMMIT');
         return out;
       } catch (e) {
@@ -141,16 +158,40 @@ export class PostgresEventStore implements EventStore {
    * the same key is stored once. Answers per stream which ids were new.
    * PostgreSQL adapter only (like appendMulti); see migrations/0005.
    */
-  async appendSkippingKnown(writes: readonly { streamId: string; events: readonly EventToAppend[] }[]): Promise<SkipKnownResult[]> {
+  async appendSkippingKnown(
+    writes: readonly { streamId: string; events: readonly EventToAppend[] }[],
+  ): Promise<SkipKnownResult[]> {
     if (writes.length === 0) return [];
-    const payload = JSON.stringify(writes.map((w) => ({
-      stream: w.streamId,
-      events: w.events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: e.schemaVersion ?? 1 })),
-    })));
-    const res = await this.retrying(() => this.pool.query<{ stream_id: string; appended: number; new_ids: string[]; revision: string; last_position: string | null }>(
-      'SELECT stream_id, appended, new_ids::text[] AS new_ids, revision, last_position FROM es_append_skip_known($1::jsonb)', [payload]));
+    const payload = JSON.stringify(
+      writes.map((w) => ({
+        stream: w.streamId,
+        events: w.events.map((e) => ({
+          id: e.id,
+          type: e.type,
+          data: e.data,
+          metadata: e.metadata,
+          v: e.schemaVersion ?? 1,
+        })),
+      })),
+    );
+    const res = await this.retrying(() =>
+      this.pool.query<{
+        stream_id: string;
+        appended: number;
+        new_ids: string[];
+        revision: string;
+        last_position: string | null;
+      }>(
+        'SELECT stream_id, appended, new_ids::text[] AS new_ids, revision, last_position FROM es_append_skip_known($1::jsonb)',
+        [payload],
+      ),
+    );
     const out = res.rows.map((r) => ({
-      streamId: r.stream_id, appended: r.appended, newIds: r.new_ids, nextRevision: Number(r.revision), position: Number(r.last_position ?? 0),
+      streamId: r.stream_id,
+      appended: r.appended,
+      newIds: r.new_ids,
+      nextRevision: Number(r.revision),
+      position: Number(r.last_position ?? 0),
     }));
     const n = out.reduce((a, r) => a + r.appended, 0);
     if (n > 0) this.appended(n);
@@ -180,7 +221,9 @@ export class PostgresEventStore implements EventStore {
         if (isMisaligned(e) && !aligned) {
           aligned = true;
           const a = await alignPositions(this.pool);
-          this.options.log?.(`event store: positions aligned with this cluster (transaction-id offset ${a.previousOffset} -> ${a.offset})`);
+          this.options.log?.(
+            `event store: positions aligned with this cluster (transaction-id offset ${a.previousOffset} -> ${a.offset})`,
+          );
           continue;
         }
         throw e;
@@ -192,10 +235,18 @@ export class PostgresEventStore implements EventStore {
    * One es_append call on a pool or a transaction's client; interprets its answer.
    * `checkIds`: look for already-stored event ids before inserting (a retry after a unique violation).
    */
-  private async appendOn(q: Pool | PoolClient, streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision, checkIds: boolean): Promise<AppendResult> {
+  private async appendOn(
+    q: Pool | PoolClient,
+    streamId: string,
+    events: readonly EventToAppend[],
+    expected: ExpectedRevision,
+    checkIds: boolean,
+  ): Promise<AppendResult> {
     if (events.length === 0) throw new Error('append needs at least one event');
     const [kind, revision] = expectedToSql(expected);
-    const payload = JSON.stringify(events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: e.schemaVersion ?? 1 })));
+    const payload = JSON.stringify(
+      events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: e.schemaVersion ?? 1 })),
+    );
     const res = await q.query<{ status: string; revision: string; last_position: string | null }>(
       'SELECT status, revision, last_position FROM es_append($1, $2, $3, $4::jsonb, $5)',
       [streamId, kind, revision, payload, checkIds],
@@ -208,7 +259,11 @@ export class PostgresEventStore implements EventStore {
       case 'duplicate':
         return { nextRevision: Number(row.revision), position: Number(row.last_position), duplicate: true };
       case 'conflict':
-        throw new ConcurrencyError(streamId, expected, Number(row.revision) === -1 ? 'no_stream' : Number(row.revision));
+        throw new ConcurrencyError(
+          streamId,
+          expected,
+          Number(row.revision) === -1 ? 'no_stream' : Number(row.revision),
+        );
       case 'id_conflict':
         throw new IdempotencyConflictError(streamId);
       default:
@@ -216,7 +271,11 @@ export class PostgresEventStore implements EventStore {
     }
   }
 
-  async readStream<E extends AnyEvent = Event>(streamId: string, fromRevision = 0, limit = 100_000): Promise<RecordedEvent<E>[]> {
+  async readStream<E extends AnyEvent = Event>(
+    streamId: string,
+    fromRevision = 0,
+    limit = 100_000,
+  ): Promise<RecordedEvent<E>[]> {
     const res = await this.pool.query<EventRow>(
       `SELECT ${EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_revision >= $2 ORDER BY stream_revision LIMIT $3`,
       [streamId, fromRevision, limit],
@@ -224,7 +283,11 @@ export class PostgresEventStore implements EventStore {
     return asUnion<E>(res.rows.map((r) => this.toRecorded(r)));
   }
 
-  async readAll<E extends AnyEvent = Event>(fromPosition: number, limit: number, eventTypes?: readonly E['type'][]): Promise<RecordedEvent<E>[]> {
+  async readAll<E extends AnyEvent = Event>(
+    fromPosition: number,
+    limit: number,
+    eventTypes?: readonly E['type'][],
+  ): Promise<RecordedEvent<E>[]> {
     return asUnion<E>((await this.readBatch(fromPosition, limit, eventTypes)).events);
   }
 
@@ -233,7 +296,12 @@ export class PostgresEventStore implements EventStore {
    * are read; with a type filter the cursor still advances past events of
    * other types (to the newest final event scanned), never past the horizon.
    */
-  async readBatch(fromPosition: number, limit: number, eventTypes?: readonly string[], client?: PoolClient): Promise<ReadBatch> {
+  async readBatch(
+    fromPosition: number,
+    limit: number,
+    eventTypes?: readonly string[],
+    client?: PoolClient,
+  ): Promise<ReadBatch> {
     const q = client ?? this.pool;
     const filtered = eventTypes !== undefined;
     // The rows and, against the same horizon (below it nothing changes any more), the newest
@@ -258,7 +326,9 @@ export class PostgresEventStore implements EventStore {
       if (filtered && first?.max_final) position = Math.max(position, Number(first.max_final));
       // Deliberately a later statement (fresh snapshot): it also sees appends that committed after
       // the read above, so the subscriber polls again soon instead of waiting for a notification.
-      const beyond = await q.query('SELECT 1 FROM events WHERE position >= $1 ORDER BY position LIMIT 1', [first?.horizon ?? '0']);
+      const beyond = await q.query('SELECT 1 FROM events WHERE position >= $1 ORDER BY position LIMIT 1', [
+        first?.horizon ?? '0',
+      ]);
       return { events, position, blocked: (beyond.rowCount ?? 0) > 0 };
     }
     return { events, position, blocked: false };
@@ -266,13 +336,16 @@ export class PostgresEventStore implements EventStore {
 
   async headPosition(): Promise<number> {
     const res = await this.pool.query<{ max: string | null }>(
-      `SELECT max(position) AS max FROM events WHERE position < ${HORIZON}`);
+      `SELECT max(position) AS max FROM events WHERE position < ${HORIZON}`,
+    );
     return Number(res.rows[0]?.max ?? 0);
   }
 
   async findAppend(streamId: string, firstEventId: string): Promise<AppendResult | undefined> {
     const first = await this.pool.query<{ position: string; stream_id: string }>(
-      'SELECT position, stream_id FROM events WHERE event_id = $1', [firstEventId]);
+      'SELECT position, stream_id FROM events WHERE event_id = $1',
+      [firstEventId],
+    );
     const row = first.rows[0];
     if (!row) return undefined;
     if (row.stream_id !== streamId) throw new IdempotencyConflictError(streamId);
@@ -280,14 +353,20 @@ export class PostgresEventStore implements EventStore {
     const res = await this.pool.query<{ rev: string; pos: string }>(
       `SELECT max(stream_revision) AS rev, max(position) AS pos FROM events
         WHERE stream_id = $1 AND position >= $2 AND position < (($2::bigint >> 16) + 1) << 16`,
-      [streamId, row.position]);
+      [streamId, row.position],
+    );
     const r = res.rows[0];
     if (!r) return undefined;
     return { nextRevision: Number(r.rev), position: Number(r.pos), duplicate: true };
   }
 
-  subscribe<E extends AnyEvent = Event>(options: SubscribeOptions<E>, handler: (events: RecordedEvent<E>[]) => Promise<void>): Subscription {
-    return this.subscribeBatches(options, (batch) => (batch.events.length > 0 ? handler(asUnion<E>(batch.events)) : Promise.resolve()));
+  subscribe<E extends AnyEvent = Event>(
+    options: SubscribeOptions<E>,
+    handler: (events: RecordedEvent<E>[]) => Promise<void>,
+  ): Subscription {
+    return this.subscribeBatches(options, (batch) =>
+      batch.events.length > 0 ? handler(asUnion<E>(batch.events)) : Promise.resolve(),
+    );
   }
 
   /**
@@ -300,21 +379,26 @@ export class PostgresEventStore implements EventStore {
     let stopped = false;
     let wake: (() => void) | undefined;
     let reportFailure: (e: unknown) => void = () => undefined;
-    const failed = new Promise<unknown>((res) => { reportFailure = res; });
-    const sleep = (ms: number) => new Promise<void>((res) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wakers.delete(done);
-        wake = undefined;
-        res();
-      };
-      const timer = setTimeout(done, ms);
-      wake = done;
-      this.wakers.add(done);
+    const failed = new Promise<unknown>((res) => {
+      reportFailure = res;
     });
+    const sleep = (ms: number) =>
+      new Promise<void>((res) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.wakers.delete(done);
+          wake = undefined;
+          res();
+        };
+        const timer = setTimeout(done, ms);
+        wake = done;
+        this.wakers.add(done);
+      });
 
     const loop = async () => {
-      await this.ensureListener().catch((e: unknown) => this.options.log?.('event store: LISTEN failed, polling instead', e));
+      await this.ensureListener().catch((e: unknown) =>
+        this.options.log?.('event store: LISTEN failed, polling instead', e),
+      );
       let blocked = 0;
       let errors = 0;
       while (!stopped) {
@@ -352,7 +436,10 @@ export class PostgresEventStore implements EventStore {
         }
       }
     };
-    const running = loop().catch((e: unknown) => { stopped = true; reportFailure(e); });
+    const running = loop().catch((e: unknown) => {
+      stopped = true;
+      reportFailure(e);
+    });
     const sub: Subscription = {
       failed,
       stop: async () => {
@@ -377,7 +464,9 @@ export class PostgresEventStore implements EventStore {
     if (this.notifyTimer || this.closed) return;
     this.notifyTimer = setTimeout(() => {
       this.notifyTimer = undefined;
-      this.pool.query(`SELECT pg_notify('${CHANNEL}', '')`).catch((e: unknown) => this.options.log?.('event store: NOTIFY failed', e));
+      this.pool
+        .query(`SELECT pg_notify('${CHANNEL}', '')`)
+        .catch((e: unknown) => this.options.log?.('event store: NOTIFY failed', e));
     }, NOTIFY_INTERVAL_MS);
   }
 
@@ -398,7 +487,10 @@ export class PostgresEventStore implements EventStore {
         this.listenerStarting = undefined;
         client.end().catch(() => undefined);
         this.wakeAll();
-        if (!this.closed) setTimeout(() => { void this.ensureListener().catch(() => undefined); }, 1000);
+        if (!this.closed)
+          setTimeout(() => {
+            void this.ensureListener().catch(() => undefined);
+          }, 1000);
       });
       await client.connect();
       await client.query(`LISTEN ${CHANNEL}`);
@@ -412,7 +504,8 @@ export class PostgresEventStore implements EventStore {
 
   private toRecorded(r: EventRow): RecordedEvent {
     const { data, version } = this.upcasters.apply(r.type, r.schema_version, r.data);
-    const metadata = version === r.schema_version ? r.metadata : { ...r.metadata, storedSchemaVersion: r.schema_version };
+    const metadata =
+      version === r.schema_version ? r.metadata : { ...r.metadata, storedSchemaVersion: r.schema_version };
     return {
       id: r.event_id,
       streamId: r.stream_id,

@@ -39,7 +39,12 @@ export type AuthenticatedRequest = FastifyRequest & { principal?: Principal; act
 
 export function principalOf(req: FastifyRequest): Principal {
   const p = (req as AuthenticatedRequest).principal;
-  if (!p) throw new DomainError('unauthenticated', AuthErrorCode.MISSING_TOKEN, 'this route needs Authorization: Bearer <token>');
+  if (!p)
+    throw new DomainError(
+      'unauthenticated',
+      AuthErrorCode.MISSING_TOKEN,
+      'this route needs Authorization: Bearer <token>',
+    );
   return p;
 }
 

@@ -18,9 +18,17 @@ const STATUS: Record<ErrorKind, number> = {
 };
 
 const TITLE: Record<number, string> = {
-  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
-  409: 'Conflict', 413: 'Content Too Large', 415: 'Unsupported Media Type', 429: 'Too Many Requests',
-  500: 'Internal Server Error', 503: 'Service Unavailable',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  409: 'Conflict',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
 };
 
 export interface Problem {
@@ -52,8 +60,14 @@ export function toProblem(error: unknown, bodyLimit?: number): Problem {
   if (fst.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || (error instanceof HttpException && error.getStatus() === 413)) {
     // Neither Fastify's error nor Nest's wrapping of it carries the limit; the route knows it.
     const rule = bodyLimit ? `must be at most ${bodyLimit} bytes` : 'is too large';
-    return { type: `urn:problem:${PlatformErrorCode.BODY_TOO_LARGE}`, title: TITLE[413]!, status: 413, detail: `the body ${rule}`, code: PlatformErrorCode.BODY_TOO_LARGE,
-      errors: [{ field: '(body)', rule }] };
+    return {
+      type: `urn:problem:${PlatformErrorCode.BODY_TOO_LARGE}`,
+      title: TITLE[413]!,
+      status: 413,
+      detail: `the body ${rule}`,
+      code: PlatformErrorCode.BODY_TOO_LARGE,
+      errors: [{ field: '(body)', rule }],
+    };
   }
   if (error instanceof HttpException) {
     const status = error.getStatus();
@@ -62,13 +76,30 @@ export function toProblem(error: unknown, bodyLimit?: number): Problem {
   }
   // Errors Fastify raises before a handler runs: malformed JSON, body too large, wrong content type.
   if (typeof fst.statusCode === 'number' && fst.statusCode >= 400 && fst.statusCode < 500) {
-    const code = (error as Error).name === 'SyntaxError' || fst.code === 'FST_ERR_CTP_INVALID_JSON' || fst.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
-      ? PlatformErrorCode.MALFORMED_JSON : `HTTP.${fst.code ?? fst.statusCode}`;
-    const fields = code === PlatformErrorCode.MALFORMED_JSON ? [{ field: '(body)', rule: 'must be valid JSON' }] : undefined;
-    return { type: `urn:problem:${code}`, title: TITLE[fst.statusCode] ?? 'Error', status: fst.statusCode,
-      detail: fst.message ?? 'bad request', code, ...(fields ? { errors: fields } : {}) };
+    const code =
+      (error as Error).name === 'SyntaxError' ||
+      fst.code === 'FST_ERR_CTP_INVALID_JSON' ||
+      fst.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
+        ? PlatformErrorCode.MALFORMED_JSON
+        : `HTTP.${fst.code ?? fst.statusCode}`;
+    const fields =
+      code === PlatformErrorCode.MALFORMED_JSON ? [{ field: '(body)', rule: 'must be valid JSON' }] : undefined;
+    return {
+      type: `urn:problem:${code}`,
+      title: TITLE[fst.statusCode] ?? 'Error',
+      status: fst.statusCode,
+      detail: fst.message ?? 'bad request',
+      code,
+      ...(fields ? { errors: fields } : {}),
+    };
   }
-  return { type: `urn:problem:${PlatformErrorCode.INTERNAL}`, title: TITLE[500]!, status: 500, detail: 'internal error; see the server log for this correlation id', code: PlatformErrorCode.INTERNAL };
+  return {
+    type: `urn:problem:${PlatformErrorCode.INTERNAL}`,
+    title: TITLE[500]!,
+    status: 500,
+    detail: 'internal error; see the server log for this correlation id',
+    code: PlatformErrorCode.INTERNAL,
+  };
 }
 
 export function sendProblem(request: FastifyRequest, reply: FastifyReply, error: unknown): void {

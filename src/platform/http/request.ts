@@ -5,7 +5,11 @@ import type { CommandContext } from '../commands/command-context';
 import { ANONYMOUS } from '../commands/command-handling';
 import { parseInput } from './validation';
 
-const idempotencyKey = z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
+const idempotencyKey = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(200, 'must be at most 200 characters')
+  .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
 const position = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
 /**
@@ -30,7 +34,10 @@ export function actorOf(req: FastifyRequest): string {
 
 export function commandContext(req: FastifyRequest): CommandContext {
   const raw = req.headers['idempotency-key'];
-  const key = raw === undefined ? undefined : parseInput(z.object({ 'Idempotency-Key': idempotencyKey }), { 'Idempotency-Key': raw })['Idempotency-Key'];
+  const key =
+    raw === undefined
+      ? undefined
+      : parseInput(z.object({ 'Idempotency-Key': idempotencyKey }), { 'Idempotency-Key': raw })['Idempotency-Key'];
   return {
     correlationId: req.id,
     causationId: `http:${req.id}`,
@@ -51,6 +58,10 @@ export function minPositionOf(req: FastifyRequest): number | undefined {
 }
 
 /** `@Ctx()` in a controller: the CommandContext of this request. */
-export const Ctx = createParamDecorator((_: unknown, c: ExecutionContext) => commandContext(c.switchToHttp().getRequest<FastifyRequest>()));
+export const Ctx = createParamDecorator((_: unknown, c: ExecutionContext) =>
+  commandContext(c.switchToHttp().getRequest<FastifyRequest>()),
+);
 /** `@MinPosition()` in a controller: the read-your-writes position, if any. */
-export const MinPosition = createParamDecorator((_: unknown, c: ExecutionContext) => minPositionOf(c.switchToHttp().getRequest<FastifyRequest>()));
+export const MinPosition = createParamDecorator((_: unknown, c: ExecutionContext) =>
+  minPositionOf(c.switchToHttp().getRequest<FastifyRequest>()),
+);

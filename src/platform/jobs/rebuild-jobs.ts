@@ -37,7 +37,11 @@ export class RebuildJobs {
   private worker: Worker<RebuildJobData> | undefined;
   private readonly connections: Redis[] = [];
 
-  constructor(private readonly redisUrl: string, private readonly prefix: string, private readonly engine: Projections) {
+  constructor(
+    private readonly redisUrl: string,
+    private readonly prefix: string,
+    private readonly engine: Projections,
+  ) {
     this.queue = new Queue<RebuildJobData>(REBUILD_QUEUE, { connection: this.connection(), prefix });
     // Connection errors surface in /health (jobs: down); without a listener BullMQ prints each one.
     this.queue.on('error', () => undefined);
@@ -70,9 +74,16 @@ export class RebuildJobs {
 
   async enqueue(projection: string, requestedBy: string, correlationId: string): Promise<string> {
     this.engine.get(projection);
-    const job = await this.queue.add('rebuild', { projection, requestedBy, correlationId }, {
-      attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 7 * 24 * 3600 }, removeOnFail: { age: 30 * 24 * 3600 },
-    });
+    const job = await this.queue.add(
+      'rebuild',
+      { projection, requestedBy, correlationId },
+      {
+        attempts: 3,
+        backoff: { type: 'exponential', delay: 1000 },
+        removeOnComplete: { age: 7 * 24 * 3600 },
+        removeOnFail: { age: 30 * 24 * 3600 },
+      },
+    );
     if (!job.id) throw new Error('BullMQ returned a job without id');
     return job.id;
   }

@@ -1,14 +1,37 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  chownSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
 } from 'node:fs';
 import { userInfo } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { Client } from 'pg';
 import { generatedSecret, secretPath } from './secrets';
 import {
-  fileSize, isOrphan, logTail, pickPort, portOpen, processState, spawnServer, stopOrphan, stopServer, waitUntil, type Log, type ServerProcess,
+  fileSize,
+  isOrphan,
+  logTail,
+  pickPort,
+  portOpen,
+  processState,
+  spawnServer,
+  stopOrphan,
+  stopServer,
+  waitUntil,
+  type Log,
+  type ServerProcess,
 } from './processes';
 import { LocalServiceError, type LocalService } from './local-service';
 
@@ -49,12 +72,27 @@ interface Binaries {
   initdb: string;
 }
 
-const POSTGRES_FLAGS = ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=300', '-c', 'shared_buffers=256MB'];
+const POSTGRES_FLAGS = [
+  '-c',
+  'listen_addresses=127.0.0.1',
+  '-c',
+  'unix_socket_directories=',
+  '-c',
+  'max_connections=300',
+  '-c',
+  'shared_buffers=256MB',
+];
 /** PostgreSQL's messages in English whatever the machine's locale: they are quoted in our errors. */
 const PG_ENV = { ...process.env, LC_MESSAGES: 'C', LC_ALL: 'C' };
 const START_TIMEOUT_MS = 300_000;
 
-export async function startLocalPostgres(dataDir: string, port: number, database: string, log: Log, options: PostgresOptions = {}): Promise<LocalService> {
+export async function startLocalPostgres(
+  dataDir: string,
+  port: number,
+  database: string,
+  log: Log,
+  options: PostgresOptions = {},
+): Promise<LocalService> {
   const root = resolve(dataDir);
   const systemDir = options.systemDir ?? SYSTEM_DIR;
   const passwordExisted = existsSync(secretPath(dataDir, 'postgres-password'));
@@ -71,7 +109,9 @@ export async function startLocalPostgres(dataDir: string, port: number, database
     if (running.status === 'stopping' || isOrphan(running.pid, readOwner(ownerFile))) {
       log(`stopping PostgreSQL (pid ${running.pid}) left running on ${cluster} by a process that ended`);
       if (!(await stopOrphan(running.pid, 'SIGINT', 60_000))) {
-        throw new LocalServiceError(`PostgreSQL (pid ${running.pid}) on ${cluster} does not stop: stop it, then start again`);
+        throw new LocalServiceError(
+          `PostgreSQL (pid ${running.pid}) on ${cluster} does not stop: stop it, then start again`,
+        );
       }
       running = undefined;
     } else {
@@ -82,7 +122,9 @@ export async function startLocalPostgres(dataDir: string, port: number, database
   }
 
   if (port && (await portOpen(port))) {
-    throw new LocalServiceError(`port ${port} is taken by another program, so the embedded PostgreSQL cannot listen there: set EMBEDDED_PG_PORT to a free port (0: any free port), or DATABASE_URL`);
+    throw new LocalServiceError(
+      `port ${port} is taken by another program, so the embedded PostgreSQL cannot listen there: set EMBEDDED_PG_PORT to a free port (0: any free port), or DATABASE_URL`,
+    );
   }
   if (!existsSync(join(cluster, 'PG_VERSION'))) await initdb(bin, cluster, password, user, logFile, log);
 
@@ -92,22 +134,32 @@ export async function startLocalPostgres(dataDir: string, port: number, database
     chosen = port || (await pickPort());
     const from = fileSize(logFile);
     const started = spawnServer(bin.postgres, ['-D', cluster, '-p', String(chosen), ...POSTGRES_FLAGS], {
-      logFile, parentDeathSignal: 'SIGINT', env: PG_ENV, ...(user ?? {}),
+      logFile,
+      parentDeathSignal: 'SIGINT',
+      env: PG_ENV,
+      ...(user ?? {}),
     });
     writeFileSync(ownerFile, `${process.pid}\n`);
-    const outcome = await waitUntil(() => {
-      const pid = readPostmasterPid(cluster);
-      return pid?.pid === started.pid && pid.status === 'ready';
-    }, started.running, START_TIMEOUT_MS);
+    const outcome = await waitUntil(
+      () => {
+        const pid = readPostmasterPid(cluster);
+        return pid?.pid === started.pid && pid.status === 'ready';
+      },
+      started.running,
+      START_TIMEOUT_MS,
+    );
     if (outcome === 'ready') {
       server = started;
       break;
     }
     if (outcome === 'timeout') await stopServer(started, 'SIGQUIT', 10_000);
-    const how = outcome === 'timeout' ? `was not ready after ${START_TIMEOUT_MS / 1000} s` : `exited (${await started.exited})`;
+    const how =
+      outcome === 'timeout' ? `was not ready after ${START_TIMEOUT_MS / 1000} s` : `exited (${await started.exited})`;
     const tail = logTail(logFile, from);
     if (!port && attempt < 5 && /could not bind|already in use/i.test(tail)) continue;
-    throw new LocalServiceError(`the embedded PostgreSQL ${how} on port ${chosen}, cluster ${cluster}; ${logFile} ends with:\n${tail || '(nothing)'}`);
+    throw new LocalServiceError(
+      `the embedded PostgreSQL ${how} on port ${chosen}, cluster ${cluster}; ${logFile} ends with:\n${tail || '(nothing)'}`,
+    );
   }
 
   const owned = server;
@@ -179,10 +231,24 @@ function postgresUser(log: Log): PgUser {
   const id = (flag: string) => spawnSync('id', [flag, 'postgres'], { encoding: 'utf8' });
   if (id('-u').status !== 0) {
     const groupExists = spawnSync('getent', ['group', 'postgres']).status === 0;
-    const r = spawnSync('useradd', ['--system', ...(groupExists ? ['--gid', 'postgres'] : ['--user-group']),
-      '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', 'postgres'], { encoding: 'utf8' });
+    const r = spawnSync(
+      'useradd',
+      [
+        '--system',
+        ...(groupExists ? ['--gid', 'postgres'] : ['--user-group']),
+        '--no-create-home',
+        '--home-dir',
+        '/nonexistent',
+        '--shell',
+        '/usr/sbin/nologin',
+        'postgres',
+      ],
+      { encoding: 'utf8' },
+    );
     if (r.status !== 0) {
-      throw new LocalServiceError(`PostgreSQL refuses to run as root and the OS user postgres could not be created (useradd: ${(r.stderr || r.error?.message || '').trim()}): create it, run as another user, or set DATABASE_URL`);
+      throw new LocalServiceError(
+        `PostgreSQL refuses to run as root and the OS user postgres could not be created (useradd: ${(r.stderr || r.error?.message || '').trim()}): create it, run as another user, or set DATABASE_URL`,
+      );
     }
     log('created the OS user postgres: PostgreSQL refuses to run as root');
   }
@@ -206,7 +272,10 @@ function blockedAt(user: PgUser, path: string): string | undefined {
 function binaries(given: string | undefined, user: PgUser | undefined, systemDir: string, log: Log): Binaries {
   const dir = resolve(given ?? packagedBinaries());
   const found = { dir, postgres: join(dir, 'bin', 'postgres'), initdb: join(dir, 'bin', 'initdb') };
-  if (!existsSync(found.postgres)) throw new LocalServiceError(`PostgreSQL binaries not found in ${dir}: run scripts/setup.sh (npm packages), or set DATABASE_URL`);
+  if (!existsSync(found.postgres))
+    throw new LocalServiceError(
+      `PostgreSQL binaries not found in ${dir}: run scripts/setup.sh (npm packages), or set DATABASE_URL`,
+    );
   if (!user || runsAs(user, found.postgres)) return found;
 
   const version = packageVersion(dir);
@@ -227,11 +296,18 @@ function binaries(given: string | undefined, user: PgUser | undefined, systemDir
         if (!existsSync(join(target, '.complete'))) throw e;
       }
     } catch (e) {
-      throw new LocalServiceError(`PostgreSQL runs as the OS user postgres, which cannot reach ${blockedAt(user, found.postgres) ?? dir}, and copying the binaries to ${target} failed (${(e as Error).message}): put the checkout where postgres can read it, run as another user, or set DATABASE_URL`);
+      throw new LocalServiceError(
+        `PostgreSQL runs as the OS user postgres, which cannot reach ${blockedAt(user, found.postgres) ?? dir}, and copying the binaries to ${target} failed (${(e as Error).message}): put the checkout where postgres can read it, run as another user, or set DATABASE_URL`,
+      );
     }
-    log(`copied the PostgreSQL binaries to ${target}: the OS user postgres cannot reach ${blockedAt(user, found.postgres) ?? dir}`);
+    log(
+      `copied the PostgreSQL binaries to ${target}: the OS user postgres cannot reach ${blockedAt(user, found.postgres) ?? dir}`,
+    );
   }
-  if (!runsAs(user, copy.postgres)) throw new LocalServiceError(`the OS user postgres cannot run ${copy.postgres}: check the permissions of ${systemDir}, or set DATABASE_URL`);
+  if (!runsAs(user, copy.postgres))
+    throw new LocalServiceError(
+      `the OS user postgres cannot run ${copy.postgres}: check the permissions of ${systemDir}, or set DATABASE_URL`,
+    );
   return copy;
 }
 
@@ -246,7 +322,9 @@ function packagedBinaries(): string {
   try {
     entry = require.resolve(name);
   } catch {
-    throw new LocalServiceError(`no embedded PostgreSQL for ${process.platform}-${process.arch} (npm package ${name} is not installed): run scripts/setup.sh, or set DATABASE_URL`);
+    throw new LocalServiceError(
+      `no embedded PostgreSQL for ${process.platform}-${process.arch} (npm package ${name} is not installed): run scripts/setup.sh, or set DATABASE_URL`,
+    );
   }
   return join(dirname(entry), '..', 'native');
 }
@@ -266,7 +344,13 @@ function packageVersion(nativeDir: string): string {
  * earlier DATA_DIR at the same path: removed when that DATA_DIR's password
  * went with it (it could not be opened), linked again otherwise.
  */
-function clusterDir(root: string, user: PgUser | undefined, systemDir: string, passwordExisted: boolean, log: Log): string {
+function clusterDir(
+  root: string,
+  user: PgUser | undefined,
+  systemDir: string,
+  passwordExisted: boolean,
+  log: Log,
+): string {
   const link = join(root, 'postgres');
   if (!user) return link;
   const st = lstatSafe(link);
@@ -277,7 +361,9 @@ function clusterDir(root: string, user: PgUser | undefined, systemDir: string, p
   }
   if (st) {
     if (can(user, ['-x', link]) && can(user, ['-w', link])) return link;
-    throw new LocalServiceError(`PostgreSQL runs as the OS user postgres, which cannot reach its data in ${link} (blocked at ${blockedAt(user, link) ?? link}): move DATA_DIR where postgres can enter, or set DATABASE_URL`);
+    throw new LocalServiceError(
+      `PostgreSQL runs as the OS user postgres, which cannot reach its data in ${link} (blocked at ${blockedAt(user, link) ?? link}): move DATA_DIR where postgres can enter, or set DATABASE_URL`,
+    );
   }
   if (can(user, ['-x', root])) return link;
 
@@ -287,12 +373,16 @@ function clusterDir(root: string, user: PgUser | undefined, systemDir: string, p
     mkdirSync(base, { recursive: true, mode: 0o755 });
     writeFileSync(join(base, 'DATA_DIR'), `${root}\n`);
   } catch (e) {
-    throw new LocalServiceError(`PostgreSQL runs as the OS user postgres, which cannot enter ${blockedAt(user, root) ?? root}, and ${base} cannot be created (${(e as Error).message}): set DATA_DIR to a directory postgres can enter, or DATABASE_URL`);
+    throw new LocalServiceError(
+      `PostgreSQL runs as the OS user postgres, which cannot enter ${blockedAt(user, root) ?? root}, and ${base} cannot be created (${(e as Error).message}): set DATA_DIR to a directory postgres can enter, or DATABASE_URL`,
+    );
   }
   if (existsSync(target)) {
     const pid = readPostmasterPid(target);
     if (pid && processState(pid.pid).alive) {
-      throw new LocalServiceError(`a PostgreSQL (pid ${pid.pid}) still runs on ${target}, the cluster of an earlier ${root}: stop it first`);
+      throw new LocalServiceError(
+        `a PostgreSQL (pid ${pid.pid}) still runs on ${target}, the cluster of an earlier ${root}: stop it first`,
+      );
     }
     if (passwordExisted) {
       log(`linking ${link} to the existing cluster ${target}`);
@@ -302,7 +392,9 @@ function clusterDir(root: string, user: PgUser | undefined, systemDir: string, p
     }
   }
   symlinkSync(target, link);
-  log(`PostgreSQL data lives in ${target} (linked from ${link}): the OS user postgres, which PostgreSQL runs as under root, cannot enter ${blockedAt(user, root) ?? root}`);
+  log(
+    `PostgreSQL data lives in ${target} (linked from ${link}): the OS user postgres, which PostgreSQL runs as under root, cannot enter ${blockedAt(user, root) ?? root}`,
+  );
   return target;
 }
 
@@ -323,10 +415,19 @@ function readlinkTarget(link: string): string {
   }
 }
 
-async function initdb(bin: Binaries, cluster: string, password: string, user: PgUser | undefined, logFile: string, log: Log): Promise<void> {
+async function initdb(
+  bin: Binaries,
+  cluster: string,
+  password: string,
+  user: PgUser | undefined,
+  logFile: string,
+  log: Log,
+): Promise<void> {
   if (existsSync(cluster)) {
     if (readdirSync(cluster).length > 0) {
-      throw new LocalServiceError(`${cluster} holds files but no PostgreSQL cluster (no PG_VERSION): move it away, or set DATABASE_URL`);
+      throw new LocalServiceError(
+        `${cluster} holds files but no PostgreSQL cluster (no PG_VERSION): move it away, or set DATABASE_URL`,
+      );
     }
     rmSync(cluster, { recursive: true });
   }
@@ -343,12 +444,25 @@ async function initdb(bin: Binaries, cluster: string, password: string, user: Pg
   log(`initialising PostgreSQL in ${cluster}`);
   const from = fileSize(logFile);
   try {
-    const run = spawnServer(bin.initdb, [`--pgdata=${tmp}`, '--username=postgres', `--pwfile=${pwfile}`, '--auth=scram-sha-256',
-      '--encoding=UTF8', '--locale=C', '--no-instructions'], { logFile, parentDeathSignal: 'SIGKILL', env: PG_ENV, detached: false, ...(user ?? {}) });
+    const run = spawnServer(
+      bin.initdb,
+      [
+        `--pgdata=${tmp}`,
+        '--username=postgres',
+        `--pwfile=${pwfile}`,
+        '--auth=scram-sha-256',
+        '--encoding=UTF8',
+        '--locale=C',
+        '--no-instructions',
+      ],
+      { logFile, parentDeathSignal: 'SIGKILL', env: PG_ENV, detached: false, ...(user ?? {}) },
+    );
     run.child.ref();
     const how = await run.exited;
     if (how !== 'exit code 0') {
-      throw new LocalServiceError(`initdb failed (${how}) for ${cluster}; ${logFile} ends with:\n${logTail(logFile, from) || '(nothing)'}`);
+      throw new LocalServiceError(
+        `initdb failed (${how}) for ${cluster}; ${logFile} ends with:\n${logTail(logFile, from) || '(nothing)'}`,
+      );
     }
   } finally {
     rmSync(pwfile, { force: true });

@@ -219,14 +219,23 @@ export function logTail(path: string, from: number, lines = 25): string {
     const start = Math.max(from, size - 64 * 1024);
     const buf = Buffer.alloc(Math.max(0, size - start));
     readSync(fd, buf, 0, buf.length, start);
-    return buf.toString('utf8').split('\n').filter((l) => l.trim() !== '').slice(-lines).join('\n');
+    return buf
+      .toString('utf8')
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .slice(-lines)
+      .join('\n');
   } finally {
     closeSync(fd);
   }
 }
 
 /** Polls `check` while `alive()` holds, up to `timeoutMs`: often at first (a server is usually up within tens of ms), then every 100 ms. */
-export async function waitUntil(check: () => Promise<boolean> | boolean, alive: () => boolean, timeoutMs: number): Promise<'ready' | 'exited' | 'timeout'> {
+export async function waitUntil(
+  check: () => Promise<boolean> | boolean,
+  alive: () => boolean,
+  timeoutMs: number,
+): Promise<'ready' | 'exited' | 'timeout'> {
   const until = Date.now() + timeoutMs;
   for (let i = 0; ; i++) {
     if (await check()) return 'ready';

@@ -3,7 +3,18 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, wri
 import { join, resolve } from 'node:path';
 import { generatedSecret } from './secrets';
 import {
-  fileSize, isOrphan, logTail, pickPort, portOpen, processState, spawnServer, stopOrphan, stopServer, waitUntil, type Log, type ServerProcess,
+  fileSize,
+  isOrphan,
+  logTail,
+  pickPort,
+  portOpen,
+  processState,
+  spawnServer,
+  stopOrphan,
+  stopServer,
+  waitUntil,
+  type Log,
+  type ServerProcess,
 } from './processes';
 import { LocalServiceError, type LocalService } from './local-service';
 
@@ -53,18 +64,29 @@ export async function startLocalRedis(dataDir: string, port: number, log: Log): 
     const running = configuredPort(conf);
     if (isOrphan(pid, readPid(ownerFile)) || running === undefined) {
       log(`stopping Redis (pid ${pid}) left running for ${dir} by a process that ended`);
-      if (!(await stopOrphan(pid, 'SIGTERM', 30_000))) throw new LocalServiceError(`Redis (pid ${pid}) for ${dir} does not stop: stop it, then start again`);
-    } else if ((await waitUntil(() => portOpen(running), () => processState(pid).alive, START_TIMEOUT_MS)) === 'ready') {
+      if (!(await stopOrphan(pid, 'SIGTERM', 30_000)))
+        throw new LocalServiceError(`Redis (pid ${pid}) for ${dir} does not stop: stop it, then start again`);
+    } else if (
+      (await waitUntil(
+        () => portOpen(running),
+        () => processState(pid).alive,
+        START_TIMEOUT_MS,
+      )) === 'ready'
+    ) {
       // Started by another live process (the app, while a CLI command runs): shared, and left to it to stop.
       log(`reusing Redis already running for ${dir} (pid ${pid}, port ${running})`);
       return { url: url(running), stop: () => Promise.resolve() };
     }
   }
   if (port && (await portOpen(port))) {
-    throw new LocalServiceError(`port ${port} is taken by something other than the Redis of ${dir}: set EMBEDDED_REDIS_PORT to a free port (0: any free port), or REDIS_URL`);
+    throw new LocalServiceError(
+      `port ${port} is taken by something other than the Redis of ${dir}: set EMBEDDED_REDIS_PORT to a free port (0: any free port), or REDIS_URL`,
+    );
   }
   if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status !== 0) {
-    throw new LocalServiceError('redis-server is not installed: run scripts/setup.sh (it installs the Debian package) or set REDIS_URL');
+    throw new LocalServiceError(
+      'redis-server is not installed: run scripts/setup.sh (it installs the Debian package) or set REDIS_URL',
+    );
   }
 
   let server: ServerProcess | undefined;
@@ -73,9 +95,17 @@ export async function startLocalRedis(dataDir: string, port: number, log: Log): 
     chosen = port || (await pickPort());
     // BullMQ needs noeviction; appendonly keeps queued jobs across a restart.
     const settings = [
-      `port ${chosen}`, 'bind 127.0.0.1', `dir ${quote(dir)}`, 'daemonize no', 'logfile ""',
-      `pidfile ${quote(pidFile)}`, `requirepass ${quote(password)}`,
-      'appendonly yes', 'appendfsync everysec', 'save ""', 'maxmemory-policy noeviction',
+      `port ${chosen}`,
+      'bind 127.0.0.1',
+      `dir ${quote(dir)}`,
+      'daemonize no',
+      'logfile ""',
+      `pidfile ${quote(pidFile)}`,
+      `requirepass ${quote(password)}`,
+      'appendonly yes',
+      'appendfsync everysec',
+      'save ""',
+      'maxmemory-policy noeviction',
     ];
     // Written whole with mode 600 before it exists under its name: the password is never readable by others.
     writeFileSync(`${conf}.tmp`, settings.join('\n') + '\n', { mode: 0o600 });
@@ -83,13 +113,18 @@ export async function startLocalRedis(dataDir: string, port: number, log: Log): 
     const from = fileSize(logFile);
     const started = spawnServer('redis-server', [conf], { logFile, parentDeathSignal: 'SIGTERM' });
     writeFileSync(ownerFile, `${process.pid}\n`);
-    const outcome = await waitUntil(async () => readPid(pidFile) === started.pid && (await portOpen(chosen)), started.running, START_TIMEOUT_MS);
+    const outcome = await waitUntil(
+      async () => readPid(pidFile) === started.pid && (await portOpen(chosen)),
+      started.running,
+      START_TIMEOUT_MS,
+    );
     if (outcome === 'ready') {
       server = started;
       break;
     }
     if (outcome === 'timeout') await stopServer(started, 'SIGKILL');
-    const how = outcome === 'timeout' ? `was not ready after ${START_TIMEOUT_MS / 1000} s` : `exited (${await started.exited})`;
+    const how =
+      outcome === 'timeout' ? `was not ready after ${START_TIMEOUT_MS / 1000} s` : `exited (${await started.exited})`;
     const tail = logTail(logFile, from);
     if (!port && attempt < 5 && /already in use|could not create server tcp/i.test(tail)) continue;
     throw new LocalServiceError(`redis-server ${how} on port ${chosen}; ${logFile} ends with:\n${tail || '(nothing)'}`);

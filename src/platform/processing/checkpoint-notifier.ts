@@ -48,7 +48,10 @@ export class CheckpointNotifier {
   /** Set by close(); the next wait() starts listening again (an engine may be stopped and started). */
   private closed = false;
 
-  constructor(private readonly pool: Pool, private readonly options: CheckpointNotifierOptions) {}
+  constructor(
+    private readonly pool: Pool,
+    private readonly options: CheckpointNotifierOptions,
+  ) {}
 
   /** Waiters in this process (for tests and metrics). */
   get waiting(): number {
@@ -69,7 +72,9 @@ export class CheckpointNotifier {
     let settled = false;
     let timer: NodeJS.Timeout | undefined;
     let settle!: (reached: boolean) => void;
-    const result = new Promise<boolean>((res) => { settle = res; });
+    const result = new Promise<boolean>((res) => {
+      settle = res;
+    });
     const waiter: Waiter = {
       position,
       done: (reached) => {
@@ -91,7 +96,10 @@ export class CheckpointNotifier {
     signal?.addEventListener('abort', onAbort, { once: true });
     this.schedulePoll();
     try {
-      const { rows } = await this.pool.query<{ position: number }>('SELECT position FROM processor_checkpoints WHERE name = $1', [name]);
+      const { rows } = await this.pool.query<{ position: number }>(
+        'SELECT position FROM processor_checkpoints WHERE name = $1',
+        [name],
+      );
       if (rows[0]) this.reached(name, Number(rows[0].position));
     } catch (e) {
       this.options.log('projection checkpoint: read failed; the fallback poll retries', e);
@@ -114,8 +122,13 @@ export class CheckpointNotifier {
     this.notifyTimer = undefined;
     const batch = [...this.pendingNotify];
     this.pendingNotify.clear();
-    await Promise.all(batch.map(([n, p]) => this.pool.query('SELECT pg_notify($1, $2)', [CHECKPOINT_CHANNEL, `${n} ${p}`])
-      .catch((e: unknown) => this.options.log('projection checkpoint: NOTIFY failed', e))));
+    await Promise.all(
+      batch.map(([n, p]) =>
+        this.pool
+          .query('SELECT pg_notify($1, $2)', [CHECKPOINT_CHANNEL, `${n} ${p}`])
+          .catch((e: unknown) => this.options.log('projection checkpoint: NOTIFY failed', e)),
+      ),
+    );
   }
 
   /** Sends what is pending, ends the LISTEN connection and the timers; pending waiters answer false. */
@@ -138,10 +151,13 @@ export class CheckpointNotifier {
 
   private schedulePoll(): void {
     if (this.pollTimer || this.closed) return;
-    this.pollTimer = setTimeout(() => {
-      this.pollTimer = undefined;
-      void this.poll();
-    }, this.listener ? FALLBACK_POLL_MS : UNLISTENED_POLL_MS);
+    this.pollTimer = setTimeout(
+      () => {
+        this.pollTimer = undefined;
+        void this.poll();
+      },
+      this.listener ? FALLBACK_POLL_MS : UNLISTENED_POLL_MS,
+    );
     this.pollTimer.unref();
   }
 
@@ -151,7 +167,9 @@ export class CheckpointNotifier {
     this.polling = true;
     try {
       const { rows } = await this.pool.query<{ name: string; position: number }>(
-        'SELECT name, position FROM processor_checkpoints WHERE name = ANY($1)', [names]);
+        'SELECT name, position FROM processor_checkpoints WHERE name = ANY($1)',
+        [names],
+      );
       for (const r of rows) this.reached(r.name, Number(r.position));
     } catch (e) {
       this.options.log('projection checkpoint: poll failed', e);
@@ -166,7 +184,10 @@ export class CheckpointNotifier {
 
   private ensureListener(): void {
     if (this.listener || this.listenerStarting || this.closed || Date.now() < this.listenRetryAt) return;
-    const client = new Client({ connectionString: this.options.connectionString, application_name: 'projection-checkpoints' });
+    const client = new Client({
+      connectionString: this.options.connectionString,
+      application_name: 'projection-checkpoints',
+    });
     const lost = (e: unknown) => {
       if (this.listener === client) this.listener = undefined;
       this.listenRetryAt = Date.now() + LISTEN_RETRY_MS;

@@ -32,7 +32,9 @@ type Db = Pool | PoolClient;
 
 export async function readCheckpoint(db: Db, name: string, forUpdate = false): Promise<CheckpointRow | undefined> {
   const res = await db.query<CheckpointRow>(
-    `SELECT * FROM processor_checkpoints WHERE name = $1${forUpdate ? ' FOR UPDATE' : ''}`, [name]);
+    `SELECT * FROM processor_checkpoints WHERE name = $1${forUpdate ? ' FOR UPDATE' : ''}`,
+    [name],
+  );
   const row = res.rows[0];
   if (!row) return undefined;
   // bigint columns arrive as strings unless the process installed the int8 parser; the runtime compares positions as numbers.
@@ -47,7 +49,8 @@ export async function readCheckpoint(db: Db, name: string, forUpdate = false): P
 export async function createCheckpoint(db: Db, name: string, kind: ProcessorKind, version = 1): Promise<void> {
   await db.query(
     'INSERT INTO processor_checkpoints (name, kind, position, version) VALUES ($1, $2, 0, $3) ON CONFLICT (name) DO NOTHING',
-    [name, kind, version]);
+    [name, kind, version],
+  );
 }
 
 /**
@@ -74,33 +77,50 @@ export async function ensureCheckpoint(db: Db, name: string, kind: ProcessorKind
 export async function moveCheckpoint(db: Db, name: string, from: number, to: number): Promise<boolean> {
   const res = await db.query(
     `UPDATE processor_checkpoints SET position = $3, updated_at = now() WHERE name = $1 AND position = $2 AND status = 'running'`,
-    [name, from, to]);
+    [name, from, to],
+  );
   return res.rowCount === 1;
 }
 
 /** Parks the processor at `from` on the event that keeps failing. False when the row moved meanwhile. */
 export async function parkCheckpoint(
-  db: PoolClient, name: string, from: number,
+  db: PoolClient,
+  name: string,
+  from: number,
   parked: { position: number; eventId: string; eventType: string; error: string; attempts: number },
 ): Promise<boolean> {
   const res = await db.query(
     `UPDATE processor_checkpoints SET status = 'parked', parked_position = $3, parked_event_id = $4, parked_event_type = $5,
        parked_error = $6, parked_attempts = $7, updated_at = now() WHERE name = $1 AND position = $2 AND status = 'running'`,
-    [name, from, parked.position, parked.eventId, parked.eventType, parked.error, parked.attempts]);
+    [name, from, parked.position, parked.eventId, parked.eventType, parked.error, parked.attempts],
+  );
   return res.rowCount === 1;
 }
 
 /** Back to running at `position`, the parked fields cleared (an operator's retry or skip, a rebuild's swap). */
-export async function unparkCheckpoint(db: PoolClient, name: string, position: number, version?: number): Promise<void> {
+export async function unparkCheckpoint(
+  db: PoolClient,
+  name: string,
+  position: number,
+  version?: number,
+): Promise<void> {
   await db.query(
     `UPDATE processor_checkpoints SET status = 'running', position = $2, version = COALESCE($3, version), parked_position = NULL,
        parked_event_id = NULL, parked_event_type = NULL, parked_error = NULL, parked_attempts = NULL, updated_at = now() WHERE name = $1`,
-    [name, position, version ?? null]);
+    [name, position, version ?? null],
+  );
 }
 
 export async function logOperatorAction(
   db: Db,
-  entry: { processor: string; action: OperatorAction; position?: number | null; eventId?: string | null; error?: string | null; actor: string },
+  entry: {
+    processor: string;
+    action: OperatorAction;
+    position?: number | null;
+    eventId?: string | null;
+    error?: string | null;
+    actor: string;
+  },
 ): Promise<void> {
   await db.query(
     'INSERT INTO processor_operator_log (processor, action, position, event_id, error, actor) VALUES ($1, $2, $3, $4, $5, $6)',
@@ -112,7 +132,8 @@ export async function logOperatorAction(
 export async function operatorLog(db: Db, name: string, limit = 100): Promise<Record<string, unknown>[]> {
   const res = await db.query(
     'SELECT id, action, position, event_id AS "eventId", error, actor, at FROM processor_operator_log WHERE processor = $1 ORDER BY id DESC LIMIT $2',
-    [name, limit]);
+    [name, limit],
+  );
   return res.rows as Record<string, unknown>[];
 }
 
@@ -123,12 +144,24 @@ export async function operatorLog(db: Db, name: string, limit = 100): Promise<Re
  * wakes its runner afterwards, once this has committed: a runner woken earlier
  * would still read 'parked' and sleep on.
  */
-export async function resolveParked(pool: Pool, name: string, actor: string, action: 'retry' | 'skip'): Promise<CheckpointRow | undefined> {
+export async function resolveParked(
+  pool: Pool,
+  name: string,
+  actor: string,
+  action: 'retry' | 'skip',
+): Promise<CheckpointRow | undefined> {
   return inTransaction(pool, async (c) => {
     const row = await readCheckpoint(c, name, true);
     if (row?.status !== 'parked') return undefined;
-    await unparkCheckpoint(c, name, action === 'skip' ? row.parked_position ?? row.position : row.position);
-    await logOperatorAction(c, { processor: name, action, position: row.parked_position, eventId: row.parked_event_id, error: row.parked_error, actor });
+    await unparkCheckpoint(c, name, action === 'skip' ? (row.parked_position ?? row.position) : row.position);
+    await logOperatorAction(c, {
+      processor: name,
+      action,
+      position: row.parked_position,
+      eventId: row.parked_event_id,
+      error: row.parked_error,
+      actor,
+    });
     const after = await readCheckpoint(c, name);
     if (!after) throw new Error('checkpoint vanished');
     return after;

@@ -2,7 +2,14 @@ import type { Pool, PoolClient, QueryResult } from 'pg';
 import type { RecordedEvent } from '../../../domain/shared/recorded-event';
 import type { PostgresEventStore, ReadBatch } from '../event-store/postgres-event-store';
 import { backoffMs, type BackoffPolicy } from './backoff';
-import { ensureCheckpoint, logOperatorAction, moveCheckpoint, parkCheckpoint, resolveParked, type CheckpointRow } from './checkpoints';
+import {
+  ensureCheckpoint,
+  logOperatorAction,
+  moveCheckpoint,
+  parkCheckpoint,
+  resolveParked,
+  type CheckpointRow,
+} from './checkpoints';
 import { LOCK_CLASS, PARKED_BY, type Processor } from './processor';
 import { SessionLock } from './session-lock';
 import { LIVE_SCHEMA, errorText, inTransaction, isTransient } from './transaction';
@@ -174,8 +181,11 @@ export class ProcessorRunner {
           this.failures++;
           this.options.observe?.failure?.(e);
           // A processor that never parks has only this to tell an operator that it is stuck.
-          this.options.log(p.onFailure === 'retry' ? 'error' : 'warn', `${this.label}: runner error, restarting from its checkpoint`,
-            { err: errorText(e), position: this.position, failures: this.failures });
+          this.options.log(
+            p.onFailure === 'retry' ? 'error' : 'warn',
+            `${this.label}: runner error, restarting from its checkpoint`,
+            { err: errorText(e), position: this.position, failures: this.failures },
+          );
           await this.releaseLock();
           await this.sleep(backoffMs(this.failures, this.options.backoff ?? DEFAULT_BACKOFF), signal);
         }
@@ -210,7 +220,14 @@ export class ProcessorRunner {
     } catch (e) {
       // Resync, stop and infrastructure failures (connection lost, deadlock...) are
       // not the events' fault: the runner restarts instead of parking an innocent event.
-      if (e instanceof Resync || signal.aborted || isTransient(e) || p.onFailure === 'retry' || batch.events.length === 0) throw e;
+      if (
+        e instanceof Resync ||
+        signal.aborted ||
+        isTransient(e) ||
+        p.onFailure === 'retry' ||
+        batch.events.length === 0
+      )
+        throw e;
       this.options.log('warn', `${this.label}: batch failed, handling its events one by one`, { err: errorText(e) });
     }
     for (const event of batch.events) {
@@ -252,12 +269,19 @@ export class ProcessorRunner {
     if (events.length === 0) {
       if (!(await moveCheckpoint(this.pool, p.name, from, to))) throw new Resync();
     } else if (p.checkpoint === 'in-transaction') {
-      await inTransaction(this.pool, async (tx) => {
-        const row = await this.lockCheckpoint(tx);
-        if (!row || row.position !== from || row.status !== 'running') throw new Resync();
-        await p.handle(events, { tx, signal });
-        await tx.query('UPDATE processor_checkpoints SET position = $2, updated_at = now() WHERE name = $1', [p.name, to]);
-      }, true);
+      await inTransaction(
+        this.pool,
+        async (tx) => {
+          const row = await this.lockCheckpoint(tx);
+          if (!row || row.position !== from || row.status !== 'running') throw new Resync();
+          await p.handle(events, { tx, signal });
+          await tx.query('UPDATE processor_checkpoints SET position = $2, updated_at = now() WHERE name = $1', [
+            p.name,
+            to,
+          ]);
+        },
+        true,
+      );
     } else {
       await p.handle(events, { signal });
       if (!(await moveCheckpoint(this.pool, p.name, from, to))) throw new Resync();
@@ -269,9 +293,10 @@ export class ProcessorRunner {
 
   /** Runs as the transaction's first query: BEGIN; SET LOCAL search_path; SELECT ... FOR UPDATE, in one round trip. */
   private async lockCheckpoint(c: PoolClient): Promise<{ position: number; status: string } | undefined> {
-    const results = await c.query(
+    const results = (await c.query(
       `BEGIN; SET LOCAL search_path TO ${LIVE_SCHEMA}; ` +
-      `SELECT position, status FROM processor_checkpoints WHERE name = ${c.escapeLiteral(this.name)} FOR UPDATE`) as unknown as QueryResult[];
+        `SELECT position, status FROM processor_checkpoints WHERE name = ${c.escapeLiteral(this.name)} FOR UPDATE`,
+    )) as unknown as QueryResult[];
     const row = (results.at(-1)?.rows[0] ?? undefined) as { position: string | number; status: string } | undefined;
     return row ? { position: Number(row.position), status: row.status } : undefined;
   }
@@ -280,12 +305,28 @@ export class ProcessorRunner {
     const p = this.processor;
     const message = errorText(error).slice(0, 4000);
     await inTransaction(this.pool, async (c) => {
-      const parked = await parkCheckpoint(c, p.name, this.position,
-        { position: event.position, eventId: event.id, eventType: event.type, error: message, attempts });
+      const parked = await parkCheckpoint(c, p.name, this.position, {
+        position: event.position,
+        eventId: event.id,
+        eventType: event.type,
+        error: message,
+        attempts,
+      });
       if (!parked) throw new Resync();
-      await logOperatorAction(c, { processor: p.name, action: 'parked', position: event.position, eventId: event.id, error: message, actor: PARKED_BY[p.kind] });
+      await logOperatorAction(c, {
+        processor: p.name,
+        action: 'parked',
+        position: event.position,
+        eventId: event.id,
+        error: message,
+        actor: PARKED_BY[p.kind],
+      });
     });
-    this.options.log('error', `${this.label} parked on event ${event.id} at ${event.position}`, { eventType: event.type, err: message, attempts });
+    this.options.log('error', `${this.label} parked on event ${event.id} at ${event.position}`, {
+      eventType: event.type,
+      err: message,
+      attempts,
+    });
   }
 
   private async acquireLock(signal: AbortSignal): Promise<boolean> {

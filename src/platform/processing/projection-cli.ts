@@ -18,12 +18,20 @@ export interface ProjectionCommand {
 }
 
 /** `projections:list` and `projections:rebuild <name>` for the CLI; runs in-process against the configured database. */
-export async function runProjectionCommand({ command, args, config, log, projections }: ProjectionCommand): Promise<number> {
+export async function runProjectionCommand({
+  command,
+  args,
+  config,
+  log,
+  projections,
+}: ProjectionCommand): Promise<number> {
   const { databaseUrl, local } = await resolveServices(config, log);
   const pool = new Pool({ connectionString: databaseUrl, max: 4 });
   const store = new PostgresEventStore(pool, { listenConnectionString: databaseUrl });
   const engine = new Projections(pool, store, projections, {
-    connectionString: databaseUrl, batchSize: config.PROJECTION_BATCH_SIZE, maxAttempts: config.PROJECTION_MAX_ATTEMPTS,
+    connectionString: databaseUrl,
+    batchSize: config.PROJECTION_BATCH_SIZE,
+    maxAttempts: config.PROJECTION_MAX_ATTEMPTS,
     log: (level, msg, extra) => log[level](extra ?? {}, msg),
   });
   try {
@@ -37,14 +45,22 @@ export async function runProjectionCommand({ command, args, config, log, project
     }
     const name = args[0];
     if (!name) {
-      console.error(`usage: npm run cli -- projections:rebuild <name>   (one of: ${engine.projections.map((p) => p.name).join(', ')})`);
+      console.error(
+        `usage: npm run cli -- projections:rebuild <name>   (one of: ${engine.projections.map((p) => p.name).join(', ')})`,
+      );
       return 2;
     }
     engine.get(name);
-    const bar = new SingleBar({ format: `${name} [{bar}] {percentage}% | {value}/{total} events | {duration}s` }, Presets.shades_classic);
+    const bar = new SingleBar(
+      { format: `${name} [{bar}] {percentage}% | {value}/{total} events | {duration}s` },
+      Presets.shades_classic,
+    );
     let started = false;
     const result = await engine.rebuild(name, 'system:cli', ({ processed, total }) => {
-      if (!started) { bar.start(total, processed); started = true; }
+      if (!started) {
+        bar.start(total, processed);
+        started = true;
+      }
       bar.setTotal(total);
       bar.update(processed);
     });

@@ -4,7 +4,14 @@ import { DomainError, notFound } from '../../../domain/shared/errors';
 import type { PostgresEventStore } from '../event-store/postgres-event-store';
 import { ADVISORY_LOCKS } from '../locks';
 import { CheckpointNotifier } from './checkpoint-notifier';
-import { createCheckpoint, operatorLog, readCheckpoint, resolveParked, type CheckpointRow, type CheckpointStatus } from './checkpoints';
+import {
+  createCheckpoint,
+  operatorLog,
+  readCheckpoint,
+  resolveParked,
+  type CheckpointRow,
+  type CheckpointStatus,
+} from './checkpoints';
 import { projector } from './processor';
 import { ProcessorRunner, type ProcessorLog } from './processor-runner';
 import { rebuildProjection, type RebuildProgress } from './rebuild';
@@ -44,7 +51,13 @@ export interface ProjectionInfo {
   lagSeconds: number;
   /** True when this process holds the projection's runner lock. */
   activeHere: boolean;
-  parked: null | { position: number; eventId: string | null; eventType: string | null; error: string | null; attempts: number | null };
+  parked: null | {
+    position: number;
+    eventId: string | null;
+    eventType: string | null;
+    error: string | null;
+    attempts: number | null;
+  };
   updatedAt: Date;
 }
 
@@ -67,7 +80,10 @@ export class Projections {
       if (!/^[a-z][a-z0-9_-]{0,50}$/.test(p.name)) throw new Error(`invalid projection name ${p.name}`);
       this.byName.set(p.name, p);
     }
-    this.checkpoints = new CheckpointNotifier(pool, { connectionString: options.connectionString, log: (msg, err) => options.log('warn', msg, { err: errorText(err) }) });
+    this.checkpoints = new CheckpointNotifier(pool, {
+      connectionString: options.connectionString,
+      log: (msg, err) => options.log('warn', msg, { err: errorText(err) }),
+    });
   }
 
   get projections(): Projection[] {
@@ -125,10 +141,14 @@ export class Projections {
     if (!row) throw notFound(PlatformErrorCode.PROJECTION_NOT_FOUND, `projection ${p.name} is not registered`);
     // The oldest unapplied event is the first one after the checkpoint: one index step, whatever the backlog.
     const oldest = await this.pool.query<{ recorded_at: Date }>(
-      'SELECT recorded_at FROM events WHERE position > $1 AND type = ANY($2) ORDER BY position LIMIT 1', [row.position, p.eventTypes]);
+      'SELECT recorded_at FROM events WHERE position > $1 AND type = ANY($2) ORDER BY position LIMIT 1',
+      [row.position, p.eventTypes],
+    );
     const counted = countLag
       ? await this.pool.query<{ events: number }>(
-        'SELECT count(*)::int AS events FROM (SELECT 1 FROM events WHERE position > $1 AND type = ANY($2) LIMIT 1000000) x', [row.position, p.eventTypes])
+          'SELECT count(*)::int AS events FROM (SELECT 1 FROM events WHERE position > $1 AND type = ANY($2) LIMIT 1000000) x',
+          [row.position, p.eventTypes],
+        )
       : undefined;
     const l = { events: counted ? (counted.rows[0]?.events ?? 0) : null, oldest: oldest.rows[0]?.recorded_at };
     return {
@@ -140,9 +160,16 @@ export class Projections {
       lagEvents: l.events,
       lagSeconds: l.oldest ? Math.max(0, (Date.now() - l.oldest.getTime()) / 1000) : 0,
       activeHere: this.runners.get(p.name)?.active ?? false,
-      parked: row.status === 'parked'
-        ? { position: row.parked_position ?? 0, eventId: row.parked_event_id, eventType: row.parked_event_type, error: row.parked_error, attempts: row.parked_attempts }
-        : null,
+      parked:
+        row.status === 'parked'
+          ? {
+              position: row.parked_position ?? 0,
+              eventId: row.parked_event_id,
+              eventType: row.parked_event_type,
+              error: row.parked_error,
+              attempts: row.parked_attempts,
+            }
+          : null,
       updatedAt: row.updated_at,
     };
   }
@@ -178,7 +205,8 @@ export class Projections {
     // (an instance that serves HTTP only): the active runner elsewhere notices within its parked poll.
     const runner = this.runners.get(name);
     const updated = runner ? await runner.resolve(action, actor) : await resolveParked(this.pool, name, actor, action);
-    if (!updated) throw new DomainError('conflict', PlatformErrorCode.PROJECTION_NOT_PARKED, `projection ${name} is not parked`);
+    if (!updated)
+      throw new DomainError('conflict', PlatformErrorCode.PROJECTION_NOT_PARKED, `projection ${name} is not parked`);
     return updated;
   }
 
@@ -190,24 +218,32 @@ export class Projections {
    * Rebuilds a projection from position 0 into a shadow schema while the live
    * tables keep serving, then swaps them in one transaction once caught up.
    */
-  async rebuild(name: string, actor: string, onProgress: (p: RebuildProgress) => void | Promise<void> = () => undefined): Promise<{ position: number; events: number }> {
+  async rebuild(
+    name: string,
+    actor: string,
+    onProgress: (p: RebuildProgress) => void | Promise<void> = () => undefined,
+  ): Promise<{ position: number; events: number }> {
     const p = this.get(name);
     await registerProjection(this.pool, p);
-    return rebuildProjection({
-      pool: this.pool,
-      store: this.store,
-      connectionString: this.options.connectionString,
-      ...(this.options.rebuildBatchSize !== undefined ? { batchSize: this.options.rebuildBatchSize } : {}),
-      log: this.options.log,
-    }, p, {
-      actor,
-      onProgress,
-      onSwapped: async (position) => {
-        this.runners.get(name)?.wake();
-        this.checkpoints.announce(name, position);
-        await this.checkpoints.flush();
+    return rebuildProjection(
+      {
+        pool: this.pool,
+        store: this.store,
+        connectionString: this.options.connectionString,
+        ...(this.options.rebuildBatchSize !== undefined ? { batchSize: this.options.rebuildBatchSize } : {}),
+        log: this.options.log,
       },
-    });
+      p,
+      {
+        actor,
+        onProgress,
+        onSwapped: async (position) => {
+          this.runners.get(name)?.wake();
+          this.checkpoints.announce(name, position);
+          await this.checkpoints.flush();
+        },
+      },
+    );
   }
 }
 
@@ -226,7 +262,8 @@ async function registerProjection(pool: Pool, p: Projection): Promise<Checkpoint
     }
     await client.query('COMMIT');
     if (!row) throw new Error(`projection ${p.name}: checkpoint row missing after registration`);
-    if (row.kind !== 'projection') throw new Error(`projection ${p.name}: the checkpoint of that name belongs to a ${row.kind}`);
+    if (row.kind !== 'projection')
+      throw new Error(`projection ${p.name}: the checkpoint of that name belongs to a ${row.kind}`);
     return row;
   } catch (e) {
     await client.query('ROLLBACK').catch(() => undefined);

@@ -43,7 +43,11 @@ export interface RebuildRequest {
   readonly onSwapped: (position: number) => Promise<void>;
 }
 
-export async function rebuildProjection(deps: RebuildDeps, p: Projection, request: RebuildRequest): Promise<{ position: number; events: number }> {
+export async function rebuildProjection(
+  deps: RebuildDeps,
+  p: Projection,
+  request: RebuildRequest,
+): Promise<{ position: number; events: number }> {
   const { actor, onProgress } = request;
   const { pool, store } = deps;
   const name = p.name;
@@ -55,7 +59,8 @@ export async function rebuildProjection(deps: RebuildDeps, p: Projection, reques
     name,
     onLost: (e) => deps.log('warn', `projection ${name}: rebuild lock connection lost`, { err: errorText(e) }),
   });
-  if (!lock) throw new DomainError('conflict', PlatformErrorCode.REBUILD_RUNNING, `a rebuild of ${name} is already running`);
+  if (!lock)
+    throw new DomainError('conflict', PlatformErrorCode.REBUILD_RUNNING, `a rebuild of ${name} is already running`);
   const signal = new AbortController().signal;
   try {
     // Fencing: if the lock connection died, another rebuild may have started into the same
@@ -70,7 +75,9 @@ export async function rebuildProjection(deps: RebuildDeps, p: Projection, reques
       await c.query(`SET LOCAL search_path TO ${shadow}, ${LIVE_SCHEMA}`);
       for (const ddl of p.setup) await c.query(ddl);
     });
-    const totalRes = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE type = ANY($1)', [p.eventTypes]);
+    const totalRes = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE type = ANY($1)', [
+      p.eventTypes,
+    ]);
     const total = totalRes.rows[0]?.n ?? 0;
     const batchSize = deps.batchSize ?? 5000;
     let cursor = 0;

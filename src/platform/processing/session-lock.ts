@@ -37,11 +37,16 @@ export class SessionLock {
 
   /** The lock, or undefined when another session holds it. Throws when PostgreSQL cannot be reached. */
   static async tryTake(options: SessionLockOptions): Promise<SessionLock | undefined> {
-    const client = new Client({ connectionString: options.connectionString, application_name: options.applicationName });
+    const client = new Client({
+      connectionString: options.connectionString,
+      application_name: options.applicationName,
+    });
     let lock: SessionLock | undefined;
     let released = false;
     let reportLost: (e: Error) => void = () => undefined;
-    const lost = new Promise<Error>((res) => { reportLost = res; });
+    const lost = new Promise<Error>((res) => {
+      reportLost = res;
+    });
     // Without a listener, losing this idle connection would be an uncaught 'error' event and crash the process.
     client.on('error', (e) => {
       if (released) return;
@@ -53,14 +58,18 @@ export class SessionLock {
     try {
       await client.connect();
       const res = await client.query<{ ok: boolean; pid: number }>(
-        'SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok, pg_backend_pid() AS pid', [options.lockClass, options.name]);
+        'SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok, pg_backend_pid() AS pid',
+        [options.lockClass, options.name],
+      );
       const row = res.rows[0];
       if (!row?.ok) {
         released = true;
         await client.end().catch(() => undefined);
         return undefined;
       }
-      lock = new SessionLock(client, row.pid, options, lost, () => { released = true; });
+      lock = new SessionLock(client, row.pid, options, lost, () => {
+        released = true;
+      });
       return lock;
     } catch (e) {
       released = true;
@@ -82,7 +91,9 @@ export class SessionLock {
   async assertHeld(db: PoolClient, failure: string): Promise<void> {
     const held = await db.query(
       `SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = $1 AND classid = $2 AND objid = hashtext($3)::oid
-          AND objsubid = 2 AND granted`, [this.pid, this.options.lockClass, this.options.name]);
+          AND objsubid = 2 AND granted`,
+      [this.pid, this.options.lockClass, this.options.name],
+    );
     if (held.rowCount === 0) throw new Error(failure);
   }
 

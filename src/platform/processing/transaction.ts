@@ -15,7 +15,9 @@ export async function inTransaction<T>(pool: Pool, fn: (c: PoolClient) => Promis
     return out;
   } catch (e) {
     // A connection that cannot even roll back is not given back to the pool.
-    await c.query('ROLLBACK').catch((re: unknown) => { broken = re instanceof Error ? re : new Error(String(re)); });
+    await c.query('ROLLBACK').catch((re: unknown) => {
+      broken = re instanceof Error ? re : new Error(String(re));
+    });
     throw e;
   } finally {
     c.release(broken);
@@ -32,7 +34,9 @@ export function isTransient(e: unknown): boolean {
     if (/^(08|53|57P0[123]$|40001$|40P01$)/.test(code)) return true;
     if (/^E(CONNREFUSED|CONNRESET|PIPE|TIMEDOUT|HOSTUNREACH|NETUNREACH|AI_AGAIN)$/.test(code)) return true;
   }
-  return /Connection terminated|Client has encountered a connection error|timeout exceeded when trying to connect|not queryable/i.test(e.message);
+  return /Connection terminated|Client has encountered a connection error|timeout exceeded when trying to connect|not queryable/i.test(
+    e.message,
+  );
 }
 
 export function errorText(e: unknown): string {
