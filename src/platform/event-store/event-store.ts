@@ -137,7 +137,10 @@ export interface EventStore {
   /**
    * Appends to several streams (expected revision "any"), storing only events
    * whose ids are not stored yet: a resend derived from the same key is stored
-   * once. Answers per stream which ids were new.
+   * once. Answers per stream which ids were new. "Stored" means anywhere in the
+   * store on PostgreSQL (one unique index), among the stream's newest
+   * SKIP_KNOWN_WINDOW events on KurrentDB (ids derived from the stream, as
+   * telemetry's are, meet both).
    */
   appendSkippingKnown(
     writes: readonly { streamId: string; events: readonly EventToAppend[] }[],

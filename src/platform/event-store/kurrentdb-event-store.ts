@@ -119,7 +119,10 @@ export class KurrentDbEventStore implements EventStore {
     const client = KurrentDBClient.connectionString(normalized);
     try {
       // The first call opens the connection: an unreachable server fails here, at start-up.
-      await headOf(client);
+      await headOf(client).catch((e: unknown) => {
+        const why = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+        throw new Error(`KURRENTDB_URL: no answer from KurrentDB at ${redactUrl(normalized)} (${why})`, { cause: e });
+      });
       const features = await (client as unknown as WithCapabilities).capabilities;
       const atomic = features.supports(StreamsServiceService.appendSession);
       const where = `KurrentDB ${features.serverVersion || '(version unknown)'} at ${redactUrl(normalized)}`;
