@@ -97,6 +97,8 @@ export class KurrentDbEventStore implements EventStore {
   private readonly subscriptions = new Set<Subscription>();
   private live: AllStreamSubscription | undefined;
   private liveRetry: NodeJS.Timeout | undefined;
+  /** The live subscription's loss was logged and it has not been back since. */
+  private liveLost = false;
   private closed = false;
 
   private constructor(
@@ -144,6 +146,16 @@ export class KurrentDbEventStore implements EventStore {
   // ---- appends -------------------------------------------------------------
 
   async append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult> {
+    return this.appendOnce(streamId, events, expected, true);
+  }
+
+  /** `lookUpOriginal`: on a conflict, look for these ids in the stream (a re-send) before reporting it. */
+  private async appendOnce(
+    streamId: string,
+    events: readonly EventToAppend[],
+    expected: ExpectedRevision,
+    lookUpOriginal: boolean,
+  ): Promise<AppendResult> {
     if (events.length === 0) throw new Error('append needs at least one event');
     let result: AppendResult;
     try {
@@ -161,7 +173,7 @@ export class KurrentDbEventStore implements EventStore {
         };
       }
     } catch (e) {
-      if (!isWrongExpectedVersion(e)) throw toPortError(e, streamId, expected);
+      if (!isWrongExpectedVersion(e) || !lookUpOriginal) throw toPortError(e, streamId, expected);
       // A re-send after the stream moved on: the original append, if these ids are it.
       const original = await this.findStored(streamId, events);
       if (!original) throw toPortError(e, streamId, expected);
@@ -298,7 +310,8 @@ export class KurrentDbEventStore implements EventStore {
           break;
         }
         try {
-          const r = await this.append(w.streamId, fresh, newest ? newest.revision : 'no_stream');
+          // A conflict here only means another writer got there first: read the tail again (not the whole stream).
+          const r = await this.appendOnce(w.streamId, fresh, newest ? newest.revision : 'no_stream', false);
           out.push({
             streamId: w.streamId,
             appended: r.duplicate ? 0 : fresh.length,
@@ -308,7 +321,8 @@ export class KurrentDbEventStore implements EventStore {
           });
           break;
         } catch (e) {
-          if (e instanceof ConcurrencyError && attempt < MAX_APPEND_ATTEMPTS) continue;
+          if ((e instanceof ConcurrencyError || e instanceof IdempotencyConflictError) && attempt < MAX_APPEND_ATTEMPTS)
+            continue;
           throw e;
         }
       }
@@ -511,10 +525,14 @@ export class KurrentDbEventStore implements EventStore {
     if (this.live || this.closed) return;
     const live = this.client.subscribeToAll({ fromPosition: END, filter: excludeSystemEvents() });
     this.live = live;
-    live.on('data', () => this.wakeAll());
+    live.on('data', () => {
+      this.liveLost = false;
+      this.wakeAll();
+    });
     live.on('error', (e) => {
       if (this.closed) return;
-      this.options.log?.('event store: live $all subscription lost, polling until it is back', e);
+      if (!this.liveLost) this.options.log?.('event store: live $all subscription lost, polling until it is back', e);
+      this.liveLost = true;
       if (this.live === live) this.live = undefined;
       this.wakeAll();
       this.liveRetry ??= setTimeout(() => {
