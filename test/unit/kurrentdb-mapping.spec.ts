@@ -81,8 +81,14 @@ describe('KurrentDB mapping: metadata', () => {
 
   it('round-trips strings, non-string values, the schema version and the append tag', () => {
     const written = { ...meta, attempt: 3, flag: false, nested: { a: [1, null] }, text: '7' };
-    const decoded = decodeMetadata(JSON.parse(JSON.stringify(encodeMetadata(written, 3, 'first-id'))));
-    expect(decoded).toEqual({ metadata: written, schemaVersion: 3, appendOf: 'first-id' });
+    const tags = { appendOf: 'first-id', writeId: 'call-1' };
+    const decoded = decodeMetadata(JSON.parse(JSON.stringify(encodeMetadata(written, 3, tags))));
+    expect(decoded).toEqual({ metadata: written, schemaVersion: 3, ...tags });
+  });
+
+  it("reads an event of a multi-stream append the same, without the server's $schema keys", () => {
+    const seen = { ...encodeMetadata(meta, 2), '$schema.format': 'Json', '$schema.name': 'sales.ProductRegistered' };
+    expect(decodeMetadata(seen)).toEqual({ metadata: meta, schemaVersion: 2, appendOf: undefined, writeId: undefined });
   });
 
   it('keeps a string that looks like JSON a string', () => {
@@ -99,6 +105,7 @@ describe('KurrentDB mapping: metadata', () => {
       metadata: { correlationId: 'x', causationId: 'y', actor: 'z', other: 1 },
       schemaVersion: 1,
       appendOf: undefined,
+      writeId: undefined,
     });
     expect(() => decodeMetadata('text')).toThrow(/not a JSON object/);
   });
@@ -107,6 +114,7 @@ describe('KurrentDB mapping: metadata', () => {
     expect(() => encodeMetadata({ ...meta, schemaVersion: 2 })).toThrow(/"schemaVersion" is reserved/);
     expect(() => encodeMetadata({ ...meta, jsonFields: 'x' })).toThrow(/"jsonFields" is reserved/);
     expect(() => encodeMetadata({ ...meta, appendOf: 'x' })).toThrow(/"appendOf" is reserved/);
+    expect(() => encodeMetadata({ ...meta, writeId: 'x' })).toThrow(/"writeId" is reserved/);
     expect(() => encodeMetadata({ ...meta, $correlationId: 'x' })).toThrow(/\$ prefix/);
     expect(() => encodeMetadata(meta, 0)).toThrow(/invalid schemaVersion 0/);
   });

@@ -13,6 +13,7 @@ import {
   type RecordedEvent as ClientRecordedEvent,
 } from '@kurrent/kurrentdb-client';
 import { StreamsServiceService } from '@kurrent/kurrentdb-client/generated/kurrentdb/protocols/v2/streams/streams_grpc_pb';
+import { randomUUID } from 'node:crypto';
 import type { Event } from '../../../domain/shared/event';
 import { backoffMs, type BackoffPolicy } from '../processing/backoff';
 import {
@@ -158,12 +159,15 @@ export class KurrentDbEventStore implements EventStore {
   ): Promise<AppendResult> {
     if (events.length === 0) throw new Error('append needs at least one event');
     let result: AppendResult;
+    const writeId = randomUUID();
     try {
-      const r = await this.client.appendToStream(streamId, toEventData(events), {
+      const r = await this.client.appendToStream(streamId, toEventData(events, writeId), {
         streamState: toStreamState(expected),
       });
-      if (r.position === undefined) {
-        // The server recognised the ids (an idempotent re-send): it wrote nothing and reports no position.
+      // The server answers a re-send of stored ids as a success (older servers without a position,
+      // newer ones with the original's): only the call whose writeId is stored wrote the events.
+      const written = await this.readWrite(streamId, r.nextExpectedRevision, events.length);
+      if (r.position === undefined || !isOurs(written, events, writeId)) {
         result = await this.originalOf(streamId, events, expected);
       } else {
         result = {
@@ -181,6 +185,12 @@ export class KurrentDbEventStore implements EventStore {
     }
     if (!result.duplicate) this.appended(events.length);
     return result;
+  }
+
+  /** The `count` events a write that ended at `lastRevision` stored (fewer if the stream is shorter). */
+  private async readWrite(streamId: string, lastRevision: bigint, count: number): Promise<ClientRecordedEvent[]> {
+    const first = lastRevision - BigInt(count - 1);
+    return first < 0n ? [] : this.readRaw(streamId, first, count);
   }
 
   /** The original result of a re-sent append; the server said it was one, so its absence is an error. */
@@ -229,24 +239,32 @@ export class KurrentDbEventStore implements EventStore {
     for (const w of writes) if (w.events.length === 0) throw new Error('append needs at least one event');
     if (!this.atomicMultiStream) return this.appendMultiSequential(writes);
     let results: AppendResult[];
+    const writeId = randomUUID();
     try {
       const r = await this.client.multiStreamAppend(
         writes.map((w) => ({
           streamName: w.streamId,
           expectedState: toStreamState(w.expected),
-          events: toEventData(w.events),
+          events: toEventData(w.events, writeId),
         })),
       );
       results = [];
+      let ours = 0;
       for (const w of writes) {
         const done = r.responses.find((x) => x.streamName === w.streamId);
         if (!done) throw new Error(`multi-stream append: no answer for stream ${w.streamId}`);
+        // The answer carries one position for the whole append: each stream's comes from its last event.
+        const written = await this.readWrite(w.streamId, done.revision, w.events.length);
+        if (isOurs(written, w.events, writeId)) ours++;
+        const last = written.at(-1);
         results.push({
           nextRevision: toRevision(done.revision),
-          position: await this.positionAt(w.streamId, done.revision, r.position),
+          position: last ? positionOf(last) : toPosition(r.position),
           duplicate: false,
         });
       }
+      // A re-send the server took as idempotent: the original results (all stored before, or a reused key).
+      if (ours < writes.length) return await this.originalsOf(writes, ours);
     } catch (e) {
       if (!isWrongExpectedVersion(e)) throw e;
       // A re-send: every write stored before → their original results; only some → a reused key.
@@ -259,6 +277,15 @@ export class KurrentDbEventStore implements EventStore {
     }
     this.appended(writes.reduce((n, w) => n + w.events.length, 0));
     return results;
+  }
+
+  /** After a multi-stream append that wrote nothing new (ours === 0): the original results. */
+  private async originalsOf(writes: readonly StreamWrite[], ours: number): Promise<AppendResult[]> {
+    if (ours > 0) throw new Error('multi-stream append: stored only some of its streams (not atomic?)');
+    const found = await Promise.all(writes.map((w) => this.findStored(w.streamId, w.events)));
+    const missing = found.findIndex((f) => f === undefined);
+    if (missing >= 0) throw new IdempotencyConflictError(writes[missing]!.streamId);
+    return found as AppendResult[];
   }
 
   /**
@@ -362,12 +389,6 @@ export class KurrentDbEventStore implements EventStore {
       throw e;
     }
     return out;
-  }
-
-  /** The commit position of the event at `revision` (the multi-stream append reports one position for all). */
-  private async positionAt(streamId: string, revision: bigint, fallback: bigint): Promise<number> {
-    const [e] = await this.readRaw(streamId, revision, 1);
-    return e?.position ? toPosition(e.position.commit) : toPosition(fallback);
   }
 
   async readAll<E extends AnyEvent = Event>(
@@ -600,16 +621,30 @@ function appendOf(e: ClientRecordedEvent): string | undefined {
   return decodeMetadata(e.metadata).appendOf;
 }
 
-/** Events as the client writes them: JSON data, string-valued metadata, later events tagged with the first's id. */
-function toEventData(events: readonly EventToAppend[]): JSONEventData[] {
+/**
+ * Events as the client writes them: JSON data, string-valued metadata; the
+ * first tagged with the call's writeId, the others with the first's id.
+ */
+function toEventData(events: readonly EventToAppend[], writeId: string): JSONEventData[] {
   const first = events[0]?.id;
   return events.map((e, i) =>
     jsonEvent({
       id: e.id,
       type: e.type,
       data: e.data,
-      metadata: encodeMetadata(e.metadata, e.schemaVersion ?? 1, i > 0 ? first : undefined),
+      metadata: encodeMetadata(e.metadata, e.schemaVersion ?? 1, i === 0 ? { writeId } : { appendOf: first }),
     }),
+  );
+}
+
+/** True when the events a write ended with are these ids and the first carries this call's writeId. */
+function isOurs(written: readonly ClientRecordedEvent[], events: readonly EventToAppend[], writeId: string): boolean {
+  const [first] = written;
+  return (
+    written.length === events.length &&
+    written.every((e, i) => e.id === events[i]?.id) &&
+    first !== undefined &&
+    decodeMetadata(first.metadata).writeId === writeId
   );
 }
 

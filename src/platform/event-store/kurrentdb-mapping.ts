@@ -99,16 +99,30 @@ function safeNumber(n: bigint, what: string): number {
  * appends use the same shape so every event reads back the same way.
  * String fields (correlationId, causationId, actor, command, ...) are kept as
  * they are; any other value is JSON text, its key listed in `jsonFields`;
- * `schemaVersion` is the version of `data`; `appendOf`, on every event of an
- * append but the first, is the first event's id: where findAppend sees that
- * append end (PostgreSQL knows it from the transaction's position block).
+ * `schemaVersion` is the version of `data`. Two tags the adapter reads back:
+ * `appendOf`, on every event of an append but the first, is the first event's
+ * id (where findAppend sees that append end; PostgreSQL knows it from the
+ * transaction's position block); `writeId`, on the first event of each stream
+ * of an append, is a random id of that call (the server answers a re-send of
+ * known ids as a success, since 22.x with the original's position: the tag
+ * tells the call that stored the events from the ones that re-sent them).
  */
 export const SCHEMA_VERSION_KEY = 'schemaVersion';
 export const JSON_FIELDS_KEY = 'jsonFields';
 export const APPEND_OF_KEY = 'appendOf';
-const RESERVED = new Set([SCHEMA_VERSION_KEY, JSON_FIELDS_KEY, APPEND_OF_KEY]);
+export const WRITE_ID_KEY = 'writeId';
+const RESERVED = new Set([SCHEMA_VERSION_KEY, JSON_FIELDS_KEY, APPEND_OF_KEY, WRITE_ID_KEY]);
 
-export function encodeMetadata(metadata: EventMetadata, schemaVersion = 1, appendOf?: string): Record<string, string> {
+export interface AppendTags {
+  readonly appendOf?: string | undefined;
+  readonly writeId?: string | undefined;
+}
+
+export function encodeMetadata(
+  metadata: EventMetadata,
+  schemaVersion = 1,
+  tags: AppendTags = {},
+): Record<string, string> {
   if (!Number.isSafeInteger(schemaVersion) || schemaVersion < 1)
     throw new Error(`invalid schemaVersion ${String(schemaVersion)}: must be an integer >= 1`);
   const out: Record<string, string> = {};
@@ -125,21 +139,28 @@ export function encodeMetadata(metadata: EventMetadata, schemaVersion = 1, appen
   }
   if (json.length > 0) out[JSON_FIELDS_KEY] = json.join(',');
   out[SCHEMA_VERSION_KEY] = String(schemaVersion);
-  if (appendOf !== undefined) out[APPEND_OF_KEY] = appendOf;
+  if (tags.appendOf !== undefined) out[APPEND_OF_KEY] = tags.appendOf;
+  if (tags.writeId !== undefined) out[WRITE_ID_KEY] = tags.writeId;
   return out;
 }
 
-/** The inverse of encodeMetadata; metadata written by other tools (no schemaVersion) reads as version 1. */
+/**
+ * The inverse of encodeMetadata, whichever way the event was appended; metadata
+ * written by other tools (no schemaVersion) reads as version 1.
+ */
 export function decodeMetadata(raw: unknown): {
   metadata: EventMetadata;
   schemaVersion: number;
   appendOf: string | undefined;
+  writeId: string | undefined;
 } {
   const obj = parseMetadataObject(raw);
   const json = new Set(typeof obj[JSON_FIELDS_KEY] === 'string' ? obj[JSON_FIELDS_KEY].split(',') : []);
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(obj)) {
-    if (RESERVED.has(key)) continue;
+    // `$`-keys are the server's: a multi-stream append adds "$schema.name" and "$schema.format" to
+    // the metadata readers see. encodeMetadata refuses them, so none of them is the application's.
+    if (RESERVED.has(key) || key.startsWith('$')) continue;
     out[key] = json.has(key) && typeof value === 'string' ? (JSON.parse(value) as unknown) : value;
   }
   const v = obj[SCHEMA_VERSION_KEY];
@@ -153,6 +174,7 @@ export function decodeMetadata(raw: unknown): {
     },
     schemaVersion,
     appendOf: typeof obj[APPEND_OF_KEY] === 'string' ? obj[APPEND_OF_KEY] : undefined,
+    writeId: typeof obj[WRITE_ID_KEY] === 'string' ? obj[WRITE_ID_KEY] : undefined,
   };
 }
 
