@@ -132,7 +132,9 @@ export class KurrentDbEventStore implements EventStore {
       if (!atomic) {
         const weaker =
           `${where} has no atomic multi-stream append (KurrentDB 25.1 or later has it): ` +
-          'email and SKU uniqueness and the atomicity of multi-stream writes cannot be guaranteed';
+          'email and SKU uniqueness and the atomicity of multi-stream writes cannot be guaranteed ' +
+          '(a reservation and its account, product or device become two appends; a failure between them ' +
+          'leaves the email, SKU or device slot taken with nothing behind it)';
         if (!options.allowNonAtomicMultiStream)
           throw new Error(`${weaker}. Refusing to start; set KURRENTDB_ALLOW_NON_ATOMIC_MULTI_STREAM=true to accept.`);
         options.log?.(`${weaker}; KURRENTDB_ALLOW_NON_ATOMIC_MULTI_STREAM=true: multi-stream writes are sequential`);
@@ -168,7 +170,7 @@ export class KurrentDbEventStore implements EventStore {
       // newer ones with the original's): only the call whose writeId is stored wrote the events.
       const written = await this.readWrite(streamId, r.nextExpectedRevision, events.length);
       if (r.position === undefined || !isOurs(written, events, writeId)) {
-        result = await this.originalOf(streamId, events, expected);
+        result = await this.originalOf(streamId, events);
       } else {
         result = {
           nextRevision: toRevision(r.nextExpectedRevision),
@@ -193,14 +195,10 @@ export class KurrentDbEventStore implements EventStore {
     return first < 0n ? [] : this.readRaw(streamId, first, count);
   }
 
-  /** The original result of a re-sent append; the server said it was one, so its absence is an error. */
-  private async originalOf(
-    streamId: string,
-    events: readonly EventToAppend[],
-    expected: ExpectedRevision,
-  ): Promise<AppendResult> {
+  /** The original result of a re-sent append; the server said it succeeded, so its absence is a broken invariant. */
+  private async originalOf(streamId: string, events: readonly EventToAppend[]): Promise<AppendResult> {
     const found = await this.findStored(streamId, events);
-    if (!found) throw new ConcurrencyError(streamId, expected, 'no_stream');
+    if (!found) throw new Error(`KurrentDB answered an append to ${streamId} as stored, but its events are not there`);
     return found;
   }
 
@@ -227,7 +225,7 @@ export class KurrentDbEventStore implements EventStore {
     const stored = await this.readRaw(streamId, 0n);
     const at = stored.findIndex((e) => e.id === firstEventId);
     if (at < 0) return undefined;
-    // The append's later events carry its first event's id (encodeEvent): its extent.
+    // The append's later events carry its first event's id (toEventData): its extent.
     let end = at;
     while (end + 1 < stored.length && appendOf(stored[end + 1]!) === firstEventId) end++;
     const last = stored[end]!;
