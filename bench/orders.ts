@@ -8,7 +8,12 @@ import { performance } from 'node:perf_hooks';
 import { Client, Pool } from 'pg';
 import { createApp, type RunningApp } from '../src/app';
 import { loadConfig } from '../src/config';
-import { ConcurrencyError, type EventToAppend, type ExpectedRevision } from '../src/platform/event-store/event-store';
+import {
+  ConcurrencyError,
+  type EventStore,
+  type EventToAppend,
+  type ExpectedRevision,
+} from '../src/platform/event-store/event-store';
 import { PostgresEventStore } from '../src/platform/event-store/postgres-event-store';
 import { createLogger } from '../src/platform/logger';
 import { migrate } from '../src/platform/migrations';
@@ -508,7 +513,7 @@ interface SagaReads {
   lags: number[];
 }
 
-function instrument(store: PostgresEventStore): {
+function instrument(store: EventStore): {
   counts: Map<string, Count>;
   saga: SagaReads;
   sagaSteps: () => number;

@@ -9,7 +9,7 @@ import type { Projection } from '../projections/projection';
 import { validationError } from '../domain/shared/errors';
 import type { Config } from './config';
 import { CommandRegistry } from './platform/commands/command-registry';
-import { PostgresEventStore } from './platform/event-store/postgres-event-store';
+import { openEventStore } from './platform/event-store/open-event-store';
 import { ProblemDetailsFilter } from './platform/http/problem-details';
 import { CORRELATION_ID_HEADER, CORRELATION_ID_RULE, acceptedCorrelationId } from './platform/http/request';
 import { connectInfrastructure, type Infrastructure } from './platform/infrastructure';
@@ -71,13 +71,15 @@ class PinoNestLogger implements LoggerService {
 export async function createApp(config: Config, log: Logger, options: AppOptions = {}): Promise<RunningApp> {
   const infra: Infrastructure = await connectInfrastructure(config, log);
   const metrics = new Metrics();
-  const store = new PostgresEventStore(infra.pool, {
-    listenConnectionString: infra.databaseUrl,
+  const store = await openEventStore(config, infra, {
     onAppended: (n) => {
       metrics.eventsAppended.inc(n);
       metrics.appends.inc();
     },
     log: (msg, err) => log.warn({ err }, msg),
+  }).catch(async (e: unknown) => {
+    await infra.close();
+    throw e;
   });
   const engine = new Projections(infra.pool, store, [...allProjections, ...(options.projections ?? [])], {
     connectionString: infra.databaseUrl,

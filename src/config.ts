@@ -27,6 +27,25 @@ export const configSchema = z
     DATABASE_URL: url(['postgres', 'postgresql']).optional(),
     REDIS_URL: url(['redis', 'rediss']).optional(),
     /**
+     * EventStoreDB/KurrentDB as the event store (unset: PostgreSQL, the default). The full check
+     * (hosts, ports) runs when the app connects (src/platform/event-store/kurrentdb-mapping.ts).
+     */
+    KURRENTDB_URL: z
+      .string()
+      .regex(
+        /^(kurrentdb|esdb)(\+discover)?:\/\/[^/?#\s]+/i,
+        'must start with kurrentdb://, kurrentdb+discover://, esdb:// or esdb+discover:// and name a host',
+      )
+      .optional(),
+    /**
+     * On a server without atomic multi-stream append (before KurrentDB 25.1): "true" accepts that
+     * email/SKU uniqueness and multi-stream writes are not atomic; "false" refuses to start.
+     */
+    KURRENTDB_ALLOW_NON_ATOMIC_MULTI_STREAM: z
+      .enum(['true', 'false'])
+      .default('false')
+      .transform((v) => v === 'true'),
+    /**
      * Ports of the embedded PostgreSQL and local Redis: below Linux's ephemeral range (32768-60999), where an
      * outgoing connection can hold any port at any moment. 0 picks a free one (below that range too) at each start.
      */

@@ -30,7 +30,9 @@ export class DisableUserHandler implements ICommandHandler<DisableUser> {
     // Their devices stop with them: current device tokens end here; minting, MQTT CONNECT and
     // ingestion check the owner's status themselves.
     await Promise.all(
-      (await devicesOwnedBy(platform.pool, userId)).map((deviceId) => revocation.revokeSubject(deviceId)),
+      (await devicesOwnedBy(platform.store, platform.pool, userId)).map((deviceId) =>
+        revocation.revokeSubject(deviceId),
+      ),
     );
     return r;
   }

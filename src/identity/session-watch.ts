@@ -1,5 +1,7 @@
 import { Redis } from 'ioredis';
 import type { Pool } from 'pg';
+import { deviceQuotaStreamId, type DeviceQuotaEvent } from '../../domain/identity/device-quota.events';
+import type { EventStore } from '../platform/event-store/event-store';
 import type { DeviceState } from '../../domain/identity/device.decider';
 import type { UserState } from '../../domain/identity/user.decider';
 import {
@@ -357,10 +359,21 @@ function memo<T>(cache: Map<string, Promise<T>>, id: string, load: (id: string) 
 }
 
 /**
- * Every device a user registered, from the event store (a read model may lag),
- * through the partial index of migrations/0023: disabling a user revokes them.
+ * Every device a user registered, from the event store (a read model may lag):
+ * disabling a user revokes them. On PostgreSQL through the partial index of
+ * migrations/0023 (it also finds devices registered before device quotas
+ * existed). On another store, from the user's device-quota stream: every
+ * registration takes its slot there in the same atomic append (register-device.ts).
  */
-export async function devicesOwnedBy(pool: Pick<Pool, 'query'>, userId: string): Promise<string[]> {
+export async function devicesOwnedBy(
+  store: Pick<EventStore, 'kind' | 'readStream'>,
+  pool: Pick<Pool, 'query'>,
+  userId: string,
+): Promise<string[]> {
+  if (store.kind !== 'postgresql') {
+    const slots = await store.readStream<DeviceQuotaEvent>(deviceQuotaStreamId(userId));
+    return [...new Set(slots.flatMap((e) => (e.type === 'identity.DeviceSlotTaken' ? [e.data.deviceId] : [])))];
+  }
   const { rows } = await pool.query<{ device_id: string }>(
     `SELECT data->>'deviceId' AS device_id FROM events WHERE type = 'identity.DeviceRegistered' AND data->>'ownerId' = $1`,
     [userId],

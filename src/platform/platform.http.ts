@@ -47,7 +47,7 @@ export class HealthController {
       timed(async () => {
         await p.redis.ping();
       }),
-      timed(async () => ({ headPosition: await p.store.headPosition() })),
+      timed(async () => ({ kind: p.store.kind, headPosition: await p.store.headPosition() })),
       timed(async () => {
         await p.jobs.ping();
       }),

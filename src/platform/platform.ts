@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import type { Config } from '../config';
 import { DomainError } from '../../domain/shared/errors';
-import type { PostgresEventStore } from './event-store/postgres-event-store';
+import type { EventStore } from './event-store/event-store';
 import type { RebuildJobs } from './jobs/rebuild-jobs';
 import type { Logger } from './logger';
 import type { Metrics } from './observability/metrics';
@@ -18,7 +18,7 @@ export interface PlatformParts {
   readonly redisUrl: string;
   /** The resolved PostgreSQL URL (the embedded server's when DATABASE_URL is unset), for components that need their own connection. */
   readonly databaseUrl: string;
-  readonly store: PostgresEventStore;
+  readonly store: EventStore;
   readonly projections: Projections;
   readonly jobs: RebuildJobs;
   readonly metrics: Metrics;
@@ -39,7 +39,7 @@ export class Platform implements PlatformParts {
   readonly redis: Redis;
   readonly redisUrl: string;
   readonly databaseUrl: string;
-  readonly store: PostgresEventStore;
+  readonly store: EventStore;
   readonly projections: Projections;
   readonly jobs: RebuildJobs;
   readonly metrics: Metrics;

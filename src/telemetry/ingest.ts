@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import { DomainError } from '../../domain/shared/errors';
-import { deviceStreamId } from '../../domain/identity/device.events';
-import { userStreamId } from '../../domain/identity/user.events';
+import { deviceStreamId, type DeviceEvent } from '../../domain/identity/device.events';
+import { userStreamId, type UserEvent } from '../../domain/identity/user.events';
 import { telemetryStreamId, type ReadingRecorded } from '../../domain/telemetry/reading.events';
 import {
   decideIngest,
@@ -10,8 +10,7 @@ import {
   type Reading,
 } from '../../domain/telemetry/reading.decider';
 import { eventId } from '../platform/commands/command-handling';
-import type { EventMetadata, EventToAppend } from '../platform/event-store/event-store';
-import type { PostgresEventStore } from '../platform/event-store/postgres-event-store';
+import type { EventMetadata, EventStore, EventToAppend } from '../platform/event-store/event-store';
 import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 
 /**
@@ -67,7 +66,7 @@ export class ReadingIngestor {
 
   constructor(
     private readonly pool: Pool,
-    private readonly store: PostgresEventStore,
+    private readonly store: EventStore,
     private readonly options: IngestOptions,
   ) {}
 
@@ -199,9 +198,11 @@ export class ReadingIngestor {
    * The device's status from identity's device stream, and its owner's from the
    * owner's user stream, read in the same round trip for every device of the batch
    * (the event store, not a read model that may lag: a device revoked, or an owner
-   * disabled, a moment ago is refused now).
+   * disabled, a moment ago is refused now). On a store other than PostgreSQL
+   * the same answer comes from reading each device's stream, then its owner's.
    */
   private async deviceStatuses(deviceIds: readonly string[]): Promise<Map<string, DeviceStatus>> {
+    if (this.store.kind !== 'postgresql') return this.deviceStatusesFromStreams(deviceIds);
     const res = await this.pool.query<{
       stream_id: string;
       revoked: boolean;
@@ -225,5 +226,38 @@ export class ReadingIngestor {
       });
     }
     return out;
+  }
+
+  private async deviceStatusesFromStreams(deviceIds: readonly string[]): Promise<Map<string, DeviceStatus>> {
+    const devices = await Promise.all(
+      deviceIds.map(async (id) => {
+        const events = await this.store.readStream<DeviceEvent>(deviceStreamId(id));
+        const registered = events.find((e) => e.type === 'identity.DeviceRegistered');
+        return {
+          id,
+          ownerId: registered?.type === 'identity.DeviceRegistered' ? registered.data.ownerId : undefined,
+          revoked: events.some((e) => e.type === 'identity.DeviceRevoked'),
+        };
+      }),
+    );
+    const owners = [...new Set(devices.flatMap((d) => (d.ownerId ? [d.ownerId] : [])))];
+    const disabled = new Set(
+      (
+        await Promise.all(
+          owners.map(async (o) => {
+            const events = await this.store.readStream<UserEvent>(userStreamId(o));
+            return events.some((e) => e.type === 'identity.UserDisabled') ? [o] : [];
+          }),
+        )
+      ).flat(),
+    );
+    return new Map(
+      devices.map((d): [string, DeviceStatus] => [
+        d.id,
+        {
+          status: !d.ownerId ? 'none' : d.revoked ? 'revoked' : disabled.has(d.ownerId) ? 'owner_disabled' : 'active',
+        },
+      ]),
+    );
   }
 }

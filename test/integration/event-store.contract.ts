@@ -218,6 +218,137 @@ export function eventStoreContract(adapter: string, getStore: () => EventStore):
         }
       });
 
+      it('keeps metadata values that are not strings', async () => {
+        const s = stream('meta-values');
+        const metadata = { correlationId: 'c', causationId: 'd', actor: 'system:test', attempt: 3, tags: ['x'] };
+        await getStore().append(s, [{ ...testEvent('test.MetaValues'), metadata }], 'no_stream');
+        expect((await getStore().readStream(s))[0]?.metadata).toEqual(metadata);
+      });
+
+      it('readBatch with a type filter advances its position past events of other types', async () => {
+        const start = await getStore().headPosition();
+        const t = `test.Wanted${randomUUID().slice(0, 8)}`;
+        const s = stream('batch');
+        const wanted = await getStore().append(s, [testEvent(t, { n: 1 })], 'no_stream');
+        const after = await getStore().append(s, [testEvent('test.Unwanted'), testEvent('test.Unwanted')], 0);
+        const batch = await getStore().readBatch(start, 10, [t]);
+        expect(batch.events.map((e) => [e.type, e.data.n, e.position])).toEqual([[t, 1, wanted.position]]);
+        // Nothing of that type follows: the cursor moves at least past the unwanted events.
+        expect(batch.position).toBeGreaterThanOrEqual(after.position);
+        const next = await getStore().readBatch(batch.position, 10, [t]);
+        expect(next.events).toEqual([]);
+        expect(next.position).toBeGreaterThanOrEqual(batch.position);
+        // A full batch stops at its last event, so the rest is read next.
+        const more = await getStore().append(s, [testEvent(t, { n: 2 }), testEvent(t, { n: 3 })], 2);
+        const one = await getStore().readBatch(batch.position, 1, [t]);
+        expect(one.events.map((e) => e.data.n)).toEqual([2]);
+        expect(one.position).toBe(one.events[0]!.position);
+        const rest = await getStore().readBatch(one.position, 1, [t]);
+        expect(rest.events.map((e) => [e.data.n, e.position])).toEqual([[3, more.position]]);
+      });
+
+      it('subscribeBatches moves its position past filtered events', async () => {
+        const start = await getStore().headPosition();
+        const t = `test.Sub${randomUUID().slice(0, 8)}`;
+        const s = stream('sub-batches');
+        const written = await getStore().append(s, [testEvent('test.Noise'), testEvent('test.Noise')], 'no_stream');
+        let position = start;
+        const sub = getStore().subscribeBatches({ fromPosition: start, eventTypes: [t] }, (batch) => {
+          if (batch.events.length > 0) throw new Error('no event of this type was written');
+          position = batch.position;
+          return Promise.resolve();
+        });
+        try {
+          await eventually(() => position >= written.position, 'position past the filtered events');
+        } finally {
+          await sub.stop();
+        }
+      });
+
+      it('backlog and countEvents answer for the types asked', async () => {
+        const t = `test.Counted${randomUUID().slice(0, 8)}`;
+        const s = stream('count');
+        const before = await getStore().headPosition();
+        expect(await getStore().countEvents([t])).toBe(0);
+        expect(await getStore().backlog(before, [t], 100)).toEqual({ oldestRecordedAt: undefined, events: 0 });
+        const first = await getStore().append(
+          s,
+          [testEvent(t), testEvent('test.NotCounted'), testEvent(t)],
+          'no_stream',
+        );
+        await getStore().append(s, [testEvent(t)], first.nextRevision);
+        expect(await getStore().countEvents([t])).toBe(3);
+        const all = await getStore().backlog(before, [t], 100);
+        expect(all.events).toBe(3);
+        expect(all.oldestRecordedAt).toBeInstanceOf(Date);
+        expect((await getStore().backlog(before, [t], 2)).events).toBe(2);
+        expect((await getStore().backlog(before, [t])).events).toBeNull();
+        expect((await getStore().backlog(first.position, [t], 100)).events).toBe(1);
+      });
+    });
+
+    describe('multi-stream and skip-known appends', () => {
+      it('appendMulti writes every stream or none', async () => {
+        const a = stream('multi-a');
+        const b = stream('multi-b');
+        const [ra, rb] = await getStore().appendMulti([
+          { streamId: a, events: [testEvent('test.A')], expected: 'no_stream' },
+          { streamId: b, events: [testEvent('test.B'), testEvent('test.B')], expected: 'no_stream' },
+        ]);
+        expect([ra?.nextRevision, rb?.nextRevision]).toEqual([0, 1]);
+        expect((await getStore().readStream(a))[0]?.position).toBe(ra?.position);
+        expect((await getStore().readStream(b))[1]?.position).toBe(rb?.position);
+        const c = stream('multi-c');
+        const err = await getStore()
+          .appendMulti([
+            { streamId: c, events: [testEvent('test.C')], expected: 'no_stream' },
+            { streamId: a, events: [testEvent('test.A')], expected: 'no_stream' },
+          ])
+          .catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(ConcurrencyError);
+        expect((err as ConcurrencyError).streamId).toBe(a);
+        expect(await getStore().readStream(c)).toEqual([]);
+      });
+
+      it('appendMulti answers a re-send with the original results', async () => {
+        const a = stream('multi-again-a');
+        const b = stream('multi-again-b');
+        const writes = [
+          { streamId: a, events: [testEvent('test.A')], expected: 'no_stream' as const },
+          { streamId: b, events: [testEvent('test.B')], expected: 'no_stream' as const },
+        ];
+        const first = await getStore().appendMulti(writes);
+        const again = await getStore().appendMulti(writes);
+        expect(again).toEqual(first.map((r) => ({ ...r, duplicate: true })));
+        expect(await getStore().readStream(a)).toHaveLength(1);
+      });
+
+      it('appendSkippingKnown stores only ids not stored yet, per stream', async () => {
+        const a = stream('skip-a');
+        const b = stream('skip-b');
+        const e1 = testEvent('test.R', { n: 1 });
+        const e2 = testEvent('test.R', { n: 2 });
+        const e3 = testEvent('test.R', { n: 3 });
+        const e4 = testEvent('test.R', { n: 4 });
+        const [first] = await getStore().appendSkippingKnown([{ streamId: a, events: [e1, e2] }]);
+        expect(first).toMatchObject({ streamId: a, appended: 2, newIds: [e1.id, e2.id], nextRevision: 1 });
+        const results = await getStore().appendSkippingKnown([
+          { streamId: a, events: [e2, e3] },
+          { streamId: b, events: [e4] },
+        ]);
+        expect(results.map((r) => [r.streamId, r.appended, r.newIds, r.nextRevision])).toEqual([
+          [a, 1, [e3.id], 2],
+          [b, 1, [e4.id], 0],
+        ]);
+        const dup = await getStore().appendSkippingKnown([{ streamId: a, events: [e1, e3] }]);
+        expect(dup[0]).toMatchObject({ appended: 0, newIds: [], nextRevision: 2 });
+        const stored = await getStore().readStream(a);
+        expect(stored.map((e) => e.data.n)).toEqual([1, 2, 3]);
+        expect(dup[0]?.position).toBe(stored[2]?.position);
+      });
+    });
+
+    describe('subscriptions', () => {
       it('a failing subscriber handler ends its subscription with the error', async () => {
         const start = await getStore().headPosition();
         await getStore().append(stream('fail'), [testEvent('test.F')], 'no_stream');

@@ -8,6 +8,25 @@ describe('configuration', () => {
     expect(c.REDIS_URL).toBeUndefined();
   });
 
+  it('KURRENTDB_URL: unset by default (PostgreSQL store); kurrentdb/esdb schemes only, naming the variable', () => {
+    const c = loadConfig({});
+    expect(c.KURRENTDB_URL).toBeUndefined();
+    expect(c.KURRENTDB_ALLOW_NON_ATOMIC_MULTI_STREAM).toBe(false);
+    for (const ok of ['kurrentdb://127.0.0.1:2113?tls=false', 'esdb+discover://a:2113', 'kurrentdb+discover://h'])
+      expect(loadConfig({ KURRENTDB_URL: ok }).KURRENTDB_URL).toBe(ok);
+    for (const bad of ['postgres://h:5432/db', 'http://h:2113', 'kurrentdb://', 'h:2113']) {
+      expect(() => loadConfig({ KURRENTDB_URL: bad })).toThrow(
+        /KURRENTDB_URL: must start with kurrentdb:\/\/, kurrentdb\+discover:\/\/, esdb:\/\/ or esdb\+discover:\/\//,
+      );
+    }
+    expect(
+      loadConfig({ KURRENTDB_ALLOW_NON_ATOMIC_MULTI_STREAM: 'true' }).KURRENTDB_ALLOW_NON_ATOMIC_MULTI_STREAM,
+    ).toBe(true);
+    expect(() => loadConfig({ KURRENTDB_ALLOW_NON_ATOMIC_MULTI_STREAM: 'yes' })).toThrow(
+      /KURRENTDB_ALLOW_NON_ATOMIC_MULTI_STREAM/,
+    );
+  });
+
   it('treats empty strings as unset', () => {
     expect(loadConfig({ DATABASE_URL: '', PORT: '' }).PORT).toBe(3000);
   });

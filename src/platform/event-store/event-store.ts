@@ -1,3 +1,4 @@
+import type { PoolClient } from 'pg';
 import { DomainError } from '../../../domain/shared/errors';
 import type { Event } from '../../../domain/shared/event';
 import type { AnyEvent, EventMetadata, RecordedEvent } from '../../../domain/shared/recorded-event';
@@ -48,6 +49,49 @@ export interface SubscribeOptions<E extends AnyEvent = Event> {
   readonly eventTypes?: readonly E['type'][];
 }
 
+/** One read of the global order, as the processor runtime consumes it. */
+export interface ReadBatch {
+  readonly events: RecordedEvent[];
+  /** Cursor after this batch: every event up to here was delivered or filtered out. */
+  readonly position: number;
+  /** True when committed events exist beyond what could be read yet (PostgreSQL: an older transaction is in flight). */
+  readonly blocked: boolean;
+}
+
+export interface ReadBatchOptions {
+  /**
+   * PostgreSQL only: read in this transaction (its snapshot, its locks). Other
+   * adapters ignore it: their store is not in the read model's database, so no
+   * transaction spans both (a rebuild's swap holds the checkpoint row instead).
+   */
+  readonly pgClient?: PoolClient;
+}
+
+/** One stream's part of an appendMulti. */
+export interface StreamWrite {
+  readonly streamId: string;
+  readonly events: readonly EventToAppend[];
+  readonly expected: ExpectedRevision;
+}
+
+export interface SkipKnownResult {
+  readonly streamId: string;
+  /** Events stored by this call (the others were stored before). */
+  readonly appended: number;
+  readonly newIds: readonly string[];
+  readonly nextRevision: number;
+  /** Last position written; for an all-duplicate write, the newest position of the stored ids. */
+  readonly position: number;
+}
+
+/** What a reader at some position has not read yet, of some event types. */
+export interface Backlog {
+  /** When the oldest unread event was recorded (undefined: nothing unread). */
+  readonly oldestRecordedAt: Date | undefined;
+  /** How many are unread, counted up to the limit asked for (null when not counted). */
+  readonly events: number | null;
+}
+
 /**
  * Readers name the union of events they expect (`readStream<UserEvent>(...)`)
  * and get `RecordedEvent<UserEvent>`: type and data narrowed together. That is
@@ -78,6 +122,52 @@ export interface EventStore {
   headPosition(): Promise<number>;
   /** The original result of an append whose first event had this id, if it was stored. */
   findAppend(streamId: string, firstEventId: string): Promise<AppendResult | undefined>;
+  /**
+   * Which adapter this is. Only for the few readers that have a faster path
+   * on one store (a SQL query over `events`) and a port-only path on others.
+   */
+  readonly kind: 'postgresql' | 'kurrentdb';
+  /**
+   * Appends to several streams at once, all or nothing, each write with its
+   * own expected revision (a uniqueness reservation with 'no_stream' next to
+   * the entity's first events). When every write is a re-sent duplicate,
+   * returns their original results; when only some are, IdempotencyConflictError.
+   */
+  appendMulti(writes: readonly StreamWrite[]): Promise<AppendResult[]>;
+  /**
+   * Appends to several streams (expected revision "any"), storing only events
+   * whose ids are not stored yet: a resend derived from the same key is stored
+   * once. Answers per stream which ids were new. "Stored" means anywhere in the
+   * store on PostgreSQL (one unique index), among the stream's newest
+   * SKIP_KNOWN_WINDOW events on KurrentDB (ids derived from the stream, as
+   * telemetry's are, meet both).
+   */
+  appendSkippingKnown(
+    writes: readonly { streamId: string; events: readonly EventToAppend[] }[],
+  ): Promise<SkipKnownResult[]>;
+  /**
+   * One read of the global order after `fromPosition` (exclusive), never
+   * skipping: with a type filter the cursor still advances past events of other
+   * types, so a checkpoint moves.
+   */
+  readBatch(
+    fromPosition: number,
+    limit: number,
+    eventTypes?: readonly string[],
+    options?: ReadBatchOptions,
+  ): Promise<ReadBatch>;
+  /**
+   * Like subscribe, but the handler also sees batches whose events were all
+   * filtered out, so it can move a checkpoint (batch.position) past them.
+   */
+  subscribeBatches(options: SubscribeOptions, handler: (batch: ReadBatch) => Promise<void>): Subscription;
+  /**
+   * Events of these types after `fromPosition` (exclusive): when the oldest was
+   * recorded and, when `countLimit` is given, how many (counting stops there).
+   */
+  backlog(fromPosition: number, eventTypes: readonly string[], countLimit?: number): Promise<Backlog>;
+  /** How many events of these types are stored (a rebuild's progress total). */
+  countEvents(eventTypes: readonly string[]): Promise<number>;
   close(): Promise<void>;
 }
 

@@ -9,7 +9,12 @@ import {
   type ExpectedRevision,
   type EventMetadata,
   type AnyEvent,
+  type Backlog,
+  type ReadBatch,
+  type ReadBatchOptions,
   type RecordedEvent,
+  type SkipKnownResult,
+  type StreamWrite,
   type SubscribeOptions,
   type Subscription,
 } from './event-store';
@@ -80,25 +85,10 @@ export async function alignPositions(pool: Pool | PoolClient): Promise<PositionA
   return { previousOffset: Number(r.previous_offset), offset: Number(r.xid_offset), raised: r.raised };
 }
 
-export interface SkipKnownResult {
-  readonly streamId: string;
-  /** Events stored by this call (the others were stored before). */
-  readonly appended: number;
-  readonly newIds: readonly string[];
-  readonly nextRevision: number;
-  /** Last position written; for an all-duplicate write, the newest position of the stored ids. */
-  readonly position: number;
-}
-
-export interface ReadBatch {
-  readonly events: RecordedEvent[];
-  /** Cursor after this batch: every event up to here was delivered or filtered out. */
-  readonly position: number;
-  /** True when committed events exist beyond the horizon (an older transaction is still in flight). */
-  readonly blocked: boolean;
-}
+export type { ReadBatch, SkipKnownResult } from './event-store';
 
 export class PostgresEventStore implements EventStore {
+  readonly kind = 'postgresql';
   private readonly upcasters: UpcasterRegistry;
   private listener: Client | undefined;
   private listenerStarting: Promise<void> | undefined;
@@ -121,15 +111,8 @@ export class PostgresEventStore implements EventStore {
     return result;
   }
 
-  /**
-   * Appends to several streams in one transaction: all or nothing. Each
-   * write has its own expected revision (e.g. a uniqueness reservation with
-   * 'no_stream' next to the entity's first events). PostgreSQL adapter only.
-   * When every write is a re-sent duplicate, returns their original results.
-   */
-  async appendMulti(
-    writes: readonly { streamId: string; events: readonly EventToAppend[]; expected: ExpectedRevision }[],
-  ): Promise<AppendResult[]> {
+  /** One transaction: all or nothing (see the port). */
+  async appendMulti(writes: readonly StreamWrite[]): Promise<AppendResult[]> {
     const results = await this.retrying(async (again) => {
       const client = await this.pool.connect();
       try {
@@ -152,12 +135,7 @@ export class PostgresEventStore implements EventStore {
     return results;
   }
 
-  /**
-   * Appends to several streams in one transaction (expected revision "any"),
-   * storing only events whose ids are not stored yet: a resend derived from
-   * the same key is stored once. Answers per stream which ids were new.
-   * PostgreSQL adapter only (like appendMulti); see migrations/0005.
-   */
+  /** One transaction, one es_append_skip_known call (migrations/0005); see the port. */
   async appendSkippingKnown(
     writes: readonly { streamId: string; events: readonly EventToAppend[] }[],
   ): Promise<SkipKnownResult[]> {
@@ -300,9 +278,9 @@ export class PostgresEventStore implements EventStore {
     fromPosition: number,
     limit: number,
     eventTypes?: readonly string[],
-    client?: PoolClient,
+    options: ReadBatchOptions = {},
   ): Promise<ReadBatch> {
-    const q = client ?? this.pool;
+    const q = options.pgClient ?? this.pool;
     const filtered = eventTypes !== undefined;
     // The rows and, against the same horizon (below it nothing changes any more), the newest
     // final event of any type, for a short filtered read to skip past, in one statement.
@@ -341,6 +319,32 @@ export class PostgresEventStore implements EventStore {
     return Number(res.rows[0]?.max ?? 0);
   }
 
+  async backlog(fromPosition: number, eventTypes: readonly string[], countLimit?: number): Promise<Backlog> {
+    // The oldest unapplied event is the first one after the position: one index step, whatever the backlog.
+    const oldest = await this.pool.query<{ recorded_at: Date }>(
+      'SELECT recorded_at FROM events WHERE position > $1 AND type = ANY($2) ORDER BY position LIMIT 1',
+      [fromPosition, eventTypes],
+    );
+    const counted =
+      countLimit !== undefined
+        ? await this.pool.query<{ events: number }>(
+            'SELECT count(*)::int AS events FROM (SELECT 1 FROM events WHERE position > $1 AND type = ANY($2) LIMIT $3) x',
+            [fromPosition, eventTypes, countLimit],
+          )
+        : undefined;
+    return {
+      oldestRecordedAt: oldest.rows[0]?.recorded_at,
+      events: counted ? (counted.rows[0]?.events ?? 0) : null,
+    };
+  }
+
+  async countEvents(eventTypes: readonly string[]): Promise<number> {
+    const res = await this.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE type = ANY($1)', [
+      eventTypes,
+    ]);
+    return res.rows[0]?.n ?? 0;
+  }
+
   async findAppend(streamId: string, firstEventId: string): Promise<AppendResult | undefined> {
     const first = await this.pool.query<{ position: string; stream_id: string }>(
       'SELECT position, stream_id FROM events WHERE event_id = $1',
@@ -369,10 +373,7 @@ export class PostgresEventStore implements EventStore {
     );
   }
 
-  /**
-   * Like subscribe, but the handler also sees batches whose events were all
-   * filtered out, so it can move a checkpoint (batch.position) past them.
-   */
+  /** Polls readBatch, woken by NOTIFY and local appends (see the port). */
   subscribeBatches(options: SubscribeOptions, handler: (batch: ReadBatch) => Promise<void>): Subscription {
     const batchSize = options.batchSize ?? 500;
     let position = options.fromPosition;

@@ -1,6 +1,6 @@
 import type { Pool, PoolClient, QueryResult } from 'pg';
 import type { RecordedEvent } from '../../../domain/shared/recorded-event';
-import type { PostgresEventStore, ReadBatch } from '../event-store/postgres-event-store';
+import type { EventStore, ReadBatch } from '../event-store/event-store';
 import { backoffMs, type BackoffPolicy } from './backoff';
 import {
   ensureCheckpoint,
@@ -89,7 +89,7 @@ export class ProcessorRunner {
   constructor(
     readonly processor: Processor,
     private readonly pool: Pool,
-    private readonly store: PostgresEventStore,
+    private readonly store: EventStore,
     private readonly options: RunnerOptions,
   ) {
     this.controller.abort();

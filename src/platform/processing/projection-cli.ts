@@ -2,7 +2,7 @@ import { SingleBar, Presets } from 'cli-progress';
 import { Pool } from 'pg';
 import type { Config } from '../../config';
 import type { Projection } from '../../../projections/projection';
-import { PostgresEventStore } from '../event-store/postgres-event-store';
+import { openEventStore } from '../event-store/open-event-store';
 import { resolveServices } from '../infrastructure';
 import type { Logger } from '../logger';
 import { migrate } from '../migrations';
@@ -27,7 +27,15 @@ export async function runProjectionCommand({
 }: ProjectionCommand): Promise<number> {
   const { databaseUrl, local } = await resolveServices(config, log);
   const pool = new Pool({ connectionString: databaseUrl, max: 4 });
-  const store = new PostgresEventStore(pool, { listenConnectionString: databaseUrl });
+  const store = await openEventStore(
+    config,
+    { pool, databaseUrl },
+    { log: (msg, err) => log.warn({ err }, msg) },
+  ).catch(async (e: unknown) => {
+    await pool.end();
+    for (const s of local) await s.stop();
+    throw e;
+  });
   const engine = new Projections(pool, store, projections, {
     connectionString: databaseUrl,
     batchSize: config.PROJECTION_BATCH_SIZE,

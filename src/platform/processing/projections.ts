@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import type { Projection } from '../../../projections/projection';
 import { DomainError, notFound } from '../../../domain/shared/errors';
-import type { PostgresEventStore } from '../event-store/postgres-event-store';
+import type { EventStore } from '../event-store/event-store';
 import { ADVISORY_LOCKS } from '../locks';
 import { CheckpointNotifier } from './checkpoint-notifier';
 import {
@@ -61,6 +61,9 @@ export interface ProjectionInfo {
   updatedAt: Date;
 }
 
+/** Unapplied events are counted up to this many (a bound on the scan /admin asks for). */
+const LAG_COUNT_LIMIT = 1_000_000;
+
 /** Advisory lock class serialising the first registration of a projection (see src/platform/locks.ts). */
 const REGISTER_LOCK = ADVISORY_LOCKS.projectionRegister;
 
@@ -72,7 +75,7 @@ export class Projections {
 
   constructor(
     private readonly pool: Pool,
-    private readonly store: PostgresEventStore,
+    private readonly store: EventStore,
     projections: readonly Projection[],
     private readonly options: ProjectionsOptions,
   ) {
@@ -139,18 +142,8 @@ export class Projections {
   async info(p: Projection, { countLag = true }: { countLag?: boolean } = {}): Promise<ProjectionInfo> {
     const row = await readCheckpoint(this.pool, p.name);
     if (!row) throw notFound(PlatformErrorCode.PROJECTION_NOT_FOUND, `projection ${p.name} is not registered`);
-    // The oldest unapplied event is the first one after the checkpoint: one index step, whatever the backlog.
-    const oldest = await this.pool.query<{ recorded_at: Date }>(
-      'SELECT recorded_at FROM events WHERE position > $1 AND type = ANY($2) ORDER BY position LIMIT 1',
-      [row.position, p.eventTypes],
-    );
-    const counted = countLag
-      ? await this.pool.query<{ events: number }>(
-          'SELECT count(*)::int AS events FROM (SELECT 1 FROM events WHERE position > $1 AND type = ANY($2) LIMIT 1000000) x',
-          [row.position, p.eventTypes],
-        )
-      : undefined;
-    const l = { events: counted ? (counted.rows[0]?.events ?? 0) : null, oldest: oldest.rows[0]?.recorded_at };
+    const backlog = await this.store.backlog(row.position, p.eventTypes, countLag ? LAG_COUNT_LIMIT : undefined);
+    const l = { events: backlog.events, oldest: backlog.oldestRecordedAt };
     return {
       name: p.name,
       version: row.version,

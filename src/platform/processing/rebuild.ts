@@ -1,7 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
 import type { Projection } from '../../../projections/projection';
 import { DomainError } from '../../../domain/shared/errors';
-import type { PostgresEventStore } from '../event-store/postgres-event-store';
+import type { EventStore } from '../event-store/event-store';
 import { ADVISORY_LOCKS } from '../locks';
 import { logOperatorAction, readCheckpoint, unparkCheckpoint } from './checkpoints';
 import { projector } from './processor';
@@ -29,7 +29,7 @@ export interface RebuildProgress {
 
 export interface RebuildDeps {
   readonly pool: Pool;
-  readonly store: PostgresEventStore;
+  readonly store: EventStore;
   readonly connectionString: string;
   /** Events per shadow transaction (default 5000: nobody reads the shadow tables, so batches can be large). */
   readonly batchSize?: number;
@@ -75,10 +75,7 @@ export async function rebuildProjection(
       await c.query(`SET LOCAL search_path TO ${shadow}, ${LIVE_SCHEMA}`);
       for (const ddl of p.setup) await c.query(ddl);
     });
-    const totalRes = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE type = ANY($1)', [
-      p.eventTypes,
-    ]);
-    const total = totalRes.rows[0]?.n ?? 0;
+    const total = await store.countEvents(p.eventTypes);
     const batchSize = deps.batchSize ?? 5000;
     let cursor = 0;
     let processed = 0;
@@ -101,7 +98,7 @@ export async function rebuildProjection(
       await readCheckpoint(tx, name, true);
       await stillOurs(tx);
       for (;;) {
-        const batch = await store.readBatch(cursor, batchSize, p.eventTypes, tx);
+        const batch = await store.readBatch(cursor, batchSize, p.eventTypes, { pgClient: tx });
         if (batch.position === cursor) break;
         await tx.query(`SET LOCAL search_path TO ${shadow}, ${LIVE_SCHEMA}`);
         await handler.handle(batch.events, { tx, signal });
