@@ -17,12 +17,6 @@ import { AdminController, CommandsController, HealthController } from '../../src
  */
 
 /**
- * Settings another branch (the KurrentDB event store) adds to src/config.ts. Delete this constant
- * when that branch is merged: the last test below fails until then, as a reminder.
- */
-const KEYS_ADDED_BY_THE_KURRENTDB_BRANCH = ['KURRENTDB_URL', 'KURRENTDB_ALLOW_NON_ATOMIC_MULTI_STREAM'];
-
-/**
  * Settings an instance needs in a multi-instance deployment although the schema has defaults for
  * them: without these each instance would start its own PostgreSQL, Redis or MQTT broker.
  */
@@ -39,7 +33,7 @@ const CONFIG_KEYS = new Set(Object.keys(configSchema.shape));
 const SCHEMA_REQUIRED = [...CONFIG_KEYS].filter(
   (k) => !configSchema.shape[k as keyof typeof configSchema.shape].safeParse(undefined).success,
 );
-const KNOWN_KEYS = new Set([...CONFIG_KEYS, ...KEYS_ADDED_BY_THE_KURRENTDB_BRANCH]);
+const KNOWN_KEYS = CONFIG_KEYS;
 
 /** Stand-ins for the values of docker/.env and the Secret: valid as secrets-check wants them. */
 const SECRETS: Record<string, string> = {
@@ -658,8 +652,4 @@ describe('docker/k8s', () => {
     for (const name of ['redis', 'mosquitto'])
       expect(containerOf(named('StatefulSet', name)!).command).toEqual(services[name]!.command);
   });
-});
-
-it('KEYS_ADDED_BY_THE_KURRENTDB_BRANCH lists only keys src/config.ts does not have yet (delete it once it has them)', () => {
-  expect(KEYS_ADDED_BY_THE_KURRENTDB_BRANCH.filter((k) => CONFIG_KEYS.has(k))).toEqual([]);
 });
