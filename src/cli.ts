@@ -8,6 +8,7 @@ import { runProjectionCommand } from './platform/processing/projection-cli';
 import { allProjections } from './read-models';
 import { PostgresEventStore } from './platform/event-store/postgres-event-store';
 import { runEventsCopy, type OpenedStore, type StoreKind } from './platform/event-store/copy-cli';
+import { orderedPageAppend } from './platform/event-store/postgres-ordered-append';
 import { grantAdmin } from './identity/grant-admin';
 import { rotateSigningKeys } from './identity/auth/signing-keys';
 
@@ -129,7 +130,7 @@ async function openEventStore(kind: StoreKind, url: string): Promise<OpenedStore
       const store = new PostgresEventStore(pool, { listenConnectionString: url });
       return {
         store,
-        multiAppend: (writes) => store.appendMulti(writes),
+        multiAppend: orderedPageAppend(pool),
         countEvents: async (after) =>
           Number(
             (await pool.query<{ n: string }>('SELECT count(*) AS n FROM events WHERE position > $1', [after])).rows[0]

@@ -13,6 +13,7 @@ import {
 } from '../../src/platform/event-store/copy-events';
 import { UpcasterRegistry } from '../../src/platform/event-store/event-store';
 import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
+import { orderedPageAppend } from '../../src/platform/event-store/postgres-ordered-append';
 import { Projections } from '../../src/platform/processing/projections';
 import { quoteIdent } from '../../src/platform/processing/transaction';
 import { allProjections } from '../../src/read-models';
@@ -54,7 +55,13 @@ async function newTarget() {
   const db = await createTestDatabase('copy_to', { poolSize: 6 });
   const store = new PostgresEventStore(db.pool);
   targets.push({ db, store });
-  return { db, store, multiAppend: ((w) => store.appendMulti(w)) satisfies CopyOptions['multiAppend'] };
+  return {
+    db,
+    store,
+    /** What the CLI uses on a PostgreSQL target: a page in one statement. */
+    multiAppend: orderedPageAppend(db.pool),
+    appendMulti: ((w) => store.appendMulti(w)) satisfies CopyOptions['multiAppend'],
+  };
 }
 
 function memoryCheckpoint(): CheckpointStore & { value: CopyCheckpoint | undefined } {
@@ -137,14 +144,17 @@ describe('copyEvents between two PostgreSQL stores', () => {
     const streams = new Set(expected.map((e) => e.stream_id as string)).size;
     expect(new Set(expected.map((e) => e.type as string)).size).toBeGreaterThan(15);
 
-    // Page by page in one ordered transaction (PostgreSQL's appendMulti), and run by run through the port alone.
+    // A page in one statement (the CLI's way on PostgreSQL), a page through appendMulti, and run by run through the port alone.
+    const viaStatement = await newTarget();
+    const r1 = await copyEvents(source, viaStatement.store, { batchSize: 250, multiAppend: viaStatement.multiAppend });
     const viaMulti = await newTarget();
-    const r1 = await copyEvents(source, viaMulti.store, { batchSize: 250, multiAppend: viaMulti.multiAppend });
+    const r2 = await copyEvents(source, viaMulti.store, { batchSize: 250, multiAppend: viaMulti.appendMulti });
     const viaPort = await newTarget();
-    const r2 = await copyEvents(source, viaPort.store, { batchSize: 97 });
+    const r3 = await copyEvents(source, viaPort.store, { batchSize: 97 });
     for (const [r, t] of [
-      [r1, viaMulti],
-      [r2, viaPort],
+      [r1, viaStatement],
+      [r2, viaMulti],
+      [r3, viaPort],
     ] as const) {
       expect(r).toMatchObject({ read: total, copied: total, skipped: 0, streams, aborted: false });
       expect(await storedEvents(t.db.pool)).toEqual(expected);
@@ -259,7 +269,7 @@ describe('copyEvents between two PostgreSQL stores', () => {
     const stranger = testEvent('other.Thing', { x: 1 });
     await t.store.append(victim.streamId, [stranger], victim.revision === 0 ? 'no_stream' : victim.revision - 1);
 
-    for (const multiAppend of [undefined, t.multiAppend]) {
+    for (const multiAppend of [undefined, t.multiAppend, t.appendMulti]) {
       const err: unknown = await copyEvents(source, t.store, {
         batchSize: 50,
         ...(multiAppend ? { multiAppend } : {}),
