@@ -123,19 +123,15 @@ export async function copyEvents(
     checkpointRejected = await checkCheckpoint(source, target, saved);
     if (!checkpointRejected) position = saved.position;
   }
+  const startPosition = position;
   const headPosition = await source.headPosition();
   const counts = { read: 0, copied: 0, skipped: 0, streams: 0 };
-  const progress = (): CopyProgress => ({
-    ...counts,
-    position,
-    startPosition: saved && !checkpointRejected ? saved.position : 0,
-    headPosition,
-  });
+  const progress = (): CopyProgress => ({ ...counts, position, startPosition, headPosition });
   // Until a page is found not yet copied, a page whose last event is in the target is skipped whole.
   let probing = true;
 
   for (;;) {
-    if (signal?.aborted) return { ...progress(), aborted: true, ...(checkpointRejected ? { checkpointRejected } : {}) };
+    if (signal?.aborted) return { ...progress(), aborted: true, ...(checkpointRejected && { checkpointRejected }) };
     const page = await source.readAll(position, batchSize);
     if (page.length === 0) break;
     for (const e of page) assertStoredForm(e);
@@ -152,7 +148,7 @@ export async function copyEvents(
     await checkpoint?.save({ position, eventId: last.id, streamId: last.streamId, revision: last.revision });
     options.onProgress?.(progress());
   }
-  return { ...progress(), aborted: false, ...(checkpointRejected ? { checkpointRejected } : {}) };
+  return { ...progress(), aborted: false, ...(checkpointRejected && { checkpointRejected }) };
 }
 
 /** Undefined when the checkpoint names an event both stores hold (and the source at that position); else why not. */
