@@ -364,7 +364,7 @@ describe('npm run cli -- events:copy', () => {
       '--to-url',
       t.db.url,
       '--batch-size',
-      '5',
+      '3',
     ];
     const copying = async (from: number) => {
       let n = 0;
@@ -377,7 +377,7 @@ describe('npm run cli -- events:copy', () => {
     const first = cli(args);
     await copying(0);
     first.proc.kill('SIGTERM');
-    expect(await first.exited).toEqual({ code: 130, signal: null });
+    expect({ exit: await first.exited, out: first.out }).toMatchObject({ exit: { code: 130, signal: null } });
     const atTerm = await countEvents(t.db.pool);
     expect(first.out.join('\n')).toMatch(
       new RegExp(
@@ -394,14 +394,16 @@ describe('npm run cli -- events:copy', () => {
 
     const third = cli(args);
     expect({ done: await third.exited, out: third.out }).toMatchObject({ done: { code: 0 } });
-    // A SIGKILL between an append and the checkpoint write leaves at most one page (5 events) to find again.
-    expect(third.out.find((l) => / events copied /.test(l))).toMatch(
-      new RegExp(
-        `^${total - atKill} events copied \\(\\d+ new streams\\) from postgres to postgres in [\\d.]+ s, \\d+ events/s; [0-5] already in the target; resumed after source position \\d+$`,
+    // A SIGKILL between an append and the checkpoint write leaves at most one page (3 events) to find again.
+    expect({ summary: third.out.find((l) => / events copied /.test(l)), out: third.out }).toMatchObject({
+      summary: expect.stringMatching(
+        new RegExp(
+          `^${total - atKill} events copied \\(\\d+ new streams\\) from postgres to postgres in [\\d.]+ s, \\d+ events/s; [0-3] already in the target; resumed after source position \\d+$`,
+        ),
       ),
-    );
+    });
     // Plain progress lines when not on a TTY.
-    expect(third.out.some((l) => /^events:copy: \d+\/\d+ events read, \d+ copied/.test(l))).toBe(true);
+    expect(third.out.some((l) => /^events:copy: \d+(\/\d+)? events read, \d+ copied/.test(l))).toBe(true);
     expect(await storedEvents(t.db.pool)).toEqual(await storedEvents(sourceDb.pool));
   });
 
