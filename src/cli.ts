@@ -143,6 +143,7 @@ async function openEventStore(kind: StoreKind, url: string): Promise<OpenedStore
       };
     }
     case 'kurrentdb':
+      // The copy never appends to several streams at once: an older server's weaker multi-stream mode does not matter here.
       throw new Error('KurrentDB adapter not available in this build');
   }
 }

@@ -31,7 +31,8 @@ export interface OpenedStore {
   readonly multiAppend?: OrderedMultiAppend;
   /** Events after a position, when the store can count them cheaply (a progress bar in events rather than positions). */
   readonly countEvents?: (afterPosition: number) => Promise<number>;
-  close(): Promise<void>;
+  /** Default: the store's own close(). */
+  close?(): Promise<void>;
 }
 
 export type OpenEventStore = (kind: StoreKind, url: string) => Promise<OpenedStore>;
@@ -245,7 +246,7 @@ export async function runEventsCopy(cmd: EventsCopyCommand): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    for (const o of opened.reverse()) await o.close();
+    for (const o of opened.reverse()) await (o.close ? o.close() : o.store.close());
     for (const s of local.reverse()) await s.stop();
   }
 }
