@@ -7,6 +7,9 @@ import { migrate } from './platform/migrations';
 import { runProjectionCommand } from './platform/processing/projection-cli';
 import { allProjections } from './read-models';
 import { PostgresEventStore } from './platform/event-store/postgres-event-store';
+import { KurrentDbEventStore } from './platform/event-store/kurrentdb-event-store';
+import { openEventStore } from './platform/event-store/open-event-store';
+import { errorText } from './platform/processing/transaction';
 import { runEventsCopy, type OpenedStore, type StoreKind } from './platform/event-store/copy-cli';
 import { orderedPageAppend } from './platform/event-store/postgres-ordered-append';
 import { grantAdmin } from './identity/grant-admin';
@@ -55,10 +58,16 @@ async function main(argv: string[]): Promise<number> {
       const pool = new Pool({ connectionString: databaseUrl, max: 2 });
       try {
         await migrate(pool);
-        const userId = await grantAdmin(new PostgresEventStore(pool), email, config.COMMAND_RETRIES);
-        console.log(
-          `user ${userId} (${email}) has the admin role; it applies to tokens issued from now on (log in again)`,
-        );
+        // The configured store (KurrentDB when KURRENTDB_URL is set), as the app writes to it.
+        const store = await openEventStore(config, { pool, databaseUrl }, { log: (msg) => log.warn(msg) });
+        try {
+          const userId = await grantAdmin(store, email, config.COMMAND_RETRIES);
+          console.log(
+            `user ${userId} (${email}) has the admin role; it applies to tokens issued from now on (log in again)`,
+          );
+        } finally {
+          await store.close();
+        }
       } finally {
         await pool.end();
         for (const s of local) await s.stop();
@@ -76,7 +85,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'events:copy': {
-      return runEventsCopy({ args, config, log, openEventStore, kurrentDbUrl: process.env.KURRENTDB_URL });
+      return runEventsCopy({ args, config, log, openEventStore: openCopyStore, kurrentDbUrl: config.KURRENTDB_URL });
     }
     case 'services:run': {
       const envFile = flag(args, '--write-env');
@@ -117,7 +126,7 @@ async function main(argv: string[]): Promise<number> {
  * The one place events:copy builds a store. No upcasters on either side: the copy
  * carries the stored data and schema versions, not what today's code reads.
  */
-async function openEventStore(kind: StoreKind, url: string): Promise<OpenedStore> {
+async function openCopyStore(kind: StoreKind, url: string): Promise<OpenedStore> {
   switch (kind) {
     case 'postgres': {
       const pool = new Pool({ connectionString: url, max: 4 });
@@ -144,7 +153,12 @@ async function openEventStore(kind: StoreKind, url: string): Promise<OpenedStore
     }
     case 'kurrentdb':
       // The copy never appends to several streams at once: an older server's weaker multi-stream mode does not matter here.
-      throw new Error('KurrentDB adapter not available in this build');
+      return {
+        store: await KurrentDbEventStore.connect(url, {
+          allowNonAtomicMultiStream: true,
+          log: (msg, err) => console.error(err === undefined ? msg : `${msg}: ${errorText(err)}`),
+        }),
+      };
   }
 }
 
