@@ -19,7 +19,7 @@ export interface StrategyDeps {
   readonly revocation: RevocationList;
 }
 
-async function principalOf(revocation: RevocationList, claims: AccessTokenClaims): Promise<Principal> {
+async function principalFor(revocation: RevocationList, claims: AccessTokenClaims): Promise<Principal> {
   await revocation.check(claims);
   return {
     kind: claims.kind,
@@ -38,7 +38,7 @@ export class UserJwtStrategy extends PassportStrategy(AccessTokenStrategy, 'jwt'
   }
 
   validate(_req: unknown, claims: AccessTokenClaims): Promise<Principal> {
-    return principalOf(this.deps.revocation, claims);
+    return principalFor(this.deps.revocation, claims);
   }
 }
 
@@ -48,6 +48,6 @@ export class DeviceJwtStrategy extends PassportStrategy(AccessTokenStrategy, 'de
   }
 
   validate(_req: unknown, claims: AccessTokenClaims): Promise<Principal> {
-    return principalOf(this.deps.revocation, claims);
+    return principalFor(this.deps.revocation, claims);
   }
 }
