@@ -4,7 +4,7 @@ import { registersCommands } from '../platform/commands/command-registry';
 import { AdminBootstrap } from './admin-bootstrap';
 import { AssignRoleHandler, assignRoleCommand } from './assign-role';
 import { Authenticator } from '../platform/http/access';
-import { AuthGuard } from './auth-guard';
+import { AccessGuard } from './auth-guard';
 import { DisableUserHandler, disableUserCommand } from './disable-user';
 import { AuthController, DevicesController, UsersController } from './identity.http';
 import { IdentityServices } from './identity.services';
@@ -23,7 +23,7 @@ import { RevokeRoleHandler, revokeRoleCommand } from './revoke-role';
   providers: [
     IdentityServices,
     AdminBootstrap,
-    { provide: APP_GUARD, useClass: AuthGuard },
+    { provide: APP_GUARD, useClass: AccessGuard },
     // The platform's port for routes that authenticate a caller themselves (POST /commands/:name).
     { provide: Authenticator, useExisting: IdentityServices },
     RegisterUserHandler,

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { fold } from '../../domain/shared/event';
-import { DomainError, validationError } from '../../domain/shared/errors';
+import { DomainError } from '../../domain/shared/errors';
 import { deviceDecider, initialDeviceState, type DeviceState } from '../../domain/identity/device.decider';
 import { deviceQuotaDecider, type DeviceQuotaState } from '../../domain/identity/device-quota.decider';
 import { deviceQuotaStreamId, type DeviceQuotaEvent } from '../../domain/identity/device-quota.events';
@@ -24,13 +24,15 @@ import {
   SigningKeys,
   TokenService,
   authRedisOptions,
-  issuedAt,
   normaliseAccount,
-  type AccessTokenClaims,
+  runStrategy,
+  authFailure,
+  type OwnStrategies,
+  type TokenKind,
 } from './auth';
+import { DeviceJwtStrategy, UserJwtStrategy } from './jwt.strategies';
 import type { AuthMode, Authenticator, Principal } from '../platform/http/access';
 import { SessionWatch, checkSessions } from './session-watch';
-import { PlatformErrorCode } from '../platform/platform-errors';
 import { AuthErrorCode } from '../platform/http/auth-errors';
 
 export interface Session {
@@ -42,11 +44,6 @@ export interface Session {
 
 const invalidCredentials = () =>
   new DomainError('unauthenticated', AuthErrorCode.INVALID_CREDENTIALS, 'the email or the password is wrong');
-const missingToken = () =>
-  new DomainError('unauthenticated', AuthErrorCode.MISSING_TOKEN, 'this route needs Authorization: Bearer <token>');
-/** Far above any token this platform issues (an ES256 access token is under 1 KiB); checked before any parsing. */
-export const AUTHORIZATION_MAX_LENGTH = 4096;
-const AUTHORIZATION_RULE = `must be at most ${AUTHORIZATION_MAX_LENGTH} characters`;
 /**
  * Identity's machinery and what is not a write use case: login, refresh,
  * logout, authentication, device tokens, watching long-lived sessions, and
@@ -64,6 +61,8 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
   readonly limiter: LoginLimiter;
   readonly sessions: SessionWatch;
   readonly signupLimiter: SignupLimiter;
+  /** passport's `jwt` and `device-jwt` strategies of this instance (jwt.strategies.ts). */
+  readonly strategies: OwnStrategies;
   private readonly redis: Redis;
 
   constructor(readonly platform: Platform) {
@@ -103,6 +102,10 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
       recheck: (principals) => checkSessions(this, principals),
       log: platform.log,
     });
+    this.strategies = {
+      user: new UserJwtStrategy(this),
+      device: new DeviceJwtStrategy(this),
+    };
     this.hasher = PasswordHasher.fromConfig(c);
     this.limiter = LoginLimiter.fromConfig(this.redis, c, { keyPrefix: `${prefix}login:` });
     this.signupLimiter = new SignupLimiter(this.redis, {
@@ -201,32 +204,22 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
     await this.revocation.revokeToken(principal.jti, principal.exp);
   }
 
-  /** Verifies a bearer token of the kind the route takes, then the revocation list (fails closed). */
+  /**
+   * The `Authenticator` port: runs the same passport strategies as the HTTP guard on a bare
+   * Authorization header (the token of the kind the route takes, then the revocation list,
+   * failing closed). With 'user-or-device', `jwt` first, then `device-jwt` (as passport runs a
+   * list of strategies: a failure tries the next one, an error ends it).
+   */
   async authenticate(header: string | undefined, mode: AuthMode): Promise<Principal> {
-    if (header !== undefined && header.length > AUTHORIZATION_MAX_LENGTH) {
-      throw validationError(PlatformErrorCode.INVALID_HEADER, `Authorization ${AUTHORIZATION_RULE}`, [
-        { field: 'Authorization', rule: AUTHORIZATION_RULE },
-      ]);
+    const req = { headers: { authorization: header } };
+    const kinds: TokenKind[] = mode === 'user-or-device' ? ['user', 'device'] : [mode];
+    let failure: DomainError | undefined;
+    for (const kind of kinds) {
+      const outcome = await runStrategy<Principal>(this.strategies[kind], req);
+      if ('user' in outcome) return outcome.user;
+      failure = outcome.failure;
     }
-    const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(header ?? '');
-    if (!m) throw missingToken();
-    const token = m[1]!;
-    let claims: AccessTokenClaims;
-    if (mode === 'user-or-device') {
-      claims = await this.tokens.verify(token, 'user').catch(() => this.tokens.verify(token, 'device'));
-    } else {
-      claims = await this.tokens.verify(token, mode);
-    }
-    await this.revocation.check(claims);
-    return {
-      kind: claims.kind,
-      id: claims.sub,
-      roles: claims.roles,
-      jti: claims.jti,
-      exp: claims.exp,
-      iat: issuedAt(claims),
-      ...(claims.sid ? { sid: claims.sid } : {}),
-    };
+    throw failure ?? authFailure(undefined);
   }
 
   async userCommand(command: UserCommand, ctx: CommandContext): Promise<CommandResult> {

@@ -1,6 +1,7 @@
 /** Identity's security machinery: plain classes, wired into NestJS elsewhere. */
 export * from './signing-keys';
 export * from './tokens';
+export * from './access-token-strategy';
 export * from './revocation';
 export * from './refresh-tokens';
 export * from './passwords';

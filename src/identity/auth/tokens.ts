@@ -1,8 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { SignJWT } from 'jose';
+import type { Jwt } from 'jsonwebtoken';
+import type { StrategyOptionsWithRequest } from 'passport-jwt';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
-import type { SigningKeys } from './signing-keys';
+import type { SigningKeys, VerificationKey } from './signing-keys';
+import { AccessTokenStrategy, bearerToken, runStrategy } from './access-token-strategy';
 import { AuthErrorCode } from '../../platform/http/auth-errors';
 
 /**
@@ -14,6 +17,9 @@ import { AuthErrorCode } from '../../platform/http/auth-errors';
  * verify it: the key comes from our own key set (or key file) by `kid`, the algorithm is
  * the one pinned to that key, and the protected header may carry only `alg`,
  * `kid` and `typ` (so `crit`, `jwk`, `jku`, `x5u`, `x5c`, `b64` ... are refused).
+ *
+ * Tokens are signed here with jose; they are verified by the passport-jwt strategy
+ * (access-token-strategy.ts) with the options and checks this service supplies.
  */
 export type TokenKind = 'user' | 'device';
 
@@ -57,10 +63,8 @@ const VERIFIED_CACHE_S = 60;
 const VERIFIED_CACHE_MAX = 10_000;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const ALLOWED_HEADER = new Set(['alg', 'kid', 'typ']);
-const REQUIRED_CLAIMS = ['iss', 'aud', 'sub', 'jti', 'exp', 'iat'];
 
 const invalid = () => new DomainError('unauthenticated', AuthErrorCode.INVALID_TOKEN, 'the access token is not valid');
-const expired = () => new DomainError('unauthenticated', AuthErrorCode.TOKEN_EXPIRED, 'the access token has expired');
 
 const isStringArray = (v: unknown): v is string[] => Array.isArray(v) && v.every((r) => typeof r === 'string');
 
@@ -81,6 +85,8 @@ export class TokenService {
   >();
   private readonly toleranceS: number;
   private readonly now: () => number;
+  /** For `verify`: the strategies without the app's verify step, made on first use. */
+  private readonly strategies: Partial<Record<TokenKind, AccessTokenStrategy>> = {};
 
   constructor(
     private readonly keys: SigningKeys,
@@ -154,37 +160,55 @@ export class TokenService {
     return { token, jti, expiresIn, exp };
   }
 
-  /**
-   * The claims of a valid access token of the expected kind; otherwise throws
-   * DomainError unauthenticated AUTH.TOKEN_EXPIRED (a genuine token past its
-   * `exp`) or AUTH.INVALID_TOKEN (everything else). Revocation is checked
-   * separately (RevocationList).
-   */
-  async verify(token: string, expected: TokenKind): Promise<AccessTokenClaims> {
-    // A client reuses one access token for minutes: remember tokens that passed full verification
-    // (ES256 verify is most of auth's cost per request) until they expire, at most VERIFIED_CACHE_S,
-    // and only while their key is still in our set. Revocation is checked on every request elsewhere.
-    const nowMs = this.now();
-    const hit = typeof token === 'string' ? this.verified.get(token) : undefined;
-    if (hit && hit.kind === expected && hit.untilMs > nowMs && this.keys.verificationKey(hit.kid)) return hit.claims;
-    if (hit) this.verified.delete(token);
-    const { claims, kid } = await this.verifyFully(token, expected);
-    if (this.verified.size >= VERIFIED_CACHE_MAX) {
-      const oldest = this.verified.keys().next();
-      if (!oldest.done) this.verified.delete(oldest.value);
-    }
-    this.verified.set(token, {
-      claims,
-      kid,
-      kind: expected,
-      untilMs: Math.min(claims.exp * 1000, nowMs + VERIFIED_CACHE_S * 1000),
-    });
-    return claims;
+  /** The clock tokens are issued and checked with (milliseconds since the epoch). */
+  get clock(): () => number {
+    return this.now;
   }
 
-  private async verifyFully(token: string, expected: TokenKind): Promise<{ claims: AccessTokenClaims; kid: string }> {
+  /**
+   * passport-jwt's options for tokens of this kind (see access-token-strategy.ts): the bearer
+   * token, the key by `kid` from our own key set after the header checks, the key set's one
+   * algorithm, our issuer and the kind's audience, our clock tolerance and token lifetime, and
+   * the whole decoded token (header too) for `claimsOf`.
+   */
+  strategyOptions(kind: TokenKind): StrategyOptionsWithRequest {
+    return {
+      jwtFromRequest: bearerToken,
+      secretOrKeyProvider: (
+        _req: unknown,
+        rawJwtToken: unknown,
+        done: (err: unknown, key?: string | Buffer) => void,
+      ) => {
+        let key: VerificationKey;
+        try {
+          key = this.keyFor(rawJwtToken);
+        } catch (e) {
+          done(e);
+          return;
+        }
+        // jsonwebtoken takes a KeyObject as it is (its declarations name only string and Buffer).
+        done(null, key.key as unknown as Buffer);
+      },
+      algorithms: [this.keys.alg],
+      issuer: this.options.issuer,
+      audience: this.audience(kind),
+      jsonWebTokenOptions: {
+        complete: true,
+        clockTolerance: this.toleranceS,
+        // Also expires tokens living longer than we issue them (needs `iat`).
+        maxAge: this.ttl(kind),
+      },
+      passReqToCallback: true,
+    };
+  }
+
+  /**
+   * Before the signature is checked: a compact JWS of bounded length whose protected header
+   * carries only `alg`, `kid` and `typ`, `typ` at+jwt, and a `kid` of our own key set whose
+   * pinned algorithm is the header's. Returns that key; throws AUTH.INVALID_TOKEN otherwise.
+   */
+  keyFor(token: unknown): VerificationKey {
     if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw invalid();
-    if (expected !== 'user' && expected !== 'device') throw invalid();
     const header = parseHeader(token.slice(0, token.indexOf('.')));
     if (!header) throw invalid();
     // Only the parameters we set ourselves; an embedded key, key URL, certificate or crit is refused.
@@ -196,29 +220,24 @@ export class TokenService {
     const key = this.keys.findVerificationKey(kid);
     // The algorithm is the key's, never the token's choice (no alg "none", no HS/ES confusion).
     if (!key || alg !== key.alg) throw invalid();
-    const audience = this.audience(expected);
-    let payload: Record<string, unknown>;
-    try {
-      ({ payload } = await jwtVerify(token, key.key, {
-        algorithms: [key.alg],
-        issuer: this.options.issuer,
-        audience,
-        typ: ACCESS_TOKEN_TYP,
-        requiredClaims: REQUIRED_CLAIMS,
-        clockTolerance: this.toleranceS,
-        // Also rejects an `iat` in the future and tokens living longer than we issue them.
-        maxTokenAge: this.ttl(expected),
-        currentDate: new Date(this.now()),
-      }));
-    } catch (e) {
-      if (e instanceof joseErrors.JWTExpired) throw expired();
-      throw invalid();
-    }
-    const { sub, jti, exp, iat, aud, kind, roles, sid, iat_ms: iatMs } = payload;
-    if (kind !== expected || aud !== audience) throw invalid();
+    return key;
+  }
+
+  /**
+   * After jsonwebtoken verified the signature, iss, aud, exp/nbf when present and the age:
+   * what it does not check. The payload is a JSON object; `exp` and `iat` are present integers
+   * (jsonwebtoken accepts a token without `exp`), `iat` not in the future; `aud` is exactly the
+   * kind's audience (not a list holding it); `kind`, `sub`, `jti`, `roles`, `sid`, `iat_ms` as issued.
+   */
+  claimsOf(decoded: Jwt, expected: TokenKind): AccessTokenClaims {
+    const payload: unknown = decoded?.payload;
+    if (!payload || typeof payload !== 'object' || Array.isArray(payload)) throw invalid();
+    const { sub, jti, exp, iat, aud, kind, roles, sid, iat_ms: iatMs } = payload as Record<string, unknown>;
+    if (kind !== expected || aud !== this.audience(expected)) throw invalid();
     if (typeof sub !== 'string' || !sub || typeof jti !== 'string' || !jti) throw invalid();
     if (typeof exp !== 'number' || typeof iat !== 'number' || !Number.isInteger(exp) || !Number.isInteger(iat))
       throw invalid();
+    if (iat > Math.floor(this.now() / 1000) + this.toleranceS) throw invalid();
     if (!isStringArray(roles)) throw invalid();
     if (sid !== undefined && (typeof sid !== 'string' || !sid)) throw invalid();
     if (
@@ -227,17 +246,60 @@ export class TokenService {
     )
       throw invalid();
     return {
-      kid,
-      claims: {
-        sub,
-        roles,
-        jti,
-        exp,
-        iat,
-        kind: expected,
-        ...(sid === undefined ? {} : { sid }),
-        ...(iatMs === undefined ? {} : { iatMs }),
-      },
+      sub,
+      roles,
+      jti,
+      exp,
+      iat,
+      kind: expected,
+      ...(sid === undefined ? {} : { sid }),
+      ...(iatMs === undefined ? {} : { iatMs }),
     };
+  }
+
+  /**
+   * The claims of a token that passed full verification as this kind, while it is remembered:
+   * until its `exp`, at most VERIFIED_CACHE_S, and only while its key is still in our set.
+   * Revocation is not part of it (the strategies' verify step checks it on every request).
+   */
+  recall(token: string, kind: TokenKind): AccessTokenClaims | undefined {
+    const hit = this.verified.get(token);
+    if (!hit) return undefined;
+    if (hit.kind === kind && hit.untilMs > this.now() && this.keys.verificationKey(hit.kid)) return hit.claims;
+    if (hit.kind === kind) this.verified.delete(token);
+    return undefined;
+  }
+
+  /** Remembers a token that passed full verification (see `recall`). */
+  remember(token: string, kind: TokenKind, kid: string, claims: AccessTokenClaims): void {
+    if (this.verified.size >= VERIFIED_CACHE_MAX) {
+      const oldest = this.verified.keys().next();
+      if (!oldest.done) this.verified.delete(oldest.value);
+    }
+    this.verified.set(token, {
+      claims,
+      kid,
+      kind,
+      untilMs: Math.min(claims.exp * 1000, this.now() + VERIFIED_CACHE_S * 1000),
+    });
+  }
+
+  /**
+   * The claims of a valid access token of the expected kind; otherwise throws
+   * DomainError unauthenticated AUTH.TOKEN_EXPIRED (a genuine token past its
+   * `exp`) or AUTH.INVALID_TOKEN (everything else). The same passport-jwt
+   * strategy as HTTP (access-token-strategy.ts), without the app's verify step:
+   * revocation is checked separately (RevocationList).
+   */
+  async verify(token: string, expected: TokenKind): Promise<AccessTokenClaims> {
+    if (expected !== 'user' && expected !== 'device') throw invalid();
+    if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw invalid();
+    const strategy = (this.strategies[expected] ??= new AccessTokenStrategy(
+      { tokens: this, kind: expected },
+      (_req, claims, done) => done(null, claims),
+    ));
+    const outcome = await runStrategy<AccessTokenClaims>(strategy, { headers: { authorization: `Bearer ${token}` } });
+    if ('failure' in outcome) throw outcome.failure;
+    return outcome.user;
   }
 }
