@@ -15,7 +15,6 @@ import {
 import { StreamsServiceService } from '@kurrent/kurrentdb-client/generated/kurrentdb/protocols/v2/streams/streams_grpc_pb';
 import { randomUUID } from 'node:crypto';
 import type { Event } from '../../../domain/shared/event';
-import { backoffMs, type BackoffPolicy } from '../processing/backoff';
 import {
   ConcurrencyError,
   IdempotencyConflictError,
@@ -33,6 +32,7 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from './event-store';
+import { PollingSubscriptions, asUnion, eventsOnly } from './polling-subscriptions';
 import {
   decodeMetadata,
   encodeMetadata,
@@ -78,7 +78,6 @@ export interface KurrentDbEventStoreOptions {
 /** appendSkippingKnown looks for already-stored ids among this many of the stream's newest events. */
 export const SKIP_KNOWN_WINDOW = 10_000;
 const MAX_APPEND_ATTEMPTS = 10;
-const READ_RETRY_BACKOFF: BackoffPolicy = { initialMs: 200, maxMs: 5000 };
 /** How long a caught-up subscription waits for a wake before it reads anyway (a lost live subscription). */
 const IDLE_POLL_MS = 1000;
 
@@ -93,9 +92,7 @@ interface WithCapabilities {
 export class KurrentDbEventStore implements EventStore {
   readonly kind = 'kurrentdb';
   private readonly upcasters: UpcasterRegistry;
-  private generation = 0;
-  private readonly wakers = new Set<() => void>();
-  private readonly subscriptions = new Set<Subscription>();
+  private readonly polling: PollingSubscriptions;
   private live: AllStreamSubscription | undefined;
   private liveRetry: NodeJS.Timeout | undefined;
   /** The live subscription's loss was logged and it has not been back since. */
@@ -110,6 +107,7 @@ export class KurrentDbEventStore implements EventStore {
     readonly serverVersion: string,
   ) {
     this.upcasters = options.upcasters ?? new UpcasterRegistry();
+    this.polling = new PollingSubscriptions(options.log);
   }
 
   /**
@@ -356,7 +354,7 @@ export class KurrentDbEventStore implements EventStore {
   }
 
   private appended(count: number): void {
-    this.wakeAll();
+    this.polling.wakeAll();
     this.options.onAppended?.(count);
   }
 
@@ -464,79 +462,21 @@ export class KurrentDbEventStore implements EventStore {
     options: SubscribeOptions<E>,
     handler: (events: RecordedEvent<E>[]) => Promise<void>,
   ): Subscription {
-    return this.subscribeBatches(options, (batch) =>
-      batch.events.length > 0 ? handler(asUnion<E>(batch.events)) : Promise.resolve(),
-    );
+    return this.subscribeBatches(options, eventsOnly(handler));
   }
 
   /** Catch-up and live are the same loop over readBatch; the live `$all` subscription only wakes it. */
   subscribeBatches(options: SubscribeOptions, handler: (batch: ReadBatch) => Promise<void>): Subscription {
-    const batchSize = options.batchSize ?? 500;
-    let position = options.fromPosition;
-    let stopped = false;
-    let wake: (() => void) | undefined;
-    let reportFailure: (e: unknown) => void = () => undefined;
-    const failed = new Promise<unknown>((res) => {
-      reportFailure = res;
-    });
-    const sleep = (ms: number) =>
-      new Promise<void>((res) => {
-        const done = () => {
-          clearTimeout(timer);
-          this.wakers.delete(done);
-          wake = undefined;
-          res();
-        };
-        const timer = setTimeout(done, ms);
-        wake = done;
-        this.wakers.add(done);
-      });
     this.ensureLive();
-    const loop = async () => {
-      let errors = 0;
-      while (!stopped) {
-        const seen = this.generation;
-        let batch: ReadBatch;
-        try {
-          batch = await this.readBatch(position, batchSize, options.eventTypes);
-          errors = 0;
-        } catch (e) {
-          if (stopped) break;
-          errors++;
-          this.options.log?.('event store: subscription read failed, retrying', e);
-          await sleep(backoffMs(errors, READ_RETRY_BACKOFF));
-          continue;
-        }
-        if (batch.position !== position) {
-          try {
-            await handler(batch);
-          } catch (e) {
-            stopped = true;
-            reportFailure(e);
-            return;
-          }
-          position = batch.position;
-        }
-        if (stopped) break;
-        if (batch.events.length >= batchSize) continue;
-        if (this.generation === seen) await sleep(IDLE_POLL_MS);
-      }
-    };
-    const running = loop().catch((e: unknown) => {
-      stopped = true;
-      reportFailure(e);
-    });
-    const sub: Subscription = {
-      failed,
-      stop: async () => {
-        stopped = true;
-        wake?.();
-        await running;
-        this.subscriptions.delete(sub);
+    return this.polling.start(
+      {
+        fromPosition: options.fromPosition,
+        batchSize: options.batchSize ?? 500,
+        read: (position, batchSize) => this.readBatch(position, batchSize, options.eventTypes),
+        idleMs: () => IDLE_POLL_MS,
       },
-    };
-    this.subscriptions.add(sub);
-    return sub;
+      handler,
+    );
   }
 
   /** One live subscription to the end of `$all` per store: any new non-system event wakes every loop. */
@@ -546,24 +486,19 @@ export class KurrentDbEventStore implements EventStore {
     this.live = live;
     live.on('data', () => {
       this.liveLost = false;
-      this.wakeAll();
+      this.polling.wakeAll();
     });
     live.on('error', (e) => {
       if (this.closed) return;
       if (!this.liveLost) this.options.log?.('event store: live $all subscription lost, polling until it is back', e);
       this.liveLost = true;
       if (this.live === live) this.live = undefined;
-      this.wakeAll();
+      this.polling.wakeAll();
       this.liveRetry ??= setTimeout(() => {
         this.liveRetry = undefined;
         this.ensureLive();
       }, 1000);
     });
-  }
-
-  private wakeAll(): void {
-    this.generation++;
-    for (const w of [...this.wakers]) w();
   }
 
   private toRecorded(e: ClientRecordedEvent): RecordedEvent {
@@ -587,7 +522,7 @@ export class KurrentDbEventStore implements EventStore {
   async close(): Promise<void> {
     this.closed = true;
     if (this.liveRetry) clearTimeout(this.liveRetry);
-    await Promise.all([...this.subscriptions].map((s) => s.stop()));
+    await this.polling.stopAll();
     const live = this.live;
     this.live = undefined;
     if (live) await live.unsubscribe().catch(() => undefined);
@@ -644,9 +579,4 @@ function isOurs(written: readonly ClientRecordedEvent[], events: readonly EventT
     first !== undefined &&
     decodeMetadata(first.metadata).writeId === writeId
   );
-}
-
-/** See postgres-event-store.ts asUnion: the one place stored JSON becomes a domain union, here for this adapter. */
-function asUnion<E extends AnyEvent>(events: RecordedEvent[]): RecordedEvent<E>[] {
-  return events as unknown as RecordedEvent<E>[];
 }

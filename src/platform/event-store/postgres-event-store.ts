@@ -18,8 +18,8 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from './event-store';
+import { PollingSubscriptions, asUnion, eventsOnly } from './polling-subscriptions';
 import type { Event } from '../../../domain/shared/event';
-import { backoffMs, type BackoffPolicy } from '../processing/backoff';
 
 /**
  * The PostgreSQL adapter (the default event store). See
@@ -30,10 +30,6 @@ import { backoffMs, type BackoffPolicy } from '../processing/backoff';
 const CHANNEL = 'es_events';
 const MAX_APPEND_ATTEMPTS = 10;
 const NOTIFY_INTERVAL_MS = 5;
-/** A subscription whose read failed (the database is away) asks again after 200 ms, doubling up to 5 s. */
-const READ_RETRY_BACKOFF: BackoffPolicy = { initialMs: 200, maxMs: 5000 };
-/** A subscription blocked behind an older transaction still in flight looks again after 5 ms, doubling up to 200 ms. */
-const BLOCKED_POLL_BACKOFF: BackoffPolicy = { initialMs: 5, maxMs: 200 };
 
 interface EventRow {
   position: string;
@@ -90,19 +86,18 @@ export type { ReadBatch, SkipKnownResult } from './event-store';
 export class PostgresEventStore implements EventStore {
   readonly kind = 'postgresql';
   private readonly upcasters: UpcasterRegistry;
+  private readonly polling: PollingSubscriptions;
   private listener: Client | undefined;
   private listenerStarting: Promise<void> | undefined;
-  private generation = 0;
-  private readonly wakers = new Set<() => void>();
   private notifyTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  private readonly subscriptions = new Set<Subscription>();
 
   constructor(
     private readonly pool: Pool,
     private readonly options: PostgresEventStoreOptions = {},
   ) {
     this.upcasters = options.upcasters ?? new UpcasterRegistry();
+    this.polling = new PollingSubscriptions(options.log);
   }
 
   async append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult> {
@@ -143,13 +138,7 @@ export class PostgresEventStore implements EventStore {
     const payload = JSON.stringify(
       writes.map((w) => ({
         stream: w.streamId,
-        events: w.events.map((e) => ({
-          id: e.id,
-          type: e.type,
-          data: e.data,
-          metadata: e.metadata,
-          v: e.schemaVersion ?? 1,
-        })),
+        events: w.events.map(storedJson),
       })),
     );
     const res = await this.retrying(() =>
@@ -222,9 +211,7 @@ export class PostgresEventStore implements EventStore {
   ): Promise<AppendResult> {
     if (events.length === 0) throw new Error('append needs at least one event');
     const [kind, revision] = expectedToSql(expected);
-    const payload = JSON.stringify(
-      events.map((e) => ({ id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: e.schemaVersion ?? 1 })),
-    );
+    const payload = JSON.stringify(events.map(storedJson));
     const res = await q.query<{ status: string; revision: string; last_position: string | null }>(
       'SELECT status, revision, last_position FROM es_append($1, $2, $3, $4::jsonb, $5)',
       [streamId, kind, revision, payload, checkIds],
@@ -368,90 +355,25 @@ export class PostgresEventStore implements EventStore {
     options: SubscribeOptions<E>,
     handler: (events: RecordedEvent<E>[]) => Promise<void>,
   ): Subscription {
-    return this.subscribeBatches(options, (batch) =>
-      batch.events.length > 0 ? handler(asUnion<E>(batch.events)) : Promise.resolve(),
-    );
+    return this.subscribeBatches(options, eventsOnly(handler));
   }
 
   /** Polls readBatch, woken by NOTIFY and local appends (see the port). */
   subscribeBatches(options: SubscribeOptions, handler: (batch: ReadBatch) => Promise<void>): Subscription {
-    const batchSize = options.batchSize ?? 500;
-    let position = options.fromPosition;
-    let stopped = false;
-    let wake: (() => void) | undefined;
-    let reportFailure: (e: unknown) => void = () => undefined;
-    const failed = new Promise<unknown>((res) => {
-      reportFailure = res;
-    });
-    const sleep = (ms: number) =>
-      new Promise<void>((res) => {
-        const done = () => {
-          clearTimeout(timer);
-          this.wakers.delete(done);
-          wake = undefined;
-          res();
-        };
-        const timer = setTimeout(done, ms);
-        wake = done;
-        this.wakers.add(done);
-      });
-
-    const loop = async () => {
-      await this.ensureListener().catch((e: unknown) =>
-        this.options.log?.('event store: LISTEN failed, polling instead', e),
-      );
-      let blocked = 0;
-      let errors = 0;
-      while (!stopped) {
-        const seen = this.generation;
-        let batch: ReadBatch;
-        try {
-          batch = await this.readBatch(position, batchSize, options.eventTypes);
-          errors = 0;
-        } catch (e) {
-          if (stopped) break;
-          errors++;
-          this.options.log?.('event store: subscription read failed, retrying', e);
-          await sleep(backoffMs(errors, READ_RETRY_BACKOFF));
-          continue;
-        }
-        if (batch.position !== position) {
-          try {
-            await handler(batch);
-          } catch (e) {
-            stopped = true;
-            reportFailure(e);
-            return;
-          }
-          position = batch.position;
-          blocked = 0;
-        }
-        if (stopped) break;
-        if (batch.events.length >= batchSize) continue;
-        if (batch.blocked) {
-          // Committed events wait behind an older transaction still in flight: look again soon.
-          await sleep(backoffMs(++blocked, BLOCKED_POLL_BACKOFF));
-        } else if (this.generation === seen) {
-          // Caught up: wait for NOTIFY (or a local append); the timeout covers a lost notification.
-          await sleep(this.listener ? 2000 : 250);
-        }
-      }
-    };
-    const running = loop().catch((e: unknown) => {
-      stopped = true;
-      reportFailure(e);
-    });
-    const sub: Subscription = {
-      failed,
-      stop: async () => {
-        stopped = true;
-        wake?.();
-        await running;
-        this.subscriptions.delete(sub);
+    return this.polling.start(
+      {
+        fromPosition: options.fromPosition,
+        batchSize: options.batchSize ?? 500,
+        read: (position, batchSize) => this.readBatch(position, batchSize, options.eventTypes),
+        // Caught up: wait for NOTIFY (or a local append); the timeout covers a lost notification.
+        idleMs: () => (this.listener ? 2000 : 250),
+        beforeFirstRead: () =>
+          this.ensureListener().catch((e: unknown) =>
+            this.options.log?.('event store: LISTEN failed, polling instead', e),
+          ),
       },
-    };
-    this.subscriptions.add(sub);
-    return sub;
+      handler,
+    );
   }
 
   /**
@@ -461,7 +383,7 @@ export class PostgresEventStore implements EventStore {
    * would serialise the commits of all notifying writers.
    */
   private announce(): void {
-    this.wakeAll();
+    this.polling.wakeAll();
     if (this.notifyTimer || this.closed) return;
     this.notifyTimer = setTimeout(() => {
       this.notifyTimer = undefined;
@@ -471,23 +393,18 @@ export class PostgresEventStore implements EventStore {
     }, NOTIFY_INTERVAL_MS);
   }
 
-  private wakeAll(): void {
-    this.generation++;
-    for (const w of [...this.wakers]) w();
-  }
-
   private ensureListener(): Promise<void> {
     if (this.listener || this.closed) return Promise.resolve();
     this.listenerStarting ??= (async () => {
       const conn = this.options.listenConnectionString ?? connectionStringOf(this.pool);
       const client = new Client(conn ? { connectionString: conn } : {});
-      client.on('notification', () => this.wakeAll());
+      client.on('notification', () => this.polling.wakeAll());
       client.on('error', (e) => {
         this.options.log?.('event store: LISTEN connection lost', e);
         if (this.listener === client) this.listener = undefined;
         this.listenerStarting = undefined;
         client.end().catch(() => undefined);
-        this.wakeAll();
+        this.polling.wakeAll();
         if (!this.closed)
           setTimeout(() => {
             void this.ensureListener().catch(() => undefined);
@@ -523,27 +440,21 @@ export class PostgresEventStore implements EventStore {
   async close(): Promise<void> {
     this.closed = true;
     if (this.notifyTimer) clearTimeout(this.notifyTimer);
-    await Promise.all([...this.subscriptions].map((s) => s.stop()));
+    await this.polling.stopAll();
     const l = this.listener;
     this.listener = undefined;
-    this.wakeAll();
+    this.polling.wakeAll();
     if (l) await l.end().catch(() => undefined);
   }
 }
 
-/**
- * The one place stored events become a domain union: the JSON in `data` is
- * taken to be the shape its `type` has in E. What makes that true is outside
- * the type system: only deciders of that union append these types, schemas
- * only change by a new version with an upcaster (toRecorded applies them), and
- * a reader asks for the union of the stream or types it reads. Every reader
- * goes through here instead of casting on its own.
- */
-function asUnion<E extends AnyEvent>(events: RecordedEvent[]): RecordedEvent<E>[] {
-  return events as unknown as RecordedEvent<E>[];
+/** An event as the es_append* functions take it (migrations/0005, 0024). */
+export function storedJson(e: EventToAppend): Record<string, unknown> {
+  return { id: e.id, type: e.type, data: e.data, metadata: e.metadata, v: e.schemaVersion ?? 1 };
 }
 
-function expectedToSql(expected: ExpectedRevision): [string, number | null] {
+/** An expected revision as the es_append* functions take it: a kind and, for 'exact', the revision. */
+export function expectedToSql(expected: ExpectedRevision): [string, number | null] {
   if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return [expected, null];
   const n = Number(expected);
   if (!Number.isSafeInteger(n) || n < 0) throw new Error(`invalid expected revision ${String(expected)}`);

@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import type { OrderedMultiAppend } from './copy-events';
-import type { ExpectedRevision } from './event-store';
+import { inTransaction } from '../processing/transaction';
+import { expectedToSql, storedJson } from './postgres-event-store';
 
 /**
  * A whole page of a copy in one statement and one transaction on a PostgreSQL target:
@@ -20,23 +21,10 @@ export function orderedPageAppend(pool: Pool): OrderedMultiAppend {
     const payload = JSON.stringify(
       writes.map((w) => {
         const [kind, revision] = expectedToSql(w.expected);
-        return {
-          s: w.streamId,
-          k: kind,
-          r: revision,
-          e: w.events.map((e) => ({
-            id: e.id,
-            type: e.type,
-            data: e.data,
-            metadata: e.metadata,
-            v: e.schemaVersion ?? 1,
-          })),
-        };
+        return { s: w.streamId, k: kind, r: revision, e: w.events.map(storedJson) };
       }),
     );
-    const client = await pool.connect();
-    try {
-      await client.query('BEGIN');
+    return inTransaction(pool, async (client) => {
       // A LATERAL call per element of the array, in the array's order (checked below, not assumed).
       const res = await client.query<{ status: string; revision: string; last_position: string | null }>(
         `SELECT r.status, r.revision, r.last_position
@@ -55,22 +43,11 @@ export function orderedPageAppend(pool: Pool): OrderedMultiAppend {
           return bad;
         });
       if (refused) throw new Error('ordered page append refused');
-      await client.query('COMMIT');
       return res.rows.map((r) => ({
         nextRevision: Number(r.revision),
         position: Number(r.last_position),
         duplicate: false,
       }));
-    } catch (e) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw e;
-    } finally {
-      client.release();
-    }
+    });
   };
-}
-
-function expectedToSql(expected: ExpectedRevision): [string, number | null] {
-  if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return [expected, null];
-  return ['exact', Number(expected)];
 }
