@@ -9,6 +9,12 @@ import type { AnyEvent, RecordedEvent } from '../domain/shared/recorded-event';
  */
 export interface Queryable {
   query(text: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[]; rowCount: number | null }>;
+  /**
+   * Runs `COPY ... FROM STDIN` with these lines of COPY's text format (each ending in a newline);
+   * resolves to the rows copied. Offered by the runtime's transactions (the projector), not by
+   * every Queryable: a projection that uses it keeps a fallback.
+   */
+  copyRows?(sql: string, lines: readonly string[]): Promise<number>;
 }
 
 /**

@@ -1,75 +1,195 @@
 import type { TelemetryEvent } from '../domain/telemetry/reading.events';
-import type { Projection } from './projection';
+import type { Projection, Queryable } from './projection';
 
 /**
- * Sensor history: raw readings (indexed for time-range scans), the latest
- * value per device and metric, and rollups per bucket width (count, sum,
- * min, max; avg = sum / count) so that a day of 1 Hz data is answered from
- * 1,440 one-minute rows, not 86,400 raw ones.
+ * Sensor history: raw readings, partitioned by day; the latest value per
+ * device and metric; and rollups per bucket width (count, sum, min, max;
+ * avg = sum / count), so that a day of 1 Hz data is answered from 1,440
+ * one-minute rows, not 86,400 raw ones.
  *
- * A batch is applied set-based: one statement (data-modifying CTEs over
- * unnest of the batch's arrays) writes raw rows, rollups and latest values,
- * whatever the batch size. The engine applies each event exactly once
- * (checkpoint in the same transaction), which the rollup additions rely on.
- * Every value comes from the event, so a rebuild produces the same rows.
- * Retention (src/telemetry) deletes old raw rows; rollups and latest stay.
+ * Each reading is kept once. A reading with a device-side id is the same
+ * reading as any other of its device with that id (`telemetry_reading_ids`
+ * holds every id taken); one without an id is the same as another of its
+ * device with the same metric and timestamp (a unique index). Repeats are
+ * dropped in event order (the first wins), so a rebuild gives the same rows.
+ * The rollups and latest values take only the readings kept.
+ *
+ * A batch is applied set-based, in the transaction that moves the checkpoint:
+ * the batch's day partitions are created if missing, its readings are copied
+ * (COPY) into a session-local staging table, and one statement moves them from
+ * there into the ids, history, rollups and latest values.
+ *
+ * Retention (src/telemetry) drops whole day partitions of raw readings and
+ * forgets ids older than the raw rows; rollups and latest values stay.
  */
 
 export const BUCKETS = { '1m': '1 minute', '5m': '5 minutes', '1h': '1 hour', '1d': '1 day' } as const;
 export type Bucket = keyof typeof BUCKETS;
 
+/** The day partition of history that holds a UTC day (`YYYY-MM-DD`): telemetry_readings_YYYYMMDD. */
+export const partitionName = (day: string) => `telemetry_readings_${day.replace(/-/g, '')}`;
+const DAY = /^\d{4}-\d{2}-\d{2}$/;
+
 const WIDTHS = Object.entries(BUCKETS)
   .map(([k, v]) => `('${k}', interval '${v}')`)
   .join(', ');
 
+const STAGE = 'pg_temp.telemetry_stage';
+const STAGE_COLUMNS = '(position, idx, device_id, metric, ts, value, reading_id)';
+
+/** Creates the staging table once per connection, empties it, and creates the days' partitions (in the current schema). */
+function prepare(days: readonly string[]): string {
+  const list = days.map((d) => `'${d}'`).join(', ');
+  return `CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (
+     position bigint NOT NULL, idx int NOT NULL, device_id uuid NOT NULL, metric text NOT NULL,
+     ts timestamptz NOT NULL, value double precision NOT NULL, reading_id text);
+   TRUNCATE ${STAGE};
+   DO $$
+   DECLARE d date;
+   BEGIN
+     FOREACH d IN ARRAY ARRAY[${list}]::date[] LOOP
+       IF to_regclass(format('%I.%I', current_schema(), 'telemetry_readings_' || to_char(d, 'YYYYMMDD'))) IS NULL THEN
+         EXECUTE format('CREATE TABLE %I.%I PARTITION OF %I.telemetry_readings FOR VALUES FROM (%L) TO (%L)',
+                        current_schema(), 'telemetry_readings_' || to_char(d, 'YYYYMMDD'), current_schema(),
+                        d::text || ' 00:00:00+00', (d + 1)::text || ' 00:00:00+00');
+       END IF;
+     END LOOP;
+   END $$`;
+}
+
 const APPLY = `
-WITH r AS (
-  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[])
-    AS t(position, device_id, metric, ts, value, reading_id)
+WITH ided AS (
+  SELECT DISTINCT ON (device_id, reading_id) position, idx, device_id, metric, ts, value, reading_id
+    FROM ${STAGE} WHERE reading_id IS NOT NULL
+   ORDER BY device_id, reading_id, position, idx
+), taken AS (
+  INSERT INTO telemetry_reading_ids (device_id, reading_id, ts)
+  SELECT device_id, reading_id, ts FROM ided
+  ON CONFLICT DO NOTHING
+  RETURNING device_id, reading_id
+), fresh AS (
+  SELECT i.position, i.idx, i.device_id, i.metric, i.ts, i.value, i.reading_id
+    FROM ided i JOIN taken t ON t.device_id = i.device_id AND t.reading_id = i.reading_id
+  UNION ALL
+  SELECT * FROM (
+    SELECT DISTINCT ON (device_id, metric, ts) position, idx, device_id, metric, ts, value, reading_id
+      FROM ${STAGE} WHERE reading_id IS NULL
+     ORDER BY device_id, metric, ts, position, idx) anon
 ), raw AS (
-  INSERT INTO telemetry_readings (position, device_id, metric, ts, value, reading_id)
-  SELECT position, device_id, metric, ts, value, reading_id FROM r
-  ON CONFLICT (position) DO NOTHING
+  INSERT INTO telemetry_readings (device_id, metric, ts, value, reading_id, position, idx)
+  SELECT device_id, metric, ts, value, reading_id, position, idx FROM fresh
+  ON CONFLICT (device_id, metric, ts) WHERE reading_id IS NULL DO NOTHING
+  RETURNING device_id, metric, ts, value, position, idx
 ), rollup AS (
   INSERT INTO telemetry_rollups AS t (device_id, metric, width, bucket_start, count, sum, min, max)
   SELECT r.device_id, r.metric, w.width, date_bin(w.iv, r.ts, timestamptz '1970-01-01 00:00:00+00'),
          count(*), sum(r.value), min(r.value), max(r.value)
-    FROM r CROSS JOIN (VALUES ${WIDTHS}) AS w(width, iv)
+    FROM raw r CROSS JOIN (VALUES ${WIDTHS}) AS w(width, iv)
    GROUP BY 1, 2, 3, 4
   ON CONFLICT (device_id, metric, width, bucket_start) DO UPDATE
      SET count = t.count + EXCLUDED.count, sum = t.sum + EXCLUDED.sum,
          min = LEAST(t.min, EXCLUDED.min), max = GREATEST(t.max, EXCLUDED.max)
 )
-INSERT INTO telemetry_latest AS l (device_id, metric, value, ts, position)
-SELECT DISTINCT ON (device_id, metric) device_id, metric, value, ts, position
-  FROM r ORDER BY device_id, metric, ts DESC, position DESC
+INSERT INTO telemetry_latest AS l (device_id, metric, value, ts, position, idx)
+SELECT DISTINCT ON (device_id, metric) device_id, metric, value, ts, position, idx
+  FROM raw ORDER BY device_id, metric, ts DESC, position DESC, idx DESC
 ON CONFLICT (device_id, metric) DO UPDATE
-   SET value = EXCLUDED.value, ts = EXCLUDED.ts, position = EXCLUDED.position
- WHERE (EXCLUDED.ts, EXCLUDED.position) > (l.ts, l.position)`;
+   SET value = EXCLUDED.value, ts = EXCLUDED.ts, position = EXCLUDED.position, idx = EXCLUDED.idx
+ WHERE (EXCLUDED.ts, EXCLUDED.position, EXCLUDED.idx) > (l.ts, l.position, l.idx)`;
+
+/** A value of COPY's text format: backslash, tab, newline and carriage return escaped. */
+const copyText = (s: string) => (/[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c]!) : s);
+const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
+
+/** The staging rows of a batch (COPY text lines, in event order) and the UTC days they touch. */
+export function stagingRows(events: readonly { position: number; type: string; data: unknown }[]): {
+  lines: string[];
+  days: string[];
+} {
+  const lines: string[] = [];
+  const days = new Set<string>();
+  const add = (
+    position: number,
+    idx: number,
+    deviceId: string,
+    metric: string,
+    ts: string,
+    value: number,
+    id?: string,
+  ) => {
+    days.add(ts.slice(0, 10));
+    lines.push(
+      `${position}\t${idx}\t${deviceId}\t${copyText(metric)}\t${ts}\t${value}\t${id === undefined ? '\\N' : copyText(id)}\n`,
+    );
+  };
+  for (const raw of events) {
+    const e = raw as TelemetryEvent & { position: number };
+    if (e.type === 'telemetry.ReadingsRecorded') {
+      e.data.readings.forEach((r, i) => add(e.position, i, e.data.deviceId, r.metric, r.ts, r.value, r.id));
+    } else if (e.type === 'telemetry.ReadingRecorded') {
+      const d = e.data;
+      add(e.position, 0, d.deviceId, d.metric, d.ts, d.value, d.readingId);
+    }
+  }
+  for (const d of days) if (!DAY.test(d)) throw new Error(`telemetry: a reading's ts is not ISO-8601 UTC: ${d}`);
+  return { lines, days: [...days].sort() };
+}
+
+/** Fills the staging table: COPY where the connection offers it, else one INSERT over unnest (plain Queryable). */
+async function stage(db: Queryable, lines: readonly string[]): Promise<void> {
+  if (db.copyRows) {
+    await db.copyRows(`COPY ${STAGE} ${STAGE_COLUMNS} FROM STDIN`, lines);
+    return;
+  }
+  const cols: unknown[][] = [[], [], [], [], [], [], []];
+  for (const l of lines) {
+    const f = l.slice(0, -1).split('\t');
+    f.forEach((v, i) => cols[i]!.push(v === '\\N' ? null : v.replace(/\\(.)/g, (_, c: string) => UNESCAPE[c] ?? c)));
+  }
+  await db.query(
+    `INSERT INTO ${STAGE} ${STAGE_COLUMNS}
+     SELECT * FROM unnest($1::bigint[], $2::int[], $3::uuid[], $4::text[], $5::timestamptz[], $6::float8[], $7::text[])`,
+    cols,
+  );
+}
+const UNESCAPE: Record<string, string> = { t: '\t', n: '\n', r: '\r', '\\': '\\' };
 
 export const telemetryProjection: Projection<TelemetryEvent> = {
   name: 'telemetry',
-  version: 1,
-  tables: ['telemetry_readings', 'telemetry_latest', 'telemetry_rollups'],
+  version: 2,
+  tables: ['telemetry_readings', 'telemetry_reading_ids', 'telemetry_latest', 'telemetry_rollups'],
   setup: [
+    // One partition per UTC day, created by apply when a batch first touches that day.
     `CREATE TABLE telemetry_readings (
-       position bigint PRIMARY KEY,
        device_id uuid NOT NULL,
        metric text NOT NULL,
        ts timestamptz NOT NULL,
        value double precision NOT NULL,
-       reading_id text
-     )`,
-    // Time-range scans of one device's metric; also serves retention's "older than" per device.
+       reading_id text,
+       position bigint NOT NULL,
+       idx int NOT NULL
+     ) PARTITION BY RANGE (ts)`,
+    // Time-range scans of one device's metric.
     'CREATE INDEX telemetry_readings_series_idx ON telemetry_readings (device_id, metric, ts)',
-    // Retention across all devices.
-    'CREATE INDEX telemetry_readings_ts_idx ON telemetry_readings (ts)',
+    // Readings without an id: one per device, metric and timestamp.
+    'CREATE UNIQUE INDEX telemetry_readings_at_key ON telemetry_readings (device_id, metric, ts) WHERE reading_id IS NULL',
+    // Live streams follow positions; rows arrive in position order, so a block-range index is enough and cheap to keep.
+    'CREATE INDEX telemetry_readings_position_idx ON telemetry_readings USING brin (position) WITH (autosummarize = on)',
+    `CREATE TABLE telemetry_reading_ids (
+       device_id uuid NOT NULL,
+       reading_id text NOT NULL,
+       ts timestamptz NOT NULL,
+       PRIMARY KEY (device_id, reading_id)
+     )`,
+    // Retention forgets old ids; rows arrive roughly in time order.
+    'CREATE INDEX telemetry_reading_ids_ts_idx ON telemetry_reading_ids USING brin (ts) WITH (autosummarize = on)',
     `CREATE TABLE telemetry_latest (
        device_id uuid NOT NULL,
        metric text NOT NULL,
        value double precision NOT NULL,
        ts timestamptz NOT NULL,
        position bigint NOT NULL,
+       idx int NOT NULL,
        PRIMARY KEY (device_id, metric)
      )`,
     `CREATE TABLE telemetry_rollups (
@@ -84,20 +204,12 @@ export const telemetryProjection: Projection<TelemetryEvent> = {
        PRIMARY KEY (device_id, metric, width, bucket_start)
      )`,
   ],
-  eventTypes: ['telemetry.ReadingRecorded'],
+  eventTypes: ['telemetry.ReadingsRecorded', 'telemetry.ReadingRecorded'],
   async apply(events, db) {
-    const cols: [number[], string[], string[], string[], number[], (string | null)[]] = [[], [], [], [], [], []];
-    for (const e of events) {
-      if (e.type !== 'telemetry.ReadingRecorded') continue;
-      const d = e.data;
-      cols[0].push(e.position);
-      cols[1].push(d.deviceId);
-      cols[2].push(d.metric);
-      cols[3].push(d.ts);
-      cols[4].push(d.value);
-      cols[5].push(d.readingId ?? null);
-    }
-    if (cols[0].length === 0) return;
-    await db.query(APPLY, cols);
+    const { lines, days } = stagingRows(events);
+    if (lines.length === 0) return;
+    await db.query(prepare(days));
+    await stage(db, lines);
+    await db.query(APPLY);
   },
 };

@@ -1,5 +1,5 @@
 import type { Queryable } from './projection';
-import type { Bucket } from './telemetry.projection';
+import { partitionName, type Bucket } from './telemetry.projection';
 
 /** Typed reads of the sensor-history read model (projections/telemetry.projection.ts). */
 
@@ -45,7 +45,7 @@ export async function rawSeries(
   limit: number,
 ): Promise<Point[]> {
   const res = await db.query(
-    `SELECT ts, value FROM telemetry_readings WHERE device_id = $1 AND metric = $2 AND ts >= $3 AND ts < $4 ORDER BY ts, position LIMIT $5`,
+    `SELECT ts, value FROM telemetry_readings WHERE device_id = $1 AND metric = $2 AND ts >= $3 AND ts < $4 ORDER BY ts, position, idx LIMIT $5`,
     [deviceId, metric, from, to, limit],
   );
   return res.rows as unknown as Point[];
@@ -85,26 +85,58 @@ export async function bucketSeries(
   return res.rows as unknown as Point[];
 }
 
-/** Readings after a position, for the live stream. */
+/** Where a live stream is: the last reading sent, by its event's position and its index in the event. */
+export interface StreamCursor {
+  readonly position: number;
+  readonly idx: number;
+}
+/** Past every reading of an event. */
+export const END_OF_EVENT = 2_147_483_647;
+
+/** Readings after a cursor, for the live stream (the position index is a BRIN: recent rows are found by block range). */
 export async function readingsAfter(
   db: Queryable,
   deviceId: string,
   metric: string,
-  afterPosition: number,
+  after: StreamCursor,
   limit: number,
-): Promise<(Point & { position: number })[]> {
+): Promise<(Point & StreamCursor)[]> {
   const res = await db.query(
-    `SELECT position, ts, value FROM telemetry_readings WHERE device_id = $1 AND metric = $2 AND position > $3 ORDER BY position LIMIT $4`,
-    [deviceId, metric, afterPosition, limit],
+    `SELECT position, idx, ts, value FROM telemetry_readings
+      WHERE device_id = $1 AND metric = $2 AND position >= $3 AND (position, idx) > ($3, $4)
+      ORDER BY position, idx LIMIT $5`,
+    [deviceId, metric, after.position, after.idx, limit],
   );
-  return res.rows as unknown as (Point & { position: number })[];
+  return res.rows as unknown as (Point & StreamCursor)[];
 }
 
-/** Retention: drops raw rows older than `before` (events and rollups stay). Bounded per call. */
-export async function deleteReadingsBefore(db: Queryable, before: Date, maxRows: number): Promise<number> {
+/** The UTC days that have a partition of raw readings, oldest first (`YYYY-MM-DD`). */
+export async function readingDays(db: Queryable): Promise<string[]> {
   const res = await db.query(
-    'DELETE FROM telemetry_readings WHERE position IN (SELECT position FROM telemetry_readings WHERE ts < $1 LIMIT $2)',
-    [before, maxRows],
+    `SELECT to_char(to_date(substr(c.relname, length('telemetry_readings_') + 1), 'YYYYMMDD'), 'YYYY-MM-DD') AS day
+       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = to_regclass('telemetry_readings') ORDER BY 1`,
   );
-  return res.rowCount ?? 0;
+  return res.rows.map((r) => r.day as string);
+}
+
+/**
+ * Retention: drops the day partitions of raw readings that end at or before `before`
+ * (a catalogue change, not a DELETE), then forgets reading ids older than `before`
+ * in bounded chunks (a reading sent again after its day was dropped is stored again).
+ * Events, rollups and latest values stay. Returns the days dropped and the ids forgotten.
+ */
+export async function dropReadingsBefore(
+  db: Queryable,
+  before: Date,
+  maxIds: number,
+): Promise<{ days: string[]; ids: number }> {
+  const cutoff = before.toISOString().slice(0, 10);
+  const days = (await readingDays(db)).filter((d) => d < cutoff);
+  for (const d of days) await db.query(`DROP TABLE IF EXISTS ${partitionName(d)}`);
+  const res = await db.query(
+    `DELETE FROM telemetry_reading_ids WHERE ctid = ANY (ARRAY(SELECT ctid FROM telemetry_reading_ids WHERE ts < $1 LIMIT $2))`,
+    [before, maxIds],
+  );
+  return { days, ids: res.rowCount ?? 0 };
 }

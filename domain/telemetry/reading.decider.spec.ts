@@ -1,12 +1,5 @@
 import { DomainError } from '../shared/errors';
-import {
-  MAX_FUTURE_MS,
-  decideIngest,
-  parseReadings,
-  readingDedupKey,
-  recordedDedupKey,
-  RULES,
-} from './reading.decider';
+import { MAX_FUTURE_MS, decideIngest, parseReadings, readingDedupKey, RULES } from './reading.decider';
 
 const now = new Date('2026-05-01T12:00:00.000Z');
 
@@ -115,24 +108,39 @@ describe('IngestReading', () => {
   );
   const command = { type: 'IngestReading' as const, data: { deviceId: 'd1', readings } };
 
-  it("an active device's readings become ReadingRecorded events, each dedup key once (the first wins)", () => {
-    const events = decideIngest(command, { status: 'active' });
-    expect(events).toEqual([
-      {
-        type: 'telemetry.ReadingRecorded',
-        data: { deviceId: 'd1', metric: 'temp', value: 1, ts: '2026-05-01T12:00:00.000Z', readingId: 'a' },
+  it("an active device's readings become one ReadingsRecorded event, each dedup key once (the first wins)", () => {
+    const { event, repeated } = decideIngest(command, { status: 'active' });
+    expect(event).toEqual({
+      type: 'telemetry.ReadingsRecorded',
+      data: {
+        deviceId: 'd1',
+        readings: [
+          { id: 'a', metric: 'temp', value: 1, ts: '2026-05-01T12:00:00.000Z' },
+          { metric: 'temp', value: 3, ts: '1970-01-01T00:00:01.000Z' },
+          { metric: 'hum', value: 5, ts: '1970-01-01T00:00:01.000Z' },
+        ],
       },
-      {
-        type: 'telemetry.ReadingRecorded',
-        data: { deviceId: 'd1', metric: 'temp', value: 3, ts: '1970-01-01T00:00:01.000Z' },
-      },
-      {
-        type: 'telemetry.ReadingRecorded',
-        data: { deviceId: 'd1', metric: 'hum', value: 5, ts: '1970-01-01T00:00:01.000Z' },
-      },
-    ]);
-    expect(JSON.parse(JSON.stringify(events))).toEqual(events);
-    expect(events.map(recordedDedupKey)).toEqual([readings[0]!, readings[2]!, readings[4]!].map(readingDedupKey));
+    });
+    expect(repeated).toBe(2);
+    expect(JSON.parse(JSON.stringify(event))).toEqual(event);
+  });
+
+  it('the message key is the same for a resend received later (ids without ts), different for other readings', () => {
+    const later = new Date(now.getTime() + 60_000);
+    const msg = [
+      { metric: 'temp', value: 1, id: 'a' },
+      { metric: 'temp', value: 2, ts: 5000 },
+    ];
+    const key = (payload: unknown, at: Date) =>
+      decideIngest(
+        { type: 'IngestReading', data: { deviceId: 'd1', readings: parseReadings(payload, at) } },
+        { status: 'active' },
+      ).key;
+    expect(key(msg, later)).toBe(key(msg, now));
+    expect(key([msg[0]], now)).not.toBe(key(msg, now));
+    expect(key([{ ...msg[0], value: 9 }, msg[1]], now)).not.toBe(key(msg, now));
+    // Without id nor ts, the receive time is the reading's time: a later message is a new reading.
+    expect(key({ metric: 'temp', value: 1 }, later)).not.toBe(key({ metric: 'temp', value: 1 }, now));
   });
 
   it('refuses an unknown device (404) and a revoked one (403)', () => {

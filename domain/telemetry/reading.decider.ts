@@ -1,5 +1,5 @@
 import { DomainError, validationError, type FieldError } from '../shared/errors';
-import type { ReadingRecorded } from './reading.events';
+import type { ReadingsRecorded } from './reading.events';
 import { TelemetryErrorCode } from './telemetry-errors';
 
 /**
@@ -125,11 +125,23 @@ export interface DeviceStatus {
 }
 
 /**
- * IngestReading: one event per reading of an active device. Duplicates within
- * the command are kept once (the first); duplicates of stored readings are
- * dropped by the store, which skips event ids it already holds.
+ * IngestReading: one `telemetry.ReadingsRecorded` event for the readings of
+ * an active device (one message or HTTP batch). A reading repeated within the
+ * command is kept once (the first). `key` names the message by its readings
+ * (dedup key and value of each, in order): the caller derives the event id
+ * from it and the device, so a resend of the same message is stored once by
+ * the event store, whatever its receive time (a reading with an id and no
+ * `ts` has the same key on a resend). Readings repeated across different
+ * messages are dropped by the read model (see projections/telemetry.projection.ts).
  */
-export function decideIngest(command: IngestReading, device: DeviceStatus): ReadingRecorded[] {
+export interface IngestDecision {
+  readonly event: ReadingsRecorded;
+  readonly key: string;
+  /** Readings of the command dropped as repeats within it. */
+  readonly repeated: number;
+}
+
+export function decideIngest(command: IngestReading, device: DeviceStatus): IngestDecision {
   const { deviceId, readings } = command.data;
   if (device.status === 'none')
     throw new DomainError('not_found', TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
@@ -143,26 +155,29 @@ export function decideIngest(command: IngestReading, device: DeviceStatus): Read
     );
   }
   const seen = new Set<string>();
-  const out: ReadingRecorded[] = [];
+  const kept: Reading[] = [];
+  const keys: string[] = [];
   for (const r of readings) {
     const key = readingDedupKey(r);
     if (seen.has(key)) continue;
     seen.add(key);
-    out.push({
-      type: 'telemetry.ReadingRecorded',
+    kept.push(r);
+    keys.push(`${key}=${r.value}`);
+  }
+  return {
+    event: {
+      type: 'telemetry.ReadingsRecorded',
       data: {
         deviceId,
-        metric: r.metric,
-        value: r.value,
-        ts: r.ts,
-        ...(r.id !== undefined ? { readingId: r.id } : {}),
+        readings: kept.map((r) => ({
+          ...(r.id !== undefined ? { id: r.id } : {}),
+          metric: r.metric,
+          value: r.value,
+          ts: r.ts,
+        })),
       },
-    });
-  }
-  return out;
-}
-
-/** The dedup key of a recorded reading (the same key as the reading it came from). */
-export function recordedDedupKey(e: ReadingRecorded): string {
-  return e.data.readingId !== undefined ? `id:${e.data.readingId}` : `at:${e.data.metric}:${Date.parse(e.data.ts)}`;
+    },
+    key: keys.join('\n'),
+    repeated: readings.length - kept.length,
+  };
 }

@@ -2,11 +2,11 @@ import type { Pool } from 'pg';
 import { DomainError } from '../../domain/shared/errors';
 import { deviceStreamId, type DeviceEvent } from '../../domain/identity/device.events';
 import { userStreamId, type UserEvent } from '../../domain/identity/user.events';
-import { telemetryStreamId, type ReadingRecorded } from '../../domain/telemetry/reading.events';
+import { telemetryStreamId } from '../../domain/telemetry/reading.events';
 import {
   decideIngest,
-  recordedDedupKey,
   type DeviceStatus,
+  type IngestDecision,
   type Reading,
 } from '../../domain/telemetry/reading.decider';
 import { eventId } from '../platform/commands/command-handling';
@@ -16,9 +16,11 @@ import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 /**
  * IngestReading with group commit: submissions that arrive while an append
  * is in flight are appended together, in one transaction, by the next one
- * (one es_append_skip_known call for all their devices). Event ids derive
- * from (device, dedup key), and the store skips ids it already holds, so a
- * resent reading is stored once.
+ * (one es_append_skip_known call for all their devices). Each submission
+ * (an MQTT message, an HTTP batch) is one `telemetry.ReadingsRecorded` event
+ * whose id derives from the device and its readings, and the store skips ids
+ * it already holds, so a resent message is stored once. A reading repeated
+ * in a later message is dropped by the read model.
  *
  * Backpressure: at most `maxPending` readings wait or are being appended;
  * a submission beyond that waits for room. Over MQTT that wait delays the
@@ -27,15 +29,19 @@ import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
  */
 
 export interface IngestOutcome {
-  /** Readings stored by this command. */
+  /** Readings stored by this command (in its event). */
   readonly accepted: number;
-  /** Readings already stored (or repeated within the command): stored once. */
+  /**
+   * Readings not stored by this command: repeated within it, or the whole message when it is a
+   * resend of a stored one. (A reading repeated from an earlier, different message is counted as
+   * accepted here and dropped by the read model, which keeps each reading once.)
+   */
   readonly duplicates: number;
   /** Global position of the device's last stored reading after this command (read-your-writes). */
   readonly position: number;
   /** The device's telemetry stream revision after this command. */
   readonly revision: number;
-  /** True when nothing new was stored (every reading was a duplicate). */
+  /** True when nothing new was stored (a resend of a stored message). */
   readonly duplicate: boolean;
 }
 
@@ -136,15 +142,14 @@ export class ReadingIngestor {
     try {
       const devices = [...new Set(batch.map((s) => s.deviceId))];
       const status = await this.deviceStatuses(devices);
-      // Per stream: events in arrival order, each id once (the first submission owns it).
+      // One event per submission; a resend (same event id) is stored once, by the first submission that holds it.
       const byStream = new Map<string, EventToAppend[]>();
       const owner = new Map<string, Submission>();
-      const idsOf = new Map<Submission, string[]>();
-      const live: Submission[] = [];
+      const decided = new Map<Submission, { id: string; readings: number; repeated: number }>();
       for (const s of batch) {
-        let events: ReadingRecorded[];
+        let decision: IngestDecision;
         try {
-          events = decideIngest(
+          decision = decideIngest(
             { type: 'IngestReading', data: { deviceId: s.deviceId, readings: s.readings } },
             status.get(s.deviceId) ?? { status: 'none' },
           );
@@ -152,34 +157,31 @@ export class ReadingIngestor {
           s.reject(e);
           continue;
         }
-        live.push(s);
         const stream = telemetryStreamId(s.deviceId);
+        const id = eventId('telemetry', decision.key, stream, 0);
+        decided.set(s, { id, readings: decision.event.data.readings.length, repeated: decision.repeated });
+        if (owner.has(id)) continue;
+        owner.set(id, s);
         const list = byStream.get(stream) ?? [];
         byStream.set(stream, list);
-        const ids: string[] = [];
-        for (const e of events) {
-          const id = eventId('telemetry', recordedDedupKey(e), stream, 0);
-          ids.push(id);
-          if (owner.has(id)) continue;
-          owner.set(id, s);
-          list.push({ id, type: e.type, data: e.data, metadata: { ...s.meta, command: 'IngestReading' } });
-        }
-        idsOf.set(s, ids);
+        list.push({
+          id,
+          type: decision.event.type,
+          data: decision.event.data,
+          metadata: { ...s.meta, command: 'IngestReading' },
+        });
       }
-      const writes = [...byStream]
-        .filter(([, events]) => events.length > 0)
-        .map(([streamId, events]) => ({ streamId, events }));
+      const writes = [...byStream].map(([streamId, events]) => ({ streamId, events }));
       if (writes.length === 0) return;
       const results = await this.store.appendSkippingKnown(writes);
       const fresh = new Set(results.flatMap((r) => r.newIds));
       const byId = new Map(results.map((r) => [r.streamId, r]));
-      this.options.onBatch?.(
-        writes.reduce((a, w) => a + w.events.length, 0),
-        fresh.size,
-      );
-      for (const s of live) {
-        const ids = idsOf.get(s) ?? [];
-        const accepted = ids.filter((id) => fresh.has(id) && owner.get(id) === s).length;
+      let offered = 0;
+      let stored = 0;
+      for (const [s, d] of decided) {
+        offered += s.readings.length;
+        const accepted = fresh.has(d.id) && owner.get(d.id) === s ? d.readings : 0;
+        stored += accepted;
         const r = byId.get(telemetryStreamId(s.deviceId));
         s.resolve({
           accepted,
@@ -189,6 +191,7 @@ export class ReadingIngestor {
           duplicate: accepted === 0,
         });
       }
+      this.options.onBatch?.(offered, stored);
     } catch (e) {
       for (const s of batch) s.reject(e);
     }

@@ -11,6 +11,8 @@ import {
   listMetrics,
   rawSeries,
   readingsAfter,
+  END_OF_EVENT,
+  type StreamCursor,
   type Agg,
 } from '../../projections/telemetry.queries';
 import { readCheckpoint } from '../platform/processing/checkpoints';
@@ -171,7 +173,7 @@ export class TelemetryController {
 
   /**
    * Live values as server-sent events (`event: reading`, `id:` the reading's
-   * position, so a reconnecting client resumes with Last-Event-ID).
+   * event position and index in it (`<position>.<index>`), so a reconnecting client resumes with Last-Event-ID).
    *
    * The stream lasts as long as its caller's access: it ends (`event: end` with the
    * reason, then the response ends) when the token expires or is revoked, the user
@@ -199,10 +201,11 @@ export class TelemetryController {
     let untrack: () => void = () => undefined;
     try {
       const lastId = req.headers['last-event-id'];
-      let position =
-        typeof lastId === 'string' && /^\d{1,18}$/.test(lastId)
-          ? Number(lastId)
-          : ((await readCheckpoint(this.platform.pool, 'telemetry'))?.position ?? 0);
+      // Last-Event-ID is `<position>.<index>` (a reading of an event), or `<position>` (all of that event).
+      const resume = typeof lastId === 'string' ? /^(\d{1,18})(?:\.(\d{1,4}))?$/.exec(lastId) : null;
+      let cursor: StreamCursor = resume
+        ? { position: Number(resume[1]), idx: resume[2] !== undefined ? Number(resume[2]) : END_OF_EVENT }
+        : { position: (await readCheckpoint(this.platform.pool, 'telemetry'))?.position ?? 0, idx: END_OF_EVENT };
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, {
@@ -225,19 +228,19 @@ export class TelemetryController {
       await stream.send(': connected\n\n');
       while (stream.open) {
         const checkpoint = (await readCheckpoint(this.platform.pool, 'telemetry'))?.position ?? 0;
-        const rows = await readingsAfter(this.platform.pool, p.id, p.metric, position, STREAM_PAGE);
+        const rows = await readingsAfter(this.platform.pool, p.id, p.metric, cursor, STREAM_PAGE);
         for (const r of rows) {
           // Waits while the client's socket buffer is full: no more rows are read until it drains.
           if (
             !(await stream.send(
-              `id: ${r.position}\nevent: reading\ndata: ${JSON.stringify({ value: r.value, ts: r.ts })}\n\n`,
+              `id: ${r.position}.${r.idx}\nevent: reading\ndata: ${JSON.stringify({ value: r.value, ts: r.ts })}\n\n`,
             ))
           )
             break;
-          position = r.position;
+          cursor = { position: r.position, idx: r.idx };
         }
         if (rows.length === STREAM_PAGE || !stream.open) continue;
-        position = Math.max(position, checkpoint);
+        if (checkpoint > cursor.position) cursor = { position: checkpoint, idx: END_OF_EVENT };
         const moved = await this.platform.projections.waitFor(
           'telemetry',
           checkpoint + 1,

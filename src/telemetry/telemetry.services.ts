@@ -1,7 +1,7 @@
 import { Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { Counter, Gauge } from 'prom-client';
 import { DomainError, notFound } from '../../domain/shared/errors';
-import { deleteReadingsBefore } from '../../projections/telemetry.queries';
+import { dropReadingsBefore } from '../../projections/telemetry.queries';
 import type { Caller } from '../platform/commands/command-registry';
 import { Platform } from '../platform/platform';
 import { IdentityServices } from '../identity/identity.services';
@@ -52,7 +52,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     });
     this.stored = new Counter({
       name: 'telemetry_readings_stored_total',
-      help: 'Readings appended as telemetry.ReadingRecorded',
+      help: 'Readings appended (in telemetry.ReadingsRecorded events)',
       registers,
     });
     this.duplicates = new Counter({
@@ -200,19 +200,20 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
   }
 
   /**
-   * Drops raw readings older than TELEMETRY_RETENTION_DAYS and dead letters older than
-   * TELEMETRY_DEAD_LETTER_RETENTION_DAYS, in bounded chunks. Returns how many readings.
+   * Drops the day partitions of raw readings older than TELEMETRY_RETENTION_DAYS (whole UTC
+   * days: a day goes once all of it is older), forgets their reading ids in bounded chunks, and
+   * drops dead letters older than TELEMETRY_DEAD_LETTER_RETENTION_DAYS. Returns the days dropped.
    */
-  async applyRetention(now = new Date()): Promise<number> {
+  async applyRetention(now = new Date()): Promise<string[]> {
     await this.applyDeadLetterRetention(now);
     const days = this.platform.config.TELEMETRY_RETENTION_DAYS;
-    if (days <= 0) return 0;
+    if (days <= 0) return [];
     const before = new Date(now.getTime() - days * 86_400_000);
-    let total = 0;
+    const dropped: string[] = [];
     for (;;) {
-      const n = await deleteReadingsBefore(this.platform.pool, before, RETENTION_CHUNK);
-      total += n;
-      if (n < RETENTION_CHUNK) return total;
+      const r = await dropReadingsBefore(this.platform.pool, before, RETENTION_CHUNK);
+      dropped.push(...r.days);
+      if (r.ids < RETENTION_CHUNK) return dropped;
     }
   }
 

@@ -73,7 +73,8 @@ it('two instances share the subscription: every reading is stored once', async (
   const count = async () =>
     (
       await a.db.pool.query<{ n: number; distinct: number }>(
-        `SELECT count(*)::int AS n, count(DISTINCT (stream_id, data->>'readingId'))::int AS distinct FROM events WHERE type = 'telemetry.ReadingRecorded'`,
+        `SELECT count(*)::int AS n, count(DISTINCT (stream_id, r->>'id'))::int AS distinct
+           FROM events, jsonb_array_elements(data->'readings') r WHERE type = 'telemetry.ReadingsRecorded'`,
       )
     ).rows[0]!;
   await eventually(async () => (await count()).n >= devices.length * perDevice, 'every reading stored', 60_000);
@@ -100,7 +101,8 @@ it('an instance that stops mid-stream and comes back with its client id loses no
   const stored = async () =>
     (
       await a.db.pool.query<{ n: number; distinct: number }>(
-        `SELECT count(*)::int AS n, count(DISTINCT data->>'readingId')::int AS distinct FROM events WHERE stream_id = $1`,
+        `SELECT count(*)::int AS n, count(DISTINCT r->>'id')::int AS distinct
+           FROM events, jsonb_array_elements(data->'readings') r WHERE stream_id = $1`,
         [`telemetry-${d.deviceId}`],
       )
     ).rows[0]!;

@@ -52,11 +52,15 @@ describe('MQTT ingestion (embedded broker)', () => {
     } finally {
       c.end(true);
     }
-    // Every PUBACKed reading is already in the event store.
-    const events = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [
-      `telemetry-${dev.deviceId}`,
+    // Every PUBACKed reading is already in the event store: one event per message.
+    const events = await app.db.pool.query(
+      `SELECT type, jsonb_array_length(data->'readings') AS n FROM events WHERE stream_id = $1 ORDER BY position`,
+      [`telemetry-${dev.deviceId}`],
+    );
+    expect(events.rows).toEqual([
+      { type: 'telemetry.ReadingsRecorded', n: 1 },
+      { type: 'telemetry.ReadingsRecorded', n: 2 },
     ]);
-    expect(events.rows[0].n).toBe(3);
     await eventually(async () => (await rowsOf(dev.deviceId, 'temp')).length === 2, 'readings projected');
     const latest = await app.http('GET', `/devices/${dev.deviceId}/metrics/temp/latest`, undefined, dev.owner);
     expect(latest).toMatchObject({ status: 200, body: { value: 22, ts: '2026-01-01T00:00:30.000Z' } });
@@ -226,6 +230,71 @@ describe('MQTT ingestion (embedded broker)', () => {
     ]);
     expect(events.rows[0].n).toBe(2);
   });
+  it('a resent message and a reading repeated in a later message are each stored once, before and after a rebuild', async () => {
+    const owned = await ownerWithDevice(app.http);
+    const c = await connectDevice(port, owned.deviceId, owned.token);
+    const first = JSON.stringify([
+      { metric: 'rep', value: 1, id: 'm-1' },
+      { metric: 'rep', value: 2, ts: '2026-01-04T00:00:00Z' },
+    ]);
+    try {
+      await publishAcked(c, topic(owned.deviceId), first);
+      // A QoS 1 redelivery of the same message (a device that lost the PUBACK sends it again).
+      await publishAcked(c, topic(owned.deviceId), first);
+      // A later, different message that repeats both readings (by id, and by metric and ts) and adds one.
+      await publishAcked(
+        c,
+        topic(owned.deviceId),
+        JSON.stringify([
+          { metric: 'rep', value: 10, id: 'm-1', ts: '2026-01-05T00:00:00Z' },
+          { metric: 'rep', value: 20, ts: '2026-01-04T00:00:00Z' },
+          { metric: 'rep', value: 3, id: 'm-3', ts: '2026-01-06T00:00:00Z' },
+        ]),
+      );
+    } finally {
+      c.end(true);
+    }
+    // The same batch over HTTP repeats m-3 once more.
+    const http = await app.http(
+      'POST',
+      `/devices/${owned.deviceId}/readings`,
+      [{ metric: 'rep', value: 30, id: 'm-3' }],
+      owned.owner,
+    );
+    expect(http.status).toBe(202);
+    const events = await app.db.pool.query(
+      `SELECT jsonb_array_length(data->'readings') AS n FROM events WHERE stream_id = $1 ORDER BY position`,
+      [`telemetry-${owned.deviceId}`],
+    );
+    // The resend is not stored again; the later message and the batch are events of their own.
+    expect(events.rows.map((r: { n: number }) => r.n)).toEqual([2, 3, 1]);
+    const kept = async () => {
+      await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 30_000);
+      const rows = (await rowsOf(owned.deviceId, 'rep')).map((r) => ({ value: r.value, id: r.reading_id }));
+      const agg = await app.http(
+        'GET',
+        `/devices/${owned.deviceId}/metrics/rep?from=2026-01-01T00:00:00Z&to=2026-01-08T00:00:00Z&bucket=1d&agg=count`,
+        undefined,
+        owned.owner,
+      );
+      return { rows, counts: agg.body.points as unknown };
+    };
+    const expected = {
+      rows: [
+        { value: 2, id: null },
+        { value: 3, id: 'm-3' },
+        // m-1 was measured at its receive time (no ts): today.
+        { value: 1, id: 'm-1' },
+      ],
+      counts: [
+        { ts: '2026-01-04T00:00:00.000Z', value: 1 },
+        { ts: '2026-01-06T00:00:00.000Z', value: 1 },
+      ],
+    };
+    expect(await kept()).toEqual(expected);
+    await app.platform.projections.rebuild('telemetry', 'test');
+    expect(await kept()).toEqual(expected);
+  });
 });
 
 describe('POST /devices/:id/readings', () => {
@@ -240,8 +309,14 @@ describe('POST /devices/:id/readings', () => {
       authorization: `Bearer ${owned.token}`,
     });
     expect(r).toMatchObject({ status: 202, body: { accepted: 2, duplicates: 1, position: expect.any(Number) } });
-    const again = await app.http('POST', `/devices/${owned.deviceId}/readings`, body.slice(0, 1), owned.owner);
-    expect(again).toMatchObject({ status: 202, body: { accepted: 0, duplicates: 1 } });
+    // The same batch again (a retry): stored once, every reading counted as a duplicate.
+    const again = await app.http('POST', `/devices/${owned.deviceId}/readings`, body, owned.owner);
+    expect(again).toMatchObject({ status: 202, body: { accepted: 0, duplicates: 3, position: r.body.position } });
+    // Another batch repeating h1: recorded in its event, kept once by the read model (below).
+    const other = await app.http('POST', `/devices/${owned.deviceId}/readings`, body.slice(0, 1), owned.owner);
+    expect(other).toMatchObject({ status: 202, body: { accepted: 1, duplicates: 0 } });
+    await app.platform.projections.waitFor('telemetry', other.body.position, 30_000);
+    expect((await rowsOf(owned.deviceId, 'temp')).map((x) => x.reading_id).sort()).toEqual(['h1', 'h2']);
     const stranger = await ownerWithDevice(app.http);
     expect((await app.http('POST', `/devices/${owned.deviceId}/readings`, body, stranger.owner)).status).toBe(404);
     expect(
@@ -409,7 +484,8 @@ describe('sensor history', () => {
     const dump = async () => {
       const out: unknown[] = [];
       for (const [t, order] of [
-        ['telemetry_readings', 'position'],
+        ['telemetry_readings', 'position, idx'],
+        ['telemetry_reading_ids', 'device_id, reading_id'],
         ['telemetry_latest', 'device_id, metric'],
         ['telemetry_rollups', 'device_id, metric, width, bucket_start'],
       ]) {
@@ -419,9 +495,24 @@ describe('sensor history', () => {
     };
     await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 30_000);
     const before = await dump();
+    const tables = async () =>
+      (
+        await app.db.pool.query(
+          `SELECT c.oid::int AS oid, c.relname AS name FROM pg_class c
+            WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND c.relname LIKE 'telemetry\\_%'
+              AND c.relname NOT LIKE 'telemetry\\_dead\\_%' ORDER BY 2`,
+        )
+      ).rows as { oid: number; name: string }[];
+    const old = await tables();
     await app.platform.projections.rebuild('telemetry', 'test');
     expect(await dump()).toEqual(before);
+    // The swap put new tables in place, the day partitions with them (same names, none left behind).
+    const swapped = await tables();
+    expect(swapped.map((t) => t.name)).toEqual(old.map((t) => t.name));
+    expect(swapped.filter((t) => old.some((o) => o.oid === t.oid))).toEqual([]);
+    expect(swapped.filter((t) => /^telemetry_readings_\d{8}$/.test(t.name)).length).toBeGreaterThan(1);
     expect((before[0] as unknown[]).length).toBeGreaterThan(1000);
+    expect((before[1] as unknown[]).length).toBeGreaterThan(0);
   });
 
   it('retention drops raw rows older than N days; rollups and latest values stay', async () => {
@@ -437,7 +528,9 @@ describe('sensor history', () => {
     );
     await app.platform.projections.waitFor('telemetry', r.body.position, 30_000);
     const dropped = await app.app.get(TelemetryServices).applyRetention();
-    expect(dropped).toBeGreaterThanOrEqual(1);
+    expect(dropped).toContain('2020-01-01');
+    const parts = await app.db.pool.query(`SELECT to_regclass('telemetry_readings_20200101') IS NULL AS gone`);
+    expect(parts.rows[0].gone).toBe(true);
     expect((await rowsOf(owned.deviceId, 'old')).map((x) => x.value)).toEqual([2]);
     const day = await app.http(
       'GET',
@@ -449,7 +542,7 @@ describe('sensor history', () => {
     const events = await app.db.pool.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [
       `telemetry-${owned.deviceId}`,
     ]);
-    expect(events.rows[0].n).toBe(2);
+    expect(events.rows[0].n).toBe(1);
   });
 });
 

@@ -88,21 +88,26 @@ beforeAll(async () => {
     expect((await app.http('POST', `/admin/users/${id}/roles`, { role: 'admin' }, admin)).status).toBe(201);
   expect((await app.http('DELETE', `/admin/users/${users[0]}/roles/admin`, undefined, admin)).status).toBe(200);
   expect((await app.http('POST', `/admin/users/${users[1]}/disable`, undefined, admin)).status).toBeLessThan(300);
-  // Telemetry: devices and runs of readings in their streams.
+  // Telemetry: devices and runs of readings in their streams, one reading per message (an event each).
   for (let d = 0; d < 3; d++) {
     const dev = await ownerWithDevice(app.http);
-    for (let b = 0; b < 2; b++) {
-      const readings = Array.from({ length: 400 }, (_, i) => ({
-        metric: i % 2 ? 'temp' : 'rpm',
-        value: d * 1000 + b * 400 + i,
-        id: `r-${b}-${i}`,
-        ts: new Date(Date.UTC(2026, 0, 1, 0, 0, b * 400 + i)).toISOString(),
-      }));
-      const r = await app.http('POST', `/devices/${dev.deviceId}/readings`, readings, {
-        authorization: `Bearer ${dev.token}`,
-      });
-      expect(r.status).toBe(202);
-    }
+    const readings = Array.from({ length: 800 }, (_, i) => ({
+      metric: i % 2 ? 'temp' : 'rpm',
+      value: d * 1000 + i,
+      id: `r-${i}`,
+      ts: new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(),
+    }));
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < readings.length) {
+          const r = await app.http('POST', `/devices/${dev.deviceId}/readings`, readings[next++], {
+            authorization: `Bearer ${dev.token}`,
+          });
+          expect(r.status).toBe(202);
+        }
+      }),
+    );
   }
   // Sales: products with stock, orders the saga confirms or rejects, one cancelled.
   const products = [await product(app, 20), await product(app, 3)];

@@ -2,10 +2,12 @@ import type { TelemetryEvent } from '../../domain/telemetry/reading.events';
 import { telemetryProjection } from '../../projections/telemetry.projection';
 import {
   bucketSeries,
-  deleteReadingsBefore,
+  dropReadingsBefore,
+  END_OF_EVENT,
   latestValue,
   listMetrics,
   rawSeries,
+  readingDays,
   readingsAfter,
 } from '../../projections/telemetry.queries';
 import { readModel } from '../support/read-model';
@@ -23,21 +25,134 @@ const t = (hms: string) => `2025-01-01T${hms}.000Z`;
 const d1 = id(1);
 const d2 = id(2);
 
-const reading = (deviceId: string, metric: string, ts: string, value: number, readingId?: string): TelemetryEvent => ({
-  type: 'telemetry.ReadingRecorded',
-  data: { deviceId, metric, ts: t(ts), value, ...(readingId !== undefined ? { readingId } : {}) },
+/** One reading in one event (the current event, or with `legacy` the first release's event). */
+const reading = (
+  deviceId: string,
+  metric: string,
+  ts: string,
+  value: number,
+  readingId?: string,
+  legacy = false,
+): TelemetryEvent =>
+  legacy
+    ? {
+        type: 'telemetry.ReadingRecorded',
+        data: { deviceId, metric, ts: t(ts), value, ...(readingId !== undefined ? { readingId } : {}) },
+      }
+    : message(deviceId, [{ metric, ts, value, ...(readingId !== undefined ? { id: readingId } : {}) }]);
+
+/** One message: several readings in one event; `ts` is a time of 2025-01-01 or a full ISO instant. */
+const message = (
+  deviceId: string,
+  readings: { metric: string; ts: string; value: number; id?: string }[],
+): TelemetryEvent => ({
+  type: 'telemetry.ReadingsRecorded',
+  data: { deviceId, readings: readings.map((r) => ({ ...r, ts: r.ts.includes('T') ? r.ts : t(r.ts) })) },
 });
 
 describe('telemetry read model', () => {
   const telemetry = readModel(telemetryProjection);
 
-  it('every reading is a raw row keyed by its position, with its device-side id when it has one', async () => {
-    const s = telemetry.given(reading(d1, 'temp', '00:00:10', 21.5, 'r-1'), reading(d1, 'temp', '00:00:20', 22));
-    const [p1, p2] = (await s.recorded()).map((e) => e.position);
+  it('every reading is a raw row keyed by its event position and index, with its device-side id when it has one', async () => {
+    const s = telemetry.given(
+      message(d1, [
+        { metric: 'temp', ts: '00:00:10', value: 21.5, id: 'r-1' },
+        { metric: 'hum', ts: '00:00:10', value: 40 },
+      ]),
+      reading(d1, 'temp', '00:00:20', 22),
+      reading(d2, 'temp', '00:00:05', 7, 'legacy-1', true),
+    );
+    const [p1, p2, p3] = (await s.recorded()).map((e) => e.position);
     await s.thenRows('telemetry_readings', [
-      { position: p1, device_id: d1, metric: 'temp', ts: new Date(t('00:00:10')), value: 21.5, reading_id: 'r-1' },
-      { position: p2, device_id: d1, metric: 'temp', ts: new Date(t('00:00:20')), value: 22, reading_id: null },
+      {
+        position: p1,
+        idx: 0,
+        device_id: d1,
+        metric: 'temp',
+        ts: new Date(t('00:00:10')),
+        value: 21.5,
+        reading_id: 'r-1',
+      },
+      { position: p1, idx: 1, device_id: d1, metric: 'hum', ts: new Date(t('00:00:10')), value: 40, reading_id: null },
+      { position: p2, idx: 0, device_id: d1, metric: 'temp', ts: new Date(t('00:00:20')), value: 22, reading_id: null },
+      {
+        position: p3,
+        idx: 0,
+        device_id: d2,
+        metric: 'temp',
+        ts: new Date(t('00:00:05')),
+        value: 7,
+        reading_id: 'legacy-1',
+      },
     ]);
+  });
+
+  it('a reading repeated in a later message is kept once, the first: by device-side id, else by metric and time', async () => {
+    const s = telemetry.given(
+      message(d1, [
+        { metric: 'temp', ts: '00:00:10', value: 1, id: 'a' },
+        { metric: 'temp', ts: '00:00:20', value: 2 },
+      ]),
+      // Same id (another time and value), same metric and time without id, and the same id on another device.
+      message(d1, [
+        { metric: 'temp', ts: '00:00:30', value: 100, id: 'a' },
+        { metric: 'temp', ts: '00:00:20', value: 200 },
+        { metric: 'temp', ts: '00:00:40', value: 4, id: 'b' },
+      ]),
+      message(d2, [{ metric: 'temp', ts: '00:00:10', value: 5, id: 'a' }]),
+      // The first release's event of an id already kept, and of a time already kept.
+      reading(d1, 'temp', '00:00:50', 300, 'b', true),
+      reading(d1, 'temp', '00:00:20', 400, undefined, true),
+    );
+    const [p1, p2, p3] = (await s.recorded()).map((e) => e.position);
+    await s.thenRows(
+      'telemetry_readings',
+      [
+        { position: p1, idx: 0, device_id: d1, value: 1 },
+        { position: p1, idx: 1, device_id: d1, value: 2 },
+        { position: p2, idx: 2, device_id: d1, value: 4 },
+        { position: p3, idx: 0, device_id: d2, value: 5 },
+      ],
+      { columns: ['position', 'idx', 'device_id', 'value'] },
+    );
+    // Rollups and latest values take only what was kept.
+    await s.thenQuery(
+      async (db) =>
+        (
+          await db.query(
+            `SELECT device_id, width, count::int AS count, sum FROM telemetry_rollups ORDER BY device_id, width`,
+          )
+        ).rows,
+      [
+        ...['1d', '1h', '1m', '5m'].map((width) => ({ device_id: d1, width, count: 3, sum: 7 })),
+        ...['1d', '1h', '1m', '5m'].map((width) => ({ device_id: d2, width, count: 1, sum: 5 })),
+      ],
+    );
+    await s.thenQuery((db) => latestValue(db, d1, 'temp'), { value: 4, ts: new Date(t('00:00:40')) });
+  });
+
+  it('history is partitioned by UTC day, each partition created when a batch first touches its day', async () => {
+    const s = telemetry.given(
+      message(d1, [
+        { metric: 'temp', ts: '2025-01-01T23:59:59.999Z', value: 1 },
+        { metric: 'temp', ts: '2025-01-02T00:00:00.000Z', value: 2 },
+      ]),
+      reading(d1, 'temp', '00:00:01', 3),
+      message(d1, [{ metric: 'temp', ts: '2024-02-29T12:00:00.000Z', value: 4 }]),
+    );
+    await s.thenQuery(readingDays, ['2024-02-29', '2025-01-01', '2025-01-02']);
+    await s.thenQuery(
+      async (db) =>
+        (
+          await db.query(`SELECT tableoid::regclass::text AS part, value FROM telemetry_readings ORDER BY value`)
+        ).rows.map((r) => ({ part: String(r.part).replace(/^.*\./, ''), value: r.value })),
+      [
+        { part: 'telemetry_readings_20250101', value: 1 },
+        { part: 'telemetry_readings_20250102', value: 2 },
+        { part: 'telemetry_readings_20250101', value: 3 },
+        { part: 'telemetry_readings_20240229', value: 4 },
+      ],
+    );
   });
 
   it('latest is the newest by measurement time: a late, older reading does not replace it', async () => {
@@ -58,8 +173,8 @@ describe('telemetry read model', () => {
     await s.thenQuery((db) => latestValue(db, d2, 'humidity'), undefined);
   });
 
-  it('two readings with the same time: the later event wins', async () => {
-    const s = telemetry.given(reading(d1, 'temp', '00:00:10', 1), reading(d1, 'temp', '00:00:10', 2));
+  it('two readings with the same time, one with an id: both kept, the later event is the latest', async () => {
+    const s = telemetry.given(reading(d1, 'temp', '00:00:10', 1), reading(d1, 'temp', '00:00:10', 2, 'x'));
     await s.thenQuery((db) => latestValue(db, d1, 'temp'), { value: 2, ts: new Date(t('00:00:10')) });
   });
 
@@ -147,27 +262,56 @@ describe('telemetry read model', () => {
       [{ ts: new Date(t('00:00:10')), value: 1 }],
     );
     await s.thenQuery(
-      (db) => readingsAfter(db, d1, 'temp', p1!, 100),
+      (db) => readingsAfter(db, d1, 'temp', { position: p1!, idx: END_OF_EVENT }, 100),
       [
-        { position: p2, ts: new Date(t('00:00:10')), value: 1 },
-        { position: p3, ts: new Date(t('00:00:30')), value: 3 },
+        { position: p2, idx: 0, ts: new Date(t('00:00:10')), value: 1 },
+        { position: p3, idx: 0, ts: new Date(t('00:00:30')), value: 3 },
       ],
     );
   });
 
-  it('retention deletes old raw rows, a bounded number per call; rollups and latest stay', async () => {
+  it('readingsAfter resumes within an event, from the reading after the cursor', async () => {
     const s = telemetry.given(
-      reading(d1, 'temp', '00:00:10', 1),
-      reading(d1, 'temp', '00:00:20', 2),
-      reading(d1, 'temp', '00:00:30', 3),
+      message(d1, [
+        { metric: 'temp', ts: '00:00:01', value: 1 },
+        { metric: 'hum', ts: '00:00:01', value: 50 },
+        { metric: 'temp', ts: '00:00:02', value: 2 },
+        { metric: 'temp', ts: '00:00:03', value: 3 },
+      ]),
     );
-    await s.thenQuery((db) => deleteReadingsBefore(db, new Date(t('00:00:30')), 1), 1);
-    await s.thenQuery((db) => deleteReadingsBefore(db, new Date(t('00:00:30')), 10), 1);
-    await s.thenQuery((db) => deleteReadingsBefore(db, new Date(t('00:00:30')), 10), 0);
-    await s.thenRows('telemetry_readings', [{ ts: new Date(t('00:00:30')) }], { columns: ['ts'] });
+    const [p1] = (await s.recorded()).map((e) => e.position);
     await s.thenQuery(
-      async (db) => (await db.query(`SELECT count, sum FROM telemetry_rollups WHERE width = '1m'`)).rows,
-      [{ count: 3, sum: 6 }],
+      (db) => readingsAfter(db, d1, 'temp', { position: p1!, idx: 0 }, 1),
+      [{ position: p1, idx: 2, ts: new Date(t('00:00:02')), value: 2 }],
+    );
+    await s.thenQuery((db) => readingsAfter(db, d1, 'temp', { position: p1!, idx: 3 }, 10), []);
+  });
+
+  it('retention drops whole day partitions older than the cutoff and forgets their ids; rollups and latest stay', async () => {
+    const s = telemetry.given(
+      message(d1, [
+        { metric: 'temp', ts: '2024-12-30T10:00:00.000Z', value: 1, id: 'old' },
+        { metric: 'temp', ts: '2024-12-31T10:00:00.000Z', value: 2, id: 'mid' },
+        { metric: 'temp', ts: '00:00:30', value: 3, id: 'new' },
+      ]),
+    );
+    // Cutoff within 2024-12-31: that day is not wholly older, so it stays.
+    await s.thenQuery((db) => dropReadingsBefore(db, new Date('2024-12-31T12:00:00.000Z'), 10), {
+      days: ['2024-12-30'],
+      ids: 2,
+    });
+    await s.thenQuery((db) => dropReadingsBefore(db, new Date('2024-12-31T12:00:00.000Z'), 10), { days: [], ids: 0 });
+    await s.thenQuery(readingDays, ['2024-12-31', '2025-01-01']);
+    await s.thenRows('telemetry_readings', [{ value: 2 }, { value: 3 }], { columns: ['value'] });
+    await s.thenRows('telemetry_reading_ids', [{ reading_id: 'new' }], { columns: ['reading_id'] });
+    await s.thenQuery(
+      async (db) =>
+        (await db.query(`SELECT count::int AS count, sum FROM telemetry_rollups WHERE width = '1d' ORDER BY sum`)).rows,
+      [
+        { count: 1, sum: 1 },
+        { count: 1, sum: 2 },
+        { count: 1, sum: 3 },
+      ],
     );
     await s.thenQuery((db) => latestValue(db, d1, 'temp'), { value: 3, ts: new Date(t('00:00:30')) });
   });

@@ -155,7 +155,8 @@ it('every PUBACKed reading is stored exactly once across SIGKILLs mid-stream', a
   expect(unacked.size).toBe(0);
 
   const rows = await db.pool.query<{ id: string; n: number }>(
-    `SELECT data->>'readingId' AS id, count(*)::int AS n FROM events WHERE stream_id = $1 GROUP BY 1`,
+    `SELECT r->>'id' AS id, count(*)::int AS n FROM events, jsonb_array_elements(data->'readings') r
+      WHERE stream_id = $1 GROUP BY 1`,
     [`telemetry-${dev.deviceId}`],
   );
   const stored = new Map(rows.rows.map((r) => [Number(r.id), r.n]));

@@ -1,4 +1,6 @@
 import type { PoolClient } from 'pg';
+import type { Queryable } from '../../../projections/projection';
+import { copyLines } from './copy';
 import type { RecordedEvent } from '../../../domain/shared/recorded-event';
 import type { Projection } from '../../../projections/projection';
 import { ADVISORY_LOCKS } from '../locks';
@@ -93,6 +95,14 @@ export function projector(p: Projection): TransactionalProcessor {
     eventTypes: p.eventTypes,
     onFailure: 'park',
     checkpoint: 'in-transaction',
-    handle: (events, { tx }) => p.apply(events, tx),
+    handle: (events, { tx }) => p.apply(events, withCopy(tx)),
+  };
+}
+
+/** The transaction as a projection sees it: queries, and COPY FROM STDIN for set-based loads. */
+function withCopy(tx: PoolClient): Queryable {
+  return {
+    query: (text, values) => tx.query(text, values),
+    copyRows: (sql, lines) => copyLines(tx, sql, lines),
   };
 }

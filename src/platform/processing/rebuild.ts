@@ -111,8 +111,8 @@ export async function rebuildProjection(
       await tx.query(`DROP SCHEMA IF EXISTS ${retired} CASCADE`);
       await tx.query(`CREATE SCHEMA ${retired}`);
       for (const t of p.tables) {
-        await tx.query(`ALTER TABLE IF EXISTS ${LIVE_SCHEMA}.${quoteIdent(t)} SET SCHEMA ${retired}`);
-        await tx.query(`ALTER TABLE ${shadow}.${quoteIdent(t)} SET SCHEMA ${LIVE_SCHEMA}`);
+        await moveTable(tx, LIVE_SCHEMA, t, `retired_${shadowSchema(name)}`);
+        await moveTable(tx, shadowSchema(name), t, LIVE_SCHEMA);
       }
       await tx.query(`DROP SCHEMA ${retired} CASCADE`);
       await tx.query(`DROP SCHEMA ${shadow} CASCADE`);
@@ -126,4 +126,23 @@ export async function rebuildProjection(
   } finally {
     await lock.release();
   }
+}
+
+/**
+ * Moves a table, and every partition of it (ALTER TABLE SET SCHEMA moves a
+ * partitioned table alone; pg_partition_tree lists nothing for a plain table),
+ * from one schema to another; nothing when absent.
+ */
+async function moveTable(tx: PoolClient, from: string, table: string, to: string): Promise<void> {
+  const res = await tx.query<{ schema: string; name: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name
+       FROM (SELECT to_regclass($1) AS relid, 0 AS level
+             UNION SELECT relid, level FROM pg_partition_tree(to_regclass($1))) t
+       JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $2
+      ORDER BY t.level`,
+    [`${quoteIdent(from)}.${quoteIdent(table)}`, from],
+  );
+  for (const r of res.rows)
+    await tx.query(`ALTER TABLE ${quoteIdent(r.schema)}.${quoteIdent(r.name)} SET SCHEMA ${quoteIdent(to)}`);
 }
