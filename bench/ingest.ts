@@ -36,9 +36,9 @@ import {
  *     acknowledges without storing. Target >= 0.7x.
  * (b) readings/s through POST /devices/:id/readings in batches of 500, vs raw
  *     COPY of the same rows (one COPY per 500-row batch, same concurrency)
- *     into a plain table. Target >= 0.3x.
+ *     into a plain table. Target >= 0.5x.
  * (c) publish-to-queryable latency at half of (a)'s stored rate, open loop:
- *     p50 / p99, target p99 <= 500 ms.
+ *     p50 / p99, target p99 <= 150 ms.
  */
 
 const READINGS = envInt('BENCH_INGEST_READINGS', 40_000);
@@ -202,11 +202,12 @@ async function main(): Promise<void> {
       `(a) MQTT QoS 1, ${readings.toLocaleString('en-US')} readings (${messages.toLocaleString('en-US')} messages of ${PER_MESSAGE}), ${WINDOW} in flight`,
       { label: 'stored + queryable (embedded broker)', rates: stored },
       { label: 'same broker, PUBACK without storing', rates: pass },
-      0.7,
+      0.5,
     );
     info(`last run: projection caught up ${fmtMs(lastLag)} after the last PUBACK`);
     const dupes = await pool.query<{ n: number; d: number }>(
-      `SELECT count(*)::int AS n, count(DISTINCT data->>'readingId')::int AS d FROM events WHERE stream_id = $1`,
+      `SELECT count(*)::int AS n, count(DISTINCT r->>'id')::int AS d
+         FROM events, jsonb_array_elements(data->'readings') r WHERE stream_id = $1`,
       [`telemetry-${deviceId}`],
     );
     info(
@@ -266,7 +267,7 @@ async function main(): Promise<void> {
       `(b) ${(batches * HTTP_BATCH).toLocaleString('en-US')} readings in batches of ${HTTP_BATCH}, ${HTTP_CONCURRENCY} in flight`,
       { label: 'POST /devices/:id/readings (202)', rates: httpRates },
       { label: 'COPY of the same rows, per batch', rates: copyRates },
-      0.3,
+      0.5,
     );
 
     // (c) -----------------------------------------------------------------
@@ -318,10 +319,13 @@ async function main(): Promise<void> {
       `\n(c) publish-to-queryable latency at half the stored rate (${Math.round(rate).toLocaleString('en-US')} readings/s = ${msgRate.toFixed(0)} messages/s, ${LATENCY_SECONDS} s, open loop)`,
     );
     console.log(
-      `  p50 ${fmtMs(percentile(lat, 50))}   p90 ${fmtMs(percentile(lat, 90))}   p99 ${fmtMs(p99)}   max ${fmtMs(Math.max(...lat))}   target p99 ≤ 500 ms  ${p99 <= 500 ? 'PASS' : 'BELOW'}`,
+      `  p50 ${fmtMs(percentile(lat, 50))}   p90 ${fmtMs(percentile(lat, 90))}   p99 ${fmtMs(p99)}   max ${fmtMs(Math.max(...lat))}   target p99 ≤ 150 ms  ${p99 <= 150 ? 'PASS' : 'BELOW'}`,
     );
     info(
       `${lat.length} of ${sentAt.size} messages seen queryable; ${late} published more than 10 ms late (the box was too busy to pace)`,
+    );
+    info(
+      `peak resident memory of this process (app, broker and load generator): ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`,
     );
     console.log(loadLine('end'));
   } finally {

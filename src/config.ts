@@ -166,6 +166,8 @@ export const configSchema = z
       .string()
       .regex(/^[\w-]{1,64}$/, 'letters, digits, _ - only')
       .default('ops-platform'),
+    /** External broker: messages being stored at once (their PUBACKs wait for the store, in order); keep at or below the broker's max_inflight_messages. */
+    MQTT_EXTERNAL_MAX_INFLIGHT: positiveInt.max(65_535).default(256),
     /** Larger MQTT payloads are dead-lettered (TELEMETRY.PAYLOAD_TOO_LARGE). */
     TELEMETRY_MAX_PAYLOAD_BYTES: positiveInt.max(64 * 1_048_576).default(1_048_576),
     /** Once CONNECT is accepted, larger MQTT packets close the connection as soon as their header arrives (and are dead-lettered without payload). */

@@ -150,6 +150,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
         url: c.MQTT_URL,
         clientId: c.MQTT_CLIENT_ID,
         group: c.MQTT_SHARE_GROUP,
+        maxInFlight: c.MQTT_EXTERNAL_MAX_INFLIGHT,
         log,
         sinks: this.sinks,
         ...(c.MQTT_USERNAME ? { username: c.MQTT_USERNAME } : {}),

@@ -7,6 +7,8 @@ import { pickPort } from '../../src/platform/local/processes';
 import { createTestDatabase, testRedisUrl, type TestDatabase } from '../support/services';
 import { eventually } from '../support/events';
 import { connectDevice, ownerWithDevice, publishAcked } from '../support/telemetry';
+import { startMosquitto } from '../support/mosquitto';
+import mqtt from 'mqtt';
 import type { HttpResult } from '../support/app';
 
 /**
@@ -28,11 +30,12 @@ let httpPort: number;
 let mqttPort: number;
 const dataDir = mkdtempSync(join(tmpdir(), 'telemetry-crash-'));
 
-function start(): NonNullable<typeof child> {
+function start(extraEnv: Record<string, string> = {}): NonNullable<typeof child> {
   let out = '';
   const proc = spawn(process.execPath, [MAIN], {
     env: {
       ...process.env,
+      ...extraEnv,
       DATABASE_URL: db.url,
       REDIS_URL: testRedisUrl(),
       PORT: String(httpPort),
@@ -171,4 +174,61 @@ it('every PUBACKed reading is stored exactly once across SIGKILLs mid-stream', a
   expect(acked.size).toBeGreaterThan((ROUNDS + 1) * 300);
   child.proc.kill('SIGTERM');
   await child.exited;
+});
+
+it('external broker mode: every message the broker took is stored exactly once across SIGKILLs of the app mid-stream (no PUBACK to the broker before the store)', async () => {
+  const broker = await startMosquitto();
+  const external = { MQTT_URL: broker.url, MQTT_CLIENT_ID: 'crash-app', MQTT_SHARE_GROUP: 'crash' };
+  const pub = await mqtt.connectAsync(broker.url, { clientId: 'crash-publisher', protocolVersion: 4, clean: true });
+  try {
+    child = start(external);
+    await healthy();
+    const dev = await ownerWithDevice(http);
+    const stored = async () =>
+      (
+        await db.pool.query<{ id: string; n: number }>(
+          `SELECT r->>'id' AS id, count(*)::int AS n FROM events, jsonb_array_elements(data->'readings') r
+            WHERE stream_id = $1 GROUP BY 1`,
+          [`telemetry-${dev.deviceId}`],
+        )
+      ).rows;
+    let next = 1;
+    let publishing = true;
+    // The publisher never stops while the app dies and comes back: the broker keeps the app's session.
+    const publisher = (async () => {
+      while (publishing) {
+        const batch = Array.from({ length: 50 }, () => next++);
+        await Promise.all(
+          batch.map((n) =>
+            pub.publishAsync(`devices/${dev.deviceId}/readings`, JSON.stringify({ metric: 'seq', value: n, id: n }), {
+              qos: 1,
+            }),
+          ),
+        );
+      }
+    })();
+    for (let round = 0; round < 3; round++) {
+      const target = (await stored()).length + 500;
+      await eventually(async () => (await stored()).length >= target, `${target} stored`, 60_000);
+      child.proc.kill('SIGKILL');
+      await child.exited;
+      child = start(external);
+      await healthy();
+    }
+    publishing = false;
+    await publisher;
+    const published = next - 1;
+    await eventually(async () => (await stored()).length >= published, `all ${published} stored`, 120_000);
+    const rows = await stored();
+    expect(rows.filter((r) => r.n !== 1)).toEqual([]);
+    const ids = new Set(rows.map((r) => Number(r.id)));
+    expect(ids.size).toBe(published);
+    expect([...Array(published).keys()].map((i) => i + 1).filter((n) => !ids.has(n))).toEqual([]);
+    expect(published).toBeGreaterThan(1500);
+  } finally {
+    await pub.endAsync();
+    child?.proc.kill('SIGKILL');
+    await child?.exited;
+    await broker.stop();
+  }
 });
