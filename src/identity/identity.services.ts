@@ -133,9 +133,9 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
 
   async onApplicationShutdown(): Promise<void> {
     this.keys.close();
-    await this.revocationMirror.close();
+    this.revocationMirror.close();
+    this.hasher.close();
     await this.sessions.close();
-    await this.hasher.close();
     this.redis.disconnect();
   }
 

@@ -1,6 +1,12 @@
 import { PassportStrategy } from '@nestjs/passport';
 import type { Principal } from '../platform/http/access';
-import { AccessTokenStrategy, issuedAt, type AccessTokenClaims, type RevocationMirror, type TokenService } from './auth';
+import {
+  AccessTokenStrategy,
+  issuedAt,
+  type AccessTokenClaims,
+  type RevocationMirror,
+  type TokenService,
+} from './auth';
 
 /**
  * The two passport strategies of HTTP authentication, registered with

@@ -10,8 +10,9 @@ import { AuthErrorCode } from '../../platform/http/auth-errors';
  * priority as the event loop: on a small machine a login storm then takes CPU
  * from every other route. Here the hashing runs in a separate node process with
  * a thread pool of `threads` threads, every thread of it at nice `priority`
- * (19, the lowest, by default), so the kernel gives it only the CPU that the
- * app, PostgreSQL and Redis leave idle. Callers bound how much they send
+ * (19, the lowest, by default), in a session of its own whose autogroup has the
+ * same lowest weight (Linux), so the kernel gives it only the CPU that the app,
+ * PostgreSQL and Redis leave idle. Callers bound how much they send
  * (PasswordHasher's queue); this class runs what it is given.
  *
  * The child is started on first use and again after it dies (a request in
@@ -40,11 +41,16 @@ type Reply = { id: number; ok: true; value: string | boolean } | { id: number; o
 // Lowers every thread that exists now; threads started later (the thread pool, on the first
 // hash) inherit the priority of the thread that starts them. Linux applies nice per thread;
 // elsewhere setPriority(0) sets the whole process.
+// With Linux's autogroup scheduling (sched_autogroup_enabled), nice only ranks threads of one
+// session against each other, and sessions share the CPU equally: the child runs in a session
+// of its own (spawned detached) and gives that session the same lowest weight
+// (/proc/self/autogroup), so a storm takes no CPU share from the app's session either.
 const CHILD = `
 'use strict';
 const os = require('node:os');
 const fs = require('node:fs');
 const priority = Number(process.env.HASHER_PRIORITY);
+try { fs.writeFileSync('/proc/self/autogroup', String(priority)); } catch {}
 let lowered = false;
 try {
   for (const tid of fs.readdirSync('/proc/self/task')) os.setPriority(Number(tid), priority);
@@ -75,7 +81,8 @@ export class HasherProcess {
   private readonly priority: number;
 
   constructor(private readonly options: HasherProcessOptions) {
-    if (!Number.isInteger(options.threads) || options.threads < 1) throw new Error('threads must be a positive integer');
+    if (!Number.isInteger(options.threads) || options.threads < 1)
+      throw new Error('threads must be a positive integer');
     this.priority = options.priority ?? 19;
   }
 
@@ -126,6 +133,8 @@ export class HasherProcess {
       },
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
       serialization: 'json',
+      // A session (and so an autogroup) of its own; it still exits with this process (its IPC channel closes).
+      detached: true,
     });
     this.child = child;
     child.unref();

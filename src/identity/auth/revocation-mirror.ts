@@ -174,7 +174,7 @@ export class RevocationMirror {
     await this.waitFresh(timeoutMs);
   }
 
-  async close(): Promise<void> {
+  close(): void {
     this.state = 'stopped';
     this.generation++;
     clearInterval(this.timer);

@@ -318,8 +318,8 @@ export class RevocationList {
   }
 
   private async write(script: string, key: string, args: (string | number)[]): Promise<void> {
-    const reply = await this.call(
-      () => this.redis.eval(script, 4, key, this.seqKey, this.entriesKey, this.expiryKey, ...args) as Promise<unknown>,
+    const reply = await this.call(() =>
+      this.redis.eval(script, 4, key, this.seqKey, this.entriesKey, this.expiryKey, ...args),
     );
     if (typeof reply !== 'string') return; // nothing stored (a cutoff whose tokens have all expired)
     const entry = parseRevocationEntry(reply);
