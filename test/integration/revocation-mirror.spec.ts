@@ -145,6 +145,29 @@ describe('the revocation mirror', () => {
     expect(await redis.zscore(list.expiryKey, `jti:${c.jti}`)).toBe(entry);
   });
 
+  it('after an upgrade: revocations an older release stored only as their own keys are indexed and refused', async () => {
+    const prefix = `${PREFIX}legacy-${randomBytes(3).toString('hex')}:`;
+    const old = new RevocationList(redis, { keyPrefix: prefix, maxTokenLifeS: MAX_LIFE_S });
+    const token = claims();
+    const family = claims({ sid: randomUUID() });
+    const subject = claims();
+    const cutoff = nowS();
+    // What the previous release wrote: the key alone, no index, no number.
+    await redis.set(old.jtiKey(token.jti), '1', 'EX', 600);
+    await redis.set(old.familyKey(family.sid!), '1', 'EX', 600);
+    await redis.set(old.subjectKey(subject.sub), String(cutoff), 'EX', 600);
+    const m = new RevocationMirror({ list: old, redisUrl: testRedisUrl(), maxStalenessMs: 1000, log });
+    mirrors.push(m);
+    await m.start();
+    expect(m.verdict(token)).toBe('token');
+    expect(m.verdict(family)).toBe('family');
+    expect(m.verdict(subject)).toBe('subject');
+    expect(m.verdict(claims({ sub: subject.sub, iat: Math.floor(cutoff) + 1 }))).toBe('ok');
+    expect(await redis.hlen(old.entriesKey)).toBe(3);
+    // Once per list: a second start indexes nothing more.
+    expect(await old.indexExisting()).toBe(0);
+  });
+
   it('fails closed: with no Redis it never goes live and every check is a 503 AUTH.REVOCATION_UNAVAILABLE', async () => {
     const url = new URL(testRedisUrl());
     url.port = '1'; // nothing listens there

@@ -114,6 +114,8 @@ export class RevocationMirror {
   private sweeper: NodeJS.Timeout | undefined;
   private reloadTimer: NodeJS.Timeout | undefined;
   private stopListening: (() => void) | undefined;
+  /** Whether revocations stored before the list was indexed have been indexed (once per process). */
+  private indexed = false;
 
   constructor(private readonly options: RevocationMirrorOptions) {
     if (!(options.maxStalenessMs > 0)) throw new Error('maxStalenessMs must be positive');
@@ -371,6 +373,11 @@ export class RevocationMirror {
     this.loadSentAt = sentAt;
     let snapshot;
     try {
+      if (!this.indexed) {
+        const added = await this.options.list.indexExisting();
+        if (added > 0) this.options.log.info({ added }, 'auth: indexed revocations stored by an older release');
+        this.indexed = true;
+      }
       snapshot = await this.options.list.load();
     } catch (e) {
       if (generation !== this.generation) return;

@@ -181,6 +181,28 @@ redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. seq)
 return seq
 `;
 
+// One revocation stored before the list was indexed (an older release wrote only its own key):
+// added to the index unless already there, numbered without a notice (listening mirrors see the
+// gap at their next heartbeat and load). KEYS: the revocation's key, seq, entries, expiry.
+// ARGV: field, now (s).
+const INDEX_ONE = `
+local v = redis.call('GET', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if not v or ttl < 0 then return 0 end
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 0 end
+local now = tonumber(ARGV[2])
+local upto = now + ttl
+local value = tostring(upto)
+if string.sub(ARGV[1], 1, 4) == 'sub:' then value = v .. ' ' .. value end
+redis.call('HSET', KEYS[3], ARGV[1], value)
+redis.call('ZADD', KEYS[4], upto, ARGV[1])
+for _, k in ipairs({KEYS[3], KEYS[4]}) do
+  if redis.call('TTL', k) < ttl + 1 then redis.call('EXPIRE', k, ttl + 1) end
+end
+redis.call('INCR', KEYS[2])
+return 1
+`;
+
 export class RevocationList {
   private readonly prefix: string;
   private readonly maxTokenLifeS: number;
@@ -307,6 +329,36 @@ export class RevocationList {
       if (entry) entries.push(entry);
     }
     return { seq: Number(seq), entries };
+  }
+
+  /**
+   * Adds to the index the revocations an older release stored only as their own keys (once per
+   * list: a marker key remembers it is done), so that no mirror misses a revocation made before
+   * an upgrade. Returns how many it added.
+   */
+  async indexExisting(): Promise<number> {
+    const marker = `${this.prefix}indexed`;
+    if ((await this.call(() => this.redis.exists(marker))) === 1) return 0;
+    const escaped = this.prefix.replace(/[.*+?^$()|[\]\\{}]/g, '\\$&');
+    const own = new RegExp(`^${escaped}(jti|sid|sub):(.+)$`);
+    let added = 0;
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.call(() => this.redis.scan(cursor, 'MATCH', `${this.prefix}*`, 'COUNT', 1000));
+      cursor = next;
+      for (const key of keys) {
+        const m = own.exec(key);
+        if (!m) continue;
+        const field = `${m[1]}:${m[2]}`;
+        const now = Math.floor(this.now() / 1000);
+        const r = await this.call(() =>
+          this.redis.eval(INDEX_ONE, 4, key, this.seqKey, this.entriesKey, this.expiryKey, field, now),
+        );
+        if (r === 1) added++;
+      }
+    } while (cursor !== '0');
+    await this.call(() => this.redis.set(marker, '1'));
+    return added;
   }
 
   /**
