@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { DomainError } from '../../../domain/shared/errors';
 import { AuthErrorCode } from '../../platform/http/auth-errors';
 
@@ -11,8 +12,10 @@ import { AuthErrorCode } from '../../platform/http/auth-errors';
  * from every other route. Here the hashing runs in a separate node process with
  * a thread pool of `threads` threads, every thread of it at nice `priority`
  * (19, the lowest, by default), in a session of its own whose autogroup has the
- * same lowest weight (Linux), so the kernel gives it only the CPU that the app,
- * PostgreSQL and Redis leave idle. Callers bound how much they send
+ * same lowest weight, and, where util-linux's `chrt` is installed (Linux), under
+ * the SCHED_IDLE policy: a waking app, PostgreSQL or Redis thread preempts it at
+ * once rather than after a time slice. The kernel gives it only the CPU the
+ * others leave idle. Callers bound how much they send
  * (PasswordHasher's queue); this class runs what it is given.
  *
  * The child is started on first use and again after it dies (a request in
@@ -69,6 +72,9 @@ process.on('message', (m) => {
 process.send({ id: 0, ok: true, value: 'ready' });
 `;
 
+/** Where util-linux's chrt lives on Debian and most Linux systems. */
+const CHRT = ['/usr/bin/chrt', '/bin/chrt'];
+
 /** How long a child may take to start before the requests waiting for it fail. */
 const START_TIMEOUT_MS = 10_000;
 
@@ -124,7 +130,12 @@ export class HasherProcess {
   }
 
   private spawn(): Promise<ChildProcess> {
-    const child = spawn(process.execPath, ['-e', CHILD], {
+    // SCHED_IDLE (any user may take it; threads started later inherit it). Without chrt: nice alone.
+    const idle = this.priority > 0 ? CHRT.find((path) => existsSync(path)) : undefined;
+    const [command, args] = idle
+      ? [idle, ['--idle', '0', process.execPath, '-e', CHILD]]
+      : [process.execPath, ['-e', CHILD]];
+    const child = spawn(command, args, {
       // Nothing of the app's environment (database URLs, secrets): only what the child reads.
       env: {
         UV_THREADPOOL_SIZE: String(this.options.threads),
