@@ -100,13 +100,11 @@ export const configSchema = z
     LOGIN_MAX_PER_ADDRESS: positiveInt.default(50),
     LOGIN_WINDOW_S: positiveInt.default(900),
     /**
-     * Password hashes computed at once; more wait, so a login storm cannot starve other requests.
-     * Default: one core less than the machine has (at least 1), and below libuv's thread pool
-     * (4 threads unless UV_THREADPOOL_SIZE says more), which JWT signing and verifying share.
+     * Password hashes computed at once, in a child process of lowest CPU priority (its own thread
+     * pool); more wait (ARGON2_MAX_QUEUE), so a login storm cannot starve other requests.
+     * Default: one core less than the machine has (at least 1).
      */
-    ARGON2_CONCURRENCY: positiveInt
-      .max(64)
-      .default(Math.max(1, Math.min(availableParallelism() - 1, Number(process.env.UV_THREADPOOL_SIZE ?? 4) - 1))),
+    ARGON2_CONCURRENCY: positiveInt.max(64).default(Math.max(1, availableParallelism() - 1)),
     // Identity hardening (issue 9): client addresses behind proxies, lockout, sign-up and device limits.
     /**
      * Whose X-Forwarded-For to believe (Fastify's trustProxy): "false" (default: the socket's address
@@ -126,6 +124,15 @@ export const configSchema = z
     SIGNUP_WINDOW_S: positiveInt.default(3600),
     /** Sign-ups (and device registrations) waiting for a hashing slot before 503; logins have their own queue and go first. */
     ARGON2_SIGNUP_MAX_QUEUE: positiveInt.max(10_000).default(50),
+    /** Logins (and device-token requests) waiting for a hashing slot; the next one gets 503 AUTH.BUSY with Retry-After. */
+    ARGON2_MAX_QUEUE: positiveInt.max(10_000).default(100),
+    /**
+     * Each instance checks tokens against an in-memory mirror of the Redis revocation list; when the
+     * mirror was last confirmed complete longer ago than this (Redis unreachable, notices lost), an
+     * authenticated request gets 503 AUTH.REVOCATION_UNAVAILABLE. A revocation made on any instance
+     * is refused everywhere within this bound.
+     */
+    REVOCATION_MAX_STALENESS_MS: positiveInt.min(50).max(60_000).default(1000),
     /** Largest body of the public credential routes (sign-up, login, refresh, device tokens): their fields are small. */
     AUTH_BODY_LIMIT_BYTES: positiveInt.max(1_048_576).default(16_384),
     /** Active devices one user may have registered (revoking one frees its place). */

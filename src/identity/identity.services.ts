@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
+import { Gauge } from 'prom-client';
 import { fold } from '../../domain/shared/event';
 import { DomainError } from '../../domain/shared/errors';
 import { deviceDecider, initialDeviceState, type DeviceState } from '../../domain/identity/device.decider';
@@ -20,6 +22,7 @@ import {
   PasswordHasher,
   RefreshTokenStore,
   RevocationList,
+  RevocationMirror,
   SignupLimiter,
   SigningKeys,
   TokenService,
@@ -28,7 +31,7 @@ import {
   runStrategy,
   authFailure,
   type OwnStrategies,
-  type TokenKind,
+  type TokenRequest,
 } from './auth';
 import { DeviceJwtStrategy, UserJwtStrategy } from './jwt.strategies';
 import type { AuthMode, Authenticator, Principal } from '../platform/http/access';
@@ -56,6 +59,8 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
   readonly keys: SigningKeys;
   readonly tokens: TokenService;
   readonly revocation: RevocationList;
+  /** The revocation list in memory: what every request is checked against (no round trip). */
+  readonly revocationMirror: RevocationMirror;
   readonly refresh: RefreshTokenStore;
   readonly hasher: PasswordHasher;
   readonly limiter: LoginLimiter;
@@ -89,6 +94,12 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
       keyPrefix: `${prefix}revoked:`,
       maxTokenLifeS: this.tokens.maxTokenLifeS,
     });
+    this.revocationMirror = new RevocationMirror({
+      list: this.revocation,
+      redisUrl: platform.redisUrl,
+      maxStalenessMs: c.REVOCATION_MAX_STALENESS_MS,
+      log: platform.log,
+    });
     this.refresh = new RefreshTokenStore(platform.pool, {
       ttlS: c.REFRESH_TOKEN_TTL_S,
       // A rotated token presented again means that login session was stolen: its access tokens end
@@ -106,8 +117,9 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
       user: new UserJwtStrategy(this),
       device: new DeviceJwtStrategy(this),
     };
-    this.hasher = PasswordHasher.fromConfig(c);
+    this.hasher = PasswordHasher.fromConfig(c, { log: platform.log });
     this.limiter = LoginLimiter.fromConfig(this.redis, c, { keyPrefix: `${prefix}login:` });
+    authMetrics(platform, this);
     this.signupLimiter = new SignupLimiter(this.redis, {
       maxPerAddress: c.SIGNUP_MAX_PER_ADDRESS,
       windowS: c.SIGNUP_WINDOW_S,
@@ -116,12 +128,13 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
   }
 
   async onModuleInit(): Promise<void> {
-    await this.hasher.init();
-    await this.sessions.start();
+    await Promise.all([this.hasher.init(), this.revocationMirror.start(), this.sessions.start()]);
   }
 
   async onApplicationShutdown(): Promise<void> {
     this.keys.close();
+    this.revocationMirror.close();
+    this.hasher.close();
     await this.sessions.close();
     this.redis.disconnect();
   }
@@ -206,15 +219,26 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
 
   /**
    * The `Authenticator` port: runs the same passport strategies as the HTTP guard on a bare
-   * Authorization header (the token of the kind the route takes, then the revocation list,
-   * failing closed). With 'user-or-device', `jwt` first, then `device-jwt` (as passport runs a
+   * Authorization header (see `authenticateRequest`).
+   */
+  authenticate(header: string | undefined, mode: AuthMode): Promise<Principal> {
+    return this.authenticateRequest({ headers: { authorization: header } }, mode);
+  }
+
+  /**
+   * Runs this instance's passport strategies on a request (the global AccessGuard, and the
+   * `Authenticator` port): the token of the kind the route takes, then the revocation mirror,
+   * failing closed. With 'user-or-device', `jwt` first, then `device-jwt` (as passport runs a
    * list of strategies: a failure tries the next one, an error ends it).
    */
-  async authenticate(header: string | undefined, mode: AuthMode): Promise<Principal> {
-    const req = { headers: { authorization: header } };
-    const kinds: TokenKind[] = mode === 'user-or-device' ? ['user', 'device'] : [mode];
+  async authenticateRequest(req: TokenRequest, mode: AuthMode): Promise<Principal> {
+    if (mode !== 'user-or-device') {
+      const outcome = await runStrategy<Principal>(this.strategies[mode], req);
+      if ('user' in outcome) return outcome.user;
+      throw outcome.failure;
+    }
     let failure: DomainError | undefined;
-    for (const kind of kinds) {
+    for (const kind of ['user', 'device'] as const) {
       const outcome = await runStrategy<Principal>(this.strategies[kind], req);
       if ('user' in outcome) return outcome.user;
       failure = outcome.failure;
@@ -304,6 +328,41 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
     const at = await this.tokens.issueAccessToken({ sub: deviceId, kind: 'device', roles: [] });
     return { tokenType: 'Bearer', accessToken: at.token, expiresIn: at.expiresIn };
   }
+}
+
+/** What an operator watches of authentication on /metrics. */
+function authMetrics(platform: Platform, identity: Pick<IdentityServices, 'revocationMirror' | 'hasher'>): void {
+  const registers = [platform.metrics.registry];
+  const gauge = (name: string, help: string, value: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(value());
+      },
+    });
+  gauge(
+    'auth_revocation_mirror_age_seconds',
+    'Since when the in-memory revocation list was last confirmed complete (-1: not live; over REVOCATION_MAX_STALENESS_MS requests get 503)',
+    () => {
+      const s = identity.revocationMirror.status;
+      return s.state === 'live' ? (performance.now() - s.freshAt) / 1000 : -1;
+    },
+  );
+  gauge('auth_revocation_mirror_entries', 'Revocations held in memory', () => identity.revocationMirror.status.entries);
+  gauge(
+    'auth_revocation_mirror_loads',
+    'Full loads of the revocation list since start (first load, reconnects, missed notices)',
+    () => identity.revocationMirror.status.loads,
+  );
+  gauge(
+    'auth_revocation_mirror_gaps',
+    'Missed revocation notices detected (each followed by a load)',
+    () => identity.revocationMirror.status.gaps,
+  );
+  gauge('auth_password_hashes_running', 'Password hashes being computed', () => identity.hasher.running);
+  gauge('auth_password_hashes_waiting', 'Password hashes waiting for a slot', () => identity.hasher.waiting);
 }
 
 export function systemContext(component: string): CommandContext {

@@ -1,26 +1,33 @@
 import { PassportStrategy } from '@nestjs/passport';
 import type { Principal } from '../platform/http/access';
-import { AccessTokenStrategy, issuedAt, type AccessTokenClaims, type RevocationList, type TokenService } from './auth';
+import {
+  AccessTokenStrategy,
+  issuedAt,
+  type AccessTokenClaims,
+  type RevocationMirror,
+  type TokenService,
+} from './auth';
 
 /**
  * The two passport strategies of HTTP authentication, registered with
  * passport as `jwt` (user access tokens) and `device-jwt` (device tokens):
  * passport-jwt with the platform's token policy (auth/access-token-strategy.ts),
- * then, on every request, the revocation list (fails closed: 503
- * AUTH.REVOCATION_UNAVAILABLE when Redis does not answer) and the principal.
+ * then, on every request, the revocation list and the principal. The list is
+ * this instance's in-memory mirror of the Redis list (auth/revocation-mirror.ts):
+ * no round trip per request; it fails closed (503 AUTH.REVOCATION_UNAVAILABLE)
+ * when the mirror cannot vouch for being current (REVOCATION_MAX_STALENESS_MS).
  *
  * One pair per app instance, made by IdentityServices (which owns the key set
- * and the revocation list); `AuthGuard('jwt')` / `AuthGuard('device-jwt')`
- * (auth-guard.ts) and the `Authenticator` port (`IdentityServices.authenticate`:
- * `POST /commands/*`, MQTT CONNECT) run these same objects.
+ * and the revocation list); the global AccessGuard (auth-guard.ts) and the
+ * `Authenticator` port (`IdentityServices.authenticate`: `POST /commands/*`,
+ * MQTT CONNECT) run these same objects.
  */
 export interface StrategyDeps {
   readonly tokens: TokenService;
-  readonly revocation: RevocationList;
+  readonly revocationMirror: Pick<RevocationMirror, 'check'>;
 }
 
-async function principalFor(revocation: RevocationList, claims: AccessTokenClaims): Promise<Principal> {
-  await revocation.check(claims);
+function principalOf(claims: AccessTokenClaims): Principal {
   return {
     kind: claims.kind,
     id: claims.sub,
@@ -32,13 +39,19 @@ async function principalFor(revocation: RevocationList, claims: AccessTokenClaim
   };
 }
 
+/** The principal of a token the mirror says is not revoked (without a promise when it can say so at once). */
+function principalFor(deps: StrategyDeps, claims: AccessTokenClaims): Principal | Promise<Principal> {
+  const pending = deps.revocationMirror.check(claims);
+  return pending ? pending.then(() => principalOf(claims)) : principalOf(claims);
+}
+
 export class UserJwtStrategy extends PassportStrategy(AccessTokenStrategy, 'jwt') {
   constructor(private readonly deps: StrategyDeps) {
     super({ tokens: deps.tokens, kind: 'user' });
   }
 
-  validate(_req: unknown, claims: AccessTokenClaims): Promise<Principal> {
-    return principalFor(this.deps.revocation, claims);
+  validate(_req: unknown, claims: AccessTokenClaims): Principal | Promise<Principal> {
+    return principalFor(this.deps, claims);
   }
 }
 
@@ -47,7 +60,7 @@ export class DeviceJwtStrategy extends PassportStrategy(AccessTokenStrategy, 'de
     super({ tokens: deps.tokens, kind: 'device' });
   }
 
-  validate(_req: unknown, claims: AccessTokenClaims): Promise<Principal> {
-    return principalFor(this.deps.revocation, claims);
+  validate(_req: unknown, claims: AccessTokenClaims): Principal | Promise<Principal> {
+    return principalFor(this.deps, claims);
   }
 }

@@ -74,4 +74,16 @@ describe('configuration', () => {
       DEVICES_MAX_PER_USER: 100,
     });
   });
+
+  it('auth without a round trip: the revocation mirror’s staleness bound and the login hashing queue, bounded and named when bad', () => {
+    expect(loadConfig({})).toMatchObject({ REVOCATION_MAX_STALENESS_MS: 1000, ARGON2_MAX_QUEUE: 100 });
+    expect(loadConfig({ REVOCATION_MAX_STALENESS_MS: '250', ARGON2_MAX_QUEUE: '8' })).toMatchObject({
+      REVOCATION_MAX_STALENESS_MS: 250,
+      ARGON2_MAX_QUEUE: 8,
+    });
+    for (const bad of ['0', '10', '60001', 'soon', '1.5'])
+      expect(() => loadConfig({ REVOCATION_MAX_STALENESS_MS: bad })).toThrow(/REVOCATION_MAX_STALENESS_MS: /);
+    for (const bad of ['0', '-1', '10001', 'many'])
+      expect(() => loadConfig({ ARGON2_MAX_QUEUE: bad })).toThrow(/ARGON2_MAX_QUEUE: /);
+  });
 });

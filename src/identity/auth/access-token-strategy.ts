@@ -6,9 +6,10 @@ import { PlatformErrorCode } from '../../platform/platform-errors';
 import type { AccessTokenClaims, TokenKind, TokenService } from './tokens';
 
 /**
- * The passport-jwt strategy every access token goes through: HTTP routes
- * (`AuthGuard('jwt')` / `AuthGuard('device-jwt')`), `POST /commands/*` and
- * MQTT CONNECT (the `Authenticator` port), and `TokenService.verify`.
+ * The passport-jwt strategy every access token goes through: HTTP routes (the
+ * global AccessGuard), `POST /commands/*` and MQTT CONNECT (the `Authenticator`
+ * port), and `TokenService.verify`, each running the strategy object directly
+ * (`runStrategy`, as passport's middleware runs it).
  *
  * passport-jwt (jsonwebtoken) checks: the signature with the key our key set
  * holds for the token's `kid` (`secretOrKeyProvider`), the algorithm
@@ -80,13 +81,8 @@ export function authFailure(challenge: unknown): DomainError {
 
 /** The strategies of one app instance, by the kind of token they take. */
 export type OwnStrategies = Readonly<Record<TokenKind, AccessTokenStrategy>>;
-/** The request property an app's guard names its own strategies in (see `AccessTokenStrategy.authenticate`). */
-export const OWN_STRATEGIES = Symbol('access-token-strategies');
 
 type VerifiedClaims = (req: TokenRequest, claims: AccessTokenClaims, done: VerifiedCallback) => void;
-
-/** What passport gives each attempt to report its decision with. */
-const ACTIONS = ['success', 'fail', 'error', 'pass', 'redirect'] as const;
 
 /** The fields of passport-jwt's Strategy this class relies on (not in its type declarations). */
 interface JwtStrategyInternals {
@@ -126,21 +122,11 @@ export class AccessTokenStrategy extends JwtStrategy {
   }
 
   /**
-   * Several app instances in one process (tests) each register their strategies under the same
-   * names in passport's one registry: the app's guard names its own strategies on the request
-   * (`OWN_STRATEGIES`), and a strategy of another instance hands the attempt over to them.
-   * Then: a token verified recently skips jsonwebtoken; any other goes through passport-jwt.
+   * A token verified recently skips jsonwebtoken; any other goes through passport-jwt. (Each app
+   * instance runs its own strategy objects (`runStrategy`), not passport's one registry by name,
+   * so several instances in one process (tests) each verify with their own keys.)
    */
-  override authenticate(req: TokenRequest & { [OWN_STRATEGIES]?: OwnStrategies }, options?: object): void {
-    const own = req[OWN_STRATEGIES]?.[this.kind];
-    if (own && own !== this && !Object.prototype.isPrototypeOf.call(own, this)) {
-      const attempt = Object.create(own) as AccessTokenStrategy;
-      // passport's action functions for this attempt: closures over its request, not methods.
-      for (const action of ACTIONS)
-        (attempt as unknown as Record<string, unknown>)[action] = (this as unknown as Record<string, unknown>)[action];
-      attempt.authenticate(req, options);
-      return;
-    }
+  override authenticate(req: TokenRequest, options?: object): void {
     const token = bearerToken(req);
     const claims = token === null ? undefined : this.tokens.recall(token, this.kind);
     if (claims) {

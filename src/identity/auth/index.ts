@@ -3,6 +3,7 @@ export * from './signing-keys';
 export * from './tokens';
 export * from './access-token-strategy';
 export * from './revocation';
+export * from './revocation-mirror';
 export * from './refresh-tokens';
 export * from './passwords';
 export * from './login-limiter';

@@ -3,6 +3,7 @@ import * as argon2 from 'argon2';
 import type { Config } from '../../config';
 import { DomainError } from '../../../domain/shared/errors';
 import { AuthErrorCode } from '../../platform/http/auth-errors';
+import { HasherProcess } from './hasher-process';
 
 /**
  * Password hashing with argon2id.
@@ -11,6 +12,10 @@ import { AuthErrorCode } from '../../platform/http/auth-errors';
  * configuration, m = 19456 KiB (19 MiB), t = 2, p = 1 (32-byte hash, 16-byte
  * salt). Weaker settings are refused; stronger ones may be passed, and hashes
  * made with other settings report `needsRehash` (re-hash on the next login).
+ *
+ * Hashes are computed off this process: in a child process at the lowest CPU
+ * priority with a thread pool of its own (hasher-process.ts), so a login storm
+ * takes only CPU the app leaves idle and never holds up this process's libuv pool.
  *
  * At most `concurrency` (ARGON2_CONCURRENCY) hashes run at once, in two
  * lanes, so a sign-up flood cannot turn logins into 503s: 'verify' (logins,
@@ -29,10 +34,13 @@ export interface PasswordHasherOptions {
   readonly memoryCost?: number | undefined;
   readonly timeCost?: number | undefined;
   readonly parallelism?: number | undefined;
-  /** Verifications allowed to wait for a slot; more get 503 AUTH.BUSY. Default 1000. */
+  /** Verifications (logins, device tokens) allowed to wait for a slot; more get 503 AUTH.BUSY. Default 100. */
   readonly maxQueue?: number | undefined;
   /** New hashes (sign-ups, device registrations) allowed to wait; more get 503 AUTH.BUSY. Default 50. */
   readonly maxSignupQueue?: number | undefined;
+  /** Nice value of the hashing process; default 19 (lowest priority). */
+  readonly priority?: number | undefined;
+  readonly log?: { warn(obj: Record<string, unknown>, msg: string): void } | undefined;
 }
 
 /** `verify`: checking a credential (login, device token). `create`: hashing a new one (sign-up, device registration). */
@@ -106,6 +114,7 @@ class LanedSemaphore {
 export class PasswordHasher {
   private readonly params: { memoryCost: number; timeCost: number; parallelism: number };
   private readonly semaphore: LanedSemaphore;
+  private readonly worker: HasherProcess;
   private dummy: Promise<string> | undefined;
 
   constructor(options: PasswordHasherOptions) {
@@ -131,16 +140,32 @@ export class PasswordHasher {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1)
       throw new Error('concurrency must be a positive integer');
     this.semaphore = new LanedSemaphore(options.concurrency, Math.max(1, Math.floor(options.concurrency / 2)), {
-      verify: options.maxQueue ?? 1000,
+      verify: options.maxQueue ?? 100,
       create: options.maxSignupQueue ?? 50,
+    });
+    this.worker = new HasherProcess({ threads: options.concurrency, priority: options.priority, log: options.log });
+  }
+
+  static fromConfig(
+    config: Pick<Config, 'ARGON2_CONCURRENCY' | 'ARGON2_SIGNUP_MAX_QUEUE' | 'ARGON2_MAX_QUEUE'>,
+    extra: Pick<PasswordHasherOptions, 'log'> = {},
+  ): PasswordHasher {
+    return new PasswordHasher({
+      concurrency: config.ARGON2_CONCURRENCY,
+      maxQueue: config.ARGON2_MAX_QUEUE,
+      maxSignupQueue: config.ARGON2_SIGNUP_MAX_QUEUE,
+      ...extra,
     });
   }
 
-  static fromConfig(config: Pick<Config, 'ARGON2_CONCURRENCY' | 'ARGON2_SIGNUP_MAX_QUEUE'>): PasswordHasher {
-    return new PasswordHasher({
-      concurrency: config.ARGON2_CONCURRENCY,
-      maxSignupQueue: config.ARGON2_SIGNUP_MAX_QUEUE,
-    });
+  /** The hashing process's id while it runs. */
+  get processId(): number | undefined {
+    return this.worker.pid;
+  }
+
+  /** Stops the hashing process; hashes waiting or running fail with 503 AUTH.BUSY. */
+  close(): void {
+    this.worker.close();
   }
 
   /** The parameters new hashes are made with. */
@@ -159,13 +184,15 @@ export class PasswordHasher {
 
   /** Computes the dummy hash now (call at start-up, so the first unknown-account login is not slower). */
   async init(): Promise<void> {
+    await this.worker.start();
     await this.dummyHash();
   }
 
   /** A new hash; `lane` 'verify' for re-hashing a password that just verified (it is part of a login). */
   async hash(plain: string, lane: HashLane = 'create'): Promise<string> {
     if (typeof plain !== 'string') throw new TypeError('password must be a string');
-    return this.semaphore.run(lane, () => argon2.hash(plain, { type: argon2.argon2id, ...this.params }));
+    const request = { op: 'hash', plain, options: { type: argon2.argon2id, ...this.params } } as const;
+    return this.semaphore.run(lane, async () => (await this.worker.run(request)) as string);
   }
 
   /** True when `plain` matches `hash`. A malformed stored hash is an error, not a mismatch. */
@@ -173,7 +200,7 @@ export class PasswordHasher {
     if (typeof plain !== 'string') return false;
     if (typeof hash !== 'string' || !hash.startsWith('$argon2'))
       throw new Error('stored password hash is not an argon2 hash');
-    return this.semaphore.run(lane, () => argon2.verify(hash, plain));
+    return this.semaphore.run(lane, async () => (await this.worker.run({ op: 'verify', hash, plain })) === true);
   }
 
   /** True when the hash was made with other parameters (or another argon2 variant / another scheme). */
