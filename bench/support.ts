@@ -1,10 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { Pool, type PoolClient } from 'pg';
-import { from as copyFrom } from 'pg-copy-streams';
+import { Pool } from 'pg';
 import '../src/platform/infrastructure'; // int8 as number, exactly as the app parses it
 import type { EventToAppend } from '../src/platform/event-store/event-store';
 import { migrate } from '../src/platform/migrations';
@@ -109,23 +106,8 @@ export function copyField(v: string): string {
 }
 
 /** Streams text-format lines into `COPY ... FROM STDIN` on one connection (its own transaction unless one is open). */
-export async function copyLines(client: PoolClient, sql: string, lines: Iterable<string>): Promise<number> {
-  const stream = client.query(copyFrom(sql));
-  await pipeline(Readable.from(chunks(lines)), stream);
-  return stream.rowCount;
-}
-
-function* chunks(lines: Iterable<string>, per = 1000): Generator<string> {
-  let buf: string[] = [];
-  for (const l of lines) {
-    buf.push(l);
-    if (buf.length >= per) {
-      yield buf.join('');
-      buf = [];
-    }
-  }
-  if (buf.length) yield buf.join('');
-}
+/** The same COPY the platform's projections use (src/platform/processing/copy.ts). */
+export { copyLines } from '../src/platform/processing/copy';
 
 const DEVICES = 500;
 
