@@ -13,9 +13,9 @@ export const MAX_READINGS_PER_MESSAGE = 1000;
 /** A reading may be stamped at most this far ahead of the receive time (clock skew). */
 export const MAX_FUTURE_MS = 5 * 60 * 1000;
 export const METRIC_PATTERN = /^[a-z0-9_.-]{1,64}$/;
-const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
+export const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
 // ISO-8601 date-time with a zone (Z or ±hh:mm), optional fraction.
-const ISO_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
+export const ISO_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
 
 export const RULES = {
   shape: 'must be a reading object {metric, value, ts?, id?} or an array of them',

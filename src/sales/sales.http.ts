@@ -22,6 +22,20 @@ import { RegisterProduct, registerProductSchema } from './register-product';
 import { code, uuid } from './sales-input';
 import { SalesRuntime } from './sales.runtime';
 import { SalesServices } from './sales.services';
+import { ApiDoc } from '../platform/http/openapi';
+import {
+  capturedSchema,
+  cataloguePageSchema,
+  orderCreatedSchema,
+  orderPageSchema,
+  orderSchema,
+  paymentBooksSchema,
+  productCreatedSchema,
+  productSchema,
+  sagaSchema,
+  shippedSchema,
+  stockSchema,
+} from './sales.responses';
 
 /**
  * The HTTP routes of sales: each write route parses its input with its use
@@ -44,7 +58,11 @@ const ordersQuery = z.object({
   after: z.string().max(500, 'must be at most 500 characters').optional(),
   minPosition: z.string().max(32, 'must be at most 32 characters').optional(),
 });
-const idParam = (id: string) => parseInput(z.object({ id: uuid }), { id }).id;
+const idParams = z.object({ id: uuid });
+const idParam = (id: string) => parseInput(idParams, { id }).id;
+const orderParams = z.object({ orderId: uuid });
+const orderIdParam = (orderId: string) => parseInput(orderParams, { orderId }).orderId;
+const PRODUCT_NOT_FOUND = { 404: [SalesErrorCode.PRODUCT_NOT_FOUND] };
 
 const caller = (req: FastifyRequest): Caller => {
   const p = principalOf(req);
@@ -60,18 +78,43 @@ export class ProductsController {
     private readonly platform: Platform,
   ) {}
 
+  @ApiDoc({
+    summary: 'Register a product with the terms of each sales channel',
+    body: registerProductSchema,
+    command: true,
+    responses: { 201: productCreatedSchema },
+    errors: {
+      400: [SalesErrorCode.INVALID_PRODUCT],
+      409: [SalesErrorCode.PRODUCT_EXISTS, SalesErrorCode.SKU_TAKEN],
+    },
+  })
   @Roles('admin')
   @Post()
   register(@Body() body: unknown, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
     return this.bus.execute(new RegisterProduct(parseInput(registerProductSchema, body), caller(req), ctx));
   }
 
+  @ApiDoc({
+    summary: "Change a product's name, unit or channel terms",
+    params: idParams,
+    body: changeProductSchema,
+    command: true,
+    responses: { 200: productCreatedSchema },
+    errors: { 400: [SalesErrorCode.INVALID_PRODUCT], ...PRODUCT_NOT_FOUND },
+  })
   @Roles('admin')
   @Patch(':id')
   change(@Param('id') id: string, @Body() body: unknown, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
     return this.bus.execute(new ChangeProduct(idParam(id), parseInput(changeProductSchema, body), caller(req), ctx));
   }
 
+  @ApiDoc({
+    summary: 'The catalogue of one sales channel: prices after discount, availability, delivery estimate',
+    query: catalogueQuery,
+    readsModel: true,
+    responses: { 200: cataloguePageSchema },
+    errors: { 400: [SalesErrorCode.INVALID_QUERY] },
+  })
   @Get()
   async catalogue(@Query() query: unknown, @MinPosition() minPosition: number | undefined) {
     const q = parseInput(catalogueQuery, query ?? {});
@@ -85,6 +128,13 @@ export class ProductsController {
     });
   }
 
+  @ApiDoc({
+    summary: 'One product with its terms in every channel',
+    params: idParams,
+    readsModel: true,
+    responses: { 200: productSchema },
+    errors: PRODUCT_NOT_FOUND,
+  })
   @Get(':id')
   async product(@Param('id') id: string, @MinPosition() minPosition: number | undefined) {
     const productId = idParam(id);
@@ -94,12 +144,27 @@ export class ProductsController {
     return view;
   }
 
+  @ApiDoc({
+    summary: 'Receive stock of a product',
+    params: idParams,
+    body: stockReceiptSchema,
+    command: true,
+    responses: { 201: productCreatedSchema },
+    errors: { 400: [SalesErrorCode.INVALID_STOCK_RECEIPT], ...PRODUCT_NOT_FOUND },
+  })
   @Roles('admin')
   @Post(':id/stock-receipts')
   receive(@Param('id') id: string, @Body() body: unknown, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
     return this.bus.execute(new ReceiveStock(idParam(id), parseInput(stockReceiptSchema, body), caller(req), ctx));
   }
 
+  @ApiDoc({
+    summary: 'Stock of a product: on hand, reserved, available, shipped, newest movements',
+    params: idParams,
+    readsModel: true,
+    responses: { 200: stockSchema },
+    errors: PRODUCT_NOT_FOUND,
+  })
   @Roles('admin')
   @Get(':id/stock')
   async stock(@Param('id') id: string, @MinPosition() minPosition: number | undefined) {
@@ -119,12 +184,30 @@ export class OrdersController {
   ) {}
 
   /** 202: the order is recorded; the saga reserves, charges and confirms (or compensates) asynchronously. */
+  @ApiDoc({
+    summary: 'Place an order (the saga reserves, charges and confirms, or compensates, asynchronously)',
+    body: placeOrderSchema,
+    command: true,
+    responses: { 202: orderCreatedSchema },
+    errors: {
+      400: [SalesErrorCode.INVALID_ORDER],
+      404: [SalesErrorCode.PRODUCT_NOT_FOUND],
+      409: [SalesErrorCode.ORDER_EXISTS],
+    },
+  })
   @Post()
   @HttpCode(202)
   place(@Body() body: unknown, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
     return this.bus.execute(new PlaceOrder(parseInput(placeOrderSchema, body), caller(req), ctx));
   }
 
+  @ApiDoc({
+    summary: "The caller's orders, newest first (an admin: everyone's)",
+    query: ordersQuery,
+    readsModel: true,
+    responses: { 200: orderPageSchema },
+    errors: { 400: [SalesErrorCode.INVALID_QUERY] },
+  })
   @Get()
   async list(@Query() query: unknown, @Req() req: FastifyRequest, @MinPosition() minPosition: number | undefined) {
     const q = parseInput(ordersQuery, query ?? {});
@@ -139,6 +222,13 @@ export class OrdersController {
   }
 
   /** The owner or an admin; anyone else gets 404, as if the order did not exist. */
+  @ApiDoc({
+    summary: 'One order with its timeline of saga steps and compensations',
+    params: idParams,
+    readsModel: true,
+    responses: { 200: orderSchema },
+    errors: { 404: [SalesErrorCode.ORDER_NOT_FOUND] },
+  })
   @Get(':id')
   async get(@Param('id') id: string, @Req() req: FastifyRequest, @MinPosition() minPosition: number | undefined) {
     const orderId = idParam(id);
@@ -151,6 +241,18 @@ export class OrdersController {
   }
 
   /** Until the order ships: the saga refunds, releases the stock and cancels. */
+  @ApiDoc({
+    summary: 'Cancel an order until it ships (the saga refunds, releases the stock and cancels)',
+    params: idParams,
+    body: cancelOrderSchema,
+    bodyRequired: false,
+    command: true,
+    responses: { 202: orderCreatedSchema },
+    errors: {
+      404: [SalesErrorCode.ORDER_NOT_FOUND],
+      409: [SalesErrorCode.ORDER_SHIPPED, SalesErrorCode.ORDER_CLOSED],
+    },
+  })
   @Post(':id/cancel')
   @HttpCode(202)
   cancel(@Param('id') id: string, @Body() body: unknown, @Req() req: FastifyRequest, @Ctx() ctx: CommandContext) {
@@ -169,9 +271,15 @@ export class SalesAdminController {
   ) {}
 
   /** The saga of one order as it stands in the store: state, pending deadline, every event it handled and what it sent. */
+  @ApiDoc({
+    summary: 'The saga of one order: state, pending deadline, every event it handled and what it sent',
+    params: orderParams,
+    responses: { 200: sagaSchema },
+    errors: { 404: [SalesErrorCode.SAGA_NOT_FOUND] },
+  })
   @Get('sagas/:orderId')
   async saga(@Param('orderId') id: string) {
-    const orderId = parseInput(z.object({ orderId: uuid }), { orderId: id }).orderId;
+    const orderId = orderIdParam(id);
     const { history, revision, steps } = await this.sales.loadSaga(orderId);
     if (revision < 0) throw notFound(SalesErrorCode.SAGA_NOT_FOUND, `no saga for order ${orderId} (yet)`);
     const deadline = await this.runtime.jobs.deadline(orderId);
@@ -192,6 +300,7 @@ export class SalesAdminController {
   }
 
   /** Runs one shipping batch now (it also runs every SHIPPING_INTERVAL_MS). */
+  @ApiDoc({ summary: 'Run one shipping batch now', responses: { 200: shippedSchema } })
   @Post('shipping/run')
   @HttpCode(200)
   ship() {
@@ -199,10 +308,16 @@ export class SalesAdminController {
   }
 
   /** Sandbox provider only: answer a `card-no-response` payment with a capture now, as a late webhook would. */
+  @ApiDoc({
+    summary: 'Sandbox payments: capture a payment that never answered, as a late webhook would',
+    params: orderParams,
+    responses: { 200: capturedSchema },
+    errors: { 404: [SalesErrorCode.PAYMENT_NOT_FOUND] },
+  })
   @Post('sandbox/payments/:orderId/capture')
   @HttpCode(200)
   async sandboxCapture(@Param('orderId') id: string) {
-    const orderId = parseInput(z.object({ orderId: uuid }), { orderId: id }).orderId;
+    const orderId = orderIdParam(id);
     const capture = this.runtime.payments.capturePending;
     if (!capture || !(await capture.call(this.runtime.payments, orderId))) {
       throw notFound(SalesErrorCode.PAYMENT_NOT_FOUND, `no sandbox payment for order ${orderId}`);
@@ -211,9 +326,15 @@ export class SalesAdminController {
   }
 
   /** Sandbox provider only: its books for one order (charges and refunds), to compare with the events. */
+  @ApiDoc({
+    summary: "Sandbox payments: the provider's books for one order (charges and refunds)",
+    params: orderParams,
+    responses: { 200: paymentBooksSchema },
+    errors: { 404: [SalesErrorCode.PAYMENT_NOT_FOUND] },
+  })
   @Get('sandbox/payments/:orderId')
   async sandboxBooks(@Param('orderId') id: string) {
-    const orderId = parseInput(z.object({ orderId: uuid }), { orderId: id }).orderId;
+    const orderId = orderIdParam(id);
     const books = this.runtime.payments.books;
     if (!books) throw notFound(SalesErrorCode.PAYMENT_NOT_FOUND, 'the payment provider keeps no local books');
     return books.call(this.runtime.payments, orderId);

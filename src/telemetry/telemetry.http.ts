@@ -29,6 +29,16 @@ import { LiveStreams, type SseWriter } from './live-streams';
 import { TelemetryServices } from './telemetry.services';
 import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 import { PlatformErrorCode } from '../platform/platform-errors';
+import { ApiDoc } from '../platform/http/openapi';
+import {
+  deadLetterPageSchema,
+  ingestedSchema,
+  latestSchema,
+  metricListSchema,
+  readingsBodySchema,
+  seriesSchema,
+  streamSchema,
+} from './telemetry.responses';
 
 const deviceParam = z.object({ id: deviceIdSchema });
 const metricParam = z.object({
@@ -69,6 +79,8 @@ const deadLetterQuery = z
   })
   .strict();
 const DAY_MS = 86_400_000;
+/** A reader of a device's metrics: its owner, an admin or the device itself; to anyone else the device does not exist. */
+const READ_ERRORS = { 404: [TelemetryErrorCode.DEVICE_NOT_FOUND] };
 /** Rows one live stream reads per query. */
 const STREAM_PAGE = 500;
 /** An idle live stream sends a comment this often (proxies close silent connections). */
@@ -94,6 +106,18 @@ export class TelemetryController {
   }
 
   /** The device (device token) or its owner sends readings: 202 {accepted, duplicates, position}. */
+  @ApiDoc({
+    summary: 'Send readings (the device itself, or its owner)',
+    params: deviceParam,
+    body: readingsBodySchema,
+    responses: { 202: ingestedSchema },
+    errors: {
+      400: [TelemetryErrorCode.INVALID_READING],
+      403: [TelemetryErrorCode.DEVICE_REVOKED, TelemetryErrorCode.DEVICE_OWNER_DISABLED],
+      404: [TelemetryErrorCode.DEVICE_NOT_FOUND],
+      503: [TelemetryErrorCode.SHUTTING_DOWN],
+    },
+  })
   @DeviceAuth('user-or-device')
   @Post(':id/readings')
   @HttpCode(202)
@@ -108,6 +132,13 @@ export class TelemetryController {
     return { accepted: r.accepted, duplicates: r.duplicates, position: r.position };
   }
 
+  @ApiDoc({
+    summary: "A device's metrics, each with its latest value",
+    params: deviceParam,
+    readsModel: true,
+    responses: { 200: metricListSchema },
+    errors: READ_ERRORS,
+  })
   @DeviceAuth('user-or-device')
   @Get(':id/metrics')
   async metrics(@Param('id') id: string, @Req() req: FastifyRequest, @MinPosition() minPosition: number | undefined) {
@@ -117,6 +148,13 @@ export class TelemetryController {
     return { deviceId, metrics: await listMetrics(this.platform.pool, deviceId) };
   }
 
+  @ApiDoc({
+    summary: 'The latest value of one metric',
+    params: metricParam,
+    readsModel: true,
+    responses: { 200: latestSchema },
+    errors: { 404: [TelemetryErrorCode.DEVICE_NOT_FOUND, TelemetryErrorCode.METRIC_NOT_FOUND] },
+  })
   @DeviceAuth('user-or-device')
   @Get(':id/metrics/:metric/latest')
   async latest(
@@ -134,6 +172,15 @@ export class TelemetryController {
   }
 
   /** Raw points, or aggregates per bucket from the rollups. Default range: the last 24 hours. */
+  @ApiDoc({
+    summary: 'History of one metric: raw points, or aggregates per bucket',
+    description: 'Default range: the 24 hours up to `to` (default now). `agg` needs `bucket`.',
+    params: metricParam,
+    query: seriesQuery,
+    readsModel: true,
+    responses: { 200: seriesSchema },
+    errors: READ_ERRORS,
+  })
   @DeviceAuth('user-or-device')
   @Get(':id/metrics/:metric')
   async series(
@@ -184,6 +231,18 @@ export class TelemetryController {
    * STREAM_STALL_TIMEOUT_MS. New readings wake it through the process's one
    * checkpoint notifier, not a poll per stream.
    */
+  @ApiDoc({
+    summary: 'Live values of one metric (server-sent events)',
+    params: metricParam,
+    headers: z.object({
+      'Last-Event-ID': z
+        .string()
+        .optional()
+        .meta({ description: 'Resume after this reading (`<position>.<index>`, or 0 for the whole history).' }),
+    }),
+    responses: { 200: { description: 'An event stream.', contentType: 'text/event-stream', schema: streamSchema } },
+    errors: { ...READ_ERRORS, 429: [TelemetryErrorCode.TOO_MANY_STREAMS] },
+  })
   @DeviceAuth('user-or-device')
   @Get(':id/metrics/:metric/stream')
   async stream(
@@ -267,6 +326,12 @@ export class DeadLettersController {
   constructor(private readonly platform: Platform) {}
 
   /** MQTT messages that could not become readings, newest first; page on with `before=<nextBefore>`. */
+  @ApiDoc({
+    summary: 'MQTT messages that could not become readings, newest first',
+    tags: ['telemetry'],
+    query: deadLetterQuery,
+    responses: { 200: deadLetterPageSchema },
+  })
   @Get()
   list(@Query() query: unknown) {
     const q = parseInput(deadLetterQuery, query ?? {});
