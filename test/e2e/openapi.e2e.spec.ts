@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import Ajv2020, { type ValidateFunction } from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
 import { startTestApp, type HttpResult, type TestApp } from '../support/app';
+import { orderIn } from '../support/sales';
 import { VAR, matchPath, readmeCurls, readmeProseRoutes } from '../support/readme-routes';
 
 /**
@@ -41,7 +42,9 @@ function validatorFor(key: string, schema: unknown): ValidateFunction {
 }
 
 /** The answer conforms to what the document says this operation answers with that status. */
-function check(method: string, template: string, res: HttpResult): HttpResult {
+function check(method: string, template: string, res: HttpResult, status?: number): HttpResult {
+  if (status !== undefined && res.status !== status)
+    throw new Error(`${method} ${template}: ${res.status} (expected ${status}) ${JSON.stringify(res.body)}`);
   const op = doc.paths[template]?.[method.toLowerCase()];
   if (!op) throw new Error(`${method} ${template} is not in the document`);
   const response = op.responses[String(res.status)];
@@ -164,31 +167,33 @@ describe('real answers conform to the document', () => {
     ).toBe('IDENTITY.EMAIL_TAKEN');
     const bad = check('POST', '/auth/login', await app.http('POST', '/auth/login', { email, password: 'wrong one' }));
     expect(bad.status).toBe(401);
-    const session = check('POST', '/auth/login', await app.http('POST', '/auth/login', { email, password }));
+    const session = check('POST', '/auth/login', await app.http('POST', '/auth/login', { email, password }), 200);
     const refreshed = check(
       'POST',
       '/auth/refresh',
       await app.http('POST', '/auth/refresh', { refreshToken: session.body.refreshToken }),
+      200,
     );
     const user = { authorization: `Bearer ${refreshed.body.accessToken}` };
-    check('GET', '/users/me', await app.http('GET', '/users/me', undefined, user));
+    check('GET', '/users/me', await app.http('GET', '/users/me', undefined, user), 200);
     expect(check('GET', '/users/me', await app.http('GET', '/users/me')).status).toBe(401);
-    check('GET', '/.well-known/jwks.json', await app.http('GET', '/.well-known/jwks.json'));
+    check('GET', '/.well-known/jwks.json', await app.http('GET', '/.well-known/jwks.json'), 200);
     const admin = await app.adminAuth();
     expect(
       check('GET', '/admin/projections', await app.http('GET', '/admin/projections', undefined, user)).status,
     ).toBe(403);
 
     // a device and its readings
-    const dev = check('POST', '/devices', await app.http('POST', '/devices', { name: 'press-7' }, user));
+    const dev = check('POST', '/devices', await app.http('POST', '/devices', { name: 'press-7' }, user), 201);
     const { deviceId, secret } = dev.body as { deviceId: string; secret: string };
     const token = check(
       'POST',
       '/devices/{id}/tokens',
       await app.http('POST', `/devices/${deviceId}/tokens`, { secret }),
+      200,
     );
     const device = { authorization: `Bearer ${token.body.accessToken}` };
-    check('GET', '/devices/me/identity', await app.http('GET', '/devices/me/identity', undefined, device));
+    check('GET', '/devices/me/identity', await app.http('GET', '/devices/me/identity', undefined, device), 200);
     const ingest = check(
       'POST',
       '/devices/{id}/readings',
@@ -211,26 +216,30 @@ describe('real answers conform to the document', () => {
       ).body.code,
     ).toBe('TELEMETRY.INVALID_READING');
     const pos = ingest.body.position as number;
-    check('GET', '/devices', await app.http('GET', `/devices?minPosition=${pos}`, undefined, user));
+    check('GET', '/devices', await app.http('GET', `/devices?minPosition=${pos}`, undefined, user), 200);
     check(
       'GET',
       '/devices/{id}/metrics',
       await app.http('GET', `/devices/${deviceId}/metrics?minPosition=${pos}`, undefined, user),
+      200,
     );
     check(
       'GET',
       '/devices/{id}/metrics/{metric}/latest',
       await app.http('GET', `/devices/${deviceId}/metrics/temp/latest`, undefined, user),
+      200,
     );
     check(
       'GET',
       '/devices/{id}/metrics/{metric}',
       await app.http('GET', `/devices/${deviceId}/metrics/temp`, undefined, user),
+      200,
     );
     check(
       'GET',
       '/devices/{id}/metrics/{metric}',
       await app.http('GET', `/devices/${deviceId}/metrics/temp?bucket=5m&agg=max`, undefined, user),
+      200,
     );
     expect(
       check(
@@ -239,7 +248,7 @@ describe('real answers conform to the document', () => {
         await app.http('GET', `/devices/${deviceId}/metrics/none/latest`, undefined, user),
       ).status,
     ).toBe(404);
-    check('GET', '/admin/dead-letters', await app.http('GET', '/admin/dead-letters', undefined, admin));
+    check('GET', '/admin/dead-letters', await app.http('GET', '/admin/dead-letters', undefined, admin), 200);
 
     // the catalogue, an order and its saga
     const channel = {
@@ -255,17 +264,24 @@ describe('real answers conform to the document', () => {
       'POST',
       '/products',
       await app.http('POST', '/products', { sku, name: 'Keyboard', unit: 'piece', channels: [channel] }, admin),
+      201,
     );
     const productId = product.body.productId as string;
     const receipt = check(
       'POST',
       '/products/{id}/stock-receipts',
       await app.http('POST', `/products/${productId}/stock-receipts`, { quantity: 5, reference: 'PO-1' }, admin),
+      201,
     );
     const after = receipt.body.position as number;
-    check('GET', '/products', await app.http('GET', `/products?channel=web&minPosition=${after}`, undefined, user));
-    check('GET', '/products/{id}', await app.http('GET', `/products/${productId}`, undefined, user));
-    check('GET', '/products/{id}/stock', await app.http('GET', `/products/${productId}/stock`, undefined, admin));
+    check(
+      'GET',
+      '/products',
+      await app.http('GET', `/products?channel=web&minPosition=${after}`, undefined, user),
+      200,
+    );
+    check('GET', '/products/{id}', await app.http('GET', `/products/${productId}`, undefined, user), 200);
+    check('GET', '/products/{id}/stock', await app.http('GET', `/products/${productId}/stock`, undefined, admin), 200);
     const order = check(
       'POST',
       '/orders',
@@ -275,24 +291,31 @@ describe('real answers conform to the document', () => {
         { channel: 'web', paymentMethod: 'card', items: [{ productId, quantity: 2 }] },
         user,
       ),
+      202,
     );
     const orderId = order.body.orderId as string;
     check(
       'GET',
       '/orders/{id}',
       await app.http('GET', `/orders/${orderId}?minPosition=${order.body.position}`, undefined, user),
+      200,
     );
-    check('GET', '/orders', await app.http('GET', '/orders', undefined, user));
+    check('GET', '/orders', await app.http('GET', '/orders', undefined, user), 200);
     expect(check('GET', '/orders/{id}', await app.http('GET', `/orders/${productId}`, undefined, user)).body.code).toBe(
       'SALES.ORDER_NOT_FOUND',
     );
     expect(check('GET', '/orders/{id}', await app.http('GET', '/orders/not-a-uuid', undefined, user)).status).toBe(400);
 
     // operators
-    check('GET', '/admin/users', await app.http('GET', '/admin/users?q=ada', undefined, admin));
-    check('GET', '/admin/users/{id}', await app.http('GET', `/admin/users/${signup.body.userId}`, undefined, admin));
-    check('GET', '/admin/projections', await app.http('GET', '/admin/projections', undefined, admin));
-    check('GET', '/admin/projections/{name}', await app.http('GET', '/admin/projections/users', undefined, admin));
+    check('GET', '/admin/users', await app.http('GET', '/admin/users?q=ada', undefined, admin), 200);
+    check(
+      'GET',
+      '/admin/users/{id}',
+      await app.http('GET', `/admin/users/${signup.body.userId}`, undefined, admin),
+      200,
+    );
+    check('GET', '/admin/projections', await app.http('GET', '/admin/projections', undefined, admin), 200);
+    check('GET', '/admin/projections/{name}', await app.http('GET', '/admin/projections/users', undefined, admin), 200);
     expect(
       check('GET', '/admin/projections/{name}', await app.http('GET', '/admin/projections/nope', undefined, admin))
         .status,
@@ -301,10 +324,11 @@ describe('real answers conform to the document', () => {
       'POST',
       '/admin/projections/{name}/rebuild',
       await app.http('POST', '/admin/projections/users/rebuild', undefined, admin),
+      202,
     );
-    check('GET', '/admin/jobs/{id}', await app.http('GET', `/admin/jobs/${rebuild.body.jobId}`, undefined, admin));
-    check('GET', '/health', await app.http('GET', '/health'));
-    check('GET', '/commands', await app.http('GET', '/commands'));
+    check('GET', '/admin/jobs/{id}', await app.http('GET', `/admin/jobs/${rebuild.body.jobId}`, undefined, admin), 200);
+    check('GET', '/health', await app.http('GET', '/health'), 200);
+    check('GET', '/commands', await app.http('GET', '/commands'), 200);
     const viaCommand = check(
       'POST',
       '/commands/RegisterUser',
@@ -316,6 +340,130 @@ describe('real answers conform to the document', () => {
     );
     expect(check('GET', '/metrics', await app.http('GET', '/metrics')).status).toBe(200);
     expect(check('POST', '/auth/logout', await app.http('POST', '/auth/logout', undefined, user)).status).toBe(204);
+  });
+});
+
+describe('real answers of the other write and operator routes conform too', () => {
+  it('roles, devices, products, an order through its saga, shipping, sandbox payments', async () => {
+    const admin = await app.adminAuth();
+    const password = 'a perfectly long passphrase 9';
+    const email = `grace-${Date.now().toString(36)}@example.test`;
+    const signup = check(
+      'POST',
+      '/auth/signup',
+      await app.http('POST', '/auth/signup', { email, password, name: 'Grace' }),
+    );
+    const userId = signup.body.userId as string;
+    const { authorization } = await app.login(email, password);
+    const user = { authorization };
+
+    const dev = check('POST', '/devices', await app.http('POST', '/devices', { name: 'lathe' }, user));
+    expect(dev.status).toBe(201);
+    check(
+      'POST',
+      '/devices/{id}/revoke',
+      await app.http('POST', `/devices/${dev.body.deviceId}/revoke`, undefined, user),
+      200,
+    );
+    const spent = check(
+      'POST',
+      '/devices/{id}/tokens',
+      await app.http('POST', `/devices/${dev.body.deviceId}/tokens`, { secret: dev.body.secret }),
+    );
+    expect({ status: spent.status, body: spent.body }).toEqual({
+      status: 401,
+      body: expect.objectContaining({ code: 'AUTH.INVALID_DEVICE_CREDENTIALS' }),
+    });
+
+    check(
+      'POST',
+      '/admin/users/{id}/roles',
+      await app.http('POST', `/admin/users/${userId}/roles`, { role: 'auditor' }, admin),
+      201,
+    );
+    check(
+      'DELETE',
+      '/admin/users/{id}/roles/{role}',
+      await app.http('DELETE', `/admin/users/${userId}/roles/auditor`, undefined, admin),
+      200,
+    );
+    expect(
+      check(
+        'DELETE',
+        '/admin/users/{id}/roles/{role}',
+        await app.http('DELETE', `/admin/users/${userId}/roles/${'r'.repeat(33)}`, undefined, admin),
+      ).status,
+    ).toBe(400);
+    // A role change ends the user's sessions: a fresh token for the rest.
+    user.authorization = (await app.login(email, password)).authorization;
+    const channel = {
+      channel: 'web',
+      price: 10,
+      currency: 'EUR',
+      paymentMethods: ['card'],
+      delivery: { method: 'parcel', days: 2 },
+    };
+    const product = check(
+      'POST',
+      '/products',
+      await app.http(
+        'POST',
+        '/products',
+        { sku: `MS-${Date.now().toString(36)}`, name: 'Mouse', unit: 'piece', channels: [channel] },
+        admin,
+      ),
+    );
+    const productId = product.body.productId as string;
+    check(
+      'PATCH',
+      '/products/{id}',
+      await app.http('PATCH', `/products/${productId}`, { name: 'Mouse 2' }, admin),
+      200,
+    );
+    check(
+      'POST',
+      '/products/{id}/stock-receipts',
+      await app.http('POST', `/products/${productId}/stock-receipts`, { quantity: 3, reference: 'PO-2' }, admin),
+      201,
+    );
+    const order = check(
+      'POST',
+      '/orders',
+      await app.http(
+        'POST',
+        '/orders',
+        { channel: 'web', paymentMethod: 'card', items: [{ productId, quantity: 1 }] },
+        user,
+      ),
+    );
+    const orderId = order.body.orderId as string;
+    const settled = await orderIn(app, user, orderId);
+    expect(settled.status).toBe('confirmed');
+    check('GET', '/admin/sagas/{orderId}', await app.http('GET', `/admin/sagas/${orderId}`, undefined, admin), 200);
+    check(
+      'GET',
+      '/admin/sandbox/payments/{orderId}',
+      await app.http('GET', `/admin/sandbox/payments/${orderId}`, undefined, admin),
+      200,
+    );
+    check(
+      'POST',
+      '/admin/sandbox/payments/{orderId}/capture',
+      await app.http('POST', `/admin/sandbox/payments/${orderId}/capture`, undefined, admin),
+    );
+    const cancel = check(
+      'POST',
+      '/orders/{id}/cancel',
+      await app.http('POST', `/orders/${orderId}/cancel`, { reason: 'changed my mind' }, user),
+    );
+    expect(cancel.status).toBe(202);
+    check('POST', '/admin/shipping/run', await app.http('POST', '/admin/shipping/run', undefined, admin), 200);
+    check(
+      'POST',
+      '/admin/users/{id}/disable',
+      await app.http('POST', `/admin/users/${userId}/disable`, undefined, admin),
+      200,
+    );
   });
 });
 
