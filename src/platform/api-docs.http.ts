@@ -16,6 +16,7 @@ import {
   type ExtraOperation,
 } from './http/openapi';
 import { projectRoot } from './paths';
+import { Platform } from './platform';
 import { PlatformErrorCode } from './platform-errors';
 
 /**
@@ -85,6 +86,7 @@ export class ApiDocsController {
   constructor(
     private readonly discovery: DiscoveryService,
     private readonly registry: CommandRegistry,
+    private readonly platform: Platform,
   ) {
     const dir = dirname(require.resolve('swagger-ui-dist/package.json'));
     for (const name of Object.keys(ASSETS) as (keyof typeof ASSETS)[])
@@ -107,6 +109,11 @@ export class ApiDocsController {
       version: pkg.version,
       description: `${pkg.description}.\n\nErrors are RFC 9457 problem details (application/problem+json) with a stable \`code\`.`,
     });
+    if (this.built.undocumented.length)
+      this.platform.log.warn(
+        { routes: this.built.undocumented },
+        'routes without @ApiDoc are missing from GET /openapi.json',
+      );
     return this.built;
   }
 
