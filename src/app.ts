@@ -18,9 +18,11 @@ import type { Logger } from './platform/logger';
 import { Metrics } from './platform/observability/metrics';
 import { Platform } from './platform/platform';
 import { AdminController, CommandsController, HealthController } from './platform/platform.http';
+import { EventExplorerController } from './platform/event-explorer.http';
 import { Projections } from './platform/processing/projections';
 import { allProjections } from './read-models';
 import { contextModules } from './contexts';
+import { ConsoleModule } from './console/console.http';
 import { PlatformErrorCode } from './platform/platform-errors';
 
 export interface AppOptions {
@@ -45,7 +47,7 @@ class PlatformModule {
     return {
       module: PlatformModule,
       imports: [CqrsModule.forRoot()],
-      controllers: [HealthController, AdminController, CommandsController],
+      controllers: [HealthController, AdminController, CommandsController, EventExplorerController],
       providers: [{ provide: Platform, useValue: platform }, CommandRegistry],
       exports: [Platform, CommandRegistry, CqrsModule],
     };
@@ -102,7 +104,7 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
     metrics,
   });
 
-  @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ...(options.modules ?? [])] })
+  @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ConsoleModule, ...(options.modules ?? [])] })
   class AppModule {}
 
   const adapter = new FastifyAdapter({

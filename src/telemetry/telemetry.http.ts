@@ -66,6 +66,8 @@ const deadLetterQuery = z
   .object({
     limit: z.coerce.number().int().min(1).max(500).default(50),
     before: z.coerce.number().int().positive().optional(),
+    /** One device's dead letters (the console's device page). */
+    deviceId: deviceIdSchema.optional(),
   })
   .strict();
 const DAY_MS = 86_400_000;
@@ -270,6 +272,6 @@ export class DeadLettersController {
   @Get()
   list(@Query() query: unknown) {
     const q = parseInput(deadLetterQuery, query ?? {});
-    return listDeadLetters(this.platform.pool, q.limit, q.before);
+    return listDeadLetters(this.platform.pool, q.limit, q.before, q.deviceId);
   }
 }
