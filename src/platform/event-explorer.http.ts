@@ -30,7 +30,8 @@ export const streamParam = z.object({
   streamId: z
     .string()
     .min(1, 'must not be empty')
-    .max(200, 'must be at most 200 characters')
+    // Fastify answers 404 to a longer path parameter (maxParamLength 100) before this runs.
+    .max(100, 'must be at most 100 characters')
     .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces'),
 });
 export const streamEventsQuery = z

@@ -42,7 +42,11 @@ beforeAll(async () => {
   });
   mqttPort = app.app.get(TelemetryServices).mqttPort;
   // Root in CI: Chromium's sandbox needs an unprivileged user, so it is off (the page is our own, on localhost).
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-dev-shm-usage'],
+  });
 });
 
 afterAll(async () => {
@@ -248,7 +252,11 @@ it('shows a parked projection with its event and error, and retries it', async (
 
   // The event explorer opens that event and its correlation.
   await nav(page, 'Events').click();
-  await page.locator(`[data-testid="events"] tr[data-type="${ACCOUNT_EVENTS.opened}"] a`).first().click();
+  await page
+    .locator(`[data-testid="events"] tr[data-type="${ACCOUNT_EVENTS.opened}"]`)
+    .first()
+    .getByRole('link', { name: ACCOUNT_EVENTS.opened })
+    .click();
   await page.getByTestId('event-type').filter({ hasText: ACCOUNT_EVENTS.opened }).waitFor();
   await shot(page, '10-event');
 });

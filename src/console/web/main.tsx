@@ -138,4 +138,6 @@ function App() {
   );
 }
 
-render(<App />, document.getElementById('root')!);
+const root = document.getElementById('root')!;
+root.textContent = ''; // the static "Loading…" line
+render(<App />, root);

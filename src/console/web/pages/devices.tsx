@@ -243,6 +243,7 @@ function History({ device, metric }: { device: string; metric: string }) {
         points={points}
         label={`${metric} ${bucket === 'raw' ? 'raw' : `${agg} per ${bucket}`}`}
         testid="history-chart"
+        range={[new Date(from).getTime() / 1000, new Date(to).getTime() / 1000]}
       />
     </Section>
   );
