@@ -17,6 +17,18 @@ interface Order extends OrderSummary {
   timeline: { at: string; step: string; compensation: boolean; reason: string | null; detail: unknown }[];
 }
 
+/** A parked saga as GET /admin/sagas?state=parked lists it (the order id is its key). */
+interface ParkedSaga {
+  key: string;
+  status?: string;
+  eventId?: string;
+  eventType?: string;
+  error?: string;
+  attempts?: number;
+  heldEvents?: number;
+  parkedAt?: string;
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function Orders({ id, me }: { id: string | undefined; me: Me }) {
@@ -125,7 +137,7 @@ function OrderSearch({ me }: { me: Me }) {
 /** Parked sagas, where the API offers them (GET /admin/sagas?state=parked); "not available" otherwise. */
 function ParkedSagas() {
   const { data, error, reload } = useData(
-    () => get<{ items?: { orderId: string; error?: string; parkedAt?: string }[] }>('/admin/sagas?state=parked'),
+    () => get<{ items?: ParkedSaga[] }>('/admin/sagas?state=parked&limit=100'),
     [],
     5000,
   );
@@ -141,16 +153,30 @@ function ParkedSagas() {
       {data?.items && data.items.length === 0 ? <p class="muted">None.</p> : null}
       {data?.items?.length ? (
         <table data-testid="parked-sagas">
+          <thead>
+            <tr>
+              <th>Order</th>
+              <th>On event</th>
+              <th>Error</th>
+              <th>Attempts</th>
+              <th>Held events</th>
+              <th>Parked</th>
+              <th />
+            </tr>
+          </thead>
           <tbody>
             {data.items.map((s) => (
-              <tr key={s.orderId}>
+              <tr key={s.key}>
                 <td class="mono">
-                  <a href={`#/orders/${s.orderId}`}>{s.orderId}</a>
+                  <a href={`#/orders/${s.key}`}>{s.key}</a>
                 </td>
-                <td>{s.error ?? ''}</td>
+                <td>{s.eventId ? <a href={`#/events/${s.eventId}`}>{s.eventType}</a> : s.eventType}</td>
+                <td class="error-text">{s.error ?? ''}</td>
+                <td>{s.attempts ?? ''}</td>
+                <td>{s.heldEvents ?? ''}</td>
                 <td>{time(s.parkedAt ?? null)}</td>
                 <td>
-                  <SagaActions orderId={s.orderId} onDone={reload} />
+                  <SagaActions orderId={s.key} onDone={reload} />
                 </td>
               </tr>
             ))}
@@ -213,8 +239,10 @@ function Saga({ orderId }: { orderId: string }) {
   const { data, error, reload } = useData(
     () =>
       get<{
-        state: { status?: string; parked?: unknown } & Record<string, unknown>;
+        state: { status?: string } & Record<string, unknown>;
         processedEvents: { type?: string; recordedAt?: string; statusAfter?: string; commands?: unknown[] }[];
+        parked?: ParkedSaga | null;
+        operatorLog?: Record<string, unknown>[];
       }>(`/admin/sagas/${orderId}`),
     [orderId],
     3000,
@@ -251,10 +279,20 @@ function Saga({ orderId }: { orderId: string }) {
               ))}
             </tbody>
           </table>
-          {data.state.parked ? (
-            <>
-              <Json value={data.state.parked} />
+          {data.parked ? (
+            <div data-testid="saga-parked">
+              <h3>Parked</h3>
+              <p class="error-text">
+                On {data.parked.eventType}: {data.parked.error}
+              </p>
+              <Json value={data.parked} />
               <SagaActions orderId={orderId} onDone={reload} />
+            </div>
+          ) : null}
+          {data.operatorLog?.length ? (
+            <>
+              <h3>Operator log</h3>
+              <Json value={data.operatorLog} />
             </>
           ) : null}
         </>
