@@ -77,7 +77,7 @@ async function signIn(page: Page, email: string, password: string): Promise<void
   await page.goto(`${app.url}/console`);
   await page.getByLabel('Email').fill(email);
   await page.getByLabel('Password').fill(password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByLabel('Password').press('Enter'); // the keyboard submits the form
   await page.getByTestId('who').filter({ hasText: email }).waitFor();
 }
 
@@ -96,7 +96,7 @@ async function userWithDevice() {
   const d = await app.http('POST', '/devices', { name: 'boiler sensor' }, { authorization });
   if (d.status !== 201) throw new Error(`device: ${d.status}`);
   const token = await deviceToken(app.http, d.body.deviceId, d.body.secret);
-  return { email, userId: s.body.userId as string, deviceId: d.body.deviceId as string, token };
+  return { email, authorization, userId: s.body.userId as string, deviceId: d.body.deviceId as string, token };
 }
 
 async function publishReading(deviceId: string, token: string, value: number): Promise<void> {
@@ -142,6 +142,17 @@ it('is served with a self-only CSP; an admin signs in, sees the overview, and si
   expect(await page.evaluate('localStorage.length + sessionStorage.length + document.cookie.length')).toBe(0);
   expect(await page.context().cookies()).toEqual([]);
 
+  // Keyboard only: Tab reaches the skip link, then the page links in order; Enter follows one.
+  const focused = () => page.evaluate('document.activeElement && document.activeElement.textContent');
+  await page.keyboard.press('Tab');
+  expect(await focused()).toBe('Skip to content');
+  await page.keyboard.press('Tab');
+  expect(await focused()).toBe('Overview');
+  await page.keyboard.press('Tab');
+  expect(await focused()).toBe('Projections');
+  await page.keyboard.press('Enter');
+  await page.getByTestId('projections').waitFor();
+
   await page.getByTestId('sign-out').click();
   await page.getByRole('button', { name: 'Sign in' }).waitFor();
   await page.getByText('signed out').waitFor();
@@ -152,7 +163,7 @@ it('a reading published over MQTT adds a point to the live chart; another user c
   await publishReading(owner.deviceId, owner.token, 20.5);
   await eventually(
     async () =>
-      (await app.http('GET', `/devices/${owner.deviceId}/metrics`, undefined, await app.login(owner.email, PASSWORD)))
+      (await app.http('GET', `/devices/${owner.deviceId}/metrics`, undefined, { authorization: owner.authorization }))
         .body.metrics?.length === 1,
     'the first reading is projected',
   );
