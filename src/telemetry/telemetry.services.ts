@@ -92,6 +92,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     const rate = new DeadLetterRate(c.TELEMETRY_DEAD_LETTERS_PER_DEVICE, c.TELEMETRY_DEAD_LETTER_WINDOW_S * 1000);
     this.sinks = {
       maxPayloadBytes: c.TELEMETRY_MAX_PAYLOAD_BYTES,
+      maxPastDays: c.TELEMETRY_MAX_PAST_DAYS,
       ingest: (deviceId, readings, correlationId) =>
         this.ingestor.ingest(deviceId, readings, {
           correlationId,
