@@ -131,6 +131,7 @@ it('is served with a self-only CSP; an admin signs in, sees the overview, and si
   await page.getByRole('button', { name: 'Sign in' }).click();
   await wrong.filter({ hasText: '401' }).waitFor();
 
+  const session = page.waitForResponse((r) => r.url().endsWith('/auth/login') && r.status() === 200);
   await signInAdmin(page);
   await page.getByTestId('component-postgres').getByText('ok').waitFor();
   await page.getByTestId('component-eventStore').getByText('ok').waitFor();
@@ -156,6 +157,10 @@ it('is served with a self-only CSP; an admin signs in, sees the overview, and si
   await page.getByTestId('sign-out').click();
   await page.getByRole('button', { name: 'Sign in' }).waitFor();
   await page.getByText('signed out').waitFor();
+  // Sign-out revoked the session server-side: neither the access token nor the refresh token works any more.
+  const { accessToken, refreshToken } = (await (await session).json()) as { accessToken: string; refreshToken: string };
+  expect((await app.http('GET', '/users/me', undefined, { authorization: `Bearer ${accessToken}` })).status).toBe(401);
+  expect((await app.http('POST', '/auth/refresh', { refreshToken })).status).toBe(401);
 });
 
 it('a reading published over MQTT adds a point to the live chart; another user cannot open that device', async () => {
