@@ -19,9 +19,11 @@ import { Metrics } from './platform/observability/metrics';
 import { Platform } from './platform/platform';
 import { AdminController, CommandsController, HealthController } from './platform/platform.http';
 import { ApiDocsController } from './platform/api-docs.http';
+import { EventExplorerController } from './platform/event-explorer.http';
 import { Projections } from './platform/processing/projections';
 import { allProjections } from './read-models';
 import { contextModules } from './contexts';
+import { ConsoleModule } from './console/console.http';
 import { PlatformErrorCode } from './platform/platform-errors';
 
 export interface AppOptions {
@@ -48,7 +50,7 @@ class PlatformModule {
     return {
       module: PlatformModule,
       imports: [CqrsModule.forRoot(), DiscoveryModule],
-      controllers: [HealthController, AdminController, CommandsController, ApiDocsController],
+      controllers: [HealthController, AdminController, CommandsController, EventExplorerController, ApiDocsController],
       providers: [{ provide: Platform, useValue: platform }, CommandRegistry],
       exports: [Platform, CommandRegistry, CqrsModule],
     };
@@ -105,7 +107,7 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
     metrics,
   });
 
-  @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ...(options.modules ?? [])] })
+  @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ConsoleModule, ...(options.modules ?? [])] })
   class AppModule {}
 
   const adapter = new FastifyAdapter({

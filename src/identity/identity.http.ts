@@ -4,7 +4,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { EMAIL_MAX_LENGTH } from '../../domain/identity/email';
 import { IdentityErrorCode } from '../../domain/identity/identity-errors';
-import { notFound } from '../../domain/shared/errors';
+import { DomainError, notFound } from '../../domain/shared/errors';
+import { AuthErrorCode } from '../platform/http/auth-errors';
 import { findUserById, listUsers } from '../../projections/users.queries';
 import { listAllDevices, listDevicesByOwner } from '../../projections/devices.queries';
 import type { CommandContext } from '../platform/commands/command-context';
@@ -20,7 +21,6 @@ import { RegisterDevice, deviceSchema } from './register-device';
 import { RegisterUser, signupSchema } from './register-user';
 import { RevokeDevice } from './revoke-device';
 import { RevokeRole } from './revoke-role';
-import { AuthErrorCode } from '../platform/http/auth-errors';
 import { ApiDoc, commandResultSchema } from '../platform/http/openapi';
 import {
   devicePageSchema,
@@ -60,6 +60,8 @@ const listSchema = z.object({
   q: z.string().max(100, 'must be at most 100 characters').optional(),
   minPosition: z.string().max(32, 'must be at most 32 characters').optional(),
 });
+/** GET /devices: admins may ask for one owner's devices (the console's "devices of a user"). */
+const deviceListSchema = listSchema.extend({ ownerId: uuid.optional() });
 
 const userRoleParams = idSchema.extend({ role: roleSchema.shape.role });
 
@@ -288,21 +290,27 @@ export class DevicesController {
   }
 
   @ApiDoc({
-    summary: "The caller's devices (an admin: every device)",
-    query: listSchema,
+    summary: "The caller's devices (an admin: every device, or one owner's with ownerId)",
+    query: deviceListSchema,
     readsModel: true,
     responses: { 200: devicePageSchema },
-    errors: { 400: [IdentityErrorCode.INVALID_QUERY] },
+    errors: { 400: [IdentityErrorCode.INVALID_QUERY], 403: [AuthErrorCode.FORBIDDEN] },
   })
   @Get()
   async list(@Req() req: FastifyRequest, @Query() query: unknown, @MinPosition() minPosition: number | undefined) {
     const p = principalOf(req);
-    const q = parseInput(listSchema, query ?? {});
+    const q = parseInput(deviceListSchema, query ?? {});
+    const admin = p.roles.includes('admin');
+    if (!admin && q.ownerId !== undefined && q.ownerId !== p.id)
+      throw new DomainError(
+        'forbidden',
+        AuthErrorCode.FORBIDDEN,
+        "ownerId: only an admin may list another user's devices",
+      );
     await this.platform.readAfter('devices', minPosition);
     const opts = { ...(q.limit ? { limit: q.limit } : {}), ...(q.after ? { after: q.after } : {}) };
-    return p.roles.includes('admin')
-      ? listAllDevices(this.platform.pool, opts)
-      : listDevicesByOwner(this.platform.pool, p.id, opts);
+    if (admin && q.ownerId) return listDevicesByOwner(this.platform.pool, q.ownerId, opts);
+    return admin ? listAllDevices(this.platform.pool, opts) : listDevicesByOwner(this.platform.pool, p.id, opts);
   }
 
   /** The device's own credential exchange: id + secret for a short-lived device token. */

@@ -75,3 +75,29 @@ export const jobSchema = z
   .meta({ id: 'Job' });
 
 export const commandNamesSchema = z.object({ commands: z.array(z.string()) });
+
+export const recordedEventSchema = z
+  .looseObject({
+    id: z.string(),
+    streamId: z.string(),
+    revision: z.number().int(),
+    position: z.number().int(),
+    type: z.string(),
+    data: z.looseObject({}),
+    metadata: z.looseObject({ correlationId: z.string(), causationId: z.string(), actor: z.string() }),
+    schemaVersion: z.number().int(),
+    recordedAt: z.date(),
+  })
+  .meta({ id: 'RecordedEvent', description: 'An event as stored (data not upcast).' });
+
+export const eventPageSchema = z.object({
+  head: z.number().int().meta({ description: 'The newest position in the store.' }),
+  events: z.array(recordedEventSchema),
+});
+export const streamPageSchema = z.object({ streamId: z.string(), events: z.array(recordedEventSchema) });
+export const eventWithRelationsSchema = z.object({
+  event: recordedEventSchema,
+  causedBy: recordedEventSchema.nullable().meta({ description: 'The event whose handling caused this one.' }),
+  caused: z.array(recordedEventSchema).meta({ description: 'Events this one caused (at most 200).' }),
+  correlated: z.array(recordedEventSchema).meta({ description: 'Events of the same correlation (at most 200).' }),
+});

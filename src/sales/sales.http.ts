@@ -2,7 +2,7 @@ import { Body, Controller, Get, HttpCode, Param, Patch, Post, Query, Req } from 
 import { CommandBus } from '@nestjs/cqrs';
 import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { notFound } from '../../domain/shared/errors';
+import { DomainError, notFound } from '../../domain/shared/errors';
 import { SalesErrorCode } from '../../domain/sales/sales-errors';
 import { catalogueProjection } from '../../projections/catalogue.projection';
 import { findProductView, listCatalogue, stockOf } from '../../projections/catalogue.queries';
@@ -14,6 +14,7 @@ import { Ctx, MinPosition } from '../platform/http/request';
 import { parseInput } from '../platform/http/validation';
 import { Platform } from '../platform/platform';
 import { Roles, principalOf } from '../platform/http/access';
+import { AuthErrorCode } from '../platform/http/auth-errors';
 import { CancelOrder, cancelOrderSchema } from './cancel-order';
 import { ChangeProduct, changeProductSchema } from './change-product';
 import { PlaceOrder, placeOrderSchema } from './place-order';
@@ -54,6 +55,8 @@ const catalogueQuery = z.object({
 });
 const ordersQuery = z.object({
   status: z.string().max(32, 'must be at most 32 characters').optional(),
+  /** Admins: one customer's orders (the console's search by customer); a user always sees only their own. */
+  customerId: uuid.optional(),
   limit: z.coerce.number().int().min(1).max(200).optional(),
   after: z.string().max(500, 'must be at most 500 characters').optional(),
   minPosition: z.string().max(32, 'must be at most 32 characters').optional(),
@@ -202,19 +205,26 @@ export class OrdersController {
   }
 
   @ApiDoc({
-    summary: "The caller's orders, newest first (an admin: everyone's)",
+    summary: "The caller's orders, newest first (an admin: everyone's, or one customer's with customerId)",
     query: ordersQuery,
     readsModel: true,
     responses: { 200: orderPageSchema },
-    errors: { 400: [SalesErrorCode.INVALID_QUERY] },
+    errors: { 400: [SalesErrorCode.INVALID_QUERY], 403: [AuthErrorCode.FORBIDDEN] },
   })
   @Get()
   async list(@Query() query: unknown, @Req() req: FastifyRequest, @MinPosition() minPosition: number | undefined) {
     const q = parseInput(ordersQuery, query ?? {});
     const who = caller(req);
     await this.platform.readAfter(ordersProjection.name, minPosition);
+    const admin = who.roles.includes('admin');
+    if (!admin && q.customerId !== undefined && q.customerId !== who.id)
+      throw new DomainError(
+        'forbidden',
+        AuthErrorCode.FORBIDDEN,
+        "customerId: only an admin may list another customer's orders",
+      );
     return listOrders(this.platform.pool, {
-      customerId: who.roles.includes('admin') ? null : who.id,
+      customerId: admin ? (q.customerId ?? null) : who.id,
       ...(q.status ? { status: q.status } : {}),
       ...(q.limit ? { limit: q.limit } : {}),
       ...(q.after ? { after: q.after } : {}),

@@ -328,6 +328,17 @@ describe('real answers conform to the document', () => {
     );
     check('GET', '/admin/jobs/{id}', await app.http('GET', `/admin/jobs/${rebuild.body.jobId}`, undefined, admin), 200);
     check('GET', '/health', await app.http('GET', '/health'), 200);
+    // the event explorer
+    const page = check('GET', '/admin/events', await app.http('GET', '/admin/events?limit=5', undefined, admin), 200);
+    const first = (page.body.events as { id: string; streamId: string }[])[0]!;
+    check('GET', '/admin/events/{id}', await app.http('GET', `/admin/events/${first.id}`, undefined, admin), 200);
+    check(
+      'GET',
+      '/admin/streams/{streamId}/events',
+      await app.http('GET', `/admin/streams/${encodeURIComponent(first.streamId)}/events`, undefined, admin),
+      200,
+    );
+    check('GET', '/console', await app.http('GET', '/console'));
     check('GET', '/commands', await app.http('GET', '/commands'), 200);
     const viaCommand = check(
       'POST',

@@ -569,3 +569,48 @@ describe('device token lifetime', () => {
     }
   });
 });
+
+describe('readings stamped too far in the past (TELEMETRY_MAX_PAST_DAYS)', () => {
+  it('are refused over HTTP and dead-lettered over MQTT, naming the field; no day partition is made for them', async () => {
+    const strict = await startTestApp({ env: { TELEMETRY_MAX_PAST_DAYS: '30' } });
+    try {
+      const owned = await ownerWithDevice(strict.http);
+      const partitions = async () =>
+        (
+          await strict.db.pool.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'telemetry_readings'::regclass`,
+          )
+        ).rows[0]!.n;
+      const before = await partitions();
+      const day = 86_400_000;
+      // One hostile message: 1000 readings, each on its own day long ago.
+      const flood = Array.from({ length: 1000 }, (_, i) => ({ metric: 'temp', value: i, ts: i * day }));
+      const r = await strict.http('POST', `/devices/${owned.deviceId}/readings`, flood, owned.owner);
+      expect(r.status).toBe(400);
+      expect(r.body.errors[0]).toEqual({ field: '0.ts', rule: 'must not be more than 30 days in the past' });
+      const c = await connectDevice(strict.app.get(TelemetryServices).mqttPort, owned.deviceId, owned.token);
+      try {
+        await publishAcked(c, topic(owned.deviceId), JSON.stringify(flood));
+        // Just within the limit is fine.
+        const recent = { metric: 'temp', value: 1, ts: new Date(Date.now() - 29 * day).toISOString() };
+        await publishAcked(c, topic(owned.deviceId), JSON.stringify(recent));
+      } finally {
+        c.end(true);
+      }
+      const dl = await strict.http('GET', '/admin/dead-letters?limit=10', undefined, await strict.adminAuth());
+      const mine = dl.body.items.filter((i: { deviceId: string }) => i.deviceId === owned.deviceId);
+      expect(mine).toHaveLength(1);
+      expect(mine[0].reason).toMatch(/0\.ts: must not be more than 30 days in the past/);
+      const stored = await strict.db.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM events WHERE stream_id = $1`,
+        [`telemetry-${owned.deviceId}`],
+      );
+      expect(stored.rows[0]!.n).toBe(1);
+      await strict.platform.projections.waitFor('telemetry', await strict.platform.store.headPosition(), 30_000);
+      // At most the recent reading's day (and the days the projection keeps ahead) are there.
+      expect((await partitions()) - before).toBeLessThanOrEqual(1);
+    } finally {
+      await strict.stop();
+    }
+  });
+});
