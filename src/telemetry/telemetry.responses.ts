@@ -22,7 +22,9 @@ const reading = z
     ts: z
       .union([z.string().regex(ISO_PATTERN), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)])
       .optional()
-      .meta({ description: `${RULES.ts}; default: receive time; ${RULES.future}.` }),
+      .meta({
+        description: `${RULES.ts}; default: receive time; ${RULES.future}; not more than TELEMETRY_MAX_PAST_DAYS (366) days in the past.`,
+      }),
     id: z
       .union([z.string().regex(ID_PATTERN), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)])
       .optional()
