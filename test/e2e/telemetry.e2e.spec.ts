@@ -268,8 +268,13 @@ describe('MQTT ingestion (embedded broker)', () => {
     );
     // The resend is not stored again; the later message and the batch are events of their own.
     expect(events.rows.map((r: { n: number }) => r.n)).toEqual([2, 3, 1]);
+    // Wait for this device's last event by its own position: the store's head is held back by any
+    // transaction in flight in the cluster (other test files' databases included).
+    const last = await app.db.pool.query<{ p: string }>('SELECT max(position) AS p FROM events WHERE stream_id = $1', [
+      `telemetry-${owned.deviceId}`,
+    ]);
     const kept = async () => {
-      await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 30_000);
+      expect(await app.platform.projections.waitFor('telemetry', Number(last.rows[0]!.p), 30_000)).toBe(true);
       const rows = (await rowsOf(owned.deviceId, 'rep')).map((r) => ({ value: r.value, id: r.reading_id }));
       const agg = await app.http(
         'GET',
@@ -493,7 +498,9 @@ describe('sensor history', () => {
       }
       return out;
     };
-    await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 30_000);
+    // The newest stored event by its own position (the store's head waits for every transaction in the cluster).
+    const newest = await app.db.pool.query<{ p: string }>('SELECT max(position) AS p FROM events');
+    expect(await app.platform.projections.waitFor('telemetry', Number(newest.rows[0]!.p), 30_000)).toBe(true);
     const before = await dump();
     const tables = async () =>
       (
@@ -606,7 +613,8 @@ describe('readings stamped too far in the past (TELEMETRY_MAX_PAST_DAYS)', () =>
         [`telemetry-${owned.deviceId}`],
       );
       expect(stored.rows[0]!.n).toBe(1);
-      await strict.platform.projections.waitFor('telemetry', await strict.platform.store.headPosition(), 30_000);
+      const newest = await strict.db.pool.query<{ p: string }>('SELECT max(position) AS p FROM events');
+      expect(await strict.platform.projections.waitFor('telemetry', Number(newest.rows[0]!.p), 30_000)).toBe(true);
       // At most the recent reading's day (and the days the projection keeps ahead) are there.
       expect((await partitions()) - before).toBeLessThanOrEqual(1);
     } finally {
