@@ -19,7 +19,8 @@
 --    Arrays instead of one JSON document: ids, types and versions are plain
 --    arrays, data and metadata one JSON array each, split without building an
 --    intermediate jsonb of the whole payload (each element is converted once).
---    p_app / p_k give each event's append (1-based) and place within it (1-based).
+--    p_counts: events per append; p_app / p_k: each event's append (1-based) and
+--    place within it (1-based).
 --
 -- 2. The read horizon (es_horizon) no longer waits for every transaction in
 --    flight in the cluster, only for those that may still append to this store:
@@ -41,6 +42,7 @@ CREATE FUNCTION es_append_group(
   p_streams   text[],
   p_kinds     text[],
   p_expected  bigint[],
+  p_counts    integer[],
   p_ids       uuid[],
   p_types     text[],
   p_versions  integer[],
@@ -53,17 +55,14 @@ RETURNS TABLE (status text, revision bigint, last_position bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
   n           int := coalesce(array_length(p_streams, 1), 0);
-  total       int := coalesce(array_length(p_ids, 1), 0);
   off         bigint;
   head_rev    bigint[];
   head_pos    bigint[];
-  counts      int[] := array_fill(0, ARRAY[n]);
-  firsts      int[] := array_fill(0, ARRAY[n]);
-  st          text[] := array_fill(NULL::text, ARRAY[n]);
-  rv          bigint[] := array_fill(NULL::bigint, ARRAY[n]);
-  ps          bigint[] := array_fill(NULL::bigint, ARRAY[n]);
-  slot        bigint[] := array_fill(NULL::bigint, ARRAY[n]);
-  i           int;
+  st          text[] := '{}';
+  rv          bigint[] := '{}';
+  ps          bigint[] := '{}';
+  slot        bigint[] := '{}';
+  first_ev    int := 1;
   a           int;
   cur         bigint;
   mismatch    boolean;
@@ -78,28 +77,17 @@ BEGIN
   IF n = 0 THEN
     RETURN;
   END IF;
-  IF array_length(p_kinds, 1) IS DISTINCT FROM n OR array_length(p_expected, 1) IS DISTINCT FROM n
-     OR array_length(p_types, 1) IS DISTINCT FROM total OR array_length(p_versions, 1) IS DISTINCT FROM total
-     OR array_length(p_app, 1) IS DISTINCT FROM total OR array_length(p_k, 1) IS DISTINCT FROM total THEN
-    RAISE EXCEPTION 'es_append_group: array lengths differ' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  IF (SELECT count(DISTINCT s) FROM unnest(p_streams) s) <> n THEN
+  IF n > 1 AND (SELECT count(DISTINCT s) FROM unnest(p_streams) s) <> n THEN
     RAISE EXCEPTION 'es_append_group: one append per stream' USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  -- Each append's events: where they start in the arrays and how many (p_app is ascending).
-  FOR i IN 1 .. total LOOP
-    a := p_app[i];
-    IF counts[a] = 0 THEN
-      firsts[a] := i;
-    END IF;
-    counts[a] := counts[a] + 1;
-  END LOOP;
 
   -- Before any stream lock (see 0024), and before this transaction takes its id.
   off := es_append_offset();
   -- "any" writers to one stream queue up, as in es_append; in stream order, so groups cannot deadlock.
-  PERFORM pg_advisory_xact_lock(hashtextextended(x.s, 0))
-     FROM (SELECT DISTINCT u.s FROM unnest(p_streams, p_kinds) AS u(s, k) WHERE u.k = 'any' ORDER BY u.s) x;
+  IF 'any' = ANY (p_kinds) THEN
+    PERFORM pg_advisory_xact_lock(hashtextextended(x.s, 0))
+       FROM (SELECT DISTINCT u.s FROM unnest(p_streams, p_kinds) AS u(s, k) WHERE u.k = 'any' ORDER BY u.s) x;
+  END IF;
 
   SELECT array_agg(h.stream_revision ORDER BY u.i), array_agg(h.position ORDER BY u.i)
     INTO head_rev, head_pos
@@ -109,9 +97,6 @@ BEGIN
 
   FOR a IN 1 .. n LOOP
     cur := coalesce(head_rev[a], -1);
-    IF counts[a] = 0 THEN
-      RAISE EXCEPTION 'es_append_group: append % has no events', a USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     mismatch := (p_kinds[a] = 'no_stream' AND cur <> -1)
              OR (p_kinds[a] = 'stream_exists' AND cur = -1)
              OR (p_kinds[a] = 'exact' AND cur <> p_expected[a]);
@@ -119,21 +104,22 @@ BEGIN
       SELECT count(*), max(e.stream_revision), max(e.position), count(*) FILTER (WHERE e.stream_id <> p_streams[a])
         INTO found_count, found_rev, found_pos, found_other
         FROM events e
-       WHERE e.event_id = ANY (p_ids[firsts[a] : firsts[a] + counts[a] - 1]);
-      IF found_count = counts[a] AND found_other = 0 THEN
-        st[a] := 'duplicate'; rv[a] := found_rev; ps[a] := found_pos;
-        CONTINUE;
-      ELSIF found_count > 0 THEN
-        st[a] := 'id_conflict'; rv[a] := found_rev; ps[a] := found_pos;
-        CONTINUE;
-      END IF;
+       WHERE e.event_id = ANY (p_ids[first_ev : first_ev + p_counts[a] - 1]);
+    ELSE
+      found_count := 0;
     END IF;
-    IF mismatch THEN
-      st[a] := 'conflict'; rv[a] := cur;
-      CONTINUE;
+    first_ev := first_ev + p_counts[a];
+    IF found_count = p_counts[a] AND found_other = 0 THEN
+      st[a] := 'duplicate'; rv[a] := found_rev; ps[a] := found_pos;
+    ELSIF found_count > 0 THEN
+      st[a] := 'id_conflict'; rv[a] := found_rev; ps[a] := found_pos;
+    ELSIF mismatch THEN
+      st[a] := 'conflict'; rv[a] := cur; ps[a] := NULL;
+    ELSE
+      st[a] := 'ok'; rv[a] := cur; ps[a] := NULL;
+      any_ok := true;
     END IF;
-    st[a] := 'ok'; rv[a] := cur;
-    any_ok := true;
+    slot[a] := NULL;
   END LOOP;
 
   IF any_ok THEN
@@ -148,8 +134,8 @@ BEGIN
           USING ERRCODE = 'serialization_failure';
       END IF;
       slot[a] := next_pos;
-      next_pos := next_pos + counts[a];
-      rv[a] := rv[a] + counts[a];
+      next_pos := next_pos + p_counts[a];
+      rv[a] := rv[a] + p_counts[a];
       ps[a] := next_pos - 1;
     END LOOP;
     IF next_pos > base + 65536 THEN

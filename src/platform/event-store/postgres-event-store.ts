@@ -116,7 +116,6 @@ export class PostgresEventStore implements EventStore {
       maxEvents: GROUP_MAX_EVENTS,
       maxAppends: GROUP_MAX_APPENDS,
       write: (writes) => this.writeGroup(writes),
-      unavailable: (e) => e instanceof GroupCommitUnavailable,
       settle: (w, answer) => answerToResult(w.streamId, w.expected, answer),
       alone: async (w) => {
         const result = await this.retrying((again) =>

@@ -10,7 +10,7 @@ import type { AppendResult, EventToAppend, ExpectedRevision } from './event-stor
  * per request, 16 writers pay 16 commits where a group pays one.
  *
  * A lone writer sees no delay: a group starts as soon as a slot is free, with
- * whatever has arrived. At most one append per stream is in flight at a time
+ * whatever has arrived; a group of one is written by es_append, as before. At most one append per stream is in flight at a time
  * (a later one to the same stream waits for the next group), so one process's
  * appends to a stream are written in the order they were called, and a
  * group's block of positions holds at most one append per stream (findAppend
@@ -47,8 +47,6 @@ export interface GroupCommitOptions {
    * failure stays with the append that caused it.
    */
   readonly alone: (write: GroupWrite) => Promise<AppendResult>;
-  /** True when a group's failure says nothing about its appends (es_append_group missing): a lone append is then written alone too. */
-  readonly unavailable: (error: unknown) => boolean;
   /** After a group stored events (metrics, wake-ups): how many. */
   readonly stored: (events: number) => void;
 }
@@ -61,6 +59,7 @@ interface Pending extends GroupWrite {
 export class GroupCommitter {
   private queue: Pending[] = [];
   private inFlight = 0;
+  private scheduled = false;
   private readonly streamsInFlight = new Set<string>();
 
   constructor(private readonly options: GroupCommitOptions) {}
@@ -68,13 +67,28 @@ export class GroupCommitter {
   append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult> {
     return new Promise<AppendResult>((resolve, reject) => {
       this.queue.push({ streamId, events, expected, resolve, reject });
-      this.pump();
+      this.schedule();
     });
   }
 
   /** Appends waiting for a group (for metrics and tests). */
   get waiting(): number {
     return this.queue.length;
+  }
+
+  /**
+   * Groups are formed on the next turn of the event loop, not at once: callers
+   * answered by the previous group, and requests that arrived together, have
+   * queued their appends by then, so they share a group instead of starting a
+   * group of one each.
+   */
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pump();
+    });
   }
 
   private pump(): void {
@@ -86,7 +100,7 @@ export class GroupCommitter {
       void this.run(group).finally(() => {
         this.inFlight--;
         for (const w of group) this.streamsInFlight.delete(w.streamId);
-        this.pump();
+        this.schedule();
       });
     }
   }
@@ -118,16 +132,18 @@ export class GroupCommitter {
   }
 
   private async run(group: Pending[]): Promise<void> {
+    // A group of one is an ordinary append (es_append: fewer statements than the group function).
+    if (group.length === 1) {
+      const p = group[0]!;
+      await this.options.alone(p).then(p.resolve, p.reject);
+      return;
+    }
     let answers: GroupAnswer[];
     try {
       answers = await this.options.write(group);
       if (answers.length !== group.length)
         throw new Error(`es_append_group answered ${answers.length} of ${group.length} appends`);
-    } catch (e) {
-      if (group.length === 1 && !this.options.unavailable(e)) {
-        group[0]!.reject(e);
-        return;
-      }
+    } catch {
       await Promise.all(group.map((p) => this.options.alone(p).then(p.resolve, p.reject)));
       return;
     }
@@ -154,6 +170,7 @@ export function groupParams(
   const streams: string[] = [];
   const kinds: string[] = [];
   const expected: (number | null)[] = [];
+  const counts: number[] = [];
   const ids: string[] = [];
   const types: string[] = [];
   const versions: number[] = [];
@@ -166,6 +183,7 @@ export function groupParams(
     streams.push(w.streamId);
     kinds.push(kind);
     expected.push(revision);
+    counts.push(w.events.length);
     w.events.forEach((e, j) => {
       ids.push(e.id);
       types.push(e.type);
@@ -180,6 +198,7 @@ export function groupParams(
     streams,
     kinds,
     expected,
+    counts,
     ids,
     types,
     versions,
@@ -192,7 +211,7 @@ export function groupParams(
 }
 
 export const APPEND_GROUP_SQL =
-  'SELECT status, revision, last_position FROM es_append_group($1::text[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], $7, $8, $9::int[], $10::int[], $11)';
+  'SELECT status, revision, last_position FROM es_append_group($1::text[], $2::text[], $3::bigint[], $4::int[], $5::uuid[], $6::text[], $7::int[], $8, $9, $10::int[], $11::int[], $12)';
 
 /** Runs es_append_group on the pool (autocommit: the statement is the transaction). */
 export async function writeGroup(pool: Pool, params: unknown[]): Promise<GroupAnswer[]> {

@@ -293,8 +293,10 @@ export class ProcessorRunner {
 
   /** Runs as the transaction's first query: BEGIN; SET LOCAL search_path; SELECT ... FOR UPDATE, in one round trip. */
   private async lockCheckpoint(c: PoolClient): Promise<{ position: number; status: string } | undefined> {
+    // A projection never appends: declared, so readers of the global order do not wait for its batch (migrations/0027).
+    const declare = this.processor.kind === 'projection' ? 'SELECT es_declare_no_append(); ' : '';
     const results = (await c.query(
-      `BEGIN; SET LOCAL search_path TO ${LIVE_SCHEMA}; ` +
+      `BEGIN; SET LOCAL search_path TO ${LIVE_SCHEMA}; ${declare}` +
         `SELECT position, status FROM processor_checkpoints WHERE name = ${c.escapeLiteral(this.name)} FOR UPDATE`,
     )) as unknown as QueryResult[];
     const row = (results.at(-1)?.rows[0] ?? undefined) as { position: string | number; status: string } | undefined;
