@@ -305,12 +305,17 @@ export class PostgresEventStore implements EventStore {
     const q = options.pgClient ?? this.pool;
     const filtered = eventTypes !== undefined;
     // The rows and, against the same horizon (below it nothing changes any more), the newest
-    // final event of any type, for a short filtered read to skip past, in one statement.
-    const res = await q.query<EventRow & { horizon: string; max_final: string | null }>(
+    // final event of any type, for a short filtered read to skip past, and whether committed
+    // events wait above the horizon (blocked), in one statement and one snapshot. An append that
+    // commits after it wakes the subscriber (local append or NOTIFY), so no second look is needed.
+    // (ORDER BY ... LIMIT 1, not EXISTS: with the horizon unknown at plan time, EXISTS is planned as a
+    // sequential scan that stops at the first match, and finds none: the whole table per read.)
+    const res = await q.query<EventRow & { horizon: string; max_final: string | null; beyond: boolean }>(
       `WITH h AS MATERIALIZED (SELECT ${HORIZON} AS horizon),
        x AS MATERIALIZED (SELECT h.horizon,
-              ${filtered ? '(SELECT max(position) FROM events WHERE position > $1 AND position < h.horizon)' : 'NULL::bigint'} AS max_final FROM h)
-       SELECT e.*, x.horizon, x.max_final FROM x LEFT JOIN LATERAL (
+              ${filtered ? '(SELECT max(position) FROM events WHERE position > $1 AND position < h.horizon)' : 'NULL::bigint'} AS max_final,
+              (SELECT position FROM events WHERE position >= h.horizon ORDER BY position LIMIT 1) IS NOT NULL AS beyond FROM h)
+       SELECT e.*, x.horizon, x.max_final, x.beyond FROM x LEFT JOIN LATERAL (
          SELECT ${EVENT_COLUMNS} FROM events
           WHERE position > $1 AND position < x.horizon ${filtered ? 'AND type = ANY($3)' : ''}
           ORDER BY position LIMIT $2) e ON true`,
@@ -324,12 +329,7 @@ export class PostgresEventStore implements EventStore {
     if (rows.length < limit) {
       // Nothing more of these types below the horizon: skip to the newest final event of any type.
       if (filtered && first?.max_final) position = Math.max(position, Number(first.max_final));
-      // Deliberately a later statement (fresh snapshot): it also sees appends that committed after
-      // the read above, so the subscriber polls again soon instead of waiting for a notification.
-      const beyond = await q.query('SELECT 1 FROM events WHERE position >= $1 ORDER BY position LIMIT 1', [
-        first?.horizon ?? '0',
-      ]);
-      return { events, position, blocked: (beyond.rowCount ?? 0) > 0 };
+      return { events, position, blocked: first?.beyond === true };
     }
     return { events, position, blocked: false };
   }
