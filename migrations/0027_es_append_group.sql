@@ -220,11 +220,13 @@ BEGIN
     RETURN (pg_snapshot_xmin(snap)::text::bigint + off) << 16;
   END IF;
   WITH l AS MATERIALIZED (
-         SELECT locktype, database, classid, objid, objsubid, virtualtransaction, transactionid
+         SELECT locktype, database, classid, objid, objsubid, virtualtransaction, transactionid, mode
            FROM pg_locks WHERE locktype IN ('advisory', 'transactionid') AND granted),
        quiet AS (
+         -- A transaction holds its own id in ExclusiveLock; a ShareLock on an id is another
+         -- transaction waiting for that one (granted once it ended), which says nothing about it.
          SELECT t.transactionid::text::bigint AS x32 FROM l t
-          WHERE t.locktype = 'transactionid'
+          WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock'
             AND t.virtualtransaction IN (SELECT d.virtualtransaction FROM l d
                                           WHERE d.locktype = 'advisory' AND d.classid = 0 AND d.objid = 724025
                                             AND d.objsubid = 1
