@@ -154,6 +154,114 @@ BEGIN
   RETURN QUERY SELECT x.s, x.r, x.p FROM unnest(st, rv, ps) AS x(s, r, p);
 END $$;
 
+-- The decisions of es_append_group without the insert, for a caller that then writes the
+-- rows itself in the same transaction with COPY (large groups: COPY inserts rows in
+-- batches, several times cheaper per row than INSERT ... SELECT). first_position: where
+-- an 'ok' append's events go (consecutive), its revisions run from revision - count + 1.
+-- The caller must insert exactly those rows before it commits.
+CREATE FUNCTION es_append_group_plan(
+  p_streams   text[],
+  p_kinds     text[],
+  p_expected  bigint[],
+  p_counts    integer[],
+  p_ids       uuid[],
+  p_check_ids boolean)
+RETURNS TABLE (status text, revision bigint, last_position bigint, first_position bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  n           int := coalesce(array_length(p_streams, 1), 0);
+  off         bigint;
+  head_rev    bigint[];
+  head_pos    bigint[];
+  st          text[] := '{}';
+  rv          bigint[] := '{}';
+  ps          bigint[] := '{}';
+  slot        bigint[] := '{}';
+  first_ev    int := 1;
+  a           int;
+  cur         bigint;
+  mismatch    boolean;
+  found_count int;
+  found_rev   bigint;
+  found_pos   bigint;
+  found_other int;
+  any_ok      boolean := false;
+  base        bigint;
+  next_pos    bigint;
+BEGIN
+  IF n = 0 THEN
+    RETURN;
+  END IF;
+  IF n > 1 AND (SELECT count(DISTINCT s) FROM unnest(p_streams) s) <> n THEN
+    RAISE EXCEPTION 'es_append_group: one append per stream' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  -- Before any stream lock (see 0024), and before this transaction takes its id.
+  off := es_append_offset();
+  -- "any" writers to one stream queue up, as in es_append; in stream order, so groups cannot deadlock.
+  IF 'any' = ANY (p_kinds) THEN
+    PERFORM pg_advisory_xact_lock(hashtextextended(x.s, 0))
+       FROM (SELECT DISTINCT u.s FROM unnest(p_streams, p_kinds) AS u(s, k) WHERE u.k = 'any' ORDER BY u.s) x;
+  END IF;
+
+  SELECT array_agg(h.stream_revision ORDER BY u.i), array_agg(h.position ORDER BY u.i)
+    INTO head_rev, head_pos
+    FROM unnest(p_streams) WITH ORDINALITY AS u(s, i)
+    LEFT JOIN LATERAL (SELECT e.stream_revision, e.position FROM events e
+                        WHERE e.stream_id = u.s ORDER BY e.stream_revision DESC LIMIT 1) h ON true;
+
+  FOR a IN 1 .. n LOOP
+    cur := coalesce(head_rev[a], -1);
+    mismatch := (p_kinds[a] = 'no_stream' AND cur <> -1)
+             OR (p_kinds[a] = 'stream_exists' AND cur = -1)
+             OR (p_kinds[a] = 'exact' AND cur <> p_expected[a]);
+    IF p_check_ids OR mismatch THEN
+      SELECT count(*), max(e.stream_revision), max(e.position), count(*) FILTER (WHERE e.stream_id <> p_streams[a])
+        INTO found_count, found_rev, found_pos, found_other
+        FROM events e
+       WHERE e.event_id = ANY (p_ids[first_ev : first_ev + p_counts[a] - 1]);
+    ELSE
+      found_count := 0;
+    END IF;
+    first_ev := first_ev + p_counts[a];
+    IF found_count = p_counts[a] AND found_other = 0 THEN
+      st[a] := 'duplicate'; rv[a] := found_rev; ps[a] := found_pos;
+    ELSIF found_count > 0 THEN
+      st[a] := 'id_conflict'; rv[a] := found_rev; ps[a] := found_pos;
+    ELSIF mismatch THEN
+      st[a] := 'conflict'; rv[a] := cur; ps[a] := NULL;
+    ELSE
+      st[a] := 'ok'; rv[a] := cur; ps[a] := NULL;
+      any_ok := true;
+    END IF;
+    slot[a] := NULL;
+  END LOOP;
+
+  IF any_ok THEN
+    base := es_position_base(off);
+    SELECT coalesce(max(e.position) + 1, base) INTO next_pos
+      FROM events e WHERE e.position >= base AND e.position < base + 65536;
+    FOR a IN 1 .. n LOOP
+      CONTINUE WHEN st[a] <> 'ok';
+      -- See 0004; cannot happen to a group called on its own (heads were read before the id was taken).
+      IF head_pos[a] >= base + 65536 THEN
+        RAISE EXCEPTION 'stream % holds events of a newer transaction; retry the append in a new transaction', p_streams[a]
+          USING ERRCODE = 'serialization_failure';
+      END IF;
+      slot[a] := next_pos;
+      next_pos := next_pos + p_counts[a];
+      rv[a] := rv[a] + p_counts[a];
+      ps[a] := next_pos - 1;
+    END LOOP;
+    IF next_pos > base + 65536 THEN
+      RAISE EXCEPTION 'more than 65536 events in one transaction' USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+
+  END IF;
+
+  RETURN QUERY SELECT x.s, x.r, x.p, x.f FROM unnest(st, rv, ps, slot) AS x(s, r, p, f);
+END $$;
+
 -- Declares that the calling transaction will not append (a projection's or a
 -- rebuild's batch): readers of the global order no longer wait for it. Refused
 -- after an append in the same transaction; later appends in it are refused (ES002).

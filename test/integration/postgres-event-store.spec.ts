@@ -59,6 +59,28 @@ describe('postgres event store specifics', () => {
     expect(await store.readStream('group-conflict')).toHaveLength(1);
     expect((await store.readStream('group-fresh-0')).map((e) => e.type)).toEqual(['test.Fresh', 'test.Second']);
 
+    // A large group (200 events or more) goes in with COPY: the same answers.
+    const big = (type: string) =>
+      Array.from({ length: 100 }, (_, i) => testEvent(type, { i, text: 'tab\there\nnewline \\ backslash' }));
+    const bigDup = big('test.BigDup');
+    const bigFirst = await store.append('group-big-dup', bigDup, 'no_stream');
+    const bigs = await Promise.allSettled([
+      store.append('group-big-1', big('test.Big'), 'no_stream'),
+      store.append('group-big-2', big('test.Big'), 'no_stream'),
+      store.append('group-big-dup', bigDup, 'no_stream'),
+      store.append('group-conflict', big('test.Refused'), 'no_stream'),
+    ]);
+    expect(bigs.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected']);
+    expect(bigs[2]).toEqual({ status: 'fulfilled', value: { ...bigFirst, duplicate: true } });
+    const big1 = await store.readStream('group-big-1');
+    expect(big1.map((e) => e.revision)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    expect(big1[99]!.data).toEqual({ i: 99, text: 'tab\there\nnewline \\ backslash' });
+    expect(bigs[0]).toMatchObject({ status: 'fulfilled', value: { position: big1[99]!.position, nextRevision: 99 } });
+    expect(Math.floor(big1[0]!.position / 65536)).toBe(
+      Math.floor((await store.readStream('group-big-2'))[0]!.position / 65536),
+    );
+    expect(await store.readStream('group-conflict')).toHaveLength(1);
+
     // An append PostgreSQL refuses outright (an event id that is no uuid) fails alone.
     const mixed = await Promise.allSettled([
       store.append('group-bad', [{ ...testEvent('test.Bad'), id: 'not-a-uuid' }], 'no_stream'),

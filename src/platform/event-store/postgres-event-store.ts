@@ -19,7 +19,14 @@ import {
   type Subscription,
 } from './event-store';
 import { PollingSubscriptions, asUnion, eventsOnly } from './polling-subscriptions';
-import { GroupCommitter, groupParams, writeGroup, type GroupAnswer, type GroupWrite } from './postgres-group-commit';
+import {
+  GroupCommitter,
+  groupParams,
+  writeGroup,
+  writeGroupByCopy,
+  type GroupAnswer,
+  type GroupWrite,
+} from './postgres-group-commit';
 import type { Event } from '../../../domain/shared/event';
 
 /**
@@ -65,6 +72,8 @@ export interface PostgresEventStoreOptions {
 const GROUP_MAX_EVENTS = 10_000;
 const GROUP_MAX_APPENDS = 500;
 const GROUP_RETRY_MS = 60_000;
+/** From this many events a group is written with COPY (es_append_group_plan), below with es_append_group. */
+const GROUP_COPY_MIN_EVENTS = 200;
 
 /** es_append_group cannot be used (see writeGroup). */
 class GroupCommitUnavailable extends Error {}
@@ -143,7 +152,12 @@ export class PostgresEventStore implements EventStore {
   private async writeGroup(writes: readonly GroupWrite[]): Promise<GroupAnswer[]> {
     if (Date.now() < this.groupRetryAt) throw new GroupCommitUnavailable();
     try {
-      return await this.retrying((again) => writeGroup(this.pool, groupParams(writes, expectedToSql, again)));
+      const events = writes.reduce((n, w) => n + w.events.length, 0);
+      return await this.retrying((again) =>
+        events >= GROUP_COPY_MIN_EVENTS
+          ? writeGroupByCopy(this.pool, writes, expectedToSql, again)
+          : writeGroup(this.pool, groupParams(writes, expectedToSql, again)),
+      );
     } catch (e) {
       if (!isUndefinedFunction(e)) throw e;
       this.groupRetryAt = Date.now() + GROUP_RETRY_MS;
@@ -423,7 +437,9 @@ export class PostgresEventStore implements EventStore {
     this.notifyTimer = setTimeout(() => {
       this.notifyTimer = undefined;
       this.pool
-        .query(`SELECT pg_notify('${CHANNEL}', '')`)
+        // A NOTIFY takes a transaction id (its queue entry carries one): declared, so readers of the
+        // global order do not wait for it (migrations/0027).
+        .query(`SELECT es_declare_no_append(), pg_notify('${CHANNEL}', '')`)
         .catch((e: unknown) => this.options.log?.('event store: NOTIFY failed', e));
     }, NOTIFY_INTERVAL_MS);
   }

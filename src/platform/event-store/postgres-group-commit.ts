@@ -1,4 +1,5 @@
 import type { Pool } from 'pg';
+import { copyLines } from '../processing/copy';
 import type { AppendResult, EventToAppend, ExpectedRevision } from './event-store';
 
 /**
@@ -224,4 +225,80 @@ export async function writeGroup(pool: Pool, params: unknown[]): Promise<GroupAn
     revision: Number(r.revision),
     position: r.last_position === null ? null : Number(r.last_position),
   }));
+}
+
+const PLAN_SQL =
+  'SELECT status, revision, last_position, first_position FROM es_append_group_plan($1::text[], $2::text[], $3::bigint[], $4::int[], $5::uuid[], $6)';
+const COPY_SQL =
+  'COPY events (position, event_id, stream_id, stream_revision, type, data, metadata, schema_version) FROM STDIN';
+
+/**
+ * A large group in one transaction on one connection: es_append_group_plan decides every
+ * append (the same checks as es_append_group) and hands out positions, then the rows of
+ * the accepted appends go in with one COPY, which inserts rows in batches (measured on 2
+ * cores: about twice the rows per second of the function's INSERT ... SELECT), then COMMIT.
+ */
+export async function writeGroupByCopy(
+  pool: Pool,
+  writes: readonly GroupWrite[],
+  expectedToSql: (e: ExpectedRevision) => [string, number | null],
+  checkIds: boolean,
+): Promise<GroupAnswer[]> {
+  const kinds: string[] = [];
+  const expected: (number | null)[] = [];
+  for (const w of writes) {
+    const [kind, revision] = expectedToSql(w.expected);
+    kinds.push(kind);
+    expected.push(revision);
+  }
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const plan = await client.query<{
+      status: GroupAnswer['status'];
+      revision: string;
+      last_position: string | null;
+      first_position: string | null;
+    }>(PLAN_SQL, [
+      writes.map((w) => w.streamId),
+      kinds,
+      expected,
+      writes.map((w) => w.events.length),
+      writes.flatMap((w) => w.events.map((e) => e.id)),
+      checkIds,
+    ]);
+    if (plan.rows.length !== writes.length) throw new Error('es_append_group_plan answered another number of appends');
+    const lines: string[] = [];
+    plan.rows.forEach((r, i) => {
+      if (r.status !== 'ok') return;
+      const w = writes[i]!;
+      const first = Number(r.first_position);
+      const rev0 = Number(r.revision) - w.events.length + 1;
+      const stream = copyField(w.streamId);
+      w.events.forEach((e, k) => {
+        lines.push(
+          `${first + k}\t${e.id}\t${stream}\t${rev0 + k}\t${copyField(e.type)}\t${copyField(JSON.stringify(e.data))}\t${copyField(JSON.stringify(e.metadata))}\t${e.schemaVersion ?? 1}\n`,
+        );
+      });
+    });
+    if (lines.length > 0) await copyLines(client, COPY_SQL, lines);
+    await client.query('COMMIT');
+    return plan.rows.map((r) => ({
+      status: r.status,
+      revision: Number(r.revision),
+      position: r.last_position === null ? null : Number(r.last_position),
+    }));
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  } finally {
+    client.release();
+  }
+}
+
+/** A PostgreSQL COPY text-format field. */
+function copyField(v: string): string {
+  return /[\\\t\n\r]/.test(v)
+    ? v.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r'))
+    : v;
 }
