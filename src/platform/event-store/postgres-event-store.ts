@@ -66,6 +66,8 @@ export interface PostgresEventStoreOptions {
   readonly log?: (msg: string, err?: unknown) => void;
   /** Group commit (postgres-group-commit.ts): groups written at once. Default 2. */
   readonly groupMaxInFlight?: number;
+  /** Group commit: events per group (a larger one waits for the next); default 10,000. */
+  readonly groupMaxEvents?: number;
 }
 
 /** Limits of one group: a transaction's block holds 65,536 positions; a group stays well below. */
@@ -122,7 +124,7 @@ export class PostgresEventStore implements EventStore {
     this.polling = new PollingSubscriptions(options.log);
     this.groups = new GroupCommitter({
       maxInFlight: options.groupMaxInFlight ?? 2,
-      maxEvents: GROUP_MAX_EVENTS,
+      maxEvents: options.groupMaxEvents ?? GROUP_MAX_EVENTS,
       maxAppends: GROUP_MAX_APPENDS,
       write: (writes) => this.writeGroup(writes),
       settle: (w, answer) => answerToResult(w.streamId, w.expected, answer),
