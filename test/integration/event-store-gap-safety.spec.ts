@@ -397,6 +397,80 @@ describe('postgres event store: gap safety', () => {
   }, 180_000);
 });
 
+describe('postgres event store: the read horizon waits only for transactions that may append', () => {
+  it('reads past a long transaction that declared it will not append (a rebuild batch) and one of another database', async () => {
+    const start = await store.headPosition();
+    const sub = record(store, start);
+    const quiet = await txClient();
+    const other = await createTestDatabase('gapother', { migrate: false });
+    const elsewhere = await other.pool.connect();
+    try {
+      // A rebuild batch: declares, then writes for a long time (it holds a transaction id throughout).
+      await quiet.query('BEGIN');
+      await quiet.query('SELECT es_declare_no_append()');
+      await quiet.query('CREATE TEMP TABLE gap_quiet_work (n int) ON COMMIT DROP');
+      await quiet.query('INSERT INTO gap_quiet_work VALUES (1)');
+      // A writing transaction in another database of the cluster.
+      await elsewhere.query('BEGIN');
+      await elsewhere.query('CREATE TABLE busy (n int)');
+      const xids = await Promise.all(
+        [quiet, elsewhere].map(async (c) =>
+          Number((await c.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]!.x),
+        ),
+      );
+
+      const e1 = testEvent('gap.PastQuiet');
+      const a1 = await store.append(stream('past-quiet'), [e1], 'no_stream');
+      const offset = Number(
+        (await db.pool.query<{ o: string }>('SELECT xid_offset AS o FROM es_position_offset')).rows[0]!.o,
+      );
+      // Both open transactions are older than the append: the old horizon (oldest xid in flight) would hold it back.
+      for (const x of xids) expect((x + offset) * 65536).toBeLessThan(a1.position);
+      expect(await store.readBatch(start, 100)).toMatchObject({
+        events: [{ id: e1.id }],
+        position: a1.position,
+        blocked: false,
+      });
+      expect(await store.headPosition()).toBe(a1.position);
+      await eventually(() => sub.events.length >= 1, 'the subscriber reads past both');
+      expect(ids(sub.events)).toEqual([e1.id]);
+
+      // The declaration holds: that transaction can no longer append (so reading past it skips nothing).
+      const refused = await appendInTransaction(quiet, stream('quiet'), [testEvent('gap.Refused')]).catch(
+        (e: unknown) => e,
+      );
+      expect(refused).toMatchObject({ code: 'ES002' });
+      await quiet.query('ROLLBACK');
+
+      // A transaction that has appended cannot declare.
+      await quiet.query('BEGIN');
+      await appendInTransaction(quiet, stream('appended'), [testEvent('gap.Appended')]);
+      await expect(quiet.query('SELECT es_declare_no_append()')).rejects.toMatchObject({ code: 'ES002' });
+      await quiet.query('ROLLBACK');
+
+      // A transaction of this database that did not declare still holds readers back: it may append any time.
+      await quiet.query('BEGIN');
+      await quiet.query('SELECT pg_current_xact_id()');
+      const e2 = testEvent('gap.BehindUndeclared');
+      const a2 = await store.append(stream('behind'), [e2], 'no_stream');
+      expect(await store.readBatch(a1.position, 100)).toEqual({ events: [], position: a1.position, blocked: true });
+      await quiet.query('ROLLBACK');
+      await eventually(() => sub.events.length >= 2, 'delivered once the undeclared transaction ended');
+      expect(sub.events.map((e) => [e.id, e.position])).toEqual([
+        [e1.id, a1.position],
+        [e2.id, a2.position],
+      ]);
+    } finally {
+      await quiet.query('ROLLBACK').catch(() => undefined);
+      release(quiet);
+      await elsewhere.query('ROLLBACK').catch(() => undefined);
+      elsewhere.release();
+      await other.drop();
+      await sub.sub.stop();
+    }
+  });
+});
+
 /** Where two long sequences first differ (a readable failure instead of a 50,000-line diff). */
 function firstDifference(
   actual: readonly string[],

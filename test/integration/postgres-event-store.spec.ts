@@ -33,6 +33,65 @@ describe('postgres event store specifics', () => {
     expect(raw.rows[0]).toEqual({ data: { name: 'Ada' }, schema_version: 1 });
   });
 
+  it('group commit: appends called together share one transaction, each checked and answered on its own', async () => {
+    const earlier = testEvent('test.Earlier');
+    const first = await store.append('group-dup', [earlier], 'no_stream');
+    await store.append('group-conflict', [testEvent('test.Created')], 'no_stream');
+    const fresh = Array.from({ length: 6 }, (_, i) => ({
+      streamId: `group-fresh-${i}`,
+      event: testEvent('test.Fresh'),
+    }));
+    // Called in one tick: they go out as one group.
+    const settled = await Promise.allSettled([
+      ...fresh.map((f) => store.append(f.streamId, [f.event], 'no_stream')),
+      store.append('group-conflict', [testEvent('test.Refused')], 'no_stream'),
+      store.append('group-dup', [earlier], 'no_stream'),
+      store.append('group-fresh-0', [testEvent('test.Second')], 0),
+    ]);
+    const ok = settled.slice(0, 6).map((r) => (r.status === 'fulfilled' ? r.value : undefined));
+    expect(ok.every((r) => r?.duplicate === false && r.nextRevision === 0)).toBe(true);
+    // One transaction: the same block of positions (position >> 16 is the transaction id).
+    expect(new Set(ok.map((r) => Math.floor((r?.position ?? 0) / 65536))).size).toBe(1);
+    expect(settled[6]).toMatchObject({ status: 'rejected', reason: expect.any(ConcurrencyError) });
+    expect(settled[7]).toEqual({ status: 'fulfilled', value: { ...first, duplicate: true } });
+    // A second append to a stream of the group waits for the next group, and lands after the first.
+    expect(settled[8]).toMatchObject({ status: 'fulfilled', value: { nextRevision: 1, duplicate: false } });
+    expect(await store.readStream('group-conflict')).toHaveLength(1);
+    expect((await store.readStream('group-fresh-0')).map((e) => e.type)).toEqual(['test.Fresh', 'test.Second']);
+
+    // A large group (200 events or more) goes in with COPY: the same answers.
+    const big = (type: string) =>
+      Array.from({ length: 100 }, (_, i) => testEvent(type, { i, text: 'tab\there\nnewline \\ backslash' }));
+    const bigDup = big('test.BigDup');
+    const bigFirst = await store.append('group-big-dup', bigDup, 'no_stream');
+    const bigs = await Promise.allSettled([
+      store.append('group-big-1', big('test.Big'), 'no_stream'),
+      store.append('group-big-2', big('test.Big'), 'no_stream'),
+      store.append('group-big-dup', bigDup, 'no_stream'),
+      store.append('group-conflict', big('test.Refused'), 'no_stream'),
+    ]);
+    expect(bigs.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected']);
+    expect(bigs[2]).toEqual({ status: 'fulfilled', value: { ...bigFirst, duplicate: true } });
+    const big1 = await store.readStream('group-big-1');
+    expect(big1.map((e) => e.revision)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    expect(big1[99]!.data).toEqual({ i: 99, text: 'tab\there\nnewline \\ backslash' });
+    expect(bigs[0]).toMatchObject({ status: 'fulfilled', value: { position: big1[99]!.position, nextRevision: 99 } });
+    expect(Math.floor(big1[0]!.position / 65536)).toBe(
+      Math.floor((await store.readStream('group-big-2'))[0]!.position / 65536),
+    );
+    expect(await store.readStream('group-conflict')).toHaveLength(1);
+
+    // An append PostgreSQL refuses outright (an event id that is no uuid) fails alone.
+    const mixed = await Promise.allSettled([
+      store.append('group-bad', [{ ...testEvent('test.Bad'), id: 'not-a-uuid' }], 'no_stream'),
+      store.append('group-good-1', [testEvent('test.Good')], 'no_stream'),
+      store.append('group-good-2', [testEvent('test.Good')], 'no_stream'),
+    ]);
+    expect(mixed.map((r) => r.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
+    expect(await store.readStream('group-bad')).toEqual([]);
+    expect(await store.readStream('group-good-2')).toHaveLength(1);
+  });
+
   it('appendMulti writes several streams in one transaction, all or nothing', async () => {
     const a = testEvent('test.Reserved');
     const b = testEvent('test.Created');

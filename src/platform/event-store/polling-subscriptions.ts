@@ -95,8 +95,10 @@ export class PollingSubscriptions {
         if (stopped) break;
         if (batch.events.length >= options.batchSize) continue;
         if (batch.blocked) {
-          // Committed events wait behind an older transaction still in flight: look again soon.
-          await sleep(backoffMs(++blocked, BLOCKED_POLL_BACKOFF));
+          // Committed events wait behind an older transaction still in flight: look again as soon
+          // as an append ends (a wake; one during the read counts too), or soon, for a transaction
+          // that announces nothing.
+          if (this.generation === seen) await sleep(backoffMs(++blocked, BLOCKED_POLL_BACKOFF));
         } else if (this.generation === seen) {
           // Caught up: wait for a wake; the timeout covers a lost one.
           await sleep(options.idleMs());

@@ -19,6 +19,14 @@ import {
   type Subscription,
 } from './event-store';
 import { PollingSubscriptions, asUnion, eventsOnly } from './polling-subscriptions';
+import {
+  GroupCommitter,
+  groupParams,
+  writeGroup,
+  writeGroupByCopy,
+  type GroupAnswer,
+  type GroupWrite,
+} from './postgres-group-commit';
 import type { Event } from '../../../domain/shared/event';
 
 /**
@@ -56,7 +64,21 @@ export interface PostgresEventStoreOptions {
   /** Called after every append that stored events (metrics). */
   readonly onAppended?: (count: number) => void;
   readonly log?: (msg: string, err?: unknown) => void;
+  /** Group commit (postgres-group-commit.ts): groups written at once. Default 2. */
+  readonly groupMaxInFlight?: number;
+  /** Group commit: events per group (a larger one waits for the next); default 10,000. */
+  readonly groupMaxEvents?: number;
 }
+
+/** Limits of one group: a transaction's block holds 65,536 positions; a group stays well below. */
+const GROUP_MAX_EVENTS = 10_000;
+const GROUP_MAX_APPENDS = 500;
+const GROUP_RETRY_MS = 60_000;
+/** From this many events a group is written with COPY (es_append_group_plan), below with es_append_group. */
+const GROUP_COPY_MIN_EVENTS = 200;
+
+/** es_append_group cannot be used (see writeGroup). */
+class GroupCommitUnavailable extends Error {}
 
 /** What es_align_positions() did: the transaction-id offset before and after. */
 export interface PositionAlignment {
@@ -91,6 +113,8 @@ export class PostgresEventStore implements EventStore {
   private listenerStarting: Promise<void> | undefined;
   private notifyTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly groups: GroupCommitter;
+  private groupRetryAt = 0;
 
   constructor(
     private readonly pool: Pool,
@@ -98,12 +122,50 @@ export class PostgresEventStore implements EventStore {
   ) {
     this.upcasters = options.upcasters ?? new UpcasterRegistry();
     this.polling = new PollingSubscriptions(options.log);
+    this.groups = new GroupCommitter({
+      maxInFlight: options.groupMaxInFlight ?? 2,
+      maxEvents: options.groupMaxEvents ?? GROUP_MAX_EVENTS,
+      maxAppends: GROUP_MAX_APPENDS,
+      write: (writes) => this.writeGroup(writes),
+      settle: (w, answer) => answerToResult(w.streamId, w.expected, answer),
+      alone: async (w) => {
+        const result = await this.retrying((again) =>
+          this.appendOn(this.pool, w.streamId, w.events, w.expected, again),
+        );
+        if (!result.duplicate) this.appended(w.events.length);
+        return result;
+      },
+      stored: (count) => this.appended(count),
+    });
   }
 
+  /** Goes out with the appends that arrive meanwhile, in one transaction (group commit, see postgres-group-commit.ts). */
   async append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult> {
-    const result = await this.retrying((again) => this.appendOn(this.pool, streamId, events, expected, again));
-    if (!result.duplicate) this.appended(events.length);
-    return result;
+    if (events.length === 0) throw new Error('append needs at least one event');
+    expectedToSql(expected); // an invalid expected revision fails this call alone, before it joins a group
+    return this.groups.append(streamId, events, expected);
+  }
+
+  /**
+   * One group through es_append_group, retried as one append is. On a database not
+   * migrated to 0027 yet (a rolling upgrade), appends are written one by one and
+   * the group function is tried again after GROUP_RETRY_MS.
+   */
+  private async writeGroup(writes: readonly GroupWrite[]): Promise<GroupAnswer[]> {
+    if (Date.now() < this.groupRetryAt) throw new GroupCommitUnavailable();
+    try {
+      const events = writes.reduce((n, w) => n + w.events.length, 0);
+      return await this.retrying((again) =>
+        events >= GROUP_COPY_MIN_EVENTS
+          ? writeGroupByCopy(this.pool, writes, expectedToSql, again)
+          : writeGroup(this.pool, groupParams(writes, expectedToSql, again)),
+      );
+    } catch (e) {
+      if (!isUndefinedFunction(e)) throw e;
+      this.groupRetryAt = Date.now() + GROUP_RETRY_MS;
+      this.options.log?.('event store: es_append_group is missing (migration 0027 not applied), appending one by one');
+      throw new GroupCommitUnavailable();
+    }
   }
 
   /** One transaction: all or nothing (see the port). */
@@ -182,7 +244,7 @@ export class PostgresEventStore implements EventStore {
       try {
         return await attempt(n > 1);
       } catch (e) {
-        if ((isUniqueViolation(e) || isSerializationFailure(e)) && n < MAX_APPEND_ATTEMPTS) continue;
+        if ((isUniqueViolation(e) || isSerializationFailure(e) || isDeadlock(e)) && n < MAX_APPEND_ATTEMPTS) continue;
         // The database was restored (or DATABASE_URL switched) under a running process: the
         // append's transaction has ended, so the repair can take its exclusive lock now.
         if (isMisaligned(e) && !aligned) {
@@ -218,22 +280,11 @@ export class PostgresEventStore implements EventStore {
     );
     const row = res.rows[0];
     if (!row) throw new Error('es_append returned no row');
-    switch (row.status) {
-      case 'ok':
-        return { nextRevision: Number(row.revision), position: Number(row.last_position), duplicate: false };
-      case 'duplicate':
-        return { nextRevision: Number(row.revision), position: Number(row.last_position), duplicate: true };
-      case 'conflict':
-        throw new ConcurrencyError(
-          streamId,
-          expected,
-          Number(row.revision) === -1 ? 'no_stream' : Number(row.revision),
-        );
-      case 'id_conflict':
-        throw new IdempotencyConflictError(streamId);
-      default:
-        throw new Error(`es_append: unexpected status ${row.status}`);
-    }
+    return answerToResult(streamId, expected, {
+      status: row.status as GroupAnswer['status'],
+      revision: Number(row.revision),
+      position: row.last_position === null ? null : Number(row.last_position),
+    });
   }
 
   async readStream<E extends AnyEvent = Event>(
@@ -270,12 +321,17 @@ export class PostgresEventStore implements EventStore {
     const q = options.pgClient ?? this.pool;
     const filtered = eventTypes !== undefined;
     // The rows and, against the same horizon (below it nothing changes any more), the newest
-    // final event of any type, for a short filtered read to skip past, in one statement.
-    const res = await q.query<EventRow & { horizon: string; max_final: string | null }>(
+    // final event of any type, for a short filtered read to skip past, and whether committed
+    // events wait above the horizon (blocked), in one statement and one snapshot. An append that
+    // commits after it wakes the subscriber (local append or NOTIFY), so no second look is needed.
+    // (ORDER BY ... LIMIT 1, not EXISTS: with the horizon unknown at plan time, EXISTS is planned as a
+    // sequential scan that stops at the first match, and finds none: the whole table per read.)
+    const res = await q.query<EventRow & { horizon: string; max_final: string | null; beyond: boolean }>(
       `WITH h AS MATERIALIZED (SELECT ${HORIZON} AS horizon),
        x AS MATERIALIZED (SELECT h.horizon,
-              ${filtered ? '(SELECT max(position) FROM events WHERE position > $1 AND position < h.horizon)' : 'NULL::bigint'} AS max_final FROM h)
-       SELECT e.*, x.horizon, x.max_final FROM x LEFT JOIN LATERAL (
+              ${filtered ? '(SELECT max(position) FROM events WHERE position > $1 AND position < h.horizon)' : 'NULL::bigint'} AS max_final,
+              (SELECT position FROM events WHERE position >= h.horizon ORDER BY position LIMIT 1) IS NOT NULL AS beyond FROM h)
+       SELECT e.*, x.horizon, x.max_final, x.beyond FROM x LEFT JOIN LATERAL (
          SELECT ${EVENT_COLUMNS} FROM events
           WHERE position > $1 AND position < x.horizon ${filtered ? 'AND type = ANY($3)' : ''}
           ORDER BY position LIMIT $2) e ON true`,
@@ -289,12 +345,7 @@ export class PostgresEventStore implements EventStore {
     if (rows.length < limit) {
       // Nothing more of these types below the horizon: skip to the newest final event of any type.
       if (filtered && first?.max_final) position = Math.max(position, Number(first.max_final));
-      // Deliberately a later statement (fresh snapshot): it also sees appends that committed after
-      // the read above, so the subscriber polls again soon instead of waiting for a notification.
-      const beyond = await q.query('SELECT 1 FROM events WHERE position >= $1 ORDER BY position LIMIT 1', [
-        first?.horizon ?? '0',
-      ]);
-      return { events, position, blocked: (beyond.rowCount ?? 0) > 0 };
+      return { events, position, blocked: first?.beyond === true };
     }
     return { events, position, blocked: false };
   }
@@ -388,7 +439,9 @@ export class PostgresEventStore implements EventStore {
     this.notifyTimer = setTimeout(() => {
       this.notifyTimer = undefined;
       this.pool
-        .query(`SELECT pg_notify('${CHANNEL}', '')`)
+        // A NOTIFY takes a transaction id (its queue entry carries one): declared, so readers of the
+        // global order do not wait for it (migrations/0027).
+        .query(`SELECT es_declare_no_append(), pg_notify('${CHANNEL}', '')`)
         .catch((e: unknown) => this.options.log?.('event store: NOTIFY failed', e));
     }, NOTIFY_INTERVAL_MS);
   }
@@ -459,6 +512,31 @@ export function expectedToSql(expected: ExpectedRevision): [string, number | nul
   const n = Number(expected);
   if (!Number.isSafeInteger(n) || n < 0) throw new Error(`invalid expected revision ${String(expected)}`);
   return ['exact', n];
+}
+
+/** es_append's (and es_append_group's) answer for one append: its result, or the error it stands for. */
+function answerToResult(streamId: string, expected: ExpectedRevision, a: GroupAnswer): AppendResult {
+  const status: string = a.status;
+  switch (status) {
+    case 'ok':
+      return { nextRevision: a.revision, position: Number(a.position), duplicate: false };
+    case 'duplicate':
+      return { nextRevision: a.revision, position: Number(a.position), duplicate: true };
+    case 'conflict':
+      throw new ConcurrencyError(streamId, expected, a.revision === -1 ? 'no_stream' : a.revision);
+    case 'id_conflict':
+      throw new IdempotencyConflictError(streamId);
+    default:
+      throw new Error(`es_append: unexpected status ${status}`);
+  }
+}
+
+function isUndefinedFunction(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as { code?: string }).code === '42883';
+}
+
+function isDeadlock(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as { code?: string }).code === '40P01';
 }
 
 function isUniqueViolation(e: unknown): boolean {

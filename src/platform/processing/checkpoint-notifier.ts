@@ -125,7 +125,8 @@ export class CheckpointNotifier {
     await Promise.all(
       batch.map(([n, p]) =>
         this.pool
-          .query('SELECT pg_notify($1, $2)', [CHECKPOINT_CHANNEL, `${n} ${p}`])
+          // Declared (migrations/0027): the NOTIFY's transaction id does not hold readers of the events back.
+          .query('SELECT es_declare_no_append(), pg_notify($1, $2)', [CHECKPOINT_CHANNEL, `${n} ${p}`])
           .catch((e: unknown) => this.options.log('projection checkpoint: NOTIFY failed', e)),
       ),
     );

@@ -85,7 +85,9 @@ export async function rebuildProjection(
       if (batch.position === cursor) break;
       await inTransaction(pool, async (tx) => {
         await stillOurs(tx);
-        await tx.query(`SET LOCAL search_path TO ${shadow}, ${LIVE_SCHEMA}`);
+        // A batch of thousands of events is a long transaction: declared as not appending, so
+        // live readers of the global order do not wait for it (migrations/0027).
+        await tx.query(`SELECT es_declare_no_append(); SET LOCAL search_path TO ${shadow}, ${LIVE_SCHEMA}`);
         await handler.handle(batch.events, { tx, signal });
       });
       cursor = batch.position;
