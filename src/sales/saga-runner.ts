@@ -17,7 +17,15 @@ import type { CommandContext } from '../platform/commands/command-context';
 import { eventId, StateCache } from '../platform/commands/command-handling';
 import { ConcurrencyError, type RecordedEvent } from '../platform/event-store/event-store';
 import type { Logger } from '../platform/logger';
-import type { HandlerContext, IdempotentProcessor } from '../platform/processing/processor';
+import {
+  findParkedKey,
+  keyOperatorLog,
+  listParkedKeys,
+  resolveParkedKey,
+  type ParkedKey,
+  type ParkedKeyStatus,
+} from '../platform/processing/parked-keys';
+import type { HandlerContext, PipelinedProcessor } from '../platform/processing/processor';
 import { ProcessorRunner } from '../platform/processing/processor-runner';
 import type { PaymentPort } from './payment-port';
 import type { SalesJobs } from './sales-jobs';
@@ -33,11 +41,13 @@ import type { SalesServices } from './sales.services';
  *
  * For each trigger: load the saga's stream, react, send the commands (ids
  * derived from the trigger, so a resend is recognised), then record the step
- * at the expected revision. The checkpoint moves after a batch (at least
- * once: a crash anywhere replays the batch and every step already recorded
- * is skipped). A batch that fails is retried from the checkpoint, never
- * parked. Triggers of different orders in one batch run concurrently
- * (SAGA_CONCURRENCY), those of one order in order.
+ * at the expected revision. Pipelined (processor.ts): each order is a key,
+ * its triggers run in order, different orders at once (SAGA_CONCURRENCY), and
+ * the checkpoint is the lowest trigger not finished, so a slow order never
+ * holds the others back and a crash resends exactly what was not finished
+ * (every step already recorded is skipped). A trigger that fails
+ * SAGA_MAX_ATTEMPTS times parks its order alone (GET /admin/sagas/:orderId,
+ * retry and skip), while every other order keeps flowing.
  */
 const NAME = 'order-fulfilment';
 const ACTOR = 'system:order-saga';
@@ -46,7 +56,7 @@ const COMMAND_RETRIES = 30;
 const FROM_SAGA = { retries: COMMAND_RETRIES, fromSaga: true } as const;
 /** A provider that does not answer fails the batch (retried from the checkpoint) instead of stalling the saga and shutdown. */
 const PROVIDER_TIMEOUT_MS = 15_000;
-/** A failing batch is retried after 400 ms, doubling up to 30 s: a provider that is down is not asked in a tight loop. */
+/** A failing trigger is tried again after 400 ms, doubling up to 30 s: a provider that is down is not asked in a tight loop. */
 const SAGA_BACKOFF = { initialMs: 400, maxMs: 30_000 };
 
 async function withTimeout<T>(ms: number, what: string, call: () => Promise<T>): Promise<T> {
@@ -67,6 +77,8 @@ export interface SagaRunnerOptions extends SagaOptions {
   readonly connectionString: string;
   readonly concurrency: number;
   readonly batchSize: number;
+  /** Failed attempts at one trigger before its order is parked. */
+  readonly maxAttempts: number;
   /** Observability hooks (Prometheus counters in the app). */
   readonly observe?: {
     step(triggerType: string, commands: readonly SagaCommand[]): void;
@@ -81,7 +93,7 @@ export class SagaRunner {
   private readonly runner: ProcessorRunner;
 
   constructor(
-    pool: Pool,
+    private readonly pool: Pool,
     services: SalesServices,
     payments: PaymentPort,
     jobs: SalesJobs,
@@ -96,8 +108,10 @@ export class SagaRunner {
       {
         connectionString: options.connectionString,
         batchSize: options.batchSize,
-        maxAttempts: 1,
+        maxAttempts: options.maxAttempts,
+        concurrency: options.concurrency,
         backoff: SAGA_BACKOFF,
+        keyBackoff: SAGA_BACKOFF,
         log: (level, msg, extra) => log[level]({ saga: NAME, ...extra }, msg),
         ...(observe
           ? {
@@ -112,9 +126,33 @@ export class SagaRunner {
     );
   }
 
-  /** Position of the last batch fully handled. */
+  /** The checkpoint: every trigger up to here is handled (or set aside with its parked order). */
   get position(): number {
     return this.runner.position;
+  }
+
+  /** The order's saga when it is parked (or being resumed), with the error and the triggers waiting. */
+  parked(orderId: string): Promise<ParkedKey | undefined> {
+    return findParkedKey(this.pool, NAME, orderId);
+  }
+
+  listParked(options: { status?: ParkedKeyStatus; limit: number; after?: string }): Promise<ParkedKey[]> {
+    return listParkedKeys(this.pool, NAME, options);
+  }
+
+  /** What operators (and the runner) did to this order's saga, newest first. */
+  operatorLog(orderId: string): Promise<Record<string, unknown>[]> {
+    return keyOperatorLog(this.pool, NAME, orderId);
+  }
+
+  /**
+   * An operator's retry (handle the failing trigger again, then the ones held behind it) or skip
+   * (drop the failing trigger, handle the rest). Undefined when the order's saga is not parked.
+   */
+  async resolve(orderId: string, action: 'retry' | 'skip', actor: string): Promise<ParkedKey | undefined> {
+    const row = await resolveParkedKey(this.pool, NAME, orderId, action, actor);
+    if (row) this.runner.wake();
+    return row;
   }
 
   start(): void {
@@ -130,12 +168,12 @@ const TRIGGER_TYPES: ReadonlySet<string> = new Set(SAGA_TRIGGER_TYPES);
 /** A run-time check that is also the narrowing: the runtime delivers only these types (eventTypes), so this only guards. */
 const isTrigger = (e: RecordedEvent): e is RecordedEvent<SagaTriggerEvent> => TRIGGER_TYPES.has(e.type);
 
-/** The saga's handler: a batch of triggers in, commands sent and steps recorded. */
-class OrderFulfilment implements IdempotentProcessor {
+/** The saga's handler: one trigger of one order in, commands sent and the step recorded. */
+class OrderFulfilment implements PipelinedProcessor {
   readonly name = NAME;
   readonly kind = 'saga';
-  readonly checkpoint = 'after-handling';
-  readonly onFailure = 'retry';
+  readonly checkpoint = 'pipelined';
+  readonly onFailure = 'park';
   readonly eventTypes = SAGA_TRIGGER_TYPES;
   /** Folded saga streams of recent orders (this runner is their only writer while it holds the lock). */
   private readonly histories = new StateCache<SagaHistory>();
@@ -147,27 +185,16 @@ class OrderFulfilment implements IdempotentProcessor {
     private readonly options: SagaRunnerOptions,
   ) {}
 
+  keyOf(e: RecordedEvent): string | undefined {
+    return isTrigger(e) ? orderIdOf(e) : undefined;
+  }
+
   async handle(events: readonly RecordedEvent[], { signal }: HandlerContext): Promise<void> {
-    const byOrder = new Map<string, RecordedEvent<SagaTriggerEvent>[]>();
     for (const e of events) {
-      if (!isTrigger(e)) continue;
-      const orderId = orderIdOf(e);
-      if (!orderId) continue;
-      const list = byOrder.get(orderId);
-      if (list) list.push(e);
-      else byOrder.set(orderId, [e]);
+      if (signal.aborted) throw new Error('stopping');
+      const orderId = this.keyOf(e);
+      if (orderId && isTrigger(e)) await this.handleTrigger(orderId, e);
     }
-    const groups = [...byOrder.entries()];
-    let next = 0;
-    const worker = async () => {
-      while (next < groups.length && !signal.aborted) {
-        const [orderId, list] = groups[next++]!;
-        for (const e of list) await this.handleTrigger(orderId, e);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.options.concurrency, groups.length) }, worker));
-    // Orders not reached stay behind the checkpoint: the next runner handles them.
-    if (signal.aborted) throw new Error('stopping');
   }
 
   /** The saga's stream folded: from the cache plus newer events (a takeover elsewhere is read, never missed). */

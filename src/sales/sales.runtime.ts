@@ -30,6 +30,7 @@ export class SalesRuntime implements OnApplicationBootstrap, OnModuleDestroy {
     this.saga = new SagaRunner(platform.pool, services, this.payments, this.jobs, platform.log, {
       connectionString: platform.databaseUrl,
       concurrency: c.SAGA_CONCURRENCY,
+      maxAttempts: c.SAGA_MAX_ATTEMPTS,
       batchSize: 200,
       paymentTimeoutMs: c.PAYMENT_TIMEOUT_MS,
       observe: sagaMetrics(platform),
@@ -87,7 +88,7 @@ function sagaMetrics(platform: Platform): NonNullable<ConstructorParameters<type
   });
   const failures = new Counter({
     name: 'saga_failures_total',
-    help: 'Saga batches that failed and were retried from the checkpoint',
+    help: 'Saga triggers that failed (tried again, or their order parked) and runner restarts',
     registers,
   });
   const active = new Gauge({
