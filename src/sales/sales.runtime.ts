@@ -13,7 +13,7 @@ import { SalesServices } from './sales.services';
  */
 @Injectable()
 export class SalesRuntime implements OnApplicationBootstrap, OnModuleDestroy {
-  readonly payments: PaymentPort & Partial<Pick<SandboxPaymentProvider, 'capturePending' | 'books'>>;
+  readonly payments: PaymentPort & Partial<Pick<SandboxPaymentProvider, 'capturePending' | 'books' | 'setOutage'>>;
   readonly jobs: SalesJobs;
   readonly saga: SagaRunner;
 
