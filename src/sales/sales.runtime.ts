@@ -101,6 +101,17 @@ function sagaMetrics(platform: Platform): NonNullable<ConstructorParameters<type
     help: 'Global position the saga has handled',
     registers,
   });
+  new Gauge({
+    name: 'saga_parked_orders',
+    help: 'Orders whose saga is parked on a trigger that kept failing (GET /admin/sagas?state=parked)',
+    registers,
+    async collect() {
+      const res = await platform.pool.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM processor_parked_keys WHERE processor = 'order-fulfilment' AND status = 'parked'",
+      );
+      this.set(res.rows[0]?.n ?? 0);
+    },
+  });
   return {
     step(trigger, sent) {
       steps.inc({ trigger });

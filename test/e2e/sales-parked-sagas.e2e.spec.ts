@@ -81,6 +81,8 @@ describe('a saga that keeps failing is parked alone', () => {
     for (const o of others) await orderIn(app, c, o.orderId, ['confirmed']);
     await eventually(() => runtime.saga.position >= cancellation.position, 'checkpoint past the parked trigger');
 
+    expect((await app.http('GET', '/metrics')).body as string).toMatch(/saga_parked_orders [1-9]/);
+
     // Listed, admin only, paginated.
     const list = await app.http('GET', '/admin/sagas?state=parked&limit=200', undefined, admin);
     expect(list.status).toBe(200);
