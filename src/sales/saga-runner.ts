@@ -29,7 +29,9 @@ import type { HandlerContext, PipelinedProcessor } from '../platform/processing/
 import { ProcessorRunner } from '../platform/processing/processor-runner';
 import type { PaymentPort } from './payment-port';
 import type { SalesJobs } from './sales-jobs';
-import type { SalesServices } from './sales.services';
+import type { SalesServices, Sent } from './sales.services';
+import { inventoryStreamId } from '../../domain/sales/inventory.events';
+import { paymentStreamId } from '../../domain/sales/payment.events';
 
 /**
  * The order-fulfilment saga (domain/sales/order-fulfilment.saga.ts) as a
@@ -165,6 +167,8 @@ export class SagaRunner {
 }
 
 const TRIGGER_TYPES: ReadonlySet<string> = new Set(SAGA_TRIGGER_TYPES);
+/** What one command of a step stored, and where. */
+type Stored = { readonly streamId: string; readonly sent: Sent };
 /** A run-time check that is also the narrowing: the runtime delivers only these types (eventTypes), so this only guards. */
 const isTrigger = (e: RecordedEvent): e is RecordedEvent<SagaTriggerEvent> => TRIGGER_TYPES.has(e.type);
 
@@ -189,11 +193,11 @@ class OrderFulfilment implements PipelinedProcessor {
     return isTrigger(e) ? orderIdOf(e) : undefined;
   }
 
-  async handle(events: readonly RecordedEvent[], { signal }: HandlerContext): Promise<void> {
+  async handle(events: readonly RecordedEvent[], { signal, followUp }: HandlerContext): Promise<void> {
     for (const e of events) {
       if (signal.aborted) throw new Error('stopping');
       const orderId = this.keyOf(e);
-      if (orderId && isTrigger(e)) await this.handleTrigger(orderId, e);
+      if (orderId && isTrigger(e)) await this.handleTrigger(orderId, e, followUp);
     }
   }
 
@@ -210,16 +214,26 @@ class OrderFulfilment implements PipelinedProcessor {
     return { history, revision };
   }
 
-  /** One trigger: react, send, record. Safe to repeat at any point. */
-  private async handleTrigger(orderId: string, e: RecordedEvent<SagaTriggerEvent>): Promise<void> {
+  /**
+   * One trigger: react, send, record. Safe to repeat at any point. The triggers
+   * its commands stored (the reservation answered, the capture) go to
+   * `followUp`: handled next, without waiting a read horizon for the
+   * subscription, which delivers them later (then skipped: processed already).
+   */
+  private async handleTrigger(
+    orderId: string,
+    e: RecordedEvent<SagaTriggerEvent>,
+    followUp?: (event: RecordedEvent) => void,
+  ): Promise<void> {
     const trigger: SagaTrigger = { ...e, at: e.recordedAt.toISOString() };
     const streamId = sagaStreamId(orderId);
     for (let attempt = 0; ; attempt++) {
       const { history, revision } = await this.history(orderId);
       if (history.processed.has(e.id)) return;
       const { state, commands } = react(history, trigger, this.options);
+      const stored: Stored[] = [];
       for (const [i, command] of commands.entries()) {
-        await this.send(orderId, command, {
+        await this.send(orderId, command, stored, {
           actor: ACTOR,
           idempotencyKey: `${e.id}:${i}`,
           correlationId: String(e.metadata.correlationId ?? e.id),
@@ -251,6 +265,7 @@ class OrderFulfilment implements PipelinedProcessor {
         );
         this.histories.set(orderId, revision + 1, evolveSaga(history, step));
         this.options.observe?.step(trigger.type, commands);
+        if (followUp) await this.followUps(stored, followUp);
         return;
       } catch (err) {
         // Another runner (a takeover) recorded a step first: reload, and this trigger is either done or decided again.
@@ -260,33 +275,52 @@ class OrderFulfilment implements PipelinedProcessor {
     }
   }
 
-  private async send(orderId: string, c: SagaCommand, ctx: CommandContext): Promise<void> {
+  /** The triggers the step's commands stored, read back as recorded (id, position, time), in order. */
+  private async followUps(stored: readonly Stored[], followUp: (event: RecordedEvent) => void): Promise<void> {
+    for (const w of stored) {
+      if (!w.sent.events.some((ev) => TRIGGER_TYPES.has(ev.type))) continue;
+      const first = w.sent.revision - w.sent.events.length + 1;
+      const events = await this.services.platform.store.readStream(w.streamId, first, w.sent.events.length);
+      for (const ev of events) if (isTrigger(ev)) followUp(ev);
+    }
+  }
+
+  private async send(orderId: string, c: SagaCommand, stored: Stored[], ctx: CommandContext): Promise<void> {
     const s = this.services;
+    const keep = (streamId: string) => (sent: Sent) => {
+      if (!sent.duplicate && sent.events.length) stored.push({ streamId, sent });
+    };
     const now = ctx.now;
     const sub = (suffix: string): CommandContext => ({ ...ctx, idempotencyKey: `${ctx.idempotencyKey}:${suffix}` });
     switch (c.kind) {
       case 'ReserveStock':
-        await s.inventory(
-          c.productId,
-          { type: 'ReserveStock', data: { productId: c.productId, orderId, quantity: c.quantity, now } },
-          ctx,
-          FROM_SAGA,
+        keep(inventoryStreamId(c.productId))(
+          await s.inventory(
+            c.productId,
+            { type: 'ReserveStock', data: { productId: c.productId, orderId, quantity: c.quantity, now } },
+            ctx,
+            FROM_SAGA,
+          ),
         );
         return;
       case 'ReleaseStock':
-        await s.inventory(
-          c.productId,
-          { type: 'ReleaseStock', data: { productId: c.productId, orderId, now } },
-          ctx,
-          FROM_SAGA,
+        keep(inventoryStreamId(c.productId))(
+          await s.inventory(
+            c.productId,
+            { type: 'ReleaseStock', data: { productId: c.productId, orderId, now } },
+            ctx,
+            FROM_SAGA,
+          ),
         );
         return;
       case 'ShipStock':
-        await s.inventory(
-          c.productId,
-          { type: 'ShipStock', data: { productId: c.productId, orderId, now } },
-          ctx,
-          FROM_SAGA,
+        keep(inventoryStreamId(c.productId))(
+          await s.inventory(
+            c.productId,
+            { type: 'ShipStock', data: { productId: c.productId, orderId, now } },
+            ctx,
+            FROM_SAGA,
+          ),
         );
         return;
       case 'MarkOrderReserved':
@@ -344,18 +378,22 @@ class OrderFulfilment implements PipelinedProcessor {
           }),
         );
         if (outcome.status === 'captured') {
-          await s.payment(
-            orderId,
-            { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } },
-            sub('answer'),
-            FROM_SAGA,
+          keep(paymentStreamId(orderId))(
+            await s.payment(
+              orderId,
+              { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } },
+              sub('answer'),
+              FROM_SAGA,
+            ),
           );
         } else if (outcome.status === 'declined') {
-          await s.payment(
-            orderId,
-            { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } },
-            sub('answer'),
-            FROM_SAGA,
+          keep(paymentStreamId(orderId))(
+            await s.payment(
+              orderId,
+              { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } },
+              sub('answer'),
+              FROM_SAGA,
+            ),
           );
         }
         return;
@@ -372,11 +410,13 @@ class OrderFulfilment implements PipelinedProcessor {
             idempotencyKey: `${orderId}:refund`,
           }),
         );
-        await s.payment(
-          orderId,
-          { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } },
-          ctx,
-          FROM_SAGA,
+        keep(paymentStreamId(orderId))(
+          await s.payment(
+            orderId,
+            { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } },
+            ctx,
+            FROM_SAGA,
+          ),
         );
         return;
       }

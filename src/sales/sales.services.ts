@@ -24,6 +24,9 @@ import { Platform } from '../platform/platform';
 /** The shape of InventoryState in snapshots: bump it when the state changes (older snapshots are then ignored). */
 const INVENTORY_STATE_VERSION = 2;
 
+/** What a command stored: its result and the events it decided (none for a repeat). */
+export type Sent = CommandResult & { readonly events: readonly Event[] };
+
 /** How a command is sent to one of the sales streams. */
 export interface SendOptions {
   /** Attempts on a concurrency conflict; default COMMAND_RETRIES from the configuration. */
@@ -101,7 +104,7 @@ export class SalesServices {
     command: InventoryCommand,
     ctx: CommandContext,
     options: SendOptions = {},
-  ): Promise<CommandResult> {
+  ): Promise<Sent> {
     return handleCommand({
       store: this.store,
       decider: inventoryDecider,
@@ -115,12 +118,7 @@ export class SalesServices {
     });
   }
 
-  order(
-    orderId: string,
-    command: OrderCommand,
-    ctx: CommandContext,
-    options: SendOptions = {},
-  ): Promise<CommandResult> {
+  order(orderId: string, command: OrderCommand, ctx: CommandContext, options: SendOptions = {}): Promise<Sent> {
     return handleCommand({
       store: this.store,
       decider: orderDecider,
@@ -133,12 +131,7 @@ export class SalesServices {
     });
   }
 
-  payment(
-    orderId: string,
-    command: PaymentCommand,
-    ctx: CommandContext,
-    options: SendOptions = {},
-  ): Promise<CommandResult> {
+  payment(orderId: string, command: PaymentCommand, ctx: CommandContext, options: SendOptions = {}): Promise<Sent> {
     return handleCommand({
       store: this.store,
       decider: paymentDecider,

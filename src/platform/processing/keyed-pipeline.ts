@@ -84,6 +84,21 @@ export class KeyedPipeline {
     }
   }
 
+  /**
+   * Queues `run` for `key` with no position and without waiting for room: for
+   * work a running task adds (waiting there for room could wait for itself).
+   */
+  enqueue(key: string, run: () => Promise<void>): void {
+    if (this.closed) return;
+    const queue = this.queues.get(key);
+    if (queue) queue.push({ slot: undefined, run });
+    else {
+      this.queues.set(key, [{ slot: undefined, run }]);
+      this.ready.push(key);
+      this.pump();
+    }
+  }
+
   /** A position with nothing to handle: the checkpoint may pass it once everything before it is finished. */
   mark(position: number): void {
     if (this.closed) return;

@@ -106,6 +106,8 @@ export class ProcessorRunner {
   position = 0;
   /** Pipelined: keys parked or being resumed, as this runner knows them. */
   private parkedKeys = new Map<string, ParkedKeyStatus>();
+  /** Pipelined: the pipeline of the current run (for follow-ups). */
+  private pipeline: KeyedPipeline | undefined;
 
   constructor(
     readonly processor: Processor,
@@ -257,6 +259,7 @@ export class ProcessorRunner {
       maxPending: this.options.maxPending ?? 4 * this.options.batchSize,
       onSafe: () => flush(),
     });
+    this.pipeline = pipeline;
     // The checkpoint: one write at a time, at most every PIPELINE_FLUSH_MS, always to the latest safe position.
     let writing: Promise<void> | undefined;
     let again = false;
@@ -341,6 +344,13 @@ export class ProcessorRunner {
     await this.attempt(p, key, event, signal);
   }
 
+  /** An event the handler just stored, handled as its key's next task (see HandlerContext.followUp). */
+  private followUp(p: PipelinedProcessor, event: RecordedEvent, signal: AbortSignal): void {
+    const key = p.keyOf(event);
+    if (key === undefined || signal.aborted) return;
+    this.pipeline?.enqueue(key, () => this.runKeyed(p, key, event, signal));
+  }
+
   /** An operator retried or skipped a parked key: its held events are handled in order, then it runs again. */
   private async resumeKey(p: PipelinedProcessor, key: string, signal: AbortSignal): Promise<void> {
     for (;;) {
@@ -374,7 +384,7 @@ export class ProcessorRunner {
   ): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await p.handle([event], { signal });
+        await p.handle([event], { signal, followUp: (next) => this.followUp(p, next, signal) });
         return true;
       } catch (e) {
         if (signal.aborted || isTransient(e)) throw e;

@@ -17,6 +17,14 @@ export type ProcessorKind = 'projection' | 'saga' | 'reactor';
 export interface HandlerContext {
   /** Aborted when the runner stops: a long batch may end early by throwing (its checkpoint then stays put). */
   readonly signal: AbortSignal;
+  /**
+   * Pipelined processors: an event the handler itself just stored (committed),
+   * to be handled now as the next task of its key rather than when the
+   * subscription delivers it, a read horizon later. The subscription still
+   * delivers it and the checkpoint waits for that delivery, so the handler must
+   * skip the repeat (as it skips any resend).
+   */
+  readonly followUp?: (event: RecordedEvent) => void;
 }
 
 export interface TransactionContext extends HandlerContext {
