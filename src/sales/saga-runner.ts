@@ -227,6 +227,8 @@ class OrderFulfilment implements PipelinedProcessor {
   ): Promise<void> {
     const trigger: SagaTrigger = { ...e, at: e.recordedAt.toISOString() };
     const streamId = sagaStreamId(orderId);
+    // Handled already as a follow-up (or a moment ago): a cached fold is behind at worst, never wrong, so no read.
+    if (this.histories.get(orderId)?.state.processed.has(e.id)) return;
     for (let attempt = 0; ; attempt++) {
       const { history, revision } = await this.history(orderId);
       if (history.processed.has(e.id)) return;
