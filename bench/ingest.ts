@@ -8,7 +8,9 @@ import { createApp, type RunningApp } from '../src/app';
 import { loadConfig } from '../src/config';
 import { IdentityServices } from '../src/identity/identity.services';
 import { createLogger } from '../src/platform/logger';
+import { bucketSeriesJson, rawSeriesJson } from '../projections/telemetry.queries';
 import { EmbeddedBroker } from '../src/telemetry/embedded-broker';
+import { startMosquitto, type Mosquitto } from '../test/support/mosquitto';
 import { TelemetryServices } from '../src/telemetry/telemetry.services';
 import {
   benchDatabaseUrl,
@@ -39,6 +41,14 @@ import {
  *     into a plain table. Target >= 0.5x.
  * (c) publish-to-queryable latency at half of (a)'s stored rate, open loop:
  *     p50 / p99, target p99 <= 150 ms.
+ * (d) external broker mode: a real mosquitto (the shipped limits) and a second
+ *     app instance subscribed to it (MQTT_URL), stored + queryable, vs (a)'s
+ *     embedded mode, runs interleaved, same publisher and load. Target >= 0.8x.
+ * (e) history: BENCH_HISTORY_DAYS (30) days of 1 Hz readings of one metric
+ *     (2.6M rows, ingested over HTTP), then GET .../metrics/:metric at
+ *     bucket=1h over the whole range, and 24 h of raw points paged 10,000 at a
+ *     time, vs the same SQL (projections/telemetry.queries.ts) run directly on
+ *     the pool. Target >= 0.8x each.
  */
 
 const READINGS = envInt('BENCH_INGEST_READINGS', 40_000);
@@ -47,13 +57,18 @@ const WINDOW = envInt('BENCH_INGEST_WINDOW', 100);
 const HTTP_CONCURRENCY = envInt('BENCH_INGEST_HTTP_CONCURRENCY', 4);
 const LATENCY_SECONDS = envInt('BENCH_LATENCY_SECONDS', 10);
 const HTTP_BATCH = 500;
+const HISTORY_DAYS = envInt('BENCH_HISTORY_DAYS', 30);
+const QUERY_RUNS = envInt('BENCH_HISTORY_QUERIES', 20);
+const DAY_MS = 86_400_000;
 
 let seq = 0;
+// Yesterday onwards, a millisecond apart: well within TELEMETRY_MAX_PAST_DAYS, never in the future.
+const T0 = Date.now() - DAY_MS;
 const payload = (n: number) =>
   JSON.stringify(
     Array.from({ length: n }, () => {
       const i = ++seq;
-      return { metric: 'temp', value: (i % 1000) / 10, ts: 1_767_225_600_000 + i, id: i };
+      return { metric: 'temp', value: (i % 1000) / 10, ts: T0 + i, id: i };
     }),
   );
 
@@ -70,6 +85,11 @@ async function connect(port: number, deviceId: string, token: string): Promise<M
 }
 
 /** Publishes `messages` messages at QoS 1 with WINDOW in flight; resolves when all are PUBACKed. */
+/** Connects to mosquitto (anonymous in the bench, like the tests: device auth is the broker's there). */
+function connectExternal(broker: Mosquitto, clientId: string): Promise<MqttClient> {
+  return mqtt.connectAsync(broker.url, { clientId, protocolVersion: 4, reconnectPeriod: 0, clean: true });
+}
+
 async function publishAll(c: MqttClient, topic: string, messages: number): Promise<void> {
   let sent = 0;
   await Promise.all(
@@ -102,6 +122,8 @@ async function main(): Promise<void> {
   });
   let running: RunningApp | undefined;
   let passthrough: EmbeddedBroker | undefined;
+  let external: RunningApp | undefined;
+  let mosquitto: Mosquitto | undefined;
   try {
     running = await createApp(config, createLogger('silent'));
     const app = running;
@@ -327,11 +349,209 @@ async function main(): Promise<void> {
     info(
       `peak resident memory of this process (app, broker and load generator): ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`,
     );
+
+    // (d) -----------------------------------------------------------------
+    mosquitto = await startMosquitto();
+    external = await createApp(
+      loadConfig({
+        DATABASE_URL: benchDatabaseUrl(),
+        REDIS_URL: redisUrl,
+        PORT: '0',
+        HOST: '127.0.0.1',
+        DATA_DIR: mkdtempSync(join(tmpdir(), 'bench-ingest-ext-')),
+        QUEUE_PREFIX: `bench-ingest-${tag}`,
+        LOG_LEVEL: 'silent',
+        MQTT_URL: mosquitto.url,
+        MQTT_CLIENT_ID: `bench-ext-${tag}`,
+        // This instance answers no authenticated request; HS256 spares generating a key pair.
+        JWT_ALG: 'HS256',
+        JWT_HS256_SECRET: randomBytes(32).toString('base64url'),
+      }),
+      createLogger('silent'),
+    );
+    // mosquitto acknowledges the publisher before our instance has the message: in both modes a run
+    // ends when every reading it sent is queryable (counted by its id in the read model).
+    const queryableIds = async () =>
+      (
+        await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM telemetry_reading_ids WHERE device_id = $1', [
+          deviceId,
+        ])
+      ).rows[0]!.n;
+    const allQueryable = async (n: number) => {
+      const until = performance.now() + 120_000;
+      while ((await queryableIds()) < n) {
+        if (performance.now() > until) throw new Error('readings did not become queryable');
+        await sleep(5);
+      }
+    };
+    {
+      const warm = await connectExternal(mosquitto, `bench-pub-${tag}`);
+      const expected = (await queryableIds()) + Math.min(500, messages) * PER_MESSAGE;
+      await publishAll(warm, topic, Math.min(500, messages));
+      await warm.endAsync();
+      await allQueryable(expected);
+    }
+    const embeddedRates: number[] = [];
+    const externalRates: number[] = [];
+    for (let run = 0; run < RUNS; run++) {
+      for (const mode of ['embedded', 'external'] as const) {
+        const c =
+          mode === 'embedded'
+            ? await connect(telemetry.mqttPort, deviceId, token)
+            : await connectExternal(mosquitto, `bench-pub-${tag}`);
+        const expected = (await queryableIds()) + readings;
+        const t0 = performance.now();
+        await publishAll(c, topic, messages);
+        await allQueryable(expected);
+        (mode === 'embedded' ? embeddedRates : externalRates).push(readings / ((performance.now() - t0) / 1000));
+        await c.endAsync();
+      }
+    }
+    report(
+      `(d) external broker mode, ${readings.toLocaleString('en-US')} readings per run, ${WINDOW} in flight (runs interleaved)`,
+      { label: 'mosquitto → MQTT_URL instance, stored + queryable', rates: externalRates },
+      { label: 'embedded broker, stored + queryable', rates: embeddedRates },
+      0.8,
+    );
+    await external.close();
+    external = undefined;
+
+    // (e) -----------------------------------------------------------------
+    await history(app, owner, http);
     console.log(loadLine('end'));
   } finally {
     await passthrough?.stop();
+    await external?.close();
     await running?.close();
+    await mosquitto?.stop();
   }
+}
+
+type Http = (
+  method: string,
+  path: string,
+  body?: unknown,
+  headers?: Record<string, string>,
+) => Promise<{ status: number; body: Record<string, unknown> }>;
+
+/** (e): a month of 1 Hz history, read through the route and directly. */
+async function history(app: RunningApp, owner: Record<string, string>, http: Http): Promise<void> {
+  const dev = await http('POST', '/devices', { name: 'history' }, owner);
+  const deviceId = dev.body.deviceId as string;
+  const rows = HISTORY_DAYS * 86_400;
+  const end = Math.floor(Date.now() / 3_600_000) * 3_600_000; // an hour boundary: whole buckets
+  const start = end - rows * 1000;
+  const batch = 1000; // MAX_READINGS_PER_MESSAGE
+  let next = 0;
+  let retried = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: HTTP_CONCURRENCY }, async () => {
+      while (next < rows) {
+        const from = next;
+        next += batch;
+        const body = Array.from({ length: Math.min(batch, rows - from) }, (_, k) => {
+          const i = from + k;
+          return { metric: 'load', value: Math.sin(i / 600) * 10 + 20, ts: start + i * 1000 };
+        });
+        // As a client should: a 503 (e.g. the revocation mirror unconfirmed on a starved box) is retried after its Retry-After.
+        for (let attempt = 1; ; attempt++) {
+          const r = await http('POST', `/devices/${deviceId}/readings`, body, owner);
+          if (r.status === 202) break;
+          if (r.status !== 503 || attempt >= 10)
+            throw new Error(`POST readings: ${r.status} ${JSON.stringify(r.body)}`);
+          retried++;
+          await sleep(1000 * Number(r.body.retryAfterSeconds ?? 1));
+        }
+      }
+    }),
+  );
+  if (!(await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 600_000)))
+    throw new Error('projection did not catch up');
+  const loaded = performance.now() - t0;
+  const pool = app.platform.pool;
+  const count = await pool.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM telemetry_readings WHERE device_id = $1 AND metric = 'load'`,
+    [deviceId],
+  );
+  console.log(
+    `\n(e) history: ${HISTORY_DAYS} days of 1 Hz readings of one metric, ${count.rows[0]!.n.toLocaleString('en-US')} rows (ingested over HTTP and projected in ${(loaded / 1000).toFixed(1)} s); ${QUERY_RUNS} reads per side per run`,
+  );
+  if (retried) info(`${retried} load requests answered 503 and were retried`);
+  await pool.query('ANALYZE telemetry_readings');
+  await pool.query('ANALYZE telemetry_rollups');
+  const path = `/devices/${deviceId}/metrics/load`;
+  const rangeFrom = new Date(start);
+  const rangeTo = new Date(end);
+  const dayFrom = end - DAY_MS;
+
+  // Each read, both ways; the rate is reads per second, sequential (one client).
+  const timed = async (read: () => Promise<number>, expect: number): Promise<number> => {
+    const t = performance.now();
+    for (let q = 0; q < QUERY_RUNS; q++) {
+      const n = await read();
+      if (n !== expect) throw new Error(`read ${n} points, expected ${expect}`);
+    }
+    return QUERY_RUNS / ((performance.now() - t) / 1000);
+  };
+  const bucketRoute = async () => {
+    const r = await http('GET', `${path}?from=${start}&to=${end}&bucket=1h&agg=avg&limit=10000`, undefined, owner);
+    return (r.body.points as unknown[]).length;
+  };
+  const bucketSql = async () =>
+    (JSON.parse(await bucketSeriesJson(pool, deviceId, 'load', rangeFrom, rangeTo, '1h', 'avg', 10_000)) as unknown[])
+      .length;
+  // 24 h raw = 86,400 points, paged 10,000 at a time (the route's largest limit): the next page starts after the last ts.
+  const rawRoute = async () => {
+    let from = dayFrom;
+    let n = 0;
+    for (;;) {
+      const r = await http('GET', `${path}?from=${from}&to=${end}&limit=10000`, undefined, owner);
+      const points = r.body.points as { ts: string }[];
+      n += points.length;
+      if (points.length < 10_000) return n;
+      from = Date.parse(points[points.length - 1]!.ts) + 1;
+    }
+  };
+  const rawSql = async () => {
+    let from = dayFrom;
+    let n = 0;
+    for (;;) {
+      const points = JSON.parse(await rawSeriesJson(pool, deviceId, 'load', new Date(from), new Date(end), 10_000)) as {
+        ts: string;
+      }[];
+      n += points.length;
+      if (points.length < 10_000) return n;
+      from = Date.parse(points[points.length - 1]!.ts) + 1;
+    }
+  };
+  const buckets = HISTORY_DAYS * 24;
+  const rates = {
+    bucketRoute: [] as number[],
+    bucketSql: [] as number[],
+    rawRoute: [] as number[],
+    rawSql: [] as number[],
+  };
+  await timed(bucketRoute, buckets); // warm-up
+  await timed(rawSql, 86_400);
+  for (let run = 0; run < RUNS; run++) {
+    rates.bucketRoute.push(await timed(bucketRoute, buckets));
+    rates.bucketSql.push(await timed(bucketSql, buckets));
+    rates.rawRoute.push(await timed(rawRoute, 86_400));
+    rates.rawSql.push(await timed(rawSql, 86_400));
+  }
+  report(
+    `(e1) ${HISTORY_DAYS} days at bucket=1h (${buckets} points), reads/s`,
+    { label: 'GET /devices/:id/metrics/:metric?bucket=1h', rates: rates.bucketRoute },
+    { label: 'the same SQL (bucketSeriesJson) on the pool, parsed', rates: rates.bucketSql },
+    0.8,
+  );
+  report(
+    '(e2) 24 h raw (86,400 points in pages of 10,000), reads/s',
+    { label: 'GET /devices/:id/metrics/:metric, paged by from', rates: rates.rawRoute },
+    { label: 'the same SQL (rawSeriesJson) on the pool, parsed', rates: rates.rawSql },
+    0.8,
+  );
 }
 
 main().then(

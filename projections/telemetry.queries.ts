@@ -35,20 +35,30 @@ export async function latestValue(
   return res.rows[0] as { value: number; ts: Date } | undefined;
 }
 
-/** Raw points with from <= ts < to, oldest first (an index range scan). */
-export async function rawSeries(
+/** A point as JSON text carries it: ts as ISO-8601 UTC with milliseconds, as JavaScript writes a Date. */
+const POINT_JSON = `json_build_object('ts', to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'value', value)`;
+
+/**
+ * Raw points with from <= ts < to, oldest first (an index range scan), as a
+ * JSON array built by PostgreSQL: a history route sends it on as it is, so
+ * 10,000 points cost no row objects in Node.
+ */
+export async function rawSeriesJson(
   db: Queryable,
   deviceId: string,
   metric: string,
   from: Date,
   to: Date,
   limit: number,
-): Promise<Point[]> {
+): Promise<string> {
   const res = await db.query(
-    `SELECT ts, value FROM telemetry_readings WHERE device_id = $1 AND metric = $2 AND ts >= $3 AND ts < $4 ORDER BY ts, position, idx LIMIT $5`,
+    `SELECT coalesce(json_agg(${POINT_JSON} ORDER BY ts, position, idx), '[]')::text AS points
+       FROM (SELECT ts, value, position, idx FROM telemetry_readings
+              WHERE device_id = $1 AND metric = $2 AND ts >= $3 AND ts < $4
+              ORDER BY ts, position, idx LIMIT $5) r`,
     [deviceId, metric, from, to, limit],
   );
-  return res.rows as unknown as Point[];
+  return res.rows[0]!.points as string;
 }
 
 const AGG_SQL: Record<Agg, string> = {
@@ -62,7 +72,47 @@ const AGG_SQL: Record<Agg, string> = {
 /**
  * Aggregates per bucket from the rollups (never the raw rows): every bucket
  * that overlaps [from, to), i.e. bucket_start from the start of from's bucket.
+ * A JSON array built by PostgreSQL, as rawSeriesJson.
  */
+export async function bucketSeriesJson(
+  db: Queryable,
+  deviceId: string,
+  metric: string,
+  from: Date,
+  to: Date,
+  bucket: Bucket,
+  agg: Agg,
+  limit: number,
+): Promise<string> {
+  const res = await db.query(
+    `SELECT coalesce(json_agg(${POINT_JSON} ORDER BY ts), '[]')::text AS points
+       FROM (SELECT bucket_start AS ts, ${AGG_SQL[agg]} AS value FROM telemetry_rollups
+              WHERE device_id = $1 AND metric = $2 AND width = $3
+                AND bucket_start >= date_bin((SELECT iv FROM (VALUES ('1m', interval '1 minute'), ('5m', interval '5 minutes'), ('1h', interval '1 hour'), ('1d', interval '1 day')) v(w, iv) WHERE w = $3),
+                                             $4::timestamptz, timestamptz '1970-01-01 00:00:00+00')
+                AND bucket_start < $5
+              ORDER BY bucket_start LIMIT $6) b`,
+    [deviceId, metric, bucket, from, to, limit],
+  );
+  return res.rows[0]!.points as string;
+}
+
+const toPoints = (json: string): Point[] =>
+  (JSON.parse(json) as { ts: string; value: number }[]).map((p) => ({ ts: new Date(p.ts), value: p.value }));
+
+/** rawSeriesJson as points. */
+export async function rawSeries(
+  db: Queryable,
+  deviceId: string,
+  metric: string,
+  from: Date,
+  to: Date,
+  limit: number,
+): Promise<Point[]> {
+  return toPoints(await rawSeriesJson(db, deviceId, metric, from, to, limit));
+}
+
+/** bucketSeriesJson as points. */
 export async function bucketSeries(
   db: Queryable,
   deviceId: string,
@@ -73,16 +123,7 @@ export async function bucketSeries(
   agg: Agg,
   limit: number,
 ): Promise<Point[]> {
-  const res = await db.query(
-    `SELECT bucket_start AS ts, ${AGG_SQL[agg]} AS value FROM telemetry_rollups
-      WHERE device_id = $1 AND metric = $2 AND width = $3
-        AND bucket_start >= date_bin((SELECT iv FROM (VALUES ('1m', interval '1 minute'), ('5m', interval '5 minutes'), ('1h', interval '1 hour'), ('1d', interval '1 day')) v(w, iv) WHERE w = $3),
-                                     $4::timestamptz, timestamptz '1970-01-01 00:00:00+00')
-        AND bucket_start < $5
-      ORDER BY bucket_start LIMIT $6`,
-    [deviceId, metric, bucket, from, to, limit],
-  );
-  return res.rows as unknown as Point[];
+  return toPoints(await bucketSeriesJson(db, deviceId, metric, from, to, bucket, agg, limit));
 }
 
 /** Where a live stream is: the last reading sent, by its event's position and its index in the event. */

@@ -28,7 +28,8 @@ debian_packages=(
 )
 # `npm test` (setup.sh --test) also needs Debian's PostgreSQL 15: pg_dump/pg_restore
 # and a second cluster for the backup-and-restore test.
-if [ "${1:-}" = "--test" ]; then debian_packages+=(/usr/lib/postgresql/15/bin/pg_restore:postgresql-15); fi
+# The console's browser tests drive Debian's chromium (headless, through playwright-core).
+if [ "${1:-}" = "--test" ]; then debian_packages+=(/usr/lib/postgresql/15/bin/pg_restore:postgresql-15 chromium:chromium); fi
 need=()
 for entry in "${debian_packages[@]}"; do
   command -v "${entry%%:*}" >/dev/null 2>&1 || need+=("${entry#*:}")
@@ -73,4 +74,19 @@ if [ ! -f dist/src/main.js ] || [ ! -f "$build_stamp" ] || [ "$(cat "$build_stam
   log "building"
   npx tsc -p tsconfig.json
   echo "$build_hash" > "$build_stamp"
+fi
+
+# The operator console (/console): bundled by esbuild into dist/console when its
+# sources, the build script or the installed packages changed; its types are
+# checked too (the browser code has its own tsconfig: DOM, JSX).
+console_stamp=dist/console/.built-from
+console_hash="$( {
+  find src/console/web -type f -printf '%p %s %T@\n' | LC_ALL=C sort
+  stat -c '%n %s %Y' scripts/build-console.mjs "$installed_stamp"
+} | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$console_stamp" ] || [ "$(cat "$console_stamp")" != "$console_hash" ]; then
+  log "building the console"
+  npx tsc -p src/console/web/tsconfig.json
+  node scripts/build-console.mjs
+  echo "$console_hash" > "$console_stamp"
 fi

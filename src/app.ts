@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { Global, Module, type DynamicModule, type LoggerService, type Type } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
+import { DiscoveryModule, NestFactory } from '@nestjs/core';
 import { CqrsModule } from '@nestjs/cqrs';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import secureJson from 'secure-json-parse';
@@ -18,9 +18,12 @@ import type { Logger } from './platform/logger';
 import { Metrics } from './platform/observability/metrics';
 import { Platform } from './platform/platform';
 import { AdminController, CommandsController, HealthController } from './platform/platform.http';
+import { ApiDocsController } from './platform/api-docs.http';
+import { EventExplorerController } from './platform/event-explorer.http';
 import { Projections } from './platform/processing/projections';
 import { allProjections } from './read-models';
 import { contextModules } from './contexts';
+import { ConsoleModule } from './console/console.http';
 import { PlatformErrorCode } from './platform/platform-errors';
 
 export interface AppOptions {
@@ -34,6 +37,8 @@ export interface RunningApp {
   readonly app: NestFastifyApplication;
   readonly platform: Platform;
   readonly url: string;
+  /** Every route Fastify registered (method and URL as Fastify spells them, e.g. `/devices/:id`): the API document is checked against these. */
+  readonly routes: readonly { method: string; url: string }[];
   /** Graceful shutdown: stop taking work, drain requests, finish batches and appends, close connections. */
   close(): Promise<void>;
 }
@@ -44,8 +49,8 @@ class PlatformModule {
   static forRoot(platform: Platform): DynamicModule {
     return {
       module: PlatformModule,
-      imports: [CqrsModule.forRoot()],
-      controllers: [HealthController, AdminController, CommandsController],
+      imports: [CqrsModule.forRoot(), DiscoveryModule],
+      controllers: [HealthController, AdminController, CommandsController, EventExplorerController, ApiDocsController],
       providers: [{ provide: Platform, useValue: platform }, CommandRegistry],
       exports: [Platform, CommandRegistry, CqrsModule],
     };
@@ -102,7 +107,7 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
     metrics,
   });
 
-  @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ...(options.modules ?? [])] })
+  @Module({ imports: [PlatformModule.forRoot(platform), ...contextModules, ConsoleModule, ...(options.modules ?? [])] })
   class AppModule {}
 
   const adapter = new FastifyAdapter({
@@ -123,7 +128,9 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   const fastify = app.getHttpAdapter().getInstance();
   // Anyone may post to these, and their fields are small: a tighter body limit than BODY_LIMIT_BYTES,
   // applied while the body streams in. (Routes register at app.init(), after this hook.)
+  const routes: { method: string; url: string }[] = [];
   fastify.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.push({ method, url: route.url });
     if (route.method === 'POST' && PUBLIC_CREDENTIAL_ROUTES.has(route.url))
       route.bodyLimit = config.AUTH_BODY_LIMIT_BYTES;
   });
@@ -197,5 +204,5 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
     })();
     return closing;
   };
-  return { app, platform, url, close };
+  return { app, platform, url, routes, close };
 }

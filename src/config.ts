@@ -186,6 +186,11 @@ export const configSchema = z
     /** Raw readings older than this many days are dropped from the read model (the events and rollups stay); 0 keeps them. */
     TELEMETRY_RETENTION_DAYS: z.coerce.number().int().min(0).default(90),
     TELEMETRY_RETENTION_INTERVAL_S: positiveInt.default(3600),
+    /**
+     * Readings stamped more than this many days before they arrive are refused (field `ts`): one message
+     * makes at most this many day partitions of history, so a hostile device cannot flood the catalogue.
+     */
+    TELEMETRY_MAX_PAST_DAYS: positiveInt.max(36_500).default(366),
     // Telemetry: MQTT limits against hostile clients (embedded broker) and dead letters (both modes).
     /** Open connections to the embedded broker at most; more are closed as they arrive. */
     MQTT_MAX_CONNECTIONS: positiveInt.max(1_000_000).default(1000),

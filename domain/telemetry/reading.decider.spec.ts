@@ -1,5 +1,5 @@
 import { DomainError } from '../shared/errors';
-import { MAX_FUTURE_MS, decideIngest, parseReadings, readingDedupKey, RULES } from './reading.decider';
+import { MAX_FUTURE_MS, decideIngest, pastRule, parseReadings, readingDedupKey, RULES } from './reading.decider';
 
 const now = new Date('2026-05-01T12:00:00.000Z');
 
@@ -62,6 +62,17 @@ describe('parseReadings', () => {
     expect(fieldsOf(() => parseReadings({ metric: 't', value: 1, ts: ok + 1 }, now))).toEqual([
       { field: 'ts', rule: RULES.future },
     ]);
+  });
+
+  it('refuses a timestamp older than the configured number of days, accepts one just within', () => {
+    const ok = now.getTime() - 30 * 86_400_000;
+    expect(parseReadings({ metric: 't', value: 1, ts: ok }, now, 30)[0]!.ts).toBe(new Date(ok).toISOString());
+    expect(fieldsOf(() => parseReadings([{ metric: 't', value: 1, ts: ok - 1 }], now, 30))).toEqual([
+      { field: '0.ts', rule: pastRule(30) },
+    ]);
+    expect(pastRule(30)).toBe('must not be more than 30 days in the past');
+    // Without a limit, any date since 1970 is a reading's own business.
+    expect(parseReadings({ metric: 't', value: 1, ts: 0 }, now)[0]!.ts).toBe('1970-01-01T00:00:00.000Z');
   });
 
   it('names the failing element of an array; refuses empty and over-long arrays and non-objects', () => {

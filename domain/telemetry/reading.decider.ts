@@ -12,10 +12,16 @@ import { TelemetryErrorCode } from './telemetry-errors';
 export const MAX_READINGS_PER_MESSAGE = 1000;
 /** A reading may be stamped at most this far ahead of the receive time (clock skew). */
 export const MAX_FUTURE_MS = 5 * 60 * 1000;
+const DAY_MS = 86_400_000;
+/**
+ * How far back a reading may be stamped, in days (configured): it bounds the
+ * day partitions of history one message can make (one per distinct day).
+ */
+export const pastRule = (maxPastDays: number) => `must not be more than ${maxPastDays} days in the past`;
 export const METRIC_PATTERN = /^[a-z0-9_.-]{1,64}$/;
-const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
+export const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
 // ISO-8601 date-time with a zone (Z or ±hh:mm), optional fraction.
-const ISO_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
+export const ISO_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
 
 export const RULES = {
   shape: 'must be a reading object {metric, value, ts?, id?} or an array of them',
@@ -42,7 +48,8 @@ const ALLOWED = new Set(['metric', 'value', 'ts', 'id']);
  * Validates a decoded payload. Never recurses into values: a deeply nested
  * payload is refused at the first level that is not a reading.
  */
-export function parseReadings(payload: unknown, receivedAt: Date): Reading[] {
+export function parseReadings(payload: unknown, receivedAt: Date, maxPastDays = Infinity): Reading[] {
+  const earliest = receivedAt.getTime() - maxPastDays * DAY_MS;
   const items = Array.isArray(payload) ? payload : [payload];
   if (Array.isArray(payload) && (payload.length === 0 || payload.length > MAX_READINGS_PER_MESSAGE)) {
     throw invalid([{ field: '(payload)', rule: RULES.count }]);
@@ -67,6 +74,7 @@ export function parseReadings(payload: unknown, receivedAt: Date): Reading[] {
       const parsed = parseTs(r.ts);
       if (parsed === undefined) errors.push({ field: at('ts'), rule: RULES.ts });
       else if (parsed > receivedAt.getTime() + MAX_FUTURE_MS) errors.push({ field: at('ts'), rule: RULES.future });
+      else if (parsed < earliest) errors.push({ field: at('ts'), rule: pastRule(maxPastDays) });
       else ts = parsed;
     }
     let id: string | undefined;

@@ -25,6 +25,11 @@ export const PlatformErrorCode = {
   PROJECTION_NOT_PARKED: 'PLATFORM.PROJECTION_NOT_PARKED',
   REBUILD_RUNNING: 'PLATFORM.REBUILD_RUNNING',
   JOB_NOT_FOUND: 'PLATFORM.JOB_NOT_FOUND',
+  /** The operator console's files are not built (scripts/setup.sh builds them into dist/console). */
+  CONSOLE_NOT_BUILT: 'PLATFORM.CONSOLE_NOT_BUILT',
+  EVENT_NOT_FOUND: 'PLATFORM.EVENT_NOT_FOUND',
+  /** The event store in use cannot answer this query (e.g. causation lookups on KurrentDB). */
+  NOT_SUPPORTED_BY_STORE: 'PLATFORM.NOT_SUPPORTED_BY_STORE',
 } as const;
 
 export type PlatformErrorCode = (typeof PlatformErrorCode)[keyof typeof PlatformErrorCode];

@@ -9,10 +9,30 @@ import { actorOf, commandContext } from './http/request';
 import { parseInput } from './http/validation';
 import { Platform } from './platform';
 import { AuthErrorCode } from './http/auth-errors';
+import { ApiDoc, commandResultSchema } from './http/openapi';
+import { PlatformErrorCode } from './platform-errors';
+import {
+  commandNamesSchema,
+  healthSchema,
+  jobSchema,
+  projectionDetailSchema,
+  projectionInfoSchema,
+  projectionListSchema,
+  rebuildStartedSchema,
+} from './platform.responses';
 
 type ComponentHealth = { status: 'ok' | 'degraded' | 'down'; [detail: string]: unknown };
 
 const CHECK_TIMEOUT_MS = 1000;
+
+const projectionParam = z.object({
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,100}$/, 'must be a projection name (1-100 characters of A-Z, a-z, 0-9, _ . -)'),
+});
+const projectionName = (name: string) => parseInput(projectionParam, { name }).name;
+const jobParam = z.object({ id: z.string().regex(/^\d{1,20}$/, 'must be a job number') });
+const commandParam = z.object({ name: z.string().meta({ description: 'A name from GET /commands.' }) });
 
 /** Runs one health check, bounded: a server that does not answer is "down", not a hung /health. */
 async function timed(check: () => Promise<Record<string, unknown> | void>): Promise<ComponentHealth> {
@@ -37,6 +57,14 @@ export class HealthController {
   constructor(private readonly platform: Platform) {}
 
   /** Green when every component answers; degraded (still 200) when a projection is parked or lagging; 503 when something is down. */
+  @ApiDoc({
+    summary: 'Health of each component',
+    description: 'ok or degraded (a projection parked or stale): 200; a component down or shutting down: 503.',
+    responses: {
+      200: healthSchema,
+      503: { description: 'Something is down, or the app is shutting down.', schema: healthSchema },
+    },
+  })
   @Get('health')
   async health(@Res() reply: FastifyReply): Promise<void> {
     const p = this.platform;
@@ -73,6 +101,12 @@ export class HealthController {
     await reply.status(status === 'down' ? 503 : 200).send({ status, shuttingDown: !p.accepting, components });
   }
 
+  @ApiDoc({
+    summary: 'Prometheus metrics',
+    responses: {
+      200: { description: 'Prometheus text exposition format.', contentType: 'text/plain', schema: z.string() },
+    },
+  })
   @Get('metrics')
   async metrics(@Res() reply: FastifyReply): Promise<void> {
     const p = this.platform;
@@ -91,13 +125,21 @@ export class HealthController {
 export class AdminController {
   constructor(private readonly platform: Platform) {}
 
+  @ApiDoc({ summary: 'Every projection: status, checkpoint, lag', responses: { 200: projectionListSchema } })
   @Get('projections')
   async projections() {
     return { projections: await this.platform.projections.status() };
   }
 
+  @ApiDoc({
+    summary: 'One projection with its operator log',
+    params: projectionParam,
+    responses: { 200: projectionDetailSchema },
+    errors: { 404: [PlatformErrorCode.PROJECTION_NOT_FOUND] },
+  })
   @Get('projections/:name')
-  async projection(@Param('name') name: string) {
+  async projection(@Param('name') raw: string) {
+    const name = projectionName(raw);
     const p = this.platform.projections.get(name);
     return {
       ...(await this.platform.projections.info(p)),
@@ -105,31 +147,56 @@ export class AdminController {
     };
   }
 
+  @ApiDoc({
+    summary: 'Rebuild a projection (background job into shadow tables, swapped in when caught up)',
+    params: projectionParam,
+    responses: { 202: rebuildStartedSchema },
+    errors: { 404: [PlatformErrorCode.PROJECTION_NOT_FOUND], 409: [PlatformErrorCode.REBUILD_RUNNING] },
+  })
   @Post('projections/:name/rebuild')
   @HttpCode(202)
-  async rebuild(@Param('name') name: string, @Req() req: FastifyRequest) {
+  async rebuild(@Param('name') raw: string, @Req() req: FastifyRequest) {
+    const name = projectionName(raw);
     const jobId = await this.platform.jobs.enqueue(name, actorOf(req), req.id);
     return { jobId, status: `/admin/jobs/${jobId}` };
   }
 
+  @ApiDoc({
+    summary: 'Retry the event a parked projection stopped at',
+    params: projectionParam,
+    responses: { 201: projectionInfoSchema },
+    errors: { 404: [PlatformErrorCode.PROJECTION_NOT_FOUND], 409: [PlatformErrorCode.PROJECTION_NOT_PARKED] },
+  })
   @Post('projections/:name/retry')
-  async retry(@Param('name') name: string, @Req() req: FastifyRequest) {
+  async retry(@Param('name') raw: string, @Req() req: FastifyRequest) {
+    const name = projectionName(raw);
     await this.platform.projections.retry(name, actorOf(req));
     return this.platform.projections.info(this.platform.projections.get(name));
   }
 
+  @ApiDoc({
+    summary: 'Skip the event a parked projection stopped at (recorded in the operator log)',
+    params: projectionParam,
+    responses: { 201: projectionInfoSchema },
+    errors: { 404: [PlatformErrorCode.PROJECTION_NOT_FOUND], 409: [PlatformErrorCode.PROJECTION_NOT_PARKED] },
+  })
   @Post('projections/:name/skip')
-  async skip(@Param('name') name: string, @Req() req: FastifyRequest) {
+  async skip(@Param('name') raw: string, @Req() req: FastifyRequest) {
+    const name = projectionName(raw);
     await this.platform.projections.skip(name, actorOf(req));
     return this.platform.projections.info(this.platform.projections.get(name));
   }
 
+  @ApiDoc({
+    summary: 'A background job (a projection rebuild): state and progress',
+    params: jobParam,
+    responses: { 200: jobSchema },
+    errors: { 404: [PlatformErrorCode.JOB_NOT_FOUND] },
+  })
   @Get('jobs/:id')
   job(@Param('id') id: string) {
     // BullMQ numbers its jobs; anything else is not one of ours and never reaches Redis.
-    return this.platform.jobs.get(
-      parseInput(z.object({ id: z.string().regex(/^\d{1,20}$/, 'must be a job number') }), { id }).id,
-    );
+    return this.platform.jobs.get(parseInput(jobParam, { id }).id);
   }
 }
 
@@ -143,11 +210,35 @@ export class CommandsController {
     private readonly auth: Authenticator,
   ) {}
 
+  @ApiDoc({ summary: 'The names of every command', responses: { 200: commandNamesSchema } })
   @Get()
   list() {
     return { commands: this.registry.names() };
   }
 
+  @ApiDoc({
+    summary: 'Send any command by name (each command is also documented at its own path)',
+    description:
+      "The body is validated against the named command's schema; who may send it depends on the command (see /commands/<name>).",
+    params: commandParam,
+    body: z.looseObject({}),
+    bodyRequired: false,
+    command: true,
+    responses: {
+      201: commandResultSchema,
+      200: { description: 'An Idempotency-Key replay: nothing new stored.', schema: commandResultSchema },
+    },
+    errors: {
+      401: [
+        AuthErrorCode.MISSING_TOKEN,
+        AuthErrorCode.INVALID_TOKEN,
+        AuthErrorCode.TOKEN_EXPIRED,
+        AuthErrorCode.TOKEN_REVOKED,
+      ],
+      403: [AuthErrorCode.FORBIDDEN],
+      404: [PlatformErrorCode.UNKNOWN_COMMAND],
+    },
+  })
   @Post(':name')
   async send(
     @Param('name') name: string,

@@ -44,6 +44,7 @@ export async function listDeadLetters(
   pool: Pool,
   limit: number,
   before?: number,
+  deviceId?: string,
 ): Promise<{ items: DeadLetterView[]; nextBefore: number | null }> {
   const res = await pool.query<{
     id: number;
@@ -56,8 +57,8 @@ export async function listDeadLetters(
     received_at: Date;
   }>(
     `SELECT id, device_id, topic, payload, payload_size, code, reason, received_at FROM telemetry_dead_letters
-      WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2`,
-    [before ?? null, limit + 1],
+      WHERE ($1::bigint IS NULL OR id < $1) AND ($3::text IS NULL OR device_id = $3) ORDER BY id DESC LIMIT $2`,
+    [before ?? null, limit + 1, deviceId ?? null],
   );
   const items = res.rows.slice(0, limit).map((r) => ({
     id: r.id,

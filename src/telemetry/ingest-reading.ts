@@ -41,7 +41,7 @@ export class IngestReadingHandler implements ICommandHandler<IngestReading> {
 
   async execute({ input: { deviceId, readings: payload }, by, ctx }: IngestReading): Promise<IngestOutcome> {
     await this.ensureMayWrite(deviceId, by);
-    const readings = parseReadings(payload, ctx.now);
+    const readings = parseReadings(payload, ctx.now, this.telemetry.sinks.maxPastDays);
     return this.telemetry.ingestor.ingest(deviceId, readings, {
       correlationId: ctx.correlationId,
       causationId: ctx.causationId,

@@ -21,6 +21,8 @@ export const readingsTopic = (deviceId: string) => `devices/${deviceId}/readings
 
 export interface MessageSinks {
   readonly maxPayloadBytes: number;
+  /** Readings stamped further back are refused (TELEMETRY_MAX_PAST_DAYS); none when absent. */
+  readonly maxPastDays?: number;
   ingest(deviceId: string, readings: ReturnType<typeof parseReadings>, correlationId: string): Promise<IngestOutcome>;
   /** Keeps a message that can never be stored as readings, unless its device is past its dead-letter rate. */
   deadLetter(
@@ -69,7 +71,7 @@ export async function handleReadingsMessage(
     );
   }
   try {
-    const readings = parseReadings(value, receivedAt);
+    const readings = parseReadings(value, receivedAt, sinks.maxPastDays);
     return { kind: 'stored', outcome: await sinks.ingest(deviceId, readings, randomUUID()) };
   } catch (e) {
     // Invalid readings, unknown or revoked device: the message can never be stored; keep it for an operator.

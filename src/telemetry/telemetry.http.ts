@@ -6,10 +6,10 @@ import { notFound, validationError } from '../../domain/shared/errors';
 import { METRIC_PATTERN } from '../../domain/telemetry/reading.decider';
 import { BUCKETS, type Bucket } from '../../projections/telemetry.projection';
 import {
-  bucketSeries,
+  bucketSeriesJson,
   latestValue,
   listMetrics,
-  rawSeries,
+  rawSeriesJson,
   readingsAfter,
   END_OF_EVENT,
   type StreamCursor,
@@ -29,6 +29,16 @@ import { LiveStreams, type SseWriter } from './live-streams';
 import { TelemetryServices } from './telemetry.services';
 import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 import { PlatformErrorCode } from '../platform/platform-errors';
+import { ApiDoc } from '../platform/http/openapi';
+import {
+  deadLetterPageSchema,
+  ingestedSchema,
+  latestSchema,
+  metricListSchema,
+  readingsBodySchema,
+  seriesSchema,
+  streamSchema,
+} from './telemetry.responses';
 
 const deviceParam = z.object({ id: deviceIdSchema });
 const metricParam = z.object({
@@ -66,9 +76,13 @@ const deadLetterQuery = z
   .object({
     limit: z.coerce.number().int().min(1).max(500).default(50),
     before: z.coerce.number().int().positive().optional(),
+    /** One device's dead letters (the console's device page). */
+    deviceId: deviceIdSchema.optional(),
   })
   .strict();
 const DAY_MS = 86_400_000;
+/** A reader of a device's metrics: its owner, an admin or the device itself; to anyone else the device does not exist. */
+const READ_ERRORS = { 404: [TelemetryErrorCode.DEVICE_NOT_FOUND] };
 /** Rows one live stream reads per query. */
 const STREAM_PAGE = 500;
 /** An idle live stream sends a comment this often (proxies close silent connections). */
@@ -94,6 +108,18 @@ export class TelemetryController {
   }
 
   /** The device (device token) or its owner sends readings: 202 {accepted, duplicates, position}. */
+  @ApiDoc({
+    summary: 'Send readings (the device itself, or its owner)',
+    params: deviceParam,
+    body: readingsBodySchema,
+    responses: { 202: ingestedSchema },
+    errors: {
+      400: [TelemetryErrorCode.INVALID_READING],
+      403: [TelemetryErrorCode.DEVICE_REVOKED, TelemetryErrorCode.DEVICE_OWNER_DISABLED],
+      404: [TelemetryErrorCode.DEVICE_NOT_FOUND],
+      503: [TelemetryErrorCode.SHUTTING_DOWN],
+    },
+  })
   @DeviceAuth('user-or-device')
   @Post(':id/readings')
   @HttpCode(202)
@@ -108,6 +134,13 @@ export class TelemetryController {
     return { accepted: r.accepted, duplicates: r.duplicates, position: r.position };
   }
 
+  @ApiDoc({
+    summary: "A device's metrics, each with its latest value",
+    params: deviceParam,
+    readsModel: true,
+    responses: { 200: metricListSchema },
+    errors: READ_ERRORS,
+  })
   @DeviceAuth('user-or-device')
   @Get(':id/metrics')
   async metrics(@Param('id') id: string, @Req() req: FastifyRequest, @MinPosition() minPosition: number | undefined) {
@@ -117,6 +150,13 @@ export class TelemetryController {
     return { deviceId, metrics: await listMetrics(this.platform.pool, deviceId) };
   }
 
+  @ApiDoc({
+    summary: 'The latest value of one metric',
+    params: metricParam,
+    readsModel: true,
+    responses: { 200: latestSchema },
+    errors: { 404: [TelemetryErrorCode.DEVICE_NOT_FOUND, TelemetryErrorCode.METRIC_NOT_FOUND] },
+  })
   @DeviceAuth('user-or-device')
   @Get(':id/metrics/:metric/latest')
   async latest(
@@ -134,6 +174,15 @@ export class TelemetryController {
   }
 
   /** Raw points, or aggregates per bucket from the rollups. Default range: the last 24 hours. */
+  @ApiDoc({
+    summary: 'History of one metric: raw points, or aggregates per bucket',
+    description: 'Default range: the 24 hours up to `to` (default now). `agg` needs `bucket`.',
+    params: metricParam,
+    query: seriesQuery,
+    readsModel: true,
+    responses: { 200: seriesSchema },
+    errors: READ_ERRORS,
+  })
   @DeviceAuth('user-or-device')
   @Get(':id/metrics/:metric')
   async series(
@@ -141,8 +190,9 @@ export class TelemetryController {
     @Param('metric') metric: string,
     @Query() query: unknown,
     @Req() req: FastifyRequest,
+    @Res({ passthrough: true }) reply: FastifyReply,
     @MinPosition() minPosition: number | undefined,
-  ) {
+  ): Promise<string> {
     const p = parseInput(metricParam, { id, metric });
     const q = parseInput(seriesQuery, query ?? {});
     if (q.agg && !q.bucket)
@@ -157,18 +207,21 @@ export class TelemetryController {
       ]);
     await this.telemetry.ensureMayRead(p.id, principalOf(req));
     await this.platform.readAfter('telemetry', minPosition);
-    if (q.bucket) {
-      const agg: Agg = q.agg ?? 'avg';
-      const points = await bucketSeries(this.platform.pool, p.id, p.metric, from, to, q.bucket, agg, q.limit);
-      return { deviceId: p.id, metric: p.metric, from, to, bucket: q.bucket, agg, points };
-    }
-    return {
+    const pool = this.platform.pool;
+    const agg: Agg | undefined = q.bucket ? (q.agg ?? 'avg') : undefined;
+    const points = q.bucket
+      ? await bucketSeriesJson(pool, p.id, p.metric, from, to, q.bucket, agg!, q.limit)
+      : await rawSeriesJson(pool, p.id, p.metric, from, to, q.limit);
+    // The points are JSON already (built by PostgreSQL): sent on as they are, not parsed and written again.
+    const head = JSON.stringify({
       deviceId: p.id,
       metric: p.metric,
       from,
       to,
-      points: await rawSeries(this.platform.pool, p.id, p.metric, from, to, q.limit),
-    };
+      ...(q.bucket ? { bucket: q.bucket, agg } : {}),
+    });
+    void reply.type('application/json; charset=utf-8');
+    return `${head.slice(0, -1)},"points":${points}}`;
   }
 
   /**
@@ -184,6 +237,18 @@ export class TelemetryController {
    * STREAM_STALL_TIMEOUT_MS. New readings wake it through the process's one
    * checkpoint notifier, not a poll per stream.
    */
+  @ApiDoc({
+    summary: 'Live values of one metric (server-sent events)',
+    params: metricParam,
+    headers: z.object({
+      'Last-Event-ID': z
+        .string()
+        .optional()
+        .meta({ description: 'Resume after this reading (`<position>.<index>`, or 0 for the whole history).' }),
+    }),
+    responses: { 200: { description: 'An event stream.', contentType: 'text/event-stream', schema: streamSchema } },
+    errors: { ...READ_ERRORS, 429: [TelemetryErrorCode.TOO_MANY_STREAMS] },
+  })
   @DeviceAuth('user-or-device')
   @Get(':id/metrics/:metric/stream')
   async stream(
@@ -267,9 +332,15 @@ export class DeadLettersController {
   constructor(private readonly platform: Platform) {}
 
   /** MQTT messages that could not become readings, newest first; page on with `before=<nextBefore>`. */
+  @ApiDoc({
+    summary: 'MQTT messages that could not become readings, newest first',
+    tags: ['telemetry'],
+    query: deadLetterQuery,
+    responses: { 200: deadLetterPageSchema },
+  })
   @Get()
   list(@Query() query: unknown) {
     const q = parseInput(deadLetterQuery, query ?? {});
-    return listDeadLetters(this.platform.pool, q.limit, q.before);
+    return listDeadLetters(this.platform.pool, q.limit, q.before, q.deviceId);
   }
 }

@@ -13,6 +13,8 @@ import type { MessageSinks } from './mqtt-ingest';
 import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
 
 const RETENTION_CHUNK = 10_000;
+/** Device owners remembered for read checks (oldest forgotten first). */
+const OWNER_CACHE_SIZE = 100_000;
 
 /**
  * Telemetry's running parts: the ingestor (group commit) that the use case
@@ -33,6 +35,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
   private retentionTimer: NodeJS.Timeout | undefined;
   private retentionRun: Promise<void> = Promise.resolve();
   private readonly streams = new Set<() => void>();
+  private readonly owners = new Map<string, string>();
   readonly deadLetters: Counter<'code'>;
   readonly deadLettersRateLimited: Counter<'code'>;
   readonly stored: Counter;
@@ -92,6 +95,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     const rate = new DeadLetterRate(c.TELEMETRY_DEAD_LETTERS_PER_DEVICE, c.TELEMETRY_DEAD_LETTER_WINDOW_S * 1000);
     this.sinks = {
       maxPayloadBytes: c.TELEMETRY_MAX_PAYLOAD_BYTES,
+      maxPastDays: c.TELEMETRY_MAX_PAST_DAYS,
       ingest: (deviceId, readings, correlationId) =>
         this.ingestor.ingest(deviceId, readings, {
           correlationId,
@@ -238,9 +242,24 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
       return;
     }
     if (by.roles.includes('admin')) return;
-    const device = await this.identity.loadDevice(deviceId);
-    if (device.status === 'none' || device.ownerId !== by.id)
+    if ((await this.ownerOf(deviceId)) !== by.id)
       throw notFound(TelemetryErrorCode.DEVICE_NOT_FOUND, `no device ${deviceId}`);
+  }
+
+  /**
+   * A device's owner, or undefined when there is no such device. Cached: a
+   * device's owner is set when it is registered and never changes (a revoked
+   * device keeps its owner and its history), so a history read by its owner
+   * costs no event-stream read. Unknown ids are not cached.
+   */
+  private async ownerOf(deviceId: string): Promise<string | undefined> {
+    const known = this.owners.get(deviceId);
+    if (known !== undefined) return known;
+    const device = await this.identity.loadDevice(deviceId);
+    if (device.status === 'none') return undefined;
+    if (this.owners.size >= OWNER_CACHE_SIZE) this.owners.delete(this.owners.keys().next().value!);
+    this.owners.set(deviceId, device.ownerId);
+    return device.ownerId;
   }
 
   /** Registers a live stream's "end now", for shutdown. Returns the unregister function. */

@@ -268,8 +268,13 @@ describe('MQTT ingestion (embedded broker)', () => {
     );
     // The resend is not stored again; the later message and the batch are events of their own.
     expect(events.rows.map((r: { n: number }) => r.n)).toEqual([2, 3, 1]);
+    // Wait for this device's last event by its own position: the store's head is held back by any
+    // transaction in flight in the cluster (other test files' databases included).
+    const last = await app.db.pool.query<{ p: string }>('SELECT max(position) AS p FROM events WHERE stream_id = $1', [
+      `telemetry-${owned.deviceId}`,
+    ]);
     const kept = async () => {
-      await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 30_000);
+      expect(await app.platform.projections.waitFor('telemetry', Number(last.rows[0]!.p), 30_000)).toBe(true);
       const rows = (await rowsOf(owned.deviceId, 'rep')).map((r) => ({ value: r.value, id: r.reading_id }));
       const agg = await app.http(
         'GET',
@@ -493,7 +498,9 @@ describe('sensor history', () => {
       }
       return out;
     };
-    await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 30_000);
+    // The newest stored event by its own position (the store's head waits for every transaction in the cluster).
+    const newest = await app.db.pool.query<{ p: string }>('SELECT max(position) AS p FROM events');
+    expect(await app.platform.projections.waitFor('telemetry', Number(newest.rows[0]!.p), 30_000)).toBe(true);
     const before = await dump();
     const tables = async () =>
       (
@@ -566,6 +573,52 @@ describe('device token lifetime', () => {
       ).rejects.toThrow(/Bad username or password/i);
     } finally {
       await short.stop();
+    }
+  });
+});
+
+describe('readings stamped too far in the past (TELEMETRY_MAX_PAST_DAYS)', () => {
+  it('are refused over HTTP and dead-lettered over MQTT, naming the field; no day partition is made for them', async () => {
+    const strict = await startTestApp({ env: { TELEMETRY_MAX_PAST_DAYS: '30' } });
+    try {
+      const owned = await ownerWithDevice(strict.http);
+      const partitions = async () =>
+        (
+          await strict.db.pool.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'telemetry_readings'::regclass`,
+          )
+        ).rows[0]!.n;
+      const before = await partitions();
+      const day = 86_400_000;
+      // One hostile message: 1000 readings, each on its own day long ago.
+      const flood = Array.from({ length: 1000 }, (_, i) => ({ metric: 'temp', value: i, ts: i * day }));
+      const r = await strict.http('POST', `/devices/${owned.deviceId}/readings`, flood, owned.owner);
+      expect(r.status).toBe(400);
+      expect(r.body.errors[0]).toEqual({ field: '0.ts', rule: 'must not be more than 30 days in the past' });
+      const c = await connectDevice(strict.app.get(TelemetryServices).mqttPort, owned.deviceId, owned.token);
+      try {
+        await publishAcked(c, topic(owned.deviceId), JSON.stringify(flood));
+        // Just within the limit is fine.
+        const recent = { metric: 'temp', value: 1, ts: new Date(Date.now() - 29 * day).toISOString() };
+        await publishAcked(c, topic(owned.deviceId), JSON.stringify(recent));
+      } finally {
+        c.end(true);
+      }
+      const dl = await strict.http('GET', '/admin/dead-letters?limit=10', undefined, await strict.adminAuth());
+      const mine = dl.body.items.filter((i: { deviceId: string }) => i.deviceId === owned.deviceId);
+      expect(mine).toHaveLength(1);
+      expect(mine[0].reason).toMatch(/0\.ts: must not be more than 30 days in the past/);
+      const stored = await strict.db.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM events WHERE stream_id = $1`,
+        [`telemetry-${owned.deviceId}`],
+      );
+      expect(stored.rows[0]!.n).toBe(1);
+      const newest = await strict.db.pool.query<{ p: string }>('SELECT max(position) AS p FROM events');
+      expect(await strict.platform.projections.waitFor('telemetry', Number(newest.rows[0]!.p), 30_000)).toBe(true);
+      // At most the recent reading's day (and the days the projection keeps ahead) are there.
+      expect((await partitions()) - before).toBeLessThanOrEqual(1);
+    } finally {
+      await strict.stop();
     }
   });
 });

@@ -53,6 +53,9 @@ export async function startTestApp(
     MQTT_PORT: '0',
     // Every test signs its users up from 127.0.0.1; tests of the sign-up limit set their own.
     SIGNUP_MAX_PER_ADDRESS: '1000000',
+    // Tests stamp readings on fixed dates (2026-01-01 onwards) that must stay valid as the years pass;
+    // the default limit has its own test (telemetry.e2e).
+    TELEMETRY_MAX_PAST_DAYS: '36500',
     ...options.env,
   });
   const running = await createApp(config, createLogger(config.LOG_LEVEL), {

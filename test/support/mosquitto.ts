@@ -4,6 +4,7 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pickPort } from '../../src/platform/local/processes';
+import { projectRoot } from '../../src/platform/paths';
 import { eventually } from './events';
 
 /**
@@ -21,7 +22,7 @@ export interface Mosquitto {
 export async function startMosquitto(): Promise<Mosquitto> {
   const dir = mkdtempSync(join(tmpdir(), 'mosquitto-'));
   const port = await pickPort(); // below the ephemeral range: no outgoing connection holds it
-  const shipped = readFileSync(join(__dirname, '../../docker/mosquitto.conf'), 'utf8');
+  const shipped = readFileSync(join(projectRoot(), 'docker/mosquitto.conf'), 'utf8');
   const conf = shipped
     .replace(/^listener .*$/m, `listener ${port} 127.0.0.1`)
     .replace(/^persistence_location .*$/m, `persistence_location ${dir}/`)

@@ -50,6 +50,11 @@ export class CommandRegistry {
   names(): string[] {
     return [...this.byName.keys()].sort();
   }
+
+  /** Every registered command, by name (for the API document). */
+  definitions(): CommandDefinition<unknown>[] {
+    return this.names().map((n) => this.get(n));
+  }
 }
 
 /**

@@ -1,0 +1,98 @@
+import type { Pool } from 'pg';
+import type { EventMetadata } from './event-store';
+
+/**
+ * Reads for the operator console's event explorer, straight from the
+ * PostgreSQL `events` table: newest-first paging of `$all`, one event by id,
+ * and the causation and correlation links between events (indexed by
+ * migrations/0027). Not for processing: these reads may show an event that
+ * committed while an older transaction is still in flight, which an operator
+ * wants to see and a checkpointed reader must not (it reads below the horizon).
+ * Data is shown as stored (schemaVersion is the stored one, not upcast).
+ */
+
+export interface ExplorerEvent {
+  id: string;
+  streamId: string;
+  revision: number;
+  position: number;
+  type: string;
+  data: Record<string, unknown>;
+  metadata: EventMetadata;
+  schemaVersion: number;
+  recordedAt: Date;
+}
+
+interface Row {
+  position: string;
+  event_id: string;
+  stream_id: string;
+  stream_revision: string;
+  type: string;
+  data: Record<string, unknown>;
+  metadata: EventMetadata;
+  schema_version: number;
+  recorded_at: Date;
+}
+
+const COLUMNS = 'position, event_id, stream_id, stream_revision, type, data, metadata, schema_version, recorded_at';
+
+const toEvent = (r: Row): ExplorerEvent => ({
+  id: r.event_id,
+  streamId: r.stream_id,
+  revision: Number(r.stream_revision),
+  position: Number(r.position),
+  type: r.type,
+  data: r.data,
+  metadata: r.metadata,
+  schemaVersion: r.schema_version,
+  recordedAt: r.recorded_at,
+});
+
+/** A page of `$all`: newest first below `before`, or oldest first above `after`; returned in position order. */
+export async function pageAll(
+  pool: Pool,
+  o: { before?: number | undefined; after?: number | undefined; limit: number; type?: string | undefined },
+): Promise<ExplorerEvent[]> {
+  const ascending = o.after !== undefined;
+  const res = await pool.query<Row>(
+    `SELECT ${COLUMNS} FROM events
+      WHERE ($1::bigint IS NULL OR position < $1) AND ($2::bigint IS NULL OR position > $2) AND ($3::text IS NULL OR type = $3)
+      ORDER BY position ${ascending ? 'ASC' : 'DESC'} LIMIT $4`,
+    [o.before ?? null, o.after ?? null, o.type ?? null, o.limit],
+  );
+  const events = res.rows.map(toEvent);
+  return ascending ? events : events.reverse();
+}
+
+export async function findEvent(pool: Pool, id: string): Promise<ExplorerEvent | undefined> {
+  const res = await pool.query<Row>(`SELECT ${COLUMNS} FROM events WHERE event_id = $1`, [id]);
+  const row = res.rows[0];
+  return row ? toEvent(row) : undefined;
+}
+
+/** What caused the event (when its causation id is an event's id), what it caused, and its correlation's events. */
+export async function relatedEvents(
+  pool: Pool,
+  event: ExplorerEvent,
+  limit: number,
+): Promise<{ causedBy: ExplorerEvent | null; caused: ExplorerEvent[]; correlated: ExplorerEvent[] }> {
+  const causation = event.metadata.causationId;
+  const isUuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(causation);
+  const [causedBy, caused, correlated] = await Promise.all([
+    isUuid ? findEvent(pool, causation) : Promise.resolve(undefined),
+    pool.query<Row>(`SELECT ${COLUMNS} FROM events WHERE metadata->>'causationId' = $1 ORDER BY position LIMIT $2`, [
+      event.id,
+      limit,
+    ]),
+    pool.query<Row>(`SELECT ${COLUMNS} FROM events WHERE metadata->>'correlationId' = $1 ORDER BY position LIMIT $2`, [
+      event.metadata.correlationId,
+      limit,
+    ]),
+  ]);
+  return {
+    causedBy: causedBy ?? null,
+    caused: caused.rows.map(toEvent),
+    correlated: correlated.rows.map(toEvent),
+  };
+}
