@@ -227,7 +227,11 @@ export const configSchema = z
     /** Orders one shipping batch dispatches at most. */
     SHIPPING_BATCH_SIZE: positiveInt.max(10_000).default(500),
     /** Orders the saga advances at once (triggers of one order always run in order). */
-    SAGA_CONCURRENCY: positiveInt.max(64).default(8),
+    SAGA_CONCURRENCY: positiveInt.max(1024).default(32),
+    /** Failed attempts at one trigger before that order's saga is parked (the other orders keep flowing). */
+    SAGA_MAX_ATTEMPTS: positiveInt.max(100).default(8),
+    /** Events of a long stream (a product's inventory) between two snapshots of its folded state. */
+    STREAM_SNAPSHOT_EVERY: positiveInt.max(1_000_000).default(200),
   })
   .superRefine((c, ctx) => {
     if (c.JWT_ALG === 'HS256' && !c.JWT_HS256_SECRET) {

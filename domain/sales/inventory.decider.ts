@@ -5,7 +5,8 @@ import { unreachable } from '../shared/unreachable';
 /**
  * The stock of one product (stream `inventory-<productId>`). Reservations are
  * keyed by order, so a command repeated for the same order changes nothing:
- * the saga may resend after a crash without reserving twice. A reservation
+ * the saga may resend after a crash without reserving twice (see
+ * InventoryState for how closed reservations are recognised). A reservation
  * that would make available stock negative is recorded as rejected, with the
  * numbers the customer needs to hear.
  *
@@ -42,24 +43,37 @@ export type ShipStock = {
 };
 export type InventoryCommand = ReceiveStock | ReserveStock | ReleaseStock | ShipStock;
 
-export type ReservationStatus = 'reserved' | 'rejected' | 'released' | 'shipped';
-
+/**
+ * Only what a decision needs: the counts and the reservations still open
+ * (reserved, not yet released or shipped), so the state of a product with a
+ * hundred thousand orders behind it is as small as a new one's, and a fold
+ * copies no more than the open reservations per event.
+ *
+ * An order answered already (reserved, rejected, released, shipped) is
+ * recognised without keeping it: its answer has an identity (`identify`), the
+ * store derives the event id from it, and a second answer for the same order
+ * is stored once, i.e. not at all. So a resend after a rejection still
+ * changes nothing, whatever stock arrived since.
+ */
 export interface InventoryState {
   readonly onHand: number;
   readonly reserved: number;
   readonly shipped: number;
-  readonly reservations: Readonly<Record<string, { readonly quantity: number; readonly status: ReservationStatus }>>;
+  /** Quantity reserved per order, for the reservations still open. */
+  readonly open: Readonly<Record<string, number>>;
 }
 
-export const initialInventoryState: InventoryState = { onHand: 0, reserved: 0, shipped: 0, reservations: {} };
+export const initialInventoryState: InventoryState = { onHand: 0, reserved: 0, shipped: 0, open: {} };
 
 export const available = (s: InventoryState): number => s.onHand - s.reserved;
 
+function without(open: InventoryState['open'], orderId: string): InventoryState['open'] {
+  const rest = { ...open };
+  delete rest[orderId];
+  return rest;
+}
+
 export function evolveInventory(state: InventoryState, event: InventoryEvent): InventoryState {
-  const set = (orderId: string, quantity: number, status: ReservationStatus) => ({
-    ...state.reservations,
-    [orderId]: { quantity, status },
-  });
   switch (event.type) {
     case 'sales.StockReceived':
       return { ...state, onHand: state.onHand + event.data.quantity };
@@ -67,15 +81,15 @@ export function evolveInventory(state: InventoryState, event: InventoryEvent): I
       return {
         ...state,
         reserved: state.reserved + event.data.quantity,
-        reservations: set(event.data.orderId, event.data.quantity, 'reserved'),
+        open: { ...state.open, [event.data.orderId]: event.data.quantity },
       };
     case 'sales.StockReservationRejected':
-      return { ...state, reservations: set(event.data.orderId, event.data.requested, 'rejected') };
+      return state;
     case 'sales.StockReleased':
       return {
         ...state,
         reserved: state.reserved - event.data.quantity,
-        reservations: set(event.data.orderId, event.data.quantity, 'released'),
+        open: without(state.open, event.data.orderId),
       };
     case 'sales.StockShipped':
       return {
@@ -83,8 +97,23 @@ export function evolveInventory(state: InventoryState, event: InventoryEvent): I
         reserved: state.reserved - event.data.quantity,
         onHand: state.onHand - event.data.quantity,
         shipped: state.shipped + event.data.quantity,
-        reservations: set(event.data.orderId, event.data.quantity, 'shipped'),
+        open: without(state.open, event.data.orderId),
       };
+    default:
+      return unreachable(event, 'event');
+  }
+}
+
+/** One answer per order and product: a reservation or its rejection. The store keeps the first only. */
+export function identifyInventoryEvent(event: InventoryEvent): string | undefined {
+  switch (event.type) {
+    case 'sales.StockReserved':
+    case 'sales.StockReservationRejected':
+      return `reservation-answer:${event.data.orderId}`;
+    case 'sales.StockReceived':
+    case 'sales.StockReleased':
+    case 'sales.StockShipped':
+      return undefined;
     default:
       return unreachable(event, 'event');
   }
@@ -98,7 +127,7 @@ export function decideInventory(command: InventoryCommand, state: InventoryState
     }
     case 'ReserveStock': {
       const { productId, orderId, quantity, now } = command.data;
-      if (state.reservations[orderId]) return []; // this order was answered already
+      if (state.open[orderId] !== undefined) return []; // reserved already; a closed answer is caught by its identity
       const free = available(state);
       if (quantity > free) {
         return [
@@ -112,19 +141,15 @@ export function decideInventory(command: InventoryCommand, state: InventoryState
     }
     case 'ReleaseStock': {
       const { productId, orderId, now } = command.data;
-      const r = state.reservations[orderId];
-      if (r?.status !== 'reserved') return [];
-      return [
-        { type: 'sales.StockReleased', data: { productId, orderId, quantity: r.quantity, at: now.toISOString() } },
-      ];
+      const quantity = state.open[orderId];
+      if (quantity === undefined) return [];
+      return [{ type: 'sales.StockReleased', data: { productId, orderId, quantity, at: now.toISOString() } }];
     }
     case 'ShipStock': {
       const { productId, orderId, now } = command.data;
-      const r = state.reservations[orderId];
-      if (r?.status !== 'reserved') return [];
-      return [
-        { type: 'sales.StockShipped', data: { productId, orderId, quantity: r.quantity, at: now.toISOString() } },
-      ];
+      const quantity = state.open[orderId];
+      if (quantity === undefined) return [];
+      return [{ type: 'sales.StockShipped', data: { productId, orderId, quantity, at: now.toISOString() } }];
     }
     default:
       return unreachable(command, 'command');
@@ -135,4 +160,5 @@ export const inventoryDecider: Decider<InventoryCommand, InventoryEvent, Invento
   initialState: initialInventoryState,
   evolve: evolveInventory,
   decide: decideInventory,
+  identify: identifyInventoryEvent,
 };

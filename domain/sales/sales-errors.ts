@@ -17,6 +17,8 @@ export const SalesErrorCode = {
   ORDER_CLOSED: 'SALES.ORDER_CLOSED',
   INVALID_QUERY: 'SALES.INVALID_QUERY',
   SAGA_NOT_FOUND: 'SALES.SAGA_NOT_FOUND',
+  /** Retrying or skipping the saga of an order that is not parked. */
+  SAGA_NOT_PARKED: 'SALES.SAGA_NOT_PARKED',
   PAYMENT_NOT_FOUND: 'SALES.PAYMENT_NOT_FOUND',
 } as const;
 

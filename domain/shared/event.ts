@@ -23,6 +23,13 @@ export interface Decider<C extends Command, E extends Event, S> {
   readonly initialState: S;
   evolve(state: S, event: E): S;
   decide(command: C, state: S): readonly E[];
+  /**
+   * An event's identity, when the stream may hold only one event with it (an
+   * order's answer on a product's stock): the store derives the event's id
+   * from it, so a later decision producing the same identity is stored once,
+   * i.e. not at all. Lets a state forget what it only kept to recognise repeats.
+   */
+  identify?(event: E): string | undefined;
 }
 
 /** Folds events into state. */

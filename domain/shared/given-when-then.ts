@@ -8,7 +8,8 @@ import { fold, type Command, type Decider, type Event } from './event';
  *   given(userDecider, []).when(assignAdmin).thenThrows('IDENTITY.USER_NOT_FOUND', { kind: 'not_found' });
  *
  * The history and the state are deep-frozen, so a decider that mutates them
- * fails; produced events must survive a JSON round trip unchanged (they are
+ * fails; an event whose identity (`identify`) the history holds is dropped, as
+ * the store drops it; produced events must survive a JSON round trip unchanged (they are
  * stored as JSON) and fold back with `evolve`.
  */
 
@@ -33,7 +34,13 @@ export function given<C extends Command, E extends Event, S>(decider: Decider<C,
   return {
     when(command: C): Outcome<E, S> {
       const frozen = deepFreeze(structuredClone(history));
-      const decide = (): readonly E[] => decider.decide(command, deepFreeze(fold(decider, frozen)));
+      // As the store does: an event whose identity the history holds already is not stored again.
+      const identify = decider.identify?.bind(decider);
+      const known = new Set(identify ? frozen.map((e) => identify(e)).filter((k) => k !== undefined) : []);
+      const decide = (): readonly E[] =>
+        decider
+          .decide(command, deepFreeze(fold(decider, frozen)))
+          .filter((e) => !identify || !known.has(identify(e) ?? ''));
       const produced = (): readonly E[] => {
         const events = decide();
         expect(JSON.parse(JSON.stringify(events))).toEqual(events);

@@ -52,6 +52,9 @@ export const SANDBOX_METHODS = {
  * declined, `card-no-response` never answers until an operator calls
  * `capturePending` (POST /admin/sandbox/payments/:orderId/capture), which
  * delivers the capture as a late webhook would. Any other method is captured.
+ * An operator may switch an outage on for one order (PUT
+ * /admin/sandbox/payments/:orderId/outage): its charges and refunds fail, as
+ * a provider that is down for one customer would, until it is switched off.
  */
 export class SandboxPaymentProvider implements PaymentPort {
   readonly name = 'sandbox';
@@ -64,6 +67,7 @@ export class SandboxPaymentProvider implements PaymentPort {
   }
 
   async charge(r: ChargeRequest): Promise<ChargeOutcome> {
+    await this.failDuringOutage(r.orderId);
     const status =
       r.method === SANDBOX_METHODS.declined
         ? 'declined'
@@ -88,6 +92,7 @@ export class SandboxPaymentProvider implements PaymentPort {
   }
 
   async refund(r: RefundRequest): Promise<{ providerRef: string }> {
+    await this.failDuringOutage(r.orderId);
     const providerRef = ref('re', r.idempotencyKey);
     await this.pool.query(
       `INSERT INTO sandbox_refunds (idempotency_key, order_id, payment_ref, amount_cents, currency, provider_ref)
@@ -95,6 +100,22 @@ export class SandboxPaymentProvider implements PaymentPort {
       [r.idempotencyKey, r.orderId, r.providerRef, r.amountCents, r.currency, providerRef],
     );
     return { providerRef };
+  }
+
+  /** Switches the outage of one order on (true) or off; answers whether it was on before. */
+  async setOutage(orderId: string, on: boolean): Promise<boolean> {
+    const res = on
+      ? await this.pool.query(
+          'INSERT INTO sandbox_payment_outages (order_id) VALUES ($1) ON CONFLICT (order_id) DO NOTHING',
+          [orderId],
+        )
+      : await this.pool.query('DELETE FROM sandbox_payment_outages WHERE order_id = $1', [orderId]);
+    return on ? res.rowCount === 0 : res.rowCount === 1;
+  }
+
+  private async failDuringOutage(orderId: string): Promise<void> {
+    const res = await this.pool.query('SELECT 1 FROM sandbox_payment_outages WHERE order_id = $1', [orderId]);
+    if (res.rowCount) throw new SandboxOutageError(orderId);
   }
 
   /** Captures a payment left pending and delivers the result. Returns false when the order has no pending or captured sandbox payment. */
@@ -123,6 +144,14 @@ export class SandboxPaymentProvider implements PaymentPort {
       ),
     ]);
     return { charges: charges.rows as Record<string, unknown>[], refunds: refunds.rows as Record<string, unknown>[] };
+  }
+}
+
+/** What the sandbox answers for an order whose outage is on (a provider that is down: 503, a timeout). */
+export class SandboxOutageError extends Error {
+  constructor(readonly orderId: string) {
+    super(`sandbox payment provider: outage switched on for order ${orderId} (503 Service Unavailable)`);
+    this.name = 'SandboxOutageError';
   }
 }
 

@@ -17,11 +17,21 @@ import type { CommandContext } from '../platform/commands/command-context';
 import { eventId, StateCache } from '../platform/commands/command-handling';
 import { ConcurrencyError, type RecordedEvent } from '../platform/event-store/event-store';
 import type { Logger } from '../platform/logger';
-import type { HandlerContext, IdempotentProcessor } from '../platform/processing/processor';
+import {
+  findParkedKey,
+  keyOperatorLog,
+  listParkedKeys,
+  resolveParkedKey,
+  type ParkedKey,
+  type ParkedKeyStatus,
+} from '../platform/processing/parked-keys';
+import type { HandlerContext, PipelinedProcessor } from '../platform/processing/processor';
 import { ProcessorRunner } from '../platform/processing/processor-runner';
 import type { PaymentPort } from './payment-port';
 import type { SalesJobs } from './sales-jobs';
-import type { SalesServices } from './sales.services';
+import type { SalesServices, Sent } from './sales.services';
+import { inventoryStreamId } from '../../domain/sales/inventory.events';
+import { paymentStreamId } from '../../domain/sales/payment.events';
 
 /**
  * The order-fulfilment saga (domain/sales/order-fulfilment.saga.ts) as a
@@ -33,11 +43,13 @@ import type { SalesServices } from './sales.services';
  *
  * For each trigger: load the saga's stream, react, send the commands (ids
  * derived from the trigger, so a resend is recognised), then record the step
- * at the expected revision. The checkpoint moves after a batch (at least
- * once: a crash anywhere replays the batch and every step already recorded
- * is skipped). A batch that fails is retried from the checkpoint, never
- * parked. Triggers of different orders in one batch run concurrently
- * (SAGA_CONCURRENCY), those of one order in order.
+ * at the expected revision. Pipelined (processor.ts): each order is a key,
+ * its triggers run in order, different orders at once (SAGA_CONCURRENCY), and
+ * the checkpoint is the lowest trigger not finished, so a slow order never
+ * holds the others back and a crash resends exactly what was not finished
+ * (every step already recorded is skipped). A trigger that fails
+ * SAGA_MAX_ATTEMPTS times parks its order alone (GET /admin/sagas/:orderId,
+ * retry and skip), while every other order keeps flowing.
  */
 const NAME = 'order-fulfilment';
 const ACTOR = 'system:order-saga';
@@ -46,7 +58,7 @@ const COMMAND_RETRIES = 30;
 const FROM_SAGA = { retries: COMMAND_RETRIES, fromSaga: true } as const;
 /** A provider that does not answer fails the batch (retried from the checkpoint) instead of stalling the saga and shutdown. */
 const PROVIDER_TIMEOUT_MS = 15_000;
-/** A failing batch is retried after 400 ms, doubling up to 30 s: a provider that is down is not asked in a tight loop. */
+/** A failing trigger is tried again after 400 ms, doubling up to 30 s: a provider that is down is not asked in a tight loop. */
 const SAGA_BACKOFF = { initialMs: 400, maxMs: 30_000 };
 
 async function withTimeout<T>(ms: number, what: string, call: () => Promise<T>): Promise<T> {
@@ -67,6 +79,8 @@ export interface SagaRunnerOptions extends SagaOptions {
   readonly connectionString: string;
   readonly concurrency: number;
   readonly batchSize: number;
+  /** Failed attempts at one trigger before its order is parked. */
+  readonly maxAttempts: number;
   /** Observability hooks (Prometheus counters in the app). */
   readonly observe?: {
     step(triggerType: string, commands: readonly SagaCommand[]): void;
@@ -81,7 +95,7 @@ export class SagaRunner {
   private readonly runner: ProcessorRunner;
 
   constructor(
-    pool: Pool,
+    private readonly pool: Pool,
     services: SalesServices,
     payments: PaymentPort,
     jobs: SalesJobs,
@@ -96,8 +110,10 @@ export class SagaRunner {
       {
         connectionString: options.connectionString,
         batchSize: options.batchSize,
-        maxAttempts: 1,
+        maxAttempts: options.maxAttempts,
+        concurrency: options.concurrency,
         backoff: SAGA_BACKOFF,
+        keyBackoff: SAGA_BACKOFF,
         log: (level, msg, extra) => log[level]({ saga: NAME, ...extra }, msg),
         ...(observe
           ? {
@@ -112,9 +128,33 @@ export class SagaRunner {
     );
   }
 
-  /** Position of the last batch fully handled. */
+  /** The checkpoint: every trigger up to here is handled (or set aside with its parked order). */
   get position(): number {
     return this.runner.position;
+  }
+
+  /** The order's saga when it is parked (or being resumed), with the error and the triggers waiting. */
+  parked(orderId: string): Promise<ParkedKey | undefined> {
+    return findParkedKey(this.pool, NAME, orderId);
+  }
+
+  listParked(options: { status?: ParkedKeyStatus; limit: number; after?: string }): Promise<ParkedKey[]> {
+    return listParkedKeys(this.pool, NAME, options);
+  }
+
+  /** What operators (and the runner) did to this order's saga, newest first. */
+  operatorLog(orderId: string): Promise<Record<string, unknown>[]> {
+    return keyOperatorLog(this.pool, NAME, orderId);
+  }
+
+  /**
+   * An operator's retry (handle the failing trigger again, then the ones held behind it) or skip
+   * (drop the failing trigger, handle the rest). Undefined when the order's saga is not parked.
+   */
+  async resolve(orderId: string, action: 'retry' | 'skip', actor: string): Promise<ParkedKey | undefined> {
+    const row = await resolveParkedKey(this.pool, NAME, orderId, action, actor);
+    if (row) this.runner.wake();
+    return row;
   }
 
   start(): void {
@@ -127,15 +167,17 @@ export class SagaRunner {
 }
 
 const TRIGGER_TYPES: ReadonlySet<string> = new Set(SAGA_TRIGGER_TYPES);
+/** What one command of a step stored, and where. */
+type Stored = { readonly streamId: string; readonly sent: Sent };
 /** A run-time check that is also the narrowing: the runtime delivers only these types (eventTypes), so this only guards. */
 const isTrigger = (e: RecordedEvent): e is RecordedEvent<SagaTriggerEvent> => TRIGGER_TYPES.has(e.type);
 
-/** The saga's handler: a batch of triggers in, commands sent and steps recorded. */
-class OrderFulfilment implements IdempotentProcessor {
+/** The saga's handler: one trigger of one order in, commands sent and the step recorded. */
+class OrderFulfilment implements PipelinedProcessor {
   readonly name = NAME;
   readonly kind = 'saga';
-  readonly checkpoint = 'after-handling';
-  readonly onFailure = 'retry';
+  readonly checkpoint = 'pipelined';
+  readonly onFailure = 'park';
   readonly eventTypes = SAGA_TRIGGER_TYPES;
   /** Folded saga streams of recent orders (this runner is their only writer while it holds the lock). */
   private readonly histories = new StateCache<SagaHistory>();
@@ -147,27 +189,16 @@ class OrderFulfilment implements IdempotentProcessor {
     private readonly options: SagaRunnerOptions,
   ) {}
 
-  async handle(events: readonly RecordedEvent[], { signal }: HandlerContext): Promise<void> {
-    const byOrder = new Map<string, RecordedEvent<SagaTriggerEvent>[]>();
+  keyOf(e: RecordedEvent): string | undefined {
+    return isTrigger(e) ? orderIdOf(e) : undefined;
+  }
+
+  async handle(events: readonly RecordedEvent[], { signal, followUp }: HandlerContext): Promise<void> {
     for (const e of events) {
-      if (!isTrigger(e)) continue;
-      const orderId = orderIdOf(e);
-      if (!orderId) continue;
-      const list = byOrder.get(orderId);
-      if (list) list.push(e);
-      else byOrder.set(orderId, [e]);
+      if (signal.aborted) throw new Error('stopping');
+      const orderId = this.keyOf(e);
+      if (orderId && isTrigger(e)) await this.handleTrigger(orderId, e, followUp);
     }
-    const groups = [...byOrder.entries()];
-    let next = 0;
-    const worker = async () => {
-      while (next < groups.length && !signal.aborted) {
-        const [orderId, list] = groups[next++]!;
-        for (const e of list) await this.handleTrigger(orderId, e);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.options.concurrency, groups.length) }, worker));
-    // Orders not reached stay behind the checkpoint: the next runner handles them.
-    if (signal.aborted) throw new Error('stopping');
   }
 
   /** The saga's stream folded: from the cache plus newer events (a takeover elsewhere is read, never missed). */
@@ -183,16 +214,28 @@ class OrderFulfilment implements IdempotentProcessor {
     return { history, revision };
   }
 
-  /** One trigger: react, send, record. Safe to repeat at any point. */
-  private async handleTrigger(orderId: string, e: RecordedEvent<SagaTriggerEvent>): Promise<void> {
+  /**
+   * One trigger: react, send, record. Safe to repeat at any point. The triggers
+   * its commands stored (the reservation answered, the capture) go to
+   * `followUp`: handled next, without waiting a read horizon for the
+   * subscription, which delivers them later (then skipped: processed already).
+   */
+  private async handleTrigger(
+    orderId: string,
+    e: RecordedEvent<SagaTriggerEvent>,
+    followUp?: (event: RecordedEvent) => void,
+  ): Promise<void> {
     const trigger: SagaTrigger = { ...e, at: e.recordedAt.toISOString() };
     const streamId = sagaStreamId(orderId);
+    // Handled already as a follow-up (or a moment ago): a cached fold is behind at worst, never wrong, so no read.
+    if (this.histories.get(orderId)?.state.processed.has(e.id)) return;
     for (let attempt = 0; ; attempt++) {
       const { history, revision } = await this.history(orderId);
       if (history.processed.has(e.id)) return;
       const { state, commands } = react(history, trigger, this.options);
+      const stored: Stored[] = [];
       for (const [i, command] of commands.entries()) {
-        await this.send(orderId, command, {
+        await this.send(orderId, command, stored, {
           actor: ACTOR,
           idempotencyKey: `${e.id}:${i}`,
           correlationId: String(e.metadata.correlationId ?? e.id),
@@ -224,6 +267,7 @@ class OrderFulfilment implements IdempotentProcessor {
         );
         this.histories.set(orderId, revision + 1, evolveSaga(history, step));
         this.options.observe?.step(trigger.type, commands);
+        if (followUp) await this.followUps(stored, followUp);
         return;
       } catch (err) {
         // Another runner (a takeover) recorded a step first: reload, and this trigger is either done or decided again.
@@ -233,33 +277,52 @@ class OrderFulfilment implements IdempotentProcessor {
     }
   }
 
-  private async send(orderId: string, c: SagaCommand, ctx: CommandContext): Promise<void> {
+  /** The triggers the step's commands stored, read back as recorded (id, position, time), in order. */
+  private async followUps(stored: readonly Stored[], followUp: (event: RecordedEvent) => void): Promise<void> {
+    for (const w of stored) {
+      if (!w.sent.events.some((ev) => TRIGGER_TYPES.has(ev.type))) continue;
+      const first = w.sent.revision - w.sent.events.length + 1;
+      const events = await this.services.platform.store.readStream(w.streamId, first, w.sent.events.length);
+      for (const ev of events) if (isTrigger(ev)) followUp(ev);
+    }
+  }
+
+  private async send(orderId: string, c: SagaCommand, stored: Stored[], ctx: CommandContext): Promise<void> {
     const s = this.services;
+    const keep = (streamId: string) => (sent: Sent) => {
+      if (!sent.duplicate && sent.events.length) stored.push({ streamId, sent });
+    };
     const now = ctx.now;
     const sub = (suffix: string): CommandContext => ({ ...ctx, idempotencyKey: `${ctx.idempotencyKey}:${suffix}` });
     switch (c.kind) {
       case 'ReserveStock':
-        await s.inventory(
-          c.productId,
-          { type: 'ReserveStock', data: { productId: c.productId, orderId, quantity: c.quantity, now } },
-          ctx,
-          FROM_SAGA,
+        keep(inventoryStreamId(c.productId))(
+          await s.inventory(
+            c.productId,
+            { type: 'ReserveStock', data: { productId: c.productId, orderId, quantity: c.quantity, now } },
+            ctx,
+            FROM_SAGA,
+          ),
         );
         return;
       case 'ReleaseStock':
-        await s.inventory(
-          c.productId,
-          { type: 'ReleaseStock', data: { productId: c.productId, orderId, now } },
-          ctx,
-          FROM_SAGA,
+        keep(inventoryStreamId(c.productId))(
+          await s.inventory(
+            c.productId,
+            { type: 'ReleaseStock', data: { productId: c.productId, orderId, now } },
+            ctx,
+            FROM_SAGA,
+          ),
         );
         return;
       case 'ShipStock':
-        await s.inventory(
-          c.productId,
-          { type: 'ShipStock', data: { productId: c.productId, orderId, now } },
-          ctx,
-          FROM_SAGA,
+        keep(inventoryStreamId(c.productId))(
+          await s.inventory(
+            c.productId,
+            { type: 'ShipStock', data: { productId: c.productId, orderId, now } },
+            ctx,
+            FROM_SAGA,
+          ),
         );
         return;
       case 'MarkOrderReserved':
@@ -317,18 +380,22 @@ class OrderFulfilment implements IdempotentProcessor {
           }),
         );
         if (outcome.status === 'captured') {
-          await s.payment(
-            orderId,
-            { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } },
-            sub('answer'),
-            FROM_SAGA,
+          keep(paymentStreamId(orderId))(
+            await s.payment(
+              orderId,
+              { type: 'RecordCapture', data: { orderId, providerRef: outcome.providerRef, now } },
+              sub('answer'),
+              FROM_SAGA,
+            ),
           );
         } else if (outcome.status === 'declined') {
-          await s.payment(
-            orderId,
-            { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } },
-            sub('answer'),
-            FROM_SAGA,
+          keep(paymentStreamId(orderId))(
+            await s.payment(
+              orderId,
+              { type: 'RecordDecline', data: { orderId, reason: outcome.reason, now } },
+              sub('answer'),
+              FROM_SAGA,
+            ),
           );
         }
         return;
@@ -345,11 +412,13 @@ class OrderFulfilment implements IdempotentProcessor {
             idempotencyKey: `${orderId}:refund`,
           }),
         );
-        await s.payment(
-          orderId,
-          { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } },
-          ctx,
-          FROM_SAGA,
+        keep(paymentStreamId(orderId))(
+          await s.payment(
+            orderId,
+            { type: 'RecordRefund', data: { orderId, providerRef: refund.providerRef, reason: c.reason, now } },
+            ctx,
+            FROM_SAGA,
+          ),
         );
         return;
       }

@@ -1,8 +1,8 @@
-import { Body, Controller, Get, HttpCode, Param, Patch, Post, Query, Req } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Put, Query, Req } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { DomainError, notFound } from '../../domain/shared/errors';
+import { conflict, DomainError, notFound } from '../../domain/shared/errors';
 import { SalesErrorCode } from '../../domain/sales/sales-errors';
 import { catalogueProjection } from '../../projections/catalogue.projection';
 import { findProductView, listCatalogue, stockOf } from '../../projections/catalogue.queries';
@@ -10,7 +10,7 @@ import { ordersProjection } from '../../projections/orders.projection';
 import { findOrderView, listOrders } from '../../projections/orders.queries';
 import type { CommandContext } from '../platform/commands/command-context';
 import type { Caller } from '../platform/commands/command-registry';
-import { Ctx, MinPosition } from '../platform/http/request';
+import { actorOf, Ctx, MinPosition } from '../platform/http/request';
 import { parseInput } from '../platform/http/validation';
 import { Platform } from '../platform/platform';
 import { Roles, principalOf } from '../platform/http/access';
@@ -27,6 +27,9 @@ import { ApiDoc } from '../platform/http/openapi';
 import {
   capturedSchema,
   cataloguePageSchema,
+  outageSchema,
+  parkedSagaPageSchema,
+  sagaResolvedSchema,
   orderCreatedSchema,
   orderPageSchema,
   orderSchema,
@@ -66,6 +69,11 @@ const idParam = (id: string) => parseInput(idParams, { id }).id;
 const orderParams = z.object({ orderId: uuid });
 const orderIdParam = (orderId: string) => parseInput(orderParams, { orderId }).orderId;
 const PRODUCT_NOT_FOUND = { 404: [SalesErrorCode.PRODUCT_NOT_FOUND] };
+const sagasQuery = z.object({
+  state: z.enum(['parked', 'resuming']).default('parked'),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  after: uuid.optional(),
+});
 
 const caller = (req: FastifyRequest): Caller => {
   const p = principalOf(req);
@@ -280,9 +288,29 @@ export class SalesAdminController {
     private readonly runtime: SalesRuntime,
   ) {}
 
-  /** The saga of one order as it stands in the store: state, pending deadline, every event it handled and what it sent. */
+  /** Parked sagas (or those an operator resumed, not finished yet), in order id order: `?state=parked&limit=50&after=<orderId>`. */
   @ApiDoc({
-    summary: 'The saga of one order: state, pending deadline, every event it handled and what it sent',
+    summary: 'Sagas parked on a trigger that kept failing (or being resumed), in order id order',
+    query: sagasQuery,
+    responses: { 200: parkedSagaPageSchema },
+  })
+  @Get('sagas')
+  async sagas(@Query() query: unknown) {
+    const q = parseInput(sagasQuery, query ?? {});
+    const items = await this.runtime.saga.listParked({
+      status: q.state,
+      limit: q.limit,
+      ...(q.after ? { after: q.after } : {}),
+    });
+    return { items, next: items.length === q.limit ? items[items.length - 1]!.key : null };
+  }
+
+  /**
+   * The saga of one order as it stands in the store: state, pending deadline, every event it handled
+   * and what it sent; when it is parked, on which trigger, why, and what operators did about it.
+   */
+  @ApiDoc({
+    summary: 'The saga of one order: state, pending deadline, every event it handled and what it sent, parked or not',
     params: orderParams,
     responses: { 200: sagaSchema },
     errors: { 404: [SalesErrorCode.SAGA_NOT_FOUND] },
@@ -290,8 +318,13 @@ export class SalesAdminController {
   @Get('sagas/:orderId')
   async saga(@Param('orderId') id: string) {
     const orderId = orderIdParam(id);
-    const { history, revision, steps } = await this.sales.loadSaga(orderId);
-    if (revision < 0) throw notFound(SalesErrorCode.SAGA_NOT_FOUND, `no saga for order ${orderId} (yet)`);
+    const [{ history, revision, steps }, parked, operatorLog] = await Promise.all([
+      this.sales.loadSaga(orderId),
+      this.runtime.saga.parked(orderId),
+      this.runtime.saga.operatorLog(orderId),
+    ]);
+    if (revision < 0 && !parked && operatorLog.length === 0)
+      throw notFound(SalesErrorCode.SAGA_NOT_FOUND, `no saga for order ${orderId} (yet)`);
     const deadline = await this.runtime.jobs.deadline(orderId);
     return {
       orderId,
@@ -306,7 +339,41 @@ export class SalesAdminController {
         recordedAt: s.recordedAt,
       })),
       runner: { checkpoint: this.runtime.saga.position },
+      parked: parked ?? null,
+      operatorLog,
     };
+  }
+
+  /** Handles the trigger the order's saga is parked on again, then the ones held behind it. Recorded. */
+  @ApiDoc({
+    summary: 'Retry a parked saga: its failing trigger again, then the ones held behind it (recorded)',
+    params: orderParams,
+    responses: { 200: sagaResolvedSchema },
+    errors: { 409: [SalesErrorCode.SAGA_NOT_PARKED] },
+  })
+  @Post('sagas/:orderId/retry')
+  @HttpCode(200)
+  retrySaga(@Param('orderId') id: string, @Req() req: FastifyRequest) {
+    return this.resolveSaga(orderIdParam(id), 'retry', req);
+  }
+
+  /** Drops the trigger the order's saga is parked on, then handles the ones held behind it. Recorded. */
+  @ApiDoc({
+    summary: 'Skip the trigger a saga is parked on, then handle the ones held behind it (recorded)',
+    params: orderParams,
+    responses: { 200: sagaResolvedSchema },
+    errors: { 409: [SalesErrorCode.SAGA_NOT_PARKED] },
+  })
+  @Post('sagas/:orderId/skip')
+  @HttpCode(200)
+  skipSaga(@Param('orderId') id: string, @Req() req: FastifyRequest) {
+    return this.resolveSaga(orderIdParam(id), 'skip', req);
+  }
+
+  private async resolveSaga(orderId: string, action: 'retry' | 'skip', req: FastifyRequest) {
+    const row = await this.runtime.saga.resolve(orderId, action, actorOf(req));
+    if (!row) throw conflict(SalesErrorCode.SAGA_NOT_PARKED, `the saga of order ${orderId} is not parked`);
+    return { orderId, action, parked: row };
   }
 
   /** Runs one shipping batch now (it also runs every SHIPPING_INTERVAL_MS). */
@@ -333,6 +400,37 @@ export class SalesAdminController {
       throw notFound(SalesErrorCode.PAYMENT_NOT_FOUND, `no sandbox payment for order ${orderId}`);
     }
     return { orderId, captured: true };
+  }
+
+  /** Sandbox provider only: charges and refunds of this order fail (503 from the provider) until the outage is deleted. */
+  @ApiDoc({
+    summary: 'Sandbox payments: switch an outage on for one order (its charges and refunds fail)',
+    params: orderParams,
+    responses: { 200: outageSchema },
+    errors: { 404: [SalesErrorCode.PAYMENT_NOT_FOUND] },
+  })
+  @Put('sandbox/payments/:orderId/outage')
+  @HttpCode(200)
+  async sandboxOutageOn(@Param('orderId') id: string) {
+    return { orderId: id, outage: true, wasOn: await this.switchOutage(orderIdParam(id), true) };
+  }
+
+  @ApiDoc({
+    summary: 'Sandbox payments: switch the outage of one order off',
+    params: orderParams,
+    responses: { 200: outageSchema },
+    errors: { 404: [SalesErrorCode.PAYMENT_NOT_FOUND] },
+  })
+  @Delete('sandbox/payments/:orderId/outage')
+  @HttpCode(200)
+  async sandboxOutageOff(@Param('orderId') id: string) {
+    return { orderId: id, outage: false, wasOn: await this.switchOutage(orderIdParam(id), false) };
+  }
+
+  private async switchOutage(orderId: string, on: boolean): Promise<boolean> {
+    const setOutage = this.runtime.payments.setOutage;
+    if (!setOutage) throw notFound(SalesErrorCode.PAYMENT_NOT_FOUND, 'the payment provider is not the sandbox');
+    return setOutage.call(this.runtime.payments, orderId, on);
   }
 
   /** Sandbox provider only: its books for one order (charges and refunds), to compare with the events. */

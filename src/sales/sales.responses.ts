@@ -119,6 +119,19 @@ export const orderSchema = z
   })
   .meta({ id: 'Order' });
 
+export const parkedSagaSchema = z
+  .looseObject({
+    key: z.string().meta({ description: 'The order id.' }),
+    status: z.enum(['parked', 'resuming']),
+    position: z.number(),
+    eventId: z.string(),
+    eventType: z.string(),
+    error: z.string(),
+    attempts: z.number().int(),
+    heldEvents: z.number().int().meta({ description: 'Triggers waiting: the failing one and the later ones.' }),
+  })
+  .meta({ id: 'ParkedSaga' });
+
 export const sagaSchema = z
   .looseObject({
     orderId: z.string(),
@@ -130,8 +143,23 @@ export const sagaSchema = z
       .array(z.looseObject({}))
       .meta({ description: 'Each event the saga handled, the commands it sent and its status after.' }),
     runner: z.object({ checkpoint: z.number().int() }),
+    parked: parkedSagaSchema.nullable().meta({ description: 'Null unless the saga is parked (or being resumed).' }),
+    operatorLog: z
+      .array(z.looseObject({ action: z.string(), actor: z.string() }))
+      .meta({ description: 'Parks, retries and skips of this saga, newest first.' }),
   })
   .meta({ id: 'Saga' });
+
+export const parkedSagaPageSchema = z.object({
+  items: z.array(parkedSagaSchema),
+  next: z.string().nullable().meta({ description: 'The `after` of the next page; null on the last.' }),
+});
+export const sagaResolvedSchema = z.object({
+  orderId: z.string(),
+  action: z.enum(['retry', 'skip']),
+  parked: parkedSagaSchema,
+});
+export const outageSchema = z.object({ orderId: z.string(), outage: z.boolean(), wasOn: z.boolean() });
 
 export const shippedSchema = z.object({ shipped: z.number().int() });
 export const capturedSchema = z.object({ orderId: z.string(), captured: z.literal(true) });

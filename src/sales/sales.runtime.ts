@@ -13,7 +13,7 @@ import { SalesServices } from './sales.services';
  */
 @Injectable()
 export class SalesRuntime implements OnApplicationBootstrap, OnModuleDestroy {
-  readonly payments: PaymentPort & Partial<Pick<SandboxPaymentProvider, 'capturePending' | 'books'>>;
+  readonly payments: PaymentPort & Partial<Pick<SandboxPaymentProvider, 'capturePending' | 'books' | 'setOutage'>>;
   readonly jobs: SalesJobs;
   readonly saga: SagaRunner;
 
@@ -30,6 +30,7 @@ export class SalesRuntime implements OnApplicationBootstrap, OnModuleDestroy {
     this.saga = new SagaRunner(platform.pool, services, this.payments, this.jobs, platform.log, {
       connectionString: platform.databaseUrl,
       concurrency: c.SAGA_CONCURRENCY,
+      maxAttempts: c.SAGA_MAX_ATTEMPTS,
       batchSize: 200,
       paymentTimeoutMs: c.PAYMENT_TIMEOUT_MS,
       observe: sagaMetrics(platform),
@@ -87,7 +88,7 @@ function sagaMetrics(platform: Platform): NonNullable<ConstructorParameters<type
   });
   const failures = new Counter({
     name: 'saga_failures_total',
-    help: 'Saga batches that failed and were retried from the checkpoint',
+    help: 'Saga triggers that failed (tried again, or their order parked) and runner restarts',
     registers,
   });
   const active = new Gauge({
@@ -99,6 +100,17 @@ function sagaMetrics(platform: Platform): NonNullable<ConstructorParameters<type
     name: 'saga_checkpoint_position',
     help: 'Global position the saga has handled',
     registers,
+  });
+  new Gauge({
+    name: 'saga_parked_orders',
+    help: 'Orders whose saga is parked on a trigger that kept failing (GET /admin/sagas?state=parked)',
+    registers,
+    async collect() {
+      const res = await platform.pool.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM processor_parked_keys WHERE processor = 'order-fulfilment' AND status = 'parked'",
+      );
+      this.set(res.rows[0]?.n ?? 0);
+    },
   });
   return {
     step(trigger, sent) {

@@ -11,7 +11,8 @@ import {
   type SagaHistory,
   type SagaStepRecorded,
 } from '../../domain/sales/order-fulfilment.saga';
-import { inventoryStreamId } from '../../domain/sales/inventory.events';
+import { inventoryStreamId, type InventoryEvent } from '../../domain/sales/inventory.events';
+import { StreamSnapshots } from '../platform/commands/snapshots';
 import { orderStreamId } from '../../domain/sales/order.events';
 import { paymentStreamId } from '../../domain/sales/payment.events';
 import { productStreamId } from '../../domain/sales/product.events';
@@ -19,6 +20,12 @@ import type { CommandContext, CommandResult } from '../platform/commands/command
 import { handleCommand, StateCache } from '../platform/commands/command-handling';
 import type { RecordedEvent } from '../platform/event-store/event-store';
 import { Platform } from '../platform/platform';
+
+/** The shape of InventoryState in snapshots: bump it when the state changes (older snapshots are then ignored). */
+const INVENTORY_STATE_VERSION = 2;
+
+/** What a command stored: its result and the events it decided (none for a repeat). */
+export type Sent = CommandResult & { readonly events: readonly Event[] };
 
 /** How a command is sent to one of the sales streams. */
 export interface SendOptions {
@@ -38,7 +45,12 @@ export interface SendOptions {
  */
 @Injectable()
 export class SalesServices {
-  constructor(readonly platform: Platform) {}
+  constructor(readonly platform: Platform) {
+    this.inventorySnapshots = new StreamSnapshots<InventoryState>(platform.pool, {
+      version: INVENTORY_STATE_VERSION,
+      every: platform.config.STREAM_SNAPSHOT_EVERY,
+    });
+  }
 
   private get store() {
     return this.platform.store;
@@ -54,6 +66,8 @@ export class SalesServices {
     order: new StateCache<OrderState>(),
     payment: new StateCache<PaymentState>(),
   };
+  /** A product's inventory stream takes every order's answer: snapshotted every STREAM_SNAPSHOT_EVERY events. */
+  private readonly inventorySnapshots: StreamSnapshots<InventoryState>;
 
   private async load<E extends Event, S>(
     decider: Pick<Decider<never, E, S>, 'initialState' | 'evolve'>,
@@ -67,7 +81,10 @@ export class SalesServices {
     return (await this.load(productDecider, productStreamId(productId))).state;
   }
   async loadInventory(productId: string): Promise<InventoryState> {
-    return (await this.load(inventoryDecider, inventoryStreamId(productId))).state;
+    const streamId = inventoryStreamId(productId);
+    const snapshot = await this.inventorySnapshots.load(streamId);
+    const events = await this.store.readStream<InventoryEvent>(streamId, snapshot ? snapshot.revision + 1 : 0);
+    return events.reduce((s, e) => inventoryDecider.evolve(s, e), snapshot?.state ?? inventoryDecider.initialState);
   }
   async loadOrder(orderId: string): Promise<OrderState> {
     return (await this.load(orderDecider, orderStreamId(orderId))).state;
@@ -87,7 +104,7 @@ export class SalesServices {
     command: InventoryCommand,
     ctx: CommandContext,
     options: SendOptions = {},
-  ): Promise<CommandResult> {
+  ): Promise<Sent> {
     return handleCommand({
       store: this.store,
       decider: inventoryDecider,
@@ -96,16 +113,12 @@ export class SalesServices {
       ctx,
       retries: options.retries ?? this.platform.config.COMMAND_RETRIES,
       cache: this.caches.inventory,
+      snapshots: this.inventorySnapshots,
       lookupKey: !options.fromSaga,
     });
   }
 
-  order(
-    orderId: string,
-    command: OrderCommand,
-    ctx: CommandContext,
-    options: SendOptions = {},
-  ): Promise<CommandResult> {
+  order(orderId: string, command: OrderCommand, ctx: CommandContext, options: SendOptions = {}): Promise<Sent> {
     return handleCommand({
       store: this.store,
       decider: orderDecider,
@@ -118,12 +131,7 @@ export class SalesServices {
     });
   }
 
-  payment(
-    orderId: string,
-    command: PaymentCommand,
-    ctx: CommandContext,
-    options: SendOptions = {},
-  ): Promise<CommandResult> {
+  payment(orderId: string, command: PaymentCommand, ctx: CommandContext, options: SendOptions = {}): Promise<Sent> {
     return handleCommand({
       store: this.store,
       decider: paymentDecider,

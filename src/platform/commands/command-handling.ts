@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { fold, type Command, type Decider, type Event } from '../../../domain/shared/event';
 import { ConcurrencyError, type EventStore } from '../event-store/event-store';
 import type { CommandContext, CommandResult } from './command-context';
+import type { StreamSnapshots } from './snapshots';
 
 /**
  * The write side in one function: load the stream, fold it with `evolve`,
@@ -22,6 +23,8 @@ export interface HandleCommandOptions<C extends Command, E extends Event, S> {
   readonly retries: number;
   /** Decide from a cached fold plus the newer events. */
   readonly cache?: StateCache<S> | undefined;
+  /** When no cache holds the stream: start from its snapshot, and take one every so many events. */
+  readonly snapshots?: StreamSnapshots<S> | undefined;
   /**
    * Look the idempotency key up before deciding (default), to answer a retried command with
    * its original result. Senders that need no result and whose deciders ignore repeats (the
@@ -33,7 +36,7 @@ export interface HandleCommandOptions<C extends Command, E extends Event, S> {
 export async function handleCommand<C extends Command, E extends Event, S>(
   options: HandleCommandOptions<C, E, S>,
 ): Promise<CommandResult & { events: readonly E[] }> {
-  const { store, decider, streamId, command, ctx, retries, cache } = options;
+  const { store, decider, streamId, command, ctx, retries, cache, snapshots } = options;
   const key = ctx.idempotencyKey;
   // Every stranger is "anonymous", so their keys share one space: scoped by the request itself,
   // a key only ever answers a request identical to the one that used it (a retry); a different
@@ -44,18 +47,19 @@ export async function handleCommand<C extends Command, E extends Event, S>(
     if (original) return { position: original.position, revision: original.nextRevision, duplicate: true, events: [] };
   }
   for (let attempt = 0; ; attempt++) {
-    const cached = cache?.get(streamId);
+    const cached = cache?.get(streamId) ?? (await snapshots?.load(streamId));
     const history = await store.readStream<E>(streamId, cached ? cached.revision + 1 : 0);
     const state = cached ? history.reduce((s, e) => decider.evolve(s, e), cached.state) : fold(decider, history);
     const current = history.length ? history[history.length - 1]!.revision : cached ? cached.revision : -1;
     cache?.set(streamId, current, state);
+    if (snapshots?.due(streamId, current)) await snapshots.save(streamId, current, state);
     const events = decider.decide(command, state);
     if (events.length === 0) return { position: 0, revision: current, duplicate: false, events };
     try {
       const result = await store.append(
         streamId,
         events.map((e, i) => ({
-          id: idKey ? eventId(ctx.actor, idKey, streamId, i) : randomUUID(),
+          id: identityId(decider, streamId, e) ?? (idKey ? eventId(ctx.actor, idKey, streamId, i) : randomUUID()),
           type: e.type,
           data: e.data,
           metadata: {
@@ -80,6 +84,14 @@ export async function handleCommand<C extends Command, E extends Event, S>(
     }
   }
 }
+
+/** The id of an event with an identity (Decider.identify): the same in every decision, so the store keeps one. */
+function identityId<E extends Event>(decider: { identify?(e: E): string | undefined }, streamId: string, e: E) {
+  const identity = decider.identify?.(e);
+  return identity === undefined ? undefined : eventId(IDENTITY_NAMESPACE, identity, streamId, 0);
+}
+/** Not an actor anyone can be: identity-derived ids never meet key-derived ones. */
+const IDENTITY_NAMESPACE = '\u0000identity';
 
 /** The actor of a request nobody authenticated (see actorOf in http/request.ts). */
 export const ANONYMOUS = 'anonymous';

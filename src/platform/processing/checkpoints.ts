@@ -120,11 +120,21 @@ export async function logOperatorAction(
     eventId?: string | null;
     error?: string | null;
     actor: string;
+    /** One key of a pipelined processor (an order of the saga); absent for the processor as a whole. */
+    key?: string;
   },
 ): Promise<void> {
   await db.query(
-    'INSERT INTO processor_operator_log (processor, action, position, event_id, error, actor) VALUES ($1, $2, $3, $4, $5, $6)',
-    [entry.processor, entry.action, entry.position ?? null, entry.eventId ?? null, entry.error ?? null, entry.actor],
+    'INSERT INTO processor_operator_log (processor, action, position, event_id, error, actor, key) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+    [
+      entry.processor,
+      entry.action,
+      entry.position ?? null,
+      entry.eventId ?? null,
+      entry.error ?? null,
+      entry.actor,
+      entry.key ?? null,
+    ],
   );
 }
 

@@ -10,7 +10,17 @@ import {
   resolveParked,
   type CheckpointRow,
 } from './checkpoints';
-import { LOCK_CLASS, PARKED_BY, type Processor } from './processor';
+import { KeyedPipeline } from './keyed-pipeline';
+import {
+  heldEvents,
+  holdEvent,
+  loadParkedKeys,
+  parkKey,
+  releaseHeld,
+  unparkKey,
+  type ParkedKeyStatus,
+} from './parked-keys';
+import { LOCK_CLASS, PARKED_BY, type PipelinedProcessor, type Processor } from './processor';
 import { SessionLock } from './session-lock';
 import { LIVE_SCHEMA, errorText, inTransaction, isTransient } from './transaction';
 
@@ -58,6 +68,12 @@ export interface RunnerOptions {
   readonly standbyRetryMs?: number;
   /** Wait before restarting after failures in a row (default 400 ms doubling to 10 s). */
   readonly backoff?: BackoffPolicy;
+  /** Pipelined processors: keys handled at once (default 32). */
+  readonly concurrency?: number;
+  /** Pipelined processors: events read ahead and not finished at most (default 4 × batchSize). */
+  readonly maxPending?: number;
+  /** Pipelined processors: wait between attempts at one key's failing event (default POISON_BACKOFF). */
+  readonly keyBackoff?: BackoffPolicy;
   readonly log: ProcessorLog;
   readonly observe?: RunnerObserver;
 }
@@ -68,6 +84,9 @@ const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 400, maxMs: 10_000 };
 const POISON_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 1000 };
 /** How often a parked runner looks whether an operator (in another process) resolved it. */
 const PARKED_POLL_MS = 500;
+/** A pipelined runner writes its checkpoint at most this often: a crash resends a little more, harmlessly. */
+const PIPELINE_FLUSH_MS = 20;
+const DEFAULT_CONCURRENCY = 32;
 
 /** Thrown inside a batch when the checkpoint moved under us (a rebuild swapped, an operator, another runner). */
 class Resync extends Error {}
@@ -85,6 +104,10 @@ export class ProcessorRunner {
   private readonly label: string;
   /** The checkpoint as this runner last read or committed it (for /admin and tests). */
   position = 0;
+  /** Pipelined: keys parked or being resumed, as this runner knows them. */
+  private parkedKeys = new Map<string, ParkedKeyStatus>();
+  /** Pipelined: the pipeline of the current run (for follow-ups). */
+  private pipeline: KeyedPipeline | undefined;
 
   constructor(
     readonly processor: Processor,
@@ -201,6 +224,7 @@ export class ProcessorRunner {
     // The lock connection may have died between taking the lock and now: never follow without the lock.
     if (!lock?.held) throw new Error('lock connection lost before following');
     const p = this.processor;
+    if (p.checkpoint === 'pipelined') return this.followPipelined(p, lock.lost, signal, stopping);
     const sub = this.store.subscribeBatches(
       { fromPosition: this.position, batchSize: this.options.batchSize, eventTypes: p.eventTypes },
       (batch) => this.handleBatch(batch, signal),
@@ -210,6 +234,180 @@ export class ProcessorRunner {
     await sub.stop();
     if (outcome instanceof Resync || outcome instanceof Parked || signal.aborted) return;
     throw outcome;
+  }
+
+  /**
+   * Follows the store with a keyed pipeline: reading goes on while keys are
+   * busy (up to maxPending unfinished events), each event runs as a task of its
+   * key, and the checkpoint follows the lowest unfinished position. Ends like
+   * follow(); on the way out the tasks running finish (or end on the abort
+   * signal) and the checkpoint reached is written.
+   */
+  private async followPipelined(
+    p: PipelinedProcessor,
+    lockLost: Promise<Error>,
+    signal: AbortSignal,
+    stopping: Promise<Error>,
+  ): Promise<void> {
+    let fail: (e: unknown) => void = () => undefined;
+    const failed = new Promise<unknown>((res) => {
+      fail = res;
+    });
+    const from = this.position;
+    const pipeline = new KeyedPipeline(from, {
+      concurrency: this.options.concurrency ?? DEFAULT_CONCURRENCY,
+      maxPending: this.options.maxPending ?? 4 * this.options.batchSize,
+      onSafe: () => flush(),
+    });
+    this.pipeline = pipeline;
+    // The checkpoint: one write at a time, at most every PIPELINE_FLUSH_MS, always to the latest safe position.
+    let writing: Promise<void> | undefined;
+    let again = false;
+    const write = async () => {
+      do {
+        again = false;
+        const to = pipeline.safe;
+        if (to > this.position) {
+          if (!(await moveCheckpoint(this.pool, p.name, this.position, to))) throw new Resync();
+          this.position = to;
+          this.failures = 0;
+          this.options.observe?.committed?.(to);
+          await new Promise((r) => setTimeout(r, PIPELINE_FLUSH_MS));
+        }
+      } while (again);
+    };
+    const flush = () => {
+      if (writing) {
+        again = true;
+        return;
+      }
+      writing = write()
+        .catch((e: unknown) => fail(e))
+        .finally(() => {
+          writing = undefined;
+        });
+    };
+
+    this.parkedKeys = await loadParkedKeys(this.pool, p.name);
+    const resume = (key: string) => {
+      this.parkedKeys.set(key, 'resuming');
+      // No position: the key's events are stored aside, the checkpoint need not wait for them.
+      return pipeline.push(undefined, key, () => this.resumeKey(p, key, signal));
+    };
+    for (const [key, status] of this.parkedKeys) if (status === 'resuming') await resume(key);
+
+    const sub = this.store.subscribeBatches(
+      { fromPosition: from, batchSize: this.options.batchSize, eventTypes: p.eventTypes },
+      async (batch) => {
+        for (const e of batch.events) {
+          const key = p.keyOf(e);
+          if (key === undefined) pipeline.mark(e.position);
+          else await pipeline.push(e.position, key, () => this.runKeyed(p, key, e, signal));
+        }
+        pipeline.mark(batch.position);
+      },
+    );
+    // Keys an operator resumed, from this process (woken at once) or another (polled).
+    let ended = false;
+    const poll = (async () => {
+      while (!ended && !signal.aborted) {
+        await this.sleep(PARKED_POLL_MS, signal);
+        if (ended || signal.aborted) return;
+        const keys = await loadParkedKeys(this.pool, p.name);
+        for (const [key, status] of keys)
+          if (status === 'resuming' && this.parkedKeys.get(key) === 'parked') await resume(key);
+      }
+    })().catch((e: unknown) => fail(e));
+
+    const outcome = await Promise.race([sub.failed, pipeline.failed, failed, lockLost, stopping]);
+    ended = true;
+    this.wake();
+    await sub.stop();
+    await pipeline.close();
+    await poll;
+    await writing;
+    // What finished before the end is kept (not after a resync: the checkpoint is someone else's now).
+    if (!(outcome instanceof Resync) && this.lock?.held) {
+      again = false;
+      await write().catch(() => undefined);
+    }
+    if (outcome instanceof Resync || signal.aborted) return;
+    throw outcome;
+  }
+
+  /** One event of a key: set aside behind a parked key's, or handled (and the key parked when it keeps failing). */
+  private async runKeyed(p: PipelinedProcessor, key: string, event: RecordedEvent, signal: AbortSignal): Promise<void> {
+    if (this.parkedKeys.has(key)) {
+      await holdEvent(this.pool, p.name, key, event);
+      return;
+    }
+    await this.attempt(p, key, event, signal);
+  }
+
+  /** An event the handler just stored, handled as its key's next task (see HandlerContext.followUp). */
+  private followUp(p: PipelinedProcessor, event: RecordedEvent, signal: AbortSignal): void {
+    const key = p.keyOf(event);
+    if (key === undefined || signal.aborted) return;
+    this.pipeline?.enqueue(key, () => this.runKeyed(p, key, event, signal));
+  }
+
+  /** An operator retried or skipped a parked key: its held events are handled in order, then it runs again. */
+  private async resumeKey(p: PipelinedProcessor, key: string, signal: AbortSignal): Promise<void> {
+    for (;;) {
+      const held = await heldEvents(this.pool, p.name, key);
+      if (held.length === 0) {
+        if (await unparkKey(this.pool, p.name, key)) this.parkedKeys.delete(key);
+        else {
+          const status = (await loadParkedKeys(this.pool, p.name)).get(key);
+          if (status) this.parkedKeys.set(key, status);
+          else this.parkedKeys.delete(key);
+        }
+        return;
+      }
+      for (const e of held) {
+        if (!(await this.attempt(p, key, e, signal))) return;
+        await releaseHeld(this.pool, p.name, key, e.position);
+      }
+    }
+  }
+
+  /**
+   * Handles one event of a key, again after a failure up to maxAttempts, then
+   * parks the key (false). A transient failure or a stop is thrown: the runner
+   * restarts from its checkpoint, and nothing innocent is parked.
+   */
+  private async attempt(
+    p: PipelinedProcessor,
+    key: string,
+    event: RecordedEvent,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await p.handle([event], { signal, followUp: (next) => this.followUp(p, next, signal) });
+        return true;
+      } catch (e) {
+        if (signal.aborted || isTransient(e)) throw e;
+        this.options.observe?.failure?.(e);
+        if (p.onFailure === 'park' && attempt >= this.options.maxAttempts) {
+          const message = errorText(e).slice(0, 4000);
+          await parkKey(this.pool, p.name, key, event, message, attempt, PARKED_BY[p.kind]);
+          this.parkedKeys.set(key, 'parked');
+          this.options.log('error', `${this.label}: ${key} parked on event ${event.id} at ${event.position}`, {
+            eventType: event.type,
+            err: message,
+            attempts: attempt,
+          });
+          return false;
+        }
+        this.options.log('warn', `${this.label}: ${key} failed on event ${event.id}, trying again`, {
+          err: errorText(e),
+          attempt,
+        });
+        await abortableDelay(backoffMs(attempt, this.options.keyBackoff ?? POISON_BACKOFF), signal);
+        if (signal.aborted) throw new Error('stopping');
+      }
+    }
   }
 
   private async handleBatch(batch: ReadBatch, signal: AbortSignal): Promise<void> {
@@ -265,6 +463,7 @@ export class ProcessorRunner {
    */
   private async commit(events: readonly RecordedEvent[], to: number, signal: AbortSignal): Promise<void> {
     const p = this.processor;
+    if (p.checkpoint === 'pipelined') throw new Error(`${this.label}: a pipelined processor has no batch commit`);
     const from = this.position;
     if (events.length === 0) {
       if (!(await moveCheckpoint(this.pool, p.name, from, to))) throw new Resync();
@@ -367,4 +566,18 @@ export class ProcessorRunner {
     await l.release();
     this.options.observe?.active?.(false);
   }
+}
+
+/** A wait that ends early when the runner stops. */
+function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((res) => {
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      res();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

@@ -17,6 +17,14 @@ export type ProcessorKind = 'projection' | 'saga' | 'reactor';
 export interface HandlerContext {
   /** Aborted when the runner stops: a long batch may end early by throwing (its checkpoint then stays put). */
   readonly signal: AbortSignal;
+  /**
+   * Pipelined processors: an event the handler itself just stored (committed),
+   * to be handled now as the next task of its key rather than when the
+   * subscription delivers it, a read horizon later. The subscription still
+   * delivers it and the checkpoint waits for that delivery, so the handler must
+   * skip the repeat (as it skips any resend).
+   */
+  readonly followUp?: (event: RecordedEvent) => void;
 }
 
 export interface TransactionContext extends HandlerContext {
@@ -67,7 +75,24 @@ export interface IdempotentProcessor extends ProcessorBase {
   handle(events: readonly RecordedEvent[], ctx: HandlerContext): Promise<void>;
 }
 
-export type Processor = TransactionalProcessor | IdempotentProcessor;
+/**
+ * At least once, one event at a time, by key: events of one key (an order) are
+ * handled in order, events of different keys at once (up to the runner's
+ * concurrency), and the checkpoint is the lowest position not finished yet, so
+ * a slow key never holds the others back and a crash resends exactly what was
+ * not finished. An event that keeps failing (`onFailure: 'park'`, maxAttempts)
+ * parks its key alone (parked-keys.ts): its later events are set aside with it
+ * until an operator retries or skips, while every other key flows.
+ */
+export interface PipelinedProcessor extends ProcessorBase {
+  readonly checkpoint: 'pipelined';
+  /** The key whose events run in order; undefined: the event needs no handling. */
+  keyOf(event: RecordedEvent): string | undefined;
+  /** Called with one event at a time; must make a repeat harmless, like an IdempotentProcessor. */
+  handle(events: readonly RecordedEvent[], ctx: HandlerContext): Promise<void>;
+}
+
+export type Processor = TransactionalProcessor | IdempotentProcessor | PipelinedProcessor;
 
 /**
  * The lock class of each kind (src/platform/locks.ts). Kinds keep the classes

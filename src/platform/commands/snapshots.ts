@@ -1,0 +1,58 @@
+import type { Pool } from 'pg';
+
+/**
+ * Snapshots of long streams (stream_snapshots, migrations/0026): the folded
+ * state at a revision, taken every `every` events, so a decision on a stream
+ * that no cache holds reads one row and the events after it instead of the
+ * whole stream. A cache and nothing more: a missing row, or one of another
+ * `version` (the state's shape changed), means a fold from the start, with
+ * the same result.
+ */
+export interface SnapshotOptions {
+  /** The state's shape: bump it when the state changes, and old snapshots are ignored. */
+  readonly version: number;
+  /** Events between two snapshots (STREAM_SNAPSHOT_EVERY). */
+  readonly every: number;
+}
+
+export class StreamSnapshots<S> {
+  /** The revision of each stream's newest snapshot as this process knows it (-1: none). */
+  private readonly bases = new Map<string, number>();
+
+  constructor(
+    private readonly pool: Pool,
+    readonly options: SnapshotOptions,
+  ) {}
+
+  async load(streamId: string): Promise<{ revision: number; state: S } | undefined> {
+    const res = await this.pool.query<{ revision: string; state: S }>(
+      'SELECT revision, state FROM stream_snapshots WHERE stream_id = $1 AND version = $2',
+      [streamId, this.options.version],
+    );
+    const row = res.rows[0];
+    this.remember(streamId, row ? Number(row.revision) : -1);
+    return row ? { revision: Number(row.revision), state: row.state } : undefined;
+  }
+
+  /** True when `revision` is `every` events or more past the stream's newest snapshot. */
+  due(streamId: string, revision: number): boolean {
+    return revision - (this.bases.get(streamId) ?? -1) >= this.options.every;
+  }
+
+  /** Keeps the newest: an older snapshot never replaces a newer one. */
+  async save(streamId: string, revision: number, state: S): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO stream_snapshots (stream_id, revision, version, state) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (stream_id) DO UPDATE SET revision = EXCLUDED.revision, version = EXCLUDED.version,
+         state = EXCLUDED.state, taken_at = now()
+       WHERE stream_snapshots.revision < EXCLUDED.revision OR stream_snapshots.version <> EXCLUDED.version`,
+      [streamId, revision, this.options.version, JSON.stringify(state)],
+    );
+    this.remember(streamId, revision);
+  }
+
+  private remember(streamId: string, revision: number): void {
+    if (this.bases.size >= 10_000 && !this.bases.has(streamId)) this.bases.clear();
+    this.bases.set(streamId, Math.max(revision, this.bases.get(streamId) ?? -1));
+  }
+}
