@@ -37,6 +37,11 @@ export const ADVISORY_LOCKS = {
    * shared, raising the position offset after a restore holds it exclusively.
    */
   eventStorePositions: 724_024,
+  /**
+   * `pg_advisory_xact_lock_shared(id)`, taken in SQL (migrations/0027, es_declare_no_append): marks a
+   * transaction that will not append, so the read horizon (es_horizon) can read past it.
+   */
+  eventStoreNoAppend: 724_025,
 } as const;
 
 export type AdvisoryLockName = keyof typeof ADVISORY_LOCKS;
