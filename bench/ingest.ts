@@ -22,6 +22,8 @@ import {
   loadLine,
   median,
   percentile,
+  postgresCpuMs,
+  processCpuMs,
   RUNS,
   report,
   serverSummary,
@@ -196,17 +198,22 @@ async function main(): Promise<void> {
     // (a) -----------------------------------------------------------------
     const stored: number[] = [];
     const pass: number[] = [];
+    // CPU ms of this process and of PostgreSQL per run: where a run's time goes on a 2-core box.
+    const cpu = { stored: [] as [number, number][], pass: [] as [number, number][] };
     let lastLag = 0;
     for (let run = 0; run < RUNS; run++) {
       {
         const c = await connect(passPort, deviceId, token);
+        const [n0, p0] = [processCpuMs(), postgresCpuMs()];
         const t0 = performance.now();
         await publishAll(c, topic, messages);
         pass.push(readings / ((performance.now() - t0) / 1000));
+        cpu.pass.push([processCpuMs() - n0, postgresCpuMs() - p0]);
         await c.endAsync();
       }
       {
         const c = await connect(telemetry.mqttPort, deviceId, token);
+        const [n0, p0] = [processCpuMs(), postgresCpuMs()];
         const t0 = performance.now();
         await publishAll(c, topic, messages);
         const acked = performance.now();
@@ -217,6 +224,7 @@ async function main(): Promise<void> {
         const t1 = performance.now();
         lastLag = t1 - acked;
         stored.push(readings / ((t1 - t0) / 1000));
+        cpu.stored.push([processCpuMs() - n0, postgresCpuMs() - p0]);
         await c.endAsync();
       }
     }
@@ -227,6 +235,11 @@ async function main(): Promise<void> {
       0.5,
     );
     info(`last run: projection caught up ${fmtMs(lastLag)} after the last PUBACK`);
+    const perK = (runs: [number, number][], i: 0 | 1) => median(runs.map((r) => (r[i] * 1000) / readings)).toFixed(1);
+    info(
+      `CPU per 1,000 readings (median run): stored — this process ${perK(cpu.stored, 0)} ms, PostgreSQL ${perK(cpu.stored, 1)} ms; ` +
+        `pass-through — this process ${perK(cpu.pass, 0)} ms, PostgreSQL ${perK(cpu.pass, 1)} ms`,
+    );
     const dupes = await pool.query<{ n: number; d: number }>(
       `SELECT count(*)::int AS n, count(DISTINCT r->>'id')::int AS d
          FROM events, jsonb_array_elements(data->'readings') r WHERE stream_id = $1`,

@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -165,6 +166,38 @@ export async function serverSummary(pool: Pool): Promise<string> {
 }
 
 /** The box is shared: print the load around the measurements so a reader can judge the noise. */
+/**
+ * CPU time (ms) used so far by every PostgreSQL process of this machine (Linux /proc; 0 elsewhere):
+ * sampled around a phase, the difference is what the database spent on it (run the benchmark on
+ * a machine where no other PostgreSQL is busy).
+ */
+export function postgresCpuMs(): number {
+  let ticks = 0;
+  try {
+    for (const pid of readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const close = stat.lastIndexOf(')');
+        if (!stat.slice(stat.indexOf('(') + 1, close).startsWith('postgres')) continue;
+        const f = stat.slice(close + 2).split(' ');
+        ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+      } catch {
+        // the process ended meanwhile
+      }
+    }
+  } catch {
+    return 0;
+  }
+  return ticks * 10; // USER_HZ is 100 on Linux
+}
+
+/** This process's CPU time so far (ms). */
+export const processCpuMs = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
 export function loadLine(when: string): string {
   const [a, b, c] = loadavg();
   return `load average at ${when}: ${a!.toFixed(2)} ${b!.toFixed(2)} ${c!.toFixed(2)}`;
