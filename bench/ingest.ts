@@ -9,6 +9,7 @@ import { loadConfig } from '../src/config';
 import { IdentityServices } from '../src/identity/identity.services';
 import { createLogger } from '../src/platform/logger';
 import { bucketSeriesJson, rawSeriesJson } from '../projections/telemetry.queries';
+import { readCheckpoint } from '../src/platform/processing/checkpoints';
 import { EmbeddedBroker } from '../src/telemetry/embedded-broker';
 import { startMosquitto, type Mosquitto } from '../test/support/mosquitto';
 import { TelemetryServices } from '../src/telemetry/telemetry.services';
@@ -431,6 +432,25 @@ async function main(): Promise<void> {
 
     // (e) -----------------------------------------------------------------
     await history(app, owner, http);
+
+    // Where (a)'s CPU goes: the same load with the projections stopped (ingest and append
+    // alone), then the projection catching up alone. Last, since it stops the projections.
+    {
+      await app.platform.projections.stop();
+      const c = await connect(telemetry.mqttPort, deviceId, token);
+      const [n0, p0] = [processCpuMs(), postgresCpuMs()];
+      await publishAll(c, topic, messages);
+      const [n1, p1] = [processCpuMs(), postgresCpuMs()];
+      await c.endAsync();
+      const newest = Number((await pool.query<{ p: string }>('SELECT max(position) AS p FROM events')).rows[0]!.p);
+      app.platform.projections.start();
+      while (((await readCheckpoint(pool, 'telemetry'))?.position ?? 0) < newest) await sleep(5);
+      const [n2, p2] = [processCpuMs(), postgresCpuMs()];
+      const k = (ms: number) => ((ms * 1000) / readings).toFixed(1);
+      console.log(`\n(a) split: ${readings.toLocaleString('en-US')} readings, CPU ms per 1,000 readings`);
+      info(`ingest + append (projections stopped): this process ${k(n1 - n0)}, PostgreSQL ${k(p1 - p0)}`);
+      info(`telemetry projection catching up alone: this process ${k(n2 - n1)}, PostgreSQL ${k(p2 - p1)}`);
+    }
     console.log(loadLine('end'));
   } finally {
     await passthrough?.stop();
