@@ -101,30 +101,12 @@ const toPoints = (json: string): Point[] =>
   (JSON.parse(json) as { ts: string; value: number }[]).map((p) => ({ ts: new Date(p.ts), value: p.value }));
 
 /** rawSeriesJson as points. */
-export async function rawSeries(
-  db: Queryable,
-  deviceId: string,
-  metric: string,
-  from: Date,
-  to: Date,
-  limit: number,
-): Promise<Point[]> {
-  return toPoints(await rawSeriesJson(db, deviceId, metric, from, to, limit));
-}
+export const rawSeries = async (...args: Parameters<typeof rawSeriesJson>): Promise<Point[]> =>
+  toPoints(await rawSeriesJson(...args));
 
 /** bucketSeriesJson as points. */
-export async function bucketSeries(
-  db: Queryable,
-  deviceId: string,
-  metric: string,
-  from: Date,
-  to: Date,
-  bucket: Bucket,
-  agg: Agg,
-  limit: number,
-): Promise<Point[]> {
-  return toPoints(await bucketSeriesJson(db, deviceId, metric, from, to, bucket, agg, limit));
-}
+export const bucketSeries = async (...args: Parameters<typeof bucketSeriesJson>): Promise<Point[]> =>
+  toPoints(await bucketSeriesJson(...args));
 
 /** Where a live stream is: the last reading sent, by its event's position and its index in the event. */
 export interface StreamCursor {

@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
-import type { EventMetadata } from './event-store';
+import type { RecordedEvent } from './event-store';
+import { EVENT_COLUMNS as COLUMNS, storedEvent as toEvent, type EventRow as Row } from './postgres-event-store';
 
 /**
  * Reads for the operator console's event explorer, straight from the
@@ -11,43 +12,8 @@ import type { EventMetadata } from './event-store';
  * Data is shown as stored (schemaVersion is the stored one, not upcast).
  */
 
-export interface ExplorerEvent {
-  id: string;
-  streamId: string;
-  revision: number;
-  position: number;
-  type: string;
-  data: Record<string, unknown>;
-  metadata: EventMetadata;
-  schemaVersion: number;
-  recordedAt: Date;
-}
-
-interface Row {
-  position: string;
-  event_id: string;
-  stream_id: string;
-  stream_revision: string;
-  type: string;
-  data: Record<string, unknown>;
-  metadata: EventMetadata;
-  schema_version: number;
-  recorded_at: Date;
-}
-
-const COLUMNS = 'position, event_id, stream_id, stream_revision, type, data, metadata, schema_version, recorded_at';
-
-const toEvent = (r: Row): ExplorerEvent => ({
-  id: r.event_id,
-  streamId: r.stream_id,
-  revision: Number(r.stream_revision),
-  position: Number(r.position),
-  type: r.type,
-  data: r.data,
-  metadata: r.metadata,
-  schemaVersion: r.schema_version,
-  recordedAt: r.recorded_at,
-});
+/** An event as stored (not upcast): the store's own row mapping. */
+export type ExplorerEvent = RecordedEvent;
 
 /** A page of `$all`: newest first below `before`, or oldest first above `after`; returned in position order. */
 export async function pageAll(

@@ -39,7 +39,8 @@ const CHANNEL = 'es_events';
 const MAX_APPEND_ATTEMPTS = 10;
 const NOTIFY_INTERVAL_MS = 5;
 
-interface EventRow {
+/** A row of `events` as `EVENT_COLUMNS` selects it (also read by the console's explorer, event-explorer.ts). */
+export interface EventRow {
   position: string;
   event_id: string;
   stream_id: string;
@@ -51,7 +52,7 @@ interface EventRow {
   recorded_at: Date;
 }
 
-const EVENT_COLUMNS =
+export const EVENT_COLUMNS =
   'position, event_id, stream_id, stream_revision, type, data, metadata, schema_version, recorded_at';
 // Everything below the oldest in-flight transaction's first possible position is final
 // (es_horizon() adds the store's transaction-id offset; it runs in the calling statement's snapshot).
@@ -474,19 +475,14 @@ export class PostgresEventStore implements EventStore {
   }
 
   private toRecorded(r: EventRow): RecordedEvent {
+    const stored = storedEvent(r);
     const { data, version } = this.upcasters.apply(r.type, r.schema_version, r.data);
-    const metadata =
-      version === r.schema_version ? r.metadata : { ...r.metadata, storedSchemaVersion: r.schema_version };
+    if (version === r.schema_version) return stored;
     return {
-      id: r.event_id,
-      streamId: r.stream_id,
-      revision: Number(r.stream_revision),
-      position: Number(r.position),
-      type: r.type,
+      ...stored,
       data,
-      metadata,
       schemaVersion: version,
-      recordedAt: r.recorded_at,
+      metadata: { ...r.metadata, storedSchemaVersion: r.schema_version },
     };
   }
 
@@ -554,4 +550,19 @@ function isMisaligned(e: unknown): boolean {
 
 function connectionStringOf(pool: Pool): string | undefined {
   return (pool as unknown as { options?: { connectionString?: string } }).options?.connectionString;
+}
+
+/** An `events` row as stored (no upcasting). */
+export function storedEvent(r: EventRow): RecordedEvent {
+  return {
+    id: r.event_id,
+    streamId: r.stream_id,
+    revision: Number(r.stream_revision),
+    position: Number(r.position),
+    type: r.type,
+    data: r.data,
+    metadata: r.metadata,
+    schemaVersion: r.schema_version,
+    recordedAt: r.recorded_at,
+  };
 }
