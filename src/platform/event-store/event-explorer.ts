@@ -6,7 +6,7 @@ import { EVENT_COLUMNS as COLUMNS, storedEvent as toEvent, type EventRow as Row 
  * Reads for the operator console's event explorer, straight from the
  * PostgreSQL `events` table: newest-first paging of `$all`, one event by id,
  * and the causation and correlation links between events (indexed by
- * migrations/0027). Not for processing: these reads may show an event that
+ * migrations/0028). Not for processing: these reads may show an event that
  * committed while an older transaction is still in flight, which an operator
  * wants to see and a checkpointed reader must not (it reads below the horizon).
  * Data is shown as stored (schemaVersion is the stored one, not upcast).
