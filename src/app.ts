@@ -4,13 +4,14 @@ import { Global, Module, type DynamicModule, type LoggerService, type Type } fro
 import { DiscoveryModule, NestFactory } from '@nestjs/core';
 import { CqrsModule } from '@nestjs/cqrs';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import secureJson from 'secure-json-parse';
 import type { Projection } from '../projections/projection';
 import { validationError } from '../domain/shared/errors';
 import type { Config } from './config';
 import { CommandRegistry } from './platform/commands/command-registry';
 import { openEventStore } from './platform/event-store/open-event-store';
-import { ProblemDetailsFilter } from './platform/http/problem-details';
+import { ProblemDetailsFilter, clientErrorProblem, sendProblem } from './platform/http/problem-details';
 import { CORRELATION_ID_HEADER, CORRELATION_ID_RULE, acceptedCorrelationId } from './platform/http/request';
 import { connectInfrastructure, type Infrastructure } from './platform/infrastructure';
 import { RebuildJobs } from './platform/jobs/rebuild-jobs';
@@ -119,6 +120,9 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
     genReqId: (req: IncomingMessage) => acceptedCorrelationId(req.headers['x-correlation-id']) ?? randomUUID(),
     // Whose X-Forwarded-For decides request.ip, which every per-address limit counts by.
     trustProxy: config.TRUST_PROXY,
+    // Errors raised before routing answer as problem details too.
+    frameworkErrors: (error: Error, request: FastifyRequest, reply: FastifyReply) => sendProblem(request, reply, error),
+    clientErrorHandler: clientErrorProblem,
   });
   const app = await NestFactory.create<NestFastifyApplication>(AppModule, adapter, {
     logger: new PinoNestLogger(log),

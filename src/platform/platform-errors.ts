@@ -10,6 +10,10 @@ export const PlatformErrorCode = {
   /** A request header with a value the platform refuses (X-Correlation-Id, Authorization). */
   INVALID_HEADER: 'PLATFORM.INVALID_HEADER',
   MALFORMED_JSON: 'PLATFORM.MALFORMED_JSON',
+  /** A URL whose percent-encoding does not decode (e.g. `%ff`, a lone `%`). */
+  MALFORMED_URL: 'PLATFORM.MALFORMED_URL',
+  /** A request the HTTP parser refused before any route saw it (headers too large, bad framing, timeout). */
+  MALFORMED_REQUEST: 'PLATFORM.MALFORMED_REQUEST',
   BODY_TOO_LARGE: 'PLATFORM.BODY_TOO_LARGE',
   ROUTE_NOT_FOUND: 'PLATFORM.ROUTE_NOT_FOUND',
   /** Anything unexpected: the detail stays in the server log, under the correlation id. */

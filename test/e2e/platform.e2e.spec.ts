@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { connect } from 'node:net';
 import { startTestApp, type TestApp } from '../support/app';
 import { eventually } from '../support/events';
 import { NotesModule, notesProjection } from './fixtures/notes';
@@ -101,6 +102,42 @@ describe('commands', () => {
     expect(malformed).toMatchObject({ status: 400, body: { code: 'PLATFORM.MALFORMED_JSON' } });
     const badPos = await app.http('GET', '/notes/x?minPosition=-4');
     expect(badPos).toMatchObject({ status: 400, body: { errors: [{ field: 'minPosition' }] } });
+  });
+
+  it('requests refused before routing (bad percent-encoding, oversized headers, bad framing) get problem details too', async () => {
+    // The raw path is not echoed back (Fastify's own answer put it into its JSON unescaped).
+    const badUrl = await app.http('GET', '/notes/%ff%22x');
+    expect(badUrl.status).toBe(400);
+    expect(badUrl.headers.get('content-type')).toContain('application/problem+json');
+    expect(badUrl.body).toMatchObject({ code: 'PLATFORM.MALFORMED_URL', errors: [{ field: '(url)' }] });
+    expect(JSON.stringify(badUrl.body.detail)).not.toContain('%ff');
+
+    const raw = async (request: string) => {
+      const { hostname, port } = new URL(app.url);
+      const socket = connect(Number(port), hostname);
+      socket.end(request);
+      const chunks: Buffer[] = [];
+      for await (const chunk of socket) chunks.push(chunk as Buffer);
+      const text = Buffer.concat(chunks).toString('utf8');
+      const [head, body] = text.split('\r\n\r\n');
+      return { statusLine: head!.split('\r\n')[0], head: head!, body: JSON.parse(body!) };
+    };
+    const tooLarge = await raw(`GET /notes?${'x=1&'.repeat(5000)} HTTP/1.1\r\nHost: t\r\n\r\n`);
+    expect(tooLarge.statusLine).toBe('HTTP/1.1 431 Request Header Fields Too Large');
+    expect(tooLarge.head).toContain('Content-Type: application/problem+json');
+    expect(tooLarge.body).toMatchObject({
+      status: 431,
+      code: 'PLATFORM.MALFORMED_REQUEST',
+      errors: [{ field: '(headers)' }],
+    });
+    const badFraming = await raw('POST /notes HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n');
+    expect(badFraming.statusLine).toBe('HTTP/1.1 400 Bad Request');
+    expect(badFraming.body).toMatchObject({
+      status: 400,
+      code: 'PLATFORM.MALFORMED_REQUEST',
+      errors: [{ field: '(request)' }],
+    });
+    expect((await app.http('GET', '/health')).status).toBe(200);
   });
 
   it('a domain rule violation changes nothing and answers with its code', async () => {

@@ -233,7 +233,7 @@ function problemsOf(route: { access: RouteAccessDoc; doc: RouteDoc }): Map<numbe
     for (const c of codes) set.add(c);
     byStatus.set(status, set);
   };
-  add(400, PlatformErrorCode.INVALID_HEADER);
+  add(400, PlatformErrorCode.INVALID_HEADER, PlatformErrorCode.MALFORMED_URL);
   if (doc.params || doc.query || doc.body || doc.readsModel || doc.command) add(400, PlatformErrorCode.INVALID_INPUT);
   if (doc.body) {
     add(400, PlatformErrorCode.MALFORMED_JSON);

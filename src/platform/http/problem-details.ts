@@ -1,4 +1,5 @@
 import { ArgumentsHost, Catch, HttpException, type ExceptionFilter } from '@nestjs/common';
+import type { Socket } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, type ErrorKind } from '../../../domain/shared/errors';
 import { PlatformErrorCode } from '../platform-errors';
@@ -23,10 +24,12 @@ const TITLE: Record<number, string> = {
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
+  408: 'Request Timeout',
   409: 'Conflict',
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
   429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
   503: 'Service Unavailable',
 };
@@ -67,6 +70,18 @@ export function toProblem(error: unknown, bodyLimit?: number): Problem {
       detail: `the body ${rule}`,
       code: PlatformErrorCode.BODY_TOO_LARGE,
       errors: [{ field: '(body)', rule }],
+    };
+  }
+  if (fst.code === 'FST_ERR_BAD_URL') {
+    // Fastify's own answer echoes the raw path into its JSON; ours names the rule only.
+    const rule = 'must be valid percent-encoded UTF-8';
+    return {
+      type: `urn:problem:${PlatformErrorCode.MALFORMED_URL}`,
+      title: TITLE[400]!,
+      status: 400,
+      detail: `the URL ${rule}`,
+      code: PlatformErrorCode.MALFORMED_URL,
+      errors: [{ field: '(url)', rule }],
     };
   }
   if (error instanceof HttpException) {
@@ -114,6 +129,35 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, error:
     void reply.header('Retry-After', String(retry ?? 1));
   }
   void reply.status(problem.status).header('Content-Type', 'application/problem+json').send(problem);
+}
+
+/**
+ * Fastify's `clientErrorHandler`: requests Node's HTTP parser refuses before any route (headers
+ * beyond the limit, bad framing, a request that took too long) also get problem details, then
+ * the connection is closed, as Node itself does.
+ */
+export function clientErrorProblem(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, field, rule] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, '(headers)', "must fit the server's header size limit (request line and headers together)"]
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, '(request)', "must arrive within the server's request timeout"]
+        : [400, '(request)', 'must be a well-formed HTTP/1.1 request'];
+  const body = JSON.stringify({
+    type: `urn:problem:${PlatformErrorCode.MALFORMED_REQUEST}`,
+    title: TITLE[status],
+    status,
+    detail: `the request ${rule}`,
+    code: PlatformErrorCode.MALFORMED_REQUEST,
+    errors: [{ field, rule }],
+  });
+  if (socket.writable)
+    socket.write(
+      `HTTP/1.1 ${status} ${TITLE[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `Content-Type: application/problem+json\r\nConnection: close\r\n\r\n${body}`,
+    );
+  socket.destroy(err);
 }
 
 @Catch()
