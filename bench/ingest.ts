@@ -171,6 +171,7 @@ async function main(): Promise<void> {
       maxConnectPacketBytes: config.MQTT_MAX_CONNECT_PACKET_BYTES,
       maxConnections: config.MQTT_MAX_CONNECTIONS,
       connectTimeoutMs: config.MQTT_CONNECT_TIMEOUT_MS,
+      maxPendingPerAddress: config.MQTT_MAX_PENDING_PER_ADDRESS,
       maxInflightQos2: config.MQTT_MAX_INFLIGHT_QOS2,
       maxSubscriptions: config.MQTT_MAX_SUBSCRIPTIONS,
       maxRetainedBytes: config.MQTT_MAX_RETAINED_BYTES,

@@ -17,6 +17,7 @@ import { connectInfrastructure, type Infrastructure } from './platform/infrastru
 import { RebuildJobs } from './platform/jobs/rebuild-jobs';
 import type { Logger } from './platform/logger';
 import { Metrics } from './platform/observability/metrics';
+import { defaultHttpMaxConnections, limitConnections } from './platform/connection-limits';
 import { Platform } from './platform/platform';
 import { AdminController, CommandsController, HealthController } from './platform/platform.http';
 import { ApiDocsController } from './platform/api-docs.http';
@@ -130,6 +131,26 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   });
   app.useGlobalFilters(new ProblemDetailsFilter());
   const fastify = app.getHttpAdapter().getInstance();
+  let lastRefusalLog = 0;
+  limitConnections(
+    fastify.server,
+    {
+      maxConnections: config.HTTP_MAX_CONNECTIONS ?? defaultHttpMaxConnections(config.MQTT_MAX_CONNECTIONS),
+      maxPerAddress: config.HTTP_MAX_CONNECTIONS_PER_ADDRESS,
+    },
+    (reason, remoteAddress) => {
+      metrics.httpConnectionsRefused.inc({ reason });
+      // One line a second at most: a connection flood must not become a log flood.
+      if (Date.now() - lastRefusalLog < 1000) return;
+      lastRefusalLog = Date.now();
+      log.warn(
+        { reason, remoteAddress },
+        reason === 'max'
+          ? 'http: connection refused (HTTP_MAX_CONNECTIONS reached)'
+          : 'http: connection refused (HTTP_MAX_CONNECTIONS_PER_ADDRESS reached for this address)',
+      );
+    },
+  );
   // Anyone may post to these, and their fields are small: a tighter body limit than BODY_LIMIT_BYTES,
   // applied while the body streams in. (Routes register at app.init(), after this hook.)
   const routes: { method: string; url: string }[] = [];

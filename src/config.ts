@@ -74,6 +74,16 @@ export const configSchema = z
       .default('platform'),
     /** Largest accepted HTTP body. */
     BODY_LIMIT_BYTES: positiveInt.default(1_048_576),
+    /**
+     * Open HTTP connections at most; more are closed as they arrive. Unset: what the process's
+     * open-file limit leaves after MQTT_MAX_CONNECTIONS and 512 for pools and files (at least 64).
+     */
+    HTTP_MAX_CONNECTIONS: positiveInt.max(1_000_000).optional(),
+    /**
+     * Open HTTP connections one peer address may hold (the socket's address, not X-Forwarded-For);
+     * more are closed as they arrive. 0: no limit (e.g. behind a proxy that is the only peer).
+     */
+    HTTP_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(0).max(1_000_000).default(256),
     // Identity: tokens, passwords, login limits.
     JWT_ALG: z.enum(['ES256', 'HS256']).default('ES256'),
     /** Required (>= 32 bytes) when JWT_ALG=HS256; a shorter secret stops start-up. */
@@ -196,6 +206,11 @@ export const configSchema = z
     MQTT_MAX_CONNECTIONS: positiveInt.max(1_000_000).default(1000),
     /** Largest packet before a CONNECT is accepted (the CONNECT itself included): a token and a small will fit. */
     MQTT_MAX_CONNECT_PACKET_BYTES: positiveInt.min(1024).max(268_435_455).default(16_384),
+    /**
+     * Connections one peer address may hold before their CONNECT is accepted (authenticated devices
+     * behind one NAT address do not count); more are closed as they arrive. 0: no limit.
+     */
+    MQTT_MAX_PENDING_PER_ADDRESS: z.coerce.number().int().min(0).max(1_000_000).default(32),
     /** A connection that sends no CONNECT within this time is closed. */
     MQTT_CONNECT_TIMEOUT_MS: positiveInt.max(300_000).default(10_000),
     /** QoS 2 PUBLISHes per connection awaiting PUBREL; one more closes the connection. */

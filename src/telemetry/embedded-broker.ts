@@ -12,6 +12,7 @@ import memoryPersistence from 'aedes-persistence';
 import { writeToStream } from 'mqtt-packet';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../platform/logger';
+import { PerAddressConnections } from '../platform/connection-limits';
 import type { Principal } from '../platform/http/access';
 import { handleReadingsMessage, readingsTopic, type MessageSinks } from './mqtt-ingest';
 import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
@@ -47,6 +48,8 @@ export interface EmbeddedBrokerLimits {
   readonly maxConnections: number;
   /** A connection that has not sent CONNECT by then is closed. */
   readonly connectTimeoutMs: number;
+  /** Connections one peer address may hold before their CONNECT is accepted (0: no limit). */
+  readonly maxPendingPerAddress: number;
   /** QoS 2 PUBLISHes per connection awaiting their PUBREL; one more closes the connection. */
   readonly maxInflightQos2: number;
   /** Topic filters one connection may hold; more get SUBACK 0x80. */
@@ -191,6 +194,7 @@ export class EmbeddedBroker {
   private retainedBytes = 0;
   private readonly clientErrors: Counter<'reason'>;
   private readonly refusedConnections: Counter;
+  private readonly pending: PerAddressConnections;
 
   constructor(private readonly options: EmbeddedBrokerOptions) {
     const log = options.log;
@@ -203,7 +207,8 @@ export class EmbeddedBroker {
     });
     this.refusedConnections = new Counter({
       name: 'mqtt_connections_refused_total',
-      help: 'MQTT connections closed on arrival: MQTT_MAX_CONNECTIONS reached',
+      help: 'MQTT connections closed on arrival: MQTT_MAX_CONNECTIONS (max) or MQTT_MAX_PENDING_PER_ADDRESS (pending_per_address) reached',
+      labelNames: ['reason'],
       registers,
     });
     const retainedRefused = new Counter({
@@ -294,17 +299,23 @@ export class EmbeddedBroker {
     this.server = createServer((socket) => this.accept(socket));
     this.server.maxConnections = options.maxConnections;
     let lastDropLog = 0;
-    this.server.on('drop', (data) => {
-      this.refusedConnections.inc();
+    const refused = (reason: 'max' | 'pending_per_address', remoteAddress: string | undefined) => {
+      this.refusedConnections.inc({ reason });
       // One line a second at most: a connection flood must not become a log flood.
       if (Date.now() - lastDropLog > 1000) {
         lastDropLog = Date.now();
         log.warn(
-          { remoteAddress: data?.remoteAddress, maxConnections: options.maxConnections },
-          'mqtt: connection refused (MQTT_MAX_CONNECTIONS reached)',
+          { remoteAddress, reason },
+          reason === 'max'
+            ? 'mqtt: connection refused (MQTT_MAX_CONNECTIONS reached)'
+            : 'mqtt: connection refused (MQTT_MAX_PENDING_PER_ADDRESS reached: too many unauthenticated connections from this address)',
         );
       }
-    });
+    };
+    this.server.on('drop', (data) => refused('max', data?.remoteAddress));
+    this.pending = new PerAddressConnections(options.maxPendingPerAddress, (address) =>
+      refused('pending_per_address', address),
+    );
     const connections = () => this.connections();
     new Gauge({
       name: 'mqtt_connections',
@@ -346,6 +357,8 @@ export class EmbeddedBroker {
   }
 
   private accept(socket: Socket): void {
+    // Until its CONNECT is accepted, a connection counts against its address (see authenticate).
+    if (!this.pending.admit(socket)) return;
     let client: Client;
     try {
       client = this.aedes.handle(socket);
@@ -530,6 +543,7 @@ export class EmbeddedBroker {
       throw authError(BAD_USERNAME_OR_PASSWORD, 'unknown or revoked device');
     if (internals(client).closed) return; // gone while we checked: nothing to watch
     deviceOf.set(client, username);
+    this.pending.release(internals(client).conn);
     this.forget(client);
     // The session lasts as long as identity says the device may stay (token expiry, revocation …).
     const stop = this.options.watchSession(principal, (reason) => {

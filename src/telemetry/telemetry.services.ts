@@ -172,6 +172,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
         maxConnectPacketBytes: c.MQTT_MAX_CONNECT_PACKET_BYTES,
         maxConnections: c.MQTT_MAX_CONNECTIONS,
         connectTimeoutMs: c.MQTT_CONNECT_TIMEOUT_MS,
+        maxPendingPerAddress: c.MQTT_MAX_PENDING_PER_ADDRESS,
         maxInflightQos2: c.MQTT_MAX_INFLIGHT_QOS2,
         maxSubscriptions: c.MQTT_MAX_SUBSCRIPTIONS,
         maxRetainedBytes: c.MQTT_MAX_RETAINED_BYTES,

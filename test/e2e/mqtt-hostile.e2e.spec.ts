@@ -374,7 +374,7 @@ describe('connections', () => {
     const extra = await RawMqtt.open(p);
     await extra.closedByBroker('connection cap');
     expect(
-      metric((await capped.http('GET', '/metrics')).body as string, 'mqtt_connections_refused_total'),
+      metric((await capped.http('GET', '/metrics')).body as string, 'mqtt_connections_refused_total', 'reason="max"'),
     ).toBeGreaterThanOrEqual(1);
     open[0].end();
     const d = await ownerWithDevice(capped.http);

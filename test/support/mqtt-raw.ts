@@ -30,9 +30,10 @@ export class RawMqtt {
     );
   }
 
-  static open(port: number): Promise<RawMqtt> {
+  /** `localAddress`: another loopback address (127.0.0.2 …) to connect from, as a second client machine would. */
+  static open(port: number, localAddress?: string): Promise<RawMqtt> {
     return new Promise((resolve, reject) => {
-      const s = connect(port, '127.0.0.1', () => {
+      const s = connect({ port, host: '127.0.0.1', ...(localAddress ? { localAddress } : {}) }, () => {
         s.off('error', reject);
         resolve(new RawMqtt(s));
       });
@@ -47,8 +48,9 @@ export class RawMqtt {
     username?: string,
     password?: string,
     extra: Partial<mqttPacket.IConnectPacket> = {},
+    localAddress?: string,
   ): Promise<{ c: RawMqtt; returnCode: number; sessionPresent: boolean }> {
-    const c = await RawMqtt.open(port);
+    const c = await RawMqtt.open(port, localAddress);
     c.send({
       cmd: 'connect',
       protocolId: 'MQTT',

@@ -37,6 +37,12 @@ export class Metrics {
     labelNames: ['projection'],
     registers: [this.registry],
   });
+  readonly httpConnectionsRefused = new Counter({
+    name: 'http_connections_refused_total',
+    help: 'HTTP connections closed on arrival: HTTP_MAX_CONNECTIONS (max) or HTTP_MAX_CONNECTIONS_PER_ADDRESS (per_address) reached',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
   readonly httpDuration = new Histogram({
     name: 'http_request_duration_seconds',
     help: 'HTTP request latency',

@@ -1,0 +1,99 @@
+import { readFileSync } from 'node:fs';
+import type { Server, Socket } from 'node:net';
+
+/**
+ * Connections one address may hold open at once (HTTP, and MQTT before its CONNECT is accepted):
+ * without it one client opening thousands of idle sockets takes every file descriptor of the
+ * process, and every other user (and the PostgreSQL pool) with them. A connection beyond the
+ * limit is closed as it arrives. Counted by the socket's peer address (an IPv4-mapped IPv6
+ * address counts as its IPv4 one), never by a header a client can write.
+ */
+export class PerAddressConnections {
+  private readonly open = new Map<string, number>();
+  private readonly held = new WeakSet<Socket>();
+
+  constructor(
+    private readonly maxPerAddress: number,
+    private readonly onRefused: (address: string) => void,
+  ) {}
+
+  /** False (and the socket destroyed) when its address already holds the limit. 0 = no limit. */
+  admit(socket: Socket): boolean {
+    if (this.maxPerAddress <= 0) return true;
+    const address = addressOf(socket);
+    const n = this.open.get(address) ?? 0;
+    if (n >= this.maxPerAddress) {
+      this.onRefused(address);
+      socket.destroy();
+      return false;
+    }
+    this.open.set(address, n + 1);
+    this.held.add(socket);
+    socket.once('close', () => this.release(socket));
+    return true;
+  }
+
+  /** Stops counting this socket (idempotent): on close, or once an MQTT client is authenticated. */
+  release(socket: Socket): void {
+    if (!this.held.delete(socket)) return;
+    const address = addressOf(socket);
+    const n = (this.open.get(address) ?? 1) - 1;
+    if (n <= 0) this.open.delete(address);
+    else this.open.set(address, n);
+  }
+
+  /** Addresses holding at least one counted connection (for tests and metrics). */
+  get addresses(): number {
+    return this.open.size;
+  }
+}
+
+function addressOf(socket: Socket): string {
+  const a = socket.remoteAddress ?? 'unknown';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+/**
+ * Applies both limits to a server: `maxConnections` overall (Node closes the extra ones on
+ * arrival and emits 'drop') and `maxPerAddress` per peer address. Must run before any other
+ * 'connection' listener (the HTTP server's own), so a refused socket is never parsed.
+ */
+export function limitConnections(
+  server: Server,
+  limits: { maxConnections: number; maxPerAddress: number },
+  onRefused: (reason: 'max' | 'per_address', address: string) => void,
+): PerAddressConnections {
+  server.maxConnections = limits.maxConnections;
+  server.on('drop', (data?: { remoteAddress?: string }) => onRefused('max', data?.remoteAddress ?? 'unknown'));
+  const perAddress = new PerAddressConnections(limits.maxPerAddress, (address) => onRefused('per_address', address));
+  // A refused socket is destroyed here; the server's own listener then sees it closed (its close
+  // handler, added in the same tick, still runs and frees the parser).
+  server.prependListener('connection', (socket: Socket) => void perAddress.admit(socket));
+  return perAddress;
+}
+
+/**
+ * The process's open-file limit (soft), from /proc on Linux; undefined elsewhere. Node raises the
+ * soft limit to the hard one at start, so this is what the process really has.
+ */
+export function openFileLimit(): number | undefined {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
+    const soft = line?.split(/\s{2,}/)[1];
+    const n = soft === undefined ? NaN : Number(soft);
+    return Number.isFinite(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * HTTP_MAX_CONNECTIONS when it is not configured: what the file descriptors allow after room for
+ * everything else the process opens (the MQTT broker's connections, the pools, files), at least 64.
+ */
+export function defaultHttpMaxConnections(mqttMaxConnections: number, fdLimit = openFileLimit()): number {
+  if (fdLimit === undefined) return 4096;
+  return Math.max(64, fdLimit - mqttMaxConnections - 512);
+}
