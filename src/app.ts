@@ -17,7 +17,7 @@ import { connectInfrastructure, type Infrastructure } from './platform/infrastru
 import { RebuildJobs } from './platform/jobs/rebuild-jobs';
 import type { Logger } from './platform/logger';
 import { Metrics } from './platform/observability/metrics';
-import { defaultHttpMaxConnections, limitConnections } from './platform/connection-limits';
+import { defaultHttpMaxConnections, limitConnections, openFileLimit } from './platform/connection-limits';
 import { Platform } from './platform/platform';
 import { AdminController, CommandsController, HealthController } from './platform/platform.http';
 import { ApiDocsController } from './platform/api-docs.http';
@@ -135,7 +135,8 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   limitConnections(
     fastify.server,
     {
-      maxConnections: config.HTTP_MAX_CONNECTIONS ?? defaultHttpMaxConnections(config.MQTT_MAX_CONNECTIONS),
+      maxConnections:
+        config.HTTP_MAX_CONNECTIONS ?? defaultHttpMaxConnections(config.MQTT_MAX_CONNECTIONS, openFileLimit()),
       maxPerAddress: config.HTTP_MAX_CONNECTIONS_PER_ADDRESS,
     },
     (reason, remoteAddress) => {

@@ -93,7 +93,7 @@ export function openFileLimit(): number | undefined {
  * HTTP_MAX_CONNECTIONS when it is not configured: what the file descriptors allow after room for
  * everything else the process opens (the MQTT broker's connections, the pools, files), at least 64.
  */
-export function defaultHttpMaxConnections(mqttMaxConnections: number, fdLimit = openFileLimit()): number {
+export function defaultHttpMaxConnections(mqttMaxConnections: number, fdLimit: number | undefined): number {
   if (fdLimit === undefined) return 4096;
   return Math.max(64, fdLimit - mqttMaxConnections - 512);
 }

@@ -10,6 +10,6 @@ describe('HTTP_MAX_CONNECTIONS default', () => {
   it('reads the limit of this process on Linux', () => {
     const limit = openFileLimit();
     expect(limit).toBeGreaterThan(0);
-    expect(defaultHttpMaxConnections(1000)).toBe(Math.max(64, limit! - 1512));
+    expect(defaultHttpMaxConnections(1000, limit)).toBe(Math.max(64, limit! - 1512));
   });
 });
