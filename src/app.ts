@@ -17,7 +17,12 @@ import { connectInfrastructure, type Infrastructure } from './platform/infrastru
 import { RebuildJobs } from './platform/jobs/rebuild-jobs';
 import type { Logger } from './platform/logger';
 import { Metrics } from './platform/observability/metrics';
-import { defaultHttpMaxConnections, limitConnections, openFileLimit } from './platform/connection-limits';
+import {
+  defaultHttpMaxConnections,
+  enforceBodyDeadline,
+  limitConnections,
+  openFileLimit,
+} from './platform/connection-limits';
 import { Platform } from './platform/platform';
 import { AdminController, CommandsController, HealthController } from './platform/platform.http';
 import { ApiDocsController } from './platform/api-docs.http';
@@ -115,6 +120,9 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   const adapter = new FastifyAdapter({
     loggerInstance: log,
     bodyLimit: config.BODY_LIMIT_BYTES,
+    requestTimeout: config.HTTP_REQUEST_TIMEOUT_MS,
+    // How often Node looks for requests past that timeout (its default, 30 s, would stretch a short one).
+    http: { connectionsCheckingInterval: Math.min(30_000, Math.max(250, config.HTTP_REQUEST_TIMEOUT_MS / 4)) },
     // The correlation id: taken from the caller when it sends an acceptable one, else made here
     // (a present but unacceptable one is refused by the onRequest hook below).
     requestIdHeader: false,
@@ -180,7 +188,9 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
       );
     }
   });
-  fastify.addHook('onRequest', (request, _reply, done) => {
+  fastify.server.headersTimeout = Math.min(60_000, config.HTTP_REQUEST_TIMEOUT_MS);
+  fastify.addHook('onRequest', (request, reply, done) => {
+    enforceBodyDeadline(request.raw, reply.raw, config.HTTP_REQUEST_TIMEOUT_MS);
     const header = request.headers['x-correlation-id'];
     if (header !== undefined && acceptedCorrelationId(header) === undefined) {
       done(

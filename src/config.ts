@@ -80,6 +80,12 @@ export const configSchema = z
      */
     HTTP_MAX_CONNECTIONS: positiveInt.max(1_000_000).optional(),
     /**
+     * A request whose headers and body have not all arrived by then gets 408 and its connection
+     * is closed (a client trickling a body cannot hold a connection for ever). Streamed answers
+     * (live readings) are not limited by it.
+     */
+    HTTP_REQUEST_TIMEOUT_MS: positiveInt.max(3_600_000).default(60_000),
+    /**
      * Open HTTP connections one peer address may hold (the socket's address, not X-Forwarded-For);
      * more are closed as they arrive. 0: no limit (e.g. behind a proxy that is the only peer).
      */

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server, Socket } from 'node:net';
+import { clientErrorProblem } from './http/problem-details';
 
 /**
  * Connections one address may hold open at once (HTTP, and MQTT before its CONNECT is accepted):
@@ -96,4 +98,33 @@ export function openFileLimit(): number | undefined {
 export function defaultHttpMaxConnections(mqttMaxConnections: number, fdLimit: number | undefined): number {
   if (fdLimit === undefined) return 4096;
   return Math.max(64, fdLimit - mqttMaxConnections - 512);
+}
+
+/**
+ * A request body must have arrived whole within `ms` of the request's start: Node's own
+ * requestTimeout stops watching once the headers are in, so a client trickling a body one
+ * byte at a time would hold its connection (and the parser's buffer) for ever. Past the
+ * deadline it gets 408 problem details (or, when an answer already went out, e.g. a 413, just the
+ * close) and the connection is closed.
+ */
+export function enforceBodyDeadline(req: IncomingMessage, res: ServerResponse, ms: number): void {
+  const length = req.headers['content-length'];
+  const hasBody = (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
+  if (!hasBody || req.complete) return;
+  const timer = setTimeout(() => {
+    if (req.complete || req.socket.destroyed) return;
+    if (res.headersSent) {
+      req.socket.destroy();
+      return;
+    }
+    clientErrorProblem(
+      Object.assign(new Error('request body timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }),
+      req.socket,
+    );
+  }, ms);
+  timer.unref();
+  const clear = () => clearTimeout(timer);
+  req.once('end', clear);
+  req.once('close', clear);
+  req.socket.once('close', clear);
 }

@@ -20,6 +20,7 @@ beforeAll(async () => {
       HTTP_MAX_CONNECTIONS_PER_ADDRESS: '8',
       MQTT_MAX_PENDING_PER_ADDRESS: '4',
       MQTT_CONNECT_TIMEOUT_MS: '120000',
+      HTTP_REQUEST_TIMEOUT_MS: '2000',
     },
   });
 });
@@ -112,4 +113,28 @@ it('MQTT: one address holds at most MQTT_MAX_PENDING_PER_ADDRESS connections bef
     return !refused;
   }, 'room for a pending connection once one closed');
   for (const c of [...connected, ...pending, fromElsewhere]) c.end();
+});
+
+it('HTTP: a request whose body trickles past HTTP_REQUEST_TIMEOUT_MS gets 408 problem details and its connection closed', async () => {
+  const port = Number(new URL(app.url).port);
+  const socket = connect({ port, host: '127.0.0.1' });
+  sockets.push(socket);
+  socket.on('error', () => undefined);
+  let text = '';
+  socket.on('data', (d: Buffer) => (text += d.toString('utf8')));
+  const closed = new Promise<void>((r) => socket.once('close', () => r()));
+  socket.write(
+    'POST /auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{',
+  );
+  // One byte now and then, never the whole body: the connection is closed, not held.
+  const trickle = setInterval(() => socket.writable && socket.write(' '), 300);
+  await closed;
+  clearInterval(trickle);
+  const [head, body] = text.split('\r\n\r\n');
+  expect(head!.split('\r\n')[0]).toBe('HTTP/1.1 408 Request Timeout');
+  expect(JSON.parse(body!)).toMatchObject({
+    status: 408,
+    code: 'PLATFORM.MALFORMED_REQUEST',
+    errors: [{ field: '(request)' }],
+  });
 });
