@@ -33,7 +33,7 @@ import {
   type OwnStrategies,
   type TokenRequest,
 } from './auth';
-import { DeviceJwtStrategy, UserJwtStrategy } from './jwt.strategies';
+import { DeviceJwtStrategy, UserJwtStrategy, recalledPrincipal } from './jwt.strategies';
 import type { AuthMode, Authenticator, Principal } from '../platform/http/access';
 import { SessionWatch, checkSessions } from './session-watch';
 import { AuthErrorCode } from '../platform/http/auth-errors';
@@ -222,7 +222,19 @@ export class IdentityServices implements Authenticator, OnModuleInit, OnApplicat
    * Authorization header (see `authenticateRequest`).
    */
   authenticate(header: string | undefined, mode: AuthMode): Promise<Principal> {
-    return this.authenticateRequest({ headers: { authorization: header } }, mode);
+    const req = { headers: { authorization: header } };
+    const known = this.recalledPrincipal(req, mode);
+    return known ? Promise.resolve(known) : this.authenticateRequest(req, mode);
+  }
+
+  /**
+   * The principal of a request whose token was verified here recently and is not revoked, at
+   * once (jwt.strategies.ts `recalledPrincipal`); undefined when the strategies must decide
+   * (`authenticateRequest`). With 'user-or-device', a token is remembered with its one kind.
+   */
+  recalledPrincipal(req: TokenRequest, mode: AuthMode): Principal | undefined {
+    if (mode !== 'user-or-device') return recalledPrincipal(this, req, mode);
+    return recalledPrincipal(this, req, 'user') ?? recalledPrincipal(this, req, 'device');
   }
 
   /**

@@ -2,9 +2,12 @@ import { PassportStrategy } from '@nestjs/passport';
 import type { Principal } from '../platform/http/access';
 import {
   AccessTokenStrategy,
+  bearerToken,
   issuedAt,
   type AccessTokenClaims,
   type RevocationMirror,
+  type TokenKind,
+  type TokenRequest,
   type TokenService,
 } from './auth';
 
@@ -24,7 +27,7 @@ import {
  */
 export interface StrategyDeps {
   readonly tokens: TokenService;
-  readonly revocationMirror: Pick<RevocationMirror, 'check'>;
+  readonly revocationMirror: Pick<RevocationMirror, 'check' | 'verdict'>;
 }
 
 function principalOf(claims: AccessTokenClaims): Principal {
@@ -43,6 +46,21 @@ function principalOf(claims: AccessTokenClaims): Principal {
 function principalFor(deps: StrategyDeps, claims: AccessTokenClaims): Principal | Promise<Principal> {
   const pending = deps.revocationMirror.check(claims);
   return pending ? pending.then(() => principalOf(claims)) : principalOf(claims);
+}
+
+/**
+ * The principal of a request whose token this instance verified recently (`TokenService.recall`:
+ * the full strategy checked it, at most 60 s ago, its key still ours) and that the mirror, fresh
+ * now, does not hold revoked: what the strategy's verify step would answer, without passport's
+ * callbacks and promises (most requests of a client reuse one token). Undefined for anything
+ * else, and the strategy then decides and says why (401 with its code, 503, a wait for the
+ * mirror). A too long Authorization header throws its 400 here as it does there.
+ */
+export function recalledPrincipal(deps: StrategyDeps, req: TokenRequest, kind: TokenKind): Principal | undefined {
+  const token = bearerToken(req);
+  const claims = token === null ? undefined : deps.tokens.recall(token, kind);
+  if (claims === undefined || deps.revocationMirror.verdict(claims) !== 'ok') return undefined;
+  return principalOf(claims);
 }
 
 export class UserJwtStrategy extends PassportStrategy(AccessTokenStrategy, 'jwt') {
