@@ -502,7 +502,7 @@ async function postmasterPid(pool: Pool): Promise<number> {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
 }
 
-/** CPU ms (user + system) of a postmaster and its children so far: one server's, whatever else runs on the box. */
+/** CPU ms (user + system) of a postmaster and its children so far, ended ones included: one server's, whatever else runs on the box. */
 function serverCpuMs(postmaster: number): number {
   let ticks = 0;
   for (const pid of readdirSync('/proc')) {
@@ -510,8 +510,13 @@ function serverCpuMs(postmaster: number): number {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(pid) !== postmaster && Number(f[1]) !== postmaster) continue;
-      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+      if (Number(pid) === postmaster) {
+        // Its own time and that of its children that have ended (reaped: cutime, cstime), so a backend or
+        // worker that exits between two samples is still counted.
+        ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+      } else if (Number(f[1]) === postmaster) {
+        ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+      }
     } catch {
       // the process ended meanwhile
     }
