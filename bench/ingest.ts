@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -9,6 +9,7 @@ import { loadConfig } from '../src/config';
 import { IdentityServices } from '../src/identity/identity.services';
 import { createLogger } from '../src/platform/logger';
 import { bucketSeriesJson, rawSeriesJson } from '../projections/telemetry.queries';
+import type { Pool } from 'pg';
 import { readCheckpoint } from '../src/platform/processing/checkpoints';
 import { EmbeddedBroker } from '../src/telemetry/embedded-broker';
 import { startMosquitto, type Mosquitto } from '../test/support/mosquitto';
@@ -23,7 +24,6 @@ import {
   loadLine,
   median,
   percentile,
-  postgresCpuMs,
   processCpuMs,
   RUNS,
   report,
@@ -63,6 +63,14 @@ const HTTP_BATCH = 500;
 const HISTORY_DAYS = envInt('BENCH_HISTORY_DAYS', 30);
 const QUERY_RUNS = envInt('BENCH_HISTORY_QUERIES', 20);
 const DAY_MS = 86_400_000;
+/** Rows to run (BENCH_INGEST_ROWS, comma-separated: a,b,c,d,e,split; default all). (c) runs (a) for its rate. */
+const ROWS = new Set(
+  (process.env.BENCH_INGEST_ROWS ?? 'a,b,c,d,e,split')
+    .split(',')
+    .map((r) => r.trim())
+    .filter(Boolean),
+);
+const row = (r: string) => ROWS.has(r) || (r === 'a' && ROWS.has('c'));
 
 let seq = 0;
 // Yesterday onwards, a millisecond apart: well within TELEMETRY_MAX_PAST_DAYS, never in the future.
@@ -136,6 +144,9 @@ async function main(): Promise<void> {
       `${READINGS.toLocaleString('en-US')} readings per run, ${PER_MESSAGE} per MQTT message, ${WINDOW} messages in flight, ${RUNS} runs per figure; app, broker and load generator share this process`,
     );
     console.log(loadLine('start'));
+    // PostgreSQL CPU: this benchmark's server only (its postmaster and children), not other servers on the box.
+    const postmaster = await postmasterPid(pool);
+    const postgresCpuMs = () => serverCpuMs(postmaster);
 
     // An owner and a device, over HTTP as a client would.
     const http = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
@@ -199,258 +210,275 @@ async function main(): Promise<void> {
 
     // (a) -----------------------------------------------------------------
     const stored: number[] = [];
-    const pass: number[] = [];
-    // CPU ms of this process and of PostgreSQL per run: where a run's time goes on a 2-core box.
-    const cpu = { stored: [] as [number, number][], pass: [] as [number, number][] };
-    let lastLag = 0;
-    for (let run = 0; run < RUNS; run++) {
-      {
-        const c = await connect(passPort, deviceId, token);
-        const [n0, p0] = [processCpuMs(), postgresCpuMs()];
-        const t0 = performance.now();
-        await publishAll(c, topic, messages);
-        pass.push(readings / ((performance.now() - t0) / 1000));
-        cpu.pass.push([processCpuMs() - n0, postgresCpuMs() - p0]);
-        await c.endAsync();
-      }
-      {
-        const c = await connect(telemetry.mqttPort, deviceId, token);
-        const [n0, p0] = [processCpuMs(), postgresCpuMs()];
-        const t0 = performance.now();
-        await publishAll(c, topic, messages);
-        const acked = performance.now();
-        // Queryable: the projection has applied everything the PUBACKs covered.
-        const head = await app.platform.store.headPosition();
-        if (!(await app.platform.projections.waitFor('telemetry', head, 120_000)))
-          throw new Error('projection did not catch up');
-        const t1 = performance.now();
-        lastLag = t1 - acked;
-        stored.push(readings / ((t1 - t0) / 1000));
-        cpu.stored.push([processCpuMs() - n0, postgresCpuMs() - p0]);
-        await c.endAsync();
-      }
-    }
-    report(
-      `(a) MQTT QoS 1, ${readings.toLocaleString('en-US')} readings (${messages.toLocaleString('en-US')} messages of ${PER_MESSAGE}), ${WINDOW} in flight`,
-      { label: 'stored + queryable (embedded broker)', rates: stored },
-      { label: 'same broker, PUBACK without storing', rates: pass },
-      0.5,
-    );
-    info(`last run: projection caught up ${fmtMs(lastLag)} after the last PUBACK`);
-    const perK = (runs: [number, number][], i: 0 | 1) => median(runs.map((r) => (r[i] * 1000) / readings)).toFixed(1);
-    info(
-      `CPU per 1,000 readings (median run): stored — this process ${perK(cpu.stored, 0)} ms, PostgreSQL ${perK(cpu.stored, 1)} ms; ` +
-        `pass-through — this process ${perK(cpu.pass, 0)} ms, PostgreSQL ${perK(cpu.pass, 1)} ms`,
-    );
-    const dupes = await pool.query<{ n: number; d: number }>(
-      `SELECT count(*)::int AS n, count(DISTINCT r->>'id')::int AS d
-         FROM events, jsonb_array_elements(data->'readings') r WHERE stream_id = $1`,
-      [`telemetry-${deviceId}`],
-    );
-    info(
-      `events stored for the device: ${dupes.rows[0]!.n.toLocaleString('en-US')}, distinct reading ids: ${dupes.rows[0]!.d.toLocaleString('en-US')}`,
-    );
-
-    // (b) -----------------------------------------------------------------
-    await pool.query('DROP TABLE IF EXISTS readings_raw');
-    await pool.query(
-      'CREATE TABLE readings_raw (device_id uuid NOT NULL, metric text NOT NULL, ts timestamptz NOT NULL, value float8 NOT NULL, reading_id text)',
-    );
-    const batches = Math.ceil(READINGS / HTTP_BATCH);
-    const bodies = () => Array.from({ length: batches }, () => payload(HTTP_BATCH));
-    const httpRates: number[] = [];
-    const copyRates: number[] = [];
-    const devAuth = { authorization: `Bearer ${token}` };
-    for (let run = 0; run < RUNS; run++) {
-      const work = bodies();
-      let i = 0;
-      const t0 = performance.now();
-      await Promise.all(
-        Array.from({ length: HTTP_CONCURRENCY }, async () => {
-          while (i < work.length) {
-            const body = work[i++]!;
-            const r = await http('POST', `/devices/${deviceId}/readings`, body, devAuth);
-            if (r.status !== 202) throw new Error(`POST readings: ${r.status} ${JSON.stringify(r.body)}`);
-          }
-        }),
-      );
-      httpRates.push((batches * HTTP_BATCH) / ((performance.now() - t0) / 1000));
-      // The same rows, raw: one COPY per batch of 500, same concurrency.
-      const lines = work.map((b) =>
-        (JSON.parse(b) as { metric: string; value: number; ts: number; id: number }[]).map(
-          (r) => `${deviceId}\t${copyField(r.metric)}\t${new Date(r.ts).toISOString()}\t${r.value}\t${r.id}\n`,
-        ),
-      );
-      let j = 0;
-      const t1 = performance.now();
-      await Promise.all(
-        Array.from({ length: HTTP_CONCURRENCY }, async () => {
-          const client = await pool.connect();
-          try {
-            while (j < lines.length)
-              await copyLines(
-                client,
-                'COPY readings_raw (device_id, metric, ts, value, reading_id) FROM STDIN',
-                lines[j++]!,
-              );
-          } finally {
-            client.release();
-          }
-        }),
-      );
-      copyRates.push((batches * HTTP_BATCH) / ((performance.now() - t1) / 1000));
-    }
-    report(
-      `(b) ${(batches * HTTP_BATCH).toLocaleString('en-US')} readings in batches of ${HTTP_BATCH}, ${HTTP_CONCURRENCY} in flight`,
-      { label: 'POST /devices/:id/readings (202)', rates: httpRates },
-      { label: 'COPY of the same rows, per batch', rates: copyRates },
-      0.5,
-    );
-
-    // (c) -----------------------------------------------------------------
-    const rate = median(stored) / 2;
-    const msgRate = rate / PER_MESSAGE;
-    const total = Math.max(1, Math.floor(msgRate * LATENCY_SECONDS));
-    const c = await connect(telemetry.mqttPort, deviceId, token);
-    await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 60_000);
-    const startPos = await app.platform.store.headPosition();
-    const sentAt = new Map<number, number>(); // last reading id of a message -> publish time
-    const seenAt = new Map<number, number>();
-    let polling = true;
-    const poller = (async () => {
-      let after = startPos;
-      while (polling || seenAt.size < sentAt.size) {
-        const res = await pool.query<{ position: number; reading_id: string }>(
-          'SELECT position, reading_id FROM telemetry_readings WHERE device_id = $1 AND position > $2 ORDER BY position LIMIT 10000',
-          [deviceId, after],
-        );
-        const now = performance.now();
-        for (const r of res.rows) {
-          after = r.position;
-          const id = Number(r.reading_id);
-          if (sentAt.has(id)) seenAt.set(id, now);
+    if (row('a')) {
+      const pass: number[] = [];
+      // CPU ms of this process and of PostgreSQL per run: where a run's time goes on a 2-core box.
+      const cpu = { stored: [] as [number, number][], pass: [] as [number, number][] };
+      let lastLag = 0;
+      for (let run = 0; run < RUNS; run++) {
+        {
+          const c = await connect(passPort, deviceId, token);
+          const [n0, p0] = [processCpuMs(), postgresCpuMs()];
+          const t0 = performance.now();
+          await publishAll(c, topic, messages);
+          pass.push(readings / ((performance.now() - t0) / 1000));
+          cpu.pass.push([processCpuMs() - n0, postgresCpuMs() - p0]);
+          await c.endAsync();
         }
-        if (res.rows.length === 0) await sleep(2);
-        if (!polling && performance.now() - Math.max(...seenAt.values(), 0) > 30_000) break;
+        {
+          const c = await connect(telemetry.mqttPort, deviceId, token);
+          const [n0, p0] = [processCpuMs(), postgresCpuMs()];
+          const t0 = performance.now();
+          await publishAll(c, topic, messages);
+          const acked = performance.now();
+          // Queryable: the projection has applied everything the PUBACKs covered.
+          const head = await app.platform.store.headPosition();
+          if (!(await app.platform.projections.waitFor('telemetry', head, 120_000)))
+            throw new Error('projection did not catch up');
+          const t1 = performance.now();
+          lastLag = t1 - acked;
+          stored.push(readings / ((t1 - t0) / 1000));
+          cpu.stored.push([processCpuMs() - n0, postgresCpuMs() - p0]);
+          await c.endAsync();
+        }
       }
-    })();
-    let late = 0;
-    const t0 = performance.now();
-    const inflight: Promise<unknown>[] = [];
-    for (let m = 0; m < total; m++) {
-      const due = t0 + (m * 1000) / msgRate;
-      const wait = due - performance.now();
-      if (wait > 0) await sleep(wait);
-      else if (wait < -10) late++;
-      const body = payload(PER_MESSAGE);
-      sentAt.set(seq, performance.now());
-      inflight.push(c.publishAsync(topic, body, { qos: 1 }));
+      report(
+        `(a) MQTT QoS 1, ${readings.toLocaleString('en-US')} readings (${messages.toLocaleString('en-US')} messages of ${PER_MESSAGE}), ${WINDOW} in flight`,
+        { label: 'stored + queryable (embedded broker)', rates: stored },
+        { label: 'same broker, PUBACK without storing', rates: pass },
+        0.5,
+      );
+      info(`last run: projection caught up ${fmtMs(lastLag)} after the last PUBACK`);
+      const perK = (runs: [number, number][], i: 0 | 1) => median(runs.map((r) => (r[i] * 1000) / readings)).toFixed(1);
+      info(
+        `CPU per 1,000 readings (median run): stored — this process ${perK(cpu.stored, 0)} ms, PostgreSQL ${perK(cpu.stored, 1)} ms; ` +
+          `pass-through — this process ${perK(cpu.pass, 0)} ms, PostgreSQL ${perK(cpu.pass, 1)} ms`,
+      );
+      const dupes = await pool.query<{ n: number; d: number }>(
+        `SELECT count(*)::int AS n, count(DISTINCT r->>'id')::int AS d
+         FROM events, jsonb_array_elements(data->'readings') r WHERE stream_id = $1`,
+        [`telemetry-${deviceId}`],
+      );
+      info(
+        `events stored for the device: ${dupes.rows[0]!.n.toLocaleString('en-US')}, distinct reading ids: ${dupes.rows[0]!.d.toLocaleString('en-US')}`,
+      );
     }
-    await Promise.all(inflight);
-    polling = false;
-    await poller;
-    await c.endAsync();
-    const lat = [...sentAt].flatMap(([id, t]) => (seenAt.has(id) ? [seenAt.get(id)! - t] : []));
-    const p99 = percentile(lat, 99);
-    console.log(
-      `\n(c) publish-to-queryable latency at half the stored rate (${Math.round(rate).toLocaleString('en-US')} readings/s = ${msgRate.toFixed(0)} messages/s, ${LATENCY_SECONDS} s, open loop)`,
-    );
-    console.log(
-      `  p50 ${fmtMs(percentile(lat, 50))}   p90 ${fmtMs(percentile(lat, 90))}   p99 ${fmtMs(p99)}   max ${fmtMs(Math.max(...lat))}   target p99 ≤ 150 ms  ${p99 <= 150 ? 'PASS' : 'BELOW'}`,
-    );
-    info(
-      `${lat.length} of ${sentAt.size} messages seen queryable; ${late} published more than 10 ms late (the box was too busy to pace)`,
-    );
-    info(
-      `peak resident memory of this process (app, broker and load generator): ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`,
-    );
-
-    // (d) -----------------------------------------------------------------
-    mosquitto = await startMosquitto();
-    external = await createApp(
-      loadConfig({
-        DATABASE_URL: benchDatabaseUrl(),
-        REDIS_URL: redisUrl,
-        PORT: '0',
-        HOST: '127.0.0.1',
-        DATA_DIR: mkdtempSync(join(tmpdir(), 'bench-ingest-ext-')),
-        QUEUE_PREFIX: `bench-ingest-${tag}`,
-        LOG_LEVEL: 'silent',
-        MQTT_URL: mosquitto.url,
-        MQTT_CLIENT_ID: `bench-ext-${tag}`,
-        // This instance answers no authenticated request; HS256 spares generating a key pair.
-        JWT_ALG: 'HS256',
-        JWT_HS256_SECRET: randomBytes(32).toString('base64url'),
-      }),
-      createLogger('silent'),
-    );
-    // mosquitto acknowledges the publisher before our instance has the message: in both modes a run
-    // ends when every reading it sent is queryable (counted by its id in the read model).
-    const queryableIds = async () =>
-      (
-        await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM telemetry_reading_ids WHERE device_id = $1', [
-          deviceId,
-        ])
-      ).rows[0]!.n;
-    const allQueryable = async (n: number) => {
-      const until = performance.now() + 120_000;
-      while ((await queryableIds()) < n) {
-        if (performance.now() > until) throw new Error('readings did not become queryable');
-        await sleep(5);
-      }
-    };
-    {
-      const warm = await connectExternal(mosquitto, `bench-pub-${tag}`);
-      const expected = (await queryableIds()) + Math.min(500, messages) * PER_MESSAGE;
-      await publishAll(warm, topic, Math.min(500, messages));
-      await warm.endAsync();
-      await allQueryable(expected);
-    }
-    const embeddedRates: number[] = [];
-    const externalRates: number[] = [];
-    for (let run = 0; run < RUNS; run++) {
-      for (const mode of ['embedded', 'external'] as const) {
-        const c =
-          mode === 'embedded'
-            ? await connect(telemetry.mqttPort, deviceId, token)
-            : await connectExternal(mosquitto, `bench-pub-${tag}`);
-        const expected = (await queryableIds()) + readings;
+    if (row('b')) {
+      // (b) -----------------------------------------------------------------
+      await pool.query('DROP TABLE IF EXISTS readings_raw');
+      await pool.query(
+        'CREATE TABLE readings_raw (device_id uuid NOT NULL, metric text NOT NULL, ts timestamptz NOT NULL, value float8 NOT NULL, reading_id text)',
+      );
+      const batches = Math.ceil(READINGS / HTTP_BATCH);
+      const bodies = () => Array.from({ length: batches }, () => payload(HTTP_BATCH));
+      const httpRates: number[] = [];
+      const copyRates: number[] = [];
+      const devAuth = { authorization: `Bearer ${token}` };
+      for (let run = 0; run < RUNS; run++) {
+        const work = bodies();
+        let i = 0;
         const t0 = performance.now();
-        await publishAll(c, topic, messages);
-        await allQueryable(expected);
-        (mode === 'embedded' ? embeddedRates : externalRates).push(readings / ((performance.now() - t0) / 1000));
-        await c.endAsync();
+        await Promise.all(
+          Array.from({ length: HTTP_CONCURRENCY }, async () => {
+            while (i < work.length) {
+              const body = work[i++]!;
+              const r = await http('POST', `/devices/${deviceId}/readings`, body, devAuth);
+              if (r.status !== 202) throw new Error(`POST readings: ${r.status} ${JSON.stringify(r.body)}`);
+            }
+          }),
+        );
+        httpRates.push((batches * HTTP_BATCH) / ((performance.now() - t0) / 1000));
+        // The same rows, raw: one COPY per batch of 500, same concurrency.
+        const lines = work.map((b) =>
+          (JSON.parse(b) as { metric: string; value: number; ts: number; id: number }[]).map(
+            (r) => `${deviceId}\t${copyField(r.metric)}\t${new Date(r.ts).toISOString()}\t${r.value}\t${r.id}\n`,
+          ),
+        );
+        let j = 0;
+        const t1 = performance.now();
+        await Promise.all(
+          Array.from({ length: HTTP_CONCURRENCY }, async () => {
+            const client = await pool.connect();
+            try {
+              while (j < lines.length)
+                await copyLines(
+                  client,
+                  'COPY readings_raw (device_id, metric, ts, value, reading_id) FROM STDIN',
+                  lines[j++]!,
+                );
+            } finally {
+              client.release();
+            }
+          }),
+        );
+        copyRates.push((batches * HTTP_BATCH) / ((performance.now() - t1) / 1000));
       }
+      report(
+        `(b) ${(batches * HTTP_BATCH).toLocaleString('en-US')} readings in batches of ${HTTP_BATCH}, ${HTTP_CONCURRENCY} in flight`,
+        { label: 'POST /devices/:id/readings (202)', rates: httpRates },
+        { label: 'COPY of the same rows, per batch', rates: copyRates },
+        0.5,
+      );
     }
-    report(
-      `(d) external broker mode, ${readings.toLocaleString('en-US')} readings per run, ${WINDOW} in flight (runs interleaved)`,
-      { label: 'mosquitto → MQTT_URL instance, stored + queryable', rates: externalRates },
-      { label: 'embedded broker, stored + queryable', rates: embeddedRates },
-      0.8,
-    );
-    await external.close();
-    external = undefined;
-
-    // (e) -----------------------------------------------------------------
-    await history(app, owner, http);
-
-    // Where (a)'s CPU goes: the same load with the projections stopped (ingest and append
-    // alone), then the projection catching up alone. Last, since it stops the projections.
-    {
-      await app.platform.projections.stop();
+    if (row('c')) {
+      // (c) -----------------------------------------------------------------
+      const rate = median(stored) / 2;
+      const msgRate = rate / PER_MESSAGE;
+      const total = Math.max(1, Math.floor(msgRate * LATENCY_SECONDS));
       const c = await connect(telemetry.mqttPort, deviceId, token);
-      const [n0, p0] = [processCpuMs(), postgresCpuMs()];
-      await publishAll(c, topic, messages);
-      const [n1, p1] = [processCpuMs(), postgresCpuMs()];
+      await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 60_000);
+      const startPos = await app.platform.store.headPosition();
+      const sentAt = new Map<number, number>(); // last reading id of a message -> publish time
+      const seenAt = new Map<number, number>();
+      let polling = true;
+      const poller = (async () => {
+        let after = startPos;
+        while (polling || seenAt.size < sentAt.size) {
+          const res = await pool.query<{ position: number; reading_id: string }>(
+            'SELECT position, reading_id FROM telemetry_readings WHERE device_id = $1 AND position > $2 ORDER BY position LIMIT 10000',
+            [deviceId, after],
+          );
+          const now = performance.now();
+          for (const r of res.rows) {
+            after = r.position;
+            const id = Number(r.reading_id);
+            if (sentAt.has(id)) seenAt.set(id, now);
+          }
+          if (res.rows.length === 0) await sleep(2);
+          if (!polling && performance.now() - Math.max(...seenAt.values(), 0) > 30_000) break;
+        }
+      })();
+      let late = 0;
+      const t0 = performance.now();
+      const inflight: Promise<unknown>[] = [];
+      for (let m = 0; m < total; m++) {
+        const due = t0 + (m * 1000) / msgRate;
+        const wait = due - performance.now();
+        if (wait > 0) await sleep(wait);
+        else if (wait < -10) late++;
+        const body = payload(PER_MESSAGE);
+        sentAt.set(seq, performance.now());
+        inflight.push(c.publishAsync(topic, body, { qos: 1 }));
+      }
+      await Promise.all(inflight);
+      polling = false;
+      await poller;
       await c.endAsync();
-      const newest = Number((await pool.query<{ p: string }>('SELECT max(position) AS p FROM events')).rows[0]!.p);
-      app.platform.projections.start();
-      while (((await readCheckpoint(pool, 'telemetry'))?.position ?? 0) < newest) await sleep(5);
-      const [n2, p2] = [processCpuMs(), postgresCpuMs()];
-      const k = (ms: number) => ((ms * 1000) / readings).toFixed(1);
-      console.log(`\n(a) split: ${readings.toLocaleString('en-US')} readings, CPU ms per 1,000 readings`);
-      info(`ingest + append (projections stopped): this process ${k(n1 - n0)}, PostgreSQL ${k(p1 - p0)}`);
-      info(`telemetry projection catching up alone: this process ${k(n2 - n1)}, PostgreSQL ${k(p2 - p1)}`);
+      const lat = [...sentAt].flatMap(([id, t]) => (seenAt.has(id) ? [seenAt.get(id)! - t] : []));
+      const p99 = percentile(lat, 99);
+      console.log(
+        `\n(c) publish-to-queryable latency at half the stored rate (${Math.round(rate).toLocaleString('en-US')} readings/s = ${msgRate.toFixed(0)} messages/s, ${LATENCY_SECONDS} s, open loop)`,
+      );
+      console.log(
+        `  p50 ${fmtMs(percentile(lat, 50))}   p90 ${fmtMs(percentile(lat, 90))}   p99 ${fmtMs(p99)}   max ${fmtMs(Math.max(...lat))}   target p99 ≤ 150 ms  ${p99 <= 150 ? 'PASS' : 'BELOW'}`,
+      );
+      info(
+        `${lat.length} of ${sentAt.size} messages seen queryable; ${late} published more than 10 ms late (the box was too busy to pace)`,
+      );
+      info(
+        `peak resident memory of this process (app, broker and load generator): ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`,
+      );
+    }
+    if (row('d')) {
+      // (d) -----------------------------------------------------------------
+      mosquitto = await startMosquitto();
+      external = await createApp(
+        loadConfig({
+          DATABASE_URL: benchDatabaseUrl(),
+          REDIS_URL: redisUrl,
+          PORT: '0',
+          HOST: '127.0.0.1',
+          DATA_DIR: mkdtempSync(join(tmpdir(), 'bench-ingest-ext-')),
+          QUEUE_PREFIX: `bench-ingest-${tag}`,
+          LOG_LEVEL: 'silent',
+          MQTT_URL: mosquitto.url,
+          MQTT_CLIENT_ID: `bench-ext-${tag}`,
+          // This instance answers no authenticated request; HS256 spares generating a key pair.
+          JWT_ALG: 'HS256',
+          JWT_HS256_SECRET: randomBytes(32).toString('base64url'),
+        }),
+        createLogger('silent'),
+      );
+      // mosquitto acknowledges the publisher before our instance has the message: in both modes a run
+      // ends when every reading it sent is queryable (counted by its id in the read model).
+      const queryableIds = async () =>
+        (
+          await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM telemetry_reading_ids WHERE device_id = $1', [
+            deviceId,
+          ])
+        ).rows[0]!.n;
+      const allQueryable = async (n: number) => {
+        const until = performance.now() + 120_000;
+        while ((await queryableIds()) < n) {
+          if (performance.now() > until) throw new Error('readings did not become queryable');
+          await sleep(5);
+        }
+      };
+      {
+        const warm = await connectExternal(mosquitto, `bench-pub-${tag}`);
+        const expected = (await queryableIds()) + Math.min(500, messages) * PER_MESSAGE;
+        await publishAll(warm, topic, Math.min(500, messages));
+        await warm.endAsync();
+        await allQueryable(expected);
+      }
+      const embeddedRates: number[] = [];
+      const externalRates: number[] = [];
+      for (let run = 0; run < RUNS; run++) {
+        for (const mode of ['embedded', 'external'] as const) {
+          const c =
+            mode === 'embedded'
+              ? await connect(telemetry.mqttPort, deviceId, token)
+              : await connectExternal(mosquitto, `bench-pub-${tag}`);
+          const expected = (await queryableIds()) + readings;
+          const t0 = performance.now();
+          await publishAll(c, topic, messages);
+          await allQueryable(expected);
+          (mode === 'embedded' ? embeddedRates : externalRates).push(readings / ((performance.now() - t0) / 1000));
+          await c.endAsync();
+        }
+      }
+      report(
+        `(d) external broker mode, ${readings.toLocaleString('en-US')} readings per run, ${WINDOW} in flight (runs interleaved)`,
+        { label: 'mosquitto → MQTT_URL instance, stored + queryable', rates: externalRates },
+        { label: 'embedded broker, stored + queryable', rates: embeddedRates },
+        0.8,
+      );
+      await external.close();
+      external = undefined;
+    }
+    if (row('e')) {
+      // (e) -----------------------------------------------------------------
+      await history(app, owner, http);
+    }
+    if (row('split')) {
+      // Where (a)'s CPU goes: the same load with the projections stopped (ingest and append
+      // alone), then the projection catching up alone. Last, since it stops the projections.
+      {
+        const runs: { ingest: [number, number]; projection: [number, number] }[] = [];
+        for (let run = 0; run < RUNS; run++) {
+          await app.platform.projections.stop();
+          const c = await connect(telemetry.mqttPort, deviceId, token);
+          const [n0, p0] = [processCpuMs(), postgresCpuMs()];
+          await publishAll(c, topic, messages);
+          const [n1, p1] = [processCpuMs(), postgresCpuMs()];
+          await c.endAsync();
+          const newest = Number((await pool.query<{ p: string }>('SELECT max(position) AS p FROM events')).rows[0]!.p);
+          app.platform.projections.start();
+          while (((await readCheckpoint(pool, 'telemetry'))?.position ?? 0) < newest) await sleep(5);
+          const [n2, p2] = [processCpuMs(), postgresCpuMs()];
+          runs.push({ ingest: [n1 - n0, p1 - p0], projection: [n2 - n1, p2 - p1] });
+        }
+        const k = (ms: number) => ((ms * 1000) / readings).toFixed(1);
+        const fig = (part: 'ingest' | 'projection', i: 0 | 1) =>
+          `${k(median(runs.map((r) => r[part][i])))} (${runs.map((r) => k(r[part][i])).join(' / ')})`;
+        console.log(
+          `\n(a) split: ${readings.toLocaleString('en-US')} readings, CPU ms per 1,000 readings, median of ${RUNS} runs (runs)`,
+        );
+        info(`ingest + append (projections stopped): this process ${fig('ingest', 0)}, PostgreSQL ${fig('ingest', 1)}`);
+        info(
+          `telemetry projection catching up alone: this process ${fig('projection', 0)}, PostgreSQL ${fig('projection', 1)}`,
+        );
+      }
     }
     console.log(loadLine('end'));
   } finally {
@@ -467,6 +495,35 @@ type Http = (
   body?: unknown,
   headers?: Record<string, string>,
 ) => Promise<{ status: number; body: Record<string, unknown> }>;
+
+/** The PID of the postmaster serving this pool (the parent of its backends). */
+async function postmasterPid(pool: Pool): Promise<number> {
+  const backend = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  const stat = readFileSync(`/proc/${backend}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+/** CPU ms (user + system) of a postmaster and its children so far, ended ones included: one server's, whatever else runs on the box. */
+function serverCpuMs(postmaster: number): number {
+  let ticks = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(pid) === postmaster) {
+        // Its own time and that of its children that have ended (reaped: cutime, cstime), so a backend or
+        // worker that exits between two samples is still counted.
+        ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+      } else if (Number(f[1]) === postmaster) {
+        ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+      }
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return ticks * 10; // USER_HZ is 100 on Linux
+}
 
 /** (e): a month of 1 Hz history, read through the route and directly. */
 async function history(app: RunningApp, owner: Record<string, string>, http: Http): Promise<void> {

@@ -53,10 +53,13 @@ export interface IngestOptions {
   readonly onBatch?: (readings: number, stored: number) => void;
 }
 
+/** An event's metadata, or how to make it from the event's id (an MQTT message is correlated by its event id). */
+export type IngestMetadata = EventMetadata | ((eventId: string) => EventMetadata);
+
 interface Submission {
   readonly deviceId: string;
   readonly readings: readonly Reading[];
-  readonly meta: EventMetadata;
+  readonly meta: IngestMetadata;
   resolve(o: IngestOutcome): void;
   reject(e: unknown): void;
 }
@@ -76,7 +79,7 @@ export class ReadingIngestor {
     private readonly options: IngestOptions,
   ) {}
 
-  ingest(deviceId: string, readings: readonly Reading[], meta: EventMetadata): Promise<IngestOutcome> {
+  ingest(deviceId: string, readings: readonly Reading[], meta: IngestMetadata): Promise<IngestOutcome> {
     return this.admit(readings.length).then(
       () =>
         new Promise<IngestOutcome>((resolve, reject) => {
@@ -168,7 +171,7 @@ export class ReadingIngestor {
           id,
           type: decision.event.type,
           data: decision.event.data,
-          metadata: { ...s.meta, command: 'IngestReading' },
+          metadata: { ...(typeof s.meta === 'function' ? s.meta(id) : s.meta), command: 'IngestReading' },
         });
       }
       const writes = [...byStream].map(([streamId, events]) => ({ streamId, events }));

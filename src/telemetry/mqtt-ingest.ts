@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import secureJson from 'secure-json-parse';
 import { DomainError } from '../../domain/shared/errors';
 import { parseReadings } from '../../domain/telemetry/reading.decider';
@@ -23,7 +22,8 @@ export interface MessageSinks {
   readonly maxPayloadBytes: number;
   /** Readings stamped further back are refused (TELEMETRY_MAX_PAST_DAYS); none when absent. */
   readonly maxPastDays?: number;
-  ingest(deviceId: string, readings: ReturnType<typeof parseReadings>, correlationId: string): Promise<IngestOutcome>;
+  /** Stores the message's readings (one event, whose id is also the message's correlation id). */
+  ingest(deviceId: string, readings: ReturnType<typeof parseReadings>): Promise<IngestOutcome>;
   /** Keeps a message that can never be stored as readings, unless its device is past its dead-letter rate. */
   deadLetter(
     deviceId: string | null,
@@ -72,7 +72,7 @@ export async function handleReadingsMessage(
   }
   try {
     const readings = parseReadings(value, receivedAt, sinks.maxPastDays);
-    return { kind: 'stored', outcome: await sinks.ingest(deviceId, readings, randomUUID()) };
+    return { kind: 'stored', outcome: await sinks.ingest(deviceId, readings) };
   } catch (e) {
     // Invalid readings, unknown or revoked device: the message can never be stored; keep it for an operator.
     if (e instanceof DomainError && (e.kind === 'validation' || e.kind === 'not_found' || e.kind === 'forbidden'))

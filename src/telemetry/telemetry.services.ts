@@ -96,12 +96,14 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     this.sinks = {
       maxPayloadBytes: c.TELEMETRY_MAX_PAYLOAD_BYTES,
       maxPastDays: c.TELEMETRY_MAX_PAST_DAYS,
-      ingest: (deviceId, readings, correlationId) =>
-        this.ingestor.ingest(deviceId, readings, {
-          correlationId,
-          causationId: `mqtt:${correlationId}`,
+      // A message's correlation id is its event's id (derived from the message), so the console finds
+      // its events by the event id index (migrations/0029), and a resend correlates as the original.
+      ingest: (deviceId, readings) =>
+        this.ingestor.ingest(deviceId, readings, (eventId) => ({
+          correlationId: eventId,
+          causationId: `mqtt:${eventId}`,
           actor: `device:${deviceId}`,
-        }),
+        })),
       deadLetter: async (deviceId, topic, payload, code, reason) => {
         // A device that keeps sending what cannot be stored must not fill the disk: past its
         // rate, one row says so (with the message that crossed it) and the rest are not

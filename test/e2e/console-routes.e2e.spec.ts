@@ -81,6 +81,26 @@ describe('event explorer', () => {
     }
   });
 
+  // An MQTT message's event is correlated by its own id (migrations/0029 indexes only the others):
+  // its correlation still lists every event of that correlation id, and what it caused.
+  it('finds the correlation of an event whose correlation id is its own id', async () => {
+    const own = testEvent('explorer.Message');
+    const meta = { correlationId: own.id, causationId: `mqtt:${own.id}`, actor: 'system:test' };
+    const stream = `explorer-${randomUUID()}`;
+    await app.platform.store.append(stream, [{ ...own, metadata: meta }], 'no_stream');
+    const follower = { ...testEvent('explorer.Follower'), metadata: { ...meta, causationId: own.id } };
+    await app.platform.store.append(stream, [follower], 0);
+
+    for (const id of [own.id, follower.id]) {
+      const r = await app.http('GET', `/admin/events/${id}`, undefined, admin);
+      expect(r.status).toBe(200);
+      expect(r.body.correlated.map((e: { id: string }) => e.id)).toEqual([own.id, follower.id]);
+    }
+    const o = await app.http('GET', `/admin/events/${own.id}`, undefined, admin);
+    expect(o.body.causedBy).toBeNull();
+    expect(o.body.caused.map((e: { id: string }) => e.id)).toEqual([follower.id]);
+  });
+
   it('refuses bad input naming the field and rule, and answers 404 for an unknown event', async () => {
     const bad = async (path: string, field: string) => {
       const r = await app.http('GET', path, undefined, admin);

@@ -346,6 +346,40 @@ export function eventStoreContract(adapter: string, getStore: () => EventStore):
         expect(stored.map((e) => e.data.n)).toEqual([1, 2, 3]);
         expect(dup[0]?.position).toBe(stored[2]?.position);
       });
+
+      // Large enough for PostgreSQL's COPY path (es_append_skip_known_group deciding, the rows copied).
+      it('appendSkippingKnown of hundreds of events: only new ids, in order, revisions dense', async () => {
+        const a = stream('skip-big-a');
+        const b = stream('skip-big-b');
+        const c = stream('skip-big-c');
+        const evA = Array.from({ length: 250 }, (_, n) => testEvent('test.R', { n }));
+        const evB = Array.from({ length: 100 }, (_, n) => testEvent('test.R', { n }));
+        const evC = Array.from({ length: 10 }, (_, n) => testEvent('test.R', { n }));
+        await getStore().appendSkippingKnown([
+          { streamId: a, events: evA.slice(0, 100) },
+          { streamId: c, events: evC },
+        ]);
+        const results = await getStore().appendSkippingKnown([
+          { streamId: a, events: evA },
+          { streamId: b, events: evB },
+          { streamId: c, events: evC },
+        ]);
+        expect(results.map((r) => [r.streamId, r.appended, r.newIds, r.nextRevision])).toEqual([
+          [a, 150, evA.slice(100).map((e) => e.id), 249],
+          [b, 100, evB.map((e) => e.id), 99],
+          [c, 0, [], 9],
+        ]);
+        for (const [s, events, r] of [
+          [a, evA, results[0]],
+          [b, evB, results[1]],
+          [c, evC, results[2]],
+        ] as const) {
+          const stored = await getStore().readStream(s);
+          expect(stored.map((e) => [e.id, e.revision, e.data.n])).toEqual(events.map((e, i) => [e.id, i, i]));
+          expect(stored.every((e, i) => i === 0 || e.position > stored[i - 1]!.position)).toBe(true);
+          expect(r?.position).toBe(stored.at(-1)?.position);
+        }
+      });
     });
 
     describe('subscriptions', () => {

@@ -6,7 +6,7 @@ import { EVENT_COLUMNS as COLUMNS, storedEvent as toEvent, type EventRow as Row 
  * Reads for the operator console's event explorer, straight from the
  * PostgreSQL `events` table: newest-first paging of `$all`, one event by id,
  * and the causation and correlation links between events (indexed by
- * migrations/0028). Not for processing: these reads may show an event that
+ * migrations/0029). Not for processing: these reads may show an event that
  * committed while an older transaction is still in flight, which an operator
  * wants to see and a checkpointed reader must not (it reads below the horizon).
  * Data is shown as stored (schemaVersion is the stored one, not upcast).
@@ -37,6 +37,9 @@ export async function findEvent(pool: Pool, id: string): Promise<ExplorerEvent |
   return row ? toEvent(row) : undefined;
 }
 
+/** A UUID as PostgreSQL writes one (lowercase, hyphenated): the only text `event_id::text` can equal. */
+const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 /** What caused the event (when its causation id is an event's id), what it caused, and its correlation's events. */
 export async function relatedEvents(
   pool: Pool,
@@ -47,14 +50,28 @@ export async function relatedEvents(
   const isUuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(causation);
   const [causedBy, caused, correlated] = await Promise.all([
     isUuid ? findEvent(pool, causation) : Promise.resolve(undefined),
-    pool.query<Row>(`SELECT ${COLUMNS} FROM events WHERE metadata->>'causationId' = $1 ORDER BY position LIMIT $2`, [
-      event.id,
-      limit,
-    ]),
-    pool.query<Row>(`SELECT ${COLUMNS} FROM events WHERE metadata->>'correlationId' = $1 ORDER BY position LIMIT $2`, [
-      event.metadata.correlationId,
-      limit,
-    ]),
+    // Only a 36-character causation id can be an event's id: the partial index holds exactly those.
+    pool.query<Row>(
+      `SELECT ${COLUMNS} FROM events
+        WHERE metadata->>'causationId' = $1 AND length(metadata->>'causationId') = 36 ORDER BY position LIMIT $2`,
+      [event.id, limit],
+    ),
+    // An event whose correlation id is its own id (an MQTT message's) is found by its id; every other
+    // event with this correlation id is in the partial index.
+    pool.query<Row>(
+      `SELECT ${COLUMNS} FROM (
+         SELECT ${COLUMNS} FROM events
+          WHERE metadata->>'correlationId' = $1 AND metadata->>'correlationId' IS DISTINCT FROM event_id::text
+         UNION ALL
+         SELECT ${COLUMNS} FROM events
+          WHERE $2::uuid IS NOT NULL AND event_id = $2::uuid AND metadata->>'correlationId' = $1) x
+        ORDER BY position LIMIT $3`,
+      [
+        event.metadata.correlationId,
+        CANONICAL_UUID.test(event.metadata.correlationId) ? event.metadata.correlationId : null,
+        limit,
+      ],
+    ),
   ]);
   return {
     causedBy: causedBy ?? null,

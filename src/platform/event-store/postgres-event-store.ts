@@ -20,6 +20,10 @@ import {
 } from './event-store';
 import { PollingSubscriptions, asUnion, eventsOnly } from './polling-subscriptions';
 import {
+  appendSkipKnownByCopy,
+  appendSkipKnownGroup,
+  skipKnownResult,
+  type SkipKnownRow,
   GroupCommitter,
   groupParams,
   writeGroup,
@@ -116,6 +120,7 @@ export class PostgresEventStore implements EventStore {
   private closed = false;
   private readonly groups: GroupCommitter;
   private groupRetryAt = 0;
+  private skipKnownGroupRetryAt = 0;
 
   constructor(
     private readonly pool: Pool,
@@ -193,11 +198,44 @@ export class PostgresEventStore implements EventStore {
     return results;
   }
 
-  /** One transaction, one es_append_skip_known call (migrations/0005); see the port. */
+  /**
+   * One transaction (see the port): es_append_skip_known_group (migrations/0029), arrays in one
+   * statement; from GROUP_COPY_MIN_EVENTS events the function only decides and the fresh rows go in
+   * with one COPY. On a database not migrated to 0029 yet, es_append_skip_known (0005) as before.
+   */
   async appendSkippingKnown(
     writes: readonly { streamId: string; events: readonly EventToAppend[] }[],
   ): Promise<SkipKnownResult[]> {
     if (writes.length === 0) return [];
+    let out: SkipKnownResult[];
+    if (Date.now() < this.skipKnownGroupRetryAt) {
+      out = await this.appendSkippingKnownJson(writes);
+    } else {
+      try {
+        const events = writes.reduce((n, w) => n + w.events.length, 0);
+        out = await this.retrying(() =>
+          events >= GROUP_COPY_MIN_EVENTS
+            ? appendSkipKnownByCopy(this.pool, writes)
+            : appendSkipKnownGroup(this.pool, writes),
+        );
+      } catch (e) {
+        if (!isUndefinedFunction(e)) throw e;
+        this.skipKnownGroupRetryAt = Date.now() + GROUP_RETRY_MS;
+        this.options.log?.(
+          'event store: es_append_skip_known_group is missing (migration 0029 not applied), using es_append_skip_known',
+        );
+        out = await this.appendSkippingKnownJson(writes);
+      }
+    }
+    const n = out.reduce((a, r) => a + r.appended, 0);
+    if (n > 0) this.appended(n, [...new Set(writes.flatMap((w) => w.events.map((e) => e.type)))]);
+    return out;
+  }
+
+  /** es_append_skip_known (migrations/0005, 0024): the whole call as one jsonb document. */
+  private async appendSkippingKnownJson(
+    writes: readonly { streamId: string; events: readonly EventToAppend[] }[],
+  ): Promise<SkipKnownResult[]> {
     const payload = JSON.stringify(
       writes.map((w) => ({
         stream: w.streamId,
@@ -205,31 +243,17 @@ export class PostgresEventStore implements EventStore {
       })),
     );
     const res = await this.retrying(() =>
-      this.pool.query<{
-        stream_id: string;
-        appended: number;
-        new_ids: string[];
-        revision: string;
-        last_position: string | null;
-      }>(
+      this.pool.query<SkipKnownRow>(
         'SELECT stream_id, appended, new_ids::text[] AS new_ids, revision, last_position FROM es_append_skip_known($1::jsonb)',
         [payload],
       ),
     );
-    const out = res.rows.map((r) => ({
-      streamId: r.stream_id,
-      appended: r.appended,
-      newIds: r.new_ids,
-      nextRevision: Number(r.revision),
-      position: Number(r.last_position ?? 0),
-    }));
-    const n = out.reduce((a, r) => a + r.appended, 0);
-    if (n > 0) this.appended(n);
-    return out;
+    return res.rows.map(skipKnownResult);
   }
 
-  private appended(count: number): void {
-    this.announce();
+  /** `types`: of the events appended, when known (local subscribers that read none of them are woken later). */
+  private appended(count: number, types?: readonly string[]): void {
+    this.announce(types);
     this.options.onAppended?.(count);
   }
 
@@ -416,6 +440,7 @@ export class PostgresEventStore implements EventStore {
       {
         fromPosition: options.fromPosition,
         batchSize: options.batchSize ?? 500,
+        ...(options.eventTypes ? { eventTypes: options.eventTypes } : {}),
         read: (position, batchSize) => this.readBatch(position, batchSize, options.eventTypes),
         // Caught up: wait for NOTIFY (or a local append); the timeout covers a lost notification.
         idleMs: () => (this.listener ? 2000 : 250),
@@ -429,13 +454,14 @@ export class PostgresEventStore implements EventStore {
   }
 
   /**
-   * Wakes every waiting subscriber of this process at once and, at most every
+   * Wakes the subscribers of this process these events concern at once (every one when
+   * the types are not given; see PollingSubscriptions.wake) and, at most every
    * NOTIFY_INTERVAL_MS, every other process via NOTIFY. The NOTIFY is its own
    * statement after the commit: inside the append's transaction PostgreSQL
    * would serialise the commits of all notifying writers.
    */
-  private announce(): void {
-    this.polling.wakeAll();
+  private announce(types?: readonly string[]): void {
+    this.polling.wake(types);
     if (this.notifyTimer || this.closed) return;
     this.notifyTimer = setTimeout(() => {
       this.notifyTimer = undefined;

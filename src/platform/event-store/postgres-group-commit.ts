@@ -1,6 +1,6 @@
 import type { Pool } from 'pg';
 import { copyLines } from '../processing/copy';
-import type { AppendResult, EventToAppend, ExpectedRevision } from './event-store';
+import type { AppendResult, EventToAppend, ExpectedRevision, SkipKnownResult } from './event-store';
 
 /**
  * Group commit for the PostgreSQL store: appends that arrive while a group is
@@ -288,6 +288,106 @@ export async function writeGroupByCopy(
       revision: Number(r.revision),
       position: r.last_position === null ? null : Number(r.last_position),
     }));
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  } finally {
+    client.release();
+  }
+}
+
+/** A row of es_append_skip_known (0005) and es_append_skip_known_group (0029). */
+export interface SkipKnownRow {
+  stream_id: string;
+  appended: number;
+  new_ids: string[];
+  revision: string;
+  last_position: string | null;
+}
+
+export function skipKnownResult(r: SkipKnownRow): SkipKnownResult {
+  return {
+    streamId: r.stream_id,
+    appended: r.appended,
+    newIds: r.new_ids,
+    nextRevision: Number(r.revision),
+    position: Number(r.last_position ?? 0),
+  };
+}
+
+type SkipKnownWrite = { readonly streamId: string; readonly events: readonly EventToAppend[] };
+
+const SKIP_KNOWN_SQL =
+  'SELECT stream_id, appended, new_ids::text[] AS new_ids, revision, last_position, first_position FROM es_append_skip_known_group($1::text[], $2::int[], $3::uuid[], $4::text[], $5::int[], $6, $7)';
+
+/**
+ * appendSkippingKnown in one statement (es_append_skip_known_group, migrations/0029): arrays, and
+ * data and metadata as one JSON array text each. Autocommit: the statement is the transaction.
+ */
+export async function appendSkipKnownGroup(pool: Pool, writes: readonly SkipKnownWrite[]): Promise<SkipKnownResult[]> {
+  const ids: string[] = [];
+  const types: string[] = [];
+  const versions: number[] = [];
+  const data: string[] = [];
+  const metadata: string[] = [];
+  for (const w of writes)
+    for (const e of w.events) {
+      ids.push(e.id);
+      types.push(e.type);
+      versions.push(e.schemaVersion ?? 1);
+      data.push(JSON.stringify(e.data));
+      metadata.push(JSON.stringify(e.metadata));
+    }
+  const res = await pool.query<SkipKnownRow>(SKIP_KNOWN_SQL, [
+    writes.map((w) => w.streamId),
+    writes.map((w) => w.events.length),
+    ids,
+    types,
+    versions,
+    `[${data.join(',')}]`,
+    `[${metadata.join(',')}]`,
+  ]);
+  return res.rows.map(skipKnownResult);
+}
+
+/**
+ * A large appendSkippingKnown in one transaction: es_append_skip_known_group decides (no rows
+ * passed: p_types NULL) and hands out positions, the fresh rows go in with one COPY, then COMMIT
+ * (as writeGroupByCopy does for es_append_group).
+ */
+export async function appendSkipKnownByCopy(pool: Pool, writes: readonly SkipKnownWrite[]): Promise<SkipKnownResult[]> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const plan = await client.query<SkipKnownRow & { first_position: string | null }>(SKIP_KNOWN_SQL, [
+      writes.map((w) => w.streamId),
+      writes.map((w) => w.events.length),
+      writes.flatMap((w) => w.events.map((e) => e.id)),
+      null,
+      null,
+      null,
+      null,
+    ]);
+    if (plan.rows.length !== writes.length)
+      throw new Error('es_append_skip_known_group answered another number of writes');
+    const lines: string[] = [];
+    plan.rows.forEach((r, i) => {
+      if (r.appended === 0) return;
+      const w = writes[i]!;
+      const fresh = new Set(r.new_ids);
+      let position = Number(r.first_position);
+      let revision = Number(r.revision) - r.appended + 1;
+      const stream = copyField(w.streamId);
+      for (const e of w.events) {
+        if (!fresh.has(e.id)) continue;
+        lines.push(
+          `${position++}\t${e.id}\t${stream}\t${revision++}\t${copyField(e.type)}\t${copyField(JSON.stringify(e.data))}\t${copyField(JSON.stringify(e.metadata))}\t${e.schemaVersion ?? 1}\n`,
+        );
+      }
+    });
+    if (lines.length > 0) await copyLines(client, COPY_SQL, lines);
+    await client.query('COMMIT');
+    return plan.rows.map(skipKnownResult);
   } catch (e) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw e;
