@@ -111,20 +111,25 @@ export function enforceBodyDeadline(req: IncomingMessage, res: ServerResponse, m
   const length = req.headers['content-length'];
   const hasBody = (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
   if (!hasBody || req.complete) return;
+  const socket = req.socket;
   const timer = setTimeout(() => {
-    if (req.complete || req.socket.destroyed) return;
+    clear();
+    if (req.complete || socket.destroyed) return;
     if (res.headersSent) {
-      req.socket.destroy();
+      socket.destroy();
       return;
     }
-    clientErrorProblem(
-      Object.assign(new Error('request body timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }),
-      req.socket,
-    );
+    clientErrorProblem(Object.assign(new Error('request body timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), socket);
   }, ms);
   timer.unref();
-  const clear = () => clearTimeout(timer);
-  req.once('end', clear);
-  req.once('close', clear);
-  req.socket.once('close', clear);
+  // Every listener goes with the deadline: a keep-alive connection carries many requests.
+  const clear = () => {
+    clearTimeout(timer);
+    req.off('end', clear);
+    req.off('close', clear);
+    socket.off('close', clear);
+  };
+  req.on('end', clear);
+  req.on('close', clear);
+  socket.on('close', clear);
 }

@@ -1,4 +1,5 @@
-import { connect, type Socket } from 'node:net';
+import { connect, type Server, type Socket } from 'node:net';
+import { Agent, request } from 'node:http';
 import { TelemetryServices } from '../../src/telemetry/telemetry.services';
 import { startTestApp, type TestApp } from '../support/app';
 import { eventually } from '../support/events';
@@ -137,4 +138,43 @@ it('HTTP: a request whose body trickles past HTTP_REQUEST_TIMEOUT_MS gets 408 pr
     code: 'PLATFORM.MALFORMED_REQUEST',
     errors: [{ field: '(request)' }],
   });
+});
+
+it('HTTP: the body deadline leaves nothing behind on a keep-alive connection that carries many requests', async () => {
+  const server = (app.app.getHttpAdapter().getInstance() as { server: Server }).server;
+  const accepted: Socket[] = [];
+  const onConnection = (s: Socket) => accepted.push(s);
+  server.on('connection', onConnection);
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const post = () =>
+    new Promise<number>((resolve, reject) => {
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port: Number(new URL(app.url).port),
+          method: 'POST',
+          path: '/commands/DropDatabase',
+          agent,
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on('error', reject);
+      req.setHeader('content-type', 'application/json');
+      req.end('{}');
+    });
+  try {
+    expect(await post()).toBe(404);
+    expect(accepted).toHaveLength(1);
+    const listeners = () => accepted[0]!.listenerCount('close') + accepted[0]!.listenerCount('end');
+    const afterOne = listeners();
+    for (let i = 0; i < 30; i++) expect(await post()).toBe(404);
+    expect(accepted).toHaveLength(1); // one connection carried them all
+    expect(listeners()).toBe(afterOne);
+  } finally {
+    server.off('connection', onConnection);
+    agent.destroy();
+  }
 });
