@@ -36,6 +36,12 @@ export interface SendOptions {
    * answer a repeated step with nothing: the key lookup before deciding is skipped.
    */
   readonly fromSaga?: boolean;
+  /**
+   * The stream is new as far as the sender knows (a fresh order's stream, an order's first payment
+   * command): decide on the empty state without reading it first (handleCommand's `assumeNew`; a
+   * stream that exists after all is read and decided again).
+   */
+  readonly newStream?: boolean;
 }
 
 /**
@@ -43,6 +49,12 @@ export interface SendOptions {
  * the jobs share them: loads, and commands on the inventory, order and payment
  * streams decided from cached folds (the saga writes them step after step).
  */
+/**
+ * The saga decides on its cached folds without a read (it wrote those streams step after step; the
+ * append's expected revision proves the fold current, else it reads and decides again).
+ */
+const guesses = (o: SendOptions) => ({ trustCache: o.fromSaga === true, assumeNew: o.newStream === true });
+
 @Injectable()
 export class SalesServices {
   constructor(readonly platform: Platform) {
@@ -115,6 +127,7 @@ export class SalesServices {
       cache: this.caches.inventory,
       snapshots: this.inventorySnapshots,
       lookupKey: !options.fromSaga,
+      ...guesses(options),
     });
   }
 
@@ -128,6 +141,7 @@ export class SalesServices {
       retries: options.retries ?? this.platform.config.COMMAND_RETRIES,
       cache: this.caches.order,
       lookupKey: !options.fromSaga,
+      ...guesses(options),
     });
   }
 
@@ -141,6 +155,7 @@ export class SalesServices {
       retries: options.retries ?? this.platform.config.COMMAND_RETRIES,
       cache: this.caches.payment,
       lookupKey: !options.fromSaga,
+      ...guesses(options),
     });
   }
 }
