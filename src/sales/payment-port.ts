@@ -67,24 +67,35 @@ export class SandboxPaymentProvider implements PaymentPort {
   }
 
   async charge(r: ChargeRequest): Promise<ChargeOutcome> {
-    await this.failDuringOutage(r.orderId);
     const status =
       r.method === SANDBOX_METHODS.declined
         ? 'declined'
         : r.method === SANDBOX_METHODS.noResponse
           ? 'pending'
           : 'captured';
-    await this.pool.query(
-      `INSERT INTO sandbox_payments (idempotency_key, order_id, method, amount_cents, currency, status, provider_ref)
-       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING`,
+    // One round trip: the outage check, the charge recorded once per key, and the charge's row (the
+    // new one, or the one a repeat finds). A row a concurrent repeat inserted while this statement
+    // ran is not in its snapshot: read again then.
+    const res = await this.pool.query<{ outage: boolean; status: string | null; provider_ref: string | null }>(
+      `WITH o AS (SELECT EXISTS (SELECT 1 FROM sandbox_payment_outages WHERE order_id = $2) AS outage),
+            ins AS (INSERT INTO sandbox_payments (idempotency_key, order_id, method, amount_cents, currency, status, provider_ref)
+                    SELECT $1, $2, $3, $4, $5, $6, $7 FROM o WHERE NOT o.outage
+                    ON CONFLICT (idempotency_key) DO NOTHING RETURNING status, provider_ref),
+            found AS (SELECT status, provider_ref FROM ins
+                      UNION ALL SELECT status, provider_ref FROM sandbox_payments WHERE idempotency_key = $1 LIMIT 1)
+       SELECT o.outage, f.status, f.provider_ref FROM o LEFT JOIN found f ON NOT o.outage`,
       [r.idempotencyKey, r.orderId, r.method, r.amountCents, r.currency, status, ref('ch', r.idempotencyKey)],
     );
-    const row = (
-      await this.pool.query<{ status: string; provider_ref: string }>(
-        'SELECT status, provider_ref FROM sandbox_payments WHERE idempotency_key = $1',
-        [r.idempotencyKey],
-      )
-    ).rows[0]!;
+    if (res.rows[0]!.outage) throw new SandboxOutageError(r.orderId);
+    const row =
+      res.rows[0]!.status === null
+        ? (
+            await this.pool.query<{ status: string; provider_ref: string }>(
+              'SELECT status, provider_ref FROM sandbox_payments WHERE idempotency_key = $1',
+              [r.idempotencyKey],
+            )
+          ).rows[0]!
+        : { status: res.rows[0]!.status, provider_ref: res.rows[0]!.provider_ref! };
     if (row.status === 'captured') return { status: 'captured', providerRef: row.provider_ref };
     if (row.status === 'declined')
       return { status: 'declined', reason: 'the card was declined (sandbox test card card-declined)' };

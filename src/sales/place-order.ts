@@ -59,6 +59,8 @@ export class PlaceOrderHandler implements ICommandHandler<PlaceOrder> {
       orderId,
       { type: 'PlaceOrder', data: { orderId, customerId: by.id, ...input, products, now: ctx.now } },
       ctx,
+      // A fresh id: decided on the empty stream without reading it (a key used before was found above).
+      { newStream: true },
     );
     return created('orderId', orderId, r);
   }

@@ -201,9 +201,18 @@ class OrderFulfilment implements PipelinedProcessor {
     }
   }
 
-  /** The saga's stream folded: from the cache plus newer events (a takeover elsewhere is read, never missed). */
-  private async history(orderId: string): Promise<{ history: SagaHistory; revision: number }> {
+  /** A new tenure (this runner took the lock): what another runner wrote meanwhile is read, never assumed. */
+  begin(): void {
+    this.histories.clear();
+  }
+
+  /**
+   * The saga's stream folded. Cached: this runner wrote every step of it since it took the lock (a
+   * runner elsewhere that wrote too makes the step's append conflict, and then it is read: `fresh`).
+   */
+  private async history(orderId: string, fresh: boolean): Promise<{ history: SagaHistory; revision: number }> {
     const cached = this.histories.get(orderId);
+    if (cached && !fresh) return { history: cached.state, revision: cached.revision };
     const events = await this.services.platform.store.readStream<SagaStepRecorded>(
       sagaStreamId(orderId),
       cached ? cached.revision + 1 : 0,
@@ -230,19 +239,20 @@ class OrderFulfilment implements PipelinedProcessor {
     // Handled already as a follow-up (or a moment ago): a cached fold is behind at worst, never wrong, so no read.
     if (this.histories.get(orderId)?.state.processed.has(e.id)) return;
     for (let attempt = 0; ; attempt++) {
-      const { history, revision } = await this.history(orderId);
+      const { history, revision } = await this.history(orderId, attempt > 0);
       if (history.processed.has(e.id)) return;
       const { state, commands } = react(history, trigger, this.options);
-      const stored: Stored[] = [];
-      for (const [i, command] of commands.entries()) {
-        await this.send(orderId, command, stored, {
+      // Per command, in the step's order (the follow-ups keep it whatever order the sends finish in).
+      const stored: Stored[][] = commands.map(() => []);
+      await this.sendAll(commands, (command, i) =>
+        this.send(orderId, command, stored[i]!, {
           actor: ACTOR,
           idempotencyKey: `${e.id}:${i}`,
           correlationId: String(e.metadata.correlationId ?? e.id),
           causationId: e.id,
           now: new Date(),
-        });
-      }
+        }),
+      );
       const step: SagaStepRecorded = {
         type: 'sales.SagaStepRecorded',
         data: {
@@ -252,6 +262,10 @@ class OrderFulfilment implements PipelinedProcessor {
           state,
         },
       };
+      // The triggers the commands stored are read back while the step is written (both only read what
+      // is committed); they are handed on only once the step is recorded.
+      const next = followUp ? this.followUps(stored.flat()) : Promise.resolve([]);
+      next.catch(() => undefined); // awaited below, unless the step's append fails first
       try {
         await this.services.platform.store.append(
           streamId,
@@ -267,7 +281,7 @@ class OrderFulfilment implements PipelinedProcessor {
         );
         this.histories.set(orderId, revision + 1, evolveSaga(history, step));
         this.options.observe?.step(trigger.type, commands);
-        if (followUp) await this.followUps(stored, followUp);
+        if (followUp) for (const ev of await next) followUp(ev);
         return;
       } catch (err) {
         // Another runner (a takeover) recorded a step first: reload, and this trigger is either done or decided again.
@@ -278,13 +292,45 @@ class OrderFulfilment implements PipelinedProcessor {
   }
 
   /** The triggers the step's commands stored, read back as recorded (id, position, time), in order. */
-  private async followUps(stored: readonly Stored[], followUp: (event: RecordedEvent) => void): Promise<void> {
-    for (const w of stored) {
-      if (!w.sent.events.some((ev) => TRIGGER_TYPES.has(ev.type))) continue;
-      const first = w.sent.revision - w.sent.events.length + 1;
-      const events = await this.services.platform.store.readStream(w.streamId, first, w.sent.events.length);
-      for (const ev of events) if (isTrigger(ev)) followUp(ev);
+  private async followUps(stored: readonly Stored[]): Promise<RecordedEvent[]> {
+    const reads = stored
+      .filter((w) => w.sent.events.some((ev) => TRIGGER_TYPES.has(ev.type)))
+      .map((w) =>
+        this.services.platform.store.readStream(
+          w.streamId,
+          w.sent.revision - w.sent.events.length + 1,
+          w.sent.events.length,
+        ),
+      );
+    return (await Promise.all(reads)).flat().filter(isTrigger);
+  }
+
+  /**
+   * A step's commands in their order, except CancelDeadline (a Redis call), which runs alongside the
+   * commands after it: the order's events keep the order the saga decided (timelines show it).
+   * Every send has ended when this returns, failed or not (a retry of the step never overlaps a
+   * send still running); the first failure is thrown.
+   */
+  private async sendAll(
+    commands: readonly SagaCommand[],
+    send: (command: SagaCommand, index: number) => Promise<void>,
+  ): Promise<void> {
+    const aside: Promise<void>[] = [];
+    let failure: { reason: unknown } | undefined;
+    for (const [i, command] of commands.entries()) {
+      if (command.kind === 'CancelDeadline') aside.push(send(command, i));
+      else {
+        try {
+          await send(command, i);
+        } catch (e) {
+          failure = { reason: e };
+          break;
+        }
+      }
     }
+    const failed = (await Promise.allSettled(aside)).find((r) => r.status === 'rejected');
+    if (failure) throw failure.reason;
+    if (failed) throw failed.reason;
   }
 
   private async send(orderId: string, c: SagaCommand, stored: Stored[], ctx: CommandContext): Promise<void> {
@@ -368,7 +414,7 @@ class OrderFulfilment implements PipelinedProcessor {
             data: { orderId, amountCents: c.amountCents, currency: c.currency, method: c.method, idempotencyKey, now },
           },
           sub('request'),
-          FROM_SAGA,
+          { ...FROM_SAGA, newStream: true },
         );
         const outcome = await withTimeout(PROVIDER_TIMEOUT_MS, 'payment provider charge', () =>
           this.payments.charge({

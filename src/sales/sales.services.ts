@@ -17,12 +17,20 @@ import { orderStreamId } from '../../domain/sales/order.events';
 import { paymentStreamId } from '../../domain/sales/payment.events';
 import { productStreamId } from '../../domain/sales/product.events';
 import type { CommandContext, CommandResult } from '../platform/commands/command-context';
-import { handleCommand, StateCache } from '../platform/commands/command-handling';
+import { handleCommand, handleCommandBatch, StateCache } from '../platform/commands/command-handling';
 import type { RecordedEvent } from '../platform/event-store/event-store';
 import { Platform } from '../platform/platform';
 
 /** The shape of InventoryState in snapshots: bump it when the state changes (older snapshots are then ignored). */
 const INVENTORY_STATE_VERSION = 2;
+
+/** A saga command on a product's inventory waiting for the next batch. */
+interface WaitingInventory {
+  readonly command: InventoryCommand;
+  readonly ctx: CommandContext;
+  readonly resolve: (sent: Sent) => void;
+  readonly reject: (e: unknown) => void;
+}
 
 /** What a command stored: its result and the events it decided (none for a repeat). */
 export type Sent = CommandResult & { readonly events: readonly Event[] };
@@ -36,6 +44,12 @@ export interface SendOptions {
    * answer a repeated step with nothing: the key lookup before deciding is skipped.
    */
   readonly fromSaga?: boolean;
+  /**
+   * The stream is new as far as the sender knows (a fresh order's stream, an order's first payment
+   * command): decide on the empty state without reading it first (handleCommand's `assumeNew`; a
+   * stream that exists after all is read and decided again).
+   */
+  readonly newStream?: boolean;
 }
 
 /**
@@ -43,6 +57,12 @@ export interface SendOptions {
  * the jobs share them: loads, and commands on the inventory, order and payment
  * streams decided from cached folds (the saga writes them step after step).
  */
+/**
+ * The saga decides on its cached folds without a read (it wrote those streams step after step; the
+ * append's expected revision proves the fold current, else it reads and decides again).
+ */
+const guesses = (o: SendOptions) => ({ trustCache: o.fromSaga === true, assumeNew: o.newStream === true });
+
 @Injectable()
 export class SalesServices {
   constructor(readonly platform: Platform) {
@@ -105,6 +125,7 @@ export class SalesServices {
     ctx: CommandContext,
     options: SendOptions = {},
   ): Promise<Sent> {
+    if (options.fromSaga) return this.batchedInventory(productId, command, ctx, options);
     return handleCommand({
       store: this.store,
       decider: inventoryDecider,
@@ -115,7 +136,62 @@ export class SalesServices {
       cache: this.caches.inventory,
       snapshots: this.inventorySnapshots,
       lookupKey: !options.fromSaga,
+      ...guesses(options),
     });
+  }
+
+  /**
+   * The saga's commands on one product's inventory go one batch at a time: those that arrive while
+   * a batch is being written wait, then go together as one append (handleCommandBatch). Every order
+   * reserves on the same few streams: one at a time each, they would meet as conflicts, re-read and
+   * decide again, more often the more orders are in flight.
+   */
+  private readonly inventoryQueues = new Map<string, WaitingInventory[]>();
+
+  private batchedInventory(
+    productId: string,
+    command: InventoryCommand,
+    ctx: CommandContext,
+    options: SendOptions,
+  ): Promise<Sent> {
+    return new Promise<Sent>((resolve, reject) => {
+      const waiting = { command, ctx, resolve, reject };
+      const queue = this.inventoryQueues.get(productId);
+      if (queue) queue.push(waiting);
+      else {
+        this.inventoryQueues.set(productId, [waiting]);
+        void this.drainInventory(productId, options.retries ?? this.platform.config.COMMAND_RETRIES);
+      }
+    });
+  }
+
+  private async drainInventory(productId: string, retries: number): Promise<void> {
+    for (;;) {
+      const batch = this.inventoryQueues.get(productId) ?? [];
+      if (batch.length === 0) {
+        this.inventoryQueues.delete(productId);
+        return;
+      }
+      this.inventoryQueues.set(productId, []);
+      try {
+        const outcomes = await handleCommandBatch(
+          {
+            store: this.store,
+            decider: inventoryDecider,
+            streamId: inventoryStreamId(productId),
+            retries,
+            cache: this.caches.inventory,
+            snapshots: this.inventorySnapshots,
+            lookupKey: false,
+            trustCache: true,
+          },
+          batch,
+        );
+        outcomes.forEach((o, i) => (o.ok ? batch[i]!.resolve(o.sent) : batch[i]!.reject(o.error)));
+      } catch (e) {
+        for (const w of batch) w.reject(e);
+      }
+    }
   }
 
   order(orderId: string, command: OrderCommand, ctx: CommandContext, options: SendOptions = {}): Promise<Sent> {
@@ -128,6 +204,7 @@ export class SalesServices {
       retries: options.retries ?? this.platform.config.COMMAND_RETRIES,
       cache: this.caches.order,
       lookupKey: !options.fromSaga,
+      ...guesses(options),
     });
   }
 
@@ -141,6 +218,7 @@ export class SalesServices {
       retries: options.retries ?? this.platform.config.COMMAND_RETRIES,
       cache: this.caches.payment,
       lookupKey: !options.fromSaga,
+      ...guesses(options),
     });
   }
 }

@@ -1,5 +1,11 @@
 import type { Decider } from '../../domain/shared/event';
-import { handleCommand, requestFingerprint, StateCache } from '../../src/platform/commands/command-handling';
+import {
+  handleCommand,
+  handleCommandBatch,
+  requestFingerprint,
+  StateCache,
+} from '../../src/platform/commands/command-handling';
+import type { EventStore } from '../../src/platform/event-store/event-store';
 import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
 import { createTestDatabase, type TestDatabase } from '../support/services';
 
@@ -142,4 +148,123 @@ it('the request fingerprint ignores the clock and key order, not the content', (
   expect(requestFingerprint({ type: 'Take', data: { n: 1 } })).not.toBe(
     requestFingerprint({ type: 'Give', data: { n: 1 } }),
   );
+});
+
+/** The store with its stream reads counted (the guesses of trustCache/assumeNew are about saving them). */
+function counting(inner: EventStore): { store: EventStore; reads: () => number } {
+  let n = 0;
+  const store = new Proxy(inner, {
+    get(target, prop, receiver) {
+      if (prop === 'readStream')
+        return (...args: Parameters<EventStore['readStream']>) => {
+          n++;
+          return target.readStream(...args);
+        };
+      const v: unknown = Reflect.get(target, prop, receiver);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  return { store, reads: () => n };
+}
+
+it('trustCache decides on a current cache without reading, and on a stale one reads and decides again (never on the stale state)', async () => {
+  const { store: counted, reads } = counting(store);
+  const cache = new StateCache<number>();
+  const take = (n: number, c: StateCache<number> | undefined, s: EventStore = counted) =>
+    handleCommand({
+      store: s,
+      decider,
+      streamId: 'stock-trust',
+      command: { type: 'Take', data: { n } },
+      ctx: ctx(),
+      retries: 5,
+      cache: c,
+      trustCache: true,
+    });
+  await take(5, cache); // nothing cached: read first
+  expect(reads()).toBe(1);
+  await take(5, cache); // cached and current: no read
+  expect(reads()).toBe(1);
+  expect(cache.get('stock-trust')).toEqual({ revision: 1, state: 30 });
+  await take(28, undefined, store); // another process takes 28: 2 left, the cache says 30
+  const r = await take(10, cache); // decided on 30 (fits), the append conflicts, read: 2 left, nothing fits
+  expect(r.events).toEqual([]);
+  expect(reads()).toBe(2);
+  const events = await store.readStream('stock-trust');
+  expect(events.map((e) => e.data.left)).toEqual([35, 30, 2]);
+  expect(cache.get('stock-trust')).toEqual({ revision: 2, state: 2 });
+});
+
+it('assumeNew decides on the empty stream without reading; a stream that exists after all is read and decided again', async () => {
+  const { store: counted, reads } = counting(store);
+  const take = (streamId: string, n: number) =>
+    handleCommand({
+      store: counted,
+      decider,
+      streamId,
+      command: { type: 'Take', data: { n } },
+      ctx: ctx(),
+      retries: 5,
+      assumeNew: true,
+    });
+  await take('stock-new-1', 4);
+  expect(reads()).toBe(0);
+  const again = await take('stock-new-1', 6); // exists: the no_stream append conflicts, read, decided on 36
+  expect(again.revision).toBe(1);
+  expect(reads()).toBe(1);
+  expect((await store.readStream('stock-new-1')).map((e) => e.data.left)).toEqual([36, 30]);
+});
+
+it('handleCommandBatch: batches racing other writers never take more than there is, and each answer names its own events', async () => {
+  const cache = new StateCache<number>();
+  const batches = Array.from({ length: 8 }, (_, b) =>
+    handleCommandBatch(
+      { store, decider, streamId: 'stock-batch', retries: 100, cache, trustCache: true },
+      Array.from({ length: 4 }, (_, i) => ({
+        command: { type: 'Take' as const, data: { n: 1 + ((b + i) % 3) } },
+        ctx: { ...ctx(), idempotencyKey: `b${b}:${i}` },
+      })),
+    ),
+  );
+  const others = Array.from({ length: 8 }, () =>
+    handleCommand({
+      store,
+      decider,
+      streamId: 'stock-batch',
+      command: { type: 'Take', data: { n: 1 } },
+      ctx: ctx(),
+      retries: 100,
+    }),
+  );
+  const outcomes = (await Promise.all(batches)).flat();
+  const alone = (await Promise.all(others)).filter((r) => r.events.length).length;
+  const events = await store.readStream('stock-batch');
+  let left = STOCK;
+  for (const e of events) {
+    left -= Number(e.data.n);
+    expect(e.data.left).toBe(left);
+  }
+  expect(left).toBeGreaterThanOrEqual(0);
+  for (const o of outcomes) {
+    if (!o.ok) throw new Error(`a batched take failed: ${String(o.error)}`);
+    if (o.sent.events.length === 0) continue;
+    // The answer's revision holds exactly this command's event.
+    expect(events[o.sent.revision]!.data).toEqual(o.sent.events[0]!.data);
+  }
+  expect(outcomes.filter((o) => o.ok && o.sent.events.length).length + alone).toBe(events.length);
+  expect(left).toBeLessThan(3); // it stopped only when no take could fit
+});
+
+it('handleCommandBatch: a batch holding a command stored before (a resend) sends each alone, and the resend stores nothing twice', async () => {
+  const keyed = (key: string, n: number) => ({
+    command: { type: 'Take' as const, data: { n } },
+    ctx: { ...ctx(), idempotencyKey: key },
+  });
+  const opts = { store, decider, streamId: 'stock-resend', retries: 5 } as const;
+  const [first] = await handleCommandBatch(opts, [keyed('k1', 3)]);
+  expect(first).toMatchObject({ ok: true, sent: { revision: 0 } });
+  const out = await handleCommandBatch(opts, [keyed('k1', 3), keyed('k2', 2)]);
+  expect(out[0]).toMatchObject({ ok: true, sent: { duplicate: true } });
+  expect(out[1]).toMatchObject({ ok: true, sent: { duplicate: false, revision: 1 } });
+  expect((await store.readStream('stock-resend')).map((e) => e.data.left)).toEqual([37, 35]);
 });

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { fold, type Command, type Decider, type Event } from '../../../domain/shared/event';
-import { ConcurrencyError, type EventStore } from '../event-store/event-store';
+import { ConcurrencyError, IdempotencyConflictError, type EventStore } from '../event-store/event-store';
 import type { CommandContext, CommandResult } from './command-context';
 import type { StreamSnapshots } from './snapshots';
 
@@ -31,6 +31,16 @@ export interface HandleCommandOptions<C extends Command, E extends Event, S> {
    * saga) skip the round trip: the derived event ids still keep a repeat from being stored twice.
    */
   readonly lookupKey?: boolean;
+  /**
+   * Decide first from what the caller already knows, without reading the stream: the cached fold
+   * (`trustCache`), or, with nothing cached, a stream that does not exist yet (`assumeNew`: a fresh
+   * id). The append's expected revision proves that guess right; a conflict, a decider error or a
+   * decision of nothing reads the stream and decides again as usual, so the result is the same as
+   * reading first, one round trip cheaper when the guess holds (the saga writes its streams step
+   * after step, and this process saw every step).
+   */
+  readonly trustCache?: boolean;
+  readonly assumeNew?: boolean;
 }
 
 export async function handleCommand<C extends Command, E extends Event, S>(
@@ -46,6 +56,12 @@ export async function handleCommand<C extends Command, E extends Event, S>(
     const original = await store.findAppend(streamId, eventId(ctx.actor, idKey, streamId, 0));
     if (original) return { position: original.position, revision: original.nextRevision, duplicate: true, events: [] };
   }
+  const guess = options.trustCache ? cache?.get(streamId) : undefined;
+  const guessed = guess ?? (options.assumeNew ? { revision: -1, state: decider.initialState } : undefined);
+  if (guessed) {
+    const sent = await decideOnGuess(options, idKey, guessed);
+    if (sent) return sent;
+  }
   for (let attempt = 0; ; attempt++) {
     const cached = cache?.get(streamId) ?? (await snapshots?.load(streamId));
     const history = await store.readStream<E>(streamId, cached ? cached.revision + 1 : 0);
@@ -56,33 +72,70 @@ export async function handleCommand<C extends Command, E extends Event, S>(
     const events = decider.decide(command, state);
     if (events.length === 0) return { position: 0, revision: current, duplicate: false, events };
     try {
-      const result = await store.append(
-        streamId,
-        events.map((e, i) => ({
-          id: identityId(decider, streamId, e) ?? (idKey ? eventId(ctx.actor, idKey, streamId, i) : randomUUID()),
-          type: e.type,
-          data: e.data,
-          metadata: {
-            correlationId: ctx.correlationId,
-            causationId: ctx.causationId,
-            actor: ctx.actor,
-            command: command.type,
-          },
-        })),
-        current === -1 ? 'no_stream' : current,
-      );
-      if (!result.duplicate)
-        cache?.set(
-          streamId,
-          result.nextRevision,
-          events.reduce((s, e) => decider.evolve(s, e), state),
-        );
-      return { position: result.position, revision: result.nextRevision, duplicate: result.duplicate, events };
+      return await appendDecided(options, idKey, events, state, current);
     } catch (e) {
       if (e instanceof ConcurrencyError && attempt < retries) continue;
       throw e;
     }
   }
+}
+
+/**
+ * handleCommand's first try on a guessed state (see `trustCache`): the result when the guess held,
+ * undefined when the stream must be read (a conflict, the decider refused or decided nothing).
+ */
+async function decideOnGuess<C extends Command, E extends Event, S>(
+  options: HandleCommandOptions<C, E, S>,
+  idKey: string | undefined,
+  guess: { readonly revision: number; readonly state: S },
+): Promise<(CommandResult & { events: readonly E[] }) | undefined> {
+  let events: readonly E[];
+  try {
+    events = options.decider.decide(options.command, guess.state);
+  } catch {
+    return undefined; // maybe refused on a state that is behind: the read path decides for good
+  }
+  if (events.length === 0) return undefined;
+  const { snapshots, streamId } = options;
+  if (snapshots?.due(streamId, guess.revision)) await snapshots.save(streamId, guess.revision, guess.state);
+  try {
+    return await appendDecided(options, idKey, events, guess.state, guess.revision);
+  } catch (e) {
+    if (e instanceof ConcurrencyError) return undefined;
+    throw e;
+  }
+}
+
+/** Appends what was decided on `state` at `current`, and caches the state after it. */
+async function appendDecided<C extends Command, E extends Event, S>(
+  { store, decider, streamId, command, ctx, cache }: HandleCommandOptions<C, E, S>,
+  idKey: string | undefined,
+  events: readonly E[],
+  state: S,
+  current: number,
+): Promise<CommandResult & { events: readonly E[] }> {
+  const result = await store.append(
+    streamId,
+    events.map((e, i) => ({
+      id: identityId(decider, streamId, e) ?? (idKey ? eventId(ctx.actor, idKey, streamId, i) : randomUUID()),
+      type: e.type,
+      data: e.data,
+      metadata: {
+        correlationId: ctx.correlationId,
+        causationId: ctx.causationId,
+        actor: ctx.actor,
+        command: command.type,
+      },
+    })),
+    current === -1 ? 'no_stream' : current,
+  );
+  if (!result.duplicate)
+    cache?.set(
+      streamId,
+      result.nextRevision,
+      events.reduce((s, e) => decider.evolve(s, e), state),
+    );
+  return { position: result.position, revision: result.nextRevision, duplicate: result.duplicate, events };
 }
 
 /** The id of an event with an identity (Decider.identify): the same in every decision, so the store keeps one. */
@@ -153,7 +206,111 @@ export class StateCache<S> {
     if (this.entries.size > this.maxStreams) this.entries.delete(this.entries.keys().next().value!);
   }
 
+  clear(): void {
+    this.entries.clear();
+  }
+
   get size(): number {
     return this.entries.size;
+  }
+}
+
+/** One command of a batch and who sent it. */
+export interface BatchedCommand<C extends Command> {
+  readonly command: C;
+  readonly ctx: CommandContext;
+}
+
+/** A batched command's outcome, as handleCommand would have answered it alone. */
+export type BatchedOutcome<E extends Event> =
+  | { readonly ok: true; readonly sent: CommandResult & { events: readonly E[] } }
+  | { readonly ok: false; readonly error: unknown };
+
+/**
+ * Several commands to one stream in one append: decided one after the other on the stream's
+ * state (each sees the events of those before it, as if sent in turn), written at one expected
+ * revision, and answered each with its own events and revision (`position` is the batch's last).
+ * A conflict reads the newer events and decides the whole batch again. The first try decides on
+ * the cached fold (`trustCache`); a refusal or an empty decision on it is checked on a read.
+ * Anything the batch cannot settle for all (an event id stored before: a resend after a crash)
+ * sends each command alone through handleCommand. For senders that skip the key lookup (the
+ * saga), with keyed contexts.
+ */
+export async function handleCommandBatch<C extends Command, E extends Event, S>(
+  options: Omit<HandleCommandOptions<C, E, S>, 'command' | 'ctx'>,
+  batch: readonly BatchedCommand<C>[],
+): Promise<BatchedOutcome<E>[]> {
+  const { store, decider, streamId, retries, cache, snapshots } = options;
+  const alone = async (): Promise<BatchedOutcome<E>[]> => {
+    const out: BatchedOutcome<E>[] = [];
+    for (const b of batch) {
+      try {
+        out.push({ ok: true, sent: await handleCommand({ ...options, ...b, lookupKey: false, trustCache: false }) });
+      } catch (error) {
+        out.push({ ok: false, error });
+      }
+    }
+    return out;
+  };
+  for (let attempt = 0; ; attempt++) {
+    const guess = attempt === 0 && options.trustCache ? cache?.get(streamId) : undefined;
+    let base = guess;
+    if (!base) {
+      const cached = cache?.get(streamId) ?? (await snapshots?.load(streamId));
+      const history = await store.readStream<E>(streamId, cached ? cached.revision + 1 : 0);
+      const state = cached ? history.reduce((s, e) => decider.evolve(s, e), cached.state) : fold(decider, history);
+      const revision = history.length ? history[history.length - 1]!.revision : cached ? cached.revision : -1;
+      cache?.set(streamId, revision, state);
+      base = { revision, state };
+    }
+    if (snapshots?.due(streamId, base.revision)) await snapshots.save(streamId, base.revision, base.state);
+    let state = base.state;
+    const decided: (readonly E[] | { error: unknown })[] = batch.map((b) => {
+      try {
+        const events = decider.decide(b.command, state);
+        state = events.reduce((s, e) => decider.evolve(s, e), state);
+        return events;
+      } catch (error) {
+        return { error };
+      }
+    });
+    const settled = (d: (typeof decided)[number]): d is readonly E[] => Array.isArray(d);
+    // On a guessed state, a refusal or a decision of nothing may only mean the guess is behind.
+    if (guess && decided.some((d) => !settled(d) || d.length === 0)) continue;
+    const writes = batch.flatMap((b, i) => {
+      const events = decided[i]!;
+      if (!settled(events)) return [];
+      const key = b.ctx.idempotencyKey;
+      return events.map((e, k) => ({
+        id: identityId(decider, streamId, e) ?? (key ? eventId(b.ctx.actor, key, streamId, k) : randomUUID()),
+        type: e.type,
+        data: e.data,
+        metadata: {
+          correlationId: b.ctx.correlationId,
+          causationId: b.ctx.causationId,
+          actor: b.ctx.actor,
+          command: b.command.type,
+        },
+      }));
+    });
+    const answer = (position: number): BatchedOutcome<E>[] => {
+      let revision = base.revision;
+      return decided.map((events) => {
+        if (!settled(events)) return { ok: false, error: events.error };
+        revision += events.length;
+        return { ok: true, sent: { position, revision, duplicate: false, events } };
+      });
+    };
+    if (writes.length === 0) return answer(0);
+    try {
+      const result = await store.append(streamId, writes, base.revision === -1 ? 'no_stream' : base.revision);
+      if (result.duplicate) return alone();
+      cache?.set(streamId, result.nextRevision, state);
+      return answer(result.position);
+    } catch (e) {
+      if (e instanceof ConcurrencyError && attempt < retries) continue;
+      if (e instanceof IdempotencyConflictError) return alone();
+      throw e;
+    }
   }
 }
