@@ -22,6 +22,7 @@ import {
   enforceBodyDeadline,
   limitConnections,
   openFileLimit,
+  refusalReporter,
 } from './platform/connection-limits';
 import { Platform } from './platform/platform';
 import { AdminController, CommandsController, HealthController } from './platform/platform.http';
@@ -120,9 +121,12 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   const adapter = new FastifyAdapter({
     loggerInstance: log,
     bodyLimit: config.BODY_LIMIT_BYTES,
-    requestTimeout: config.HTTP_REQUEST_TIMEOUT_MS,
-    // How often Node looks for requests past that timeout (its default, 30 s, would stretch a short one).
-    http: { connectionsCheckingInterval: Math.min(30_000, Math.max(250, config.HTTP_REQUEST_TIMEOUT_MS / 4)) },
+    // HTTP_REQUEST_TIMEOUT_MS: Node times the headers (408 through clientErrorProblem), checking this
+    // often (its default, 30 s, would stretch a short timeout); enforceBodyDeadline times the body.
+    http: {
+      headersTimeout: Math.min(60_000, config.HTTP_REQUEST_TIMEOUT_MS),
+      connectionsCheckingInterval: Math.min(30_000, Math.max(250, config.HTTP_REQUEST_TIMEOUT_MS / 4)),
+    },
     // The correlation id: taken from the caller when it sends an acceptable one, else made here
     // (a present but unacceptable one is refused by the onRequest hook below).
     requestIdHeader: false,
@@ -139,7 +143,6 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
   });
   app.useGlobalFilters(new ProblemDetailsFilter());
   const fastify = app.getHttpAdapter().getInstance();
-  let lastRefusalLog = 0;
   limitConnections(
     fastify.server,
     {
@@ -147,18 +150,10 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
         config.HTTP_MAX_CONNECTIONS ?? defaultHttpMaxConnections(config.MQTT_MAX_CONNECTIONS, openFileLimit()),
       maxPerAddress: config.HTTP_MAX_CONNECTIONS_PER_ADDRESS,
     },
-    (reason, remoteAddress) => {
-      metrics.httpConnectionsRefused.inc({ reason });
-      // One line a second at most: a connection flood must not become a log flood.
-      if (Date.now() - lastRefusalLog < 1000) return;
-      lastRefusalLog = Date.now();
-      log.warn(
-        { reason, remoteAddress },
-        reason === 'max'
-          ? 'http: connection refused (HTTP_MAX_CONNECTIONS reached)'
-          : 'http: connection refused (HTTP_MAX_CONNECTIONS_PER_ADDRESS reached for this address)',
-      );
-    },
+    refusalReporter(log, metrics.httpConnectionsRefused, {
+      max: 'http: connection refused (HTTP_MAX_CONNECTIONS reached)',
+      per_address: 'http: connection refused (HTTP_MAX_CONNECTIONS_PER_ADDRESS reached for this address)',
+    }),
   );
   // Anyone may post to these, and their fields are small: a tighter body limit than BODY_LIMIT_BYTES,
   // applied while the body streams in. (Routes register at app.init(), after this hook.)
@@ -188,7 +183,6 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
       );
     }
   });
-  fastify.server.headersTimeout = Math.min(60_000, config.HTTP_REQUEST_TIMEOUT_MS);
   fastify.addHook('onRequest', (request, reply, done) => {
     enforceBodyDeadline(request.raw, reply.raw, config.HTTP_REQUEST_TIMEOUT_MS);
     const header = request.headers['x-correlation-id'];

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server, Socket } from 'node:net';
+import type { Counter } from 'prom-client';
+import type { Logger } from './logger';
 import { clientErrorProblem } from './http/problem-details';
 
 /**
@@ -56,6 +58,24 @@ function addressOf(socket: Socket): string {
 }
 
 /**
+ * What a refused connection leaves: a count by reason, and a warning naming the limit, one line
+ * a second at most (a connection flood must not become a log flood).
+ */
+export function refusalReporter<R extends string>(
+  log: Logger,
+  refused: Counter<'reason'>,
+  messages: Readonly<Record<R, string>>,
+): (reason: R, remoteAddress: string | undefined) => void {
+  let lastLog = 0;
+  return (reason, remoteAddress) => {
+    refused.inc({ reason });
+    if (Date.now() - lastLog < 1000) return;
+    lastLog = Date.now();
+    log.warn({ reason, remoteAddress }, messages[reason]);
+  };
+}
+
+/**
  * Applies both limits to a server: `maxConnections` overall (Node closes the extra ones on
  * arrival and emits 'drop') and `maxPerAddress` per peer address. Must run before any other
  * 'connection' listener (the HTTP server's own), so a refused socket is never parsed.
@@ -63,10 +83,10 @@ function addressOf(socket: Socket): string {
 export function limitConnections(
   server: Server,
   limits: { maxConnections: number; maxPerAddress: number },
-  onRefused: (reason: 'max' | 'per_address', address: string) => void,
+  onRefused: (reason: 'max' | 'per_address', address: string | undefined) => void,
 ): PerAddressConnections {
   server.maxConnections = limits.maxConnections;
-  server.on('drop', (data?: { remoteAddress?: string }) => onRefused('max', data?.remoteAddress ?? 'unknown'));
+  server.on('drop', (data?: { remoteAddress?: string }) => onRefused('max', data?.remoteAddress));
   const perAddress = new PerAddressConnections(limits.maxPerAddress, (address) => onRefused('per_address', address));
   // A refused socket is destroyed here; the server's own listener then sees it closed (its close
   // handler, added in the same tick, still runs and frees the parser).
@@ -102,7 +122,7 @@ export function defaultHttpMaxConnections(mqttMaxConnections: number, fdLimit: n
 
 /**
  * A request body must have arrived whole within `ms` of the request's start: Node's own
- * requestTimeout stops watching once the headers are in, so a client trickling a body one
+ * timeouts (headersTimeout, requestTimeout) stop watching once the headers are in, so a client trickling a body one
  * byte at a time would hold its connection (and the parser's buffer) for ever. Past the
  * deadline it gets 408 problem details (or, when an answer already went out, e.g. a 413, just the
  * close) and the connection is closed.

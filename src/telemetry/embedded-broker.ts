@@ -12,7 +12,7 @@ import memoryPersistence from 'aedes-persistence';
 import { writeToStream } from 'mqtt-packet';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../platform/logger';
-import { PerAddressConnections } from '../platform/connection-limits';
+import { PerAddressConnections, refusalReporter } from '../platform/connection-limits';
 import type { Principal } from '../platform/http/access';
 import { handleReadingsMessage, readingsTopic, type MessageSinks } from './mqtt-ingest';
 import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
@@ -193,7 +193,7 @@ export class EmbeddedBroker {
   private readonly retainedSizes = new Map<string, number>();
   private retainedBytes = 0;
   private readonly clientErrors: Counter<'reason'>;
-  private readonly refusedConnections: Counter;
+  private readonly refusedConnections: Counter<'reason'>;
   private readonly pending: PerAddressConnections;
 
   constructor(private readonly options: EmbeddedBrokerOptions) {
@@ -298,20 +298,11 @@ export class EmbeddedBroker {
     });
     this.server = createServer((socket) => this.accept(socket));
     this.server.maxConnections = options.maxConnections;
-    let lastDropLog = 0;
-    const refused = (reason: 'max' | 'pending_per_address', remoteAddress: string | undefined) => {
-      this.refusedConnections.inc({ reason });
-      // One line a second at most: a connection flood must not become a log flood.
-      if (Date.now() - lastDropLog > 1000) {
-        lastDropLog = Date.now();
-        log.warn(
-          { remoteAddress, reason },
-          reason === 'max'
-            ? 'mqtt: connection refused (MQTT_MAX_CONNECTIONS reached)'
-            : 'mqtt: connection refused (MQTT_MAX_PENDING_PER_ADDRESS reached: too many unauthenticated connections from this address)',
-        );
-      }
-    };
+    const refused = refusalReporter(log, this.refusedConnections, {
+      max: 'mqtt: connection refused (MQTT_MAX_CONNECTIONS reached)',
+      pending_per_address:
+        'mqtt: connection refused (MQTT_MAX_PENDING_PER_ADDRESS reached: too many unauthenticated connections from this address)',
+    });
     this.server.on('drop', (data) => refused('max', data?.remoteAddress));
     this.pending = new PerAddressConnections(options.maxPendingPerAddress, (address) =>
       refused('pending_per_address', address),

@@ -116,29 +116,39 @@ it('MQTT: one address holds at most MQTT_MAX_PENDING_PER_ADDRESS connections bef
   for (const c of [...connected, ...pending, fromElsewhere]) c.end();
 });
 
-it('HTTP: a request whose body trickles past HTTP_REQUEST_TIMEOUT_MS gets 408 problem details and its connection closed', async () => {
-  const port = Number(new URL(app.url).port);
-  const socket = connect({ port, host: '127.0.0.1' });
-  sockets.push(socket);
-  socket.on('error', () => undefined);
-  let text = '';
-  socket.on('data', (d: Buffer) => (text += d.toString('utf8')));
-  const closed = new Promise<void>((r) => socket.once('close', () => r()));
-  socket.write(
+it.each([
+  // One header line now and then, never the blank line that ends them (Node's headersTimeout).
+  ['headers', 'GET /health HTTP/1.1\r\nHost: t\r\n', 'X-Pad: 1\r\n'],
+  // The headers whole, then one byte of the body now and then (enforceBodyDeadline).
+  [
+    'body',
     'POST /auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{',
-  );
-  // One byte now and then, never the whole body: the connection is closed, not held.
-  const trickle = setInterval(() => socket.writable && socket.write(' '), 300);
-  await closed;
-  clearInterval(trickle);
-  const [head, body] = text.split('\r\n\r\n');
-  expect(head!.split('\r\n')[0]).toBe('HTTP/1.1 408 Request Timeout');
-  expect(JSON.parse(body!)).toMatchObject({
-    status: 408,
-    code: 'PLATFORM.MALFORMED_REQUEST',
-    errors: [{ field: '(request)' }],
-  });
-});
+    ' ',
+  ],
+])(
+  'HTTP: a request whose %s trickle past HTTP_REQUEST_TIMEOUT_MS gets 408 problem details and its connection closed',
+  async (_part, start, drip) => {
+    const port = Number(new URL(app.url).port);
+    const socket = connect({ port, host: '127.0.0.1' });
+    sockets.push(socket);
+    socket.on('error', () => undefined);
+    let text = '';
+    socket.on('data', (d: Buffer) => (text += d.toString('utf8')));
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    socket.write(start);
+    // The connection is closed, not held.
+    const trickle = setInterval(() => socket.writable && socket.write(drip), 300);
+    await closed;
+    clearInterval(trickle);
+    const [head, body] = text.split('\r\n\r\n');
+    expect(head!.split('\r\n')[0]).toBe('HTTP/1.1 408 Request Timeout');
+    expect(JSON.parse(body!)).toMatchObject({
+      status: 408,
+      code: 'PLATFORM.MALFORMED_REQUEST',
+      errors: [{ field: '(request)' }],
+    });
+  },
+);
 
 it('HTTP: the body deadline leaves nothing behind on a keep-alive connection that carries many requests', async () => {
   const server = (app.app.getHttpAdapter().getInstance() as { server: Server }).server;
