@@ -1,6 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { fold, type Command, type Decider, type Event } from '../../../domain/shared/event';
-import { ConcurrencyError, IdempotencyConflictError, type EventStore } from '../event-store/event-store';
+import {
+  ConcurrencyError,
+  IdempotencyConflictError,
+  type EventStore,
+  type EventToAppend,
+} from '../event-store/event-store';
 import type { CommandContext, CommandResult } from './command-context';
 import type { StreamSnapshots } from './snapshots';
 
@@ -46,7 +51,7 @@ export interface HandleCommandOptions<C extends Command, E extends Event, S> {
 export async function handleCommand<C extends Command, E extends Event, S>(
   options: HandleCommandOptions<C, E, S>,
 ): Promise<CommandResult & { events: readonly E[] }> {
-  const { store, decider, streamId, command, ctx, retries, cache, snapshots } = options;
+  const { store, decider, streamId, command, ctx, retries, cache } = options;
   const key = ctx.idempotencyKey;
   // Every stranger is "anonymous", so their keys share one space: scoped by the request itself,
   // a key only ever answers a request identical to the one that used it (a retry); a different
@@ -63,12 +68,7 @@ export async function handleCommand<C extends Command, E extends Event, S>(
     if (sent) return sent;
   }
   for (let attempt = 0; ; attempt++) {
-    const cached = cache?.get(streamId) ?? (await snapshots?.load(streamId));
-    const history = await store.readStream<E>(streamId, cached ? cached.revision + 1 : 0);
-    const state = cached ? history.reduce((s, e) => decider.evolve(s, e), cached.state) : fold(decider, history);
-    const current = history.length ? history[history.length - 1]!.revision : cached ? cached.revision : -1;
-    cache?.set(streamId, current, state);
-    if (snapshots?.due(streamId, current)) await snapshots.save(streamId, current, state);
+    const { revision: current, state } = await readState(options);
     const events = decider.decide(command, state);
     if (events.length === 0) return { position: 0, revision: current, duplicate: false, events };
     try {
@@ -106,6 +106,51 @@ async function decideOnGuess<C extends Command, E extends Event, S>(
   }
 }
 
+/**
+ * The stream's state now: the cached fold (or snapshot) and the events after it, read; cached,
+ * and snapshotted when due.
+ */
+async function readState<E extends Event, S>({
+  store,
+  decider,
+  streamId,
+  cache,
+  snapshots,
+}: Pick<HandleCommandOptions<Command, E, S>, 'store' | 'decider' | 'streamId' | 'cache' | 'snapshots'>): Promise<{
+  revision: number;
+  state: S;
+}> {
+  const cached = cache?.get(streamId) ?? (await snapshots?.load(streamId));
+  const history = await store.readStream<E>(streamId, cached ? cached.revision + 1 : 0);
+  const state = cached ? history.reduce((s, e) => decider.evolve(s, e), cached.state) : fold(decider, history);
+  const revision = history.length ? history[history.length - 1]!.revision : cached ? cached.revision : -1;
+  cache?.set(streamId, revision, state);
+  if (snapshots?.due(streamId, revision)) await snapshots.save(streamId, revision, state);
+  return { revision, state };
+}
+
+/** The events `command` decided, as the store takes them: ids (identity, idempotency key or random) and metadata. */
+function toAppend<E extends Event>(
+  decider: { identify?(e: E): string | undefined },
+  streamId: string,
+  command: Command,
+  ctx: CommandContext,
+  idKey: string | undefined,
+  events: readonly E[],
+): EventToAppend[] {
+  return events.map((e, i) => ({
+    id: identityId(decider, streamId, e) ?? (idKey ? eventId(ctx.actor, idKey, streamId, i) : randomUUID()),
+    type: e.type,
+    data: e.data,
+    metadata: {
+      correlationId: ctx.correlationId,
+      causationId: ctx.causationId,
+      actor: ctx.actor,
+      command: command.type,
+    },
+  }));
+}
+
 /** Appends what was decided on `state` at `current`, and caches the state after it. */
 async function appendDecided<C extends Command, E extends Event, S>(
   { store, decider, streamId, command, ctx, cache }: HandleCommandOptions<C, E, S>,
@@ -116,17 +161,7 @@ async function appendDecided<C extends Command, E extends Event, S>(
 ): Promise<CommandResult & { events: readonly E[] }> {
   const result = await store.append(
     streamId,
-    events.map((e, i) => ({
-      id: identityId(decider, streamId, e) ?? (idKey ? eventId(ctx.actor, idKey, streamId, i) : randomUUID()),
-      type: e.type,
-      data: e.data,
-      metadata: {
-        correlationId: ctx.correlationId,
-        causationId: ctx.causationId,
-        actor: ctx.actor,
-        command: command.type,
-      },
-    })),
+    toAppend(decider, streamId, command, ctx, idKey, events),
     current === -1 ? 'no_stream' : current,
   );
   if (!result.duplicate)
@@ -240,7 +275,7 @@ export async function handleCommandBatch<C extends Command, E extends Event, S>(
   options: Omit<HandleCommandOptions<C, E, S>, 'command' | 'ctx'>,
   batch: readonly BatchedCommand<C>[],
 ): Promise<BatchedOutcome<E>[]> {
-  const { store, decider, streamId, retries, cache, snapshots } = options;
+  const { store, decider, streamId, retries, cache } = options;
   const alone = async (): Promise<BatchedOutcome<E>[]> => {
     const out: BatchedOutcome<E>[] = [];
     for (const b of batch) {
@@ -254,16 +289,9 @@ export async function handleCommandBatch<C extends Command, E extends Event, S>(
   };
   for (let attempt = 0; ; attempt++) {
     const guess = attempt === 0 && options.trustCache ? cache?.get(streamId) : undefined;
-    let base = guess;
-    if (!base) {
-      const cached = cache?.get(streamId) ?? (await snapshots?.load(streamId));
-      const history = await store.readStream<E>(streamId, cached ? cached.revision + 1 : 0);
-      const state = cached ? history.reduce((s, e) => decider.evolve(s, e), cached.state) : fold(decider, history);
-      const revision = history.length ? history[history.length - 1]!.revision : cached ? cached.revision : -1;
-      cache?.set(streamId, revision, state);
-      base = { revision, state };
-    }
-    if (snapshots?.due(streamId, base.revision)) await snapshots.save(streamId, base.revision, base.state);
+    const base = guess ?? (await readState(options));
+    if (guess && options.snapshots?.due(streamId, guess.revision))
+      await options.snapshots.save(streamId, guess.revision, guess.state);
     let state = base.state;
     const decided: (readonly E[] | { error: unknown })[] = batch.map((b) => {
       try {
@@ -279,19 +307,7 @@ export async function handleCommandBatch<C extends Command, E extends Event, S>(
     if (guess && decided.some((d) => !settled(d) || d.length === 0)) continue;
     const writes = batch.flatMap((b, i) => {
       const events = decided[i]!;
-      if (!settled(events)) return [];
-      const key = b.ctx.idempotencyKey;
-      return events.map((e, k) => ({
-        id: identityId(decider, streamId, e) ?? (key ? eventId(b.ctx.actor, key, streamId, k) : randomUUID()),
-        type: e.type,
-        data: e.data,
-        metadata: {
-          correlationId: b.ctx.correlationId,
-          causationId: b.ctx.causationId,
-          actor: b.ctx.actor,
-          command: b.command.type,
-        },
-      }));
+      return settled(events) ? toAppend(decider, streamId, b.command, b.ctx, b.ctx.idempotencyKey, events) : [];
     });
     const answer = (position: number): BatchedOutcome<E>[] => {
       let revision = base.revision;
