@@ -53,15 +53,16 @@ export interface SendOptions {
 }
 
 /**
- * The sales streams as the use cases (src/sales/<use-case>.ts), the saga and
- * the jobs share them: loads, and commands on the inventory, order and payment
- * streams decided from cached folds (the saga writes them step after step).
- */
-/**
  * The saga decides on its cached folds without a read (it wrote those streams step after step; the
  * append's expected revision proves the fold current, else it reads and decides again).
  */
 const guesses = (o: SendOptions) => ({ trustCache: o.fromSaga === true, assumeNew: o.newStream === true });
+
+/**
+ * The sales streams as the use cases (src/sales/<use-case>.ts), the saga and
+ * the jobs share them: loads, and commands on the inventory, order and payment
+ * streams decided from cached folds (the saga writes them step after step).
+ */
 
 @Injectable()
 export class SalesServices {
@@ -125,6 +126,7 @@ export class SalesServices {
     ctx: CommandContext,
     options: SendOptions = {},
   ): Promise<Sent> {
+    // The saga's commands go in per-product batches; everyone else's (stock receipts) one by one.
     if (options.fromSaga) return this.batchedInventory(productId, command, ctx, options);
     return handleCommand({
       store: this.store,
@@ -135,8 +137,6 @@ export class SalesServices {
       retries: options.retries ?? this.platform.config.COMMAND_RETRIES,
       cache: this.caches.inventory,
       snapshots: this.inventorySnapshots,
-      lookupKey: !options.fromSaga,
-      ...guesses(options),
     });
   }
 
