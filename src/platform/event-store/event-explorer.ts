@@ -37,8 +37,9 @@ export async function findEvent(pool: Pool, id: string): Promise<ExplorerEvent |
   return row ? toEvent(row) : undefined;
 }
 
-/** A UUID as PostgreSQL writes one (lowercase, hyphenated): the only text `event_id::text` can equal. */
-const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A UUID as PostgreSQL writes one (lowercase): the only text `event_id::text` can equal. */
+const isCanonicalUuid = (s: string) => UUID.test(s) && s === s.toLowerCase();
 
 /** What caused the event (when its causation id is an event's id), what it caused, and its correlation's events. */
 export async function relatedEvents(
@@ -47,7 +48,7 @@ export async function relatedEvents(
   limit: number,
 ): Promise<{ causedBy: ExplorerEvent | null; caused: ExplorerEvent[]; correlated: ExplorerEvent[] }> {
   const causation = event.metadata.causationId;
-  const isUuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(causation);
+  const isUuid = UUID.test(causation);
   const [causedBy, caused, correlated] = await Promise.all([
     isUuid ? findEvent(pool, causation) : Promise.resolve(undefined),
     // Only a 36-character causation id can be an event's id: the partial index holds exactly those.
@@ -68,7 +69,7 @@ export async function relatedEvents(
         ORDER BY position LIMIT $3`,
       [
         event.metadata.correlationId,
-        CANONICAL_UUID.test(event.metadata.correlationId) ? event.metadata.correlationId : null,
+        isCanonicalUuid(event.metadata.correlationId) ? event.metadata.correlationId : null,
         limit,
       ],
     ),
