@@ -1,4 +1,4 @@
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { copyLines } from '../processing/copy';
 import type { AppendResult, EventToAppend, ExpectedRevision, SkipKnownResult } from './event-store';
 
@@ -251,9 +251,7 @@ export async function writeGroupByCopy(
     kinds.push(kind);
     expected.push(revision);
   }
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return planThenCopy(pool, async (client) => {
     const plan = await client.query<{
       status: GroupAnswer['status'];
       revision: string;
@@ -275,25 +273,43 @@ export async function writeGroupByCopy(
       const first = Number(r.first_position);
       const rev0 = Number(r.revision) - w.events.length + 1;
       const stream = copyField(w.streamId);
-      w.events.forEach((e, k) => {
-        lines.push(
-          `${first + k}\t${e.id}\t${stream}\t${rev0 + k}\t${copyField(e.type)}\t${copyField(JSON.stringify(e.data))}\t${copyField(JSON.stringify(e.metadata))}\t${e.schemaVersion ?? 1}\n`,
-        );
-      });
+      w.events.forEach((e, k) => lines.push(copyLine(first + k, stream, rev0 + k, e)));
     });
-    if (lines.length > 0) await copyLines(client, COPY_SQL, lines);
-    await client.query('COMMIT');
-    return plan.rows.map((r) => ({
+    const answers = plan.rows.map((r) => ({
       status: r.status,
       revision: Number(r.revision),
       position: r.last_position === null ? null : Number(r.last_position),
     }));
+    return { answers, lines };
+  });
+}
+
+/**
+ * One transaction on one connection: `plan` decides and hands out positions (returning the
+ * rows to write as COPY lines), the lines go in with one COPY, then COMMIT; any failure rolls back.
+ */
+async function planThenCopy<T>(
+  pool: Pool,
+  plan: (client: PoolClient) => Promise<{ answers: T; lines: readonly string[] }>,
+): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const { answers, lines } = await plan(client);
+    if (lines.length > 0) await copyLines(client, COPY_SQL, lines);
+    await client.query('COMMIT');
+    return answers;
   } catch (e) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw e;
   } finally {
     client.release();
   }
+}
+
+/** One `events` row as a COPY_SQL line (`stream`: already a COPY field). */
+function copyLine(position: number, stream: string, revision: number, e: EventToAppend): string {
+  return `${position}\t${e.id}\t${stream}\t${revision}\t${copyField(e.type)}\t${copyField(JSON.stringify(e.data))}\t${copyField(JSON.stringify(e.metadata))}\t${e.schemaVersion ?? 1}\n`;
 }
 
 /** A row of es_append_skip_known (0005) and es_append_skip_known_group (0029). */
@@ -356,9 +372,7 @@ export async function appendSkipKnownGroup(pool: Pool, writes: readonly SkipKnow
  * (as writeGroupByCopy does for es_append_group).
  */
 export async function appendSkipKnownByCopy(pool: Pool, writes: readonly SkipKnownWrite[]): Promise<SkipKnownResult[]> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return planThenCopy(pool, async (client) => {
     const plan = await client.query<SkipKnownRow & { first_position: string | null }>(SKIP_KNOWN_SQL, [
       writes.map((w) => w.streamId),
       writes.map((w) => w.events.length),
@@ -378,22 +392,10 @@ export async function appendSkipKnownByCopy(pool: Pool, writes: readonly SkipKno
       let position = Number(r.first_position);
       let revision = Number(r.revision) - r.appended + 1;
       const stream = copyField(w.streamId);
-      for (const e of w.events) {
-        if (!fresh.has(e.id)) continue;
-        lines.push(
-          `${position++}\t${e.id}\t${stream}\t${revision++}\t${copyField(e.type)}\t${copyField(JSON.stringify(e.data))}\t${copyField(JSON.stringify(e.metadata))}\t${e.schemaVersion ?? 1}\n`,
-        );
-      }
+      for (const e of w.events) if (fresh.has(e.id)) lines.push(copyLine(position++, stream, revision++, e));
     });
-    if (lines.length > 0) await copyLines(client, COPY_SQL, lines);
-    await client.query('COMMIT');
-    return plan.rows.map(skipKnownResult);
-  } catch (e) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw e;
-  } finally {
-    client.release();
-  }
+    return { answers: plan.rows.map(skipKnownResult), lines };
+  });
 }
 
 /** A PostgreSQL COPY text-format field. */
