@@ -63,26 +63,11 @@ export function toProblem(error: unknown, bodyLimit?: number): Problem {
   if (fst.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || (error instanceof HttpException && error.getStatus() === 413)) {
     // Neither Fastify's error nor Nest's wrapping of it carries the limit; the route knows it.
     const rule = bodyLimit ? `must be at most ${bodyLimit} bytes` : 'is too large';
-    return {
-      type: `urn:problem:${PlatformErrorCode.BODY_TOO_LARGE}`,
-      title: TITLE[413]!,
-      status: 413,
-      detail: `the body ${rule}`,
-      code: PlatformErrorCode.BODY_TOO_LARGE,
-      errors: [{ field: '(body)', rule }],
-    };
+    return partProblem(413, PlatformErrorCode.BODY_TOO_LARGE, 'body', rule);
   }
   if (fst.code === 'FST_ERR_BAD_URL') {
     // Fastify's own answer echoes the raw path into its JSON; ours names the rule only.
-    const rule = 'must be valid percent-encoded UTF-8';
-    return {
-      type: `urn:problem:${PlatformErrorCode.MALFORMED_URL}`,
-      title: TITLE[400]!,
-      status: 400,
-      detail: `the URL ${rule}`,
-      code: PlatformErrorCode.MALFORMED_URL,
-      errors: [{ field: '(url)', rule }],
-    };
+    return partProblem(400, PlatformErrorCode.MALFORMED_URL, 'url', 'must be valid percent-encoded UTF-8');
   }
   if (error instanceof HttpException) {
     const status = error.getStatus();
@@ -117,6 +102,18 @@ export function toProblem(error: unknown, bodyLimit?: number): Problem {
   };
 }
 
+/** A problem with one part of the request as a whole (the body, the URL, the headers) breaking `rule`. */
+function partProblem(status: number, code: string, part: string, rule: string): Problem {
+  return {
+    type: `urn:problem:${code}`,
+    title: TITLE[status] ?? 'Error',
+    status,
+    detail: `the ${part === 'url' ? 'URL' : part} ${rule}`,
+    code,
+    errors: [{ field: `(${part})`, rule }],
+  };
+}
+
 export function sendProblem(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
   const problem = toProblem(error, request.routeOptions?.bodyLimit);
   problem.instance = request.url;
@@ -138,20 +135,13 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, error:
  */
 export function clientErrorProblem(err: Error & { code?: string }, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
-  const [status, field, rule] =
+  const [status, part, rule] =
     err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, '(headers)', "must fit the server's header size limit (request line and headers together)"]
+      ? [431, 'headers', "must fit the server's header size limit (request line and headers together)"]
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, '(request)', "must arrive within the server's request timeout"]
-        : [400, '(request)', 'must be a well-formed HTTP/1.1 request'];
-  const body = JSON.stringify({
-    type: `urn:problem:${PlatformErrorCode.MALFORMED_REQUEST}`,
-    title: TITLE[status],
-    status,
-    detail: `the request ${rule}`,
-    code: PlatformErrorCode.MALFORMED_REQUEST,
-    errors: [{ field, rule }],
-  });
+        ? [408, 'request', "must arrive within the server's request timeout"]
+        : [400, 'request', 'must be a well-formed HTTP/1.1 request'];
+  const body = JSON.stringify(partProblem(status, PlatformErrorCode.MALFORMED_REQUEST, part, rule));
   if (socket.writable)
     socket.write(
       `HTTP/1.1 ${status} ${TITLE[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
