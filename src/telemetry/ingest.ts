@@ -28,6 +28,20 @@ import { TelemetryErrorCode } from '../../domain/telemetry/telemetry-errors';
  * so the broker or the device holds the messages, not this process.
  */
 
+/**
+ * Each device's status from its identity stream and its owner's from the owner's
+ * user stream, in one round trip ($1: device stream ids, $2: the user stream
+ * prefix). The owner check is one probe of events_user_disabled_idx (migration
+ * 0030), not a scan of the events table.
+ */
+export const DEVICE_STATUS_SQL = `WITH d AS (
+   SELECT stream_id, bool_or(type = 'identity.DeviceRevoked') AS revoked, bool_or(type = 'identity.DeviceRegistered') AS registered,
+          max(data->>'ownerId') FILTER (WHERE type = 'identity.DeviceRegistered') AS owner_id
+     FROM events WHERE stream_id = ANY($1) GROUP BY stream_id)
+ SELECT d.stream_id, d.revoked, d.registered,
+        EXISTS (SELECT 1 FROM events u WHERE u.stream_id = $2 || d.owner_id AND u.type = 'identity.UserDisabled') AS owner_disabled
+   FROM d`;
+
 export interface IngestOutcome {
   /** Readings stored by this command (in its event). */
   readonly accepted: number;
@@ -214,16 +228,7 @@ export class ReadingIngestor {
       revoked: boolean;
       registered: boolean;
       owner_disabled: boolean;
-    }>(
-      `WITH d AS (
-         SELECT stream_id, bool_or(type = 'identity.DeviceRevoked') AS revoked, bool_or(type = 'identity.DeviceRegistered') AS registered,
-                max(data->>'ownerId') FILTER (WHERE type = 'identity.DeviceRegistered') AS owner_id
-           FROM events WHERE stream_id = ANY($1) GROUP BY stream_id)
-       SELECT d.stream_id, d.revoked, d.registered,
-              EXISTS (SELECT 1 FROM events u WHERE u.stream_id = $2 || d.owner_id AND u.type = 'identity.UserDisabled') AS owner_disabled
-         FROM d`,
-      [deviceIds.map(deviceStreamId), userStreamId('')],
-    );
+    }>(DEVICE_STATUS_SQL, [deviceIds.map(deviceStreamId), userStreamId('')]);
     const out = new Map<string, DeviceStatus>();
     for (const id of deviceIds) {
       const row = res.rows.find((r) => r.stream_id === deviceStreamId(id));
