@@ -1,7 +1,11 @@
 import { ConcurrencyError, UpcasterRegistry } from '../../src/platform/event-store/event-store';
-import { PostgresEventStore } from '../../src/platform/event-store/postgres-event-store';
+import {
+  PostgresEventStore,
+  notifyPayload,
+  readNotifyPayload,
+} from '../../src/platform/event-store/postgres-event-store';
 import { createTestDatabase, type TestDatabase } from '../support/services';
-import { testEvent } from '../support/events';
+import { eventually, testEvent } from '../support/events';
 import { eventStoreContract } from './event-store.contract';
 
 let db: TestDatabase;
@@ -31,6 +35,42 @@ describe('postgres event store specifics', () => {
     expect(e?.metadata.storedSchemaVersion).toBe(1);
     const raw = await db.pool.query('SELECT data, schema_version FROM events WHERE stream_id = $1', ['upcast-1']);
     expect(raw.rows[0]).toEqual({ data: { name: 'Ada' }, schema_version: 1 });
+  });
+
+  it('NOTIFY: a store ignores its own (its appends woke its subscribers already) and names the types for the others', async () => {
+    const id = '0b7f6a52-3c1e-4d0a-9a59-1f2e3d4c5b6a';
+    expect(readNotifyPayload(notifyPayload(id, new Set(['a.B', 'c.D'])))).toEqual({ from: id, types: ['a.B', 'c.D'] });
+    expect(readNotifyPayload(notifyPayload(id, undefined))).toEqual({ from: id });
+    expect(readNotifyPayload(notifyPayload(id, new Set(['x'.repeat(5000)])))).toEqual({ from: id });
+    expect(readNotifyPayload('')).toEqual({}); // an older version's: everybody wakes
+
+    const a = new PostgresEventStore(db.pool, { listenConnectionString: db.url });
+    const b = new PostgresEventStore(db.pool, { listenConnectionString: db.url });
+    const from = await a.headPosition();
+    // A subscription opens its store's LISTEN connection.
+    const subs = [a, b].map((s) =>
+      s.subscribeBatches({ fromPosition: from, eventTypes: ['test.Notified'] }, () => Promise.resolve()),
+    );
+    let n = 0;
+    const appendTo = (s: PostgresEventStore) => s.append(`notify-${n++}`, [testEvent('test.Notified')], 'no_stream');
+    try {
+      await eventually(async () => {
+        await appendTo(a);
+        return a.notifications.own > 0 && b.notifications.others > 0;
+      }, 'both stores listening');
+      const before = { ...a.notifications };
+      const bHeard = b.notifications.others;
+      await appendTo(a);
+      await eventually(() => b.notifications.others > bHeard, 'b hears of a');
+      await appendTo(b);
+      await eventually(() => a.notifications.others > before.others, 'a hears of b');
+      // Delivered in commit order: a's own NOTIFY came before b's (sent after b heard of a), and was told apart.
+      expect(a.notifications.own).toBeGreaterThan(before.own);
+      expect(b.notifications.own).toBeGreaterThan(0);
+    } finally {
+      await Promise.all(subs.map((s) => s.stop()));
+      await Promise.all([a.close(), b.close()]);
+    }
   });
 
   it('group commit: appends called together share one transaction, each checked and answered on its own', async () => {
