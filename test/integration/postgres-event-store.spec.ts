@@ -132,6 +132,40 @@ describe('postgres event store specifics', () => {
     expect(await store.readStream('group-good-2')).toHaveLength(1);
   });
 
+  it('group commit: 400 events or more waiting, two slots free: two groups at once, each append answered on its own', async () => {
+    const batch = (type: string) => Array.from({ length: 50 }, (_, i) => testEvent(type, { i }));
+    await store.append('split-conflict', [testEvent('test.Created')], 'no_stream');
+    const dupEvents = batch('test.SplitDup');
+    const dupFirst = await store.append('split-dup', dupEvents, 'no_stream');
+    const fresh = Array.from({ length: 8 }, (_, i) => `split-${i}`);
+    // Called in one tick: 500 events in 10 appends, and a second append to split-0 that must wait.
+    const settled = await Promise.allSettled([
+      ...fresh.map((s) => store.append(s, batch('test.Split'), 'no_stream')),
+      store.append('split-conflict', batch('test.Refused'), 'no_stream'),
+      store.append('split-dup', dupEvents, 'no_stream'),
+      store.append('split-0', batch('test.Later'), 49),
+    ]);
+    const ok = settled.slice(0, 8).map((r) => (r.status === 'fulfilled' ? r.value : undefined));
+    expect(ok.every((r) => r?.duplicate === false && r.nextRevision === 49)).toBe(true);
+    for (const [i, s] of fresh.entries()) {
+      const stored = await store.readStream(s, 0, 50);
+      expect(stored.map((e) => e.revision)).toEqual(Array.from({ length: 50 }, (_, k) => k));
+      expect(ok[i]?.position).toBe(stored[49]!.position);
+    }
+    // Two transactions (position >> 16 is the transaction id), each with several of the appends.
+    const blocks = ok.map((r) => Math.floor((r?.position ?? 0) / 65536));
+    expect(new Set(blocks).size).toBe(2);
+    for (const b of new Set(blocks)) expect(blocks.filter((x) => x === b).length).toBeGreaterThanOrEqual(2);
+    expect(settled[8]).toMatchObject({ status: 'rejected', reason: expect.any(ConcurrencyError) });
+    expect(settled[9]).toEqual({ status: 'fulfilled', value: { ...dupFirst, duplicate: true } });
+    expect(await store.readStream('split-conflict')).toHaveLength(1);
+    // The second append to split-0 went after the group holding the first had committed.
+    expect(settled[10]).toMatchObject({ status: 'fulfilled', value: { nextRevision: 99, duplicate: false } });
+    const split0 = await store.readStream('split-0');
+    expect(split0.map((e) => e.type)).toEqual([...Array(50).fill('test.Split'), ...Array(50).fill('test.Later')]);
+    expect(split0[50]!.position).toBeGreaterThan(ok[0]!.position);
+  });
+
   it('appendMulti writes several streams in one transaction, all or nothing', async () => {
     const a = testEvent('test.Reserved');
     const b = testEvent('test.Created');

@@ -141,6 +141,8 @@ export class PostgresEventStore implements EventStore {
       maxInFlight: options.groupMaxInFlight ?? 2,
       maxEvents: options.groupMaxEvents ?? GROUP_MAX_EVENTS,
       maxAppends: GROUP_MAX_APPENDS,
+      // Two or more COPY groups at once when a free slot would otherwise idle (each >= GROUP_COPY_MIN_EVENTS).
+      splitMinEvents: 2 * GROUP_COPY_MIN_EVENTS,
       write: (writes) => this.writeGroup(writes),
       settle: (w, answer) => answerToResult(w.streamId, w.expected, answer),
       alone: async (w) => {

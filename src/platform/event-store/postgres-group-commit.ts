@@ -16,6 +16,11 @@ import type { AppendResult, EventToAppend, ExpectedRevision, SkipKnownResult } f
  * appends to a stream are written in the order they were called, and a
  * group's block of positions holds at most one append per stream (findAppend
  * relies on that).
+ *
+ * With splitMinEvents set, a large queue meeting two or more free slots is
+ * split across them (see split): one group's rows are inserted while the next
+ * is planned and serialised, and the two commits overlap, where one big group
+ * would leave the other slot idle until it is done.
  */
 
 export interface GroupWrite {
@@ -38,6 +43,12 @@ export interface GroupCommitOptions {
   readonly maxEvents: number;
   /** Appends per group. */
   readonly maxAppends: number;
+  /**
+   * From this many events taken at once, with two or more slots free, they are split across up
+   * to floor(events / (splitMinEvents / 2)) groups, one per free slot, each of at least
+   * splitMinEvents / 2 events and two appends. Unset: never split.
+   */
+  readonly splitMinEvents?: number;
   /** Writes one group; throws for the whole group (retries are the caller's). */
   readonly write: (writes: readonly GroupWrite[]) => Promise<GroupAnswer[]>;
   /** Turns one answer into the caller's result or error. */
@@ -94,16 +105,53 @@ export class GroupCommitter {
 
   private pump(): void {
     while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
-      const group = this.take();
-      if (group.length === 0) return;
-      this.inFlight++;
-      for (const w of group) this.streamsInFlight.add(w.streamId);
-      void this.run(group).finally(() => {
-        this.inFlight--;
-        for (const w of group) this.streamsInFlight.delete(w.streamId);
-        this.schedule();
-      });
+      const taken = this.take();
+      if (taken.length === 0) return;
+      for (const group of this.split(taken, this.options.maxInFlight - this.inFlight)) this.start(group);
     }
+  }
+
+  private start(group: Pending[]): void {
+    this.inFlight++;
+    for (const w of group) this.streamsInFlight.add(w.streamId);
+    void this.run(group).finally(() => {
+      this.inFlight--;
+      for (const w of group) this.streamsInFlight.delete(w.streamId);
+      this.schedule();
+    });
+  }
+
+  /**
+   * `taken` as one group, or cut in arrival order into up to `free` groups of at least
+   * splitMinEvents / 2 events and two appends each (so each still goes through the group path,
+   * with COPY, not es_append). Any cut keeps the order of a stream's appends: `taken` holds at
+   * most one append per stream, and none of its streams has one in flight, so a later append of
+   * any of them waits until the group holding the earlier one has committed.
+   */
+  private split(taken: Pending[], free: number): Pending[][] {
+    const min = this.options.splitMinEvents;
+    const events = taken.reduce((n, p) => n + p.events.length, 0);
+    if (min === undefined || free < 2 || events < min) return [taken];
+    const half = min / 2;
+    const parts = Math.min(free, Math.floor(events / half), Math.floor(taken.length / 2));
+    if (parts < 2) return [taken];
+    const share = events / parts;
+    const groups: Pending[][] = [[]];
+    let current = groups[0]!;
+    let inCurrent = 0;
+    for (const p of taken) {
+      if (inCurrent >= share && current.length >= 2 && groups.length < parts) {
+        current = [];
+        groups.push(current);
+        inCurrent = 0;
+      }
+      current.push(p);
+      inCurrent += p.events.length;
+    }
+    // Every group but the last reached the share (>= half); a short last one joins the one before.
+    if (groups.length > 1 && (inCurrent < half || current.length < 2))
+      groups[groups.length - 2]!.push(...groups.pop()!);
+    return groups;
   }
 
   /** The next group: queued appends in arrival order, one per stream, within the limits. */
