@@ -2,7 +2,6 @@ import { PassportStrategy } from '@nestjs/passport';
 import type { Principal } from '../platform/http/access';
 import {
   AccessTokenStrategy,
-  bearerToken,
   issuedAt,
   type AccessTokenClaims,
   type RevocationMirror,
@@ -30,16 +29,27 @@ export interface StrategyDeps {
   readonly revocationMirror: Pick<RevocationMirror, 'check' | 'verdict'>;
 }
 
+/**
+ * One principal per claims object, frozen: a remembered token's claims are one object
+ * (`TokenService.remember`), so every request that recalls them is given the same principal
+ * and the recalled path allocates nothing for it.
+ */
+const principals = new WeakMap<AccessTokenClaims, Principal>();
+
 function principalOf(claims: AccessTokenClaims): Principal {
-  return {
+  const known = principals.get(claims);
+  if (known !== undefined) return known;
+  const principal: Principal = Object.freeze({
     kind: claims.kind,
     id: claims.sub,
-    roles: claims.roles,
+    roles: Object.freeze(claims.roles),
     jti: claims.jti,
     exp: claims.exp,
     iat: issuedAt(claims),
     ...(claims.sid ? { sid: claims.sid } : {}),
-  };
+  });
+  principals.set(claims, principal);
+  return principal;
 }
 
 /** The principal of a token the mirror says is not revoked (without a promise when it can say so at once). */
@@ -49,16 +59,16 @@ function principalFor(deps: StrategyDeps, claims: AccessTokenClaims): Principal 
 }
 
 /**
- * The principal of a request whose token this instance verified recently (`TokenService.recall`:
- * the full strategy checked it, at most 60 s ago, its key still ours) and that the mirror, fresh
- * now, does not hold revoked: what the strategy's verify step would answer, without passport's
- * callbacks and promises (most requests of a client reuse one token). Undefined for anything
- * else, and the strategy then decides and says why (401 with its code, 503, a wait for the
- * mirror). A too long Authorization header throws its 400 here as it does there.
+ * The principal of a request whose Authorization header this instance verified recently
+ * (`TokenService.recallBearer`: the full strategy checked that exact header, at most 60 s ago,
+ * not past its `exp`, its key still ours) and that the mirror, fresh now, does not hold
+ * revoked (token, session or user): what the strategy's verify step would answer, without
+ * passport's callbacks and promises (most requests of a client reuse one token), and without
+ * parsing the header. Undefined for anything else, and the strategy then decides and says why
+ * (401 with its code, 400 for a too long header, 503, a wait for the mirror).
  */
 export function recalledPrincipal(deps: StrategyDeps, req: TokenRequest, kind: TokenKind): Principal | undefined {
-  const token = bearerToken(req);
-  const claims = token === null ? undefined : deps.tokens.recall(token, kind);
+  const claims = deps.tokens.recallBearer(req.headers.authorization, kind);
   if (claims === undefined || deps.revocationMirror.verdict(claims) !== 'ok') return undefined;
   return principalOf(claims);
 }

@@ -10,9 +10,16 @@ import {
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { Redis } from 'ioredis';
 import { calculateJwkThumbprint, createLocalJWKSet, jwtVerify, type JWK } from 'jose';
+import { runStrategy } from '../../src/identity/auth/access-token-strategy';
+import { RevocationList } from '../../src/identity/auth/revocation';
+import { RevocationMirror } from '../../src/identity/auth/revocation-mirror';
 import { KEY_FILE_NAME, SigningKeys } from '../../src/identity/auth/signing-keys';
 import { TokenService, type TokenKind } from '../../src/identity/auth/tokens';
+import { UserJwtStrategy, recalledPrincipal, type StrategyDeps } from '../../src/identity/jwt.strategies';
+import type { Principal } from '../../src/platform/http/access';
+import { testRedisUrl } from '../support/services';
 
 /**
  * Access tokens under attack. Every hostile token is built here by hand
@@ -540,6 +547,124 @@ describe('identity access tokens (attacks crafted in the test)', () => {
       expect(
         () => new SigningKeys({ alg: 'ES256', configuredKeys: '{"version":1,"keys":[]}', maxTokenLifeS: ACCESS_TTL }),
       ).toThrow();
+    });
+  });
+
+  describe('the verified-token cache (the HTTP strategies, a real revocation mirror)', () => {
+    const prefix = `test:identity-tokens:${randomBytes(4).toString('hex')}:`;
+    let redis: Redis;
+    let list: RevocationList;
+    let mirror: RevocationMirror;
+
+    beforeAll(async () => {
+      redis = new Redis(testRedisUrl(), { maxRetriesPerRequest: 2 });
+      list = new RevocationList(redis, { keyPrefix: prefix, maxTokenLifeS: ACCESS_TTL });
+      mirror = new RevocationMirror({
+        list,
+        redisUrl: testRedisUrl(),
+        maxStalenessMs: 1000,
+        log: { info: () => undefined, warn: () => undefined },
+      });
+      await mirror.start();
+    });
+
+    afterAll(async () => {
+      mirror.close();
+      const found = await redis.keys(`${prefix}*`);
+      if (found.length) await redis.del(...found);
+      await redis.quit();
+    });
+
+    /** An app instance's user strategy with its own token cache, and what the guard calls. */
+    const app = () => {
+      const deps: StrategyDeps = { tokens: serviceFor(keys, Date.now), revocationMirror: mirror };
+      const strategy = new UserJwtStrategy(deps);
+      // A new header string per request, as the HTTP parser makes one.
+      const request = (authorization: string) => ({ headers: { authorization: [authorization].join('') } });
+      return {
+        deps,
+        /** What the AccessGuard does: the recalled principal at once, else the strategy. */
+        async authenticate(authorization: string): Promise<Principal> {
+          const req = request(authorization);
+          const known = recalledPrincipal(deps, req, 'user');
+          if (known) return known;
+          const outcome = await runStrategy<Principal>(strategy, req);
+          if ('failure' in outcome) throw outcome.failure;
+          return outcome.user;
+        },
+        recalled: (authorization: string) => recalledPrincipal(deps, request(authorization), 'user'),
+      };
+    };
+
+    it('verifies in full, and refuses, a token that ends with the same 24 characters as a remembered one', async () => {
+      const a = app();
+      const issued = await a.deps.tokens.issueAccessToken({ sub: 'user-1', roles: ['member'], kind: 'user' });
+      await expect(a.authenticate(`Bearer ${issued.token}`)).resolves.toMatchObject({ id: 'user-1' });
+      expect(a.recalled(`Bearer ${issued.token}`)).toMatchObject({ id: 'user-1', jti: issued.jti });
+
+      const [h, p, s] = issued.token.split('.');
+      const payload = JSON.parse(Buffer.from(p!, 'base64url').toString());
+      for (const change of [{ roles: ['member', 'admin'] }, { sub: 'user-2' }, { exp: payload.exp + 3600 }]) {
+        const forged = `${h}.${b64({ ...payload, ...change })}.${s}`;
+        expect(forged.slice(-24)).toBe(issued.token.slice(-24));
+        expect(a.recalled(`Bearer ${forged}`)).toBeUndefined();
+        await expectRejected(a.authenticate(`Bearer ${forged}`));
+        await expectRejected(a.deps.tokens.verify(forged, 'user'));
+      }
+      // The same token under another scheme or with extra spaces is not the header that was verified.
+      for (const header of [`Basic ${issued.token}`, `Bearer  ${issued.token}`, `bearer ${issued.token}`]) {
+        expect(a.recalled(header)).toBeUndefined();
+        await expectRejected(a.authenticate(header), 'AUTH.MISSING_TOKEN');
+      }
+      // The genuine token is still remembered, and still answers.
+      expect(a.recalled(`Bearer ${issued.token}`)).toMatchObject({ id: 'user-1', roles: ['member'] });
+    });
+
+    it('answers a repeated request from the cache (one verification, one frozen principal) and still refuses it once revoked', async () => {
+      const a = app();
+      const keyLookups = jest.spyOn(a.deps.tokens, 'keyFor');
+      const byToken = await a.deps.tokens.issueAccessToken({ sub: `user-${randomUUID()}`, kind: 'user' });
+      const bySession = await a.deps.tokens.issueAccessToken({
+        sub: `user-${randomUUID()}`,
+        kind: 'user',
+        sid: randomUUID(),
+      });
+      const byUser = await a.deps.tokens.issueAccessToken({ sub: `user-${randomUUID()}`, kind: 'user' });
+      const all = [byToken, bySession, byUser];
+
+      for (const issued of all) {
+        const first = await a.authenticate(`Bearer ${issued.token}`);
+        expect(first).toMatchObject({ jti: issued.jti });
+        for (let i = 0; i < 3; i++) {
+          // The guard's path and the strategy's path give the very same principal, frozen.
+          expect(a.recalled(`Bearer ${issued.token}`)).toBe(first);
+          await expect(a.authenticate(`Bearer ${issued.token}`)).resolves.toBe(first);
+        }
+        expect(Object.isFrozen(first)).toBe(true);
+        expect(Object.isFrozen(first.roles)).toBe(true);
+      }
+      // Each token was verified (its key looked up) once.
+      expect(keyLookups).toHaveBeenCalledTimes(all.length);
+
+      // Revoked while remembered: the token, its session, its user.
+      await list.revokeToken(byToken.jti, byToken.exp);
+      const session = a.recalled(`Bearer ${bySession.token}`)!.sid!;
+      await list.revokeFamily(session);
+      await list.revokeSubject(a.recalled(`Bearer ${byUser.token}`)!.id);
+      for (const issued of all) {
+        expect(a.recalled(`Bearer ${issued.token}`)).toBeUndefined();
+        await expectRejected(a.authenticate(`Bearer ${issued.token}`), 'AUTH.TOKEN_REVOKED');
+      }
+
+      // A mirror that cannot vouch for being current: 503, even for a remembered token.
+      const fresh = await a.deps.tokens.issueAccessToken({ sub: `user-${randomUUID()}`, kind: 'user' });
+      await a.authenticate(`Bearer ${fresh.token}`);
+      mirror.close();
+      expect(a.recalled(`Bearer ${fresh.token}`)).toBeUndefined();
+      await expect(a.authenticate(`Bearer ${fresh.token}`)).rejects.toMatchObject({
+        code: 'AUTH.REVOCATION_UNAVAILABLE',
+      });
+      keyLookups.mockRestore();
     });
   });
 

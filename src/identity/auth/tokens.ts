@@ -61,6 +61,8 @@ export const ACCESS_TOKEN_TYP = 'at+jwt';
 const MAX_TOKEN_LENGTH = 8192;
 const VERIFIED_CACHE_S = 60;
 const VERIFIED_CACHE_MAX = 10_000;
+/** How many characters at the end of a token (its signature's end) find its entry among the verified ones. */
+const VERIFIED_KEY_CHARS = 24;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const ALLOWED_HEADER = new Set(['alg', 'kid', 'typ']);
 
@@ -81,7 +83,7 @@ function parseHeader(segment: string): Record<string, unknown> | undefined {
 export class TokenService {
   private readonly verified = new Map<
     string,
-    { claims: AccessTokenClaims; kid: string; kind: TokenKind; untilMs: number }
+    { header: string; claims: AccessTokenClaims; kid: string; kind: TokenKind; untilMs: number }
   >();
   private readonly toleranceS: number;
   private readonly now: () => number;
@@ -258,26 +260,40 @@ export class TokenService {
   }
 
   /**
-   * The claims of a token that passed full verification as this kind, while it is remembered:
-   * until its `exp`, at most VERIFIED_CACHE_S, and only while its key is still in our set.
+   * The claims of the token of an Authorization header that passed full verification as this
+   * kind, while it is remembered: until its `exp`, at most VERIFIED_CACHE_S, and only while its
+   * key is still in our set. The entry is found by the header's last VERIFIED_KEY_CHARS
+   * characters (the end of the token's signature: hashing those is cheaper than hashing the
+   * whole header), then the WHOLE header must equal the one that was verified: a token with
+   * another header or payload but the same signature end misses here and goes through full
+   * verification (which refuses it). Nothing is parsed or split on a hit.
    * Revocation is not part of it (the strategies' verify step checks it on every request).
    */
-  recall(token: string, kind: TokenKind): AccessTokenClaims | undefined {
-    const hit = this.verified.get(token);
-    if (!hit) return undefined;
-    if (hit.kind === kind && hit.untilMs > this.now() && this.keys.verificationKey(hit.kid)) return hit.claims;
-    if (hit.kind === kind) this.verified.delete(token);
+  recallBearer(header: unknown, kind: TokenKind): AccessTokenClaims | undefined {
+    if (typeof header !== 'string') return undefined;
+    const hit = this.verified.get(header.slice(-VERIFIED_KEY_CHARS));
+    if (hit === undefined || hit.header !== header || hit.kind !== kind) return undefined;
+    if (hit.untilMs > this.now() && this.keys.verificationKey(hit.kid)) return hit.claims;
+    this.verified.delete(header.slice(-VERIFIED_KEY_CHARS));
     return undefined;
   }
 
-  /** Remembers a token that passed full verification (see `recall`). */
-  remember(token: string, kind: TokenKind, kid: string, claims: AccessTokenClaims): void {
-    if (this.verified.size >= VERIFIED_CACHE_MAX) {
+  /**
+   * Remembers a token that passed full verification as this kind (see `recallBearer`), with the
+   * exact Authorization header it came in (`header` ends with `token`). The claims are frozen:
+   * every request that recalls them shares the one object.
+   */
+  remember(header: string, token: string, kind: TokenKind, kid: string, claims: AccessTokenClaims): void {
+    if (token.length < VERIFIED_KEY_CHARS || !header.endsWith(token)) return;
+    const key = token.slice(-VERIFIED_KEY_CHARS);
+    if (!this.verified.has(key) && this.verified.size >= VERIFIED_CACHE_MAX) {
       const oldest = this.verified.keys().next();
       if (!oldest.done) this.verified.delete(oldest.value);
     }
-    this.verified.set(token, {
-      claims,
+    Object.freeze(claims.roles);
+    this.verified.set(key, {
+      header,
+      claims: Object.freeze(claims),
       kid,
       kind,
       untilMs: Math.min(claims.exp * 1000, this.now() + VERIFIED_CACHE_S * 1000),
