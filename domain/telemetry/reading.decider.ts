@@ -84,12 +84,11 @@ export function parseReadings(payload: unknown, receivedAt: Date, maxPastDays = 
       else errors.push({ field: at('id'), rule: RULES.id });
     }
     if (errors.length > before) return;
-    out.push({
-      metric: r.metric as string,
-      value: r.value as number,
-      ts: new Date(ts).toISOString(),
-      ...(id !== undefined ? { id } : {}),
-    });
+    // Two literals, not a conditional spread: V8 copies a spread object slowly (µs per reading).
+    const metric = r.metric as string;
+    const value = r.value as number;
+    const iso = new Date(ts).toISOString();
+    out.push(id !== undefined ? { metric, value, ts: iso, id } : { metric, value, ts: iso });
   });
   // Enough to act on; a 1000-reading payload with every field wrong need not list 3000 errors.
   if (errors.length) throw invalid(errors.slice(0, 20));
@@ -177,12 +176,12 @@ export function decideIngest(command: IngestReading, device: DeviceStatus): Inge
       type: 'telemetry.ReadingsRecorded',
       data: {
         deviceId,
-        readings: kept.map((r) => ({
-          ...(r.id !== undefined ? { id: r.id } : {}),
-          metric: r.metric,
-          value: r.value,
-          ts: r.ts,
-        })),
+        // Two literals, not a conditional spread (see parseReadings).
+        readings: kept.map((r) =>
+          r.id !== undefined
+            ? { id: r.id, metric: r.metric, value: r.value, ts: r.ts }
+            : { metric: r.metric, value: r.value, ts: r.ts },
+        ),
       },
     },
     key: keys.join('\n'),
