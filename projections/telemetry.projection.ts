@@ -1,5 +1,5 @@
 import type { TelemetryEvent } from '../domain/telemetry/reading.events';
-import type { Projection, Queryable } from './projection';
+import type { Projection } from './projection';
 
 /**
  * Sensor history: raw readings, partitioned by day; the latest value per
@@ -37,14 +37,10 @@ const WIDTHS = Object.entries(BUCKETS)
 const STAGE = 'pg_temp.telemetry_stage';
 const STAGE_COLUMNS = '(position, idx, device_id, metric, ts, value, reading_id)';
 
-/** Creates the staging table once per connection, empties it, and creates the days' partitions (in the current schema). */
-function prepare(days: readonly string[]): string {
+/** Creates the days' partitions of history that do not exist yet (in the current schema). */
+function ensurePartitions(days: readonly string[]): string {
   const list = days.map((d) => `'${d}'`).join(', ');
-  return `CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (
-     position bigint NOT NULL, idx int NOT NULL, device_id uuid NOT NULL, metric text NOT NULL,
-     ts timestamptz NOT NULL, value double precision NOT NULL, reading_id text);
-   TRUNCATE ${STAGE};
-   DO $$
+  return `DO $$
    DECLARE d date;
    BEGIN
      FOREACH d IN ARRAY ARRAY[${list}]::date[] LOOP
@@ -57,10 +53,29 @@ function prepare(days: readonly string[]): string {
    END $$`;
 }
 
-const APPLY = `
-WITH ided AS (
+/** Creates the staging table once per connection and empties it. */
+const PREPARE_STAGE = `CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (
+     position bigint NOT NULL, idx int NOT NULL, device_id uuid NOT NULL, metric text NOT NULL,
+     ts timestamptz NOT NULL, value double precision NOT NULL, reading_id text);
+   TRUNCATE ${STAGE}`;
+
+/**
+ * A batch of at most this many readings is applied in one statement, its readings passed as
+ * arrays (unnest) instead of COPYed into the staging table: a live projection applies small
+ * batches, and creating, emptying and filling the staging table cost more round trips and
+ * catalog work than the readings themselves (bench:ingest (c)). Larger batches (catching up,
+ * rebuilds) are COPYed.
+ */
+export const UNNEST_MAX_READINGS = 2000;
+const UNNEST = `stage AS MATERIALIZED (
+  SELECT * FROM unnest($1::bigint[], $2::int[], $3::uuid[], $4::text[], $5::timestamptz[], $6::float8[], $7::text[])
+      AS s(position, idx, device_id, metric, ts, value, reading_id)
+), `;
+
+const applySql = (source: string, head = '') => `
+WITH ${head}ided AS (
   SELECT DISTINCT ON (device_id, reading_id) position, idx, device_id, metric, ts, value, reading_id
-    FROM ${STAGE} WHERE reading_id IS NOT NULL
+    FROM ${source} WHERE reading_id IS NOT NULL
    ORDER BY device_id, reading_id, position, idx
 ), taken AS (
   INSERT INTO telemetry_reading_ids (device_id, reading_id, ts)
@@ -73,7 +88,7 @@ WITH ided AS (
   UNION ALL
   SELECT * FROM (
     SELECT DISTINCT ON (device_id, metric, ts) position, idx, device_id, metric, ts, value, reading_id
-      FROM ${STAGE} WHERE reading_id IS NULL
+      FROM ${source} WHERE reading_id IS NULL
      ORDER BY device_id, metric, ts, position, idx) anon
 ), raw AS (
   INSERT INTO telemetry_readings (device_id, metric, ts, value, reading_id, position, idx)
@@ -107,12 +122,28 @@ ON CONFLICT (device_id, metric) DO UPDATE
 const copyText = (s: string) => (/[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c]!) : s);
 const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
 
-/** The staging rows of a batch (COPY text lines, in event order) and the UTC days they touch. */
-export function stagingRows(events: readonly { position: number; type: string; data: unknown }[]): {
-  lines: string[];
-  days: string[];
-} {
-  const lines: string[] = [];
+/** The readings of a batch as staging columns, in event order, and the UTC days they touch. */
+export interface StagingRows {
+  readonly position: number[];
+  readonly idx: number[];
+  readonly deviceId: string[];
+  readonly metric: string[];
+  readonly ts: string[];
+  readonly value: number[];
+  readonly readingId: (string | null)[];
+  readonly days: string[];
+}
+
+export function stagingRows(events: readonly { position: number; type: string; data: unknown }[]): StagingRows {
+  const rows: Omit<StagingRows, 'days'> = {
+    position: [],
+    idx: [],
+    deviceId: [],
+    metric: [],
+    ts: [],
+    value: [],
+    readingId: [],
+  };
   const days = new Set<string>();
   const add = (
     position: number,
@@ -124,9 +155,13 @@ export function stagingRows(events: readonly { position: number; type: string; d
     id?: string,
   ) => {
     days.add(ts.slice(0, 10));
-    lines.push(
-      `${position}\t${idx}\t${deviceId}\t${copyText(metric)}\t${ts}\t${value}\t${id === undefined ? '\\N' : copyText(id)}\n`,
-    );
+    rows.position.push(position);
+    rows.idx.push(idx);
+    rows.deviceId.push(deviceId);
+    rows.metric.push(metric);
+    rows.ts.push(ts);
+    rows.value.push(value);
+    rows.readingId.push(id ?? null);
   };
   for (const raw of events) {
     const e = raw as TelemetryEvent & { position: number };
@@ -138,27 +173,16 @@ export function stagingRows(events: readonly { position: number; type: string; d
     }
   }
   for (const d of days) if (!DAY.test(d)) throw new Error(`telemetry: a reading's ts is not ISO-8601 UTC: ${d}`);
-  return { lines, days: [...days].sort() };
+  return { ...rows, days: [...days].sort() };
 }
 
-/** Fills the staging table: COPY where the connection offers it, else one INSERT over unnest (plain Queryable). */
-async function stage(db: Queryable, lines: readonly string[]): Promise<void> {
-  if (db.copyRows) {
-    await db.copyRows(`COPY ${STAGE} ${STAGE_COLUMNS} FROM STDIN`, lines);
-    return;
+/** The staging rows as lines of COPY's text format. */
+function* copyLinesOf(r: StagingRows): Generator<string> {
+  for (let i = 0; i < r.position.length; i++) {
+    const id = r.readingId[i];
+    yield `${r.position[i]}\t${r.idx[i]}\t${r.deviceId[i]}\t${copyText(r.metric[i]!)}\t${r.ts[i]}\t${r.value[i]}\t${id == null ? '\\N' : copyText(id)}\n`;
   }
-  const cols: unknown[][] = [[], [], [], [], [], [], []];
-  for (const l of lines) {
-    const f = l.slice(0, -1).split('\t');
-    f.forEach((v, i) => cols[i]!.push(v === '\\N' ? null : v.replace(/\\(.)/g, (_, c: string) => UNESCAPE[c] ?? c)));
-  }
-  await db.query(
-    `INSERT INTO ${STAGE} ${STAGE_COLUMNS}
-     SELECT * FROM unnest($1::bigint[], $2::int[], $3::uuid[], $4::text[], $5::timestamptz[], $6::float8[], $7::text[])`,
-    cols,
-  );
 }
-const UNESCAPE: Record<string, string> = { t: '\t', n: '\n', r: '\r', '\\': '\\' };
 
 export const telemetryProjection: Projection<TelemetryEvent> = {
   name: 'telemetry',
@@ -212,10 +236,23 @@ export const telemetryProjection: Projection<TelemetryEvent> = {
   ],
   eventTypes: ['telemetry.ReadingsRecorded', 'telemetry.ReadingRecorded'],
   async apply(events, db) {
-    const { lines, days } = stagingRows(events);
-    if (lines.length === 0) return;
-    await db.query(prepare(days));
-    await stage(db, lines);
-    await db.query(APPLY);
+    const rows = stagingRows(events);
+    if (rows.position.length === 0) return;
+    await db.query(ensurePartitions(rows.days));
+    if (rows.position.length <= UNNEST_MAX_READINGS || !db.copyRows) {
+      await db.query(applySql('stage', UNNEST), [
+        rows.position,
+        rows.idx,
+        rows.deviceId,
+        rows.metric,
+        rows.ts,
+        rows.value,
+        rows.readingId,
+      ]);
+      return;
+    }
+    await db.query(PREPARE_STAGE);
+    await db.copyRows(`COPY ${STAGE} ${STAGE_COLUMNS} FROM STDIN`, [...copyLinesOf(rows)]);
+    await db.query(applySql(STAGE));
   },
 };

@@ -1,5 +1,5 @@
 import type { TelemetryEvent } from '../../domain/telemetry/reading.events';
-import { telemetryProjection } from '../../projections/telemetry.projection';
+import { telemetryProjection, UNNEST_MAX_READINGS } from '../../projections/telemetry.projection';
 import {
   bucketSeries,
   dropReadingsBefore,
@@ -314,5 +314,56 @@ describe('telemetry read model', () => {
       ],
     );
     await s.thenQuery((db) => latestValue(db, d1, 'temp'), { value: 3, ts: new Date(t('00:00:30')) });
+  });
+
+  it('a batch of more than UNNEST_MAX_READINGS readings is COPYed, a smaller one passed as arrays: the same rows, repeats and escaped ids included', async () => {
+    const at = (second: number) => new Date(Date.UTC(2025, 0, 1) + second * 1000).toISOString();
+    const n = 1000;
+    const range = (f: (i: number) => { metric: string; ts: string; value: number; id?: string }) =>
+      Array.from({ length: n }, (_, i) => f(i));
+    // Batch mode: all three messages in one batch (3,000 readings: COPY); one by one: 1,000 each (arrays).
+    expect(3 * n).toBeGreaterThan(UNNEST_MAX_READINGS);
+    expect(n).toBeLessThanOrEqual(UNNEST_MAX_READINGS);
+    const s = telemetry.given(
+      message(
+        d1,
+        range((i) => ({ metric: 'temp', ts: at(i), value: i, id: `k\\${i}` })),
+      ),
+      // ids 500..1499: the first 500 were taken by the message before.
+      message(
+        d1,
+        range((i) => ({ metric: 'temp', ts: at(2000 + i), value: 1, id: `k\\${i + 500}` })),
+      ),
+      // no ids, each (metric, ts) twice: the first of each kept.
+      message(
+        d1,
+        range((i) => ({ metric: 'hum', ts: at(i % 500), value: i < 500 ? 2 : 99 })),
+      ),
+    );
+    await s.thenQuery(
+      async (db) =>
+        (
+          await db.query(
+            `SELECT metric, count(*)::int AS n, sum(value)::float8 AS sum FROM telemetry_readings GROUP BY metric ORDER BY metric`,
+          )
+        ).rows,
+      [
+        { metric: 'hum', n: 500, sum: 1000 },
+        { metric: 'temp', n: 1500, sum: 499_500 + 500 },
+      ],
+    );
+    await s.thenQuery(
+      async (db) => (await db.query(`SELECT value FROM telemetry_readings WHERE reading_id = $1`, ['k\\7'])).rows,
+      [{ value: 7 }],
+    );
+    await s.thenQuery(
+      async (db) =>
+        (await db.query(`SELECT metric, count::int AS count FROM telemetry_rollups WHERE width = '1d' ORDER BY metric`))
+          .rows,
+      [
+        { metric: 'hum', count: 500 },
+        { metric: 'temp', count: 1500 },
+      ],
+    );
   });
 });
