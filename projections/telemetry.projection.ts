@@ -15,9 +15,10 @@ import type { Projection } from './projection';
  * The rollups and latest values take only the readings kept.
  *
  * A batch is applied set-based, in the transaction that moves the checkpoint:
- * the batch's day partitions are created if missing, its readings are copied
- * (COPY) into a session-local staging table, and one statement moves them from
- * there into the ids, history, rollups and latest values.
+ * the batch's day partitions are created if missing, and one statement moves its
+ * readings into the ids, history, rollups and latest values, taking them as arrays
+ * (a small batch, UNNEST_MAX_READINGS) or from a session-local staging table they
+ * were copied into (COPY) first.
  *
  * Retention (src/telemetry) drops whole day partitions of raw readings and
  * forgets ids older than the raw rows; rollups and latest values stay.
