@@ -60,8 +60,19 @@ describe('postgres event store specifics', () => {
       }, 'both stores listening');
       const before = { ...a.notifications };
       const bHeard = b.notifications.others;
-      await appendTo(a);
+      // Nine appends in one tick: the first go alone, the rest as a group (es_append_group); every one
+      // announces its types, so the NOTIFY names them and another store wakes only the subscribers they concern.
+      const announced = jest.spyOn(
+        a as unknown as { appended(n: number, types?: readonly string[]): void },
+        'appended',
+      );
+      const results = await Promise.all(Array.from({ length: 9 }, () => appendTo(a)));
+      expect(new Set(results.map((r) => Math.floor(r.position / 65536))).size).toBeLessThan(9); // a group formed
+      expect(announced.mock.calls.length).toBeGreaterThan(0);
+      for (const [, types] of announced.mock.calls) expect(types).toEqual(['test.Notified']);
+      announced.mockRestore();
       await eventually(() => b.notifications.others > bHeard, 'b hears of a');
+      expect(b.notifications.lastTypes).toEqual(['test.Notified']);
       await appendTo(b);
       await eventually(() => a.notifications.others > before.others, 'a hears of b');
       // Delivered in commit order: a's own NOTIFY came before b's (sent after b heard of a), and was told apart.

@@ -124,8 +124,11 @@ export class PostgresEventStore implements EventStore {
   private notifyTypes: Set<string> | undefined = new Set();
   /** Names this store's NOTIFYs, so its own listener ignores them: its appends woke its subscribers already. */
   private readonly instanceId = randomUUID();
-  /** NOTIFYs this store's listener received: its own (ignored) and other stores' (for tests and diagnostics). */
-  readonly notifications = { own: 0, others: 0 };
+  /** NOTIFYs this store's listener received: its own (ignored), other stores', and the types the last of those named (for tests and diagnostics). */
+  readonly notifications: { own: number; others: number; lastTypes?: readonly string[] | undefined } = {
+    own: 0,
+    others: 0,
+  };
   private closed = false;
   private readonly groups: GroupCommitter;
   private groupRetryAt = 0;
@@ -149,10 +152,10 @@ export class PostgresEventStore implements EventStore {
         const result = await this.retrying((again) =>
           this.appendOn(this.pool, w.streamId, w.events, w.expected, again),
         );
-        if (!result.duplicate) this.appended(w.events.length);
+        if (!result.duplicate) this.appended(w.events.length, typesOf(w.events));
         return result;
       },
-      stored: (count) => this.appended(count),
+      stored: (count, types) => this.appended(count, types),
     });
   }
 
@@ -205,7 +208,11 @@ export class PostgresEventStore implements EventStore {
         client.release();
       }
     });
-    if (!results.some((r) => r.duplicate)) this.appended(writes.reduce((n, w) => n + w.events.length, 0));
+    if (!results.some((r) => r.duplicate))
+      this.appended(
+        writes.reduce((n, w) => n + w.events.length, 0),
+        typesOf(writes.flatMap((w) => w.events)),
+      );
     return results;
   }
 
@@ -239,7 +246,7 @@ export class PostgresEventStore implements EventStore {
       }
     }
     const n = out.reduce((a, r) => a + r.appended, 0);
-    if (n > 0) this.appended(n, [...new Set(writes.flatMap((w) => w.events.map((e) => e.type)))]);
+    if (n > 0) this.appended(n, typesOf(writes.flatMap((w) => w.events)));
     return out;
   }
 
@@ -502,6 +509,7 @@ export class PostgresEventStore implements EventStore {
       return;
     }
     this.notifications.others++;
+    this.notifications.lastTypes = n.types;
     this.polling.wake(n.types);
   }
 
@@ -554,6 +562,9 @@ export class PostgresEventStore implements EventStore {
     if (l) await l.end().catch(() => undefined);
   }
 }
+
+/** The distinct types of these events (for wake-ups). */
+const typesOf = (events: readonly EventToAppend[]): string[] => [...new Set(events.map((e) => e.type))];
 
 /**
  * The payload of a NOTIFY on the events channel: `<store id>` alone when the types

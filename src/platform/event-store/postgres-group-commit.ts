@@ -59,8 +59,8 @@ export interface GroupCommitOptions {
    * failure stays with the append that caused it.
    */
   readonly alone: (write: GroupWrite) => Promise<AppendResult>;
-  /** After a group stored events (metrics, wake-ups): how many. */
-  readonly stored: (events: number) => void;
+  /** After a group stored events (metrics, wake-ups): how many, and their types. */
+  readonly stored: (events: number, types: readonly string[]) => void;
 }
 
 interface Pending extends GroupWrite {
@@ -197,16 +197,20 @@ export class GroupCommitter {
       return;
     }
     let stored = 0;
+    const types = new Set<string>();
     group.forEach((p, i) => {
       const answer = answers[i]!;
-      if (answer.status === 'ok') stored += p.events.length;
+      if (answer.status === 'ok') {
+        stored += p.events.length;
+        for (const e of p.events) types.add(e.type);
+      }
       try {
         p.resolve(this.options.settle(p, answer));
       } catch (e) {
         p.reject(e);
       }
     });
-    if (stored > 0) this.options.stored(stored);
+    if (stored > 0) this.options.stored(stored, [...types]);
   }
 }
 
