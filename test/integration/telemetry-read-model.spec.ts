@@ -316,9 +316,11 @@ describe('telemetry read model', () => {
     await s.thenQuery((db) => latestValue(db, d1, 'temp'), { value: 3, ts: new Date(t('00:00:30')) });
   });
 
-  it('a batch of more than UNNEST_MAX_READINGS readings is COPYed, a smaller one passed as arrays: the same rows, repeats and escaped ids included', async () => {
+  it('a batch of more than UNNEST_MAX_READINGS readings is COPYed, a smaller one passed as arrays: the same rows, repeats and ids to escape included', async () => {
     const at = (second: number) => new Date(Date.UTC(2025, 0, 1) + second * 1000).toISOString();
     const n = 1000;
+    // Ids the two encodings must escape: backslash, quote, braces, comma, and the word NULL.
+    const key = (i: number) => `k\\"{${i}},NULL`;
     const range = (f: (i: number) => { metric: string; ts: string; value: number; id?: string }) =>
       Array.from({ length: n }, (_, i) => f(i));
     // Batch mode: all three messages in one batch (3,000 readings: COPY); one by one: 1,000 each (arrays).
@@ -327,12 +329,12 @@ describe('telemetry read model', () => {
     const s = telemetry.given(
       message(
         d1,
-        range((i) => ({ metric: 'temp', ts: at(i), value: i, id: `k\\${i}` })),
+        range((i) => ({ metric: 'temp', ts: at(i), value: i, id: key(i) })),
       ),
       // ids 500..1499: the first 500 were taken by the message before.
       message(
         d1,
-        range((i) => ({ metric: 'temp', ts: at(2000 + i), value: 1, id: `k\\${i + 500}` })),
+        range((i) => ({ metric: 'temp', ts: at(2000 + i), value: 1, id: key(i + 500) })),
       ),
       // no ids, each (metric, ts) twice: the first of each kept.
       message(
@@ -353,7 +355,7 @@ describe('telemetry read model', () => {
       ],
     );
     await s.thenQuery(
-      async (db) => (await db.query(`SELECT value FROM telemetry_readings WHERE reading_id = $1`, ['k\\7'])).rows,
+      async (db) => (await db.query(`SELECT value FROM telemetry_readings WHERE reading_id = $1`, [key(7)])).rows,
       [{ value: 7 }],
     );
     await s.thenQuery(
