@@ -120,15 +120,12 @@ export class PostgresEventStore implements EventStore {
   private listener: Client | undefined;
   private listenerStarting: Promise<void> | undefined;
   private notifyTimer: NodeJS.Timeout | undefined;
-  /** Types appended since the last NOTIFY (undefined: some unknown). */
-  private notifyTypes: Set<string> | undefined = new Set();
+  /** Types appended since the last NOTIFY. */
+  private notifyTypes = new Set<string>();
   /** Names this store's NOTIFYs, so its own listener ignores them: its appends woke its subscribers already. */
   private readonly instanceId = randomUUID();
-  /** NOTIFYs this store's listener received: its own (ignored), other stores', and the types the last of those named (for tests and diagnostics). */
-  readonly notifications: { own: number; others: number; lastTypes?: readonly string[] | undefined } = {
-    own: 0,
-    others: 0,
-  };
+  /** NOTIFYs this store's listener received: its own (ignored) and other stores' (for tests and diagnostics). */
+  readonly notifications = { own: 0, others: 0 };
   private closed = false;
   private readonly groups: GroupCommitter;
   private groupRetryAt = 0;
@@ -269,8 +266,8 @@ export class PostgresEventStore implements EventStore {
     return res.rows.map(skipKnownResult);
   }
 
-  /** `types`: of the events appended, when known (local subscribers that read none of them are woken later). */
-  private appended(count: number, types?: readonly string[]): void {
+  /** `types`: of the events appended (local subscribers that read none of them are woken later). */
+  private appended(count: number, types: readonly string[]): void {
     this.announce(types);
     this.options.onAppended?.(count);
   }
@@ -472,8 +469,8 @@ export class PostgresEventStore implements EventStore {
   }
 
   /**
-   * Wakes the subscribers of this process these events concern at once (every one when
-   * the types are not given; see PollingSubscriptions.wake) and, at most every
+   * Wakes the subscribers of this process these types concern at once (the others a
+   * little later; see PollingSubscriptions.wake) and, at most every
    * NOTIFY_INTERVAL_MS, every other process via NOTIFY. The NOTIFY is its own
    * statement after the commit: inside the append's transaction PostgreSQL
    * would serialise the commits of all notifying writers. Its payload names this
@@ -482,12 +479,9 @@ export class PostgresEventStore implements EventStore {
    * those types concern: at ingest rates, a NOTIFY every 5 ms no longer makes every
    * subscriber of every process read the log 200 times a second.
    */
-  private announce(types?: readonly string[]): void {
+  private announce(types: readonly string[]): void {
     this.polling.wake(types);
-    if (this.notifyTypes) {
-      if (types) for (const t of types) this.notifyTypes.add(t);
-      else this.notifyTypes = undefined;
-    }
+    for (const t of types) this.notifyTypes.add(t);
     if (this.notifyTimer || this.closed) return;
     this.notifyTimer = setTimeout(() => {
       this.notifyTimer = undefined;
@@ -509,7 +503,6 @@ export class PostgresEventStore implements EventStore {
       return;
     }
     this.notifications.others++;
-    this.notifications.lastTypes = n.types;
     this.polling.wake(n.types);
   }
 
@@ -571,10 +564,12 @@ const typesOf = (events: readonly EventToAppend[]): string[] => [...new Set(even
  * appended are unknown or too many to list, else `<store id> <type>,<type>…`.
  * (Event types are identifiers: no spaces or commas.)
  */
-export function notifyPayload(from: string, types: ReadonlySet<string> | undefined): string {
-  if (!types || types.size === 0) return from;
-  const list = [...types].join(',');
-  return list.length > NOTIFY_TYPES_MAX_CHARS || /[\s,]/.test([...types].join('')) ? from : `${from} ${list}`;
+export function notifyPayload(from: string, types: ReadonlySet<string>): string {
+  const list = [...types];
+  const listed = list.join(',');
+  return list.length === 0 || listed.length > NOTIFY_TYPES_MAX_CHARS || list.some((t) => /[\s,]/.test(t))
+    ? from
+    : `${from} ${listed}`;
 }
 
 /** Reads notifyPayload's format; anything else (an empty payload from an older version) names nobody and every type. */
