@@ -14,7 +14,7 @@ export interface Queryable {
    * resolves to the rows copied. Offered by the runtime's transactions (the projector), not by
    * every Queryable: a projection that uses it keeps a fallback.
    */
-  copyRows?(sql: string, lines: readonly string[]): Promise<number>;
+  copyRows?(sql: string, lines: Iterable<string>): Promise<number>;
 }
 
 /**

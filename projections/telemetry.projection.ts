@@ -239,8 +239,8 @@ export const telemetryProjection: Projection<TelemetryEvent> = {
   async apply(events, db) {
     const rows = stagingRows(events);
     if (rows.position.length === 0) return;
-    await db.query(ensurePartitions(rows.days));
     if (rows.position.length <= UNNEST_MAX_READINGS || !db.copyRows) {
+      await db.query(ensurePartitions(rows.days));
       await db.query(applySql('stage', UNNEST), [
         rows.position,
         rows.idx,
@@ -252,8 +252,9 @@ export const telemetryProjection: Projection<TelemetryEvent> = {
       ]);
       return;
     }
-    await db.query(PREPARE_STAGE);
-    await db.copyRows(`COPY ${STAGE} ${STAGE_COLUMNS} FROM STDIN`, [...copyLinesOf(rows)]);
+    // One round trip for the staging table and the partitions.
+    await db.query(`${PREPARE_STAGE}; ${ensurePartitions(rows.days)}`);
+    await db.copyRows(`COPY ${STAGE} ${STAGE_COLUMNS} FROM STDIN`, copyLinesOf(rows));
     await db.query(applySql(STAGE));
   },
 };
