@@ -271,10 +271,11 @@ export class TokenService {
    */
   recallBearer(header: unknown, kind: TokenKind): AccessTokenClaims | undefined {
     if (typeof header !== 'string') return undefined;
-    const hit = this.verified.get(header.slice(-VERIFIED_KEY_CHARS));
+    const key = header.slice(-VERIFIED_KEY_CHARS);
+    const hit = this.verified.get(key);
     if (hit === undefined || hit.header !== header || hit.kind !== kind) return undefined;
     if (hit.untilMs > this.now() && this.keys.verificationKey(hit.kid)) return hit.claims;
-    this.verified.delete(header.slice(-VERIFIED_KEY_CHARS));
+    this.verified.delete(key);
     return undefined;
   }
 
