@@ -33,6 +33,12 @@ export interface Projection<E extends AnyEvent = Event> {
   readonly setup: readonly string[];
   /** Event types it reads; others are skipped without being fetched. */
   readonly eventTypes: readonly E['type'][];
+  /**
+   * SQL without parameters to run before `apply` in its transaction, for these events (e.g. creating
+   * the partitions they need); undefined: nothing. The runtime sends it with the query that opens the
+   * transaction, so it costs no round trip of its own. `apply` may rely on it having run.
+   */
+  prepare?(events: readonly RecordedEvent<E>[]): string | undefined;
   /** Applies events in order, inside the transaction that also moves the checkpoint. Must be deterministic. */
   apply(events: readonly RecordedEvent<E>[], db: Queryable): Promise<void>;
 }

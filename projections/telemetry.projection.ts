@@ -15,7 +15,8 @@ import type { Projection } from './projection';
  * The rollups and latest values take only the readings kept.
  *
  * A batch is applied set-based, in the transaction that moves the checkpoint:
- * the batch's day partitions are created if missing, and one statement moves its
+ * the batch's day partitions are created if missing (`prepare`, which the live
+ * runner sends with the query that opens the transaction), and one statement moves its
  * readings into the ids, history, rollups and latest values, taking them as arrays
  * (a small batch, UNNEST_MAX_READINGS) or from a session-local staging table they
  * were copied into (COPY) first.
@@ -38,13 +39,16 @@ const WIDTHS = Object.entries(BUCKETS)
 const STAGE = 'pg_temp.telemetry_stage';
 const STAGE_COLUMNS = '(position, idx, device_id, metric, ts, value, reading_id)';
 
-/** Creates the days' partitions of history that do not exist yet (in the current schema). */
-function ensurePartitions(days: readonly string[]): string {
-  const list = days.map((d) => `'${d}'`).join(', ');
+/** Creates the days' partitions of history that do not exist yet (in the current schema). Each day is checked. */
+function ensurePartitions(days: Iterable<string>): string {
+  const list = [...days].sort().map((d) => {
+    if (!DAY.test(d)) throw new Error(`telemetry: a reading's ts is not ISO-8601 UTC: ${d}`);
+    return `'${d}'`;
+  });
   return `DO $$
    DECLARE d date;
    BEGIN
-     FOREACH d IN ARRAY ARRAY[${list}]::date[] LOOP
+     FOREACH d IN ARRAY ARRAY[${list.join(', ')}]::date[] LOOP
        IF to_regclass(format('%I.%I', current_schema(), 'telemetry_readings_' || to_char(d, 'YYYYMMDD'))) IS NULL THEN
          EXECUTE format('CREATE TABLE %I.%I PARTITION OF %I.telemetry_readings FOR VALUES FROM (%L) TO (%L)',
                         current_schema(), 'telemetry_readings_' || to_char(d, 'YYYYMMDD'), current_schema(),
@@ -52,6 +56,17 @@ function ensurePartitions(days: readonly string[]): string {
        END IF;
      END LOOP;
    END $$`;
+}
+
+/** The UTC days (`YYYY-MM-DD`, unchecked) the readings of these events fall on. */
+function daysOf(events: readonly { type: string; data: unknown }[]): Set<string> {
+  const days = new Set<string>();
+  for (const raw of events) {
+    const e = raw as TelemetryEvent;
+    if (e.type === 'telemetry.ReadingsRecorded') for (const r of e.data.readings) days.add(r.ts.slice(0, 10));
+    else if (e.type === 'telemetry.ReadingRecorded') days.add(e.data.ts.slice(0, 10));
+  }
+  return days;
 }
 
 /** Creates the staging table once per connection and empties it. */
@@ -123,7 +138,7 @@ ON CONFLICT (device_id, metric) DO UPDATE
 const copyText = (s: string) => (/[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c]!) : s);
 const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
 
-/** The readings of a batch as staging columns, in event order, and the UTC days they touch. */
+/** The readings of a batch as staging columns, in event order. */
 export interface StagingRows {
   readonly position: number[];
   readonly idx: number[];
@@ -132,11 +147,10 @@ export interface StagingRows {
   readonly ts: string[];
   readonly value: number[];
   readonly readingId: (string | null)[];
-  readonly days: string[];
 }
 
 export function stagingRows(events: readonly { position: number; type: string; data: unknown }[]): StagingRows {
-  const rows: Omit<StagingRows, 'days'> = {
+  const rows: StagingRows = {
     position: [],
     idx: [],
     deviceId: [],
@@ -145,7 +159,6 @@ export function stagingRows(events: readonly { position: number; type: string; d
     value: [],
     readingId: [],
   };
-  const days = new Set<string>();
   const add = (
     position: number,
     idx: number,
@@ -155,7 +168,6 @@ export function stagingRows(events: readonly { position: number; type: string; d
     value: number,
     id?: string,
   ) => {
-    days.add(ts.slice(0, 10));
     rows.position.push(position);
     rows.idx.push(idx);
     rows.deviceId.push(deviceId);
@@ -173,8 +185,7 @@ export function stagingRows(events: readonly { position: number; type: string; d
       add(e.position, 0, d.deviceId, d.metric, d.ts, d.value, d.readingId);
     }
   }
-  for (const d of days) if (!DAY.test(d)) throw new Error(`telemetry: a reading's ts is not ISO-8601 UTC: ${d}`);
-  return { ...rows, days: [...days].sort() };
+  return rows;
 }
 
 /** The staging rows as lines of COPY's text format. */
@@ -236,11 +247,15 @@ export const telemetryProjection: Projection<TelemetryEvent> = {
      )`,
   ],
   eventTypes: ['telemetry.ReadingsRecorded', 'telemetry.ReadingRecorded'],
+  // The batch's day partitions, created if missing: sent with the query that opens the batch's transaction.
+  prepare(events) {
+    const days = daysOf(events);
+    return days.size ? ensurePartitions(days) : undefined;
+  },
   async apply(events, db) {
     const rows = stagingRows(events);
     if (rows.position.length === 0) return;
     if (rows.position.length <= UNNEST_MAX_READINGS || !db.copyRows) {
-      await db.query(ensurePartitions(rows.days));
       await db.query(applySql('stage', UNNEST), [
         rows.position,
         rows.idx,
@@ -252,8 +267,7 @@ export const telemetryProjection: Projection<TelemetryEvent> = {
       ]);
       return;
     }
-    // One round trip for the staging table and the partitions.
-    await db.query(`${PREPARE_STAGE}; ${ensurePartitions(rows.days)}`);
+    await db.query(PREPARE_STAGE);
     await db.copyRows(`COPY ${STAGE} ${STAGE_COLUMNS} FROM STDIN`, copyLinesOf(rows));
     await db.query(applySql(STAGE));
   },

@@ -255,6 +255,51 @@ describe('processor runtime (a reactor that is neither a projection nor the saga
     expect(await operatorLog(db.pool, name)).toEqual([]);
   });
 
+  it("sends a prelude with the query that opens the batch's transaction: the handler is told and sees its rows, and a failing batch rolls it back", async () => {
+    const name = 'ledger-prelude';
+    const type = 'test.LedgerPrelude';
+    const control: LedgerControl = { poison: new Set(), failAll: false };
+    const base = ledger(name, type, 'r', control, 'retry');
+    const seen: { preluded: boolean | undefined; visible: number }[] = [];
+    const r = instance({
+      ...base,
+      // One row per batch, in the batch's transaction (ids are UUIDs, positions numbers: safe as literals).
+      prelude: (events) =>
+        `INSERT INTO reactor_ledger (reactor, event_id, position, runner) VALUES ('${name}:prelude', '${events[0]!.id}', ${events[0]!.position}, 'prelude')`,
+      async handle(events, ctx) {
+        const v = await ctx.tx.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM reactor_ledger WHERE reactor = $1 AND event_id = $2 AND runner = 'prelude'",
+          [`${name}:prelude`, events[0]!.id],
+        );
+        seen.push({ preluded: ctx.preluded, visible: v.rows[0]!.n });
+        await base.handle(events, ctx);
+      },
+    });
+    r.runner.start();
+    const before = await append(type, 3);
+    await eventually(() => reachedEnd(name, before.at(-1)!), 'first events handled');
+    control.failAll = true;
+    const failing = await append(type, 4);
+    await eventually(() => r.failures >= 2, 'the handler failed twice');
+    control.failAll = false;
+    await eventually(() => reachedEnd(name, failing.at(-1)!), 'handled once the handler stops failing');
+
+    expect(seen.length).toBeGreaterThanOrEqual(4);
+    expect(seen.every((x) => x.preluded === true && x.visible === 1)).toBe(true);
+    // Exactly one prelude row per committed batch, each naming its batch's first event: the failed attempts left none.
+    const preludes = await db.pool.query<{ event_id: string }>(
+      'SELECT event_id FROM reactor_ledger WHERE reactor = $1 ORDER BY position',
+      [`${name}:prelude`],
+    );
+    const handled = (await ledgerRows(name)).map((x) => x.event_id);
+    expect(handled).toEqual([...before, ...failing]);
+    expect(preludes.rows.length).toBeGreaterThanOrEqual(2);
+    expect(preludes.rows.every((x) => handled.includes(x.event_id))).toBe(true);
+    expect(new Set(preludes.rows.map((x) => x.event_id)).size).toBe(preludes.rows.length);
+    expect(preludes.rows.map((x) => x.event_id)).toContain(failing[0]);
+    expect(await checkpoint(name)).toMatchObject({ status: 'running', position: await positionOf(failing.at(-1)!) });
+  });
+
   it('parks on an event that keeps failing, for an operator to retry or skip, every decision in the operator log', async () => {
     const name = 'ledger-park';
     const type = 'test.LedgerPark';

@@ -472,15 +472,17 @@ export class ProcessorRunner {
       await inTransaction(
         this.pool,
         async (tx) => {
-          const row = await this.lockCheckpoint(tx);
+          const prelude = p.prelude?.(events);
+          const row = await this.lockCheckpoint(tx, prelude);
           if (!row || row.position !== from || row.status !== 'running') throw new Resync();
-          await p.handle(events, { tx, signal });
-          await tx.query('UPDATE processor_checkpoints SET position = $2, updated_at = now() WHERE name = $1', [
-            p.name,
-            to,
-          ]);
+          await p.handle(events, { tx, signal, preluded: prelude !== undefined });
         },
-        true,
+        {
+          fnBegins: true,
+          // The checkpoint moves in the COMMIT's round trip.
+          beforeCommit: (tx) =>
+            `UPDATE processor_checkpoints SET position = ${checkpointPosition(to)}, updated_at = now() WHERE name = ${tx.escapeLiteral(p.name)}`,
+        },
       );
     } else {
       await p.handle(events, { signal });
@@ -491,8 +493,14 @@ export class ProcessorRunner {
     this.options.observe?.committed?.(to);
   }
 
-  /** Runs as the transaction's first query: BEGIN; SET LOCAL search_path; SELECT ... FOR UPDATE, in one round trip. */
-  private async lockCheckpoint(c: PoolClient): Promise<{ position: number; status: string } | undefined> {
+  /**
+   * Runs as the transaction's first query: BEGIN; SET LOCAL search_path; SELECT ... FOR UPDATE, and
+   * the handler's prelude for the batch (after the lock, see commit), in one round trip.
+   */
+  private async lockCheckpoint(
+    c: PoolClient,
+    prelude: string | undefined,
+  ): Promise<{ position: number; status: string } | undefined> {
     // A projection never appends: declared, so readers of the global order do not wait for its batch
     // (migrations/0027). Its commit need not wait for the WAL flush: read model and checkpoint are one
     // transaction, so a server crash can only lose both (the last batches, re-applied from the
@@ -501,9 +509,11 @@ export class ProcessorRunner {
       this.processor.kind === 'projection' ? 'SELECT es_declare_no_append(); SET LOCAL synchronous_commit = off; ' : '';
     const results = (await c.query(
       `BEGIN; SET LOCAL search_path TO ${LIVE_SCHEMA}; ${declare}` +
-        `SELECT position, status FROM processor_checkpoints WHERE name = ${c.escapeLiteral(this.name)} FOR UPDATE`,
+        `SELECT position, status FROM processor_checkpoints WHERE name = ${c.escapeLiteral(this.name)} FOR UPDATE` +
+        (prelude === undefined ? '' : `; ${prelude}`),
     )) as unknown as QueryResult[];
-    const row = (results.at(-1)?.rows[0] ?? undefined) as { position: string | number; status: string } | undefined;
+    const locked = results.find((r) => r.command === 'SELECT' && r.fields.some((f) => f.name === 'status'));
+    const row = (locked?.rows[0] ?? undefined) as { position: string | number; status: string } | undefined;
     return row ? { position: Number(row.position), status: row.status } : undefined;
   }
 
@@ -567,6 +577,13 @@ export class ProcessorRunner {
     await l.release();
     this.options.observe?.active?.(false);
   }
+}
+
+/** A checkpoint position as SQL text (it goes into a query string, not a parameter): a whole number or nothing. */
+function checkpointPosition(position: number): string {
+  if (!Number.isSafeInteger(position) || position < 0)
+    throw new Error(`checkpoint position ${position} is not a position`);
+  return String(position);
 }
 
 /** A wait that ends early when the runner stops. */

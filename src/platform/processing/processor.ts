@@ -30,6 +30,8 @@ export interface HandlerContext {
 export interface TransactionContext extends HandlerContext {
   /** The transaction that also moves the checkpoint: what is written on it is committed with it, or not at all. */
   readonly tx: PoolClient;
+  /** The processor's `prelude` for these events already ran on `tx` (the runner sends it with its first query). */
+  readonly preluded?: boolean;
 }
 
 interface ProcessorBase {
@@ -58,6 +60,12 @@ interface ProcessorBase {
  */
 export interface TransactionalProcessor extends ProcessorBase {
   readonly checkpoint: 'in-transaction';
+  /**
+   * SQL without parameters that `handle` needs run first in its transaction (a projection's
+   * `prepare`). The runner sends it with the query that opens the transaction, saving a round
+   * trip, and says so (`preluded`); any other caller leaves it to `handle`.
+   */
+  prelude?(events: readonly RecordedEvent[]): string | undefined;
   handle(events: readonly RecordedEvent[], ctx: TransactionContext): Promise<void>;
 }
 
@@ -122,7 +130,12 @@ export function projector(p: Projection): TransactionalProcessor {
     eventTypes: p.eventTypes,
     onFailure: 'park',
     checkpoint: 'in-transaction',
-    handle: (events, { tx }) => p.apply(events, withCopy(tx)),
+    ...(p.prepare ? { prelude: (events) => p.prepare!(events) } : {}),
+    async handle(events, { tx, preluded }) {
+      const prepare = preluded ? undefined : p.prepare?.(events);
+      if (prepare) await tx.query(prepare);
+      await p.apply(events, withCopy(tx));
+    },
   };
 }
 

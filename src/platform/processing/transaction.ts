@@ -4,14 +4,23 @@ import type { Pool, PoolClient } from 'pg';
 export const LIVE_SCHEMA = 'public';
 export const quoteIdent = (s: string) => `"${s.replace(/"/g, '""')}"`;
 
-/** With fnBegins, fn's first query must itself start the transaction (BEGIN; ...), saving a round trip. */
-export async function inTransaction<T>(pool: Pool, fn: (c: PoolClient) => Promise<T>, fnBegins = false): Promise<T> {
+/**
+ * Runs fn in a transaction on a pooled connection. Two ways to save round trips:
+ * `fnBegins`: fn's first query must itself start the transaction (BEGIN; ...);
+ * `beforeCommit`: SQL without parameters sent with the COMMIT, as one query (it runs
+ * first; if it fails, nothing after it runs and the transaction is rolled back).
+ */
+export async function inTransaction<T>(
+  pool: Pool,
+  fn: (c: PoolClient) => Promise<T>,
+  options: { fnBegins?: boolean; beforeCommit?: (c: PoolClient) => string } = {},
+): Promise<T> {
   const c = await pool.connect();
   let broken: Error | undefined;
   try {
-    if (!fnBegins) await c.query('BEGIN');
+    if (!options.fnBegins) await c.query('BEGIN');
     const out = await fn(c);
-    await c.query('COMMIT');
+    await c.query(options.beforeCommit ? `${options.beforeCommit(c)}; COMMIT` : 'COMMIT');
     return out;
   } catch (e) {
     // A connection that cannot even roll back is not given back to the pool.
