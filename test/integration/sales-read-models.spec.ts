@@ -421,6 +421,41 @@ describe('orders read model', () => {
     await s.thenQuery((db) => findOrderView(db, id(501)), undefined);
   });
 
+  it("a batch's timeline rows go in with one statement, the same rows as one per step", async () => {
+    const o = id(510);
+    const s = orders.given(
+      placed(510, 7, 1),
+      { type: 'sales.StockReserved', data: { productId: id(1), orderId: o, quantity: 2, at: at(2) } },
+      { type: 'sales.OrderReserved', data: { orderId: o, at: at(3) } },
+      {
+        type: 'sales.OrderRejected',
+        data: { orderId: o, reason: 'it\'s "quoted", {braced}', detail: { a: '\\' }, at: at(4) },
+      },
+    );
+    const recorded = await s.recorded();
+    const { timelineStatements, rows } = await s.read(async (db) => {
+      const before = await db.query('SELECT * FROM sales_order_timeline ORDER BY position');
+      await db.query('DELETE FROM sales_order_timeline');
+      await db.query('DELETE FROM sales_orders');
+      const texts: string[] = [];
+      const counting: Queryable = {
+        query: (text, values) => {
+          texts.push(text);
+          return db.query(text, values);
+        },
+      };
+      await ordersProjection.apply(recorded, counting);
+      const after = await db.query('SELECT * FROM sales_order_timeline ORDER BY position');
+      expect(after.rows).toEqual(before.rows);
+      return {
+        timelineStatements: texts.filter((t) => t.includes('sales_order_timeline')).length,
+        rows: after.rowCount,
+      };
+    });
+    expect(rows).toBe(4);
+    expect(timelineStatements).toBe(1);
+  });
+
   it('a rejection records the reason; releases and refunds are compensations on the timeline', async () => {
     const o = id(500);
     const s = orders.given(
