@@ -31,6 +31,12 @@ const channelUpsert = (productId: string, t: ChannelTerms): SqlStatement => ({
   ],
 });
 
+const MOVEMENT_ROW =
+  'INSERT INTO stock_movements (position, product_id, kind, quantity, order_id, reference, at) VALUES ($1, $2, $3, $4, $5, $6, $7)';
+/** A batch's movements in one statement (every order's reservation adds one: one statement per batch). */
+const MOVEMENT_ROWS = `INSERT INTO stock_movements (position, product_id, kind, quantity, order_id, reference, at)
+  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::uuid[], $6::text[], $7::timestamptz[])`;
+
 const movement = (
   e: RecordedEnvelope,
   kind: string,
@@ -40,7 +46,7 @@ const movement = (
   reference: string | null,
   at: string,
 ): SqlStatement => ({
-  text: `INSERT INTO stock_movements (position, product_id, kind, quantity, order_id, reference, at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+  text: MOVEMENT_ROW,
   values: [e.position, productId, kind, quantity, orderId, reference, at],
 });
 
@@ -170,4 +176,5 @@ export const catalogueProjection = sqlProjection({
     'CREATE INDEX stock_movements_product_idx ON stock_movements (product_id, position DESC)',
   ],
   handlers,
+  gather: [{ text: MOVEMENT_ROW, many: MOVEMENT_ROWS }],
 });

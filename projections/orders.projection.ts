@@ -13,6 +13,12 @@ import { sqlProjection, type EventHandlers, type SqlStatement } from './projecti
 
 type Ev = OrderEvent | PaymentEvent | Exclude<InventoryEvent, { type: 'sales.StockReceived' }>;
 
+const TIMELINE_ROW =
+  'INSERT INTO sales_order_timeline (position, order_id, at, step, compensation, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)';
+/** A batch's timeline rows in one statement (an order's saga adds 7 in a few transactions: one statement per batch, not per step). */
+const TIMELINE_ROWS = `INSERT INTO sales_order_timeline (position, order_id, at, step, compensation, reason, detail)
+  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::boolean[], $6::text[], $7::jsonb[])`;
+
 const step = (
   e: RecordedEnvelope,
   orderId: string,
@@ -22,7 +28,7 @@ const step = (
   compensation = false,
   reason: string | null = null,
 ): SqlStatement => ({
-  text: `INSERT INTO sales_order_timeline (position, order_id, at, step, compensation, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+  text: TIMELINE_ROW,
   values: [e.position, orderId, at, name, compensation, reason, JSON.stringify(detail)],
 });
 
@@ -213,4 +219,5 @@ export const ordersProjection = sqlProjection({
     'CREATE INDEX sales_order_timeline_order_idx ON sales_order_timeline (order_id, position)',
   ],
   handlers,
+  gather: [{ text: TIMELINE_ROW, many: TIMELINE_ROWS }],
 });

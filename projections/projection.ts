@@ -69,22 +69,52 @@ function handles<E extends AnyEvent>(handlers: EventHandlers<E>, type: string): 
   return Object.hasOwn(handlers, type);
 }
 
+/**
+ * A one-row INSERT that a batch runs once for all its rows: statements whose text is `text` are not
+ * run where they come; their values are gathered and, after the batch's other statements, inserted
+ * in one statement, `many` (an `INSERT … SELECT … FROM unnest($1::type[], …)` taking one array per
+ * value, in the values' order). Only for a table no other statement of the projection reads or
+ * writes: then where in the batch its rows go in changes nothing (the batch commits as one).
+ */
+export interface GatheredInsert {
+  readonly text: string;
+  readonly many: string;
+}
+
 /** The common case: a few SQL statements per event type. */
 export function sqlProjection<E extends AnyEvent = Event>(
-  def: Omit<Projection<E>, 'eventTypes' | 'apply'> & { handlers: EventHandlers<E> },
+  def: Omit<Projection<E>, 'eventTypes' | 'apply'> & {
+    handlers: EventHandlers<E>;
+    /** One-row INSERTs run once per batch (see GatheredInsert). */
+    gather?: readonly GatheredInsert[];
+  },
 ): Projection<E> {
-  const { handlers, ...rest } = def;
+  const { handlers, gather = [], ...rest } = def;
   return {
     ...rest,
     // Every own key passes; the filter is what gives the keys their type (Object.keys says string[]).
     eventTypes: Object.keys(handlers).filter((t) => handles(handlers, t)),
     async apply(events, db) {
+      const gathered = new Map<string, (readonly unknown[])[]>(gather.map((g) => [g.text, []]));
       for (const e of events) {
         const type: string = e.type;
         if (!handles(handlers, type)) continue;
         const out = handlers[type](e);
         const statements: readonly SqlStatement[] = Array.isArray(out) ? out : [out as SqlStatement];
-        for (const s of statements) await db.query(s.text, s.values ? [...s.values] : []);
+        for (const s of statements) {
+          const rows = gathered.get(s.text);
+          if (rows) rows.push(s.values ?? []);
+          else await db.query(s.text, s.values ? [...s.values] : []);
+        }
+      }
+      for (const g of gather) {
+        const rows = gathered.get(g.text)!;
+        if (rows.length === 1) await db.query(g.text, [...rows[0]!]);
+        else if (rows.length > 1)
+          await db.query(
+            g.many,
+            rows[0]!.map((_, i) => rows.map((r) => r[i])),
+          );
       }
     },
   };

@@ -201,18 +201,36 @@ class OrderFulfilment implements PipelinedProcessor {
     }
   }
 
+  /**
+   * The newest position any reader could see when this tenure began (Infinity until known): a
+   * runner before this one read only triggers up to it, so an order placed above it has no saga
+   * stream unless this runner wrote one.
+   */
+  private newAbove = Number.POSITIVE_INFINITY;
+
   /** A new tenure (this runner took the lock): what another runner wrote meanwhile is read, never assumed. */
-  begin(): void {
+  async begin(): Promise<void> {
     this.histories.clear();
+    this.newAbove = Number.POSITIVE_INFINITY;
+    this.newAbove = await this.services.platform.store.headPosition();
   }
 
   /**
    * The saga's stream folded. Cached: this runner wrote every step of it since it took the lock (a
    * runner elsewhere that wrote too makes the step's append conflict, and then it is read: `fresh`).
    */
-  private async history(orderId: string, fresh: boolean): Promise<{ history: SagaHistory; revision: number }> {
+  private async history(
+    orderId: string,
+    fresh: boolean,
+    e: RecordedEvent<SagaTriggerEvent>,
+  ): Promise<{ history: SagaHistory; revision: number }> {
     const cached = this.histories.get(orderId);
     if (cached && !fresh) return { history: cached.state, revision: cached.revision };
+    // An order placed after this tenure began, not handled by this runner yet (nothing cached): its saga
+    // stream does not exist. The step's append at 'no_stream' proves it; a conflict reads (`fresh`).
+    // (Only OrderPlaced: the other triggers also come as follow-ups, read past the horizon.)
+    if (!cached && !fresh && e.type === 'sales.OrderPlaced' && e.position > this.newAbove)
+      return { history: emptyHistory, revision: -1 };
     const events = await this.services.platform.store.readStream<SagaStepRecorded>(
       sagaStreamId(orderId),
       cached ? cached.revision + 1 : 0,
@@ -239,7 +257,7 @@ class OrderFulfilment implements PipelinedProcessor {
     // Handled already as a follow-up (or a moment ago): a cached fold is behind at worst, never wrong, so no read.
     if (this.histories.get(orderId)?.state.processed.has(e.id)) return;
     for (let attempt = 0; ; attempt++) {
-      const { history, revision } = await this.history(orderId, attempt > 0);
+      const { history, revision } = await this.history(orderId, attempt > 0, e);
       if (history.processed.has(e.id)) return;
       const { state, commands } = react(history, trigger, this.options);
       // Per command, in the step's order (the follow-ups keep it whatever order the sends finish in).

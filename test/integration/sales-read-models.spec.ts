@@ -209,6 +209,36 @@ describe('catalogue read model', () => {
     await s.thenQuery((db) => stockOf(db, 'nope'), undefined);
   });
 
+  it("a batch's stock movements go in with one statement, the same rows as one per event", async () => {
+    const s = catalogue.given(
+      product(1, 'SKU-1', 'Lamp'),
+      {
+        type: 'sales.StockReceived',
+        data: { productId: id(1), quantity: 10, reference: 'PO "1", {a}', by: staff, at: at(20) },
+      },
+      { type: 'sales.StockReserved', data: { productId: id(1), orderId: id(500), quantity: 3, at: at(21) } },
+      { type: 'sales.StockShipped', data: { productId: id(1), orderId: id(500), quantity: 3, at: at(22) } },
+    );
+    const recorded = await s.recorded();
+    const { statements, rows } = await s.read(async (db) => {
+      const before = await db.query('SELECT * FROM stock_movements ORDER BY position');
+      for (const t of ['stock_movements', 'stock', 'product_channels', 'products']) await db.query(`DELETE FROM ${t}`);
+      const texts: string[] = [];
+      const counting: Queryable = {
+        query: (text, values) => {
+          texts.push(text);
+          return db.query(text, values);
+        },
+      };
+      await catalogueProjection.apply(recorded, counting);
+      const after = await db.query('SELECT * FROM stock_movements ORDER BY position');
+      expect(after.rows).toEqual(before.rows);
+      return { statements: texts.filter((t) => t.includes('stock_movements')).length, rows: after.rowCount };
+    });
+    expect(rows).toBe(3);
+    expect(statements).toBe(1);
+  });
+
   it('reserving more than is on hand breaks the stock CHECK: the event fails rather than showing negative stock', async () => {
     await catalogue
       .given(
@@ -419,6 +449,41 @@ describe('orders read model', () => {
       ],
     });
     await s.thenQuery((db) => findOrderView(db, id(501)), undefined);
+  });
+
+  it("a batch's timeline rows go in with one statement, the same rows as one per step", async () => {
+    const o = id(510);
+    const s = orders.given(
+      placed(510, 7, 1),
+      { type: 'sales.StockReserved', data: { productId: id(1), orderId: o, quantity: 2, at: at(2) } },
+      { type: 'sales.OrderReserved', data: { orderId: o, at: at(3) } },
+      {
+        type: 'sales.OrderRejected',
+        data: { orderId: o, reason: 'it\'s "quoted", {braced}', detail: { a: '\\' }, at: at(4) },
+      },
+    );
+    const recorded = await s.recorded();
+    const { timelineStatements, rows } = await s.read(async (db) => {
+      const before = await db.query('SELECT * FROM sales_order_timeline ORDER BY position');
+      await db.query('DELETE FROM sales_order_timeline');
+      await db.query('DELETE FROM sales_orders');
+      const texts: string[] = [];
+      const counting: Queryable = {
+        query: (text, values) => {
+          texts.push(text);
+          return db.query(text, values);
+        },
+      };
+      await ordersProjection.apply(recorded, counting);
+      const after = await db.query('SELECT * FROM sales_order_timeline ORDER BY position');
+      expect(after.rows).toEqual(before.rows);
+      return {
+        timelineStatements: texts.filter((t) => t.includes('sales_order_timeline')).length,
+        rows: after.rowCount,
+      };
+    });
+    expect(rows).toBe(4);
+    expect(timelineStatements).toBe(1);
   });
 
   it('a rejection records the reason; releases and refunds are compensations on the timeline', async () => {

@@ -254,7 +254,7 @@ export class ProcessorRunner {
       fail = res;
     });
     const from = this.position;
-    p.begin?.();
+    await p.begin?.();
     const pipeline = new KeyedPipeline(from, {
       concurrency: this.options.concurrency ?? DEFAULT_CONCURRENCY,
       maxPending: this.options.maxPending ?? 4 * this.options.batchSize,

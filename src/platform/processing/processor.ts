@@ -98,8 +98,11 @@ export interface PipelinedProcessor extends ProcessorBase {
   keyOf(event: RecordedEvent): string | undefined;
   /** Called with one event at a time; must make a repeat harmless, like an IdempotentProcessor. */
   handle(events: readonly RecordedEvent[], ctx: HandlerContext): Promise<void>;
-  /** Called when this runner starts following (after it took the lock): drop what a cache assumed before. */
-  begin?(): void;
+  /**
+   * Called when this runner starts following (after it took the lock), awaited before the first read:
+   * drop what a cache assumed before.
+   */
+  begin?(): void | Promise<void>;
 }
 
 export type Processor = TransactionalProcessor | IdempotentProcessor | PipelinedProcessor;
