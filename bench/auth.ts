@@ -603,6 +603,13 @@ async function main(): Promise<void> {
         `bench-process CPU (app + load generator): ${(median(quiet.cpu) * 100).toFixed(0)} % vs ${(median(stormy.cpu) * 100).toFixed(0)} % of one core; ` +
         `the password-hashing process (nice 19): ${((hashingCpuMs / (RUNS * STORM_SECONDS * 1000)) * 100).toFixed(0)} % of one core during the storm phases`,
     );
+    // What a login costs this process (HTTP, limiter, event-store reads, refresh token, signing), apart from argon2:
+    // the bench process's extra CPU during the storm over the login rate.
+    const loginRate = n / (logins.ms / 1000);
+    info(
+      `app-side CPU per login (bench-process CPU, storm minus no storm, over ${loginRate.toFixed(1)} logins/s): ` +
+        `${(((median(stormy.cpu) - median(quiet.cpu)) * 1000) / loginRate).toFixed(2)} ms`,
+    );
     console.log(`\n${loadLine('end')}`);
   } finally {
     await bare?.close();
