@@ -3,7 +3,7 @@ import { SAGA_TRIGGER_TYPES } from '../../domain/sales/order-fulfilment.saga';
 import { SalesRuntime } from '../../src/sales/sales.runtime';
 import { startTestApp, type TestApp } from '../support/app';
 import { eventually } from '../support/events';
-import { customer, orderIn, placeOrder, product, stockReaches, webChannel } from '../support/sales';
+import { customer, orderIn, placeOrder, product, stockReaches, webChannel, CONFIRMED_TIMELINE } from '../support/sales';
 
 /** The sales HTTP contract and the saga's paths (issue 4), as a client sees them, against real PostgreSQL and Redis. */
 let app: TestApp;
@@ -127,15 +127,7 @@ describe('orders and the saga', () => {
       totals: { currency: 'EUR', total: 30, quantity: 3 },
       expectedDelivery: expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/),
     });
-    expect(order.timeline.map((t: { step: string }) => t.step)).toEqual([
-      'placed',
-      'stock-reserved',
-      'reserved',
-      'payment-requested',
-      'payment-captured',
-      'paid',
-      'confirmed',
-    ]);
+    expect(order.timeline.map((t: { step: string }) => t.step)).toEqual([...CONFIRMED_TIMELINE]);
     await stockReaches(app, p, { onHand: 10, reserved: 3, available: 7, shipped: 0 });
   });
 

@@ -5,6 +5,16 @@ import { eventually } from './events';
 /** Sales flows as a client drives them: customers, products with stock, orders waited on until the saga settles them. */
 
 export const FINAL_STATUSES = ['confirmed', 'shipped', 'rejected', 'cancelled'] as const;
+/** The timeline of an order the saga confirmed without compensation, step by step. */
+export const CONFIRMED_TIMELINE = [
+  'placed',
+  'stock-reserved',
+  'reserved',
+  'payment-requested',
+  'payment-captured',
+  'paid',
+  'confirmed',
+] as const;
 const password = 'a perfectly long passphrase 9';
 
 export async function customer(app: TestApp): Promise<{ userId: string; authorization: string }> {
