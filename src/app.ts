@@ -101,7 +101,9 @@ export async function createApp(config: Config, log: Logger, options: AppOptions
     log: (level, msg, extra) => log[level](extra ?? {}, msg),
   });
   const stale = await engine.register();
-  const jobs = new RebuildJobs(infra.redisUrl, config.QUEUE_PREFIX, engine);
+  const jobs = new RebuildJobs(infra.redisUrl, config.QUEUE_PREFIX, engine, () =>
+    log.warn('projection rebuild worker did not close in time: connections dropped (a running rebuild runs again)'),
+  );
   const platform = new Platform({
     config,
     log,

@@ -9,6 +9,7 @@ import type { Logger } from '../platform/logger';
 import { listConfirmedOrderIds } from '../../projections/orders.queries';
 import type { SalesServices } from './sales.services';
 import { eventId } from '../platform/commands/command-handling';
+import { closeWorker } from '../platform/jobs/close-worker';
 
 /**
  * The two kinds of timed work of sales, as BullMQ jobs (so any instance runs
@@ -148,7 +149,13 @@ export class SalesJobs {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.close()));
+    await Promise.all(
+      this.workers.map((w) =>
+        closeWorker(w, () =>
+          this.log.warn({ queue: w.name }, 'sales job worker did not close in time: connections dropped'),
+        ),
+      ),
+    );
     await Promise.all([this.deadlines.close(), this.shipping.close()]);
     for (const c of this.connections) c.disconnect();
   }

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { notFound } from '../../../domain/shared/errors';
 import type { Projections } from '../processing/projections';
 import { PlatformErrorCode } from '../platform-errors';
+import { closeWorker } from './close-worker';
 
 /**
  * Projection rebuilds as BullMQ jobs: `POST /admin/projections/:name/rebuild`
@@ -41,6 +42,7 @@ export class RebuildJobs {
     private readonly redisUrl: string,
     private readonly prefix: string,
     private readonly engine: Projections,
+    private readonly onCloseLate: () => void = () => undefined,
   ) {
     this.queue = new Queue<RebuildJobData>(REBUILD_QUEUE, { connection: this.connection(), prefix });
     // Connection errors surface in /health (jobs: down); without a listener BullMQ prints each one.
@@ -114,7 +116,8 @@ export class RebuildJobs {
   }
 
   async close(): Promise<void> {
-    await this.worker?.close();
+    // Bounded: a rebuild still running past it is run again from the start (BullMQ's stalled-job check).
+    if (this.worker) await closeWorker(this.worker, this.onCloseLate);
     await this.queue.close();
     for (const c of this.connections) c.disconnect();
   }
