@@ -58,14 +58,34 @@ function ensurePartitions(days: Iterable<string>): string {
    END $$`;
 }
 
+/** Calls `each` for every reading of these events, in event order (both event versions: one reading, or many). */
+function forEachReading(
+  events: readonly { type: string; data: unknown }[],
+  each: (
+    position: number,
+    idx: number,
+    deviceId: string,
+    metric: string,
+    ts: string,
+    value: number,
+    id?: string,
+  ) => void,
+): void {
+  for (const raw of events) {
+    const e = raw as TelemetryEvent & { position: number };
+    if (e.type === 'telemetry.ReadingsRecorded') {
+      e.data.readings.forEach((r, i) => each(e.position, i, e.data.deviceId, r.metric, r.ts, r.value, r.id));
+    } else if (e.type === 'telemetry.ReadingRecorded') {
+      const d = e.data;
+      each(e.position, 0, d.deviceId, d.metric, d.ts, d.value, d.readingId);
+    }
+  }
+}
+
 /** The UTC days (`YYYY-MM-DD`, unchecked) the readings of these events fall on. */
 function daysOf(events: readonly { type: string; data: unknown }[]): Set<string> {
   const days = new Set<string>();
-  for (const raw of events) {
-    const e = raw as TelemetryEvent;
-    if (e.type === 'telemetry.ReadingsRecorded') for (const r of e.data.readings) days.add(r.ts.slice(0, 10));
-    else if (e.type === 'telemetry.ReadingRecorded') days.add(e.data.ts.slice(0, 10));
-  }
+  forEachReading(events, (_position, _idx, _device, _metric, ts) => days.add(ts.slice(0, 10)));
   return days;
 }
 
@@ -159,15 +179,7 @@ export function stagingRows(events: readonly { position: number; type: string; d
     value: [],
     readingId: [],
   };
-  const add = (
-    position: number,
-    idx: number,
-    deviceId: string,
-    metric: string,
-    ts: string,
-    value: number,
-    id?: string,
-  ) => {
+  forEachReading(events, (position, idx, deviceId, metric, ts, value, id) => {
     rows.position.push(position);
     rows.idx.push(idx);
     rows.deviceId.push(deviceId);
@@ -175,16 +187,7 @@ export function stagingRows(events: readonly { position: number; type: string; d
     rows.ts.push(ts);
     rows.value.push(value);
     rows.readingId.push(id ?? null);
-  };
-  for (const raw of events) {
-    const e = raw as TelemetryEvent & { position: number };
-    if (e.type === 'telemetry.ReadingsRecorded') {
-      e.data.readings.forEach((r, i) => add(e.position, i, e.data.deviceId, r.metric, r.ts, r.value, r.id));
-    } else if (e.type === 'telemetry.ReadingRecorded') {
-      const d = e.data;
-      add(e.position, 0, d.deviceId, d.metric, d.ts, d.value, d.readingId);
-    }
-  }
+  });
   return rows;
 }
 
