@@ -255,23 +255,23 @@ describe('processor runtime (a reactor that is neither a projection nor the saga
     expect(await operatorLog(db.pool, name)).toEqual([]);
   });
 
-  it("sends a prelude with the query that opens the batch's transaction: the handler is told and sees its rows, and a failing batch rolls it back", async () => {
-    const name = 'ledger-prelude';
+  it("sends the processor's prepare SQL with the query that opens the batch's transaction: the handler is told and sees its rows, and a failing batch rolls it back", async () => {
+    const name = 'ledger-prepare';
     const type = 'test.LedgerPrelude';
     const control: LedgerControl = { poison: new Set(), failAll: false };
     const base = ledger(name, type, 'r', control, 'retry');
-    const seen: { preluded: boolean | undefined; visible: number }[] = [];
+    const seen: { prepared: boolean | undefined; visible: number }[] = [];
     const r = instance({
       ...base,
       // One row per batch, in the batch's transaction (ids are UUIDs, positions numbers: safe as literals).
-      prelude: (events) =>
-        `INSERT INTO reactor_ledger (reactor, event_id, position, runner) VALUES ('${name}:prelude', '${events[0]!.id}', ${events[0]!.position}, 'prelude')`,
+      prepare: (events) =>
+        `INSERT INTO reactor_ledger (reactor, event_id, position, runner) VALUES ('${name}:prepare', '${events[0]!.id}', ${events[0]!.position}, 'prepare')`,
       async handle(events, ctx) {
         const v = await ctx.tx.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM reactor_ledger WHERE reactor = $1 AND event_id = $2 AND runner = 'prelude'",
-          [`${name}:prelude`, events[0]!.id],
+          "SELECT count(*)::int AS n FROM reactor_ledger WHERE reactor = $1 AND event_id = $2 AND runner = 'prepare'",
+          [`${name}:prepare`, events[0]!.id],
         );
-        seen.push({ preluded: ctx.preluded, visible: v.rows[0]!.n });
+        seen.push({ prepared: ctx.prepared, visible: v.rows[0]!.n });
         await base.handle(events, ctx);
       },
     });
@@ -285,18 +285,18 @@ describe('processor runtime (a reactor that is neither a projection nor the saga
     await eventually(() => reachedEnd(name, failing.at(-1)!), 'handled once the handler stops failing');
 
     expect(seen.length).toBeGreaterThanOrEqual(4);
-    expect(seen.every((x) => x.preluded === true && x.visible === 1)).toBe(true);
-    // Exactly one prelude row per committed batch, each naming its batch's first event: the failed attempts left none.
-    const preludes = await db.pool.query<{ event_id: string }>(
+    expect(seen.every((x) => x.prepared === true && x.visible === 1)).toBe(true);
+    // Exactly one prepare row per committed batch, each naming its batch's first event: the failed attempts left none.
+    const prepares = await db.pool.query<{ event_id: string }>(
       'SELECT event_id FROM reactor_ledger WHERE reactor = $1 ORDER BY position',
-      [`${name}:prelude`],
+      [`${name}:prepare`],
     );
     const handled = (await ledgerRows(name)).map((x) => x.event_id);
     expect(handled).toEqual([...before, ...failing]);
-    expect(preludes.rows.length).toBeGreaterThanOrEqual(2);
-    expect(preludes.rows.every((x) => handled.includes(x.event_id))).toBe(true);
-    expect(new Set(preludes.rows.map((x) => x.event_id)).size).toBe(preludes.rows.length);
-    expect(preludes.rows.map((x) => x.event_id)).toContain(failing[0]);
+    expect(prepares.rows.length).toBeGreaterThanOrEqual(2);
+    expect(prepares.rows.every((x) => handled.includes(x.event_id))).toBe(true);
+    expect(new Set(prepares.rows.map((x) => x.event_id)).size).toBe(prepares.rows.length);
+    expect(prepares.rows.map((x) => x.event_id)).toContain(failing[0]);
     expect(await checkpoint(name)).toMatchObject({ status: 'running', position: await positionOf(failing.at(-1)!) });
   });
 

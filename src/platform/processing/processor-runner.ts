@@ -472,10 +472,10 @@ export class ProcessorRunner {
       await inTransaction(
         this.pool,
         async (tx) => {
-          const prelude = p.prelude?.(events);
-          const row = await this.lockCheckpoint(tx, prelude);
+          const prepare = p.prepare?.(events);
+          const row = await this.lockCheckpoint(tx, prepare);
           if (!row || row.position !== from || row.status !== 'running') throw new Resync();
-          await p.handle(events, { tx, signal, preluded: prelude !== undefined });
+          await p.handle(events, { tx, signal, prepared: prepare !== undefined });
         },
         {
           fnBegins: true,
@@ -495,11 +495,11 @@ export class ProcessorRunner {
 
   /**
    * Runs as the transaction's first query: BEGIN; SET LOCAL search_path; SELECT ... FOR UPDATE, and
-   * the handler's prelude for the batch (after the lock, see commit), in one round trip.
+   * the handler's prepare for the batch (after the lock, see commit), in one round trip.
    */
   private async lockCheckpoint(
     c: PoolClient,
-    prelude: string | undefined,
+    prepare: string | undefined,
   ): Promise<{ position: number; status: string } | undefined> {
     // A projection never appends: declared, so readers of the global order do not wait for its batch
     // (migrations/0027). Its commit need not wait for the WAL flush: read model and checkpoint are one
@@ -510,7 +510,7 @@ export class ProcessorRunner {
     const results = (await c.query(
       `BEGIN; SET LOCAL search_path TO ${LIVE_SCHEMA}; ${declare}` +
         `SELECT position, status FROM processor_checkpoints WHERE name = ${c.escapeLiteral(this.name)} FOR UPDATE` +
-        (prelude === undefined ? '' : `; ${prelude}`),
+        (prepare === undefined ? '' : `; ${prepare}`),
     )) as unknown as QueryResult[];
     const locked = results.find((r) => r.command === 'SELECT' && r.fields.some((f) => f.name === 'status'));
     const row = (locked?.rows[0] ?? undefined) as { position: string | number; status: string } | undefined;

@@ -30,8 +30,8 @@ export interface HandlerContext {
 export interface TransactionContext extends HandlerContext {
   /** The transaction that also moves the checkpoint: what is written on it is committed with it, or not at all. */
   readonly tx: PoolClient;
-  /** The processor's `prelude` for these events already ran on `tx` (the runner sends it with its first query). */
-  readonly preluded?: boolean;
+  /** The processor's `prepare` for these events already ran on `tx` (the runner sends it with its first query). */
+  readonly prepared?: boolean;
 }
 
 interface ProcessorBase {
@@ -63,9 +63,9 @@ export interface TransactionalProcessor extends ProcessorBase {
   /**
    * SQL without parameters that `handle` needs run first in its transaction (a projection's
    * `prepare`). The runner sends it with the query that opens the transaction, saving a round
-   * trip, and says so (`preluded`); any other caller leaves it to `handle`.
+   * trip, and says so (`prepared`); any other caller leaves it to `handle`.
    */
-  prelude?(events: readonly RecordedEvent[]): string | undefined;
+  prepare?(events: readonly RecordedEvent[]): string | undefined;
   handle(events: readonly RecordedEvent[], ctx: TransactionContext): Promise<void>;
 }
 
@@ -133,9 +133,9 @@ export function projector(p: Projection): TransactionalProcessor {
     eventTypes: p.eventTypes,
     onFailure: 'park',
     checkpoint: 'in-transaction',
-    ...(p.prepare ? { prelude: (events) => p.prepare!(events) } : {}),
-    async handle(events, { tx, preluded }) {
-      const prepare = preluded ? undefined : p.prepare?.(events);
+    ...(p.prepare ? { prepare: (events: readonly RecordedEvent[]) => p.prepare!(events) } : {}),
+    async handle(events, { tx, prepared }) {
+      const prepare = prepared ? undefined : p.prepare?.(events);
       if (prepare) await tx.query(prepare);
       await p.apply(events, withCopy(tx));
     },
