@@ -129,7 +129,8 @@ async function main(argv: string[]): Promise<number> {
 async function openCopyStore(kind: StoreKind, url: string): Promise<OpenedStore> {
   switch (kind) {
     case 'postgres': {
-      const pool = new Pool({ connectionString: url, max: 4 });
+      // Named, so an operator (and the crash test) can see its sessions in pg_stat_activity.
+      const pool = new Pool({ connectionString: url, max: 4, application_name: 'events-copy' });
       try {
         await migrate(pool);
       } catch (e) {
