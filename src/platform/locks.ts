@@ -42,6 +42,12 @@ export const ADVISORY_LOCKS = {
    * transaction that will not append, so the read horizon (es_horizon) can read past it.
    */
   eventStoreNoAppend: 724_025,
+  /**
+   * `pg_advisory_xact_lock(id, es_xid_key(xid))`, taken in SQL (migrations/0031, es_declare_no_append):
+   * held exclusively by a declared transaction on its own id, so es_horizon asks about one
+   * transaction (pg_try_advisory_lock_shared) instead of reading pg_locks.
+   */
+  eventStoreNoAppendXid: 724_026,
 } as const;
 
 export type AdvisoryLockName = keyof typeof ADVISORY_LOCKS;

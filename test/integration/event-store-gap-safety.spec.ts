@@ -449,11 +449,21 @@ describe('postgres event store: the read horizon waits only for transactions tha
       await quiet.query('ROLLBACK');
 
       // A transaction of this database that did not declare still holds readers back: it may append any time.
+      // Also while another reader is asking about it (readers hold the question's lock shared, so
+      // they never answer one another: 0031).
       await quiet.query('BEGIN');
-      await quiet.query('SELECT pg_current_xact_id()');
+      const undeclared = (await quiet.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]!.x;
       const e2 = testEvent('gap.BehindUndeclared');
       const a2 = await store.append(stream('behind'), [e2], 'no_stream');
       expect(await store.readBatch(a1.position, 100)).toEqual({ events: [], position: a1.position, blocked: true });
+      const asking = await txClient();
+      try {
+        await asking.query('SELECT pg_advisory_lock_shared(724026, es_xid_key($1::bigint))', [undeclared]);
+        expect(await store.readBatch(a1.position, 100)).toEqual({ events: [], position: a1.position, blocked: true });
+        await asking.query('SELECT pg_advisory_unlock_shared(724026, es_xid_key($1::bigint))', [undeclared]);
+      } finally {
+        release(asking);
+      }
       await quiet.query('ROLLBACK');
       await eventually(() => sub.events.length >= 2, 'delivered once the undeclared transaction ended');
       expect(sub.events.map((e) => [e.id, e.position])).toEqual([
