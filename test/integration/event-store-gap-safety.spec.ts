@@ -7,6 +7,7 @@ import type {
   Subscription,
 } from '../../src/platform/event-store/event-store';
 import { PostgresEventStore, type ReadBatch } from '../../src/platform/event-store/postgres-event-store';
+import { ADVISORY_LOCKS } from '../../src/platform/locks';
 import { createTestDatabase, type TestDatabase } from '../support/services';
 import { eventually, testEvent } from '../support/events';
 
@@ -458,9 +459,10 @@ describe('postgres event store: the read horizon waits only for transactions tha
       expect(await store.readBatch(a1.position, 100)).toEqual({ events: [], position: a1.position, blocked: true });
       const asking = await txClient();
       try {
-        await asking.query('SELECT pg_advisory_lock_shared(724026, es_xid_key($1::bigint))', [undeclared]);
+        const question = [ADVISORY_LOCKS.eventStoreNoAppendXid, undeclared];
+        await asking.query('SELECT pg_advisory_lock_shared($1::int, es_xid_key($2::bigint))', question);
         expect(await store.readBatch(a1.position, 100)).toEqual({ events: [], position: a1.position, blocked: true });
-        await asking.query('SELECT pg_advisory_unlock_shared(724026, es_xid_key($1::bigint))', [undeclared]);
+        await asking.query('SELECT pg_advisory_unlock_shared($1::int, es_xid_key($2::bigint))', question);
       } finally {
         release(asking);
       }
