@@ -1,6 +1,6 @@
 import { given } from '../shared/given-when-then';
 import type { InventoryEvent } from './inventory.events';
-import { inventoryDecider } from './inventory.decider';
+import { evolveInventory, initialInventoryState, inventoryDecider, inventoryStateFromJson } from './inventory.decider';
 
 const productId = '11111111-1111-4111-8111-111111111111';
 const now = new Date('2026-11-23T10:00:00.000Z');
@@ -84,5 +84,34 @@ describe('inventory decider', () => {
     given(inventoryDecider, [received(5), reserved('o1', 2), shipped])
       .when(ship)
       .thenNothing();
+  });
+
+  it('evolving leaves the state before untouched (states share their open reservations, never change them)', () => {
+    let state = evolveInventory(initialInventoryState, received(10_000));
+    for (let i = 0; i < 1_000; i++) state = evolveInventory(state, reserved(`o${i}`, 1));
+    const before = state;
+    const after = evolveInventory(evolveInventory(before, reserved('late', 2)), {
+      type: 'sales.StockReleased',
+      data: { productId, orderId: 'o7', quantity: 1, at },
+    });
+    expect(before.open.size).toBe(1_000);
+    expect(before.open.has('late')).toBe(false);
+    expect(before.open.get('o7')).toBe(1);
+    expect(before.reserved).toBe(1_000);
+    expect(after.open.size).toBe(1_000);
+    expect(after.open.get('late')).toBe(2);
+    expect(after.open.has('o7')).toBe(false);
+    expect(after.reserved).toBe(1_001);
+  });
+
+  it('a state read back from its JSON (a snapshot) is the same state', () => {
+    let state = evolveInventory(initialInventoryState, received(7));
+    state = evolveInventory(evolveInventory(state, reserved('o1', 2)), reserved('o2', 3));
+    const json: unknown = JSON.parse(JSON.stringify(state));
+    expect(json).toEqual({ onHand: 7, reserved: 5, shipped: 0, open: { o1: 2, o2: 3 } });
+    const back = inventoryStateFromJson(json);
+    expect(back.open.equals(state.open)).toBe(true);
+    expect({ ...back, open: null }).toEqual({ ...state, open: null });
+    expect(inventoryDecider.decide(reserve('o2', 3), back)).toEqual([]);
   });
 });

@@ -1,6 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import { fold, type Decider, type Event } from '../../domain/shared/event';
-import { inventoryDecider, type InventoryCommand, type InventoryState } from '../../domain/sales/inventory.decider';
+import {
+  inventoryDecider,
+  inventoryStateFromJson,
+  type InventoryCommand,
+  type InventoryState,
+} from '../../domain/sales/inventory.decider';
 import { orderDecider, type OrderCommand, type OrderState } from '../../domain/sales/order.decider';
 import { paymentDecider, type PaymentCommand, type PaymentState } from '../../domain/sales/payment.decider';
 import { productDecider, type ProductState } from '../../domain/sales/product.decider';
@@ -70,6 +75,7 @@ export class SalesServices {
     this.inventorySnapshots = new StreamSnapshots<InventoryState>(platform.pool, {
       version: INVENTORY_STATE_VERSION,
       every: platform.config.STREAM_SNAPSHOT_EVERY,
+      revive: inventoryStateFromJson,
     });
   }
 

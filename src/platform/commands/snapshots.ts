@@ -8,11 +8,13 @@ import type { Pool } from 'pg';
  * `version` (the state's shape changed), means a fold from the start, with
  * the same result.
  */
-export interface SnapshotOptions {
+export interface SnapshotOptions<S> {
   /** The state's shape: bump it when the state changes, and old snapshots are ignored. */
   readonly version: number;
   /** Events between two snapshots (STREAM_SNAPSHOT_EVERY). */
   readonly every: number;
+  /** The state from its JSON (what JSON.stringify wrote): a state that is not plain data is rebuilt here. */
+  readonly revive: (json: unknown) => S;
 }
 
 export class StreamSnapshots<S> {
@@ -21,17 +23,18 @@ export class StreamSnapshots<S> {
 
   constructor(
     private readonly pool: Pool,
-    readonly options: SnapshotOptions,
+    readonly options: SnapshotOptions<S>,
   ) {}
 
   async load(streamId: string): Promise<{ revision: number; state: S } | undefined> {
-    const res = await this.pool.query<{ revision: string; state: S }>(
+    const res = await this.pool.query<{ revision: string; state: unknown }>(
       'SELECT revision, state FROM stream_snapshots WHERE stream_id = $1 AND version = $2',
       [streamId, this.options.version],
     );
     const row = res.rows[0];
     this.remember(streamId, row ? Number(row.revision) : -1);
-    return row ? { revision: Number(row.revision), state: row.state } : undefined;
+    if (!row) return undefined;
+    return { revision: Number(row.revision), state: this.options.revive(row.state) };
   }
 
   /** True when `revision` is `every` events or more past the stream's newest snapshot. */
