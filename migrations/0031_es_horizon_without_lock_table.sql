@@ -12,8 +12,9 @@
 -- about one transaction at a time with pg_try_advisory_lock_shared: refused
 -- exactly while that transaction holds its declaration. Readers take the lock
 -- shared, so they never refuse one another, and release it at once (a session
--- lock), so a transaction about to declare waits for a reader at most for
--- that instant. Exactness is as in 0027: a transaction counts as unable to
+-- lock); a declaring transaction only tries its lock, so a reader's question
+-- never holds it back (it then goes unrecognised, and readers wait for it as
+-- for any transaction). Exactness is as in 0027: a transaction counts as unable to
 -- append only when shown so at a moment after the reading statement's
 -- snapshot was taken (the declaration is held from before its first write to
 -- its end, and a declared transaction cannot append); one of another database
@@ -38,7 +39,10 @@ BEGIN
   END IF;
   PERFORM pg_advisory_xact_lock_shared(724025);
   -- Takes the transaction's id now if it has none yet: the lock names it before the id is of use to anyone.
-  PERFORM pg_advisory_xact_lock(724026, es_xid_key(pg_current_xact_id()::text::bigint));
+  -- Tried, never waited for: a reader asking about this id at this instant (or a session left holding
+  -- the question by a statement cancelled mid-question) must not hold a declaration back. Without the
+  -- lock, readers simply wait for this transaction as for any other (conservative, never a skip).
+  PERFORM pg_try_advisory_xact_lock(724026, es_xid_key(pg_current_xact_id()::text::bigint));
   PERFORM set_config('es.no_append', 'on', true);
 END $$;
 

@@ -481,6 +481,41 @@ describe('postgres event store: the read horizon waits only for transactions tha
       await sub.sub.stop();
     }
   });
+
+  it("never holds a declaration back behind a reader's question lock (one left by a cancelled read included): readers then wait for that transaction", async () => {
+    const start = await store.headPosition();
+    const declaring = await txClient();
+    const asking = await txClient();
+    try {
+      await declaring.query('BEGIN');
+      // A failure here is a hang turned into an error, not a 5-minute test timeout.
+      await declaring.query("SET LOCAL statement_timeout = '5s'");
+      const x = (await declaring.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]!.x;
+      // A session holding the question about x (a reader cancelled between its try-lock and its unlock).
+      const question = [ADVISORY_LOCKS.eventStoreNoAppendXid, x];
+      await asking.query('SELECT pg_advisory_lock_shared($1::int, es_xid_key($2::bigint))', question);
+      await declaring.query('SELECT es_declare_no_append()'); // returns at once
+      await declaring.query('CREATE TEMP TABLE gap_declared_work (n int) ON COMMIT DROP');
+      // Declared all the same: it cannot append.
+      await declaring.query('SAVEPOINT s');
+      await expect(
+        appendInTransaction(declaring, stream('declared'), [testEvent('gap.Refused')]),
+      ).rejects.toMatchObject({ code: 'ES002' });
+      await declaring.query('ROLLBACK TO SAVEPOINT s');
+      // Unrecognised as quiet, so readers wait for it, as for any transaction: conservative, never a skip.
+      const e = testEvent('gap.BehindUnrecognised');
+      const a = await store.append(stream('behind-unrecognised'), [e], 'no_stream');
+      expect(await store.readBatch(start, 100)).toEqual({ events: [], position: start, blocked: true });
+      await declaring.query('COMMIT');
+      expect(await store.readBatch(start, 100)).toMatchObject({ events: [{ id: e.id }], position: a.position });
+      await asking.query('SELECT pg_advisory_unlock_shared($1::int, es_xid_key($2::bigint))', question);
+    } finally {
+      await declaring.query('ROLLBACK').catch(() => undefined);
+      release(declaring);
+      await asking.query('SELECT pg_advisory_unlock_all()');
+      release(asking);
+    }
+  });
 });
 
 /** Where two long sequences first differ (a readable failure instead of a 50,000-line diff). */
