@@ -18,7 +18,12 @@ import { PostgresEventStore } from '../src/platform/event-store/postgres-event-s
 import { createLogger } from '../src/platform/logger';
 import { migrate } from '../src/platform/migrations';
 import { SAGA_TRIGGER_TYPES } from '../domain/sales/order-fulfilment.saga';
-import { inventoryDecider, inventoryStateFromJson, type InventoryState } from '../domain/sales/inventory.decider';
+import {
+  inventoryDecider,
+  inventorySnapshotSpacing,
+  inventoryStateFromJson,
+  type InventoryState,
+} from '../domain/sales/inventory.decider';
 import { handleCommand, StateCache } from '../src/platform/commands/command-handling';
 import { StreamSnapshots } from '../src/platform/commands/snapshots';
 import { dropRedisKeys, sendJson, target, type Target } from './http-client';
@@ -1170,7 +1175,12 @@ async function main(): Promise<void> {
  */
 async function coldDecisions(pool: Pool, store: PostgresEventStore, w: number): Promise<void> {
   const snapshots = () =>
-    new StreamSnapshots<InventoryState>(pool, { version: 2, every: 200, revive: inventoryStateFromJson });
+    new StreamSnapshots<InventoryState>(pool, {
+      version: 2,
+      every: 200,
+      revive: inventoryStateFromJson,
+      spacing: inventorySnapshotSpacing,
+    });
   const at = new Date().toISOString();
   const meta = { correlationId: 'bench', causationId: 'bench', actor: 'system:bench' };
   const newProduct = async (orders: number): Promise<string> => {

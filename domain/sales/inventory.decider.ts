@@ -75,6 +75,12 @@ export const initialInventoryState: InventoryState = { onHand: 0, reserved: 0, s
 
 export const available = (s: InventoryState): number => s.onHand - s.reserved;
 
+/**
+ * Events between two snapshots of this state at least: one per ten open reservations, so the
+ * snapshot's cost (its JSON grows with them: 820 KB at 20,000) stays a few microseconds per event.
+ */
+export const inventorySnapshotSpacing = (s: InventoryState): number => Math.ceil(s.open.size / 10);
+
 /** A state as JSON.stringify wrote it (a snapshot): the open reservations are a plain object there. */
 export function inventoryStateFromJson(json: unknown): InventoryState {
   const s = json as { onHand: number; reserved: number; shipped: number; open: Record<string, number> };

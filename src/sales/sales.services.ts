@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { fold, type Decider, type Event } from '../../domain/shared/event';
 import {
   inventoryDecider,
+  inventorySnapshotSpacing,
   inventoryStateFromJson,
   type InventoryCommand,
   type InventoryState,
@@ -76,6 +77,7 @@ export class SalesServices {
       version: INVENTORY_STATE_VERSION,
       every: platform.config.STREAM_SNAPSHOT_EVERY,
       revive: inventoryStateFromJson,
+      spacing: inventorySnapshotSpacing,
     });
   }
 

@@ -15,6 +15,13 @@ export interface SnapshotOptions<S> {
   readonly every: number;
   /** The state from its JSON (what JSON.stringify wrote): a state that is not plain data is rebuilt here. */
   readonly revive: (json: unknown) => S;
+  /**
+   * Events between two snapshots of a state this large, when more than `every`: a snapshot costs
+   * in proportion to the state (JSON written on the event loop, a row rewritten), so a large state
+   * is snapshotted less often and the cost per event stays bounded; a cold decision then folds at
+   * most that many events after the snapshot, less work than reading the snapshot itself.
+   */
+  readonly spacing?: (state: S) => number;
 }
 
 export class StreamSnapshots<S> {
@@ -37,9 +44,11 @@ export class StreamSnapshots<S> {
     return { revision: Number(row.revision), state: this.options.revive(row.state) };
   }
 
-  /** True when `revision` is `every` events or more past the stream's newest snapshot. */
-  due(streamId: string, revision: number): boolean {
-    return revision - (this.bases.get(streamId) ?? -1) >= this.options.every;
+  /** True when `revision` is `every` events (or the state's `spacing`, when more) past the stream's newest snapshot. */
+  due(streamId: string, revision: number, state: S): boolean {
+    const since = revision - (this.bases.get(streamId) ?? -1);
+    if (since < this.options.every) return false;
+    return !this.options.spacing || since >= this.options.spacing(state);
   }
 
   /** Keeps the newest: an older snapshot never replaces a newer one. */
