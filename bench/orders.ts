@@ -18,14 +18,10 @@ import { PostgresEventStore } from '../src/platform/event-store/postgres-event-s
 import { createLogger } from '../src/platform/logger';
 import { migrate } from '../src/platform/migrations';
 import { SAGA_TRIGGER_TYPES } from '../domain/sales/order-fulfilment.saga';
-import {
-  inventoryDecider,
-  inventorySnapshotSpacing,
-  inventoryStateFromJson,
-  type InventoryState,
-} from '../domain/sales/inventory.decider';
+import { inventoryDecider, type InventoryState } from '../domain/sales/inventory.decider';
 import { handleCommand, StateCache } from '../src/platform/commands/command-handling';
 import { StreamSnapshots } from '../src/platform/commands/snapshots';
+import { inventorySnapshotOptions } from '../src/sales/sales.services';
 import { dropRedisKeys, sendJson, target, type Target } from './http-client';
 import {
   RUNS,
@@ -1174,13 +1170,7 @@ async function main(): Promise<void> {
  * it all: shown too.
  */
 async function coldDecisions(pool: Pool, store: PostgresEventStore, w: number): Promise<void> {
-  const snapshots = () =>
-    new StreamSnapshots<InventoryState>(pool, {
-      version: 2,
-      every: 200,
-      revive: inventoryStateFromJson,
-      spacing: inventorySnapshotSpacing,
-    });
+  const snapshots = () => new StreamSnapshots(pool, inventorySnapshotOptions(200));
   const at = new Date().toISOString();
   const meta = { correlationId: 'bench', causationId: 'bench', actor: 'system:bench' };
   const newProduct = async (orders: number): Promise<string> => {

@@ -18,7 +18,7 @@ import {
   type SagaStepRecorded,
 } from '../../domain/sales/order-fulfilment.saga';
 import { inventoryStreamId, type InventoryEvent } from '../../domain/sales/inventory.events';
-import { StreamSnapshots } from '../platform/commands/snapshots';
+import { StreamSnapshots, type SnapshotOptions } from '../platform/commands/snapshots';
 import { orderStreamId } from '../../domain/sales/order.events';
 import { paymentStreamId } from '../../domain/sales/payment.events';
 import { productStreamId } from '../../domain/sales/product.events';
@@ -29,6 +29,14 @@ import { Platform } from '../platform/platform';
 
 /** The shape of InventoryState in snapshots: bump it when the state changes (older snapshots are then ignored). */
 const INVENTORY_STATE_VERSION = 2;
+
+/** How inventory states are snapshotted (the app's, and the benchmark's cold decisions). */
+export const inventorySnapshotOptions = (every: number): SnapshotOptions<InventoryState> => ({
+  version: INVENTORY_STATE_VERSION,
+  every,
+  revive: inventoryStateFromJson,
+  spacing: inventorySnapshotSpacing,
+});
 
 /** A saga command on a product's inventory waiting for the next batch. */
 interface WaitingInventory {
@@ -73,12 +81,10 @@ const guesses = (o: SendOptions) => ({ trustCache: o.fromSaga === true, assumeNe
 @Injectable()
 export class SalesServices {
   constructor(readonly platform: Platform) {
-    this.inventorySnapshots = new StreamSnapshots<InventoryState>(platform.pool, {
-      version: INVENTORY_STATE_VERSION,
-      every: platform.config.STREAM_SNAPSHOT_EVERY,
-      revive: inventoryStateFromJson,
-      spacing: inventorySnapshotSpacing,
-    });
+    this.inventorySnapshots = new StreamSnapshots(
+      platform.pool,
+      inventorySnapshotOptions(platform.config.STREAM_SNAPSHOT_EVERY),
+    );
   }
 
   private get store() {

@@ -97,8 +97,7 @@ async function decideOnGuess<C extends Command, E extends Event, S>(
   }
   if (events.length === 0) return undefined;
   const { snapshots, streamId } = options;
-  if (snapshots?.due(streamId, guess.revision, guess.state))
-    await snapshots.save(streamId, guess.revision, guess.state);
+  await snapshots?.saveIfDue(streamId, guess.revision, guess.state);
   try {
     return await appendDecided(options, idKey, events, guess.state, guess.revision);
   } catch (e) {
@@ -126,7 +125,7 @@ async function readState<E extends Event, S>({
   const state = cached ? history.reduce((s, e) => decider.evolve(s, e), cached.state) : fold(decider, history);
   const revision = history.length ? history[history.length - 1]!.revision : cached ? cached.revision : -1;
   cache?.set(streamId, revision, state);
-  if (snapshots?.due(streamId, revision, state)) await snapshots.save(streamId, revision, state);
+  await snapshots?.saveIfDue(streamId, revision, state);
   return { revision, state };
 }
 
@@ -291,8 +290,7 @@ export async function handleCommandBatch<C extends Command, E extends Event, S>(
   for (let attempt = 0; ; attempt++) {
     const guess = attempt === 0 && options.trustCache ? cache?.get(streamId) : undefined;
     const base = guess ?? (await readState(options));
-    if (guess && options.snapshots?.due(streamId, guess.revision, guess.state))
-      await options.snapshots.save(streamId, guess.revision, guess.state);
+    if (guess) await options.snapshots?.saveIfDue(streamId, guess.revision, guess.state);
     let state = base.state;
     const decided: (readonly E[] | { error: unknown })[] = batch.map((b) => {
       try {

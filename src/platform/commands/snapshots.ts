@@ -44,6 +44,11 @@ export class StreamSnapshots<S> {
     return { revision: Number(row.revision), state: this.options.revive(row.state) };
   }
 
+  /** Saves `state` when `due`. */
+  async saveIfDue(streamId: string, revision: number, state: S): Promise<void> {
+    if (this.due(streamId, revision, state)) await this.save(streamId, revision, state);
+  }
+
   /** True when `revision` is `every` events (or the state's `spacing`, when more) past the stream's newest snapshot. */
   due(streamId: string, revision: number, state: S): boolean {
     const since = revision - (this.bases.get(streamId) ?? -1);
