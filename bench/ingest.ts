@@ -62,7 +62,9 @@ const HTTP_CONCURRENCY = envInt('BENCH_INGEST_HTTP_CONCURRENCY', 4);
 const LATENCY_SECONDS = envInt('BENCH_LATENCY_SECONDS', 10);
 const HTTP_BATCH = 500;
 const HISTORY_DAYS = envInt('BENCH_HISTORY_DAYS', 30);
-const QUERY_RUNS = envInt('BENCH_HISTORY_QUERIES', 20);
+/** Seconds of reads per side per run, in HISTORY_SLICES slices alternating route and SQL. */
+const QUERY_SECONDS = envInt('BENCH_HISTORY_SECONDS', 3);
+const HISTORY_SLICES = 6;
 const DAY_MS = 86_400_000;
 /** Rows to run (BENCH_INGEST_ROWS, comma-separated: a,b,c,d,e,split; default all). (c) runs (a) for its rate. */
 const ROWS = new Set(
@@ -576,7 +578,7 @@ async function history(app: RunningApp, owner: Record<string, string>, http: Htt
     [deviceId],
   );
   console.log(
-    `\n(e) history: ${HISTORY_DAYS} days of 1 Hz readings of one metric, ${count.rows[0]!.n.toLocaleString('en-US')} rows (ingested over HTTP and projected in ${(loaded / 1000).toFixed(1)} s); ${QUERY_RUNS} reads per side per run`,
+    `\n(e) history: ${HISTORY_DAYS} days of 1 Hz readings of one metric, ${count.rows[0]!.n.toLocaleString('en-US')} rows (ingested over HTTP and projected in ${(loaded / 1000).toFixed(1)} s); ${QUERY_SECONDS} s of sequential reads per side per run, in ${HISTORY_SLICES} slices alternating route and SQL, after a warm-up run`,
   );
   if (retried) info(`${retried} load requests answered 503 and were retried`);
   await pool.query('ANALYZE telemetry_readings');
@@ -595,13 +597,40 @@ async function history(app: RunningApp, owner: Record<string, string>, http: Htt
     if (r.status !== 200) throw new Error(`GET ${url}: ${r.status} ${JSON.stringify(r.json)}`);
     return r.json as { points: { ts: string }[] };
   };
-  const timed = async (read: () => Promise<number>, expect: number): Promise<number> => {
+  /** Reads for `ms`, sequentially; returns how many and how long they took. */
+  const slice = async (read: () => Promise<number>, expect: number, ms: number) => {
     const t = performance.now();
-    for (let q = 0; q < QUERY_RUNS; q++) {
+    let reads = 0;
+    do {
       const n = await read();
       if (n !== expect) throw new Error(`read ${n} points, expected ${expect}`);
+      reads++;
+    } while (performance.now() - t < ms);
+    return { reads, ms: performance.now() - t };
+  };
+  /**
+   * One run of a pair: QUERY_SECONDS per side, in HISTORY_SLICES slices alternating the route and
+   * the SQL, so drift (JIT tiers, autovacuum, a GC) lands on both sides alike. Reads per second.
+   */
+  const pair = async (route: () => Promise<number>, sql: () => Promise<number>, expect: number) => {
+    const sum = { route: { reads: 0, ms: 0 }, sql: { reads: 0, ms: 0 } };
+    const ms = (QUERY_SECONDS * 1000) / HISTORY_SLICES;
+    for (let k = 0; k < HISTORY_SLICES; k++) {
+      for (const [side, read] of k % 2
+        ? ([
+            ['sql', sql],
+            ['route', route],
+          ] as const)
+        : ([
+            ['route', route],
+            ['sql', sql],
+          ] as const)) {
+        const r = await slice(read, expect, ms);
+        sum[side].reads += r.reads;
+        sum[side].ms += r.ms;
+      }
     }
-    return QUERY_RUNS / ((performance.now() - t) / 1000);
+    return { route: sum.route.reads / (sum.route.ms / 1000), sql: sum.sql.reads / (sum.sql.ms / 1000) };
   };
   const bucketRoute = async () => {
     const r = await read(`${path}?from=${start}&to=${end}&bucket=1h&agg=avg&limit=10000`);
@@ -640,25 +669,30 @@ async function history(app: RunningApp, owner: Record<string, string>, http: Htt
     rawRoute: [] as number[],
     rawSql: [] as number[],
   };
-  await timed(bucketRoute, buckets); // warm-up
-  await timed(rawSql, 86_400);
+  // Warm-up: both sides' code paths compiled by the JIT and the rows in shared buffers.
+  await pair(bucketRoute, bucketSql, buckets);
+  await pair(rawRoute, rawSql, 86_400);
   for (let run = 0; run < RUNS; run++) {
-    rates.bucketRoute.push(await timed(bucketRoute, buckets));
-    rates.bucketSql.push(await timed(bucketSql, buckets));
-    rates.rawRoute.push(await timed(rawRoute, 86_400));
-    rates.rawSql.push(await timed(rawSql, 86_400));
+    const bucket = await pair(bucketRoute, bucketSql, buckets);
+    rates.bucketRoute.push(bucket.route);
+    rates.bucketSql.push(bucket.sql);
+    const raw = await pair(rawRoute, rawSql, 86_400);
+    rates.rawRoute.push(raw.route);
+    rates.rawSql.push(raw.sql);
   }
   report(
     `(e1) ${HISTORY_DAYS} days at bucket=1h (${buckets} points), reads/s`,
     { label: 'GET /devices/:id/metrics/:metric?bucket=1h', rates: rates.bucketRoute },
     { label: 'the same SQL (bucketSeriesJson) on the pool, parsed', rates: rates.bucketSql },
     0.8,
+    'reads/s',
   );
   report(
     '(e2) 24 h raw (86,400 points in pages of 10,000), reads/s',
     { label: 'GET /devices/:id/metrics/:metric, paged by from', rates: rates.rawRoute },
     { label: 'the same SQL (rawSeriesJson) on the pool, parsed', rates: rates.rawSql },
     0.8,
+    'reads/s',
   );
   reader.agent.destroy();
 }

@@ -69,7 +69,9 @@ export async function checkpoint(pool: Pool): Promise<void> {
   await pool.query('CHECKPOINT').catch(() => undefined);
 }
 
-export const fmtRate = (perSec: number) => `${Math.round(perSec).toLocaleString('en-US')} ev/s`;
+/** A rate: whole numbers, or one decimal below 100 (a few reads per second). */
+const fmtNumber = (n: number) => (n < 100 ? n.toFixed(1) : Math.round(n).toLocaleString('en-US'));
+export const fmtRate = (perSec: number, unit = 'ev/s') => `${fmtNumber(perSec)} ${unit}`;
 export const fmtMs = (ms: number) => `${ms.toFixed(ms < 10 ? 2 : 1)} ms`;
 
 export interface Side {
@@ -79,16 +81,22 @@ export interface Side {
 }
 
 /** Prints both sides, their ratio (medians), the target and PASS/BELOW. */
-export function report(title: string, ours: Side, raw: Side, target: number): { ratio: number; pass: boolean } {
+export function report(
+  title: string,
+  ours: Side,
+  raw: Side,
+  target: number,
+  unit = 'ev/s',
+): { ratio: number; pass: boolean } {
   const a = median(ours.rates);
   const b = median(raw.rates);
   const ratio = a / b;
   const pass = ratio >= target;
-  const runs = (s: Side) => s.rates.map((r) => Math.round(r).toLocaleString('en-US')).join(' / ');
+  const runs = (s: Side) => s.rates.map(fmtNumber).join(' / ');
   const w = Math.max(ours.label.length, raw.label.length);
   console.log(`\n${title}`);
-  console.log(`  ${ours.label.padEnd(w)}  ${fmtRate(a).padStart(14)}   (runs: ${runs(ours)})`);
-  console.log(`  ${raw.label.padEnd(w)}  ${fmtRate(b).padStart(14)}   (runs: ${runs(raw)})`);
+  console.log(`  ${ours.label.padEnd(w)}  ${fmtRate(a, unit).padStart(14)}   (runs: ${runs(ours)})`);
+  console.log(`  ${raw.label.padEnd(w)}  ${fmtRate(b, unit).padStart(14)}   (runs: ${runs(raw)})`);
   console.log(
     `  ${'ratio'.padEnd(w)}  ${`${ratio.toFixed(2)}×`.padStart(14)}   target ≥ ${target.toFixed(2)}×  ${pass ? 'PASS' : 'BELOW'}`,
   );
