@@ -55,18 +55,34 @@ export interface SqlStatement {
  * rows), and the runtime runs the statements on the transaction that moves the
  * checkpoint. A type the read model ignores on purpose maps to `() => []`.
  */
-export type EventHandlers<E extends AnyEvent> = {
+export type EventHandlers<E extends AnyEvent, R = SqlStatement | readonly SqlStatement[]> = {
   // `& { type: T }` narrows the union to its member of type T (the others' literal types conflict,
   // so their intersections are never); for an untyped projection (E's type is just `string`) it
   // keeps the plain event, where `Extract<E, { type: T }>` would be never.
   readonly [T in E['type']]: (
     event: string extends E['type'] ? RecordedEvent<E> : RecordedEvent<E> & { readonly type: T },
-  ) => SqlStatement | readonly SqlStatement[];
+  ) => R;
 };
 
-/** A run-time check that is also the narrowing: `type` has a handler, so it is one of the union's types. */
-function handles<E extends AnyEvent>(handlers: EventHandlers<E>, type: string): type is E['type'] {
+/**
+ * A run-time check that is also the narrowing: `type` has a handler, so it is one of the union's
+ * types. (Handlers that return something other than SQL, folded by their projection's own `apply`,
+ * are `EventHandlers<E, R>`.)
+ */
+function handles<E extends AnyEvent, R>(handlers: EventHandlers<E, R>, type: string): type is E['type'] {
   return Object.hasOwn(handlers, type);
+}
+
+/** What the handler of `e`'s type returns for it; undefined when there is none. */
+export function handle<E extends AnyEvent, R>(handlers: EventHandlers<E, R>, e: RecordedEvent<E>): R | undefined {
+  const type: string = e.type;
+  return handles(handlers, type) ? handlers[type](e) : undefined;
+}
+
+/** The event types a projection reads: the ones it has handlers for. */
+export function handledTypes<E extends AnyEvent, R>(handlers: EventHandlers<E, R>): E['type'][] {
+  // Every own key passes; the filter is what gives the keys their type (Object.keys says string[]).
+  return Object.keys(handlers).filter((t) => handles(handlers, t));
 }
 
 /**
@@ -92,14 +108,12 @@ export function sqlProjection<E extends AnyEvent = Event>(
   const { handlers, gather = [], ...rest } = def;
   return {
     ...rest,
-    // Every own key passes; the filter is what gives the keys their type (Object.keys says string[]).
-    eventTypes: Object.keys(handlers).filter((t) => handles(handlers, t)),
+    eventTypes: handledTypes(handlers),
     async apply(events, db) {
       const gathered = new Map<string, (readonly unknown[])[]>(gather.map((g) => [g.text, []]));
       for (const e of events) {
-        const type: string = e.type;
-        if (!handles(handlers, type)) continue;
-        const out = handlers[type](e);
+        const out = handle(handlers, e);
+        if (out === undefined) continue;
         const statements: readonly SqlStatement[] = Array.isArray(out) ? out : [out as SqlStatement];
         for (const s of statements) {
           const rows = gathered.get(s.text);

@@ -486,6 +486,84 @@ describe('orders read model', () => {
     expect(timelineStatements).toBe(1);
   });
 
+  it("a batch writes each order's row once: new orders in one INSERT, the others' changes folded into one UPDATE; the same rows as one event at a time", async () => {
+    const a = id(520);
+    const b = id(521);
+    const c = id(522);
+    const payment = (o: string, s: number): PaymentEvent => ({
+      type: 'sales.PaymentRequested',
+      data: { orderId: o, amountCents: 3598, currency: 'EUR', method: 'card', idempotencyKey: `k-${o}`, at: at(s) },
+    });
+    const s = orders.given(
+      // First batch: three orders placed; a's first changes are folded into its new row.
+      placed(520, 7, 1),
+      placed(521, 8, 2),
+      placed(522, 9, 3),
+      { type: 'sales.OrderReserved', data: { orderId: a, at: at(4) } },
+      payment(a, 5),
+      // Second batch: changes only, several per order, in an order the fold must keep.
+      { type: 'sales.PaymentCaptured', data: { orderId: a, providerRef: 'psp-a', late: false, at: at(6) } },
+      { type: 'sales.OrderReserved', data: { orderId: b, at: at(7) } },
+      { type: 'sales.OrderPaid', data: { orderId: a, paymentRef: 'psp-a', at: at(8) } },
+      { type: 'sales.OrderRejected', data: { orderId: c, reason: 'out of stock', detail: {}, at: at(9) } },
+      { type: 'sales.OrderConfirmed', data: { orderId: a, at: at(10) } },
+      {
+        type: 'sales.OrderCancellationRequested',
+        data: { orderId: b, by: id(8), reason: 'changed my mind', at: at(11) },
+      },
+      { type: 'sales.OrderCancelled', data: { orderId: b, reason: 'asked by the customer', detail: {}, at: at(12) } },
+      { type: 'sales.ShipmentDispatched', data: { orderId: a, shipmentId: id(901), at: at(13) } },
+      { type: 'sales.PaymentCaptured', data: { orderId: c, providerRef: 'psp-c', late: true, at: at(14) } },
+    );
+    const recorded = await s.recorded();
+    const rowsOf = (db: Queryable) =>
+      db.query('SELECT * FROM sales_orders ORDER BY order_id').then((r) => r.rows);
+    const { statements, rows } = await s.read(async (db) => {
+      const before = await rowsOf(db);
+      await db.query('DELETE FROM sales_order_timeline');
+      await db.query('DELETE FROM sales_orders');
+      const texts: string[] = [];
+      const counting: Queryable = {
+        query: (text, values) => {
+          texts.push(text);
+          return db.query(text, values);
+        },
+      };
+      await ordersProjection.apply(recorded.slice(0, 5), counting);
+      await ordersProjection.apply(recorded.slice(5), counting);
+      const after = await rowsOf(db);
+      expect(after).toEqual(before);
+      return { statements: texts.filter((t) => /\bsales_orders\b/.test(t)).length, rows: after };
+    });
+    // Two batches: one INSERT (the first), one UPDATE (the second).
+    expect(statements).toBe(2);
+    const row = (o: string) => rows.find((r) => r.order_id === o)!;
+    expect(row(a)).toMatchObject({
+      status: 'shipped',
+      payment_status: 'captured',
+      shipment_id: id(901),
+      shipped_at: new Date(at(13)),
+      updated_at: new Date(at(13)),
+      reason: null,
+      cancellation_requested: false,
+    });
+    expect(row(b)).toMatchObject({
+      status: 'cancelled',
+      payment_status: 'none',
+      cancellation_requested: true,
+      reason: 'asked by the customer',
+      updated_at: new Date(at(12)),
+      shipment_id: null,
+    });
+    // A later change without a reason keeps the one given before.
+    expect(row(c)).toMatchObject({
+      status: 'rejected',
+      payment_status: 'captured',
+      reason: 'out of stock',
+      updated_at: new Date(at(14)),
+    });
+  });
+
   it('a rejection records the reason; releases and refunds are compensations on the timeline', async () => {
     const o = id(500);
     const s = orders.given(
