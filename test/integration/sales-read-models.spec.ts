@@ -516,8 +516,7 @@ describe('orders read model', () => {
       { type: 'sales.PaymentCaptured', data: { orderId: c, providerRef: 'psp-c', late: true, at: at(14) } },
     );
     const recorded = await s.recorded();
-    const rowsOf = (db: Queryable) =>
-      db.query('SELECT * FROM sales_orders ORDER BY order_id').then((r) => r.rows);
+    const rowsOf = (db: Queryable) => db.query('SELECT * FROM sales_orders ORDER BY order_id').then((r) => r.rows);
     const { statements, rows } = await s.read(async (db) => {
       const before = await rowsOf(db);
       await db.query('DELETE FROM sales_order_timeline');
