@@ -330,23 +330,40 @@ async function main(): Promise<void> {
       const total = Math.max(1, Math.floor(msgRate * LATENCY_SECONDS));
       const c = await connect(telemetry.mqttPort, deviceId, token);
       await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 60_000);
-      const startPos = await app.platform.store.headPosition();
       const sentAt = new Map<number, number>(); // last reading id of a message -> publish time
       const seenAt = new Map<number, number>();
       const ackedAt = new Map<number, number>(); // PUBACK received: the message is stored
       let polling = true;
+      // The watcher asks for the last reading of each message not seen yet, by the series index
+      // (device, metric, ts; a reading's ts is T0 + its id): a message's readings become queryable
+      // together (one event, one projection transaction), and the messages not seen yet are the few
+      // in flight. (It read every row after a position before, which only a BRIN index serves: 17 ms
+      // of PostgreSQL per read on a table of a few hundred thousand rows, most of a core taken from
+      // what it measured.)
+      let polls = 0;
+      let pollMs = 0;
+      const sentOrder: number[] = [];
+      let firstUnseen = 0;
       const poller = (async () => {
-        let after = startPos;
         while (polling || seenAt.size < sentAt.size) {
-          const res = await pool.query<{ position: number; reading_id: string }>(
-            'SELECT position, reading_id FROM telemetry_readings WHERE device_id = $1 AND position > $2 ORDER BY position LIMIT 10000',
-            [deviceId, after],
+          // Messages in the order sent (ids grow): the ones not seen yet.
+          while (firstUnseen < sentOrder.length && seenAt.has(sentOrder[firstUnseen]!)) firstUnseen++;
+          const unseen = sentOrder.slice(firstUnseen).filter((id) => !seenAt.has(id));
+          if (unseen.length === 0) {
+            await sleep(2);
+            continue;
+          }
+          const t = performance.now();
+          const res = await pool.query<{ reading_id: string }>(
+            `SELECT reading_id FROM telemetry_readings WHERE device_id = $1 AND metric = 'temp' AND ts = ANY ($2::timestamptz[])`,
+            [deviceId, unseen.map((id) => new Date(T0 + id))],
           );
           const now = performance.now();
+          polls++;
+          pollMs += now - t;
           for (const r of res.rows) {
-            after = r.position;
             const id = Number(r.reading_id);
-            if (sentAt.has(id)) seenAt.set(id, now);
+            if (sentAt.has(id) && !seenAt.has(id)) seenAt.set(id, now);
           }
           if (res.rows.length === 0) await sleep(2);
           if (!polling && performance.now() - Math.max(...seenAt.values(), 0) > 30_000) break;
@@ -363,6 +380,7 @@ async function main(): Promise<void> {
         const body = payload(PER_MESSAGE);
         const id = seq;
         sentAt.set(id, performance.now());
+        sentOrder.push(id);
         inflight.push(c.publishAsync(topic, body, { qos: 1 }).then(() => ackedAt.set(id, performance.now())));
       }
       await Promise.all(inflight);
@@ -384,7 +402,8 @@ async function main(): Promise<void> {
           `PUBACK → queryable p50 ${fmtMs(percentile(projected, 50))} p99 ${fmtMs(percentile(projected, 99))}`,
       );
       info(
-        `${lat.length} of ${sentAt.size} messages seen queryable; ${late} published more than 10 ms late (the box was too busy to pace)`,
+        `${lat.length} of ${sentAt.size} messages seen queryable; ${late} published more than 10 ms late (the box was too busy to pace); ` +
+          `the watcher's reads: ${polls.toLocaleString('en-US')}, ${fmtMs(pollMs / Math.max(1, polls))} each`,
       );
       info(
         `peak resident memory of this process (app, broker and load generator): ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`,
