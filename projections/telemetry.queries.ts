@@ -116,7 +116,7 @@ export interface StreamCursor {
 /** Past every reading of an event. */
 export const END_OF_EVENT = 2_147_483_647;
 
-/** Readings after a cursor, for the live stream (the position index is a BRIN: recent rows are found by block range). */
+/** Readings after a cursor, for the live stream (telemetry_readings_stream_idx: an index range, the rows sent). */
 export async function readingsAfter(
   db: Queryable,
   deviceId: string,
