@@ -15,6 +15,20 @@ import { readModel } from '../support/read-model';
  * through HTTP end to end (test/e2e/sales*.e2e.spec.ts).
  */
 
+/** `db`, with every statement's text kept in `texts`: how many statements a batch took. */
+function recording(db: Queryable): { texts: string[]; counting: Queryable } {
+  const texts: string[] = [];
+  return {
+    texts,
+    counting: {
+      query: (text, values) => {
+        texts.push(text);
+        return db.query(text, values);
+      },
+    },
+  };
+}
+
 const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
 const at = (s: number) => new Date(Date.UTC(2025, 0, 1, 0, 0, s)).toISOString();
 const staff = id(99);
@@ -223,13 +237,7 @@ describe('catalogue read model', () => {
     const { statements, rows } = await s.read(async (db) => {
       const before = await db.query('SELECT * FROM stock_movements ORDER BY position');
       for (const t of ['stock_movements', 'stock', 'product_channels', 'products']) await db.query(`DELETE FROM ${t}`);
-      const texts: string[] = [];
-      const counting: Queryable = {
-        query: (text, values) => {
-          texts.push(text);
-          return db.query(text, values);
-        },
-      };
+      const { texts, counting } = recording(db);
       await catalogueProjection.apply(recorded, counting);
       const after = await db.query('SELECT * FROM stock_movements ORDER BY position');
       expect(after.rows).toEqual(before.rows);
@@ -467,13 +475,7 @@ describe('orders read model', () => {
       const before = await db.query('SELECT * FROM sales_order_timeline ORDER BY position');
       await db.query('DELETE FROM sales_order_timeline');
       await db.query('DELETE FROM sales_orders');
-      const texts: string[] = [];
-      const counting: Queryable = {
-        query: (text, values) => {
-          texts.push(text);
-          return db.query(text, values);
-        },
-      };
+      const { texts, counting } = recording(db);
       await ordersProjection.apply(recorded, counting);
       const after = await db.query('SELECT * FROM sales_order_timeline ORDER BY position');
       expect(after.rows).toEqual(before.rows);
@@ -521,13 +523,7 @@ describe('orders read model', () => {
       const before = await rowsOf(db);
       await db.query('DELETE FROM sales_order_timeline');
       await db.query('DELETE FROM sales_orders');
-      const texts: string[] = [];
-      const counting: Queryable = {
-        query: (text, values) => {
-          texts.push(text);
-          return db.query(text, values);
-        },
-      };
+      const { texts, counting } = recording(db);
       await ordersProjection.apply(recorded.slice(0, 5), counting);
       await ordersProjection.apply(recorded.slice(5), counting);
       const after = await rowsOf(db);
