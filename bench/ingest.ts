@@ -78,11 +78,13 @@ const row = (r: string) => ROWS.has(r) || (r === 'a' && ROWS.has('c'));
 let seq = 0;
 // Yesterday onwards, a millisecond apart: well within TELEMETRY_MAX_PAST_DAYS, never in the future.
 const T0 = Date.now() - DAY_MS;
+/** The ts of the reading with this id (the (c) watcher finds a reading by it). */
+const tsOf = (id: number) => T0 + id;
 const payload = (n: number) =>
   JSON.stringify(
     Array.from({ length: n }, () => {
       const i = ++seq;
-      return { metric: 'temp', value: (i % 1000) / 10, ts: T0 + i, id: i };
+      return { metric: 'temp', value: (i % 1000) / 10, ts: tsOf(i), id: i };
     }),
   );
 
@@ -335,7 +337,7 @@ async function main(): Promise<void> {
       const ackedAt = new Map<number, number>(); // PUBACK received: the message is stored
       let polling = true;
       // The watcher asks for the last reading of each message not seen yet, by the series index
-      // (device, metric, ts; a reading's ts is T0 + its id): a message's readings become queryable
+      // (device, metric, ts; a reading's ts is tsOf(its id)): a message's readings become queryable
       // together (one event, one projection transaction), and the messages not seen yet are the few
       // in flight. (It read every row after a position before, which only a BRIN index serves: 17 ms
       // of PostgreSQL per read on a table of a few hundred thousand rows, most of a core taken from
@@ -356,7 +358,7 @@ async function main(): Promise<void> {
           const t = performance.now();
           const res = await pool.query<{ reading_id: string }>(
             `SELECT reading_id FROM telemetry_readings WHERE device_id = $1 AND metric = 'temp' AND ts = ANY ($2::timestamptz[])`,
-            [deviceId, unseen.map((id) => new Date(T0 + id))],
+            [deviceId, unseen.map((id) => new Date(tsOf(id)))],
           );
           const now = performance.now();
           polls++;
