@@ -24,8 +24,9 @@ import { handleReadingsMessage, type MessageSinks } from './mqtt-ingest';
  * to the bound), and the PUBACK it writes is held here until its message is
  * stored. This relies on MQTT.js (5.x) writing the PUBACK through the client's
  * `_sendPacket`; `start()` checks that it exists and fails loudly otherwise,
- * and test/e2e/telemetry-external.e2e.spec.ts checks that no PUBACK goes out
- * before its message is stored.
+ * and test/integration/external-subscriber.spec.ts checks, against a real
+ * mosquitto, that several messages are stored at once up to the bound, and that
+ * no PUBACK goes out before its message and every earlier one are stored.
  */
 
 export interface ExternalSubscriberOptions {

@@ -114,6 +114,26 @@ describe('a revocation on one instance is refused on the other', () => {
     expectStatus(await me(a, owned.owner.authorization.slice('Bearer '.length)), 200);
   });
 
+  it('within the stated bound: no request B receives later than REVOCATION_MAX_STALENESS_MS after a logout on A is answered 200', async () => {
+    const u = await newUser(a);
+    expectStatus(await me(b, u.token), 200);
+    expect((await a.http('POST', '/auth/logout', {}, bearer(u.token))).status).toBe(204);
+    const revokedAt = performance.now();
+    // B is asked without pause until twice the bound has passed. Before the bound it may still
+    // answer 200 (its list may predate the logout); later, never: 401 once its mirror has the
+    // revocation, or 503 if it could not vouch for a list that recent.
+    const answers: { sentAt: number; status: number }[] = [];
+    while (performance.now() < revokedAt + 2 * BOUND_MS) {
+      const sentAt = performance.now();
+      answers.push({ sentAt, status: (await me(b, u.token)).status });
+    }
+    const late = answers.filter((x) => x.sentAt > revokedAt + BOUND_MS);
+    expect(late.length).toBeGreaterThan(0);
+    expect(late.filter((x) => x.status === 200)).toEqual([]);
+    await eventually(async () => (await me(b, u.token)).status === 401, 'B refuses the token as revoked', 15_000);
+    expectStatus(await me(b, u.token), 401, 'AUTH.TOKEN_REVOKED');
+  });
+
   it('eventually over HTTP alone: a token logged out on B is refused on A', async () => {
     const u = await newUser(b);
     expectStatus(await me(a, u.token), 200);

@@ -1,4 +1,5 @@
 import { CheckpointNotifier } from '../../src/platform/processing/checkpoint-notifier';
+import { eventually } from '../support/events';
 import { createTestDatabase, type TestDatabase } from '../support/services';
 
 /**
@@ -16,8 +17,10 @@ beforeAll(async () => {
   await db.pool.query(
     `INSERT INTO processor_checkpoints (name, kind, position, version) VALUES ('probe', 'projection', 100, 1)`,
   );
-  here = new CheckpointNotifier(db.pool, { connectionString: db.url, log });
-  there = new CheckpointNotifier(db.pool, { connectionString: db.url, log });
+  // Fallback polls far beyond any wait here: a waiter wakes by the local announce or by NOTIFY, or not at all.
+  const pollMs = { listening: 3_600_000, unlistened: 3_600_000 };
+  here = new CheckpointNotifier(db.pool, { connectionString: db.url, log, pollMs });
+  there = new CheckpointNotifier(db.pool, { connectionString: db.url, log, pollMs });
 });
 afterAll(async () => {
   await here.close();
@@ -36,9 +39,20 @@ it('answers from the stored checkpoint, even with no time to wait', async () => 
   expect(here.waiting).toBe(0);
 });
 
+/** LISTEN connections of these notifiers that are listening (their last query was the LISTEN). */
+const listening = async () =>
+  (
+    await db.pool.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = 'projection-checkpoints' AND query LIKE 'LISTEN %'`,
+    )
+  ).rows[0]!.n;
+
 it('wakes a waiter in this process on a local commit, and one in another process by NOTIFY', async () => {
   const local = here.wait('probe', 200, 60_000);
   const remote = there.wait('probe', 200, 60_000);
+  // Both listen before the commits: a NOTIFY sent earlier would be unheard, and only a poll would wake.
+  await eventually(async () => (await listening()) === 2, 'both notifiers listening');
   await commit(here, 150);
   await commit(here, 200);
   await expect(local).resolves.toBe(true);

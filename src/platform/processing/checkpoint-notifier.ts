@@ -34,6 +34,8 @@ interface Waiter {
 export interface CheckpointNotifierOptions {
   readonly connectionString: string;
   readonly log: (msg: string, err: unknown) => void;
+  /** The fallback polls' intervals, listening and not (default FALLBACK_POLL_MS, UNLISTENED_POLL_MS). */
+  readonly pollMs?: { readonly listening: number; readonly unlistened: number };
 }
 
 export class CheckpointNotifier {
@@ -157,7 +159,9 @@ export class CheckpointNotifier {
         this.pollTimer = undefined;
         void this.poll();
       },
-      this.listener ? FALLBACK_POLL_MS : UNLISTENED_POLL_MS,
+      this.listener
+        ? (this.options.pollMs?.listening ?? FALLBACK_POLL_MS)
+        : (this.options.pollMs?.unlistened ?? UNLISTENED_POLL_MS),
     );
     this.pollTimer.unref();
   }
