@@ -295,9 +295,13 @@ async function main(): Promise<void> {
       const httpRates: number[] = [];
       const copyRates: number[] = [];
       const devAuth = { authorization: `Bearer ${token}` };
+      // CPU ms of this process and of PostgreSQL per run: while the POSTs are answered (the projection
+      // running alongside), while the projection finishes afterwards, and while the COPYs run.
+      const cpu: Record<'accepted' | 'caughtUp' | 'copy', [number, number]>[] = [];
       for (let run = 0; run < RUNS; run++) {
         const work = bodies();
         let i = 0;
+        const [n0, p0] = [processCpuMs(), postgresCpuMs()];
         const t0 = performance.now();
         await Promise.all(
           Array.from({ length: HTTP_CONCURRENCY }, async () => {
@@ -309,6 +313,12 @@ async function main(): Promise<void> {
           }),
         );
         httpRates.push((batches * HTTP_BATCH) / ((performance.now() - t0) / 1000));
+        const accepted: [number, number] = [processCpuMs() - n0, postgresCpuMs() - p0];
+        // Not timed: the projection applies what it has not yet, so that the COPY side does not share
+        // the box with it; its CPU is noted apart.
+        if (!(await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 120_000)))
+          throw new Error('projection did not catch up');
+        const caughtUp: [number, number] = [processCpuMs() - n0 - accepted[0], postgresCpuMs() - p0 - accepted[1]];
         // The same rows, raw: one COPY per batch of 500, same concurrency.
         const lines = work.map((b) =>
           (JSON.parse(b) as { metric: string; value: number; ts: number; id: number }[]).map(
@@ -316,6 +326,7 @@ async function main(): Promise<void> {
           ),
         );
         let j = 0;
+        const [n1, p1] = [processCpuMs(), postgresCpuMs()];
         const t1 = performance.now();
         await Promise.all(
           Array.from({ length: HTTP_CONCURRENCY }, async () => {
@@ -333,12 +344,20 @@ async function main(): Promise<void> {
           }),
         );
         copyRates.push((batches * HTTP_BATCH) / ((performance.now() - t1) / 1000));
+        cpu.push({ accepted, caughtUp, copy: [processCpuMs() - n1, postgresCpuMs() - p1] });
       }
       report(
         `(b) ${(batches * HTTP_BATCH).toLocaleString('en-US')} readings in batches of ${HTTP_BATCH}, ${HTTP_CONCURRENCY} in flight`,
         { label: 'POST /devices/:id/readings (202)', rates: httpRates },
         { label: 'COPY of the same rows, per batch', rates: copyRates },
         0.5,
+      );
+      const perK = (part: 'accepted' | 'caughtUp' | 'copy', i: 0 | 1) =>
+        median(cpu.map((r) => (r[part][i] * 1000) / (batches * HTTP_BATCH))).toFixed(1);
+      info(
+        `CPU per 1,000 readings (median run): POSTs answered — this process ${perK('accepted', 0)} ms, PostgreSQL ${perK('accepted', 1)} ms ` +
+          `(the projection running alongside); the projection finishing after the last 202 — this process ${perK('caughtUp', 0)} ms, PostgreSQL ${perK('caughtUp', 1)} ms; ` +
+          `COPY — this process ${perK('copy', 0)} ms, PostgreSQL ${perK('copy', 1)} ms`,
       );
     }
     if (row('c')) {
