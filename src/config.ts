@@ -199,6 +199,11 @@ export const configSchema = z
     TELEMETRY_BATCH_MAX_READINGS: positiveInt.max(60_000).default(5000),
     /** Readings waiting or being appended at most; beyond, MQTT messages are not acknowledged until there is room. */
     TELEMETRY_MAX_PENDING_READINGS: positiveInt.default(50_000),
+    /**
+     * Embedded broker: bytes of the messages being stored at once (each its payload plus 2 KiB), all
+     * connections together; beyond, no further message is read until there is room.
+     */
+    TELEMETRY_MAX_IN_FLIGHT_BYTES: positiveInt.min(65_536).default(64 * 1_048_576),
     /** Raw readings older than this many days are dropped from the read model (the events and rollups stay); 0 keeps them. */
     TELEMETRY_RETENTION_DAYS: z.coerce.number().int().min(0).default(90),
     TELEMETRY_RETENTION_INTERVAL_S: positiveInt.default(3600),

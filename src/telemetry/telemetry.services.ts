@@ -148,6 +148,11 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
     return this.broker?.port ?? 0;
   }
 
+  /** Bytes of the messages the embedded broker is storing now, against TELEMETRY_MAX_IN_FLIGHT_BYTES (0 when none runs). */
+  get mqttBytesInFlight(): number {
+    return this.broker?.bytesInFlight ?? 0;
+  }
+
   async onApplicationBootstrap(): Promise<void> {
     const c = this.platform.config;
     const log = this.platform.log;
@@ -178,6 +183,7 @@ export class TelemetryServices implements OnApplicationBootstrap, OnModuleDestro
         maxInflightQos2: c.MQTT_MAX_INFLIGHT_QOS2,
         maxSubscriptions: c.MQTT_MAX_SUBSCRIPTIONS,
         maxRetainedBytes: c.MQTT_MAX_RETAINED_BYTES,
+        maxInFlightBytes: c.TELEMETRY_MAX_IN_FLIGHT_BYTES,
         authenticate: (token) => this.identity.authenticate(`Bearer ${token}`, 'device'),
         deviceActive: (id) => this.identity.deviceMayConnect(id),
         watchSession: (principal, end) => this.identity.watchSession(principal, end),
