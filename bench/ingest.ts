@@ -488,6 +488,9 @@ async function main(): Promise<void> {
       }
       const embeddedRates: number[] = [];
       const externalRates: number[] = [];
+      // CPU ms of this process, PostgreSQL and mosquitto per run and mode: where the external mode's time goes.
+      const cpu = { embedded: [] as number[][], external: [] as number[][] };
+      const mosquittoCpuMs = () => processTreeCpuMs(mosquitto!.pid);
       for (let run = 0; run < RUNS; run++) {
         for (const mode of ['embedded', 'external'] as const) {
           const c =
@@ -495,10 +498,13 @@ async function main(): Promise<void> {
               ? await connect(telemetry.mqttPort, deviceId, token)
               : await connectExternal(mosquitto, `bench-pub-${tag}`);
           const expected = (await queryableIds()) + readings;
+          const before = [processCpuMs(), postgresCpuMs(), mosquittoCpuMs()];
           const t0 = performance.now();
           await publishAll(c, topic, messages);
           await allQueryable(expected);
           (mode === 'embedded' ? embeddedRates : externalRates).push(readings / ((performance.now() - t0) / 1000));
+          const after = [processCpuMs(), postgresCpuMs(), mosquittoCpuMs()];
+          cpu[mode].push(after.map((v, i) => ((v - before[i]!) * 1000) / readings));
           await c.endAsync();
         }
       }
@@ -507,6 +513,11 @@ async function main(): Promise<void> {
         { label: 'mosquitto → MQTT_URL instance, stored + queryable', rates: externalRates },
         { label: 'embedded broker, stored + queryable', rates: embeddedRates },
         0.8,
+      );
+      const perK = (mode: 'embedded' | 'external', i: number) => median(cpu[mode].map((r) => r[i]!)).toFixed(1);
+      info(
+        `CPU per 1,000 readings (median run): external — this process ${perK('external', 0)} ms, PostgreSQL ${perK('external', 1)} ms, mosquitto ${perK('external', 2)} ms; ` +
+          `embedded — this process ${perK('embedded', 0)} ms, PostgreSQL ${perK('embedded', 1)} ms`,
       );
       await external.close();
       external = undefined;
@@ -636,6 +647,17 @@ async function storageFloor(
   const perK = (i: 0 | 1) => median(cpu.map((r) => (r[i] * 1000) / readings)).toFixed(1);
   info(`CPU per 1,000 readings (median run): this process ${perK(0)} ms, PostgreSQL ${perK(1)} ms`);
   info(`stored + queryable (a) cannot exceed this rate: BELOW here means (a)'s target needs cheaper storage`);
+}
+
+/** CPU ms (user + system, its ended children included) of one process so far; 0 once it is gone. */
+function processTreeCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 10; // USER_HZ is 100 on Linux
+  } catch {
+    return 0;
+  }
 }
 
 /** The PID of the postmaster serving this pool (the parent of its backends). */

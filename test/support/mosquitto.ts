@@ -16,6 +16,8 @@ import { eventually } from './events';
 export interface Mosquitto {
   readonly port: number;
   readonly url: string;
+  /** The mosquitto process's id (benchmarks read its CPU time from /proc). */
+  readonly pid: number;
   stop(): Promise<void>;
 }
 
@@ -55,6 +57,7 @@ export async function startMosquitto(): Promise<Mosquitto> {
   return {
     port,
     url: `mqtt://127.0.0.1:${port}`,
+    pid: proc.pid!,
     async stop() {
       if (proc.exitCode === null) proc.kill('SIGKILL');
       await exited;
