@@ -196,6 +196,7 @@ async function main(): Promise<void> {
       maxInflightQos2: config.MQTT_MAX_INFLIGHT_QOS2,
       maxSubscriptions: config.MQTT_MAX_SUBSCRIPTIONS,
       maxRetainedBytes: config.MQTT_MAX_RETAINED_BYTES,
+      maxInFlightBytes: config.TELEMETRY_MAX_IN_FLIGHT_BYTES,
       sinks: {
         maxPayloadBytes: config.TELEMETRY_MAX_PAYLOAD_BYTES,
         ingest: (_d, readings) =>

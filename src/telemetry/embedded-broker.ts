@@ -56,8 +56,8 @@ export interface EmbeddedBrokerLimits {
   readonly maxSubscriptions: number;
   /** Payload bytes of retained messages kept, all topics together; 0 ignores the retain flag. */
   readonly maxRetainedBytes: number;
-  /** Bytes of messages being stored at once, each counted as its payload plus a fixed overhead (default MAX_IN_FLIGHT_BYTES). */
-  readonly maxInFlightBytes?: number;
+  /** Bytes of messages being stored at once, all connections together, each its payload plus PER_MESSAGE_OVERHEAD_BYTES. */
+  readonly maxInFlightBytes: number;
 }
 
 export interface EmbeddedBrokerOptions extends EmbeddedBrokerLimits {
@@ -84,8 +84,6 @@ const WILDCARDS = /[+#/]/;
 const MAX_FILTER_LENGTH = 256;
 
 const deviceOf = new WeakMap<Client, string>();
-/** Payload bytes being stored at once, across connections, before aedes is made to wait (default). */
-export const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
 /**
  * What one message in flight costs beyond its payload (packet, parsed readings, promises, ack
  * ticket), counted against the same budget so a flood of tiny messages is bounded too.
@@ -189,7 +187,7 @@ export class EmbeddedBroker {
   private idle: (() => void)[] = [];
   private closing = false;
   private readonly acks = new AckQueue();
-  /** Payload bytes of messages being stored. */
+  /** Bytes of the messages being stored, each its payload plus PER_MESSAGE_OVERHEAD_BYTES. */
   private inFlightBytes = 0;
   private readonly waiting: (() => void)[] = [];
   /** Bytes of the messages being stored now, as counted against maxInFlightBytes. */
@@ -552,8 +550,7 @@ export class EmbeddedBroker {
 
   /** Waits until the payloads in flight leave room for `bytes` (one message always goes alone). */
   private async admit(bytes: number): Promise<void> {
-    const max = this.options.maxInFlightBytes ?? MAX_IN_FLIGHT_BYTES;
-    while (!this.closing && this.inFlightBytes > 0 && this.inFlightBytes + bytes > max) {
+    while (!this.closing && this.inFlightBytes > 0 && this.inFlightBytes + bytes > this.options.maxInFlightBytes) {
       await new Promise<void>((res) => this.waiting.push(res));
     }
     this.inFlightBytes += bytes;
