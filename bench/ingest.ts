@@ -217,7 +217,19 @@ async function main(): Promise<void> {
       await publishAll(c, topic, Math.min(500, messages));
       await c.endAsync();
     }
-    await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 60_000);
+    await projectionCaughtUp(app, 60_000);
+
+    /** One run of the same publisher through the pass-through broker: its rate and CPU ms (this process, PostgreSQL). */
+    const passThroughRun = async (): Promise<{ rate: number; cpu: [number, number] }> => {
+      const c = await connect(passPort, deviceId, token);
+      const [n0, p0] = [processCpuMs(), postgresCpuMs()];
+      const t0 = performance.now();
+      await publishAll(c, topic, messages);
+      const rate = readings / ((performance.now() - t0) / 1000);
+      const cpu: [number, number] = [processCpuMs() - n0, postgresCpuMs() - p0];
+      await c.endAsync();
+      return { rate, cpu };
+    };
 
     // (a) -----------------------------------------------------------------
     const stored: number[] = [];
@@ -228,13 +240,9 @@ async function main(): Promise<void> {
       let lastLag = 0;
       for (let run = 0; run < RUNS; run++) {
         {
-          const c = await connect(passPort, deviceId, token);
-          const [n0, p0] = [processCpuMs(), postgresCpuMs()];
-          const t0 = performance.now();
-          await publishAll(c, topic, messages);
-          pass.push(readings / ((performance.now() - t0) / 1000));
-          cpu.pass.push([processCpuMs() - n0, postgresCpuMs() - p0]);
-          await c.endAsync();
+          const p = await passThroughRun();
+          pass.push(p.rate);
+          cpu.pass.push(p.cpu);
         }
         {
           const c = await connect(telemetry.mqttPort, deviceId, token);
@@ -243,9 +251,7 @@ async function main(): Promise<void> {
           await publishAll(c, topic, messages);
           const acked = performance.now();
           // Queryable: the projection has applied everything the PUBACKs covered.
-          const head = await app.platform.store.headPosition();
-          if (!(await app.platform.projections.waitFor('telemetry', head, 120_000)))
-            throw new Error('projection did not catch up');
+          await projectionCaughtUp(app);
           const t1 = performance.now();
           lastLag = t1 - acked;
           stored.push(readings / ((t1 - t0) / 1000));
@@ -276,13 +282,9 @@ async function main(): Promise<void> {
     }
     if (row('floor')) {
       // (a)'s ceiling -------------------------------------------------------
-      await storageFloor(pool, deviceId, messages, readings, config.PROJECTION_BATCH_SIZE, async () => {
-        const c = await connect(passPort, deviceId, token);
-        const t0 = performance.now();
-        await publishAll(c, topic, messages);
-        const rate = readings / ((performance.now() - t0) / 1000);
-        await c.endAsync();
-        return rate;
+      await storageFloor(pool, deviceId, messages, readings, config.PROJECTION_BATCH_SIZE, {
+        passRun: async () => (await passThroughRun()).rate,
+        postgresCpuMs,
       });
     }
     if (row('b')) {
@@ -317,8 +319,7 @@ async function main(): Promise<void> {
         const accepted: [number, number] = [processCpuMs() - n0, postgresCpuMs() - p0];
         // Not timed: the projection applies what it has not yet, so that the COPY side does not share
         // the box with it; its CPU is noted apart.
-        if (!(await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 120_000)))
-          throw new Error('projection did not catch up');
+        await projectionCaughtUp(app);
         const caughtUp: [number, number] = [processCpuMs() - n0 - accepted[0], postgresCpuMs() - p0 - accepted[1]];
         // The same rows, raw: one COPY per batch of 500, same concurrency.
         const lines = work.map((b) =>
@@ -367,7 +368,7 @@ async function main(): Promise<void> {
       const msgRate = rate / PER_MESSAGE;
       const total = Math.max(1, Math.floor(msgRate * LATENCY_SECONDS));
       const c = await connect(telemetry.mqttPort, deviceId, token);
-      await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 60_000);
+      await projectionCaughtUp(app, 60_000);
       const sentAt = new Map<number, number>(); // last reading id of a message -> publish time
       const seenAt = new Map<number, number>();
       const ackedAt = new Map<number, number>(); // PUBACK received: the message is stored
@@ -382,9 +383,7 @@ async function main(): Promise<void> {
       // what it measured.)
       let polls = 0;
       let pollMs = 0;
-      let after = Number(
-        (await pool.query<{ p: string | null }>('SELECT max(position) AS p FROM events')).rows[0]!.p ?? 0,
-      );
+      let after = await app.platform.store.headPosition();
       const poller = (async () => {
         while (polling || seenAt.size < sentAt.size) {
           const t = performance.now();
@@ -577,6 +576,12 @@ type Http = (
   headers?: Record<string, string>,
 ) => Promise<{ status: number; body: Record<string, unknown> }>;
 
+/** Waits until the telemetry projection has applied every event stored so far; throws after `timeoutMs`. */
+async function projectionCaughtUp(app: RunningApp, timeoutMs = 120_000): Promise<void> {
+  if (!(await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), timeoutMs)))
+    throw new Error('the telemetry projection did not catch up');
+}
+
 /**
  * (a)'s ceiling with this storage: the telemetry projection's own statements (its `setup`, `prepare` and
  * `apply`, this code) applying the last `messages` events (a) stored, as the live runner does (batches of
@@ -592,7 +597,7 @@ async function storageFloor(
   messages: number,
   readings: number,
   batchEvents: number,
-  passRun: () => Promise<number>,
+  { passRun, postgresCpuMs }: { passRun: () => Promise<number>; postgresCpuMs: () => number },
 ): Promise<void> {
   const newest = await pool.query<{ position: string; type: string; data: { readings: unknown[] } }>(
     `SELECT position, type, data FROM events WHERE stream_id = $1 ORDER BY position DESC LIMIT $2`,
@@ -604,7 +609,6 @@ async function storageFloor(
   const applied = newest.rows.reduce((n, e) => n + e.data.readings.length, 0);
   if (applied !== readings)
     throw new Error(`floor: ${applied} readings in the last ${messages} events, not ${readings}`);
-  const postmaster = await postmasterPid(pool);
   const client = await pool.connect();
   const floor: number[] = [];
   const pass: number[] = [];
@@ -619,7 +623,7 @@ async function storageFloor(
         query: (text, values) => client.query(text, values),
         copyRows: (sql, lines) => copyLines(client, sql, lines),
       };
-      const [n0, p0] = [processCpuMs(), serverCpuMs(postmaster)];
+      const [n0, p0] = [processCpuMs(), postgresCpuMs()];
       const t0 = performance.now();
       for (let i = 0; i < events.length; i += batchEvents) {
         const batch = events.slice(i, i + batchEvents);
@@ -630,7 +634,7 @@ async function storageFloor(
         await client.query('COMMIT');
       }
       floor.push(readings / ((performance.now() - t0) / 1000));
-      cpu.push([processCpuMs() - n0, serverCpuMs(postmaster) - p0]);
+      cpu.push([processCpuMs() - n0, postgresCpuMs() - p0]);
       const n = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM telemetry_readings');
       if (n.rows[0]!.n !== readings) throw new Error(`floor: ${n.rows[0]!.n} rows applied, not ${readings}`);
     }
@@ -650,44 +654,45 @@ async function storageFloor(
   info(`stored + queryable (a) cannot exceed this rate: BELOW here means (a)'s target needs cheaper storage`);
 }
 
-/** CPU ms (user + system, its ended children included) of one process so far; 0 once it is gone. */
-function processTreeCpuMs(pid: number): number {
+/**
+ * The fields of /proc/<pid>/stat after the command name (f[1] is the parent pid; f[11..14] are utime,
+ * stime, cutime, cstime in ticks); undefined once the process is gone.
+ */
+function procStat(pid: number | string): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 10; // USER_HZ is 100 on Linux
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
-    return 0;
+    return undefined;
   }
+}
+const TICK_MS = 10; // USER_HZ is 100 on Linux
+
+/** CPU ms (user + system, its ended children included) of one process so far; 0 once it is gone. */
+function processTreeCpuMs(pid: number): number {
+  const f = procStat(pid);
+  return f ? (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * TICK_MS : 0;
 }
 
 /** The PID of the postmaster serving this pool (the parent of its backends). */
 async function postmasterPid(pool: Pool): Promise<number> {
   const backend = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-  const stat = readFileSync(`/proc/${backend}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  return Number(procStat(backend)![1]);
 }
 
-/** CPU ms (user + system) of a postmaster and its children so far, ended ones included: one server's, whatever else runs on the box. */
+/**
+ * CPU ms (user + system) of a postmaster and its children so far, ended ones included (the
+ * postmaster's cutime and cstime: a backend or worker that exits between two samples still counts):
+ * one server's, whatever else runs on the box.
+ */
 function serverCpuMs(postmaster: number): number {
-  let ticks = 0;
+  let ms = processTreeCpuMs(postmaster);
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(pid) === postmaster) {
-        // Its own time and that of its children that have ended (reaped: cutime, cstime), so a backend or
-        // worker that exits between two samples is still counted.
-        ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-      } else if (Number(f[1]) === postmaster) {
-        ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
-      }
-    } catch {
-      // the process ended meanwhile
-    }
+    const f = procStat(pid);
+    if (f && Number(f[1]) === postmaster) ms += (Number(f[11]) + Number(f[12])) * TICK_MS;
   }
-  return ticks * 10; // USER_HZ is 100 on Linux
+  return ms;
 }
 
 /** (e): a month of 1 Hz history, read through the route and directly. */
@@ -722,8 +727,7 @@ async function history(app: RunningApp, owner: Record<string, string>, http: Htt
       }
     }),
   );
-  if (!(await app.platform.projections.waitFor('telemetry', await app.platform.store.headPosition(), 600_000)))
-    throw new Error('projection did not catch up');
+  await projectionCaughtUp(app, 600_000);
   const loaded = performance.now() - t0;
   const pool = app.platform.pool;
   const count = await pool.query<{ n: number }>(
